@@ -1,0 +1,2 @@
+//! SCP protocol core.
+#![forbid(unsafe_code)]

@@ -20,7 +20,7 @@
 //! fixed-size sampling is offered for experiments and must not be accounted as if it
 //! were Poisson sampling with `q = B/n` without saying so.
 
-use ndarray::{Array1, Array2};
+use ndarray::{Array1, Array2, Axis, Slice};
 use rand::Rng;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -111,6 +111,25 @@ impl Dataset {
     /// The labels.
     pub fn labels(&self) -> &[bool] {
         &self.labels
+    }
+
+    /// Splits into the first `at` examples and the rest (e.g. training / held-out).
+    pub fn split_at(&self, at: usize) -> Result<(Dataset, Dataset), DpSgdError> {
+        if at == 0 || at >= self.len() {
+            return Err(DpSgdError::EmptyDataset);
+        }
+        let head = self
+            .features
+            .slice_axis(Axis(0), Slice::from(..at))
+            .to_owned();
+        let tail = self
+            .features
+            .slice_axis(Axis(0), Slice::from(at..))
+            .to_owned();
+        Ok((
+            Dataset::new(head, self.labels[..at].to_vec())?,
+            Dataset::new(tail, self.labels[at..].to_vec())?,
+        ))
     }
 
     /// The features of example `index`, or `None` when out of range.

@@ -74,7 +74,7 @@ mod monotonicity {
     use symphony_train::accountant::{epsilon, max_steps_within};
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(48))]
+        #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
         #[test]
         fn more_steps_never_less_epsilon(
             q in 0.001f64..0.5,

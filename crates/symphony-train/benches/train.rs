@@ -11,7 +11,9 @@ use ndarray::{Axis, Slice};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use symphony_train::accountant::epsilon;
-use symphony_train::dpsgd::{train_local, Dataset, DpSgdConfig, LogisticRegression, Sampling};
+use symphony_train::dpsgd::{
+    train_local, Dataset, DpSgdConfig, LogisticRegression, Model, Sampling,
+};
 use symphony_train::metrics::{accuracy, auc};
 use symphony_train::secagg::{
     fedavg_prescale, Aggregator, Participant, ParticipantId, Quantizer, Roster,

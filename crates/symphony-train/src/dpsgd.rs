@@ -1,4 +1,4 @@
-//! Logistic regression trained with DP-SGD (Abadi et al. 2016, "Deep Learning with
+//! Models of [`crate::model`] trained with DP-SGD (Abadi et al. 2016, "Deep Learning with
 //! Differential Privacy").
 //!
 //! One step:
@@ -20,10 +20,12 @@
 //! fixed-size sampling is offered for experiments and must not be accounted as if it
 //! were Poisson sampling with `q = B/n` without saying so.
 
-use ndarray::{Array1, Array2, Axis, Slice};
+use ndarray::{Array2, Axis, Slice};
 use rand::Rng;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+
+pub use crate::model::{LogisticRegression, Mlp, Model};
 
 /// Errors from DP-SGD inputs.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -140,163 +142,6 @@ impl Dataset {
     }
 }
 
-/// Logistic regression `p(y=1|x) = sigmoid(w·x + b)`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogisticRegression {
-    weights: Array1<f64>,
-    bias: f64,
-}
-
-/// Numerically stable logistic function (pure-Rust `exp` for reproducibility).
-pub fn sigmoid(z: f64) -> f64 {
-    if z >= 0.0 {
-        1.0 / (1.0 + libm::exp(-z))
-    } else {
-        let e = libm::exp(z);
-        e / (1.0 + e)
-    }
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    let mut acc = 0.0;
-    for (x, y) in a.iter().zip(b) {
-        acc += x * y;
-    }
-    acc
-}
-
-impl LogisticRegression {
-    /// The all-zero model for `n_features` features.
-    pub fn zeros(n_features: usize) -> Self {
-        Self {
-            weights: Array1::zeros(n_features),
-            bias: 0.0,
-        }
-    }
-
-    /// Builds a model from the flat parameter vector `[w_1, …, w_d, b]`.
-    pub fn from_parameters(parameters: &[f64]) -> Result<Self, DpSgdError> {
-        let Some((&bias, weights)) = parameters.split_last() else {
-            return Err(DpSgdError::DimensionMismatch {
-                expected: 1,
-                got: 0,
-            });
-        };
-        Ok(Self {
-            weights: Array1::from(weights.to_vec()),
-            bias,
-        })
-    }
-
-    /// The flat parameter vector `[w_1, …, w_d, b]` (the unit of secure aggregation).
-    pub fn parameters(&self) -> Vec<f64> {
-        let mut p = self.weights.to_vec();
-        p.push(self.bias);
-        p
-    }
-
-    /// Number of features the model expects.
-    pub fn n_features(&self) -> usize {
-        self.weights.len()
-    }
-
-    /// Number of parameters (`n_features + 1`).
-    pub fn n_parameters(&self) -> usize {
-        self.weights.len() + 1
-    }
-
-    /// The weights.
-    pub fn weights(&self) -> &Array1<f64> {
-        &self.weights
-    }
-
-    /// The bias.
-    pub fn bias(&self) -> f64 {
-        self.bias
-    }
-
-    /// Adds `delta` (same layout as [`Self::parameters`]) to the parameters.
-    pub fn add_to_parameters(&mut self, delta: &[f64]) -> Result<(), DpSgdError> {
-        self.check_len(delta.len())?;
-        for (w, d) in self.weights.iter_mut().zip(delta) {
-            *w += d;
-        }
-        self.bias += delta[self.weights.len()];
-        Ok(())
-    }
-
-    fn check_len(&self, got: usize) -> Result<(), DpSgdError> {
-        if got != self.n_parameters() {
-            return Err(DpSgdError::DimensionMismatch {
-                expected: self.n_parameters(),
-                got,
-            });
-        }
-        Ok(())
-    }
-
-    /// Probability of the positive class for one feature row.
-    pub fn predict_row(&self, x: &[f64]) -> f64 {
-        let w = self.weights.as_slice().unwrap_or(&[]);
-        sigmoid(dot(w, x) + self.bias)
-    }
-
-    /// Probabilities of the positive class for every example of `data`.
-    pub fn predict_proba(&self, data: &Dataset) -> Result<Vec<f64>, DpSgdError> {
-        self.check_features(data)?;
-        Ok(data
-            .features
-            .rows()
-            .into_iter()
-            .map(|row| self.predict_row(row.as_slice().unwrap_or(&[])))
-            .collect())
-    }
-
-    fn check_features(&self, data: &Dataset) -> Result<(), DpSgdError> {
-        if data.n_features() != self.n_features() {
-            return Err(DpSgdError::DimensionMismatch {
-                expected: self.n_features(),
-                got: data.n_features(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Writes the log-loss gradient of one example, clipped to L2 norm `clip_norm`,
-    /// into `out` (layout of [`Self::parameters`]); returns the norm before clipping.
-    pub fn clipped_example_gradient(
-        &self,
-        x: &[f64],
-        label: bool,
-        clip_norm: f64,
-        out: &mut [f64],
-    ) -> Result<f64, DpSgdError> {
-        self.check_len(out.len())?;
-        if x.len() != self.n_features() {
-            return Err(DpSgdError::DimensionMismatch {
-                expected: self.n_features(),
-                got: x.len(),
-            });
-        }
-        let y = if label { 1.0 } else { 0.0 };
-        let residual = self.predict_row(x) - y;
-        // ‖(r·x, r)‖ = |r|·sqrt(‖x‖² + 1)
-        let norm = residual.abs() * (dot(x, x) + 1.0).sqrt();
-        let scale = if norm > clip_norm {
-            clip_norm / norm
-        } else {
-            1.0
-        };
-        let r = residual * scale;
-        let (last, head) = out.split_last_mut().ok_or(DpSgdError::EmptyDataset)?;
-        for (o, xi) in head.iter_mut().zip(x) {
-            *o = r * xi;
-        }
-        *last = r;
-        Ok(norm)
-    }
-}
-
 /// How a batch is drawn for each step.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Sampling {
@@ -409,16 +254,21 @@ pub fn sample_batch(sampling: Sampling, n_examples: usize, rng: &mut ChaCha20Rng
 
 /// Computes the noisy clipped mean gradient of one DP-SGD step into `out`;
 /// returns the realised batch size.
-pub fn noisy_gradient(
-    model: &LogisticRegression,
+pub fn noisy_gradient<M: Model>(
+    model: &M,
     data: &Dataset,
     config: &DpSgdConfig,
     rng: &mut ChaCha20Rng,
     out: &mut [f64],
 ) -> Result<usize, DpSgdError> {
     config.validate(data.len())?;
-    model.check_features(data)?;
-    model.check_len(out.len())?;
+    check_dimensions(model, data)?;
+    if out.len() != model.n_parameters() {
+        return Err(DpSgdError::DimensionMismatch {
+            expected: model.n_parameters(),
+            got: out.len(),
+        });
+    }
     let batch = sample_batch(config.sampling, data.len(), rng);
     let mut scratch = vec![0.0; out.len()];
     out.iter_mut().for_each(|o| *o = 0.0);
@@ -442,19 +292,24 @@ pub fn noisy_gradient(
 
 /// Result of [`train_local`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct LocalTraining {
+pub struct LocalTraining<M> {
     /// The trained model.
-    pub model: LogisticRegression,
+    pub model: M,
     /// Steps taken.
     pub steps: u64,
     /// Sum of realised batch sizes (examples whose gradients were computed).
     pub examples_processed: u64,
 }
 
-impl LocalTraining {
+impl<M: Model> LocalTraining<M> {
     /// The parameter delta `trained − initial`, the update sent to secure aggregation.
-    pub fn update_from(&self, initial: &LogisticRegression) -> Result<Vec<f64>, DpSgdError> {
-        initial.check_len(self.model.n_parameters())?;
+    pub fn update_from(&self, initial: &M) -> Result<Vec<f64>, DpSgdError> {
+        if initial.n_parameters() != self.model.n_parameters() {
+            return Err(DpSgdError::DimensionMismatch {
+                expected: self.model.n_parameters(),
+                got: initial.n_parameters(),
+            });
+        }
         Ok(self
             .model
             .parameters()
@@ -466,14 +321,14 @@ impl LocalTraining {
 }
 
 /// Runs `config.steps` DP-SGD steps from `initial`, with all randomness from `seed`.
-pub fn train_local(
-    initial: &LogisticRegression,
+pub fn train_local<M: Model>(
+    initial: &M,
     data: &Dataset,
     config: &DpSgdConfig,
     seed: [u8; 32],
-) -> Result<LocalTraining, DpSgdError> {
+) -> Result<LocalTraining<M>, DpSgdError> {
     config.validate(data.len())?;
-    initial.check_features(data)?;
+    check_dimensions(initial, data)?;
     let mut rng = ChaCha20Rng::from_seed(seed);
     let mut model = initial.clone();
     let mut gradient = vec![0.0; model.n_parameters()];
@@ -491,4 +346,14 @@ pub fn train_local(
         steps: config.steps,
         examples_processed,
     })
+}
+
+fn check_dimensions<M: Model>(model: &M, data: &Dataset) -> Result<(), DpSgdError> {
+    if model.n_features() != data.n_features() {
+        return Err(DpSgdError::DimensionMismatch {
+            expected: model.n_features(),
+            got: data.n_features(),
+        });
+    }
+    Ok(())
 }

@@ -4,7 +4,9 @@
 //! result is evaluated. Pure computation: no IO, no clock, no OS randomness; every
 //! random choice comes from a caller-provided seed, so a round replays bit-identically.
 //!
-//! * [`dpsgd`]: logistic regression trained by DP-SGD (Abadi et al. 2016): per-example
+//! * [`model`]: logistic regression and a one-hidden-layer `tanh` MLP with
+//!   hand-written gradients on `ndarray`/slices (no ML framework).
+//! * [`dpsgd`]: those models trained by DP-SGD (Abadi et al. 2016): per-example
 //!   clipping to L2 norm `C`, Gaussian noise `N(0, (σC)²)` on the sum, division by the
 //!   expected batch size, Poisson (or fixed-size) sampling. `f64` throughout,
 //!   sequential reductions, pure-Rust `libm` transcendentals.
@@ -24,5 +26,6 @@
 pub mod accountant;
 pub mod dpsgd;
 pub mod metrics;
+pub mod model;
 pub mod secagg;
 pub mod synthetic;

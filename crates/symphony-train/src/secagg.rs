@@ -127,6 +127,9 @@ pub enum SecAggError {
     /// A value to quantize is NaN.
     #[error("cannot quantize NaN")]
     NotANumber,
+    /// HKDF refused the output length (cannot happen for 32 bytes).
+    #[error("key derivation failed")]
+    KeyDerivation,
     /// Federated averaging without examples.
     #[error("federated averaging needs a positive total example count")]
     NoExamples,
@@ -205,6 +208,11 @@ impl Quantizer {
         if !(scale.is_finite() && scale > 0.0 && clip.is_finite() && clip > 0.0) {
             return Err(SecAggError::InvalidQuantizer(
                 "scale and clip must be finite and > 0",
+            ));
+        }
+        if max_participants == 0 {
+            return Err(SecAggError::InvalidQuantizer(
+                "max_participants must be >= 1",
             ));
         }
         if f64::from(max_participants) * (clip * scale).round() > f64::from(i32::MAX) {
@@ -330,11 +338,11 @@ fn pairwise_seed(
     let hk = Hkdf::<Sha256>::new(Some(b"symphony-secagg-v1"), shared.as_bytes());
     let mut seed = [0u8; 32];
     hk.expand(&info, &mut seed)
-        .map_err(|_| SecAggError::InvalidQuantizer("hkdf output length"))?;
+        .map_err(|_| SecAggError::KeyDerivation)?;
     Ok(seed)
 }
 
-/// Adds (`sign > 0`) or subtracts the ChaCha20 mask stream of `seed` into `acc`.
+/// Adds (`add`) or subtracts the ChaCha20 mask stream of `seed` into `acc`.
 fn apply_mask(acc: &mut [u32], seed: &[u8; 32], add: bool) {
     let mut cipher = ChaCha20::new(seed.into(), &[0u8; 12].into());
     let mut block = [0u8; 256];

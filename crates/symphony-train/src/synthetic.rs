@@ -32,3 +32,19 @@ pub fn linear_dataset(
     }
     Dataset::new(features, labels)
 }
+
+/// `n` examples with `d ≥ 2` standard-normal features and the XOR label
+/// `x_0 · x_1 > 0`, which no linear model can fit (a linear model stays near 50%).
+pub fn xor_dataset(n: usize, d: usize, seed: u64) -> Result<Dataset, DpSgdError> {
+    if d < 2 {
+        return Err(DpSgdError::InvalidConfig("xor_dataset needs d >= 2"));
+    }
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let mut features = Array2::zeros((n, d));
+    let mut labels = Vec::with_capacity(n);
+    for mut row in features.rows_mut() {
+        row.iter_mut().for_each(|x| *x = standard_normal(&mut rng));
+        labels.push(row[0] * row[1] > 0.0);
+    }
+    Dataset::new(features, labels)
+}

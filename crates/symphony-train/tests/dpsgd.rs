@@ -2,9 +2,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use proptest::prelude::*;
-use symphony_train::dpsgd::{train_local, DpSgdConfig, LogisticRegression, Sampling};
+use symphony_train::dpsgd::{train_local, DpSgdConfig, LogisticRegression, Mlp, Model, Sampling};
 use symphony_train::metrics::{accuracy, auc};
-use symphony_train::synthetic::linear_dataset;
+use symphony_train::synthetic::{linear_dataset, xor_dataset};
 
 fn config(noise_multiplier: f64, clip_norm: f64, sampling: Sampling, steps: u64) -> DpSgdConfig {
     DpSgdConfig {
@@ -69,6 +69,37 @@ fn dp_training_with_moderate_noise_beats_chance_on_held_out_data() {
     assert!(area > 0.9, "DP AUC {area} (eps {eps})");
 }
 
+#[test]
+fn mlp_learns_xor_where_logistic_regression_cannot() {
+    let all = xor_dataset(6_000, 2, 4).unwrap();
+    let (train, test) = all.split_at(5_000).unwrap();
+    let cfg = DpSgdConfig {
+        learning_rate: 0.5,
+        clip_norm: 1e6,
+        noise_multiplier: 0.0,
+        sampling: Sampling::Poisson { rate: 0.02 },
+        steps: 3_000,
+    };
+    let mlp = train_local(&Mlp::new(2, 8, [3; 32]).unwrap(), &train, &cfg, [4; 32]).unwrap();
+    let lr = train_local(&LogisticRegression::zeros(2), &train, &cfg, [4; 32]).unwrap();
+    let acc_mlp = accuracy(&mlp.model.predict_proba(&test).unwrap(), test.labels(), 0.5).unwrap();
+    let acc_lr = accuracy(&lr.model.predict_proba(&test).unwrap(), test.labels(), 0.5).unwrap();
+    assert!(acc_mlp > 0.9, "MLP accuracy on XOR {acc_mlp}");
+    assert!(
+        acc_lr < 0.65,
+        "logistic regression accuracy on XOR {acc_lr}"
+    );
+    // Private MLP training (σ = 1, C = 1) still beats chance clearly.
+    let private = DpSgdConfig {
+        clip_norm: 1.0,
+        noise_multiplier: 1.0,
+        ..cfg
+    };
+    let dp = train_local(&Mlp::new(2, 8, [3; 32]).unwrap(), &train, &private, [5; 32]).unwrap();
+    let acc_dp = accuracy(&dp.model.predict_proba(&test).unwrap(), test.labels(), 0.5).unwrap();
+    assert!(acc_dp > 0.75, "DP MLP accuracy on XOR {acc_dp}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
@@ -87,6 +118,11 @@ proptest! {
         let raw = model.clipped_example_gradient(&x, label, clip, &mut g).unwrap();
         let norm = g.iter().map(|v| v * v).sum::<f64>().sqrt();
         prop_assert!(norm <= clip * (1.0 + 1e-12), "clipped norm {} > C {}", norm, clip);
+        let mlp = Mlp::new(5, 3, [label as u8; 32]).unwrap();
+        let mut g_mlp = vec![0.0; mlp.n_parameters()];
+        mlp.clipped_example_gradient(&x, label, clip, &mut g_mlp).unwrap();
+        let norm_mlp = g_mlp.iter().map(|v| v * v).sum::<f64>().sqrt();
+        prop_assert!(norm_mlp <= clip * (1.0 + 1e-12), "MLP clipped norm {} > C {}", norm_mlp, clip);
         // Unclipped gradients are left alone.
         if raw <= clip {
             prop_assert!((norm - raw).abs() <= 1e-9 * raw.max(1.0));

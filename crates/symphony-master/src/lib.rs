@@ -1,0 +1,555 @@
+//! # symphony-master
+//!
+//! The master replicated state machine: the state the three master nodes agree on,
+//! changed only by [`MasterState::apply`]. Every master applies the same committed
+//! commands in the same order and reaches the same [`MasterState::state_root`]; the
+//! masters sign that root (commit certificate, final with 2 of 3).
+//!
+//! The state machine is pure: the leader injects time into commands (`at_ms`), there
+//! is no clock, no randomness and no IO here. A refused command changes nothing.
+//!
+//! Rules enforced here, so no service above can bypass them:
+//! - a caller's nonce is accepted once (replay protection of admissions);
+//! - an admitted `TaskEnvelope` must verify (hash matches body, class constraints)
+//!   and is stored immutably — no command edits it;
+//! - task state changes only through the core lifecycle table;
+//! - a settlement's shares sum exactly to its fee total;
+//! - delivery is recorded only for a `completed` task with a `finalized` settlement.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use symphony_core::encoding::{canonical_bytes, content_hash, tagged_hash, Digest, EncodingError};
+use symphony_core::envelope::{EnvelopeError, TaskEnvelope};
+use symphony_core::ids::{ActorId, EpochId, TaskId, VaultId};
+use symphony_core::lifecycle::{
+    SettlementState, SliceState, TaskEvent, TaskState, TransitionError,
+};
+
+/// Hash tag of the state root.
+pub const STATE_ROOT_TAG: &str = "scp/master-state/v1";
+
+/// What one Vault's slice ended as, as the coordinator recorded it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SliceRecord {
+    /// The slice's final state.
+    pub state: SliceState,
+    /// Commitment of the `SliceResultBundle` (zero if none returned).
+    pub commitment: Digest,
+    /// Subjects whose records were evaluated.
+    pub subjects_evaluated: u64,
+    /// ε committed per evaluated subject, micro-units.
+    pub epsilon_committed_micro: u64,
+}
+
+/// The aggregate of a task (never the per-Vault inputs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AggregateRecord {
+    /// Commitment linking the aggregate to its inputs.
+    pub commitment: Digest,
+    /// Eligible subjects before the cap.
+    pub eligible_count: u64,
+    /// Result size after cap and selection.
+    pub delivered_count: u64,
+    /// Hash of the result.
+    pub result_hash: Digest,
+}
+
+/// A settlement of a task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementRecord {
+    /// Lifecycle state.
+    pub state: SettlementState,
+    /// The epoch it settles in.
+    pub epoch_id: EpochId,
+    /// The fee charged, base units.
+    pub fee_total: u64,
+    /// Recipient → amount, base units; sums to `fee_total`.
+    pub fee_shares: BTreeMap<String, u64>,
+    /// Escrow refunded to the submitter, base units.
+    pub refund: u64,
+}
+
+/// Everything the masters know about one task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// The immutable envelope.
+    pub envelope: TaskEnvelope,
+    /// Current lifecycle state.
+    pub state: TaskState,
+    /// States visited, in order (starting with `accepted`).
+    pub history: Vec<TaskState>,
+    /// Why the task was rejected or timed out, if it was.
+    pub reason: Option<String>,
+    /// Slice outcomes by Vault.
+    pub slices: BTreeMap<VaultId, SliceRecord>,
+    /// The aggregate, once formed.
+    pub aggregate: Option<AggregateRecord>,
+    /// The settlement, once started.
+    pub settlement: Option<SettlementRecord>,
+}
+
+/// An auditable event (delivery and other protocol facts the masters attest to).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Sequence number in the audit log.
+    pub seq: u64,
+    /// When, ms (leader's time).
+    pub at_ms: u64,
+    /// The task concerned.
+    pub task_id: TaskId,
+    /// What happened.
+    pub kind: String,
+    /// Detail (e.g. recipient and result hash).
+    pub detail: String,
+}
+
+/// A command replicated through consensus.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Admission: store the envelope; the task enters `accepted`.
+    AdmitTask {
+        /// The sealed envelope.
+        envelope: TaskEnvelope,
+    },
+    /// A lifecycle event of a task.
+    Advance {
+        /// The task.
+        task_id: TaskId,
+        /// The event.
+        event: TaskEvent,
+        /// Reason, for `reject` and `timeout`.
+        reason: Option<String>,
+    },
+    /// The coordinator's record of one slice.
+    RecordSlice {
+        /// The task.
+        task_id: TaskId,
+        /// The Vault.
+        vault_id: VaultId,
+        /// What the slice ended as.
+        record: SliceRecord,
+    },
+    /// The aggregation runtime's output.
+    RecordAggregate {
+        /// The task.
+        task_id: TaskId,
+        /// The aggregate.
+        record: AggregateRecord,
+    },
+    /// A settlement state change (with its amounts).
+    RecordSettlement {
+        /// The task.
+        task_id: TaskId,
+        /// The settlement.
+        record: SettlementRecord,
+    },
+    /// The result was delivered to the submitter.
+    RecordDelivery {
+        /// The task.
+        task_id: TaskId,
+        /// Recipient.
+        recipient: ActorId,
+        /// Hash of what was delivered.
+        result_hash: Digest,
+        /// Items delivered.
+        count: u64,
+        /// When, ms.
+        at_ms: u64,
+    },
+}
+
+/// What an applied command did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A task was admitted.
+    TaskAdmitted {
+        /// The task.
+        task_id: TaskId,
+        /// Its envelope hash.
+        envelope_hash: Digest,
+    },
+    /// A task changed state.
+    TaskStateChanged {
+        /// The task.
+        task_id: TaskId,
+        /// From.
+        from: TaskState,
+        /// To.
+        to: TaskState,
+    },
+    /// A slice was recorded.
+    SliceRecorded {
+        /// The task.
+        task_id: TaskId,
+        /// The Vault.
+        vault_id: VaultId,
+        /// Its state.
+        state: SliceState,
+    },
+    /// The aggregate was recorded.
+    AggregateRecorded {
+        /// The task.
+        task_id: TaskId,
+        /// Its commitment.
+        commitment: Digest,
+    },
+    /// The settlement moved.
+    SettlementChanged {
+        /// The task.
+        task_id: TaskId,
+        /// New state.
+        state: SettlementState,
+    },
+    /// An audit event was appended.
+    Audited(AuditEvent),
+}
+
+/// A refused command. The state is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MasterError {
+    /// The caller's nonce was used before.
+    #[error("nonce {nonce} of {actor} was already used: replayed request refused")]
+    ReplayedNonce {
+        /// The caller.
+        actor: ActorId,
+        /// The nonce.
+        nonce: u64,
+    },
+    /// The task id exists.
+    #[error("task {0} was already admitted")]
+    DuplicateTask(TaskId),
+    /// No such task.
+    #[error("unknown task {0}")]
+    UnknownTask(TaskId),
+    /// The envelope does not verify.
+    #[error("envelope refused: {0}")]
+    Envelope(#[from] EnvelopeError),
+    /// The lifecycle refused the event.
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// A record that does not fit the task's state or envelope.
+    #[error("task {task_id}: {reason}")]
+    Refused {
+        /// The task.
+        task_id: TaskId,
+        /// Why.
+        reason: String,
+    },
+    /// Encoding failure.
+    #[error(transparent)]
+    Encoding(#[from] EncodingError),
+}
+
+/// The replicated master state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterState {
+    tasks: BTreeMap<TaskId, TaskRecord>,
+    used_nonces: BTreeSet<(ActorId, u64)>,
+    audit_log: Vec<AuditEvent>,
+    applied_commands: u64,
+}
+
+impl MasterState {
+    /// An empty state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A task's record.
+    pub fn task(&self, task_id: &TaskId) -> Option<&TaskRecord> {
+        self.tasks.get(task_id)
+    }
+
+    /// All tasks.
+    pub fn tasks(&self) -> impl Iterator<Item = &TaskRecord> {
+        self.tasks.values()
+    }
+
+    /// The audit log.
+    pub fn audit_log(&self) -> &[AuditEvent] {
+        &self.audit_log
+    }
+
+    /// Commands applied so far.
+    pub fn applied_commands(&self) -> u64 {
+        self.applied_commands
+    }
+
+    /// SHA-256 over the canonical encoding of the whole state.
+    pub fn state_root(&self) -> Result<Digest, EncodingError> {
+        content_hash(STATE_ROOT_TAG, self)
+    }
+
+    /// Canonical snapshot bytes.
+    pub fn snapshot(&self) -> Result<Vec<u8>, EncodingError> {
+        canonical_bytes(self)
+    }
+
+    /// Restores a snapshot.
+    pub fn restore(bytes: &[u8]) -> Result<Self, EncodingError> {
+        symphony_core::encoding::from_canonical_bytes(bytes)
+    }
+
+    /// Applies one command; on error nothing changes.
+    pub fn apply(&mut self, command: &Command) -> Result<Vec<Event>, MasterError> {
+        let mut next = self.clone_for(command);
+        let events = next.apply_inner(command)?;
+        next.applied_commands += 1;
+        *self = next;
+        Ok(events)
+    }
+
+    /// Cheap path: commands touch one task, so only validation needs the clone.
+    fn clone_for(&self, _command: &Command) -> MasterState {
+        self.clone()
+    }
+
+    fn record_mut(&mut self, task_id: &TaskId) -> Result<&mut TaskRecord, MasterError> {
+        self.tasks
+            .get_mut(task_id)
+            .ok_or_else(|| MasterError::UnknownTask(task_id.clone()))
+    }
+
+    fn apply_inner(&mut self, command: &Command) -> Result<Vec<Event>, MasterError> {
+        match command {
+            Command::AdmitTask { envelope } => self.admit(envelope),
+            Command::Advance {
+                task_id,
+                event,
+                reason,
+            } => {
+                let rec = self.record_mut(task_id)?;
+                let from = rec.state;
+                let to = from.next(*event)?;
+                rec.state = to;
+                rec.history.push(to);
+                if reason.is_some() {
+                    rec.reason.clone_from(reason);
+                }
+                Ok(vec![Event::TaskStateChanged {
+                    task_id: task_id.clone(),
+                    from,
+                    to,
+                }])
+            }
+            Command::RecordSlice {
+                task_id,
+                vault_id,
+                record,
+            } => {
+                let rec = self.record_mut(task_id)?;
+                let coord = &rec.envelope.body().coordination_envelope;
+                if !coord.participating_vault_ids.contains(vault_id) {
+                    return Err(refused(
+                        task_id,
+                        format!("vault {vault_id} is not a participating Vault"),
+                    ));
+                }
+                if rec.state != TaskState::Dispatched {
+                    return Err(refused(
+                        task_id,
+                        format!(
+                            "slices are recorded only while dispatched, not {}",
+                            rec.state
+                        ),
+                    ));
+                }
+                rec.slices.insert(vault_id.clone(), record.clone());
+                Ok(vec![Event::SliceRecorded {
+                    task_id: task_id.clone(),
+                    vault_id: vault_id.clone(),
+                    state: record.state,
+                }])
+            }
+            Command::RecordAggregate { task_id, record } => {
+                let rec = self.record_mut(task_id)?;
+                if rec.state != TaskState::Dispatched || rec.aggregate.is_some() {
+                    return Err(refused(
+                        task_id,
+                        "the aggregate is recorded once, while dispatched",
+                    ));
+                }
+                let quorum = rec
+                    .envelope
+                    .body()
+                    .coordination_envelope
+                    .minimum_vault_quorum;
+                let verified = rec
+                    .slices
+                    .values()
+                    .filter(|s| matches!(s.state, SliceState::Returned | SliceState::Verified))
+                    .count();
+                if (verified as u64) < u64::from(quorum) {
+                    return Err(refused(
+                        task_id,
+                        format!("{verified} slices returned, below minimum_vault_quorum {quorum}"),
+                    ));
+                }
+                rec.aggregate = Some(record.clone());
+                Ok(vec![Event::AggregateRecorded {
+                    task_id: task_id.clone(),
+                    commitment: record.commitment,
+                }])
+            }
+            Command::RecordSettlement { task_id, record } => self.settle(task_id, record),
+            Command::RecordDelivery {
+                task_id,
+                recipient,
+                result_hash,
+                count,
+                at_ms,
+            } => {
+                let rec = self.record_mut(task_id)?;
+                let finalized = rec
+                    .settlement
+                    .as_ref()
+                    .is_some_and(|s| s.state == SettlementState::Finalized);
+                if rec.state != TaskState::Completed || !finalized {
+                    return Err(refused(
+                        task_id,
+                        "delivery before finalized settlement and completion is refused",
+                    ));
+                }
+                if &rec.envelope.body().caller.actor_id != recipient {
+                    return Err(refused(
+                        task_id,
+                        format!("{recipient} is not the task submitter"),
+                    ));
+                }
+                let event = AuditEvent {
+                    seq: self.audit_log.len() as u64,
+                    at_ms: *at_ms,
+                    task_id: task_id.clone(),
+                    kind: "result_delivered".into(),
+                    detail: format!(
+                        "recipient={recipient} items={count} result_hash={result_hash}"
+                    ),
+                };
+                self.audit_log.push(event.clone());
+                Ok(vec![Event::Audited(event)])
+            }
+        }
+    }
+
+    fn admit(&mut self, envelope: &TaskEnvelope) -> Result<Vec<Event>, MasterError> {
+        envelope.verify()?;
+        let body = envelope.body();
+        let key = (body.caller.actor_id.clone(), body.caller.nonce);
+        if self.used_nonces.contains(&key) {
+            return Err(MasterError::ReplayedNonce {
+                actor: key.0,
+                nonce: key.1,
+            });
+        }
+        if self.tasks.contains_key(&body.task_id) {
+            return Err(MasterError::DuplicateTask(body.task_id.clone()));
+        }
+        self.used_nonces.insert(key);
+        self.tasks.insert(
+            body.task_id.clone(),
+            TaskRecord {
+                envelope: envelope.clone(),
+                state: TaskState::Accepted,
+                history: vec![TaskState::Accepted],
+                reason: None,
+                slices: BTreeMap::new(),
+                aggregate: None,
+                settlement: None,
+            },
+        );
+        Ok(vec![Event::TaskAdmitted {
+            task_id: body.task_id.clone(),
+            envelope_hash: envelope.hash(),
+        }])
+    }
+
+    fn settle(
+        &mut self,
+        task_id: &TaskId,
+        record: &SettlementRecord,
+    ) -> Result<Vec<Event>, MasterError> {
+        let rec = self.record_mut(task_id)?;
+        let sum = record
+            .fee_shares
+            .values()
+            .try_fold(0u64, |acc, v| acc.checked_add(*v));
+        if sum != Some(record.fee_total) {
+            return Err(refused(
+                task_id,
+                format!(
+                    "fee shares sum to {sum:?}, not the fee total {}",
+                    record.fee_total
+                ),
+            ));
+        }
+        let locked = rec
+            .envelope
+            .body()
+            .budget_lock_ref
+            .as_ref()
+            .map_or(0, |l| l.amount_base_units);
+        if record.fee_total.checked_add(record.refund) != Some(locked) {
+            return Err(refused(
+                task_id,
+                format!(
+                    "fee {} + refund {} must equal the escrow lock {locked}",
+                    record.fee_total, record.refund
+                ),
+            ));
+        }
+        let expected = match &rec.settlement {
+            None => SettlementState::Collecting,
+            Some(prev) => prev.state.advance()?,
+        };
+        if record.state != expected {
+            return Err(refused(
+                task_id,
+                format!("settlement must move to {expected}, not {}", record.state),
+            ));
+        }
+        if let Some(prev) = &rec.settlement {
+            if prev.fee_total != record.fee_total || prev.fee_shares != record.fee_shares {
+                return Err(refused(
+                    task_id,
+                    "settlement amounts are fixed once collecting began",
+                ));
+            }
+        }
+        let accepted = matches!(rec.state, TaskState::AwaitingSettlement);
+        if !accepted {
+            return Err(refused(
+                task_id,
+                format!("only accepted work settles; task is {}", rec.state),
+            ));
+        }
+        rec.settlement = Some(record.clone());
+        Ok(vec![Event::SettlementChanged {
+            task_id: task_id.clone(),
+            state: record.state,
+        }])
+    }
+}
+
+fn refused(task_id: &TaskId, reason: impl Into<String>) -> MasterError {
+    MasterError::Refused {
+        task_id: task_id.clone(),
+        reason: reason.into(),
+    }
+}
+
+/// Hash of a list of commitments, in order: the link from an aggregate to its inputs.
+pub fn link_commitment(tag: &str, parts: &[Digest]) -> Digest {
+    let mut bytes = Vec::with_capacity(parts.len() * 32);
+    for p in parts {
+        bytes.extend_from_slice(&p.0);
+    }
+    tagged_hash(tag, &bytes)
+}

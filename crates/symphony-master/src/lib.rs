@@ -116,7 +116,7 @@ pub enum Command {
     /// Admission: store the envelope; the task enters `accepted`.
     AdmitTask {
         /// The sealed envelope.
-        envelope: TaskEnvelope,
+        envelope: Box<TaskEnvelope>,
     },
     /// A lifecycle event of a task.
     Advance {

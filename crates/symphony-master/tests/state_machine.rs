@@ -89,7 +89,7 @@ fn happy_path() -> Vec<Command> {
     let t = TaskId::new("t1").unwrap();
     let mut cmds = vec![
         Command::AdmitTask {
-            envelope: envelope("t1", 1),
+            envelope: Box::new(envelope("t1", 1)),
         },
         advance(&t, TaskEvent::BeginResolution),
         advance(&t, TaskEvent::Dispatch),
@@ -167,20 +167,20 @@ fn happy_path_completes_and_replays_identically() {
 fn replayed_nonce_is_refused_and_changes_nothing() {
     let mut s = MasterState::new();
     s.apply(&Command::AdmitTask {
-        envelope: envelope("t1", 7),
+        envelope: Box::new(envelope("t1", 7)),
     })
     .unwrap();
     let root = s.state_root().unwrap();
     let err = s
         .apply(&Command::AdmitTask {
-            envelope: envelope("t2", 7),
+            envelope: Box::new(envelope("t2", 7)),
         })
         .unwrap_err();
     assert!(matches!(err, MasterError::ReplayedNonce { nonce: 7, .. }));
     assert_eq!(s.state_root().unwrap(), root);
     assert!(matches!(
         s.apply(&Command::AdmitTask {
-            envelope: envelope("t1", 8)
+            envelope: Box::new(envelope("t1", 8))
         }),
         Err(MasterError::DuplicateTask(_))
     ));

@@ -1,0 +1,60 @@
+//! Consensus adapter of the Symphony master cluster.
+//!
+//! The three masters replicate one deterministic [`ReplicatedStateMachine`] (the master
+//! state machine; commands and responses are opaque bytes here) with **openraft** 0.9.
+//! On top of Raft's majority commit, every applied log entry gets a
+//! [`CommitCertificate`]: each master signs `(cluster_id, log_index, state_root)` with
+//! ed25519, and an index is *final* with 2 of 3 valid signatures. Only final state is
+//! delivered: [`ConsensusNode::client_write`] returns after finality, and
+//! [`ConsensusNode::final_index`] is the delivery frontier.
+//!
+//! # What 2-of-3 tolerates, and what it does not
+//!
+//! - **Tolerated:** one crashed, stopped or partitioned master. The other two still form
+//!   a Raft majority and a signature quorum, so writes commit and become final. With two
+//!   masters down, writes stop with [`ConsensusError::Unavailable`] after the write
+//!   timeout; nothing acknowledged is lost, and writing resumes once a second master is
+//!   back.
+//! - **Detected, not prevented:** a master that signs two different roots for one index
+//!   leaves [`EquivocationEvidence`] (both signed statements), which is slashable.
+//! - **Not tolerated:** a Byzantine master. Raft trusts its peers, and with n = 3 a
+//!   lying master plus one honest master form a quorum. Byzantine fault tolerance needs
+//!   n = 4 masters with 3-of-4 certificates (n >= 3f + 1). This crate does not provide it.
+//!
+//! # Durability contract
+//!
+//! Each node keeps one redb file (`<data_dir>/raft.redb`). Log appends, truncations,
+//! purges, votes and snapshots are committed with `Durability::Immediate` (fsync) before
+//! openraft is told they are done; see [`store`](crate::store) for details. A restarted
+//! node restores its vote, log and last snapshot, re-applies the committed log on top of
+//! the snapshot, and catches up from the leader (by log or by snapshot).
+//!
+//! # Layout
+//!
+//! - [`state_machine`]: the trait the master state machine implements.
+//! - [`certificate`]: signed statements, certificates, the collector, equivocation.
+//! - [`transport`]: TCP framing; the one place where TLS will plug in.
+//! - `network`: Raft RPC, write forwarding and signature exchange over the transport.
+//! - `store`, `sm_store`: openraft storage on redb.
+//! - [`ConsensusNode`]: start, initialize, write, metrics, shutdown.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod certificate;
+mod error;
+mod network;
+mod node;
+mod sm_store;
+pub mod state_machine;
+mod store;
+pub mod transport;
+mod types;
+
+pub use certificate::{
+    AddOutcome, AwaitFinalError, CertificateCollector, CertificateError, CommitCertificate,
+    EquivocationEvidence, MasterKeys, SignedStatement,
+};
+pub use error::{ConsensusError, StoreError};
+pub use node::{ConsensusConfig, ConsensusNode, MemberConfig, NodeMetrics, Tuning};
+pub use state_machine::{ReplicatedStateMachine, RestoreError, StateRoot};
+pub use types::{BatchOutcome, CommandBatch, NodeId, TypeConfig};

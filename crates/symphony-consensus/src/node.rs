@@ -1,0 +1,723 @@
+//! [`ConsensusNode`]: one master's replica, its RPC server, write batching, forwarding,
+//! signing and certificate collection.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::certificate::{CertificateCollector, CommitCertificate, MasterKeys, SignedStatement};
+use crate::error::{ConsensusError, StoreError};
+use crate::network::{
+    serve, CallError, ForwardRefusal, NetworkFactory, RpcClient, RpcHandler, RpcRequest,
+    RpcResponse,
+};
+use crate::sm_store::{AppliedRoot, SmStore};
+use crate::state_machine::{ReplicatedStateMachine, StateRoot};
+use crate::store::{self, LogStore, Writer};
+use crate::transport::TransportSecurity;
+use crate::types::{CommandBatch, NodeId, TypeConfig};
+
+/// One master of the cluster, as every member knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberConfig {
+    /// RPC address.
+    pub addr: SocketAddr,
+    /// Key that verifies this master's commit statements.
+    pub verifying_key: VerifyingKey,
+}
+
+/// Timing and limits; the defaults suit a loopback or LAN cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tuning {
+    /// Leader heartbeat period.
+    pub heartbeat_interval_ms: u64,
+    /// Lower bound of the randomized election timeout.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the randomized election timeout.
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many log entries (0 disables automatic snapshots).
+    pub snapshot_every_entries: u64,
+    /// Log entries kept behind a snapshot (for peers slightly behind).
+    pub log_entries_kept_after_snapshot: u64,
+    /// Bound on `client_write`: commit plus finality.
+    pub write_timeout_ms: u64,
+    /// Most client commands grouped into one log entry.
+    pub max_batch_commands: usize,
+    /// Most log entries proposed and not yet applied by this leader's batcher.
+    pub max_batches_in_flight: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 50,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            snapshot_every_entries: 5_000,
+            log_entries_kept_after_snapshot: 1_000,
+            write_timeout_ms: 5_000,
+            max_batch_commands: 1_024,
+            max_batches_in_flight: 8,
+        }
+    }
+}
+
+/// Everything a master needs to start.
+#[derive(Debug, Clone)]
+pub struct ConsensusConfig {
+    /// Cluster identity, part of every signed statement.
+    pub cluster_id: String,
+    /// This master.
+    pub node_id: NodeId,
+    /// Where to listen for peer RPC (used by [`ConsensusNode::start`]).
+    pub listen_addr: SocketAddr,
+    /// All masters, this one included.
+    pub members: BTreeMap<NodeId, MemberConfig>,
+    /// Directory of this node's redb file.
+    pub data_dir: PathBuf,
+    /// This master's commit-statement signing key.
+    pub signing_key: SigningKey,
+    /// Connection security between masters.
+    pub transport: TransportSecurity,
+    /// Timing and limits.
+    pub tuning: Tuning,
+}
+
+impl ConsensusConfig {
+    fn validate(&self) -> Result<(), ConsensusError> {
+        let me = self.members.get(&self.node_id).ok_or_else(|| {
+            ConsensusError::Config(format!("members does not list node_id {}", self.node_id))
+        })?;
+        if me.verifying_key != self.signing_key.verifying_key() {
+            return Err(ConsensusError::Config(format!(
+                "signing_key does not match members[{}].verifying_key",
+                self.node_id
+            )));
+        }
+        let t = &self.tuning;
+        if t.max_batch_commands == 0 || t.max_batches_in_flight == 0 {
+            return Err(ConsensusError::Config(
+                "tuning.max_batch_commands and tuning.max_batches_in_flight must be > 0".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn raft_config(&self) -> Result<Arc<Config>, ConsensusError> {
+        let t = &self.tuning;
+        let snapshot_policy = if t.snapshot_every_entries == 0 {
+            SnapshotPolicy::Never
+        } else {
+            SnapshotPolicy::LogsSinceLast(t.snapshot_every_entries)
+        };
+        let config = Config {
+            cluster_name: self.cluster_id.clone(),
+            heartbeat_interval: t.heartbeat_interval_ms,
+            election_timeout_min: t.election_timeout_min_ms,
+            election_timeout_max: t.election_timeout_max_ms,
+            snapshot_policy,
+            max_in_snapshot_log_to_keep: t.log_entries_kept_after_snapshot,
+            ..Config::default()
+        };
+        let config = config
+            .validate()
+            .map_err(|e| ConsensusError::Config(format!("tuning: {e}")))?;
+        Ok(Arc::new(config))
+    }
+
+    fn master_keys(&self) -> MasterKeys {
+        let keys = self
+            .members
+            .iter()
+            .map(|(id, m)| (*id, m.verifying_key))
+            .collect();
+        MasterKeys::new(self.cluster_id.clone(), keys)
+    }
+}
+
+/// A snapshot of a node's Raft view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeMetrics {
+    /// This node.
+    pub node_id: NodeId,
+    /// Leader this node knows of.
+    pub leader: Option<NodeId>,
+    /// Current term.
+    pub term: u64,
+    /// Whether this node is leader, follower, candidate or learner.
+    pub is_leader: bool,
+    /// Last log index applied to the local state machine.
+    pub last_applied_index: Option<u64>,
+    /// Last log index in the local log.
+    pub last_log_index: Option<u64>,
+    /// Last index covered by a local snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Highest index with a final certificate known here.
+    pub final_index: Option<u64>,
+}
+
+/// Why the local batcher did not get a write committed.
+#[derive(Debug, Clone)]
+enum LocalWriteFailure {
+    /// Not proposed (or truncated before commit): safe to retry.
+    NotLeader(Option<NodeId>),
+    /// Outcome unknown (shutdown, fatal storage error).
+    Failed(String),
+}
+
+struct PendingWrite {
+    command: Vec<u8>,
+    reply: oneshot::Sender<Result<(Vec<u8>, u64), LocalWriteFailure>>,
+}
+
+struct NodeInner<S> {
+    node_id: NodeId,
+    raft: Raft<TypeConfig>,
+    collector: Arc<CertificateCollector>,
+    sm: SmStore<S>,
+    batch_tx: mpsc::Sender<PendingWrite>,
+    members: BTreeMap<NodeId, MemberConfig>,
+    security: TransportSecurity,
+    write_timeout: Duration,
+    /// Idle connections for forwarding writes, by leader id.
+    forward_pool: Mutex<BTreeMap<NodeId, Vec<RpcClient>>>,
+}
+
+/// Handle to a running master replica.
+pub struct ConsensusNode<S: ReplicatedStateMachine> {
+    inner: Arc<NodeInner<S>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    writer: Writer,
+    local_addr: SocketAddr,
+}
+
+/// Retry pacing while no leader is known or the leader moved.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+/// Pending outbound signature statements per peer; beyond this they are dropped.
+const SIGNATURE_QUEUE_LEN: usize = 65_536;
+/// How long `start` waits for a previous instance to release the redb file.
+const REOPEN_WAIT: Duration = Duration::from_secs(5);
+
+impl<S: ReplicatedStateMachine> ConsensusNode<S> {
+    /// Binds `config.listen_addr` and starts the node (see [`start_with_listener`]).
+    ///
+    /// [`start_with_listener`]: Self::start_with_listener
+    pub async fn start(config: ConsensusConfig, state_machine: S) -> Result<Self, ConsensusError> {
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .map_err(|source| ConsensusError::Listen {
+                addr: config.listen_addr,
+                source,
+            })?;
+        Self::start_with_listener(config, listener, state_machine).await
+    }
+
+    /// Starts the node on an already bound listener: opens (or recovers) the redb file,
+    /// restores the state machine from the last snapshot, starts Raft and the RPC server.
+    pub async fn start_with_listener(
+        config: ConsensusConfig,
+        listener: TcpListener,
+        state_machine: S,
+    ) -> Result<Self, ConsensusError> {
+        config.validate()?;
+        let raft_config = config.raft_config()?;
+        std::fs::create_dir_all(&config.data_dir).map_err(StoreError::Io)?;
+        let (writer, mut recovered) = open_store(config.data_dir.join("raft.redb")).await?;
+        let (applied_tx, applied_rx) = mpsc::unbounded_channel();
+        let snapshot = recovered.snapshot.take();
+        let log_store = LogStore::new(writer.clone(), &mut recovered);
+        let sm = SmStore::new(state_machine, snapshot, writer.clone(), applied_tx)?;
+        let network = NetworkFactory {
+            security: config.transport.clone(),
+        };
+        let raft = Raft::new(config.node_id, raft_config, network, log_store, sm.clone())
+            .await
+            .map_err(|e| ConsensusError::Raft(e.to_string()))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| ConsensusError::Listen {
+                addr: config.listen_addr,
+                source,
+            })?;
+
+        let collector = Arc::new(CertificateCollector::new(config.master_keys()));
+        let (batch_tx, batch_rx) = mpsc::channel(config.tuning.max_batch_commands * 4);
+        let inner = Arc::new(NodeInner {
+            node_id: config.node_id,
+            raft: raft.clone(),
+            collector: collector.clone(),
+            sm,
+            batch_tx,
+            members: config.members.clone(),
+            security: config.transport.clone(),
+            write_timeout: Duration::from_millis(config.tuning.write_timeout_ms),
+            forward_pool: Mutex::new(BTreeMap::new()),
+        });
+
+        let mut tasks = Vec::new();
+        let mut peer_queues = Vec::new();
+        for (peer, member) in config
+            .members
+            .iter()
+            .filter(|(id, _)| **id != config.node_id)
+        {
+            let (tx, rx) = mpsc::channel(SIGNATURE_QUEUE_LEN);
+            peer_queues.push(tx);
+            let client = RpcClient::new(member.addr.to_string(), config.transport.clone());
+            tracing::debug!(peer, "starting signature pusher");
+            tasks.push(tokio::spawn(push_signatures(client, rx)));
+        }
+        tasks.push(tokio::spawn(sign_applied(
+            config.clone(),
+            collector,
+            applied_rx,
+            peer_queues,
+        )));
+        tasks.push(tokio::spawn(run_batcher(
+            raft,
+            batch_rx,
+            config.tuning.max_batch_commands,
+            config.tuning.max_batches_in_flight,
+        )));
+        tasks.push(tokio::spawn(serve(
+            listener,
+            config.transport.clone(),
+            inner.clone(),
+        )));
+        Ok(Self {
+            inner,
+            tasks: Mutex::new(tasks),
+            writer,
+            local_addr,
+        })
+    }
+
+    /// Address the RPC server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Makes all configured members voters of a new cluster. Call on one node, once.
+    pub async fn initialize_cluster(&self) -> Result<(), ConsensusError> {
+        let members: BTreeMap<NodeId, BasicNode> = self
+            .inner
+            .members
+            .iter()
+            .map(|(id, m)| (*id, BasicNode::new(m.addr.to_string())))
+            .collect();
+        match self.inner.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                Err(ConsensusError::AlreadyInitialized)
+            }
+            Err(e) => Err(ConsensusError::Raft(e.to_string())),
+        }
+    }
+
+    /// Replicates `command`, waits until its log index is final (2 of 3 signatures), and
+    /// returns the state machine's response with the certificate. Any node accepts
+    /// writes; a follower forwards to the leader. Bounded by `tuning.write_timeout_ms`.
+    pub async fn client_write(
+        &self,
+        command: Vec<u8>,
+    ) -> Result<(Vec<u8>, CommitCertificate), ConsensusError> {
+        let deadline = Instant::now() + self.inner.write_timeout;
+        match tokio::time::timeout_at(deadline, self.inner.write_until_final(command, deadline))
+            .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(ConsensusError::Unavailable {
+                timeout_ms: self.inner.write_timeout.as_millis() as u64,
+                leader: self.inner.current_leader(),
+            }),
+        }
+    }
+
+    /// Waits until some leader is known, at most `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, ConsensusError> {
+        let metrics = self
+            .inner
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await
+            .map_err(|e| ConsensusError::Raft(e.to_string()))?;
+        metrics
+            .current_leader
+            .ok_or_else(|| ConsensusError::Raft("leader vanished".into()))
+    }
+
+    /// Waits until the local state machine applied `index`, at most `timeout`.
+    pub async fn wait_for_applied(
+        &self,
+        index: u64,
+        timeout: Duration,
+    ) -> Result<(), ConsensusError> {
+        self.inner
+            .raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "applied index")
+            .await
+            .map(|_| ())
+            .map_err(|e| ConsensusError::Raft(e.to_string()))
+    }
+
+    /// Current Raft view of this node.
+    pub fn metrics(&self) -> NodeMetrics {
+        let m = self.inner.raft.metrics().borrow().clone();
+        NodeMetrics {
+            node_id: self.inner.node_id,
+            leader: m.current_leader,
+            term: m.current_term,
+            is_leader: m.state == ServerState::Leader,
+            last_applied_index: m.last_applied.map(|l| l.index),
+            last_log_index: m.last_log_index,
+            snapshot_index: m.snapshot.map(|l| l.index),
+            final_index: self.inner.collector.final_index(),
+        }
+    }
+
+    /// Root of the local state machine and the log index it reflects.
+    pub fn state_root(&self) -> (Option<u64>, StateRoot) {
+        let shared = self.inner.sm.lock();
+        (
+            shared.last_applied.map(|l| l.index),
+            shared.machine.state_root(),
+        )
+    }
+
+    /// Runs `f` on the local state machine (read-only), e.g. for queries on applied state.
+    pub fn with_state<R>(&self, f: impl FnOnce(&S) -> R) -> R {
+        f(&self.inner.sm.lock().machine)
+    }
+
+    /// Highest log index with a final certificate known to this node.
+    pub fn final_index(&self) -> Option<u64> {
+        self.inner.collector.final_index()
+    }
+
+    /// This node's certificate collector (certificates, evidence, `await_final`).
+    pub fn collector(&self) -> &Arc<CertificateCollector> {
+        &self.inner.collector
+    }
+
+    /// Triggers a snapshot now (also taken automatically per `snapshot_every_entries`).
+    pub async fn trigger_snapshot(&self) -> Result<(), ConsensusError> {
+        self.inner
+            .raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| ConsensusError::Raft(e.to_string()))
+    }
+
+    /// Stops Raft, the RPC server and all tasks, and closes the redb file. Peers see
+    /// this node as crashed; pending and later calls on this handle fail. Restart with
+    /// [`start`](Self::start) on the same `data_dir`. Idempotent.
+    pub async fn shutdown(&self) -> Result<(), ConsensusError> {
+        let raft_result = self.inner.raft.shutdown().await;
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+        self.writer.shutdown().await;
+        raft_result.map_err(|e| ConsensusError::Raft(e.to_string()))
+    }
+}
+
+impl<S: ReplicatedStateMachine> Drop for ConsensusNode<S> {
+    fn drop(&mut self) {
+        // Without `shutdown`, at least stop serving peers and batching; Raft itself stops
+        // once its last handle (held by these tasks) is gone.
+        for task in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}
+
+async fn open_store(path: PathBuf) -> Result<(Writer, crate::store::Recovered), ConsensusError> {
+    let started = Instant::now();
+    loop {
+        match store::open(&path) {
+            Err(StoreError::Redb(e))
+                if matches!(*e, redb::Error::DatabaseAlreadyOpen)
+                    && started.elapsed() < REOPEN_WAIT =>
+            {
+                // A previous instance in this process is still closing its file.
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            other => return other.map_err(ConsensusError::from),
+        }
+    }
+}
+
+impl<S: ReplicatedStateMachine> NodeInner<S> {
+    fn current_leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Retries only when the command was certainly not proposed.
+    async fn write_until_final(
+        &self,
+        command: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<(Vec<u8>, CommitCertificate), ConsensusError> {
+        loop {
+            match self.current_leader() {
+                Some(leader) if leader == self.node_id => {
+                    match self.write_local(command.clone(), deadline).await {
+                        Ok(done) => return Ok(done),
+                        Err(ForwardRefusal::NotLeader { .. }) => {}
+                        Err(ForwardRefusal::Failed(reason)) => {
+                            return Err(ConsensusError::OutcomeUnknown(reason))
+                        }
+                    }
+                }
+                Some(leader) => match self.forward(leader, &command, deadline).await {
+                    Ok(done) => return Ok(done),
+                    Err(ForwardOutcome::NotProposed) => {}
+                    Err(ForwardOutcome::Failed(e)) => return Err(e),
+                },
+                None => {}
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// Proposes through the local batcher (this node believes it leads) and waits for
+    /// the certificate.
+    async fn write_local(
+        &self,
+        command: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<(Vec<u8>, CommitCertificate), ForwardRefusal> {
+        let (reply, reply_rx) = oneshot::channel();
+        self.batch_tx
+            .send(PendingWrite { command, reply })
+            .await
+            .map_err(|_| ForwardRefusal::Failed("node is shutting down".into()))?;
+        let (response, log_index) = match reply_rx.await {
+            Ok(Ok(done)) => done,
+            Ok(Err(LocalWriteFailure::NotLeader(leader))) => {
+                return Err(ForwardRefusal::NotLeader { leader })
+            }
+            Ok(Err(LocalWriteFailure::Failed(reason))) => {
+                return Err(ForwardRefusal::Failed(reason))
+            }
+            Err(_) => return Err(ForwardRefusal::Failed("node is shutting down".into())),
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let certificate = self
+            .collector
+            .await_final(log_index, remaining)
+            .await
+            .map_err(|e| ForwardRefusal::Failed(format!("committed at index {log_index}, {e}")))?;
+        Ok((response, certificate))
+    }
+
+    async fn forward(
+        &self,
+        leader: NodeId,
+        command: &[u8],
+        deadline: Instant,
+    ) -> Result<(Vec<u8>, CommitCertificate), ForwardOutcome> {
+        let Some(member) = self.members.get(&leader) else {
+            return Err(ForwardOutcome::NotProposed);
+        };
+        let mut client = self
+            .forward_pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&leader)
+            .and_then(Vec::pop)
+            .unwrap_or_else(|| RpcClient::new(member.addr.to_string(), self.security.clone()));
+        let request = RpcRequest::ForwardWrite {
+            command: command.to_vec(),
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let result = client.call(&request, remaining).await;
+        if result.is_ok() {
+            self.forward_pool
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(leader)
+                .or_default()
+                .push(client);
+        }
+        match result {
+            Ok(RpcResponse::ForwardWrite(Ok((response, certificate)))) => {
+                certificate
+                    .verify(self.collector.keys())
+                    .and_then(|()| self.collector.add_certificate(&certificate))
+                    .map_err(|e| ForwardOutcome::Failed(e.into()))?;
+                Ok((response, certificate))
+            }
+            Ok(RpcResponse::ForwardWrite(Err(ForwardRefusal::NotLeader { .. }))) => {
+                Err(ForwardOutcome::NotProposed)
+            }
+            Ok(RpcResponse::ForwardWrite(Err(ForwardRefusal::Failed(reason)))) => Err(
+                ForwardOutcome::Failed(ConsensusError::OutcomeUnknown(reason)),
+            ),
+            Ok(_) => Err(ForwardOutcome::Failed(ConsensusError::OutcomeUnknown(
+                format!("unexpected answer from leader {leader}"),
+            ))),
+            // Never sent: safe to retry (the leader may have moved or restarted).
+            Err(CallError::Connect { .. }) => Err(ForwardOutcome::NotProposed),
+            Err(e) => Err(ForwardOutcome::Failed(ConsensusError::OutcomeUnknown(
+                e.to_string(),
+            ))),
+        }
+    }
+}
+
+enum ForwardOutcome {
+    NotProposed,
+    Failed(ConsensusError),
+}
+
+impl<S: ReplicatedStateMachine> RpcHandler for NodeInner<S> {
+    async fn handle(&self, request: RpcRequest) -> RpcResponse {
+        match request {
+            RpcRequest::AppendEntries(rpc) => {
+                RpcResponse::AppendEntries(self.raft.append_entries(rpc).await)
+            }
+            RpcRequest::Vote(rpc) => RpcResponse::Vote(self.raft.vote(rpc).await),
+            RpcRequest::InstallSnapshot(rpc) => {
+                RpcResponse::InstallSnapshot(self.raft.install_snapshot(rpc).await)
+            }
+            RpcRequest::ForwardWrite { command } => {
+                if self.current_leader() != Some(self.node_id) {
+                    return RpcResponse::ForwardWrite(Err(ForwardRefusal::NotLeader {
+                        leader: self.current_leader(),
+                    }));
+                }
+                let deadline = Instant::now() + self.write_timeout;
+                RpcResponse::ForwardWrite(self.write_local(command, deadline).await)
+            }
+            RpcRequest::Signatures(statements) => {
+                for statement in statements {
+                    if let Err(e) = self.collector.add(statement) {
+                        tracing::warn!("refused commit statement: {e}");
+                    }
+                }
+                RpcResponse::Ack
+            }
+        }
+    }
+}
+
+/// Signs each applied root, records it locally and queues it for every peer.
+async fn sign_applied(
+    config: ConsensusConfig,
+    collector: Arc<CertificateCollector>,
+    mut applied_rx: mpsc::UnboundedReceiver<AppliedRoot>,
+    peer_queues: Vec<mpsc::Sender<SignedStatement>>,
+) {
+    while let Some((log_index, root)) = applied_rx.recv().await {
+        let statement = SignedStatement::sign(
+            &config.cluster_id,
+            log_index,
+            root,
+            config.node_id,
+            &config.signing_key,
+        );
+        for queue in &peer_queues {
+            // A full queue means the peer is unreachable; it catches up by signing itself.
+            let _ = queue.try_send(statement.clone());
+        }
+        if let Err(e) = collector.add(statement) {
+            tracing::error!("own commit statement refused: {e}");
+        }
+    }
+}
+
+/// Pushes queued statements to one peer, batching whatever is queued.
+async fn push_signatures(mut client: RpcClient, mut rx: mpsc::Receiver<SignedStatement>) {
+    const MAX_PER_FRAME: usize = 1_024;
+    const PUSH_TIMEOUT: Duration = Duration::from_secs(2);
+    while let Some(first) = rx.recv().await {
+        let mut statements = vec![first];
+        while statements.len() < MAX_PER_FRAME {
+            match rx.try_recv() {
+                Ok(s) => statements.push(s),
+                Err(_) => break,
+            }
+        }
+        let request = RpcRequest::Signatures(statements);
+        if let Err(e) = client.call(&request, PUSH_TIMEOUT).await {
+            // Dropped: certificates for these indices form from the other peer's
+            // statement or not at all; later indices finalize independently.
+            tracing::debug!("signature push failed: {e}");
+        }
+    }
+}
+
+/// Groups queued client commands into log entries, keeping several entries in flight.
+async fn run_batcher(
+    raft: Raft<TypeConfig>,
+    mut rx: mpsc::Receiver<PendingWrite>,
+    max_batch_commands: usize,
+    max_batches_in_flight: usize,
+) {
+    let in_flight = Arc::new(Semaphore::new(max_batches_in_flight));
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < max_batch_commands {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let (commands, replies): (Vec<_>, Vec<_>) =
+                batch.into_iter().map(|w| (w.command, w.reply)).unzip();
+            let result = raft.client_write(CommandBatch { commands }).await;
+            drop(permit);
+            match result {
+                Ok(written) => {
+                    let index = written.log_id.index;
+                    for (reply, response) in replies.into_iter().zip(written.data.responses) {
+                        let _ = reply.send(Ok((response, index)));
+                    }
+                }
+                Err(e) => {
+                    let failure = match e {
+                        // Not in the log (or truncated before commit): retry is safe.
+                        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                            LocalWriteFailure::NotLeader(f.leader_id)
+                        }
+                        other => LocalWriteFailure::Failed(other.to_string()),
+                    };
+                    for reply in replies {
+                        let _ = reply.send(Err(failure.clone()));
+                    }
+                }
+            }
+        });
+    }
+}

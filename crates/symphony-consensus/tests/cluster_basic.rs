@@ -1,0 +1,110 @@
+//! Three masters on loopback: replication, equal roots, final certificates.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{command, Cluster, CounterSet};
+use ed25519_dalek::{Signer, SigningKey};
+use rand::rngs::OsRng;
+use symphony_consensus::{certificate::statement_bytes, CertificateError, Tuning};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_from_any_node_commit_with_final_certificates() {
+    let cluster = tokio::time::timeout(Duration::from_secs(20), Cluster::start(Tuning::default()))
+        .await
+        .unwrap();
+    let test = async {
+        let mut certificates = Vec::new();
+        for id in 0..30u64 {
+            let node = cluster.node(id % 3 + 1);
+            let (response, certificate) = node.client_write(command(id)).await.unwrap();
+            assert_eq!(
+                response,
+                1u32.to_be_bytes().to_vec(),
+                "first application of {id}"
+            );
+            assert!(certificate.is_final(&cluster.keys));
+            assert!(certificate.valid_signers(&cluster.keys).len() >= 2);
+            assert!(node.final_index() >= Some(certificate.log_index));
+            certificates.push(certificate);
+        }
+        let indices: Vec<u64> = certificates.iter().map(|c| c.log_index).collect();
+        assert!(
+            indices.windows(2).all(|w| w[0] < w[1]),
+            "indices grow: {indices:?}"
+        );
+
+        let (index, root) = cluster.wait_converged(Duration::from_secs(10)).await;
+        assert!(index >= *indices.last().unwrap());
+        for node in cluster.running() {
+            node.with_state(|s: &CounterSet| {
+                assert_eq!(s.counts.len(), 30);
+                assert!(s.counts.values().all(|c| *c == 1));
+            });
+            assert_eq!(node.state_root(), (Some(index), root));
+        }
+        // The last certificate certifies the root every node holds at that index.
+        let last = certificates.last().unwrap();
+        if last.log_index == index {
+            assert_eq!(last.state_root, root);
+        }
+
+        // One signature is not final.
+        let mut single = last.clone();
+        let keep = *single.signatures.keys().next().unwrap();
+        single.signatures.retain(|id, _| *id == keep);
+        assert!(!single.is_final(&cluster.keys));
+        assert!(matches!(
+            single.verify(&cluster.keys),
+            Err(CertificateError::NotFinal {
+                valid_count: 1,
+                quorum: 2,
+                ..
+            })
+        ));
+
+        // A forged signature (right signer id, wrong key) is rejected.
+        let forger = SigningKey::generate(&mut OsRng);
+        let mut forged = last.clone();
+        let victim = *forged.signatures.keys().next().unwrap();
+        let bad = forger.sign(&statement_bytes(
+            &forged.cluster_id,
+            forged.log_index,
+            &forged.state_root,
+        ));
+        forged.signatures.insert(victim, bad);
+        assert!(!forged.is_final(&cluster.keys));
+        assert!(matches!(
+            forged.verify(&cluster.keys),
+            Err(CertificateError::BadSignature { .. })
+        ));
+        // A valid signature moved to another root is rejected too.
+        let mut moved = last.clone();
+        moved.state_root[0] ^= 1;
+        assert!(!moved.is_final(&cluster.keys));
+        // Three signatures, one forged: only the two genuine ones count as valid signers.
+        let mut padded = last.clone();
+        for (id, key) in &cluster.signing_keys {
+            padded.signatures.insert(
+                *id,
+                key.sign(&statement_bytes(
+                    &padded.cluster_id,
+                    padded.log_index,
+                    &padded.state_root,
+                )),
+            );
+        }
+        padded.signatures.insert(victim, bad);
+        assert_eq!(padded.valid_signers(&cluster.keys).len(), 2);
+        assert!(
+            !padded.is_final(&cluster.keys),
+            "a forged signature taints the certificate"
+        );
+    };
+    tokio::time::timeout(Duration::from_secs(60), test)
+        .await
+        .unwrap();
+    cluster.shutdown().await;
+}

@@ -359,7 +359,14 @@ impl CertificateCollector {
             .filter(|s| s.state_root == root)
             .map(|s| (s.signer, s.signature))
             .collect();
-        if signatures.len() < quorum || state.finals.contains_key(&index) {
+        if let Some(existing) = state.finals.get_mut(&index) {
+            // Late signatures over the final root strengthen the stored certificate.
+            if existing.state_root == root {
+                existing.signatures = signatures;
+            }
+            return Ok(AddOutcome::Recorded);
+        }
+        if signatures.len() < quorum {
             return Ok(AddOutcome::Recorded);
         }
         let certificate = CommitCertificate {

@@ -1,0 +1,136 @@
+//! Ledger events: the append-only log, shaped like the on-chain module events.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{AccountId, EscrowId, Genesis, PayoutId, PayoutKind, StakeTier};
+
+/// Where a payout's funds come from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PayoutSource {
+    /// A locked escrow (task fee on finalization).
+    Escrow(EscrowId),
+    /// The treasury (e.g. inflation-funded node operation rewards).
+    Treasury,
+    /// An epoch's reward pool.
+    RewardPool(u64),
+}
+
+/// One entry of the ledger's event log. Replaying the log from the start rebuilds
+/// every balance exactly (see `reconcile`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LedgerEvent {
+    /// The ledger was created (always sequence 0).
+    GenesisApplied(Genesis),
+    /// Tokens moved between two accounts.
+    Transferred {
+        /// Payer.
+        from: AccountId,
+        /// Payee.
+        to: AccountId,
+        /// Amount.
+        amount: u64,
+    },
+    /// The current epoch advanced.
+    EpochAdvanced {
+        /// New epoch.
+        epoch: u64,
+    },
+    /// `escrow::lock`.
+    EscrowLocked {
+        /// Escrow id.
+        escrow_id: EscrowId,
+        /// Owner (submitter) who paid.
+        owner: AccountId,
+        /// Amount locked.
+        amount: u64,
+    },
+    /// `escrow::refund`: unused escrow back to its owner.
+    EscrowRefunded {
+        /// Escrow id.
+        escrow_id: EscrowId,
+        /// Owner credited.
+        owner: AccountId,
+        /// Amount.
+        amount: u64,
+    },
+    /// A payout instruction set was executed (followed by one `RewardPaid` per instruction).
+    PayoutExecuted {
+        /// Payout id.
+        payout_id: PayoutId,
+        /// Source of funds.
+        source: PayoutSource,
+        /// Hash of the instruction set.
+        set_hash: [u8; 32],
+        /// Epoch of the settlement.
+        epoch_id: u64,
+        /// Settlement reference.
+        settlement_ref: String,
+        /// Total debited from the source.
+        total: u64,
+    },
+    /// One instruction paid, after the staking multiplier.
+    RewardPaid {
+        /// Payout id.
+        payout_id: PayoutId,
+        /// Recipient.
+        recipient: AccountId,
+        /// Kind.
+        kind: PayoutKind,
+        /// Instructed amount.
+        gross: u64,
+        /// Credited to the recipient.
+        net: u64,
+        /// Credited to `pool` (`gross - net`).
+        to_pool: u64,
+        /// The epoch reward pool account.
+        pool: AccountId,
+    },
+    /// `staking::bond`.
+    StakeBonded {
+        /// Actor.
+        actor: AccountId,
+        /// Tier.
+        tier: StakeTier,
+        /// Amount moved from balance to stake.
+        amount: u64,
+    },
+    /// `staking::begin_unbond`.
+    UnbondBegun {
+        /// Actor.
+        actor: AccountId,
+        /// Amount moved from bonded to unbonding.
+        amount: u64,
+        /// First epoch in which it can be withdrawn.
+        release_epoch: u64,
+    },
+    /// `staking::withdraw`: matured unbonding stake back to balance.
+    StakeWithdrawn {
+        /// Actor.
+        actor: AccountId,
+        /// Amount.
+        amount: u64,
+    },
+    /// `staking::slash`: stake moved to the treasury.
+    StakeSlashed {
+        /// Actor.
+        actor: AccountId,
+        /// Total slashed (bonded first, then unbonding entries oldest first).
+        amount: u64,
+        /// Why (e.g. a confirmed challenge id).
+        reason: String,
+    },
+    /// `treasury::deposit`.
+    TreasuryDeposited {
+        /// Payer.
+        from: AccountId,
+        /// Amount.
+        amount: u64,
+    },
+    /// `treasury::mint_inflation`: the only event that creates tokens after genesis.
+    InflationMinted {
+        /// Epoch the inflation belongs to.
+        epoch: u64,
+        /// Amount credited to the treasury.
+        amount: u64,
+    },
+}

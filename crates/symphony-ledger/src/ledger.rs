@@ -1,0 +1,158 @@
+//! The `SettlementLedger` trait.
+
+use crate::engine::{Command, Outcome};
+use crate::error::LedgerError;
+use crate::event::{LedgerEvent, PayoutSource};
+use crate::reconcile::{ReconcileError, ReconcileReport};
+use crate::state::{EscrowRecord, StakeRecord};
+use crate::types::{AccountId, EscrowId, LedgerConfig, PayoutInstructionSet, StakeTier};
+
+/// The four settlement contracts (escrow, staking, reward, treasury) behind one trait.
+///
+/// **Failure contract.** [`SettlementLedger::execute`] is atomic: it either appends all
+/// of a command's events and applies all of their effects durably, or returns an
+/// error and changes nothing. Retrying a command that succeeded is safe where the
+/// command is idempotent (`escrow::lock` with identical terms, payouts by id); the
+/// retry returns `already_applied = true` and appends nothing.
+pub trait SettlementLedger {
+    /// Executes one command atomically.
+    fn execute(&mut self, command: Command) -> Result<Outcome, LedgerError>;
+
+    /// Genesis configuration.
+    fn config(&self) -> LedgerConfig;
+    /// Current epoch.
+    fn current_epoch(&self) -> u64;
+    /// Liquid balance of `account`.
+    fn balance(&self, account: &AccountId) -> u64;
+    /// Escrow record, if it exists.
+    fn escrow(&self, escrow_id: &EscrowId) -> Option<EscrowRecord>;
+    /// Stake record of `actor`, if any.
+    fn stake_record(&self, actor: &AccountId) -> Option<StakeRecord>;
+    /// Whether `actor` has at least the minimum bonded stake of `tier`.
+    fn is_staked(&self, actor: &AccountId, tier: StakeTier) -> bool;
+    /// Balances + escrows + stakes.
+    fn total_supply(&self) -> u128;
+    /// Up to `limit` events starting at sequence `from_seq`.
+    fn events(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, LedgerEvent)>, LedgerError>;
+    /// Recomputes every balance from the event log and checks it against the stored
+    /// state, that each payout id was executed exactly once, and the supply identity.
+    fn reconcile(&self) -> Result<ReconcileReport, ReconcileError>;
+
+    /// Bonded stake of `actor` (0 if none).
+    fn stake_of(&self, actor: &AccountId) -> u64 {
+        self.stake_record(actor).map(|s| s.bonded).unwrap_or(0)
+    }
+    /// Treasury balance.
+    fn treasury_balance(&self) -> u64 {
+        self.balance(&AccountId::treasury())
+    }
+    /// Moves `amount` from `from` to `to`.
+    fn transfer(
+        &mut self,
+        from: &AccountId,
+        to: &AccountId,
+        amount: u64,
+    ) -> Result<Outcome, LedgerError> {
+        self.execute(Command::Transfer {
+            from: from.clone(),
+            to: to.clone(),
+            amount,
+        })
+    }
+    /// Advances the epoch (must increase).
+    fn advance_epoch(&mut self, epoch: u64) -> Result<Outcome, LedgerError> {
+        self.execute(Command::AdvanceEpoch { epoch })
+    }
+    /// `escrow::lock`: the owner pays `amount` into a new escrow.
+    fn lock(
+        &mut self,
+        escrow_id: &EscrowId,
+        owner: &AccountId,
+        amount: u64,
+    ) -> Result<Outcome, LedgerError> {
+        self.execute(Command::EscrowLock {
+            escrow_id: escrow_id.clone(),
+            owner: owner.clone(),
+            amount,
+        })
+    }
+    /// `escrow::refund`: `amount` of what remains goes back to the owner.
+    fn refund(&mut self, escrow_id: &EscrowId, amount: u64) -> Result<Outcome, LedgerError> {
+        self.execute(Command::EscrowRefund {
+            escrow_id: escrow_id.clone(),
+            amount,
+        })
+    }
+    /// `escrow::payout`: pays `set` from the escrow, at most once per escrow.
+    fn payout(
+        &mut self,
+        escrow_id: &EscrowId,
+        set: &PayoutInstructionSet,
+    ) -> Result<Outcome, LedgerError> {
+        self.execute(Command::EscrowPayout {
+            escrow_id: escrow_id.clone(),
+            set: set.clone(),
+        })
+    }
+    /// `reward::distribute` from the treasury or an epoch reward pool.
+    fn distribute(
+        &mut self,
+        source: PayoutSource,
+        set: &PayoutInstructionSet,
+    ) -> Result<Outcome, LedgerError> {
+        self.execute(Command::RewardDistribute {
+            source,
+            set: set.clone(),
+        })
+    }
+    /// `staking::bond`.
+    fn bond(
+        &mut self,
+        actor: &AccountId,
+        tier: StakeTier,
+        amount: u64,
+    ) -> Result<Outcome, LedgerError> {
+        self.execute(Command::StakeBond {
+            actor: actor.clone(),
+            tier,
+            amount,
+        })
+    }
+    /// `staking::begin_unbond`.
+    fn begin_unbond(&mut self, actor: &AccountId, amount: u64) -> Result<Outcome, LedgerError> {
+        self.execute(Command::StakeBeginUnbond {
+            actor: actor.clone(),
+            amount,
+        })
+    }
+    /// `staking::withdraw`: all matured unbonding stake.
+    fn withdraw_unbonded(&mut self, actor: &AccountId) -> Result<Outcome, LedgerError> {
+        self.execute(Command::StakeWithdraw {
+            actor: actor.clone(),
+        })
+    }
+    /// `staking::slash`: moves `amount` of stake to the treasury.
+    fn slash(
+        &mut self,
+        actor: &AccountId,
+        amount: u64,
+        reason: &str,
+    ) -> Result<Outcome, LedgerError> {
+        self.execute(Command::StakeSlash {
+            actor: actor.clone(),
+            amount,
+            reason: reason.to_owned(),
+        })
+    }
+    /// `treasury::deposit`.
+    fn deposit_treasury(&mut self, from: &AccountId, amount: u64) -> Result<Outcome, LedgerError> {
+        self.execute(Command::TreasuryDeposit {
+            from: from.clone(),
+            amount,
+        })
+    }
+    /// `treasury::mint_inflation`: the only way to create tokens after genesis.
+    fn mint_inflation(&mut self, epoch: u64, amount: u64) -> Result<Outcome, LedgerError> {
+        self.execute(Command::TreasuryMintInflation { epoch, amount })
+    }
+}

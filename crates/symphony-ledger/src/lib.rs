@@ -1,0 +1,91 @@
+//! # symphony-ledger: the settlement ledger boundary
+//!
+//! SCP keeps all protocol-managed SYM in four contracts on Aptos: **escrow** (task
+//! fees locked at admission, refunded or paid out on finalization), **staking**
+//! (`S_master`, `S_enterprise`, `S_producer`; bond, unbond after a period, slash),
+//! **reward** (distribution of a [`PayoutInstructionSet`] with the producer staking
+//! multiplier) and **treasury** (protocol share, slashed stake, inflation). This crate
+//! puts them behind one trait, [`SettlementLedger`], with two embedded
+//! implementations that share one pure engine:
+//!
+//! - [`MemoryLedger`]: in-process, for tests and simulations.
+//! - [`RedbLedger`]: persisted in redb; an append-only event table plus materialized
+//!   rows, each operation one `Durability::Immediate` write transaction.
+//!
+//! ## Design
+//!
+//! A [`Command`] is executed by a pure function (no IO, no clock: epochs advance only
+//! by [`Command::AdvanceEpoch`]) that validates it against the committed state and
+//! yields [`LedgerEvent`]s plus the rows they change. The implementation then persists
+//! and merges them. Replaying the event log from genesis rebuilds the state exactly;
+//! [`SettlementLedger::reconcile`] does that and compares.
+//!
+//! ## Invariants
+//!
+//! - Amounts are `u64` base units; every addition and subtraction is checked
+//!   (overflow → [`LedgerError::ArithmeticOverflow`], underflow →
+//!   [`LedgerError::InsufficientBalance`] and friends). Nothing wraps, no balance is
+//!   ever negative.
+//! - Total supply (balances + escrow remainders + stakes) = genesis + minted − burned.
+//!   Tokens are created only by genesis and [`SettlementLedger::mint_inflation`] (once
+//!   per epoch, never for a future epoch). No operation burns today.
+//! - **Slashed stake goes to the treasury**, not burned: it keeps supply changes
+//!   limited to inflation, and governance can later burn or redistribute it
+//!   explicitly. Slashing takes bonded stake first, then unbonding entries oldest first
+//!   (unbonding stake stays slashable until withdrawn).
+//! - A payout id is executed at most once, ever; an escrow is paid out at most once.
+//!   Retrying a payout with the same id, instruction-set hash and source is a no-op
+//!   (`already_applied`); any other reuse is [`LedgerError::PayoutConflict`] or
+//!   [`LedgerError::EscrowAlreadyPaidOut`].
+//! - Staking multiplier: for [`PayoutKind::DataUsageDividend`] and
+//!   [`PayoutKind::DataQualityReward`], a recipient bonded at least `min_stake_producer`
+//!   in the `Producer` tier gets 100%; otherwise it gets `floor(amount / 2)` and the
+//!   epoch's reward pool ([`AccountId::reward_pool`]) gets the rest, so the odd unit goes
+//!   to the pool and the two parts always sum to the instruction.
+//! - Accounts prefixed `protocol:` (treasury, reward pools) are ledger-owned: no
+//!   command debits them except a payout whose source they are.
+//! - Inflation is minted into the treasury; node operation rewards are then paid with
+//!   [`SettlementLedger::distribute`] from [`PayoutSource::Treasury`].
+//!
+//! ## Failure contract
+//!
+//! An operation either applies completely (all events appended, all rows updated,
+//! durably for redb) or returns a typed [`LedgerError`] and changes nothing. Each
+//! error has a stable numeric [`LedgerError::code`] shaped like a Move abort code
+//! (`category << 16 | reason`), so the Aptos adapter can map aborts back to the same
+//! errors. [`ReconcileError`] means corruption or a bug, never user error.
+//!
+//! ## Aptos mapping
+//!
+//! Each [`Command`] variant corresponds to one entry function with the same arguments
+//! (`escrow::lock(owner, escrow_id, amount)`, `escrow::payout(escrow_id, set)`,
+//! `staking::bond(actor, tier, amount)`, `treasury::mint_inflation(epoch, amount)`, …)
+//! and each [`LedgerEvent`] to a module event. An Aptos adapter (a later task, behind a
+//! cargo feature) implements [`SettlementLedger::execute`] by building and submitting
+//! that entry-function transaction, and the queries through view functions.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod engine;
+mod error;
+mod event;
+mod ledger;
+mod memory;
+mod reconcile;
+mod redb_ledger;
+mod state;
+mod types;
+
+pub use engine::{Command, Outcome};
+pub use error::LedgerError;
+pub use event::{LedgerEvent, PayoutSource};
+pub use ledger::SettlementLedger;
+pub use memory::MemoryLedger;
+pub use reconcile::{ReconcileError, ReconcileReport};
+pub use redb_ledger::RedbLedger;
+pub use state::{EscrowRecord, LedgerState, Meta, PayoutRecord, StakeRecord, Unbonding};
+pub use types::{
+    producer_split, AccountId, EscrowId, Genesis, LedgerConfig, PayoutId, PayoutInstruction,
+    PayoutInstructionSet, PayoutKind, StakeTier, MAX_ID_LEN, MAX_PAYOUT_INSTRUCTIONS, MAX_TEXT_LEN,
+    MAX_UNBONDING_ENTRIES, PROTOCOL_ACCOUNT_PREFIX,
+};

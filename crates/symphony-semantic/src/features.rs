@@ -1,0 +1,1 @@
+//! Training features (placeholder, filled in next).

@@ -162,3 +162,88 @@ impl LedgerError {
         (category << 16) | reason
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The codes are part of the on-chain interface: this table freezes them.
+    #[test]
+    fn error_codes_are_frozen() {
+        let s = String::new;
+        let table: Vec<(LedgerError, u64)> = vec![
+            (
+                LedgerError::InsufficientBalance {
+                    account: s(),
+                    needed: 1,
+                    available: 0,
+                },
+                0x1_0001,
+            ),
+            (LedgerError::ArithmeticOverflow, 0x2_0002),
+            (LedgerError::EscrowNotFound(s()), 0x6_0003),
+            (LedgerError::EscrowAlreadyExists(s()), 0x8_0004),
+            (
+                LedgerError::EscrowInsufficient {
+                    escrow_id: s(),
+                    remaining: 0,
+                    requested: 1,
+                },
+                0x1_0005,
+            ),
+            (
+                LedgerError::EscrowAlreadyPaidOut {
+                    escrow_id: s(),
+                    payout_id: s(),
+                },
+                0x3_0006,
+            ),
+            (LedgerError::PayoutConflict(s()), 0x3_0007),
+            (LedgerError::InvalidPayout("x"), 0x1_0008),
+            (
+                LedgerError::StakeTierMismatch {
+                    actor: s(),
+                    existing: StakeTier::Master,
+                    requested: StakeTier::Producer,
+                },
+                0x3_0009,
+            ),
+            (
+                LedgerError::InsufficientStake {
+                    actor: s(),
+                    available: 0,
+                    requested: 1,
+                },
+                0x1_000a,
+            ),
+            (LedgerError::NothingToWithdraw(s()), 0x3_000b),
+            (LedgerError::ZeroAmount, 0x1_000c),
+            (LedgerError::InflationAlreadyMinted(0), 0x8_000d),
+            (
+                LedgerError::InvalidEpoch {
+                    current: 0,
+                    requested: 0,
+                },
+                0x1_000e,
+            ),
+            (
+                LedgerError::InvalidIdentifier {
+                    kind: "account",
+                    value: s(),
+                },
+                0x1_000f,
+            ),
+            (LedgerError::ProtocolAccount(s()), 0x1_0010),
+            (LedgerError::TextTooLong, 0x1_0011),
+            (LedgerError::TooManyUnbonding(s()), 0x3_0012),
+            (LedgerError::Genesis, 0x3_0013),
+            (LedgerError::Storage(s()), 0xFF_0001),
+            (LedgerError::Encoding(s()), 0xFF_0002),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for (error, code) in table {
+            assert_eq!(error.code(), code, "{error:?}");
+            assert!(seen.insert(code), "duplicate code {code:#x}");
+        }
+    }
+}

@@ -73,7 +73,17 @@ impl RedbLedger {
     /// Creates a new ledger file at `path` and applies `genesis`. Fails with
     /// [`LedgerError::Genesis`] if the file already holds a ledger.
     pub fn create(path: impl AsRef<Path>, genesis_spec: &Genesis) -> Result<Self, LedgerError> {
-        let db = Database::create(path).map_err(storage)?;
+        Self::create_in(Database::create(path).map_err(storage)?, genesis_spec)
+    }
+
+    /// Opens an existing ledger file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, LedgerError> {
+        Self::open_in(Database::open(path).map_err(storage)?)
+    }
+
+    /// Like [`RedbLedger::create`] on an already opened database (e.g. one built with
+    /// a custom `redb::StorageBackend` for fault injection).
+    pub fn create_in(db: Database, genesis_spec: &Genesis) -> Result<Self, LedgerError> {
         let (state, next_seq) = load(&db)?;
         if next_seq != 0 {
             return Err(LedgerError::Genesis);
@@ -89,9 +99,8 @@ impl RedbLedger {
         Ok(ledger)
     }
 
-    /// Opens an existing ledger file.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self, LedgerError> {
-        let db = Database::open(path).map_err(storage)?;
+    /// Like [`RedbLedger::open`] on an already opened database.
+    pub fn open_in(db: Database) -> Result<Self, LedgerError> {
         let (state, next_seq) = load(&db)?;
         let config = state.meta.config.clone().ok_or(LedgerError::Genesis)?;
         Ok(Self {

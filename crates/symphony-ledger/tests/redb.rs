@@ -95,3 +95,76 @@ fn create_refuses_an_existing_ledger_and_open_refuses_an_empty_file() {
     drop(redb::Database::create(&empty).unwrap());
     assert_eq!(RedbLedger::open(&empty).unwrap_err(), LedgerError::Genesis);
 }
+
+/// Tampering with the stored rows or the log behind the ledger's back is caught by
+/// `reconcile`.
+#[test]
+fn reconcile_detects_tampered_balances_and_duplicated_payouts() {
+    use redb::{ReadableTable, TableDefinition};
+    use symphony_ledger::ReconcileError;
+    const BALANCES: TableDefinition<&str, u64> = TableDefinition::new("balances");
+    const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.redb");
+    drop({
+        let mut l = RedbLedger::create(&path, &suite::genesis()).unwrap();
+        suite::lock_payout_refund_flow(&mut l);
+        l
+    });
+    // 1. Inflate a stored balance.
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(BALANCES)
+            .unwrap()
+            .insert("vault:v1", 3_001u64)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let err = RedbLedger::open(&path).unwrap().reconcile().unwrap_err();
+    assert_eq!(
+        err,
+        ReconcileError::StateMismatch {
+            table: "balances",
+            key: "vault:v1".into()
+        }
+    );
+    // 2. Restore it, then append a copy of the payout's events to the log.
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut balances = txn.open_table(BALANCES).unwrap();
+            balances.insert("vault:v1", 3_000u64).unwrap();
+            let mut events = txn.open_table(EVENTS).unwrap();
+            let rows: Vec<(u64, Vec<u8>)> = events
+                .iter()
+                .unwrap()
+                .map(|r| {
+                    let (k, v) = r.unwrap();
+                    (k.value(), v.value().to_vec())
+                })
+                .collect();
+            let next = rows.len() as u64;
+            let payout: Vec<Vec<u8>> = rows
+                .iter()
+                .map(|(_, bytes)| bytes.clone())
+                .filter(|bytes| {
+                    matches!(
+                        bcs::from_bytes::<symphony_ledger::LedgerEvent>(bytes).unwrap(),
+                        symphony_ledger::LedgerEvent::PayoutExecuted { .. }
+                    )
+                })
+                .collect();
+            assert_eq!(payout.len(), 1);
+            events.insert(next, payout[0].as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let err = RedbLedger::open(&path).unwrap().reconcile().unwrap_err();
+    assert_eq!(
+        err,
+        ReconcileError::DuplicatePayout("payout:luckin-1".into())
+    );
+}

@@ -202,3 +202,64 @@ proptest! {
         }
     }
 }
+
+fn monthly_params() -> PolicyParams {
+    let mut p = PolicyParams::default_v1();
+    // 365 days / 73 = 5-day epochs, 73 per year: keeps exhaustive year sums cheap.
+    p.epochs.epoch_length_ms = symphony_economics::policy::YEAR_MS / 73;
+    p.validate().unwrap();
+    p
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn inflation_year_sums_exactly_and_never_overflows(supply in any::<u64>(), year in 0u64..8) {
+        let p = monthly_params();
+        let epy = p.epochs.epochs_per_year().unwrap();
+        let mut total: u128 = 0;
+        for k in 0..epy {
+            let m = symphony_economics::rewards::inflation_mint_for_epoch(&p, EpochId(year * epy + k), supply).unwrap();
+            total += u128::from(m);
+        }
+        let rate = symphony_economics::rewards::annual_inflation_bp(&p.rewards.inflation_schedule_bp, year);
+        prop_assert_eq!(total, u128::from(supply) * u128::from(rate) / 10_000);
+    }
+
+    /// Random proposal sequences: the active version at any epoch is the latest one
+    /// activated at or before it, a task resolves its admitted version forever after,
+    /// and no version resolves before it activates.
+    #[test]
+    fn registry_activation_is_monotone(
+        steps in prop::collection::vec((0u64..5, 1u64..5), 1..12),
+        probe in 0u64..80,
+    ) {
+        use symphony_core::{PolicyVersion, SemanticVersion};
+        use symphony_economics::registry::PolicyRegistry;
+        let mut reg = PolicyRegistry::genesis(PolicyParams::default_v1()).unwrap();
+        let mut activations = vec![0u64];
+        let mut now = 0u64;
+        for (wait, delay) in steps {
+            now += wait;
+            let activation = now + delay;
+            let result = reg.propose(PolicyParams::default_v1(), EpochId(now), EpochId(activation));
+            if activation > *activations.last().unwrap() {
+                prop_assert!(result.is_ok());
+                activations.push(activation);
+            } else {
+                prop_assert!(result.is_err());
+            }
+        }
+        let expected = activations.iter().rposition(|&a| a <= probe).unwrap() as u32 + 1;
+        prop_assert_eq!(reg.active_version_at(EpochId(probe)), Some(PolicyVersion(expected)));
+        for (i, &a) in activations.iter().enumerate() {
+            let v = PolicyVersion(i as u32 + 1);
+            let r = reg.resolve(EpochId(probe), SemanticVersion(1), v);
+            prop_assert_eq!(r.is_ok(), a <= probe);
+            if let Ok(r) = r {
+                prop_assert_eq!(r.superseded, v != PolicyVersion(expected));
+            }
+        }
+    }
+}

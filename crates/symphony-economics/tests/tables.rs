@@ -508,3 +508,82 @@ fn enterprise_credits_offset_own_usage() {
     );
     assert_eq!(c.balance_micro_sym, 0);
 }
+
+/// Data-driven: `tests/data/pricing_cases.json` holds usage, expected fee and the
+/// hand computation, under `PolicyParams::default_v1()`.
+#[test]
+fn pricing_cases_from_file() {
+    #[derive(serde::Deserialize)]
+    struct Case {
+        name: String,
+        usage: TaskUsage,
+        fee_micro_sym: u64,
+        why: String,
+    }
+    let text = include_str!("data/pricing_cases.json");
+    let cases: Vec<Case> = serde_json::from_str(text).unwrap();
+    assert!(cases.len() >= 8);
+    let prices = PolicyParams::default_v1().prices;
+    for c in cases {
+        assert_eq!(
+            task_fee(&prices, &c.usage).unwrap(),
+            c.fee_micro_sym,
+            "{}: {}",
+            c.name,
+            c.why
+        );
+    }
+}
+
+#[test]
+fn vault_report_reveals_no_producer() {
+    let a = |x: &str| ActorId::new(x).unwrap();
+    let producers = vec![
+        ProducerUsage {
+            producer: a("alice-secret"),
+            records_used: 2,
+            epsilon_consumed: eps("0.1"),
+            staked: true,
+        },
+        ProducerUsage {
+            producer: a("bob-secret"),
+            records_used: 3,
+            epsilon_consumed: eps("0.2"),
+            staked: false,
+        },
+    ];
+    let totals = symphony_economics::rewards::vault_usage_totals(
+        VaultId::new("vault-1").unwrap(),
+        &producers,
+        [7; 32],
+    )
+    .unwrap();
+    assert_eq!(
+        (totals.records_used, totals.usage_weight),
+        (5, 2 * 100_000 + 3 * 200_000)
+    );
+    let wire = serde_json::to_string(&totals).unwrap();
+    assert!(!wire.contains("alice") && !wire.contains("bob"), "{wire}");
+    // the salt matters: the commitment cannot be recomputed without it
+    let other = symphony_economics::rewards::vault_usage_totals(
+        VaultId::new("vault-1").unwrap(),
+        &producers,
+        [8; 32],
+    )
+    .unwrap();
+    assert_ne!(totals.commitment, other.commitment);
+}
+
+#[test]
+fn duplicate_producer_is_refused() {
+    let p = ProducerUsage {
+        producer: ActorId::new("p").unwrap(),
+        records_used: 1,
+        epsilon_consumed: eps("0.1"),
+        staked: true,
+    };
+    assert!(matches!(
+        vault_dividends(10, &[p.clone(), p], 5_000),
+        Err(EconomicsError::DuplicateRecipient { .. })
+    ));
+}

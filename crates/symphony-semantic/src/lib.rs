@@ -46,6 +46,7 @@ pub use derivation::{
     TemporalResolution,
 };
 pub use facts::{PurchaseFact, SubjectFacts};
+pub use features::{FeatureIntent, FeaturePlan};
 
 pub use model::{
     AttributeName, AttributeState, CanonicalAttribute, CrossDomainPolicy, Domain, DomainId,

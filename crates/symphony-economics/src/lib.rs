@@ -14,7 +14,7 @@
 //!   determinism), 002 "Governance".
 //! - [`pricing`]: 002 "How SYM is Spent", 000 "Economic Flow — Budget Lock",
 //!   003 "Economic Flow — Fee Calculation".
-//! - [`fees`], [`split`]: 000 "Fee Distribution on Settlement", 003 "Fee Distribution",
+//! - [`fees`], [`split`], [`contribution`]: 000 "Fee Distribution on Settlement", 003 "Fee Distribution",
 //!   003 "Reward Accounting".
 //! - [`rewards`]: 000 "Data Usage Dividends", 002 "How SYM is Earned", 002 "Token
 //!   Supply", 002 "Node Architecture" (enterprise credits).
@@ -50,7 +50,13 @@
 //! - **Empty class**: a class with no weighted recipient forwards its share to the
 //!   Treasury.
 //! - **Class weights**: contributors per Vault by Σ records × micro-ε; operators by
-//!   records served; executors by verified work units; verifiers by decisions.
+//!   records served (storage commitment not yet weighted); executors by verified
+//!   compute units of slices + aggregation steps; verifiers one unit per decision.
+//!   Unverified (timed-out, failed) slices earn nothing.
+//! - **Rejection before execution**: the submitter pays the class's base fee (capped
+//!   at the escrow) and gets the rest back ([`pricing::rejection_fee`]).
+//! - **Reward pool**: what unstaked producers forgo is returned to the epoch reward
+//!   pool, which the settlement plane adds to the epoch's node operation rewards.
 //! - **Staking**: S_master 1 000 000 SYM, S_enterprise 100 000 SYM, S_producer 100
 //!   SYM; unstaked producer multiplier 50% (seed), rounded **down** with the
 //!   remainder to the epoch reward pool; unbonding 168 epochs (7 days).
@@ -79,6 +85,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod contribution;
 pub mod error;
 pub mod fees;
 pub mod policy;
@@ -88,6 +95,7 @@ pub mod rewards;
 pub mod split;
 pub mod staking;
 
+pub use contribution::{contribution_report, AggregationWork, SliceWork};
 pub use error::EconomicsError;
 pub use fees::{
     distribute_fee, split_fee_by_class, ClassSplit, ContributionReport, FeeDistribution, Payout,

@@ -232,3 +232,23 @@ pub fn settle_fee(
         clamped: actual_micro_sym > estimate_micro_sym,
     })
 }
+
+/// A task rejected before execution: the submitter pays the class's base fee
+/// (covering admission work), capped at the escrow, and is refunded the rest.
+/// `parse` costs nothing.
+pub fn rejection_fee(prices: &PriceTable, class: TaskClass, estimate_micro_sym: u64) -> SettledFee {
+    let base = match class {
+        TaskClass::Parse => 0,
+        TaskClass::Query => prices.query.base_fee_micro_sym,
+        TaskClass::Compute => prices.compute.base_fee_micro_sym,
+        TaskClass::Train => prices.train.base_fee_micro_sym,
+    };
+    let charged_micro_sym = base.min(estimate_micro_sym);
+    SettledFee {
+        estimate_micro_sym,
+        actual_micro_sym: base,
+        charged_micro_sym,
+        refund_micro_sym: estimate_micro_sym - charged_micro_sym,
+        clamped: base > estimate_micro_sym,
+    }
+}

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use symphony_core::{EpochId, PolicyVersion, SemanticVersion};
+use symphony_core::{content_hash, Digest, EpochId, PolicyVersion, SemanticVersion};
 
 use crate::error::EconomicsError;
 use crate::policy::PolicyParams;
@@ -44,6 +44,19 @@ pub struct ResolvedParams {
     pub superseded: bool,
     /// The parameters.
     pub params: PolicyParams,
+}
+
+/// Domain tag of [`ResolvedParams::digest`].
+pub const RESOLVED_PARAMS_TAG: &str = "scp/resolved-params/v1";
+
+impl ResolvedParams {
+    /// Content hash of the canonical (BCS) bytes: equal inputs, equal digest.
+    pub fn digest(&self) -> Result<Digest, EconomicsError> {
+        content_hash(RESOLVED_PARAMS_TAG, self).map_err(|_| EconomicsError::InvalidParam {
+            field: "resolved params",
+            reason: "cannot be encoded canonically",
+        })
+    }
 }
 
 /// All policy versions, keyed by number.
@@ -123,6 +136,11 @@ impl PolicyRegistry {
             .rev()
             .find(|r| r.activation_epoch <= epoch)
             .map(|r| r.version)
+    }
+
+    /// Every registered version, in version order.
+    pub fn records(&self) -> impl Iterator<Item = &PolicyRecord> {
+        self.records.values()
     }
 
     /// A registered version.

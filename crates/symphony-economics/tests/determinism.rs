@@ -125,3 +125,29 @@ fn admitted_task_keeps_its_policy_version() {
     );
     assert_eq!(r2.params.prices.query.base_fee_micro_sym, 2_000_000);
 }
+
+#[test]
+fn resolved_digest_is_stable() {
+    let a = registry_with_change();
+    let d1 = a
+        .resolve(EpochId(9), SemanticVersion(2), PolicyVersion(1))
+        .unwrap()
+        .digest()
+        .unwrap();
+    let d2 = registry_with_change()
+        .resolve(EpochId(9), SemanticVersion(2), PolicyVersion(1))
+        .unwrap()
+        .digest()
+        .unwrap();
+    assert_eq!(d1, d2);
+    let d3 = a
+        .resolve(EpochId(9), SemanticVersion(3), PolicyVersion(1))
+        .unwrap()
+        .digest()
+        .unwrap();
+    assert_ne!(
+        d1, d3,
+        "the semantic version is part of the resolution context"
+    );
+    assert_eq!(a.records().count(), 2);
+}

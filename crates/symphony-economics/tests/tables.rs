@@ -587,3 +587,85 @@ fn duplicate_producer_is_refused() {
         Err(EconomicsError::DuplicateRecipient { .. })
     ));
 }
+
+#[test]
+fn only_verified_work_is_rewarded() {
+    use symphony_economics::contribution::{contribution_report, AggregationWork, SliceWork};
+    use symphony_economics::rewards::VaultUsageTotals;
+    let a = |x: &str| ActorId::new(x).unwrap();
+    let v = |x: &str| VaultId::new(x).unwrap();
+    let slice =
+        |vault: &str, op: &str, exec: &str, verified: bool, records: u64, units: u64| SliceWork {
+            vault: v(vault),
+            vault_operator: a(op),
+            executor: a(exec),
+            verified,
+            records_served: records,
+            compute_units: units,
+        };
+    let slices = vec![
+        slice("vault-a", "op-a", "exec-a", true, 100, 10),
+        slice("vault-a", "op-a", "exec-a", true, 50, 5), // round 2
+        slice("vault-b", "op-b", "exec-b", false, 80, 8), // timed out
+    ];
+    let aggs = vec![
+        AggregationWork {
+            executor: a("master-1"),
+            verified: true,
+            compute_units: 3,
+        },
+        AggregationWork {
+            executor: a("master-1"),
+            verified: false,
+            compute_units: 3,
+        },
+    ];
+    let totals = |vault: &str, w: u64| VaultUsageTotals {
+        vault: v(vault),
+        records_used: 1,
+        usage_weight: w,
+        commitment: Default::default(),
+    };
+    let report = contribution_report(
+        &[totals("vault-a", 700), totals("vault-b", 900)],
+        &slices,
+        &aggs,
+        &[a("ver-1"), a("ver-2"), a("ver-1")],
+    )
+    .unwrap();
+    assert_eq!(
+        report.data_contributor_weight_by_vault,
+        vec![(v("vault-a"), 700)]
+    );
+    assert_eq!(report.records_served_by_operator, vec![(a("op-a"), 150)]);
+    assert_eq!(
+        report.verified_work_by_executor,
+        vec![(a("exec-a"), 15), (a("master-1"), 3)]
+    );
+    assert_eq!(
+        report.decisions_by_verifier,
+        vec![(a("ver-1"), 2), (a("ver-2"), 1)]
+    );
+}
+
+#[test]
+fn rejection_before_execution_costs_the_base_fee() {
+    use symphony_core::TaskClass;
+    use symphony_economics::pricing::rejection_fee;
+    let prices = PolicyParams::default_v1().prices;
+    let table = [
+        (TaskClass::Parse, 0, 0, 0),
+        (TaskClass::Query, 17_500_000, SYM, 16_500_000),
+        (TaskClass::Compute, 9_300_000, 2 * SYM, 7_300_000),
+        (TaskClass::Train, 180 * SYM, 50 * SYM, 130 * SYM),
+        (TaskClass::Train, 10 * SYM, 10 * SYM, 0), // capped at the escrow
+    ];
+    for (class, estimate, charged, refund) in table {
+        let s = rejection_fee(&prices, class, estimate);
+        assert_eq!(
+            (s.charged_micro_sym, s.refund_micro_sym),
+            (charged, refund),
+            "{class:?}"
+        );
+    }
+}

@@ -1,0 +1,592 @@
+//! Import of the plaintext files (see the crate docs for their formats).
+//!
+//! Record files are imported in two passes: pass 1 parses and validates every line
+//! (nothing is written, so a malformed row leaves the Vault exactly as before);
+//! pass 2 parses again and commits batches of `batch_records` records, each in one
+//! write transaction. A crash in pass 2 leaves a prefix of whole batches; since
+//! records are deduplicated by content, importing the file again completes it
+//! without duplicates. Consent files are small and go in one transaction.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use redb::ReadableTable;
+use serde::Deserialize;
+use symphony_core::budget::{BudgetAccount, BudgetOp, Epsilon};
+use symphony_core::consent::{ConsentChange, ConsentHistory, UsageScope};
+use symphony_core::ids::{SubjectId, TaskId};
+
+use crate::error::{ImportError, VaultError};
+use crate::ledger::{BUDGET, CONSENT};
+use crate::record::{ContactKind, Geography, Identity, Purchase, Record};
+use crate::store::Vault;
+
+/// Task id under which imported prior budget spend is committed.
+pub const PRIOR_SPEND_TASK: &str = "import/prior-spend";
+
+/// Import tuning.
+#[derive(Clone, Copy, Debug)]
+pub struct ImportOptions {
+    /// Records per write transaction (the unit that is atomic and acknowledged).
+    pub batch_records: usize,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        ImportOptions {
+            batch_records: 50_000,
+        }
+    }
+}
+
+/// Which pass an import is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImportPhase {
+    /// Parsing and validating every line; nothing written yet.
+    Validating,
+    /// Writing committed batches.
+    Writing,
+}
+
+/// Progress reported to the caller's callback.
+#[derive(Clone, Debug)]
+pub struct ImportProgress<'a> {
+    /// The file.
+    pub file: &'a Path,
+    /// The pass.
+    pub phase: ImportPhase,
+    /// Lines processed so far in this pass (for `Writing`: lines whose batch is
+    /// committed, i.e. acknowledged and durable).
+    pub lines_done: u64,
+    /// Lines in the file (known after validation; 0 while validating).
+    pub lines_total: u64,
+    /// Batches committed so far.
+    pub batches_committed: u64,
+}
+
+/// What an import did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ImportSummary {
+    /// Non-blank lines read.
+    pub rows: u64,
+    /// Records newly stored.
+    pub inserted: u64,
+    /// Records already present (re-import), skipped.
+    pub duplicates: u64,
+    /// Records of erased subjects, skipped.
+    pub skipped_erased: u64,
+    /// Batches committed.
+    pub batches: u64,
+    /// Consent changes recorded (consent files).
+    pub consent_changes: u64,
+    /// Budget accounts charged with prior spend (consent files).
+    pub budget_rows: u64,
+    /// Rows of a consent file addressed to other Vaults, skipped.
+    pub other_vault_rows: u64,
+}
+
+/// One line of a record file, before validation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordRow<'a> {
+    #[serde(borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    subject: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    contact_kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    contact: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    home_city: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    home_country: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    brand: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    category: Option<Cow<'a, str>>,
+    amount_minor: Option<u64>,
+    #[serde(borrow)]
+    currency: Option<Cow<'a, str>>,
+    ts_ms: Option<u64>,
+    #[serde(borrow)]
+    store_city: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    store_country: Option<Cow<'a, str>>,
+}
+
+/// One line of a consent file, before validation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsentRow {
+    kind: Option<String>,
+    vault: Option<String>,
+    subject: Option<String>,
+    scope: Option<String>,
+    granted: Option<bool>,
+    at_ms: Option<u64>,
+    capacity_micro: Option<u64>,
+    spent_micro: Option<u64>,
+}
+
+/// A field-level problem: (field, reason).
+type FieldError = (&'static str, String);
+
+const RECORD_FIELDS: &[(&str, FieldType)] = &[
+    ("kind", FieldType::Str),
+    ("subject", FieldType::Str),
+    ("contact_kind", FieldType::Str),
+    ("contact", FieldType::Str),
+    ("home_city", FieldType::Str),
+    ("home_country", FieldType::Str),
+    ("brand", FieldType::Str),
+    ("category", FieldType::Str),
+    ("amount_minor", FieldType::U64),
+    ("currency", FieldType::Str),
+    ("ts_ms", FieldType::U64),
+    ("store_city", FieldType::Str),
+    ("store_country", FieldType::Str),
+];
+
+const CONSENT_FIELDS: &[(&str, FieldType)] = &[
+    ("kind", FieldType::Str),
+    ("vault", FieldType::Str),
+    ("subject", FieldType::Str),
+    ("scope", FieldType::Str),
+    ("granted", FieldType::Bool),
+    ("at_ms", FieldType::U64),
+    ("capacity_micro", FieldType::U64),
+    ("spent_micro", FieldType::U64),
+];
+
+#[derive(Clone, Copy)]
+enum FieldType {
+    Str,
+    U64,
+    Bool,
+}
+
+fn required<T>(field: &'static str, value: Option<T>) -> Result<T, FieldError> {
+    value.ok_or((field, "missing".to_owned()))
+}
+
+fn text(
+    field: &'static str,
+    value: Option<Cow<'_, str>>,
+    max: usize,
+) -> Result<String, FieldError> {
+    let v = required(field, value)?;
+    if v.trim().is_empty() {
+        return Err((field, "empty".to_owned()));
+    }
+    if v.len() > max {
+        return Err((field, format!("longer than {max} bytes")));
+    }
+    Ok(v.into_owned())
+}
+
+fn code(
+    field: &'static str,
+    value: Option<Cow<'_, str>>,
+    len: usize,
+) -> Result<String, FieldError> {
+    let v = required(field, value)?;
+    if v.len() != len || !v.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err((
+            field,
+            format!("{v:?} is not a {len}-letter upper-case code"),
+        ));
+    }
+    Ok(v.into_owned())
+}
+
+fn subject_id(value: Option<&str>) -> Result<SubjectId, FieldError> {
+    SubjectId::new(required("subject", value)?).map_err(|e| ("subject", e.to_string()))
+}
+
+fn validate_record(row: RecordRow<'_>) -> Result<(SubjectId, Record), FieldError> {
+    let subject = subject_id(row.subject.as_deref())?;
+    let kind = required("kind", row.kind)?;
+    let record = match kind.as_ref() {
+        "identity" => {
+            let contact_kind = match required("contact_kind", row.contact_kind)?.as_ref() {
+                "phone" => ContactKind::Phone,
+                "email" => ContactKind::Email,
+                other => return Err(("contact_kind", format!("{other:?} is not phone or email"))),
+            };
+            let contact = text("contact", row.contact, 254)?;
+            let ok = match contact_kind {
+                ContactKind::Phone => {
+                    contact.starts_with('+')
+                        && contact.len() > 4
+                        && contact[1..].bytes().all(|b| b.is_ascii_digit())
+                }
+                ContactKind::Email => {
+                    contact.contains('@') && !contact.contains(char::is_whitespace)
+                }
+            };
+            if !ok {
+                return Err((
+                    "contact",
+                    format!("{contact:?} is not a valid {}", kind_name(contact_kind)),
+                ));
+            }
+            Record::Identity(Identity {
+                contact_kind,
+                contact,
+            })
+        }
+        "geography" => Record::Geography(Geography {
+            home_city: text("home_city", row.home_city, 100)?,
+            home_country: code("home_country", row.home_country, 2)?,
+        }),
+        "purchase" => Record::Purchase(Purchase {
+            brand: text("brand", row.brand, 100)?,
+            category: text("category", row.category, 100)?,
+            amount_minor: required("amount_minor", row.amount_minor)?,
+            currency: code("currency", row.currency, 3)?,
+            ts_ms: required("ts_ms", row.ts_ms)?,
+            store_city: text("store_city", row.store_city, 100)?,
+            store_country: code("store_country", row.store_country, 2)?,
+        }),
+        other => {
+            return Err((
+                "kind",
+                format!("{other:?} is not identity, geography or purchase"),
+            ))
+        }
+    };
+    Ok((subject, record))
+}
+
+fn kind_name(kind: ContactKind) -> &'static str {
+    match kind {
+        ContactKind::Phone => "E.164 phone number (+ then digits)",
+        ContactKind::Email => "e-mail address",
+    }
+}
+
+/// Names the field a serde error is about, by re-reading the line as a JSON value.
+fn diagnose(
+    line: &[u8],
+    fields: &[(&str, FieldType)],
+    err: &serde_json::Error,
+) -> (String, String) {
+    let value: serde_json::Value = match serde_json::from_slice(line) {
+        Ok(v) => v,
+        Err(e) => return ("<row>".to_owned(), format!("not valid JSON: {e}")),
+    };
+    let Some(obj) = value.as_object() else {
+        return ("<row>".to_owned(), "not a JSON object".to_owned());
+    };
+    for (name, v) in obj {
+        let Some((_, ty)) = fields.iter().find(|(f, _)| f == name) else {
+            return (name.clone(), "unknown field".to_owned());
+        };
+        let ok = v.is_null()
+            || match ty {
+                FieldType::Str => v.is_string(),
+                FieldType::U64 => v.is_u64(),
+                FieldType::Bool => v.is_boolean(),
+            };
+        if !ok {
+            let expected = match ty {
+                FieldType::Str => "a string",
+                FieldType::U64 => "a non-negative integer",
+                FieldType::Bool => "true or false",
+            };
+            return (name.clone(), format!("expected {expected}, found {v}"));
+        }
+    }
+    ("<row>".to_owned(), err.to_string())
+}
+
+/// Reads non-blank lines, calling `f(line_number, bytes)`.
+fn for_each_line(
+    file: &Path,
+    mut f: impl FnMut(u64, &[u8]) -> Result<(), ImportError>,
+) -> Result<(), ImportError> {
+    let io = |source| ImportError::Io {
+        file: file.to_owned(),
+        source,
+    };
+    let mut reader = BufReader::with_capacity(1 << 20, File::open(file).map_err(io)?);
+    let mut buf = Vec::with_capacity(512);
+    let mut line_no = 0u64;
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf).map_err(io)?;
+        if n == 0 {
+            return Ok(());
+        }
+        line_no += 1;
+        let line = buf.trim_ascii();
+        if !line.is_empty() {
+            f(line_no, line)?;
+        }
+    }
+}
+
+fn row_error(file: &Path, line: u64, field: impl Into<String>, reason: String) -> ImportError {
+    ImportError::Row {
+        file: file.to_owned(),
+        line,
+        field: field.into(),
+        reason,
+    }
+}
+
+fn parse_record(
+    file: &Path,
+    line_no: u64,
+    line: &[u8],
+) -> Result<(SubjectId, Record), ImportError> {
+    let row: RecordRow<'_> = serde_json::from_slice(line).map_err(|e| {
+        let (field, reason) = diagnose(line, RECORD_FIELDS, &e);
+        row_error(file, line_no, field, reason)
+    })?;
+    validate_record(row).map_err(|(field, reason)| row_error(file, line_no, field, reason))
+}
+
+/// Imports a record file (JSONL, see the crate docs) into the Vault.
+pub fn import_records(
+    vault: &Vault,
+    file: &Path,
+    options: &ImportOptions,
+    progress: &mut dyn FnMut(&ImportProgress<'_>),
+) -> Result<ImportSummary, ImportError> {
+    let batch_records = options.batch_records.max(1);
+    // Pass 1: validate everything; nothing is written.
+    let mut lines_total = 0u64;
+    for_each_line(file, |line_no, line| {
+        parse_record(file, line_no, line)?;
+        lines_total = line_no;
+        if line_no % 1_000_000 == 0 {
+            progress(&ImportProgress {
+                file,
+                phase: ImportPhase::Validating,
+                lines_done: line_no,
+                lines_total: 0,
+                batches_committed: 0,
+            });
+        }
+        Ok(())
+    })?;
+    // Pass 2: write in committed batches.
+    let mut summary = ImportSummary::default();
+    let mut batch: Vec<(SubjectId, Record)> = Vec::with_capacity(batch_records);
+    let mut flush =
+        |batch: &mut Vec<(SubjectId, Record)>, lines_done: u64, summary: &mut ImportSummary| {
+            let s = vault.insert_batch(batch)?;
+            batch.clear();
+            summary.inserted += s.inserted;
+            summary.duplicates += s.duplicates;
+            summary.skipped_erased += s.skipped_erased;
+            summary.batches += 1;
+            progress(&ImportProgress {
+                file,
+                phase: ImportPhase::Writing,
+                lines_done,
+                lines_total,
+                batches_committed: summary.batches,
+            });
+            Ok::<(), ImportError>(())
+        };
+    for_each_line(file, |line_no, line| {
+        batch.push(parse_record(file, line_no, line)?);
+        summary.rows += 1;
+        if batch.len() >= batch_records {
+            flush(&mut batch, line_no, &mut summary)?;
+        }
+        Ok(())
+    })?;
+    if !batch.is_empty() {
+        flush(&mut batch, lines_total, &mut summary)?;
+    }
+    Ok(summary)
+}
+
+/// A validated consent-file row.
+enum ConsentItem {
+    Change(SubjectId, UsageScope, ConsentChange),
+    Spent(SubjectId, UsageScope, Epsilon, Epsilon),
+}
+
+fn validate_consent(row: ConsentRow) -> Result<(String, ConsentItem), FieldError> {
+    let vault = required("vault", row.vault)?;
+    let subject = subject_id(row.subject.as_deref())?;
+    let scope_text = required("scope", row.scope)?;
+    let scope: UsageScope = scope_text
+        .parse()
+        .map_err(|e: symphony_core::consent::ConsentError| ("scope", e.to_string()))?;
+    let item = match required("kind", row.kind)?.as_str() {
+        "consent" => ConsentItem::Change(
+            subject,
+            scope,
+            ConsentChange {
+                at_ms: required("at_ms", row.at_ms)?,
+                granted: required("granted", row.granted)?,
+            },
+        ),
+        "budget" => {
+            let capacity = Epsilon::from_micro(required("capacity_micro", row.capacity_micro)?);
+            let spent = Epsilon::from_micro(required("spent_micro", row.spent_micro)?);
+            if spent > capacity {
+                return Err(("spent_micro", "exceeds capacity_micro".to_owned()));
+            }
+            ConsentItem::Spent(subject, scope, capacity, spent)
+        }
+        other => return Err(("kind", format!("{other:?} is not consent or budget"))),
+    };
+    Ok((vault, item))
+}
+
+/// Imports a consent file (consent changes and prior budget spend) in one write
+/// transaction. Rows for other Vaults are skipped; identical changes already
+/// recorded are skipped, so re-import changes nothing.
+pub fn import_consent(
+    vault: &Vault,
+    file: &Path,
+    progress: &mut dyn FnMut(&ImportProgress<'_>),
+) -> Result<ImportSummary, ImportError> {
+    let mut items = Vec::new();
+    let mut summary = ImportSummary::default();
+    let own = vault.vault_id().as_str().to_owned();
+    for_each_line(file, |line_no, line| {
+        summary.rows += 1;
+        let row: ConsentRow = serde_json::from_slice(line).map_err(|e| {
+            let (field, reason) = diagnose(line, CONSENT_FIELDS, &e);
+            row_error(file, line_no, field, reason)
+        })?;
+        let (row_vault, item) =
+            validate_consent(row).map_err(|(f, r)| row_error(file, line_no, f, r))?;
+        if row_vault == own {
+            items.push((line_no, item));
+        } else {
+            summary.other_vault_rows += 1;
+        }
+        Ok(())
+    })?;
+    write_consent_items(vault, file, &items, &mut summary)?;
+    progress(&ImportProgress {
+        file,
+        phase: ImportPhase::Writing,
+        lines_done: summary.rows,
+        lines_total: summary.rows,
+        batches_committed: 1,
+    });
+    summary.batches = 1;
+    Ok(summary)
+}
+
+fn write_consent_items(
+    vault: &Vault,
+    file: &Path,
+    items: &[(u64, ConsentItem)],
+    summary: &mut ImportSummary,
+) -> Result<(), ImportError> {
+    let prior = TaskId::new(PRIOR_SPEND_TASK).map_err(VaultError::from)?;
+    let epoch = vault.budget_epoch()?;
+    let tx = vault.db.begin_write().map_err(VaultError::from)?;
+    {
+        let mut consent = tx.open_table(CONSENT).map_err(VaultError::from)?;
+        let mut budget = tx.open_table(BUDGET).map_err(VaultError::from)?;
+        for (line_no, item) in items {
+            match item {
+                ConsentItem::Change(subject, scope, change) => {
+                    let key = (scope.as_str(), subject.as_str());
+                    let mut history: ConsentHistory =
+                        match consent.get(key).map_err(VaultError::from)? {
+                            Some(v) => bcs::from_bytes(v.value()).map_err(VaultError::from)?,
+                            None => ConsentHistory::new(),
+                        };
+                    if history.changes().contains(change) {
+                        continue;
+                    }
+                    history
+                        .push(*change)
+                        .map_err(|e| row_error(file, *line_no, "at_ms", e.to_string()))?;
+                    let bytes = bcs::to_bytes(&history).map_err(VaultError::from)?;
+                    consent
+                        .insert(key, bytes.as_slice())
+                        .map_err(VaultError::from)?;
+                    summary.consent_changes += 1;
+                }
+                ConsentItem::Spent(subject, scope, capacity, spent) => {
+                    let key = (scope.as_str(), subject.as_str());
+                    let mut account: BudgetAccount =
+                        match budget.get(key).map_err(VaultError::from)? {
+                            Some(v) => bcs::from_bytes(v.value()).map_err(VaultError::from)?,
+                            None => BudgetAccount::new(*capacity, epoch),
+                        };
+                    if account.finished_of(&prior).is_some() {
+                        continue;
+                    }
+                    let ops = [
+                        BudgetOp::Reserve {
+                            task: prior.clone(),
+                            amount: *spent,
+                        },
+                        BudgetOp::CommitAtEstimate {
+                            task: prior.clone(),
+                        },
+                    ];
+                    for op in &ops {
+                        account
+                            .apply(op)
+                            .map_err(|e| row_error(file, *line_no, "spent_micro", e.to_string()))?;
+                    }
+                    let bytes = bcs::to_bytes(&account).map_err(VaultError::from)?;
+                    budget
+                        .insert(key, bytes.as_slice())
+                        .map_err(VaultError::from)?;
+                    summary.budget_rows += 1;
+                }
+            }
+        }
+    }
+    tx.commit().map_err(VaultError::from)?;
+    Ok(())
+}
+
+/// Imports a file of either kind, recognised by its first row's `kind`
+/// (`consent`/`budget` → consent file, anything else → record file).
+pub fn import_file(
+    vault: &Vault,
+    file: &Path,
+    options: &ImportOptions,
+    progress: &mut dyn FnMut(&ImportProgress<'_>),
+) -> Result<ImportSummary, ImportError> {
+    if is_consent_file(file)? {
+        import_consent(vault, file, progress)
+    } else {
+        import_records(vault, file, options, progress)
+    }
+}
+
+fn is_consent_file(file: &Path) -> Result<bool, ImportError> {
+    #[derive(Deserialize)]
+    struct KindOnly {
+        kind: Option<String>,
+    }
+    let mut first: Option<bool> = None;
+    let stop = PathBuf::new();
+    let res = for_each_line(file, |_, line| {
+        let kind = serde_json::from_slice::<KindOnly>(line)
+            .ok()
+            .and_then(|k| k.kind);
+        first = Some(matches!(kind.as_deref(), Some("consent" | "budget")));
+        // Stop reading after the first row.
+        Err(ImportError::Io {
+            file: stop.clone(),
+            source: std::io::Error::other("stop"),
+        })
+    });
+    match (first, res) {
+        (Some(is_consent), _) => Ok(is_consent),
+        (None, Err(e)) => Err(e),
+        (None, Ok(())) => Ok(false),
+    }
+}

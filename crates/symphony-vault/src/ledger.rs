@@ -1,0 +1,338 @@
+//! Consent registry and privacy budget ledger.
+//!
+//! Both are keyed `(scope, subject)` so that "who may be used for scope S" is one
+//! range scan. Values are the core's own types, BCS-encoded: [`ConsentHistory`] and
+//! [`BudgetAccount`]. Every change goes through the core's rules
+//! (`ConsentHistory::push`, `BudgetAccount::apply`); this module only persists them,
+//! atomically, in redb write transactions (which redb serializes, so concurrent
+//! reservations can never overspend).
+
+use std::collections::BTreeSet;
+
+use redb::{ReadableTable, TableDefinition};
+use symphony_core::budget::{BudgetAccount, BudgetError, BudgetOp, BudgetOutcome, Epsilon};
+use symphony_core::consent::{ConsentChange, ConsentHistory, UsageScope};
+use symphony_core::ids::{EpochId, SubjectId, TaskId};
+
+use crate::error::VaultError;
+use crate::store::{read_u64, Vault, META};
+
+/// (scope, subject) → BCS `ConsentHistory`.
+pub(crate) const CONSENT: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("consent");
+/// (scope, subject) → BCS `BudgetAccount`.
+pub(crate) const BUDGET: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("budget");
+
+/// How a batch reservation treats subjects whose budget can not cover the amount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReserveMode {
+    /// Any refusal rolls back the whole batch.
+    AllOrNothing,
+    /// Subjects with insufficient budget are excluded (reported), the rest reserved,
+    /// in the same transaction (no check-then-act race).
+    SkipInsufficient,
+}
+
+/// What a batch reservation did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReserveReport {
+    /// Subjects that now hold the reservation (newly or from an earlier retry).
+    pub reserved: Vec<SubjectId>,
+    /// How many of those were already reserved (idempotent retry).
+    pub already_applied: u64,
+    /// Subjects left out because their budget was insufficient (SkipInsufficient).
+    pub excluded: Vec<SubjectId>,
+}
+
+/// What an epoch replenishment did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplenishReport {
+    /// Accounts replenished.
+    pub applied: u64,
+    /// Accounts already at this epoch (a retried replenishment).
+    pub already_applied: u64,
+}
+
+impl Vault {
+    /// Appends consent changes atomically (all or nothing), through
+    /// [`ConsentHistory::push`] (append-only in time).
+    pub fn record_consent(
+        &self,
+        changes: &[(SubjectId, UsageScope, ConsentChange)],
+    ) -> Result<(), VaultError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(CONSENT)?;
+            for (subject, scope, change) in changes {
+                let key = (scope.as_str(), subject.as_str());
+                let mut history: ConsentHistory = match table.get(key)? {
+                    Some(v) => bcs::from_bytes(v.value())?,
+                    None => ConsentHistory::new(),
+                };
+                history
+                    .push(*change)
+                    .map_err(|source| VaultError::Consent {
+                        subject: subject.to_string(),
+                        scope: *scope,
+                        source,
+                    })?;
+                table.insert(key, bcs::to_bytes(&history)?.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The consent history of a subject for a scope (empty: never granted).
+    pub fn consent_history(
+        &self,
+        subject: &SubjectId,
+        scope: UsageScope,
+    ) -> Result<ConsentHistory, VaultError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(CONSENT)?;
+        Ok(match table.get((scope.as_str(), subject.as_str()))? {
+            Some(v) => bcs::from_bytes(v.value())?,
+            None => ConsentHistory::new(),
+        })
+    }
+
+    /// Subjects whose consent for `scope` is in force at `at_ms`.
+    pub fn consented_subjects(
+        &self,
+        scope: UsageScope,
+        at_ms: u64,
+    ) -> Result<BTreeSet<SubjectId>, VaultError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(CONSENT)?;
+        let s = scope.as_str();
+        let mut out = BTreeSet::new();
+        for entry in table.range((s, "")..)? {
+            let (k, v) = entry?;
+            let (ks, subject) = k.value();
+            if ks != s {
+                break;
+            }
+            let history: ConsentHistory = bcs::from_bytes(v.value())?;
+            if history.is_granted_at(at_ms) {
+                out.insert(SubjectId::new(subject)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Subjects that may be used for `scope` at `at_ms` by a task needing `needed`
+    /// ε: consent in force and at least `needed` budget remaining.
+    pub fn eligible_subjects(
+        &self,
+        scope: UsageScope,
+        at_ms: u64,
+        needed: Epsilon,
+    ) -> Result<BTreeSet<SubjectId>, VaultError> {
+        let mut out = self.consented_subjects(scope, at_ms)?;
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(BUDGET)?;
+        let s = scope.as_str();
+        for entry in table.range((s, "")..)? {
+            let (k, v) = entry?;
+            let (ks, subject) = k.value();
+            if ks != s {
+                break;
+            }
+            let account: BudgetAccount = bcs::from_bytes(v.value())?;
+            if !account.can_reserve(needed) {
+                out.remove(&SubjectId::new(subject)?);
+            }
+        }
+        if !self.config.default_budget.ge(&needed) {
+            // Subjects without an account start at the default capacity.
+            let with_account: BTreeSet<String> = table
+                .range((s, "")..)?
+                .filter_map(|e| e.ok())
+                .take_while(|(k, _)| k.value().0 == s)
+                .map(|(k, _)| k.value().1.to_owned())
+                .collect();
+            out.retain(|sub| with_account.contains(sub.as_str()));
+        }
+        Ok(out)
+    }
+
+    /// The epoch new budget accounts open in (the last replenished epoch).
+    pub fn budget_epoch(&self) -> Result<EpochId, VaultError> {
+        let tx = self.db.begin_read()?;
+        current_epoch(&tx.open_table(META)?, self.config.initial_epoch)
+    }
+
+    /// The subject's budget account for `scope` (a fresh default account if none is
+    /// stored yet).
+    pub fn budget_account(
+        &self,
+        subject: &SubjectId,
+        scope: UsageScope,
+    ) -> Result<BudgetAccount, VaultError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(BUDGET)?;
+        let epoch = current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
+        Ok(match table.get((scope.as_str(), subject.as_str()))? {
+            Some(v) => bcs::from_bytes(v.value())?,
+            None => BudgetAccount::new(self.config.default_budget, epoch),
+        })
+    }
+
+    /// Applies budget operations in one write transaction, all or nothing: if any is
+    /// refused by [`BudgetAccount::apply`], nothing is written and the first refusal
+    /// is returned. Idempotent by task id (retries report `AlreadyApplied`).
+    pub fn apply_budget_ops(
+        &self,
+        scope: UsageScope,
+        ops: &[(SubjectId, BudgetOp)],
+    ) -> Result<Vec<BudgetOutcome>, VaultError> {
+        let tx = self.db.begin_write()?;
+        let mut outcomes = Vec::with_capacity(ops.len());
+        {
+            let epoch = current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
+            let mut table = tx.open_table(BUDGET)?;
+            for (subject, op) in ops {
+                let key = (scope.as_str(), subject.as_str());
+                let mut account: BudgetAccount = match table.get(key)? {
+                    Some(v) => bcs::from_bytes(v.value())?,
+                    None => BudgetAccount::new(self.config.default_budget, epoch),
+                };
+                let outcome = account.apply(op).map_err(|source| VaultError::Budget {
+                    subject: subject.to_string(),
+                    scope,
+                    source,
+                })?;
+                if outcome == BudgetOutcome::Applied {
+                    table.insert(key, bcs::to_bytes(&account)?.as_slice())?;
+                }
+                outcomes.push(outcome);
+            }
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    }
+
+    /// Reserves `amount` for `task` on every subject, in one write transaction.
+    pub fn reserve_for_task(
+        &self,
+        task: &TaskId,
+        scope: UsageScope,
+        subjects: &[SubjectId],
+        amount: Epsilon,
+        mode: ReserveMode,
+    ) -> Result<ReserveReport, VaultError> {
+        let op = BudgetOp::Reserve {
+            task: task.clone(),
+            amount,
+        };
+        let mut report = ReserveReport::default();
+        let tx = self.db.begin_write()?;
+        {
+            let epoch = current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
+            let mut table = tx.open_table(BUDGET)?;
+            for subject in subjects {
+                let key = (scope.as_str(), subject.as_str());
+                let mut account: BudgetAccount = match table.get(key)? {
+                    Some(v) => bcs::from_bytes(v.value())?,
+                    None => BudgetAccount::new(self.config.default_budget, epoch),
+                };
+                match account.apply(&op) {
+                    Ok(BudgetOutcome::Applied) => {
+                        table.insert(key, bcs::to_bytes(&account)?.as_slice())?;
+                        report.reserved.push(subject.clone());
+                    }
+                    Ok(BudgetOutcome::AlreadyApplied) => {
+                        report.already_applied += 1;
+                        report.reserved.push(subject.clone());
+                    }
+                    Err(BudgetError::Insufficient { .. })
+                        if mode == ReserveMode::SkipInsufficient =>
+                    {
+                        report.excluded.push(subject.clone());
+                    }
+                    Err(source) => {
+                        return Err(VaultError::Budget {
+                            subject: subject.to_string(),
+                            scope,
+                            source,
+                        })
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(report)
+    }
+
+    /// Applies the same finishing operation (commit / release / commit-at-estimate)
+    /// for a task to every subject, all or nothing.
+    pub fn finish_task(
+        &self,
+        scope: UsageScope,
+        subjects: &[SubjectId],
+        op: &BudgetOp,
+    ) -> Result<Vec<BudgetOutcome>, VaultError> {
+        let ops: Vec<(SubjectId, BudgetOp)> =
+            subjects.iter().map(|s| (s.clone(), op.clone())).collect();
+        self.apply_budget_ops(scope, &ops)
+    }
+
+    /// Epoch boundary: replenishes every stored account of `scope` by `amount` and
+    /// makes `epoch` the epoch new accounts open in. A retry for the same epoch is
+    /// reported as already applied; an epoch older than an account's last one is
+    /// refused (nothing written).
+    pub fn replenish_scope(
+        &self,
+        scope: UsageScope,
+        epoch: EpochId,
+        amount: Epsilon,
+    ) -> Result<ReplenishReport, VaultError> {
+        let op = BudgetOp::Replenish { epoch, amount };
+        let mut report = ReplenishReport::default();
+        let tx = self.db.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            let current = current_epoch(&meta, self.config.initial_epoch)?;
+            if epoch > current {
+                meta.insert("epoch", epoch.0.to_le_bytes().as_slice())?;
+            }
+            let mut table = tx.open_table(BUDGET)?;
+            let s = scope.as_str();
+            let mut updates: Vec<(String, Vec<u8>)> = Vec::new();
+            for entry in table.range((s, "")..)? {
+                let (k, v) = entry?;
+                let (ks, subject) = k.value();
+                if ks != s {
+                    break;
+                }
+                let mut account: BudgetAccount = bcs::from_bytes(v.value())?;
+                if account.last_replenished() == epoch {
+                    report.already_applied += 1;
+                    continue;
+                }
+                account.apply(&op).map_err(|source| VaultError::Budget {
+                    subject: subject.to_owned(),
+                    scope,
+                    source,
+                })?;
+                updates.push((subject.to_owned(), bcs::to_bytes(&account)?));
+                report.applied += 1;
+            }
+            for (subject, bytes) in updates {
+                table.insert((s, subject.as_str()), bytes.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(report)
+    }
+}
+
+fn current_epoch(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    initial: EpochId,
+) -> Result<EpochId, VaultError> {
+    Ok(match meta.get("epoch")? {
+        Some(v) => EpochId(read_u64(v.value())),
+        None => initial,
+    })
+}

@@ -1,0 +1,163 @@
+//! Record types of the scenario domains and the plaintext layout of a block.
+//!
+//! A block's plaintext is the BCS encoding of `Vec<Record>`. Strings are decoded
+//! borrowed from the decrypted buffer ([`RecordRef`]), so a scan allocates one
+//! buffer per block, not one per string.
+
+use serde::{Deserialize, Serialize};
+
+/// A purchase (domain `commerce`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Purchase {
+    /// Merchant brand, e.g. "Luckin Coffee".
+    pub brand: String,
+    /// Merchant category, e.g. "coffee".
+    pub category: String,
+    /// Amount in the currency's minor units (cents).
+    pub amount_minor: u64,
+    /// ISO 4217 currency code, e.g. "SGD".
+    pub currency: String,
+    /// Purchase time, ms since the Unix epoch.
+    pub ts_ms: u64,
+    /// City of the store.
+    pub store_city: String,
+    /// ISO 3166-1 alpha-2 country of the store.
+    pub store_country: String,
+}
+
+/// The subject's home location (domain `geography`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Geography {
+    /// Home city.
+    pub home_city: String,
+    /// ISO 3166-1 alpha-2 home country.
+    pub home_country: String,
+}
+
+/// How a subject can be reached (domain `identity`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactKind {
+    /// An E.164 phone number.
+    Phone,
+    /// An e-mail address.
+    Email,
+}
+
+/// A coupon-targetable contact handle (domain `identity`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Identity {
+    /// Phone or e-mail.
+    pub contact_kind: ContactKind,
+    /// The handle itself; the same person has the same handle in every Vault.
+    pub contact: String,
+}
+
+/// One protected record of a subject.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Record {
+    /// Domain `identity`.
+    Identity(Identity),
+    /// Domain `geography`.
+    Geography(Geography),
+    /// Domain `commerce`.
+    Purchase(Purchase),
+}
+
+/// A purchase borrowed from a decrypted block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub struct PurchaseRef<'a> {
+    /// Merchant brand.
+    pub brand: &'a str,
+    /// Merchant category.
+    pub category: &'a str,
+    /// Amount in minor units.
+    pub amount_minor: u64,
+    /// ISO 4217 currency.
+    pub currency: &'a str,
+    /// ms since the Unix epoch.
+    pub ts_ms: u64,
+    /// Store city.
+    pub store_city: &'a str,
+    /// Store country.
+    pub store_country: &'a str,
+}
+
+/// Home location borrowed from a decrypted block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub struct GeographyRef<'a> {
+    /// Home city.
+    pub home_city: &'a str,
+    /// Home country.
+    pub home_country: &'a str,
+}
+
+/// Contact handle borrowed from a decrypted block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub struct IdentityRef<'a> {
+    /// Phone or e-mail.
+    pub contact_kind: ContactKind,
+    /// The handle.
+    pub contact: &'a str,
+}
+
+/// A record borrowed from a decrypted block (same BCS layout as [`Record`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum RecordRef<'a> {
+    /// Domain `identity`.
+    #[serde(borrow)]
+    Identity(IdentityRef<'a>),
+    /// Domain `geography`.
+    #[serde(borrow)]
+    Geography(GeographyRef<'a>),
+    /// Domain `commerce`.
+    #[serde(borrow)]
+    Purchase(PurchaseRef<'a>),
+}
+
+impl PurchaseRef<'_> {
+    /// An owned copy.
+    pub fn to_owned_purchase(&self) -> Purchase {
+        Purchase {
+            brand: self.brand.to_owned(),
+            category: self.category.to_owned(),
+            amount_minor: self.amount_minor,
+            currency: self.currency.to_owned(),
+            ts_ms: self.ts_ms,
+            store_city: self.store_city.to_owned(),
+            store_country: self.store_country.to_owned(),
+        }
+    }
+}
+
+impl RecordRef<'_> {
+    /// An owned copy.
+    pub fn to_owned_record(&self) -> Record {
+        match self {
+            RecordRef::Identity(i) => Record::Identity(Identity {
+                contact_kind: i.contact_kind,
+                contact: i.contact.to_owned(),
+            }),
+            RecordRef::Geography(g) => Record::Geography(Geography {
+                home_city: g.home_city.to_owned(),
+                home_country: g.home_country.to_owned(),
+            }),
+            RecordRef::Purchase(p) => Record::Purchase(p.to_owned_purchase()),
+        }
+    }
+}
+
+/// Everything the Vault holds about one subject, decrypted, as a scan sees it.
+///
+/// `identity` and `geography` are the latest imported values.
+#[derive(Debug)]
+pub struct SubjectView<'a> {
+    /// The subject.
+    pub subject: &'a str,
+    /// Contact handle, if imported.
+    pub identity: Option<IdentityRef<'a>>,
+    /// Home location, if imported.
+    pub geography: Option<GeographyRef<'a>>,
+    /// Purchases in import order.
+    pub purchases: &'a [PurchaseRef<'a>],
+}

@@ -1,0 +1,548 @@
+//! The Vault: opening, the encrypted record store, erasure and scans.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use aes_gcm::Aes256Gcm;
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use symphony_core::budget::Epsilon;
+use symphony_core::ids::{EpochId, SubjectId, VaultId};
+
+use crate::auth::Authorized;
+use crate::crypto::{self, DataKey, VaultKey};
+use crate::error::VaultError;
+use crate::record::{GeographyRef, IdentityRef, PurchaseRef, Record, RecordRef, SubjectView};
+
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// subject → wrapped data key. Deleting the row is crypto-shredding.
+pub(crate) const SUBJECT_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("subject_keys");
+/// subject → BCS [`SubjectIndex`] (next block number, record digests, erasure).
+pub(crate) const SUBJECT_INDEX: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("subject_index");
+/// (subject, block number) → nonce ‖ AES-GCM(BCS Vec<Record>) ‖ tag.
+pub(crate) const BLOCKS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("blocks");
+
+const FORMAT: &[u8] = b"symphony-vault/v1";
+const KEY_CHECK_PLAINTEXT: &[u8] = b"symphony-vault key check";
+
+/// Parameters fixed when a Vault is created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultConfig {
+    /// The Vault's protocol id (bound into every ciphertext's associated data).
+    pub vault_id: VaultId,
+    /// Capacity of a subject's budget account when it is first used, per scope.
+    pub default_budget: Epsilon,
+    /// The epoch new budget accounts open in, until the first replenishment.
+    pub initial_epoch: EpochId,
+}
+
+/// Per-subject bookkeeping, stored in clear (it holds no record content: the record
+/// digests are keyed with a secret derived from the Vault key).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct SubjectIndex {
+    pub(crate) next_block: u64,
+    /// Sorted, 16-byte keyed digests of the stored records (deduplication).
+    pub(crate) digests: Vec<[u8; 16]>,
+    pub(crate) erased_at_ms: Option<u64>,
+}
+
+/// What one [`Vault::insert_batch`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InsertSummary {
+    /// Records newly stored.
+    pub inserted: u64,
+    /// Records already present (same subject and content), skipped.
+    pub duplicates: u64,
+    /// Records of erased subjects, skipped (erasure is not undone by re-import).
+    pub skipped_erased: u64,
+    /// Blocks written.
+    pub blocks: u64,
+}
+
+/// What a scan visited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScanStats {
+    /// Subjects passed to the callback.
+    pub subjects: u64,
+    /// Erased subjects skipped (their blocks can not be decrypted).
+    pub erased_subjects: u64,
+    /// Blocks decrypted.
+    pub blocks: u64,
+    /// Records decrypted.
+    pub records: u64,
+    /// Plaintext bytes decrypted.
+    pub plaintext_bytes: u64,
+}
+
+/// An enterprise Vault: encrypted records, consent, privacy budgets, permits.
+///
+/// Thread-safe (`Sync`): readers run concurrently; writers are serialized by redb,
+/// which is what makes concurrent budget reservations safe.
+pub struct Vault {
+    pub(crate) db: Database,
+    pub(crate) config: VaultConfig,
+    path: PathBuf,
+    key_cipher: Aes256Gcm,
+    digest_key: [u8; 32],
+    dek_rng: Mutex<ChaCha20Rng>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("path", &self.path)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vault {
+    /// Creates a new Vault file at `path` (refused if the file exists).
+    ///
+    /// `entropy` seeds the generator of per-subject data keys: pass fresh OS
+    /// randomness in production, a fixed value in tests.
+    pub fn create(
+        path: &Path,
+        config: VaultConfig,
+        key: &VaultKey,
+        entropy: [u8; 32],
+    ) -> Result<Vault, VaultError> {
+        if path.exists() {
+            return Err(VaultError::NotAVault {
+                path: path.to_owned(),
+                reason: "refusing to create a Vault over an existing file",
+            });
+        }
+        let db = Database::create(path)?;
+        let cipher = key.cipher();
+        let mut nonce = [0u8; crypto::NONCE_LEN];
+        nonce.copy_from_slice(&Sha256::digest(entropy)[..crypto::NONCE_LEN]);
+        let check = crypto::seal(
+            &cipher,
+            nonce,
+            &key_check_aad(&config.vault_id),
+            KEY_CHECK_PLAINTEXT,
+        )?;
+        let tx = db.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            meta.insert("format", FORMAT)?;
+            meta.insert("config", bcs::to_bytes(&config)?.as_slice())?;
+            meta.insert("key_check", check.as_slice())?;
+            meta.insert("opens", 0u64.to_le_bytes().as_slice())?;
+            tx.open_table(SUBJECT_KEYS)?;
+            tx.open_table(SUBJECT_INDEX)?;
+            tx.open_table(BLOCKS)?;
+            tx.open_table(crate::ledger::CONSENT)?;
+            tx.open_table(crate::ledger::BUDGET)?;
+            tx.open_table(crate::auth::PERMITS)?;
+        }
+        tx.commit()?;
+        drop(db);
+        Vault::open(path, key, entropy)
+    }
+
+    /// Opens an existing Vault; a key that does not match is refused with
+    /// [`VaultError::WrongKey`].
+    pub fn open(path: &Path, key: &VaultKey, entropy: [u8; 32]) -> Result<Vault, VaultError> {
+        if !path.exists() {
+            return Err(VaultError::NotAVault {
+                path: path.to_owned(),
+                reason: "no Vault file here",
+            });
+        }
+        let db = Database::create(path)?;
+        let tx = db.begin_write()?;
+        let (config, opens) = {
+            let mut meta = tx.open_table(META)?;
+            let not_vault = |reason| VaultError::NotAVault {
+                path: path.to_owned(),
+                reason,
+            };
+            let format = meta.get("format")?.map(|v| v.value().to_vec());
+            if format.as_deref() != Some(FORMAT) {
+                return Err(not_vault("not a symphony-vault/v1 file"));
+            }
+            let config: VaultConfig = match meta.get("config")? {
+                Some(v) => bcs::from_bytes(v.value())?,
+                None => return Err(not_vault("missing config")),
+            };
+            let check = match meta.get("key_check")? {
+                Some(v) => v.value().to_vec(),
+                None => return Err(not_vault("missing key check")),
+            };
+            crypto::open(&key.cipher(), &key_check_aad(&config.vault_id), &check).map_err(
+                |()| VaultError::WrongKey {
+                    vault: config.vault_id.to_string(),
+                },
+            )?;
+            let opens = match meta.get("opens")? {
+                Some(v) => read_u64(v.value()),
+                None => 0,
+            }
+            .wrapping_add(1);
+            meta.insert("opens", opens.to_le_bytes().as_slice())?;
+            (config, opens)
+        };
+        tx.commit()?;
+        // Data keys must never repeat even if the caller reuses `entropy`: mix in the
+        // persisted open counter.
+        let mut seed = Sha256::new();
+        seed.update(b"symphony-vault/dek-rng/v1\0");
+        seed.update(entropy);
+        seed.update(opens.to_le_bytes());
+        Ok(Vault {
+            db,
+            config,
+            path: path.to_owned(),
+            key_cipher: key.cipher(),
+            digest_key: key.digest_key(),
+            dek_rng: Mutex::new(ChaCha20Rng::from_seed(seed.finalize().into())),
+        })
+    }
+
+    /// The Vault's configuration.
+    pub fn config(&self) -> &VaultConfig {
+        &self.config
+    }
+
+    /// The Vault's id.
+    pub fn vault_id(&self) -> &VaultId {
+        &self.config.vault_id
+    }
+
+    /// Stores a batch of records in one write transaction: all or nothing.
+    ///
+    /// Records already present for the subject (same content) are skipped, so
+    /// re-importing a file never duplicates. Records of erased subjects are skipped.
+    pub fn insert_batch(
+        &self,
+        records: &[(SubjectId, Record)],
+    ) -> Result<InsertSummary, VaultError> {
+        let mut by_subject: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
+        for (subject, record) in records {
+            by_subject.entry(subject.as_str()).or_default().push(record);
+        }
+        let mut summary = InsertSummary::default();
+        let tx = self.db.begin_write()?;
+        {
+            let mut keys = tx.open_table(SUBJECT_KEYS)?;
+            let mut index = tx.open_table(SUBJECT_INDEX)?;
+            let mut blocks = tx.open_table(BLOCKS)?;
+            let mut plain = Vec::new();
+            for (subject, recs) in by_subject {
+                let mut idx: SubjectIndex = match index.get(subject)? {
+                    Some(v) => bcs::from_bytes(v.value())?,
+                    None => SubjectIndex::default(),
+                };
+                if idx.erased_at_ms.is_some() {
+                    summary.skipped_erased += recs.len() as u64;
+                    continue;
+                }
+                let mut fresh = Vec::with_capacity(recs.len());
+                for rec in recs {
+                    plain.clear();
+                    bcs::serialize_into(&mut plain, rec)?;
+                    let d = self.record_digest(subject, &plain);
+                    match idx.digests.binary_search(&d) {
+                        Ok(_) => summary.duplicates += 1,
+                        Err(at) => {
+                            idx.digests.insert(at, d);
+                            fresh.push(rec);
+                        }
+                    }
+                }
+                if fresh.is_empty() {
+                    continue;
+                }
+                let existing = match keys.get(subject)? {
+                    Some(wrapped) => Some(self.unwrap_dek(subject, wrapped.value())?),
+                    None => None,
+                };
+                let dek = match existing {
+                    Some(dek) => dek,
+                    None => {
+                        let (dek, wrapped) = self.new_dek(subject)?;
+                        keys.insert(subject, wrapped.as_slice())?;
+                        dek
+                    }
+                };
+                plain.clear();
+                bcs::serialize_into(&mut plain, &fresh)?;
+                let block = idx.next_block;
+                let sealed = crypto::seal(
+                    &dek.cipher(),
+                    crypto::block_nonce(block),
+                    &crypto::block_aad(self.config.vault_id.as_str(), subject, block),
+                    &plain,
+                )?;
+                blocks.insert((subject, block), sealed.as_slice())?;
+                idx.next_block += 1;
+                index.insert(subject, bcs::to_bytes(&idx)?.as_slice())?;
+                summary.inserted += fresh.len() as u64;
+                summary.blocks += 1;
+            }
+        }
+        tx.commit()?;
+        Ok(summary)
+    }
+
+    /// Erases a subject by deleting its wrapped data key (crypto-shredding): its
+    /// blocks stay on disk but can no longer be decrypted, and later imports of its
+    /// records are skipped. Returns `false` if the subject was unknown or already
+    /// erased.
+    pub fn erase_subject(&self, subject: &SubjectId, at_ms: u64) -> Result<bool, VaultError> {
+        let tx = self.db.begin_write()?;
+        let erased = {
+            let mut keys = tx.open_table(SUBJECT_KEYS)?;
+            let mut index = tx.open_table(SUBJECT_INDEX)?;
+            let mut idx: SubjectIndex = match index.get(subject.as_str())? {
+                Some(v) => bcs::from_bytes(v.value())?,
+                None => SubjectIndex::default(),
+            };
+            if idx.erased_at_ms.is_some() {
+                false
+            } else {
+                let had_key = keys.remove(subject.as_str())?.is_some();
+                idx.erased_at_ms = Some(at_ms);
+                idx.digests = Vec::new();
+                index.insert(subject.as_str(), bcs::to_bytes(&idx)?.as_slice())?;
+                had_key
+            }
+        };
+        tx.commit()?;
+        Ok(erased)
+    }
+
+    /// Number of sealed blocks stored for a subject (they stay after erasure).
+    pub fn stored_blocks(&self, subject: &SubjectId) -> Result<u64, VaultError> {
+        let tx = self.db.begin_read()?;
+        let blocks = tx.open_table(BLOCKS)?;
+        let s = subject.as_str();
+        let mut n = 0;
+        for entry in blocks.range((s, 0)..=(s, u64::MAX))? {
+            entry?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// The sealed bytes of one block as stored (nonce ‖ ciphertext ‖ tag). The
+    /// ciphertext is not secret; this is for audits and tests.
+    pub fn sealed_block(
+        &self,
+        subject: &SubjectId,
+        block: u64,
+    ) -> Result<Option<Vec<u8>>, VaultError> {
+        let tx = self.db.begin_read()?;
+        let blocks = tx.open_table(BLOCKS)?;
+        Ok(blocks
+            .get((subject.as_str(), block))?
+            .map(|v| v.value().to_vec()))
+    }
+
+    /// All records of one subject, decrypted, in import order.
+    pub fn subject_records(&self, subject: &SubjectId) -> Result<Vec<Record>, VaultError> {
+        let tx = self.db.begin_read()?;
+        let keys = tx.open_table(SUBJECT_KEYS)?;
+        let blocks = tx.open_table(BLOCKS)?;
+        let s = subject.as_str();
+        let dek = match keys.get(s)? {
+            Some(w) => self.unwrap_dek(s, w.value())?,
+            None => {
+                let index = tx.open_table(SUBJECT_INDEX)?;
+                return match index.get(s)? {
+                    Some(_) => Err(VaultError::Erased(s.to_owned())),
+                    None => Ok(Vec::new()),
+                };
+            }
+        };
+        let cipher = dek.cipher();
+        let mut out = Vec::new();
+        for entry in blocks.range((s, 0)..=(s, u64::MAX))? {
+            let (k, v) = entry?;
+            let block = k.value().1;
+            let plain = self.open_block(&cipher, s, block, v.value())?;
+            let recs: Vec<RecordRef<'_>> = decode_block(s, block, &plain)?;
+            out.extend(recs.iter().map(RecordRef::to_owned_record));
+        }
+        Ok(out)
+    }
+
+    /// Visits every non-erased subject with its decrypted records, in subject order.
+    /// The callback may stop the scan early with `ControlFlow::Break`.
+    ///
+    /// Any block that fails authentication aborts the scan with
+    /// [`VaultError::Tampered`]: corrupted data is never handed to the callback.
+    pub fn for_each_subject<F>(
+        &self,
+        auth: &Authorized,
+        mut visit: F,
+    ) -> Result<ScanStats, VaultError>
+    where
+        F: FnMut(&SubjectView<'_>) -> ControlFlow<()>,
+    {
+        auth.check_vault(&self.config.vault_id)?;
+        let tx = self.db.begin_read()?;
+        let keys = tx.open_table(SUBJECT_KEYS)?;
+        let blocks = tx.open_table(BLOCKS)?;
+        let mut stats = ScanStats::default();
+        let mut key_iter = keys.iter()?;
+        let mut next_key = key_iter.next().transpose()?;
+        let mut current: Option<(String, Option<Aes256Gcm>)> = None;
+        let mut buffers: Vec<Vec<u8>> = Vec::new();
+        for entry in blocks.iter()? {
+            let (k, v) = entry?;
+            let (subject, block) = k.value();
+            if current.as_ref().map(|c| c.0.as_str()) != Some(subject) {
+                if let Some((name, Some(_))) = &current {
+                    if emit(name, &buffers, &mut stats, &mut visit)?.is_break() {
+                        return Ok(stats);
+                    }
+                }
+                buffers.clear();
+                // Merge-join with the key table (both sorted by subject).
+                while next_key
+                    .as_ref()
+                    .is_some_and(|(ks, _)| ks.value() < subject)
+                {
+                    next_key = key_iter.next().transpose()?;
+                }
+                let cipher = match &next_key {
+                    Some((ks, wrapped)) if ks.value() == subject => {
+                        Some(self.unwrap_dek(subject, wrapped.value())?.cipher())
+                    }
+                    _ => {
+                        stats.erased_subjects += 1;
+                        None
+                    }
+                };
+                current = Some((subject.to_owned(), cipher));
+            }
+            if let Some((_, Some(cipher))) = &current {
+                let plain = self.open_block(cipher, subject, block, v.value())?;
+                stats.blocks += 1;
+                stats.plaintext_bytes += plain.len() as u64;
+                buffers.push(plain);
+            }
+        }
+        if let Some((name, Some(_))) = &current {
+            let _ = emit(name, &buffers, &mut stats, &mut visit)?;
+        }
+        Ok(stats)
+    }
+
+    fn record_digest(&self, subject: &str, record_bytes: &[u8]) -> [u8; 16] {
+        let mut h = Sha256::new();
+        h.update(self.digest_key);
+        h.update((subject.len() as u32).to_le_bytes());
+        h.update(subject.as_bytes());
+        h.update(record_bytes);
+        let full = h.finalize();
+        let mut d = [0u8; 16];
+        d.copy_from_slice(&full[..16]);
+        d
+    }
+
+    fn new_dek(&self, subject: &str) -> Result<(DataKey, Vec<u8>), VaultError> {
+        let mut key = [0u8; 32];
+        let mut nonce = [0u8; crypto::NONCE_LEN];
+        {
+            let mut rng = self
+                .dek_rng
+                .lock()
+                .map_err(|_| VaultError::Crypto("data key generator poisoned"))?;
+            rng.fill_bytes(&mut key);
+            rng.fill_bytes(&mut nonce);
+        }
+        let aad = crypto::key_aad(self.config.vault_id.as_str(), subject);
+        let wrapped = crypto::seal(&self.key_cipher, nonce, &aad, &key)?;
+        Ok((DataKey(key), wrapped))
+    }
+
+    fn unwrap_dek(&self, subject: &str, wrapped: &[u8]) -> Result<DataKey, VaultError> {
+        let aad = crypto::key_aad(self.config.vault_id.as_str(), subject);
+        let tampered = || VaultError::Tampered {
+            subject: subject.to_owned(),
+            block: u64::MAX,
+        };
+        let plain = crypto::open(&self.key_cipher, &aad, wrapped).map_err(|()| tampered())?;
+        let key: [u8; 32] = plain.try_into().map_err(|_| tampered())?;
+        Ok(DataKey(key))
+    }
+
+    fn open_block(
+        &self,
+        cipher: &Aes256Gcm,
+        subject: &str,
+        block: u64,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, VaultError> {
+        let aad = crypto::block_aad(self.config.vault_id.as_str(), subject, block);
+        crypto::open(cipher, &aad, sealed).map_err(|()| VaultError::Tampered {
+            subject: subject.to_owned(),
+            block,
+        })
+    }
+}
+
+fn key_check_aad(vault: &VaultId) -> Vec<u8> {
+    crypto::key_aad(vault.as_str(), "\0key-check")
+}
+
+pub(crate) fn read_u64(bytes: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = bytes.len().min(8);
+    b[..n].copy_from_slice(&bytes[..n]);
+    u64::from_le_bytes(b)
+}
+
+fn decode_block<'a>(
+    subject: &str,
+    block: u64,
+    plain: &'a [u8],
+) -> Result<Vec<RecordRef<'a>>, VaultError> {
+    bcs::from_bytes(plain).map_err(|e| VaultError::Corrupt {
+        subject: subject.to_owned(),
+        block,
+        reason: e.to_string(),
+    })
+}
+
+/// Decodes a subject's blocks and hands the view to the callback.
+fn emit<F>(
+    subject: &str,
+    buffers: &[Vec<u8>],
+    stats: &mut ScanStats,
+    visit: &mut F,
+) -> Result<ControlFlow<()>, VaultError>
+where
+    F: FnMut(&SubjectView<'_>) -> ControlFlow<()>,
+{
+    let mut identity: Option<IdentityRef<'_>> = None;
+    let mut geography: Option<GeographyRef<'_>> = None;
+    let mut purchases: Vec<PurchaseRef<'_>> = Vec::new();
+    for (block, plain) in buffers.iter().enumerate() {
+        for rec in decode_block(subject, block as u64, plain)? {
+            stats.records += 1;
+            match rec {
+                RecordRef::Identity(i) => identity = Some(i),
+                RecordRef::Geography(g) => geography = Some(g),
+                RecordRef::Purchase(p) => purchases.push(p),
+            }
+        }
+    }
+    stats.subjects += 1;
+    Ok(visit(&SubjectView {
+        subject,
+        identity,
+        geography,
+        purchases: &purchases,
+    }))
+}

@@ -1,0 +1,380 @@
+//! Store, crypto-shredding, tamper detection, authorization, consent and budget.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use symphony_core::budget::{BudgetError, BudgetOp, BudgetOutcome, Epsilon};
+use symphony_core::consent::{ConsentChange, UsageScope};
+use symphony_core::ids::{ActorId, EpochId, TaskId};
+use symphony_core::TaskClass;
+use symphony_vault::{ContactKind, Identity, Record, ReserveMode, Vault, VaultError};
+
+fn task(t: &str) -> TaskId {
+    TaskId::new(t).unwrap()
+}
+
+#[test]
+fn records_round_trip_and_deduplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.redb");
+    let vault = create(&path, "vault-a");
+    let a = sid("alice");
+    let batch = vec![
+        (a.clone(), purchase("Luckin Coffee", 590, 10)),
+        (a.clone(), purchase("Starbucks", 720, 11)),
+        (a.clone(), purchase("Luckin Coffee", 590, 10)), // duplicate inside the batch
+        (sid("bob"), purchase("Toast Box", 300, 12)),
+    ];
+    let s = vault.insert_batch(&batch).unwrap();
+    assert_eq!((s.inserted, s.duplicates, s.blocks), (3, 1, 2));
+    let again = vault.insert_batch(&batch).unwrap();
+    assert_eq!((again.inserted, again.duplicates, again.blocks), (0, 4, 0));
+    assert_eq!(vault.subject_records(&a).unwrap().len(), 2);
+    drop(vault);
+    let vault = Vault::open(&path, &key(7), [2; 32]).unwrap();
+    let all = dump(&vault);
+    assert_eq!(all.len(), 2);
+    assert_eq!(all["alice"][0], purchase("Luckin Coffee", 590, 10));
+    assert_eq!(all["bob"].len(), 1);
+}
+
+#[test]
+fn erased_subject_is_crypto_shredded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.redb");
+    let vault = create(&path, "vault-a");
+    let marker = "+6580001234";
+    let a = sid("alice");
+    let rec = Record::Identity(Identity {
+        contact_kind: ContactKind::Phone,
+        contact: marker.to_owned(),
+    });
+    vault
+        .insert_batch(&[
+            (a.clone(), rec.clone()),
+            (sid("bob"), purchase("Starbucks", 700, 1)),
+        ])
+        .unwrap();
+    let sealed = vault.sealed_block(&a, 0).unwrap().unwrap();
+    // Plaintext never reaches the file.
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(!contains(&bytes, marker.as_bytes()));
+    assert!(contains(&bytes, &sealed));
+
+    assert!(vault.erase_subject(&a, 100).unwrap());
+    assert!(!vault.erase_subject(&a, 101).unwrap());
+    // The ciphertext is still there, but there is no key for it any more.
+    assert_eq!(vault.stored_blocks(&a).unwrap(), 1);
+    assert_eq!(vault.sealed_block(&a, 0).unwrap().unwrap(), sealed);
+    assert!(matches!(
+        vault.subject_records(&a),
+        Err(VaultError::Erased(_))
+    ));
+    let seen = dump(&vault);
+    assert!(!seen.contains_key("alice"));
+    assert!(seen.contains_key("bob"));
+    // Re-importing does not bring the subject back.
+    let s = vault.insert_batch(&[(a.clone(), rec)]).unwrap();
+    assert_eq!((s.inserted, s.skipped_erased), (0, 1));
+    assert!(matches!(
+        vault.subject_records(&a),
+        Err(VaultError::Erased(_))
+    ));
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn wrong_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.redb");
+    drop(create(&path, "vault-a"));
+    let err = Vault::open(&path, &key(8), [1; 32]).unwrap_err();
+    assert!(matches!(err, VaultError::WrongKey { .. }), "{err}");
+    assert!(Vault::open(&path, &key(7), [1; 32]).is_ok());
+    assert!(matches!(
+        Vault::create(&path, config("vault-a"), &key(7), [1; 32]),
+        Err(VaultError::NotAVault { .. })
+    ));
+}
+
+#[test]
+fn flipped_ciphertext_byte_is_detected_not_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.redb");
+    let vault = create(&path, "vault-a");
+    let a = sid("alice");
+    let recs: Vec<_> = (0..20)
+        .map(|i| (a.clone(), purchase("Luckin Coffee", 500 + i, i)))
+        .collect();
+    vault.insert_batch(&recs).unwrap();
+    let sealed = vault.sealed_block(&a, 0).unwrap().unwrap();
+    drop(vault);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(sealed.len())
+        .position(|w| w == sealed.as_slice())
+        .unwrap();
+    bytes[at + sealed.len() / 2] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let vault = Vault::open(&path, &key(7), [1; 32]).unwrap();
+    let err = vault.subject_records(&a).unwrap_err();
+    assert!(
+        matches!(err, VaultError::Tampered { block: 0, .. }),
+        "{err}"
+    );
+    let auth = reader(&vault);
+    let mut delivered = 0;
+    let scan = vault.for_each_subject(&auth, |_| {
+        delivered += 1;
+        std::ops::ControlFlow::Continue(())
+    });
+    assert!(matches!(scan, Err(VaultError::Tampered { .. })));
+    assert_eq!(delivered, 0);
+}
+
+#[test]
+fn only_permitted_actor_and_class_may_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = create(&dir.path().join("a.redb"), "vault-a");
+    let other = create(&dir.path().join("b.redb"), "vault-b");
+    let luckin = ActorId::new("luckin").unwrap();
+    let err = vault.authorize(&luckin, TaskClass::Query).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "actor luckin is not authorized for query tasks on vault vault-a"
+    );
+    vault.permit(&luckin, TaskClass::Query).unwrap();
+    let auth = vault.authorize(&luckin, TaskClass::Query).unwrap();
+    assert!(vault.authorize(&luckin, TaskClass::Train).is_err());
+    assert!(vault
+        .for_each_subject(&auth, |_| std::ops::ControlFlow::Continue(()))
+        .is_ok());
+    // A permit for one Vault does not open another.
+    assert!(matches!(
+        other.for_each_subject(&auth, |_| std::ops::ControlFlow::Continue(())),
+        Err(VaultError::NotAuthorized { .. })
+    ));
+    assert_eq!(
+        vault.permits().unwrap(),
+        vec![(luckin.clone(), TaskClass::Query)]
+    );
+    assert!(vault.revoke(&luckin, TaskClass::Query).unwrap());
+    assert!(vault.authorize(&luckin, TaskClass::Query).is_err());
+}
+
+#[test]
+fn consent_registry_answers_who_at_when() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = create(&dir.path().join("v.redb"), "vault-a");
+    let m = UsageScope::Marketing;
+    let change = |s: &str, at_ms, granted| (sid(s), m, ConsentChange { at_ms, granted });
+    vault
+        .record_consent(&[
+            change("a", 10, true),
+            change("b", 10, true),
+            change("b", 20, false),
+        ])
+        .unwrap();
+    let at = |t| {
+        vault
+            .consented_subjects(m, t)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(at(5), Vec::<String>::new());
+    assert_eq!(at(15), vec!["a", "b"]);
+    assert_eq!(at(25), vec!["a"]);
+    assert!(vault
+        .consented_subjects(UsageScope::Training, 15)
+        .unwrap()
+        .is_empty());
+    // Out of order: refused, and the whole batch is rolled back.
+    let err = vault
+        .record_consent(&[change("c", 30, true), change("a", 5, false)])
+        .unwrap_err();
+    assert!(matches!(err, VaultError::Consent { .. }));
+    assert_eq!(at(40), vec!["a"]);
+    assert_eq!(
+        vault.consent_history(&sid("b"), m).unwrap().changes().len(),
+        2
+    );
+}
+
+#[test]
+fn budget_batches_are_all_or_nothing_and_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.redb");
+    let vault = create(&path, "vault-a");
+    let m = UsageScope::Marketing;
+    let subjects: Vec<_> = ["a", "b", "c"].iter().map(|s| sid(s)).collect();
+    let eps = Epsilon::from_milli;
+    // Exhaust c.
+    vault
+        .reserve_for_task(
+            &task("old"),
+            m,
+            &subjects[2..],
+            eps(1000),
+            ReserveMode::AllOrNothing,
+        )
+        .unwrap();
+    vault
+        .finish_task(
+            m,
+            &subjects[2..],
+            &BudgetOp::CommitAtEstimate { task: task("old") },
+        )
+        .unwrap();
+    let err = vault
+        .reserve_for_task(
+            &task("t1"),
+            m,
+            &subjects,
+            eps(300),
+            ReserveMode::AllOrNothing,
+        )
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        VaultError::Budget { ref subject, source: BudgetError::Insufficient { .. }, .. } if subject == "c"
+    ));
+    assert_eq!(
+        vault.budget_account(&subjects[0], m).unwrap().reserved(),
+        Epsilon::ZERO
+    );
+    let r = vault
+        .reserve_for_task(
+            &task("t1"),
+            m,
+            &subjects,
+            eps(300),
+            ReserveMode::SkipInsufficient,
+        )
+        .unwrap();
+    assert_eq!(r.reserved, subjects[..2].to_vec());
+    assert_eq!(r.excluded, subjects[2..].to_vec());
+    // A retried reservation does not double-count.
+    let retry = vault
+        .reserve_for_task(
+            &task("t1"),
+            m,
+            &subjects[..2],
+            eps(300),
+            ReserveMode::AllOrNothing,
+        )
+        .unwrap();
+    assert_eq!(retry.already_applied, 2);
+    assert_eq!(
+        vault.budget_account(&subjects[0], m).unwrap().remaining(),
+        eps(700)
+    );
+    let commit = BudgetOp::Commit {
+        task: task("t1"),
+        actual: eps(200),
+    };
+    assert_eq!(
+        vault.finish_task(m, &subjects[..2], &commit).unwrap(),
+        vec![BudgetOutcome::Applied; 2]
+    );
+    assert_eq!(
+        vault.finish_task(m, &subjects[..2], &commit).unwrap(),
+        vec![BudgetOutcome::AlreadyApplied; 2]
+    );
+    // Eligibility: consent and budget both.
+    vault
+        .record_consent(
+            &subjects
+                .iter()
+                .map(|s| {
+                    (
+                        s.clone(),
+                        m,
+                        ConsentChange {
+                            at_ms: 1,
+                            granted: true,
+                        },
+                    )
+                })
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    let eligible = vault.eligible_subjects(m, 5, eps(500)).unwrap();
+    assert_eq!(
+        eligible.into_iter().collect::<Vec<_>>(),
+        subjects[..2].to_vec()
+    );
+    // Epoch replenishment, idempotent per epoch, persisted.
+    let rep = vault.replenish_scope(m, EpochId(1), eps(1000)).unwrap();
+    assert_eq!((rep.applied, rep.already_applied), (3, 0));
+    let rep = vault.replenish_scope(m, EpochId(1), eps(1000)).unwrap();
+    assert_eq!((rep.applied, rep.already_applied), (0, 3));
+    drop(vault);
+    let vault = Vault::open(&path, &key(7), [1; 32]).unwrap();
+    assert_eq!(
+        vault.budget_account(&subjects[2], m).unwrap().remaining(),
+        eps(1000)
+    );
+    assert_eq!(vault.budget_epoch().unwrap(), EpochId(1));
+    assert_eq!(
+        vault
+            .budget_account(&sid("new"), m)
+            .unwrap()
+            .last_replenished(),
+        EpochId(1)
+    );
+}
+
+#[test]
+fn concurrent_reserves_never_overspend() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = Arc::new(create(&dir.path().join("v.redb"), "vault-a"));
+    let m = UsageScope::Marketing;
+    let subjects: Arc<Vec<_>> = Arc::new((0..200).map(|i| sid(&format!("s{i:03}"))).collect());
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let vault = Arc::clone(&vault);
+            let subjects = Arc::clone(&subjects);
+            std::thread::spawn(move || {
+                let mut granted = 0u64;
+                for i in 0..5 {
+                    let id = task(&format!("t{t}-{i}"));
+                    // Overlapping halves of the subjects, 0.3 ε each.
+                    let part = if (t + i) % 2 == 0 {
+                        &subjects[..150]
+                    } else {
+                        &subjects[50..]
+                    };
+                    match vault.reserve_for_task(
+                        &id,
+                        m,
+                        part,
+                        Epsilon::from_milli(300),
+                        ReserveMode::SkipInsufficient,
+                    ) {
+                        Ok(r) => granted += r.reserved.len() as u64,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                granted
+            })
+        })
+        .collect();
+    let granted: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let mut total_reserved = 0u64;
+    for s in subjects.iter() {
+        let acc = vault.budget_account(s, m).unwrap();
+        assert!(acc.reserved() <= acc.capacity(), "{s}: {:?}", acc);
+        assert!(acc.reserved().micro <= 900_000); // at most 3 × 0.3 ε fit in 1 ε
+        total_reserved += acc.reserved().micro / 300_000;
+    }
+    assert_eq!(granted, total_reserved);
+    assert_eq!(granted, 200 * 3);
+}

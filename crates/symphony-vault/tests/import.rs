@@ -72,7 +72,7 @@ fn generator_is_deterministic_and_looks_real() {
                     brands.insert(row["brand"].as_str().unwrap().to_owned());
                     cities.insert(row["store_city"].as_str().unwrap().to_owned());
                     let ts = row["ts_ms"].as_u64().unwrap();
-                    assert!(ts < NOW_MS && ts >= NOW_MS - 91 * DAY_MS);
+                    assert!((NOW_MS - 91 * DAY_MS..NOW_MS).contains(&ts));
                     assert!(row["amount_minor"].as_u64().unwrap() > 0);
                 }
                 "identity" => {

@@ -1,1 +1,375 @@
-fn main() {}
+//! `symphony`: the command line of Symphony (SCP).
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use symphony_node::network::{
+    advertiser_key, CampaignOutcome, CampaignSpec, EmbeddedNetwork, NetworkParams, Observer,
+    SignedRequest,
+};
+
+/// 2026-11-21T00:00:00Z: the embedded demo's fixed "now" (time is an input).
+const DEMO_NOW_MS: u64 = 1_795_219_200_000;
+
+#[derive(Parser)]
+#[command(
+    name = "symphony",
+    version,
+    about = "Symphony: SCP privacy data platform"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a reference scenario on the embedded network.
+    Demo {
+        #[command(subcommand)]
+        scenario: Demo,
+    },
+    /// Synthetic data.
+    Data {
+        #[command(subcommand)]
+        action: DataCmd,
+    },
+    /// Vault operations.
+    Vault {
+        #[command(subcommand)]
+        action: VaultCmd,
+    },
+    /// Protocol policy.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum Demo {
+    /// The Luckin Coffee Singapore coupon campaign (audience selection end to end).
+    Luckin(LuckinArgs),
+}
+
+#[derive(clap::Args)]
+struct LuckinArgs {
+    /// People in the synthetic population.
+    #[arg(long, default_value_t = 20_000)]
+    subjects: u64,
+    /// Purchase records in total.
+    #[arg(long, default_value_t = 200_000)]
+    records: u64,
+    /// Enterprise nodes (one Vault each).
+    #[arg(long, default_value_t = 4)]
+    vaults: u32,
+    /// Seed of data, keys and selection.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Audience cap (overrides the spec).
+    #[arg(long)]
+    cap: Option<u64>,
+    /// Campaign spec file (default: the embedded examples/luckin.toml).
+    #[arg(long)]
+    spec: Option<PathBuf>,
+    /// Keep the network's files here (default: a temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print one JSON object instead of the story.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum DataCmd {
+    /// Write one import file per Vault plus a consent file.
+    Generate {
+        #[arg(long)]
+        subjects: u64,
+        #[arg(long)]
+        vaults: u32,
+        #[arg(long)]
+        records: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum VaultCmd {
+    /// Import record or consent files into a Vault (created if missing).
+    Import {
+        /// The Vault file.
+        #[arg(long)]
+        vault: PathBuf,
+        /// Vault id when creating.
+        #[arg(long, default_value = "vault-01")]
+        id: String,
+        /// Files to import.
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Print the active policy (fees, shares, privacy, staking).
+    Show,
+}
+
+const DEFAULT_SPEC: &str = include_str!("../examples/luckin.toml");
+
+struct Story {
+    json: bool,
+    bar: Option<ProgressBar>,
+    started: Instant,
+}
+
+impl Observer for Story {
+    fn step(&mut self, name: &str, detail: &str) {
+        if self.json {
+            return;
+        }
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        let t = self.started.elapsed().as_secs_f64();
+        println!("  [{t:7.2}s] {name:<28} {detail}");
+    }
+    fn progress(&mut self, label: &str, done: u64, total: u64) {
+        if self.json {
+            return;
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let b = ProgressBar::new(total);
+            b.set_style(
+                ProgressStyle::with_template("  {msg:<12} [{bar:40}] {pos}/{len} {per_sec}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            b.set_message(label.to_owned());
+            b
+        });
+        bar.set_length(total);
+        bar.set_position(done);
+    }
+}
+
+fn demo_luckin(args: LuckinArgs) -> Result<()> {
+    let text = match &args.spec {
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+        }
+        None => DEFAULT_SPEC.to_owned(),
+    };
+    let mut spec: CampaignSpec = toml::from_str(&text).context("campaign spec")?;
+    if let Some(cap) = args.cap {
+        spec.audience_cap = cap;
+    }
+    let tmp;
+    let dir = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().to_owned()
+        }
+    };
+    if !args.json {
+        println!(
+            "Symphony embedded network — Luckin coupon campaign ({} in {})",
+            spec.brand, spec.country
+        );
+    }
+    let mut story = Story {
+        json: args.json,
+        bar: None,
+        started: Instant::now(),
+    };
+    let params = NetworkParams {
+        subjects: args.subjects,
+        vaults: args.vaults,
+        records: args.records,
+        seed: args.seed,
+        now_ms: DEMO_NOW_MS,
+    };
+    let mut net = EmbeddedNetwork::build(&dir, &params, &[spec.advertiser.as_str()], &mut story)?;
+    let key = advertiser_key(args.seed, &spec.advertiser);
+    let req = SignedRequest::sign(spec, 1, &key)?;
+    let outcome = net.run_campaign(&req, &mut story)?;
+    if args.json {
+        let mut v = serde_json::to_value(&outcome)?;
+        if let Some(o) = v.as_object_mut() {
+            o.remove("audience");
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        summary(&outcome, story.started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+fn summary(o: &CampaignOutcome, secs: f64) {
+    println!();
+    println!("  ┌──────────────────────────────┬──────────────────────────────────────────┐");
+    let row = |k: &str, v: String| println!("  │ {k:<28} │ {v:<40} │");
+    row("task_id", o.task_id.clone());
+    row("final state", o.states.last().cloned().unwrap_or_default());
+    row("lifecycle", o.states.join(" → ").chars().take(40).collect());
+    row("eligible (before cap)", o.eligible_count.to_string());
+    row(
+        "delivered / cap",
+        format!("{} / {}", o.delivered_count, o.audience_cap),
+    );
+    row(
+        "vaults responded / quorum",
+        format!("{} / {}", o.vaults_responded, o.minimum_vault_quorum),
+    );
+    row("subjects evaluated", o.subjects_evaluated.to_string());
+    row("ε committed per subject", o.epsilon_committed.clone());
+    row("attestations verified", o.attestations_verified.to_string());
+    row(
+        "fee locked / charged (µSYM)",
+        format!("{} / {}", o.fee_locked, o.fee_total),
+    );
+    row("refund (µSYM)", o.refund.to_string());
+    row(
+        "settlement",
+        o.settlement_state.clone().unwrap_or_else(|| "-".into()),
+    );
+    row(
+        "commit certificate",
+        format!("{}/3 master signatures", o.certificate_signatures),
+    );
+    row("wall time", format!("{secs:.2} s"));
+    println!("  └──────────────────────────────┴──────────────────────────────────────────┘");
+    if let Some(r) = &o.reason {
+        println!("  reason: {r}");
+    }
+    if !o.fee_shares.is_empty() {
+        println!("  fee shares (µSYM):");
+        for (k, v) in &o.fee_shares {
+            println!("    {k:<40} {v:>12}");
+        }
+    }
+    if !o.audience.is_empty() {
+        let sample: Vec<&str> = o.audience.iter().take(3).map(String::as_str).collect();
+        println!("  first delivered handles: {}", sample.join(", "));
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Demo {
+            scenario: Demo::Luckin(args),
+        } => demo_luckin(args),
+        Cmd::Data {
+            action:
+                DataCmd::Generate {
+                    subjects,
+                    vaults,
+                    records,
+                    seed,
+                    out,
+                },
+        } => {
+            let s = symphony_vault::generate(
+                &symphony_vault::GenerateParams {
+                    subjects,
+                    vaults,
+                    records,
+                    seed,
+                    now_ms: DEMO_NOW_MS,
+                },
+                &out,
+            )?;
+            println!(
+                "wrote {} record rows to {} Vault files and {} consent rows to {}",
+                s.record_rows,
+                s.vault_files.len(),
+                s.consent_rows,
+                s.consent_file.display()
+            );
+            Ok(())
+        }
+        Cmd::Vault {
+            action: VaultCmd::Import { vault, id, files },
+        } => vault_import(vault, id, files),
+        Cmd::Policy {
+            action: PolicyCmd::Show,
+        } => {
+            let p = symphony_economics::PolicyParams::default_v1();
+            p.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", serde_json::to_string_pretty(&p)?);
+            Ok(())
+        }
+    }
+}
+
+fn vault_import(path: PathBuf, id: String, files: Vec<PathBuf>) -> Result<()> {
+    if files.is_empty() {
+        bail!("name at least one file to import");
+    }
+    let key_path = path.with_extension("key");
+    let key = if key_path.exists() {
+        symphony_vault::VaultKey::load(&key_path)?
+    } else {
+        let mut seed = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed))
+            .context("reading OS randomness for a new Vault key")?;
+        let k = symphony_vault::VaultKey::from_bytes(seed);
+        k.save(&key_path)?;
+        k
+    };
+    let entropy = {
+        let mut e = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut e))
+            .context("OS randomness")?;
+        e
+    };
+    let vault = if path.exists() {
+        symphony_vault::Vault::open(&path, &key, entropy)?
+    } else {
+        symphony_vault::Vault::create(
+            &path,
+            symphony_vault::VaultConfig {
+                vault_id: symphony_core::VaultId::new(id)?,
+                default_budget: symphony_core::Epsilon::from_micro(
+                    symphony_vault::generate::BUDGET_CAPACITY_MICRO,
+                ),
+                initial_epoch: symphony_core::EpochId(0),
+            },
+            &key,
+            entropy,
+        )?
+    };
+    for f in &files {
+        let bar = ProgressBar::new(0);
+        let s = symphony_vault::import_file(
+            &vault,
+            f,
+            &symphony_vault::ImportOptions::default(),
+            &mut |p| {
+                bar.set_length(p.lines_total);
+                bar.set_position(p.lines_done);
+            },
+        )?;
+        bar.finish_and_clear();
+        println!(
+            "{}: {} rows, {} inserted, {} duplicates",
+            f.display(),
+            s.rows,
+            s.inserted,
+            s.duplicates
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,916 @@
+//! The embedded network: three masters (replicated state machine with commit
+//! certificates), several enterprise nodes with seeded Vaults, the settlement
+//! ledger — all in one process, running the same service code a deployment runs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use symphony_core::budget::Epsilon;
+use symphony_core::consent::UsageScope;
+use symphony_core::encoding::{canonical_bytes, tagged_hash, Digest};
+use symphony_core::envelope::*;
+use symphony_core::ids::*;
+use symphony_core::lifecycle::{SettlementState, SliceState, TaskEvent, TaskState};
+use symphony_economics::pricing::QueryUsage;
+use symphony_economics::{
+    distribute_fee, estimate_fee, settle_fee, ContributionReport, PolicyParams, PolicyRegistry,
+    Recipient, TaskUsage,
+};
+use symphony_enclave::{SoftwareAttestationVerifier, SoftwareEnclave};
+use symphony_ledger::{
+    AccountId, EscrowId, Genesis, LedgerConfig, PayoutId, PayoutInstruction, PayoutInstructionSet,
+    PayoutKind, RedbLedger, SettlementLedger,
+};
+use symphony_master::{AggregateRecord, Command, SettlementRecord, SliceRecord};
+use symphony_semantic::{AudienceIntent, SemanticRegistry};
+use symphony_vault::{
+    GenerateParams, GenerateSummary, ImportOptions, Vault, VaultConfig, VaultKey,
+};
+
+use crate::aggregation::{aggregate, AggregationParams, SelectionPolicy};
+use crate::bundle::{aggregation_code_identity, slice_code_identity, SliceAssignment};
+use crate::enterprise::EnterpriseNode;
+use crate::replication::{LocalReplicator, Replicator};
+use crate::verify::{verify_aggregate, verify_slice};
+use crate::NodeError;
+
+/// Reports progress to whoever drives the network (the CLI draws it).
+pub trait Observer {
+    /// A protocol step happened.
+    fn step(&mut self, name: &str, detail: &str);
+    /// Progress of a long step.
+    fn progress(&mut self, label: &str, done: u64, total: u64);
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+impl Observer for Quiet {
+    fn step(&mut self, _: &str, _: &str) {}
+    fn progress(&mut self, _: &str, _: u64, _: u64) {}
+}
+
+/// How to build the network.
+#[derive(Clone, Debug)]
+pub struct NetworkParams {
+    /// People in the synthetic population.
+    pub subjects: u64,
+    /// Enterprise nodes (one Vault each).
+    pub vaults: u32,
+    /// Purchase records in total.
+    pub records: u64,
+    /// Seed of everything.
+    pub seed: u64,
+    /// "Now", ms since the Unix epoch (injected, never read from a clock).
+    pub now_ms: u64,
+}
+
+/// An advertiser's campaign, as written in `examples/luckin.toml`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignSpec {
+    /// Advertiser identity.
+    pub advertiser: String,
+    /// Brand bought.
+    pub brand: String,
+    /// Country (ISO code as in the Vault data, e.g. `SG`).
+    pub country: String,
+    /// Optional city.
+    #[serde(default)]
+    pub city: Option<String>,
+    /// Eligibility window.
+    pub window_days: u32,
+    /// Audience cap.
+    pub audience_cap: u64,
+    /// Selection when more are eligible than the cap.
+    pub selection: SelectionPolicy,
+    /// Usage scope (marketing).
+    pub usage_scope: UsageScope,
+    /// Seed of the selection.
+    #[serde(default)]
+    pub selection_seed: u64,
+    /// Minimum Vaults that must respond (default: a majority).
+    #[serde(default)]
+    pub minimum_vault_quorum: Option<u32>,
+}
+
+/// A signed submission.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SignedRequest {
+    /// The campaign.
+    pub spec: CampaignSpec,
+    /// Replay protection.
+    pub nonce: u64,
+    /// Submitter's public key.
+    pub public_key: [u8; 32],
+    /// Signature over the canonical bytes of `(spec, nonce)`.
+    pub signature: Vec<u8>,
+}
+
+impl SignedRequest {
+    /// Signs a campaign.
+    pub fn sign(spec: CampaignSpec, nonce: u64, key: &SigningKey) -> Result<Self, NodeError> {
+        let msg = request_hash(&spec, nonce)?;
+        Ok(SignedRequest {
+            spec,
+            nonce,
+            public_key: key.verifying_key().to_bytes(),
+            signature: key.sign(&msg.0).to_bytes().to_vec(),
+        })
+    }
+}
+
+fn request_hash(spec: &CampaignSpec, nonce: u64) -> Result<Digest, NodeError> {
+    let bytes = canonical_bytes(&(spec, nonce)).map_err(|e| NodeError::Encoding(e.to_string()))?;
+    Ok(tagged_hash("scp/request/v1", &bytes))
+}
+
+/// What a campaign run produced (the `--json` of `symphony demo luckin`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CampaignOutcome {
+    /// Task id.
+    pub task_id: String,
+    /// Envelope hash.
+    pub envelope_hash: String,
+    /// Lifecycle states in order.
+    pub states: Vec<String>,
+    /// Why it was rejected, if it was.
+    pub reason: Option<String>,
+    /// Distinct eligible subjects before the cap.
+    pub eligible_count: u64,
+    /// Delivered handles.
+    pub delivered_count: u64,
+    /// The cap.
+    pub audience_cap: u64,
+    /// Slices verified.
+    pub vaults_responded: u32,
+    /// Quorum.
+    pub minimum_vault_quorum: u32,
+    /// Escrow locked at admission.
+    pub fee_locked: u64,
+    /// Fee charged.
+    pub fee_total: u64,
+    /// Recipient → amount.
+    pub fee_shares: BTreeMap<String, u64>,
+    /// Refund to the submitter.
+    pub refund: u64,
+    /// Attestation reports verified.
+    pub attestations_verified: u32,
+    /// ε committed per evaluated subject.
+    pub epsilon_committed: String,
+    /// Subjects evaluated across Vaults.
+    pub subjects_evaluated: u64,
+    /// Settlement state.
+    pub settlement_state: Option<String>,
+    /// Epoch.
+    pub epoch_id: u64,
+    /// Commit certificate signatures on the final state.
+    pub certificate_signatures: usize,
+    /// The delivered contact handles (only on completion).
+    pub audience: Vec<String>,
+}
+
+/// The embedded network.
+pub struct EmbeddedNetwork {
+    /// Masters.
+    pub masters: LocalReplicator,
+    /// Enterprise nodes.
+    pub enterprises: Vec<EnterpriseNode>,
+    aggregator: SoftwareEnclave,
+    verifier: SoftwareAttestationVerifier,
+    /// Settlement ledger.
+    pub ledger: RedbLedger,
+    policy: PolicyRegistry,
+    semantic: SemanticRegistry,
+    advertisers: BTreeMap<ActorId, [u8; 32]>,
+    /// Enterprise nodes that are down (fault injection).
+    pub down: BTreeSet<VaultId>,
+    /// The generated data set.
+    pub generated: GenerateSummary,
+    /// "Now", ms.
+    pub now_ms: u64,
+    next_task: u64,
+}
+
+fn key_from(seed: u64, label: &str) -> SigningKey {
+    let d = tagged_hash(label, &seed.to_le_bytes());
+    SigningKey::from_bytes(&d.0)
+}
+
+/// The advertiser key the embedded network registers for `advertiser` under `seed`.
+pub fn advertiser_key(seed: u64, advertiser: &str) -> SigningKey {
+    key_from(seed, &format!("scp/advertiser/{advertiser}"))
+}
+
+fn account(s: impl Into<String>) -> Result<AccountId, NodeError> {
+    AccountId::new(s).map_err(|e| NodeError::Ledger(e.to_string()))
+}
+
+impl EmbeddedNetwork {
+    /// Generates data, creates and imports the Vaults, sets up masters and ledger.
+    pub fn build(
+        dir: &Path,
+        params: &NetworkParams,
+        advertisers: &[&str],
+        obs: &mut dyn Observer,
+    ) -> Result<Self, NodeError> {
+        let data_dir = dir.join("data");
+        obs.step(
+            "generate",
+            &format!(
+                "{} people, {} purchase records, {} Vaults",
+                params.subjects, params.records, params.vaults
+            ),
+        );
+        let generated = symphony_vault::generate(
+            &GenerateParams {
+                subjects: params.subjects,
+                vaults: params.vaults,
+                records: params.records,
+                seed: params.seed,
+                now_ms: params.now_ms,
+            },
+            &data_dir,
+        )?;
+        let policy_params = PolicyParams::default_v1();
+        let advertiser_ids: Vec<ActorId> = advertisers
+            .iter()
+            .map(|a| ActorId::new(*a))
+            .collect::<Result<_, _>>()
+            .map_err(|e| NodeError::Refused(e.to_string()))?;
+        let mut enterprises = Vec::new();
+        let mut platform_keys = Vec::new();
+        std::fs::create_dir_all(dir.join("vaults")).map_err(|e| NodeError::Io(e.to_string()))?;
+        let total_rows = generated.record_rows.max(1);
+        let mut rows_done = 0u64;
+        for (i, (vid, file)) in generated
+            .vault_ids
+            .iter()
+            .zip(&generated.vault_files)
+            .enumerate()
+        {
+            let vault_id =
+                VaultId::new(vid.clone()).map_err(|e| NodeError::Refused(e.to_string()))?;
+            let key = VaultKey::from_bytes(
+                key_from(params.seed, &format!("scp/vault-key/{vid}")).to_bytes(),
+            );
+            let path = dir.join("vaults").join(format!("{vid}.redb"));
+            let vault = Vault::create(
+                &path,
+                VaultConfig {
+                    vault_id: vault_id.clone(),
+                    default_budget: Epsilon::from_micro(
+                        symphony_vault::generate::BUDGET_CAPACITY_MICRO,
+                    ),
+                    initial_epoch: EpochId(0),
+                },
+                &key,
+                tagged_hash("scp/vault-entropy", vid.as_bytes()).0,
+            )?;
+            let base = rows_done;
+            let summary =
+                symphony_vault::import_file(&vault, file, &ImportOptions::default(), &mut |p| {
+                    if p.phase == symphony_vault::ImportPhase::Writing {
+                        obs.progress("import", base + p.lines_done, total_rows);
+                    }
+                })?;
+            rows_done += summary.rows;
+            symphony_vault::import_file(
+                &vault,
+                &generated.consent_file,
+                &ImportOptions::default(),
+                &mut |_| {},
+            )?;
+            for a in &advertiser_ids {
+                vault.permit(a, TaskClass::Query)?;
+            }
+            let platform = key_from(params.seed, &format!("scp/enterprise-platform/{i}"));
+            let enclave = SoftwareEnclave::new(platform, &slice_code_identity());
+            platform_keys.push(enclave.platform_public_key());
+            enterprises.push(EnterpriseNode::new(vault, enclave));
+        }
+        obs.progress("import", total_rows, total_rows);
+        let aggregator = SoftwareEnclave::new(
+            key_from(params.seed, "scp/master-platform/0"),
+            &aggregation_code_identity(),
+        );
+        platform_keys.push(aggregator.platform_public_key());
+        let verifier = SoftwareAttestationVerifier::new(
+            [
+                slice_code_identity().measurement(),
+                aggregation_code_identity().measurement(),
+            ],
+            platform_keys,
+        );
+        let mut allocations = Vec::new();
+        let mut adv_keys = BTreeMap::new();
+        for a in &advertiser_ids {
+            allocations.push((
+                account(format!("actor:{a}"))?,
+                1_000_000 * symphony_economics::MICRO_SYM_PER_SYM,
+            ));
+            adv_keys.insert(
+                a.clone(),
+                advertiser_key(params.seed, a.as_str())
+                    .verifying_key()
+                    .to_bytes(),
+            );
+        }
+        let ledger = RedbLedger::create(
+            dir.join("ledger.redb"),
+            &Genesis {
+                config: LedgerConfig {
+                    unbonding_period_epochs: 2,
+                    min_stake_master: policy_params.staking.s_master_micro_sym,
+                    min_stake_enterprise: policy_params.staking.s_enterprise_micro_sym,
+                    min_stake_producer: policy_params.staking.s_producer_micro_sym,
+                },
+                allocations,
+            },
+        )
+        .map_err(|e| NodeError::Ledger(e.to_string()))?;
+        let policy = PolicyRegistry::genesis(policy_params)
+            .map_err(|e| NodeError::Refused(e.to_string()))?;
+        obs.step(
+            "network",
+            &format!(
+                "3 masters, {} enterprise nodes, ledger ready",
+                enterprises.len()
+            ),
+        );
+        Ok(EmbeddedNetwork {
+            masters: LocalReplicator::new(params.seed),
+            enterprises,
+            aggregator,
+            verifier,
+            ledger,
+            policy,
+            semantic: SemanticRegistry::catalog_v1(),
+            advertisers: adv_keys,
+            down: BTreeSet::new(),
+            generated,
+            now_ms: params.now_ms,
+            next_task: 0,
+        })
+    }
+
+    /// The data directory of the generated plaintext files.
+    pub fn data_files(&self) -> (&[PathBuf], &Path) {
+        (&self.generated.vault_files, &self.generated.consent_file)
+    }
+
+    fn submit(&mut self, c: Command) -> Result<crate::replication::Committed, NodeError> {
+        Ok(self.masters.submit(c)?)
+    }
+
+    fn advance(
+        &mut self,
+        task: &TaskId,
+        event: TaskEvent,
+        reason: Option<String>,
+        obs: &mut dyn Observer,
+    ) -> Result<(), NodeError> {
+        let committed = self.submit(Command::Advance {
+            task_id: task.clone(),
+            event,
+            reason,
+        })?;
+        if let Some(symphony_master::Event::TaskStateChanged { to, .. }) = committed.events.first()
+        {
+            obs.step(
+                to.as_str(),
+                &format!(
+                    "certificate {}/3 signatures at log index {}",
+                    committed.certificate.signatures.len(),
+                    committed.certificate.log_index
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs one campaign end to end: admission → execution → verification →
+    /// settlement → delivery.
+    pub fn run_campaign(
+        &mut self,
+        req: &SignedRequest,
+        obs: &mut dyn Observer,
+    ) -> Result<CampaignOutcome, NodeError> {
+        let spec = &req.spec;
+        // --- Admission: identity, authorization
+        let actor =
+            ActorId::new(spec.advertiser.clone()).map_err(|e| NodeError::Refused(e.to_string()))?;
+        let known = self
+            .advertisers
+            .get(&actor)
+            .ok_or_else(|| NodeError::Refused(format!("unknown caller {actor}")))?;
+        if *known != req.public_key {
+            return Err(NodeError::Refused(format!(
+                "public key is not registered for {actor}"
+            )));
+        }
+        let request_hash = request_hash(spec, req.nonce)?;
+        let vk = VerifyingKey::from_bytes(&req.public_key)
+            .map_err(|_| NodeError::Refused("malformed public key".into()))?;
+        let sig = Signature::from_slice(&req.signature)
+            .map_err(|_| NodeError::Refused("malformed signature".into()))?;
+        vk.verify(&request_hash.0, &sig)
+            .map_err(|_| NodeError::Refused("request signature does not verify".into()))?;
+        obs.step(
+            "admission",
+            &format!("caller {actor} authenticated (ed25519)"),
+        );
+        // --- Semantic resolution
+        let plan = self
+            .semantic
+            .resolve_audience(&AudienceIntent {
+                brand: spec.brand.clone(),
+                country: spec.country.clone(),
+                city: spec.city.clone(),
+                window_days: spec.window_days,
+                usage_scope: spec.usage_scope,
+            })
+            .map_err(|e| {
+                NodeError::Refused(format!("semantic resolution blocked the task: {e}"))
+            })?;
+        let epoch = EpochId(0);
+        let resolved = self
+            .policy
+            .resolve(epoch, plan.semantic_version(), PolicyVersion(1))
+            .map_err(|e| NodeError::Refused(e.to_string()))?;
+        let params = &resolved.params;
+        let epsilon = params.privacy.epsilon_per_query;
+        obs.step(
+            "semantics",
+            &format!(
+                "plan {} under {} (minimum_result_cardinality {})",
+                &plan.plan_hash().to_hex()[..12],
+                plan.semantic_version(),
+                plan.minimum_result_cardinality()
+            ),
+        );
+        // --- Consent and budget reservation in each Vault
+        self.next_task += 1;
+        let task_id = TaskId::new(format!(
+            "task-{}-{:04}",
+            &request_hash.to_hex()[..12],
+            self.next_task
+        ))
+        .map_err(|e| NodeError::Refused(e.to_string()))?;
+        let n = self.enterprises.len() as u32;
+        let quorum = spec
+            .minimum_vault_quorum
+            .unwrap_or(n / 2 + 1)
+            .clamp(1, n.max(1));
+        let mut consent_refs = Vec::new();
+        let mut reserved_total = 0u64;
+        for e in &self.enterprises {
+            if self.down.contains(e.vault_id()) {
+                continue;
+            }
+            let r = e.admission_reserve(
+                &task_id,
+                &actor,
+                TaskClass::Query,
+                spec.usage_scope,
+                epsilon,
+                self.now_ms,
+            )?;
+            reserved_total += r.subjects_reserved;
+            consent_refs.push(ConsentRef {
+                vault_id: r.vault_id,
+                usage_scope: spec.usage_scope,
+                snapshot_commitment: r.snapshot_commitment,
+                eligible_subjects: r.subjects_reserved,
+            });
+        }
+        obs.step(
+            "budget",
+            &format!(
+                "reserved ε={epsilon} for {reserved_total} consenting subjects in {} Vaults",
+                consent_refs.len()
+            ),
+        );
+        // --- Escrow lock
+        let estimate = estimate_fee(
+            &params.prices,
+            &TaskUsage::Query(QueryUsage {
+                n_vaults: n,
+                n_records: spec.audience_cap,
+                epsilon,
+            }),
+        )
+        .map_err(|e| NodeError::Refused(e.to_string()))?;
+        let escrow_id = format!("escrow-{task_id}");
+        let owner = account(format!("actor:{actor}"))?;
+        self.ledger
+            .lock(
+                &EscrowId::new(escrow_id.clone()).map_err(|e| NodeError::Ledger(e.to_string()))?,
+                &owner,
+                estimate,
+            )
+            .map_err(|e| NodeError::Ledger(e.to_string()))?;
+        obs.step("escrow", &format!("{estimate} µSYM locked in {escrow_id}"));
+        let participating: BTreeSet<VaultId> = self
+            .enterprises
+            .iter()
+            .map(|e| e.vault_id().clone())
+            .collect();
+        let envelope = TaskEnvelope::seal(EnvelopeBody {
+            task_id: task_id.clone(),
+            task_class: TaskClass::Query,
+            caller: CallerContext {
+                actor_id: actor.clone(),
+                public_key: req.public_key,
+                request_hash,
+                nonce: req.nonce,
+                admitted_at_ms: self.now_ms,
+            },
+            authorization: Authorization {
+                granted_by: "vault-permits:query".into(),
+                vault_permits: consent_refs.iter().map(|c| c.vault_id.clone()).collect(),
+            },
+            consent_refs: consent_refs.clone(),
+            semantic_version: plan.semantic_version(),
+            policy_version: resolved.policy_version,
+            epoch_id: epoch,
+            budget_reservation: BudgetReservation {
+                usage_scope: spec.usage_scope,
+                epsilon_per_subject: epsilon,
+                subjects_reserved: reserved_total,
+            },
+            coordination_envelope: CoordinationEnvelope {
+                participating_vault_ids: participating,
+                minimum_vault_quorum: quorum,
+                aggregation_method: AggregationMethod::UnionWithCardinalityCap,
+            },
+            budget_lock_ref: Some(BudgetLockRef {
+                ledger: "embedded-redb".into(),
+                escrow_id: escrow_id.clone(),
+                amount_base_units: estimate,
+            }),
+            iteration_policy: None,
+            resolved_plan_hash: plan.plan_hash(),
+            constraints: [
+                ("audience_cap".to_string(), spec.audience_cap.to_string()),
+                ("brand".to_string(), spec.brand.clone()),
+                ("country".to_string(), spec.country.clone()),
+                ("selection".to_string(), format!("{:?}", spec.selection)),
+                (
+                    "selection_seed".to_string(),
+                    spec.selection_seed.to_string(),
+                ),
+                ("window_days".to_string(), spec.window_days.to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            deadline_ms: self.now_ms + 600_000,
+        })?;
+        let admitted = self.masters.submit(Command::AdmitTask {
+            envelope: Box::new(envelope.clone()),
+        });
+        if let Err(e) = admitted {
+            self.release_all(&task_id);
+            return Err(e.into());
+        }
+        obs.step(
+            "accepted",
+            &format!("TaskEnvelope {}", &envelope.hash().to_hex()[..16]),
+        );
+        let mut outcome = CampaignOutcome {
+            task_id: task_id.to_string(),
+            envelope_hash: envelope.hash().to_hex(),
+            states: vec![],
+            reason: None,
+            eligible_count: 0,
+            delivered_count: 0,
+            audience_cap: spec.audience_cap,
+            vaults_responded: 0,
+            minimum_vault_quorum: quorum,
+            fee_locked: estimate,
+            fee_total: 0,
+            fee_shares: BTreeMap::new(),
+            refund: 0,
+            attestations_verified: 0,
+            epsilon_committed: epsilon.to_string(),
+            subjects_evaluated: 0,
+            settlement_state: None,
+            epoch_id: epoch.0,
+            certificate_signatures: 0,
+            audience: vec![],
+        };
+        self.advance(&task_id, TaskEvent::BeginResolution, None, obs)?;
+        if consent_refs.len() < quorum as usize {
+            let reason = format!(
+                "{} Vaults reachable at admission, below minimum_vault_quorum {quorum}",
+                consent_refs.len()
+            );
+            return self.reject(&task_id, &escrow_id, estimate, reason, outcome, obs);
+        }
+        self.advance(&task_id, TaskEvent::Dispatch, None, obs)?;
+        // --- Execution: fan out slices
+        let mut evidence = Vec::new();
+        let mut bundles = Vec::new();
+        let mut work: Vec<(ActorId, u64)> = Vec::new();
+        let mut contributor_weights = Vec::new();
+        let total = self.enterprises.len() as u64;
+        for (i, e) in self.enterprises.iter().enumerate() {
+            let vault_id = e.vault_id().clone();
+            let slice_id = SliceId {
+                sub_task: SubTaskId {
+                    parent: task_id.clone(),
+                    round: 0,
+                },
+                vault: vault_id.clone(),
+            };
+            let record = if self.down.contains(&vault_id) {
+                SliceRecord {
+                    state: SliceState::TimedOut,
+                    commitment: Digest::default(),
+                    subjects_evaluated: 0,
+                    epsilon_committed_micro: 0,
+                }
+            } else {
+                let assignment = SliceAssignment {
+                    slice_id,
+                    envelope: envelope.clone(),
+                    plan: plan.clone(),
+                    evaluate_at_ms: self.now_ms,
+                };
+                match e.execute_slice(&assignment).and_then(|b| {
+                    verify_slice(&self.verifier, &envelope, &b)
+                        .map(|ev| (b, ev))
+                        .map_err(|err| NodeError::Refused(err.to_string()))
+                }) {
+                    Ok((bundle, ev)) => {
+                        let r = SliceRecord {
+                            state: SliceState::Verified,
+                            commitment: bundle.commitment,
+                            subjects_evaluated: bundle.body.subjects_evaluated,
+                            epsilon_committed_micro: bundle.body.epsilon_committed_micro,
+                        };
+                        outcome.subjects_evaluated += bundle.body.subjects_evaluated;
+                        work.push((
+                            ActorId::new(format!("operator:{vault_id}"))
+                                .map_err(|e| NodeError::Refused(e.to_string()))?,
+                            bundle.body.subjects_evaluated,
+                        ));
+                        let weight = bundle
+                            .body
+                            .subjects_evaluated
+                            .saturating_mul(bundle.body.epsilon_committed_micro / 1000);
+                        contributor_weights.push((vault_id.clone(), weight));
+                        evidence.push(ev);
+                        bundles.push(bundle);
+                        r
+                    }
+                    Err(err) => {
+                        obs.step("slice_failed", &format!("{vault_id}: {err}"));
+                        SliceRecord {
+                            state: SliceState::Failed,
+                            commitment: Digest::default(),
+                            subjects_evaluated: 0,
+                            epsilon_committed_micro: 0,
+                        }
+                    }
+                }
+            };
+            obs.progress("slices", i as u64 + 1, total);
+            self.masters.submit(Command::RecordSlice {
+                task_id: task_id.clone(),
+                vault_id,
+                record,
+            })?;
+        }
+        outcome.vaults_responded = evidence.len() as u32;
+        outcome.attestations_verified = evidence.len() as u32;
+        obs.step(
+            "slices",
+            &format!(
+                "{}/{} slices verified (attestation + commitment)",
+                evidence.len(),
+                total
+            ),
+        );
+        if evidence.len() < quorum as usize {
+            let reason = format!(
+                "{} slices verified, below minimum_vault_quorum {quorum}",
+                evidence.len()
+            );
+            return self.reject(&task_id, &escrow_id, estimate, reason, outcome, obs);
+        }
+        // --- Aggregation in the master enclave (bundles are moved in and purged)
+        let agg = aggregate(
+            &self.aggregator,
+            &envelope,
+            bundles,
+            AggregationParams {
+                audience_cap: spec.audience_cap,
+                selection: spec.selection,
+                selection_seed: spec.selection_seed,
+                minimum_result_cardinality: plan.minimum_result_cardinality(),
+                now_ms: self.now_ms,
+            },
+        )?;
+        outcome.eligible_count = agg.eligible_count;
+        if agg.suppressed {
+            let reason = format!(
+                "result of {} subjects is below minimum_result_cardinality {}: suppressed",
+                agg.eligible_count,
+                plan.minimum_result_cardinality()
+            );
+            return self.reject(&task_id, &escrow_id, estimate, reason, outcome, obs);
+        }
+        obs.step(
+            "aggregate",
+            &format!(
+                "{} distinct eligible, {} selected (cap {})",
+                agg.eligible_count,
+                agg.audience.len(),
+                spec.audience_cap
+            ),
+        );
+        self.masters.submit(Command::RecordAggregate {
+            task_id: task_id.clone(),
+            record: AggregateRecord {
+                commitment: agg.commitment,
+                eligible_count: agg.eligible_count,
+                delivered_count: agg.audience.len() as u64,
+                result_hash: agg.result_hash,
+            },
+        })?;
+        self.advance(&task_id, TaskEvent::ExecutionFinished, None, obs)?;
+        // --- Verification
+        verify_aggregate(&self.verifier, &envelope, &evidence, &agg)
+            .map_err(|e| NodeError::Refused(e.to_string()))?;
+        outcome.attestations_verified += 1;
+        self.advance(&task_id, TaskEvent::VerificationAccepted, None, obs)?;
+        // --- Settlement
+        let delivered = agg.audience.len() as u64;
+        let settled = settle_fee(
+            &params.prices,
+            estimate,
+            &TaskUsage::Query(QueryUsage {
+                n_vaults: outcome.vaults_responded,
+                n_records: delivered,
+                epsilon,
+            }),
+        )
+        .map_err(|e| NodeError::Refused(e.to_string()))?;
+        let mut executors = work
+            .iter()
+            .map(|(a, _)| (a.clone(), 1u64))
+            .collect::<Vec<_>>();
+        executors.push((
+            ActorId::new("master-0").map_err(|e| NodeError::Refused(e.to_string()))?,
+            1,
+        ));
+        let verifiers = (0..3)
+            .map(|i| ActorId::new(format!("master-{i}")).map(|a| (a, 1u64)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| NodeError::Refused(e.to_string()))?;
+        let dist = distribute_fee(
+            settled.charged_micro_sym,
+            &params.fee_shares,
+            &ContributionReport {
+                data_contributor_weight_by_vault: contributor_weights,
+                records_served_by_operator: work,
+                verified_work_by_executor: executors,
+                decisions_by_verifier: verifiers,
+            },
+        )
+        .map_err(|e| NodeError::Refused(e.to_string()))?;
+        let mut shares: BTreeMap<String, u64> = BTreeMap::new();
+        let mut instructions = Vec::new();
+        for p in dist.payouts() {
+            let (name, kind) = match &p.recipient {
+                Recipient::VaultContributors(v) => {
+                    (format!("contributors:{v}"), PayoutKind::DataUsageDividend)
+                }
+                Recipient::Actor(a) => (
+                    format!("actor:{a}"),
+                    match p.class {
+                        symphony_economics::RecipientClass::VaultOperators => {
+                            PayoutKind::VaultOperator
+                        }
+                        symphony_economics::RecipientClass::Executors => PayoutKind::Executor,
+                        _ => PayoutKind::Verifier,
+                    },
+                ),
+                Recipient::Treasury => ("treasury".to_string(), PayoutKind::Treasury),
+            };
+            *shares.entry(name.clone()).or_default() += p.amount_micro_sym;
+            instructions.push(PayoutInstruction {
+                recipient: account(name)?,
+                amount: p.amount_micro_sym,
+                kind,
+            });
+        }
+        let mut state = SettlementState::Collecting;
+        loop {
+            let record = SettlementRecord {
+                state,
+                epoch_id: epoch,
+                fee_total: settled.charged_micro_sym,
+                fee_shares: shares.clone(),
+                refund: settled.refund_micro_sym,
+            };
+            let committed = self.masters.submit(Command::RecordSettlement {
+                task_id: task_id.clone(),
+                record,
+            })?;
+            obs.step(&format!("settlement:{state}"), "");
+            if state == SettlementState::Finalizing {
+                // Nothing is paid out before finality: 2 of 3 master signatures.
+                if !committed.certificate.is_final(&self.masters.master_keys()) {
+                    return Err(NodeError::Refused(
+                        "commit certificate not final; payout withheld".into(),
+                    ));
+                }
+                let escrow = EscrowId::new(escrow_id.clone())
+                    .map_err(|e| NodeError::Ledger(e.to_string()))?;
+                let set = PayoutInstructionSet {
+                    payout_id: PayoutId::new(format!("payout-{task_id}"))
+                        .map_err(|e| NodeError::Ledger(e.to_string()))?,
+                    epoch_id: epoch.0,
+                    settlement_ref: task_id.to_string(),
+                    instructions: instructions.clone(),
+                };
+                self.ledger
+                    .payout(&escrow, &set)
+                    .map_err(|e| NodeError::Ledger(e.to_string()))?;
+                if settled.refund_micro_sym > 0 {
+                    self.ledger
+                        .refund(&escrow, settled.refund_micro_sym)
+                        .map_err(|e| NodeError::Ledger(e.to_string()))?;
+                }
+                outcome.certificate_signatures = committed
+                    .certificate
+                    .valid_signatures(&self.masters.master_keys());
+            }
+            match state.advance() {
+                Ok(next) => state = next,
+                Err(_) => break,
+            }
+        }
+        outcome.fee_total = settled.charged_micro_sym;
+        outcome.refund = settled.refund_micro_sym;
+        outcome.fee_shares = shares;
+        outcome.settlement_state = Some(SettlementState::Finalized.to_string());
+        self.advance(&task_id, TaskEvent::SettlementFinalized, None, obs)?;
+        // --- Delivery
+        self.masters.submit(Command::RecordDelivery {
+            task_id: task_id.clone(),
+            recipient: actor.clone(),
+            result_hash: agg.result_hash,
+            count: delivered,
+            at_ms: self.now_ms,
+        })?;
+        obs.step(
+            "delivered",
+            &format!("{delivered} contact handles to {actor} (audit event recorded)"),
+        );
+        outcome.delivered_count = delivered;
+        outcome.audience = agg.audience;
+        self.fill_states(&task_id, &mut outcome);
+        Ok(outcome)
+    }
+
+    fn release_all(&self, task_id: &TaskId) {
+        for e in &self.enterprises {
+            let _ = e.release(task_id);
+        }
+    }
+
+    fn fill_states(&self, task_id: &TaskId, outcome: &mut CampaignOutcome) {
+        if let Some(rec) = self.masters.state().task(task_id) {
+            outcome.states = rec.history.iter().map(|s| s.to_string()).collect();
+            outcome.reason.clone_from(&rec.reason);
+        }
+    }
+
+    fn reject(
+        &mut self,
+        task_id: &TaskId,
+        escrow_id: &str,
+        locked: u64,
+        reason: String,
+        mut outcome: CampaignOutcome,
+        obs: &mut dyn Observer,
+    ) -> Result<CampaignOutcome, NodeError> {
+        // Reservations not yet executed are released; executed slices already
+        // committed (failure after execution commits at the estimate).
+        self.release_all(task_id);
+        let escrow = EscrowId::new(escrow_id).map_err(|e| NodeError::Ledger(e.to_string()))?;
+        self.ledger
+            .refund(&escrow, locked)
+            .map_err(|e| NodeError::Ledger(e.to_string()))?;
+        outcome.refund = locked;
+        obs.step("rejected", &reason);
+        self.advance(task_id, TaskEvent::Reject, Some(reason), obs)?;
+        let _ = TaskState::Rejected;
+        self.fill_states(task_id, &mut outcome);
+        Ok(outcome)
+    }
+}

@@ -171,6 +171,53 @@ pub struct CampaignOutcome {
     pub audience: Vec<String>,
 }
 
+/// A way to corrupt a slice bundle in transit (tests of verification).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tamper {
+    /// Flip one byte of the result body (a contact handle).
+    FlipByte,
+    /// Re-attest the run from an enclave whose code is not allow-listed.
+    WrongMeasurement,
+    /// Replace the attestation signature with garbage.
+    ForgedSignature,
+}
+
+fn apply_tamper(
+    mut bundle: crate::bundle::SliceResultBundle,
+    tamper: Option<Tamper>,
+    seed: u64,
+) -> crate::bundle::SliceResultBundle {
+    use symphony_enclave::Tee;
+    match tamper {
+        None => {}
+        Some(Tamper::FlipByte) => {
+            if let Some(sig) = bundle.body.signals.first_mut() {
+                let mut bytes = sig.contact_handle.clone().into_bytes();
+                if let Some(b) = bytes.first_mut() {
+                    *b ^= 0x01;
+                }
+                sig.contact_handle = String::from_utf8_lossy(&bytes).into_owned();
+            } else {
+                bundle.body.subjects_evaluated ^= 1;
+            }
+        }
+        Some(Tamper::WrongMeasurement) => {
+            let rogue = SoftwareEnclave::new(
+                key_from(seed, "scp/enterprise-platform/0"),
+                &symphony_enclave::CodeIdentity::new("rogue-eligibility", "1", [9u8; 32]),
+            );
+            let a = &bundle.attestation;
+            if let Ok(r) = rogue.attest(a.report_data, a.nonce, a.issued_at_ms) {
+                bundle.attestation = r;
+            }
+        }
+        Some(Tamper::ForgedSignature) => {
+            bundle.attestation.signature = [0x42; 64];
+        }
+    }
+    bundle
+}
+
 /// The embedded network.
 pub struct EmbeddedNetwork {
     /// Masters.
@@ -186,6 +233,9 @@ pub struct EmbeddedNetwork {
     advertisers: BTreeMap<ActorId, [u8; 32]>,
     /// Enterprise nodes that are down (fault injection).
     pub down: BTreeSet<VaultId>,
+    /// Tamper with the first Vault's bundle before verification (fault injection).
+    pub tamper: Option<Tamper>,
+    seed: u64,
     /// The generated data set.
     pub generated: GenerateSummary,
     /// "Now", ms.
@@ -349,6 +399,8 @@ impl EmbeddedNetwork {
             semantic: SemanticRegistry::catalog_v1(),
             advertisers: adv_keys,
             down: BTreeSet::new(),
+            tamper: None,
+            seed: params.seed,
             generated,
             now_ms: params.now_ms,
             next_task: 0,
@@ -638,11 +690,16 @@ impl EmbeddedNetwork {
                     plan: plan.clone(),
                     evaluate_at_ms: self.now_ms,
                 };
-                match e.execute_slice(&assignment).and_then(|b| {
-                    verify_slice(&self.verifier, &envelope, &b)
-                        .map(|ev| (b, ev))
-                        .map_err(|err| NodeError::Refused(err.to_string()))
-                }) {
+                let tamper = if i == 0 { self.tamper } else { None };
+                let seed = self.seed;
+                match e
+                    .execute_slice(&assignment)
+                    .map(|b| apply_tamper(b, tamper, seed))
+                    .and_then(|b| {
+                        verify_slice(&self.verifier, &envelope, &b)
+                            .map(|ev| (b, ev))
+                            .map_err(|err| NodeError::Refused(err.to_string()))
+                    }) {
                     Ok((bundle, ev)) => {
                         let r = SliceRecord {
                             state: SliceState::Verified,

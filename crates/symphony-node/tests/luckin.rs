@@ -9,11 +9,11 @@ use serde_json::Value;
 use symphony_core::consent::UsageScope;
 use symphony_core::ids::{SubjectId, VaultId};
 use symphony_node::aggregation::SelectionPolicy;
-use symphony_node::replication::Replicator;
 use symphony_node::network::{
     advertiser_key, CampaignOutcome, CampaignSpec, EmbeddedNetwork, NetworkParams, Quiet,
     SignedRequest, Tamper,
 };
+use symphony_node::replication::Replicator;
 
 const NOW_MS: u64 = 1_795_219_200_000;
 const DAY_MS: u64 = 86_400_000;
@@ -101,7 +101,9 @@ fn independent(dir: &Path, vaults: &[String]) -> (BTreeSet<String>, BTreeSet<Str
                 }
                 _ => {
                     let ts = r["ts_ms"].as_u64().unwrap();
-                    if r["brand"] == "Luckin Coffee" && ts <= NOW_MS && ts >= NOW_MS - 30 * DAY_MS {
+                    if r["brand"] == "Luckin Coffee"
+                        && (NOW_MS - 30 * DAY_MS..=NOW_MS).contains(&ts)
+                    {
                         luckin.insert(s);
                     }
                 }

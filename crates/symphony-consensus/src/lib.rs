@@ -25,7 +25,8 @@
 //!
 //! Each node keeps one redb file (`<data_dir>/raft.redb`). Log appends, truncations,
 //! purges, votes and snapshots are committed with `Durability::Immediate` (fsync) before
-//! openraft is told they are done; see [`store`](crate::store) for details. A restarted
+//! openraft is told they are done (module `store`). The committed index is written without
+//! waiting, since openraft re-learns it from the leader. A restarted
 //! node restores its vote, log and last snapshot, re-applies the committed log on top of
 //! the snapshot, and catches up from the leader (by log or by snapshot).
 //!
@@ -37,6 +38,17 @@
 //! - `network`: Raft RPC, write forwarding and signature exchange over the transport.
 //! - `store`, `sm_store`: openraft storage on redb.
 //! - [`ConsensusNode`]: start, initialize, write, metrics, shutdown.
+//!
+//! # Writes
+//!
+//! Any node accepts [`ConsensusNode::client_write`]; a follower forwards the command to
+//! the leader over the same RPC layer. The leader groups queued commands into one log
+//! entry ([`CommandBatch`]). A write is retried internally only while it was certainly
+//! not proposed (no leader, leader moved before proposing); once proposed and unanswered
+//! the caller gets [`ConsensusError::OutcomeUnknown`] or [`ConsensusError::Unavailable`],
+//! so a command is never applied twice by this crate. Commands should still carry a
+//! unique id so that a caller retrying after an unknown outcome is deduplicated by the
+//! state machine.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -5,7 +5,8 @@
 //! *before* openraft is told it is done (`LogFlushed` callback or the awaited result).
 //! A vote is therefore never granted twice in one term across a crash, and an entry
 //! acknowledged to the leader is on this node's disk. The committed index is written
-//! without waiting (openraft re-learns it from the leader). The applied state itself is
+//! without waiting and without an fsync of its own (it rides on the next durable
+//! commit; openraft re-learns it from the leader anyway). The applied state itself is
 //! not written per entry: on restart it is rebuilt from the last persisted snapshot plus
 //! the log, which openraft re-applies.
 //!
@@ -245,7 +246,19 @@ fn run_writer(db: Database, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
 
 fn commit_ops(db: &Database, ops: &[WriteOp]) -> Result<(), redb::Error> {
     let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate);
+    // A batch holding only committed-index updates needs no fsync of its own: it is
+    // made durable by the next durable commit, and losing it is harmless.
+    let needs_fsync = ops.iter().any(|op| {
+        !matches!(
+            op,
+            WriteOp::PutMeta { done: None, .. } | WriteOp::Shutdown { .. }
+        )
+    });
+    txn.set_durability(if needs_fsync {
+        Durability::Immediate
+    } else {
+        Durability::None
+    });
     {
         let mut log = txn.open_table(LOG_TABLE)?;
         let mut meta = txn.open_table(META_TABLE)?;

@@ -87,13 +87,13 @@ async fn failover_phase(cluster: &mut Cluster, rounds: u32) {
         let new_leader = cluster.wait_leader(Duration::from_secs(10)).await;
         elections.push(killed_at.elapsed());
         // Time until a client write is final again (through the new leader).
+        let id = 900_000_000 + u64::from(round);
         cluster
             .node(new_leader)
-            .client_write(command(next_id))
+            .client_write(command(id))
             .await
             .unwrap();
         first_writes.push(killed_at.elapsed());
-        next_id += 1;
         cluster.restart(leader).await;
         cluster.wait_converged(Duration::from_secs(20)).await;
     }

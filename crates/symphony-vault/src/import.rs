@@ -20,8 +20,8 @@ use symphony_core::ids::{SubjectId, TaskId};
 
 use crate::error::{ImportError, VaultError};
 use crate::ledger::{BUDGET, CONSENT};
-use crate::record::{ContactKind, Geography, Identity, Purchase, Record};
-use crate::store::Vault;
+use crate::record::{ContactKind, GeographyRef, IdentityRef, PurchaseRef, RecordRef};
+use crate::store::{PreparedBatch, Vault};
 
 /// Task id under which imported prior budget spend is committed.
 pub const PRIOR_SPEND_TASK: &str = "import/prior-spend";
@@ -172,51 +172,52 @@ fn required<T>(field: &'static str, value: Option<T>) -> Result<T, FieldError> {
     value.ok_or((field, "missing".to_owned()))
 }
 
-fn text(
+fn text<'r>(
     field: &'static str,
-    value: Option<Cow<'_, str>>,
+    value: &'r Option<Cow<'_, str>>,
     max: usize,
-) -> Result<String, FieldError> {
-    let v = required(field, value)?;
+) -> Result<&'r str, FieldError> {
+    let v = required(field, value.as_deref())?;
     if v.trim().is_empty() {
         return Err((field, "empty".to_owned()));
     }
     if v.len() > max {
         return Err((field, format!("longer than {max} bytes")));
     }
-    Ok(v.into_owned())
+    Ok(v)
 }
 
-fn code(
+fn code<'r>(
     field: &'static str,
-    value: Option<Cow<'_, str>>,
+    value: &'r Option<Cow<'_, str>>,
     len: usize,
-) -> Result<String, FieldError> {
-    let v = required(field, value)?;
+) -> Result<&'r str, FieldError> {
+    let v = required(field, value.as_deref())?;
     if v.len() != len || !v.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err((
             field,
             format!("{v:?} is not a {len}-letter upper-case code"),
         ));
     }
-    Ok(v.into_owned())
+    Ok(v)
 }
 
 fn subject_id(value: Option<&str>) -> Result<SubjectId, FieldError> {
     SubjectId::new(required("subject", value)?).map_err(|e| ("subject", e.to_string()))
 }
 
-fn validate_record(row: RecordRow<'_>) -> Result<(SubjectId, Record), FieldError> {
+/// Checks a row without copying its strings; the record borrows from the row.
+fn check_record<'r>(row: &'r RecordRow<'_>) -> Result<(SubjectId, RecordRef<'r>), FieldError> {
     let subject = subject_id(row.subject.as_deref())?;
-    let kind = required("kind", row.kind)?;
-    let record = match kind.as_ref() {
+    let kind = required("kind", row.kind.as_deref())?;
+    let record = match kind {
         "identity" => {
-            let contact_kind = match required("contact_kind", row.contact_kind)?.as_ref() {
+            let contact_kind = match required("contact_kind", row.contact_kind.as_deref())? {
                 "phone" => ContactKind::Phone,
                 "email" => ContactKind::Email,
                 other => return Err(("contact_kind", format!("{other:?} is not phone or email"))),
             };
-            let contact = text("contact", row.contact, 254)?;
+            let contact = text("contact", &row.contact, 254)?;
             let ok = match contact_kind {
                 ContactKind::Phone => {
                     contact.starts_with('+')
@@ -233,23 +234,23 @@ fn validate_record(row: RecordRow<'_>) -> Result<(SubjectId, Record), FieldError
                     format!("{contact:?} is not a valid {}", kind_name(contact_kind)),
                 ));
             }
-            Record::Identity(Identity {
+            RecordRef::Identity(IdentityRef {
                 contact_kind,
                 contact,
             })
         }
-        "geography" => Record::Geography(Geography {
-            home_city: text("home_city", row.home_city, 100)?,
-            home_country: code("home_country", row.home_country, 2)?,
+        "geography" => RecordRef::Geography(GeographyRef {
+            home_city: text("home_city", &row.home_city, 100)?,
+            home_country: code("home_country", &row.home_country, 2)?,
         }),
-        "purchase" => Record::Purchase(Purchase {
-            brand: text("brand", row.brand, 100)?,
-            category: text("category", row.category, 100)?,
+        "purchase" => RecordRef::Purchase(PurchaseRef {
+            brand: text("brand", &row.brand, 100)?,
+            category: text("category", &row.category, 100)?,
             amount_minor: required("amount_minor", row.amount_minor)?,
-            currency: code("currency", row.currency, 3)?,
+            currency: code("currency", &row.currency, 3)?,
             ts_ms: required("ts_ms", row.ts_ms)?,
-            store_city: text("store_city", row.store_city, 100)?,
-            store_country: code("store_country", row.store_country, 2)?,
+            store_city: text("store_city", &row.store_city, 100)?,
+            store_country: code("store_country", &row.store_country, 2)?,
         }),
         other => {
             return Err((
@@ -338,30 +339,31 @@ fn row_error(file: &Path, line: u64, field: impl Into<String>, reason: String) -
     }
 }
 
-fn parse_record(
+/// Parses and checks one line, handing the borrowed record to `use_record`.
+fn parse_line<T>(
     file: &Path,
     line_no: u64,
     line: &[u8],
-) -> Result<(SubjectId, Record), ImportError> {
+    use_record: impl FnOnce(SubjectId, RecordRef<'_>) -> T,
+) -> Result<T, ImportError> {
     let row: RecordRow<'_> = serde_json::from_slice(line).map_err(|e| {
         let (field, reason) = diagnose(line, RECORD_FIELDS, &e);
         row_error(file, line_no, field, reason)
     })?;
-    validate_record(row).map_err(|(field, reason)| row_error(file, line_no, field, reason))
+    let (subject, record) =
+        check_record(&row).map_err(|(field, reason)| row_error(file, line_no, field, reason))?;
+    Ok(use_record(subject, record))
 }
 
-/// Imports a record file (JSONL, see the crate docs) into the Vault.
-pub fn import_records(
-    vault: &Vault,
+/// Pass 1 alone: parses and validates every line of a record file without
+/// writing anything. Returns the number of lines (a dry run for the CLI).
+pub fn validate_records(
     file: &Path,
-    options: &ImportOptions,
     progress: &mut dyn FnMut(&ImportProgress<'_>),
-) -> Result<ImportSummary, ImportError> {
-    let batch_records = options.batch_records.max(1);
-    // Pass 1: validate everything; nothing is written.
+) -> Result<u64, ImportError> {
     let mut lines_total = 0u64;
     for_each_line(file, |line_no, line| {
-        parse_record(file, line_no, line)?;
+        parse_line(file, line_no, line, |_, _| ())?;
         lines_total = line_no;
         if line_no % 1_000_000 == 0 {
             progress(&ImportProgress {
@@ -374,37 +376,73 @@ pub fn import_records(
         }
         Ok(())
     })?;
-    // Pass 2: write in committed batches.
+    Ok(lines_total)
+}
+
+type Batch = (PreparedBatch, u64);
+
+/// Imports a record file (JSONL, see the crate docs) into the Vault.
+///
+/// Pass 2 runs as a pipeline: one thread parses the next batch while the caller's
+/// thread encrypts and commits the previous one.
+pub fn import_records(
+    vault: &Vault,
+    file: &Path,
+    options: &ImportOptions,
+    progress: &mut dyn FnMut(&ImportProgress<'_>),
+) -> Result<ImportSummary, ImportError> {
+    let batch_records = options.batch_records.max(1);
+    let lines_total = validate_records(file, progress)?;
     let mut summary = ImportSummary::default();
-    let mut batch: Vec<(SubjectId, Record)> = Vec::with_capacity(batch_records);
-    let mut flush =
-        |batch: &mut Vec<(SubjectId, Record)>, lines_done: u64, summary: &mut ImportSummary| {
-            let s = vault.insert_batch(batch)?;
-            batch.clear();
-            summary.inserted += s.inserted;
-            summary.duplicates += s.duplicates;
-            summary.skipped_erased += s.skipped_erased;
-            summary.batches += 1;
-            progress(&ImportProgress {
-                file,
-                phase: ImportPhase::Writing,
-                lines_done,
-                lines_total,
-                batches_committed: summary.batches,
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch, ImportError>>(2);
+        let parser = scope.spawn(move || {
+            let mut batch = vault.batch_builder();
+            let mut rows = 0u64;
+            let result = for_each_line(file, |line_no, line| {
+                parse_line(file, line_no, line, |s, r| batch.push_ref(s, &r))?
+                    .map_err(ImportError::Vault)?;
+                rows += 1;
+                if batch.len() >= batch_records && tx.send(Ok((batch.finish(), line_no))).is_err() {
+                    // The writer stopped; it reports why.
+                    return Err(ImportError::Io {
+                        file: file.to_owned(),
+                        source: std::io::Error::other("import writer stopped"),
+                    });
+                }
+                Ok(())
             });
+            let last = match result {
+                Ok(()) if !batch.is_empty() => Ok((batch.finish(), lines_total)),
+                Ok(()) => return rows,
+                Err(e) => Err(e),
+            };
+            let _ = tx.send(last);
+            rows
+        });
+        let written = (|| {
+            for item in rx.iter() {
+                let (batch, lines_done) = item?;
+                let s = vault.insert_prepared(&batch)?;
+                summary.inserted += s.inserted;
+                summary.duplicates += s.duplicates;
+                summary.skipped_erased += s.skipped_erased;
+                summary.batches += 1;
+                progress(&ImportProgress {
+                    file,
+                    phase: ImportPhase::Writing,
+                    lines_done,
+                    lines_total,
+                    batches_committed: summary.batches,
+                });
+            }
             Ok::<(), ImportError>(())
-        };
-    for_each_line(file, |line_no, line| {
-        batch.push(parse_record(file, line_no, line)?);
-        summary.rows += 1;
-        if batch.len() >= batch_records {
-            flush(&mut batch, line_no, &mut summary)?;
-        }
-        Ok(())
+        })();
+        drop(rx);
+        // A panic in the parser thread is a bug, not bad input.
+        summary.rows = parser.join().unwrap_or(0);
+        written
     })?;
-    if !batch.is_empty() {
-        flush(&mut batch, lines_total, &mut summary)?;
-    }
     Ok(summary)
 }
 

@@ -26,12 +26,12 @@ pub use crypto::VaultKey;
 pub use error::{GenerateError, ImportError, VaultError};
 pub use generate::{generate, GenerateParams, GenerateSummary};
 pub use import::{
-    import_consent, import_file, import_records, ImportOptions, ImportPhase, ImportProgress,
-    ImportSummary,
+    import_consent, import_file, import_records, validate_records, ImportOptions, ImportPhase,
+    ImportProgress, ImportSummary,
 };
 pub use ledger::{ReplenishReport, ReserveMode, ReserveReport};
 pub use record::{
     ContactKind, Geography, GeographyRef, Identity, IdentityRef, Purchase, PurchaseRef, Record,
     RecordRef, SubjectView,
 };
-pub use store::{InsertSummary, ScanStats, Vault, VaultConfig};
+pub use store::{BatchBuilder, InsertSummary, PreparedBatch, ScanStats, Vault, VaultConfig};

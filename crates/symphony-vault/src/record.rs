@@ -65,7 +65,7 @@ pub enum Record {
 }
 
 /// A purchase borrowed from a decrypted block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PurchaseRef<'a> {
     /// Merchant brand.
     pub brand: &'a str,
@@ -84,7 +84,7 @@ pub struct PurchaseRef<'a> {
 }
 
 /// Home location borrowed from a decrypted block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GeographyRef<'a> {
     /// Home city.
     pub home_city: &'a str,
@@ -93,7 +93,7 @@ pub struct GeographyRef<'a> {
 }
 
 /// Contact handle borrowed from a decrypted block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdentityRef<'a> {
     /// Phone or e-mail.
     pub contact_kind: ContactKind,
@@ -102,7 +102,7 @@ pub struct IdentityRef<'a> {
 }
 
 /// A record borrowed from a decrypted block (same BCS layout as [`Record`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RecordRef<'a> {
     /// Domain `identity`.
     #[serde(borrow)]

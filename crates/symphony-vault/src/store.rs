@@ -20,13 +20,16 @@ use crate::error::VaultError;
 use crate::record::{GeographyRef, IdentityRef, PurchaseRef, Record, RecordRef, SubjectView};
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-/// subject → wrapped data key. Deleting the row is crypto-shredding.
-pub(crate) const SUBJECT_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("subject_keys");
-/// subject → BCS [`SubjectIndex`] (next block number, record digests, erasure).
-pub(crate) const SUBJECT_INDEX: TableDefinition<&str, &[u8]> =
-    TableDefinition::new("subject_index");
-/// (subject, block number) → nonce ‖ AES-GCM(BCS Vec<Record>) ‖ tag.
-pub(crate) const BLOCKS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("blocks");
+/// subject id → subject number (dense, assigned at first import).
+pub(crate) const SUBJECT_NOS: TableDefinition<&str, u64> = TableDefinition::new("subject_nos");
+/// subject number → subject id.
+pub(crate) const SUBJECT_NAMES: TableDefinition<u64, &str> = TableDefinition::new("subject_names");
+/// subject number → wrapped data key. Deleting the row is crypto-shredding.
+pub(crate) const SUBJECT_KEYS: TableDefinition<u64, &[u8]> = TableDefinition::new("subject_keys");
+/// subject number → BCS [`SubjectIndex`] (next block number, record digests, erasure).
+pub(crate) const SUBJECT_INDEX: TableDefinition<u64, &[u8]> = TableDefinition::new("subject_index");
+/// (subject number, block number) → nonce ‖ AES-GCM(BCS Vec<Record>) ‖ tag.
+pub(crate) const BLOCKS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("blocks");
 
 const FORMAT: &[u8] = b"symphony-vault/v1";
 const KEY_CHECK_PLAINTEXT: &[u8] = b"symphony-vault key check";
@@ -136,6 +139,8 @@ impl Vault {
             meta.insert("config", bcs::to_bytes(&config)?.as_slice())?;
             meta.insert("key_check", check.as_slice())?;
             meta.insert("opens", 0u64.to_le_bytes().as_slice())?;
+            tx.open_table(SUBJECT_NOS)?;
+            tx.open_table(SUBJECT_NAMES)?;
             tx.open_table(SUBJECT_KEYS)?;
             tx.open_table(SUBJECT_INDEX)?;
             tx.open_table(BLOCKS)?;
@@ -217,6 +222,15 @@ impl Vault {
         &self.config.vault_id
     }
 
+    /// A builder of [`PreparedBatch`]es for this Vault (it can run on another
+    /// thread than the one that commits).
+    pub fn batch_builder(&self) -> BatchBuilder {
+        BatchBuilder {
+            digest_key: self.digest_key,
+            batch: PreparedBatch::default(),
+        }
+    }
+
     /// Stores a batch of records in one write transaction: all or nothing.
     ///
     /// Records already present for the subject (same content) are skipped, so
@@ -225,56 +239,90 @@ impl Vault {
         &self,
         records: &[(SubjectId, Record)],
     ) -> Result<InsertSummary, VaultError> {
-        let mut by_subject: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
+        let mut builder = self.batch_builder();
         for (subject, record) in records {
-            by_subject.entry(subject.as_str()).or_default().push(record);
+            builder.push_record(subject.clone(), record)?;
+        }
+        self.insert_prepared(&builder.finish())
+    }
+
+    /// Stores a prepared batch in one write transaction: all or nothing. Same rules
+    /// as [`Vault::insert_batch`].
+    pub fn insert_prepared(&self, batch: &PreparedBatch) -> Result<InsertSummary, VaultError> {
+        let mut by_subject: BTreeMap<&str, Vec<&PreparedRecord>> = BTreeMap::new();
+        for item in &batch.items {
+            by_subject
+                .entry(item.subject.as_str())
+                .or_default()
+                .push(item);
         }
         let mut summary = InsertSummary::default();
         let tx = self.db.begin_write()?;
         {
+            let mut meta = tx.open_table(META)?;
+            let mut nos = tx.open_table(SUBJECT_NOS)?;
+            let mut names = tx.open_table(SUBJECT_NAMES)?;
             let mut keys = tx.open_table(SUBJECT_KEYS)?;
             let mut index = tx.open_table(SUBJECT_INDEX)?;
             let mut blocks = tx.open_table(BLOCKS)?;
+            let mut next_no = match meta.get("next_subject_no")? {
+                Some(v) => read_u64(v.value()),
+                None => 0,
+            };
             let mut plain = Vec::new();
             for (subject, recs) in by_subject {
-                let mut idx: SubjectIndex = match index.get(subject)? {
-                    Some(v) => bcs::from_bytes(v.value())?,
-                    None => SubjectIndex::default(),
+                let existing = nos.get(subject)?.map(|v| v.value());
+                let (no, mut idx) = match existing {
+                    Some(no) => match index.get(no)? {
+                        Some(v) => (no, bcs::from_bytes::<SubjectIndex>(v.value())?),
+                        None => (no, SubjectIndex::default()),
+                    },
+                    None => {
+                        // New subjects get increasing numbers: their rows append at
+                        // the right edge of the B-trees instead of rewriting random
+                        // leaves (subject ids are random-looking).
+                        let no = next_no;
+                        next_no += 1;
+                        nos.insert(subject, no)?;
+                        names.insert(no, subject)?;
+                        (no, SubjectIndex::default())
+                    }
                 };
                 if idx.erased_at_ms.is_some() {
                     summary.skipped_erased += recs.len() as u64;
                     continue;
                 }
-                let mut fresh = Vec::with_capacity(recs.len());
+                let mut fresh: Vec<&[u8]> = Vec::with_capacity(recs.len());
                 for rec in recs {
-                    plain.clear();
-                    bcs::serialize_into(&mut plain, rec)?;
-                    let d = self.record_digest(subject, &plain);
-                    match idx.digests.binary_search(&d) {
+                    match idx.digests.binary_search(&rec.digest) {
                         Ok(_) => summary.duplicates += 1,
                         Err(at) => {
-                            idx.digests.insert(at, d);
-                            fresh.push(rec);
+                            idx.digests.insert(at, rec.digest);
+                            fresh.push(&batch.arena[rec.start..rec.end]);
                         }
                     }
                 }
                 if fresh.is_empty() {
                     continue;
                 }
-                let existing = match keys.get(subject)? {
+                let existing_key = match keys.get(no)? {
                     Some(wrapped) => Some(self.unwrap_dek(subject, wrapped.value())?),
                     None => None,
                 };
-                let dek = match existing {
+                let dek = match existing_key {
                     Some(dek) => dek,
                     None => {
                         let (dek, wrapped) = self.new_dek(subject)?;
-                        keys.insert(subject, wrapped.as_slice())?;
+                        keys.insert(no, wrapped.as_slice())?;
                         dek
                     }
                 };
+                // BCS of Vec<Record>: ULEB128 length, then the elements.
                 plain.clear();
-                bcs::serialize_into(&mut plain, &fresh)?;
+                push_uleb128(&mut plain, fresh.len() as u64);
+                for bytes in &fresh {
+                    plain.extend_from_slice(bytes);
+                }
                 let block = idx.next_block;
                 let sealed = crypto::seal(
                     &dek.cipher(),
@@ -282,12 +330,13 @@ impl Vault {
                     &crypto::block_aad(self.config.vault_id.as_str(), subject, block),
                     &plain,
                 )?;
-                blocks.insert((subject, block), sealed.as_slice())?;
+                blocks.insert((no, block), sealed.as_slice())?;
                 idx.next_block += 1;
-                index.insert(subject, bcs::to_bytes(&idx)?.as_slice())?;
+                index.insert(no, bcs::to_bytes(&idx)?.as_slice())?;
                 summary.inserted += fresh.len() as u64;
                 summary.blocks += 1;
             }
+            meta.insert("next_subject_no", next_no.to_le_bytes().as_slice())?;
         }
         tx.commit()?;
         Ok(summary)
@@ -298,21 +347,40 @@ impl Vault {
     /// records are skipped. Returns `false` if the subject was unknown or already
     /// erased.
     pub fn erase_subject(&self, subject: &SubjectId, at_ms: u64) -> Result<bool, VaultError> {
+        let s = subject.as_str();
         let tx = self.db.begin_write()?;
         let erased = {
+            let mut meta = tx.open_table(META)?;
+            let mut nos = tx.open_table(SUBJECT_NOS)?;
+            let mut names = tx.open_table(SUBJECT_NAMES)?;
             let mut keys = tx.open_table(SUBJECT_KEYS)?;
             let mut index = tx.open_table(SUBJECT_INDEX)?;
-            let mut idx: SubjectIndex = match index.get(subject.as_str())? {
+            let existing = nos.get(s)?.map(|v| v.value());
+            let no = match existing {
+                Some(no) => no,
+                None => {
+                    // Remember the erasure so later imports of this subject are skipped.
+                    let no = match meta.get("next_subject_no")? {
+                        Some(v) => read_u64(v.value()),
+                        None => 0,
+                    };
+                    meta.insert("next_subject_no", (no + 1).to_le_bytes().as_slice())?;
+                    nos.insert(s, no)?;
+                    names.insert(no, s)?;
+                    no
+                }
+            };
+            let mut idx: SubjectIndex = match index.get(no)? {
                 Some(v) => bcs::from_bytes(v.value())?,
                 None => SubjectIndex::default(),
             };
             if idx.erased_at_ms.is_some() {
                 false
             } else {
-                let had_key = keys.remove(subject.as_str())?.is_some();
+                let had_key = keys.remove(no)?.is_some();
                 idx.erased_at_ms = Some(at_ms);
                 idx.digests = Vec::new();
-                index.insert(subject.as_str(), bcs::to_bytes(&idx)?.as_slice())?;
+                index.insert(no, bcs::to_bytes(&idx)?.as_slice())?;
                 had_key
             }
         };
@@ -323,10 +391,16 @@ impl Vault {
     /// Number of sealed blocks stored for a subject (they stay after erasure).
     pub fn stored_blocks(&self, subject: &SubjectId) -> Result<u64, VaultError> {
         let tx = self.db.begin_read()?;
+        let Some(no) = tx
+            .open_table(SUBJECT_NOS)?
+            .get(subject.as_str())?
+            .map(|v| v.value())
+        else {
+            return Ok(0);
+        };
         let blocks = tx.open_table(BLOCKS)?;
-        let s = subject.as_str();
         let mut n = 0;
-        for entry in blocks.range((s, 0)..=(s, u64::MAX))? {
+        for entry in blocks.range((no, 0)..=(no, u64::MAX))? {
             entry?;
             n += 1;
         }
@@ -341,31 +415,46 @@ impl Vault {
         block: u64,
     ) -> Result<Option<Vec<u8>>, VaultError> {
         let tx = self.db.begin_read()?;
+        let Some(no) = tx
+            .open_table(SUBJECT_NOS)?
+            .get(subject.as_str())?
+            .map(|v| v.value())
+        else {
+            return Ok(None);
+        };
         let blocks = tx.open_table(BLOCKS)?;
-        Ok(blocks
-            .get((subject.as_str(), block))?
-            .map(|v| v.value().to_vec()))
+        Ok(blocks.get((no, block))?.map(|v| v.value().to_vec()))
     }
 
     /// All records of one subject, decrypted, in import order.
     pub fn subject_records(&self, subject: &SubjectId) -> Result<Vec<Record>, VaultError> {
         let tx = self.db.begin_read()?;
+        let s = subject.as_str();
+        let Some(no) = tx.open_table(SUBJECT_NOS)?.get(s)?.map(|v| v.value()) else {
+            return Ok(Vec::new());
+        };
         let keys = tx.open_table(SUBJECT_KEYS)?;
         let blocks = tx.open_table(BLOCKS)?;
-        let s = subject.as_str();
-        let dek = match keys.get(s)? {
+        let dek = match keys.get(no)? {
             Some(w) => self.unwrap_dek(s, w.value())?,
             None => {
                 let index = tx.open_table(SUBJECT_INDEX)?;
-                return match index.get(s)? {
-                    Some(_) => Err(VaultError::Erased(s.to_owned())),
-                    None => Ok(Vec::new()),
+                let erased = match index.get(no)? {
+                    Some(v) => bcs::from_bytes::<SubjectIndex>(v.value())?
+                        .erased_at_ms
+                        .is_some(),
+                    None => false,
+                };
+                return if erased {
+                    Err(VaultError::Erased(s.to_owned()))
+                } else {
+                    Ok(Vec::new())
                 };
             }
         };
         let cipher = dek.cipher();
         let mut out = Vec::new();
-        for entry in blocks.range((s, 0)..=(s, u64::MAX))? {
+        for entry in blocks.range((no, 0)..=(no, u64::MAX))? {
             let (k, v) = entry?;
             let block = k.value().1;
             let plain = self.open_block(&cipher, s, block, v.value())?;
@@ -375,8 +464,9 @@ impl Vault {
         Ok(out)
     }
 
-    /// Visits every non-erased subject with its decrypted records, in subject order.
-    /// The callback may stop the scan early with `ControlFlow::Break`.
+    /// Visits every non-erased subject with its decrypted records, in the order
+    /// subjects were first imported. The callback may stop the scan early with
+    /// `ControlFlow::Break`.
     ///
     /// Any block that fails authentication aborts the scan with
     /// [`VaultError::Tampered`]: corrupted data is never handed to the callback.
@@ -391,63 +481,62 @@ impl Vault {
         auth.check_vault(&self.config.vault_id)?;
         let tx = self.db.begin_read()?;
         let keys = tx.open_table(SUBJECT_KEYS)?;
+        let names = tx.open_table(SUBJECT_NAMES)?;
         let blocks = tx.open_table(BLOCKS)?;
         let mut stats = ScanStats::default();
+        // Merge-join: blocks, keys and names are all ordered by subject number.
         let mut key_iter = keys.iter()?;
         let mut next_key = key_iter.next().transpose()?;
-        let mut current: Option<(String, Option<Aes256Gcm>)> = None;
+        let mut name_iter = names.iter()?;
+        let mut next_name = name_iter.next().transpose()?;
+        let mut current: Option<(u64, String, Option<Aes256Gcm>)> = None;
         let mut buffers: Vec<Vec<u8>> = Vec::new();
         for entry in blocks.iter()? {
             let (k, v) = entry?;
-            let (subject, block) = k.value();
-            if current.as_ref().map(|c| c.0.as_str()) != Some(subject) {
-                if let Some((name, Some(_))) = &current {
+            let (no, block) = k.value();
+            if current.as_ref().map(|c| c.0) != Some(no) {
+                if let Some((_, name, Some(_))) = &current {
                     if emit(name, &buffers, &mut stats, &mut visit)?.is_break() {
                         return Ok(stats);
                     }
                 }
                 buffers.clear();
-                // Merge-join with the key table (both sorted by subject).
-                while next_key
-                    .as_ref()
-                    .is_some_and(|(ks, _)| ks.value() < subject)
-                {
+                while next_key.as_ref().is_some_and(|(k, _)| k.value() < no) {
                     next_key = key_iter.next().transpose()?;
                 }
+                while next_name.as_ref().is_some_and(|(k, _)| k.value() < no) {
+                    next_name = name_iter.next().transpose()?;
+                }
+                let name = match &next_name {
+                    Some((k, n)) if k.value() == no => n.value().to_owned(),
+                    _ => {
+                        return Err(VaultError::Storage(format!(
+                            "subject number {no} has blocks but no name"
+                        )))
+                    }
+                };
                 let cipher = match &next_key {
-                    Some((ks, wrapped)) if ks.value() == subject => {
-                        Some(self.unwrap_dek(subject, wrapped.value())?.cipher())
+                    Some((k, wrapped)) if k.value() == no => {
+                        Some(self.unwrap_dek(&name, wrapped.value())?.cipher())
                     }
                     _ => {
                         stats.erased_subjects += 1;
                         None
                     }
                 };
-                current = Some((subject.to_owned(), cipher));
+                current = Some((no, name, cipher));
             }
-            if let Some((_, Some(cipher))) = &current {
-                let plain = self.open_block(cipher, subject, block, v.value())?;
+            if let Some((_, name, Some(cipher))) = &current {
+                let plain = self.open_block(cipher, name, block, v.value())?;
                 stats.blocks += 1;
                 stats.plaintext_bytes += plain.len() as u64;
                 buffers.push(plain);
             }
         }
-        if let Some((name, Some(_))) = &current {
+        if let Some((_, name, Some(_))) = &current {
             let _ = emit(name, &buffers, &mut stats, &mut visit)?;
         }
         Ok(stats)
-    }
-
-    fn record_digest(&self, subject: &str, record_bytes: &[u8]) -> [u8; 16] {
-        let mut h = Sha256::new();
-        h.update(self.digest_key);
-        h.update((subject.len() as u32).to_le_bytes());
-        h.update(subject.as_bytes());
-        h.update(record_bytes);
-        let full = h.finalize();
-        let mut d = [0u8; 16];
-        d.copy_from_slice(&full[..16]);
-        d
     }
 
     fn new_dek(&self, subject: &str) -> Result<(DataKey, Vec<u8>), VaultError> {
@@ -489,6 +578,120 @@ impl Vault {
             subject: subject.to_owned(),
             block,
         })
+    }
+}
+
+/// Records encoded and digested ahead of the write transaction: one byte arena per
+/// batch, so preparing allocates almost nothing per record.
+#[derive(Debug, Default)]
+pub struct PreparedBatch {
+    arena: Vec<u8>,
+    items: Vec<PreparedRecord>,
+}
+
+impl PreparedBatch {
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+#[derive(Debug)]
+struct PreparedRecord {
+    subject: SubjectId,
+    digest: [u8; 16],
+    start: usize,
+    end: usize,
+}
+
+/// Builds a [`PreparedBatch`]: BCS-encodes each record and computes its keyed
+/// digest (the deduplication key).
+#[derive(Debug)]
+pub struct BatchBuilder {
+    digest_key: [u8; 32],
+    batch: PreparedBatch,
+}
+
+impl BatchBuilder {
+    /// Adds an owned record.
+    pub fn push_record(&mut self, subject: SubjectId, record: &Record) -> Result<(), VaultError> {
+        self.push(subject, record)
+    }
+
+    /// Adds a borrowed record (same encoding as the owned one).
+    pub fn push_ref(
+        &mut self,
+        subject: SubjectId,
+        record: &RecordRef<'_>,
+    ) -> Result<(), VaultError> {
+        self.push(subject, record)
+    }
+
+    fn push<T: Serialize + ?Sized>(
+        &mut self,
+        subject: SubjectId,
+        record: &T,
+    ) -> Result<(), VaultError> {
+        let start = self.batch.arena.len();
+        bcs::serialize_into(&mut self.batch.arena, record)?;
+        let end = self.batch.arena.len();
+        let digest = record_digest(
+            &self.digest_key,
+            subject.as_str(),
+            &self.batch.arena[start..end],
+        );
+        self.batch.items.push(PreparedRecord {
+            subject,
+            digest,
+            start,
+            end,
+        });
+        Ok(())
+    }
+
+    /// Records added so far.
+    pub fn len(&self) -> usize {
+        self.batch.items.len()
+    }
+
+    /// Whether nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.batch.items.is_empty()
+    }
+
+    /// The batch, leaving the builder empty for the next one.
+    pub fn finish(&mut self) -> PreparedBatch {
+        std::mem::take(&mut self.batch)
+    }
+}
+
+/// Keyed digest of a record (truncated SHA-256 over key ‖ subject ‖ BCS bytes).
+fn record_digest(digest_key: &[u8; 32], subject: &str, record_bytes: &[u8]) -> [u8; 16] {
+    let mut h = Sha256::new();
+    h.update(digest_key);
+    h.update((subject.len() as u32).to_le_bytes());
+    h.update(subject.as_bytes());
+    h.update(record_bytes);
+    let full = h.finalize();
+    let mut d = [0u8; 16];
+    d.copy_from_slice(&full[..16]);
+    d
+}
+
+fn push_uleb128(out: &mut Vec<u8>, mut n: u64) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
     }
 }
 

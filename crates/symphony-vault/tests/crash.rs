@@ -125,7 +125,7 @@ fn sigkill_during_import_loses_no_acknowledged_batch_and_tears_none() {
             "round {round}: {n} records stored, {acked_max} acknowledged"
         );
         assert!(
-            n % BATCH == 0 || n == total,
+            n.is_multiple_of(BATCH) || n == total,
             "round {round}: {n} is not a whole number of batches"
         );
         eprintln!("round {round}: acked {acked}, stored {n} of {total}");

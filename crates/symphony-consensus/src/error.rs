@@ -72,6 +72,14 @@ pub enum ConsensusError {
     /// The leader returned a certificate that does not verify.
     #[error("leader returned an invalid certificate: {0}")]
     Certificate(#[from] CertificateError),
+    /// The command exceeds `tuning.max_command_bytes`; nothing was proposed.
+    #[error("command of {bytes} bytes exceeds the limit of {max_bytes} bytes")]
+    CommandTooLarge {
+        /// Size of the refused command.
+        bytes: usize,
+        /// The configured limit.
+        max_bytes: usize,
+    },
     /// The node was shut down.
     #[error("consensus node is shut down")]
     Shutdown,

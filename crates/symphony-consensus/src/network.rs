@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::RPCOption;
 use openraft::raft::{
@@ -25,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::certificate::{CommitCertificate, SignedStatement};
-use crate::transport::{read_frame, write_frame, BoxStream, TransportSecurity};
+use crate::transport::{read_frame, write_frame, BoxStream, TransportSecurity, MAX_FRAME_BYTES};
 use crate::types::{NodeId, TypeConfig};
 
 /// Requests between masters.
@@ -90,6 +91,9 @@ pub(crate) enum CallError {
     },
     #[error("unexpected response from {addr}")]
     Unexpected { addr: String },
+    /// The encoded request exceeds the frame limit; it was not sent.
+    #[error("request of {bytes} bytes exceeds the frame limit")]
+    TooLarge { bytes: usize },
 }
 
 /// A client connection to one peer, reconnecting lazily after any failure.
@@ -132,6 +136,11 @@ impl RpcClient {
             addr: addr.clone(),
             source,
         })?;
+        if payload.len() > MAX_FRAME_BYTES {
+            return Err(CallError::TooLarge {
+                bytes: payload.len(),
+            });
+        }
         let conn =
             match &mut self.conn {
                 Some(conn) => conn,
@@ -198,12 +207,17 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        let entry_count = rpc.entries.len() as u64;
         let request = RpcRequest::AppendEntries(rpc);
         match self.client.call(&request, option.hard_ttl()).await {
             Ok(RpcResponse::AppendEntries(r)) => {
                 r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
             }
             Ok(_) => Err(self.unexpected()),
+            // openraft retries with at most this many entries.
+            Err(CallError::TooLarge { .. }) if entry_count > 1 => Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(entry_count / 2),
+            )),
             Err(e) => Err(to_rpc_error(e)),
         }
     }

@@ -26,7 +26,7 @@ use crate::network::{
 use crate::sm_store::{AppliedRoot, SmStore};
 use crate::state_machine::{ReplicatedStateMachine, StateRoot};
 use crate::store::{self, LogStore, Writer};
-use crate::transport::TransportSecurity;
+use crate::transport::{TransportSecurity, MAX_FRAME_BYTES};
 use crate::types::{CommandBatch, NodeId, TypeConfig};
 
 /// One master of the cluster, as every member knows it.
@@ -55,6 +55,10 @@ pub struct Tuning {
     pub write_timeout_ms: u64,
     /// Most client commands grouped into one log entry.
     pub max_batch_commands: usize,
+    /// Largest command accepted by `client_write`; a batch stops growing past
+    /// `max_batch_commands` commands or about 4 such commands' worth of bytes, so one log
+    /// entry always fits in an RPC frame.
+    pub max_command_bytes: usize,
     /// Most log entries proposed and not yet applied by this leader's batcher. Small on
     /// purpose: every entry costs one signature per master and two verifications per
     /// statement, so fewer, larger entries give both higher throughput and lower latency
@@ -72,6 +76,7 @@ impl Default for Tuning {
             log_entries_kept_after_snapshot: 1_000,
             write_timeout_ms: 5_000,
             max_batch_commands: 1_024,
+            max_command_bytes: 1024 * 1024,
             max_batches_in_flight: 2,
         }
     }
@@ -114,6 +119,12 @@ impl ConsensusConfig {
             return Err(ConsensusError::Config(
                 "tuning.max_batch_commands and tuning.max_batches_in_flight must be > 0".into(),
             ));
+        }
+        if t.max_command_bytes == 0 || t.max_command_bytes > MAX_FRAME_BYTES / 8 {
+            return Err(ConsensusError::Config(format!(
+                "tuning.max_command_bytes must be in 1..={}",
+                MAX_FRAME_BYTES / 8
+            )));
         }
         Ok(())
     }
@@ -194,6 +205,7 @@ struct NodeInner<S> {
     members: BTreeMap<NodeId, MemberConfig>,
     security: TransportSecurity,
     write_timeout: Duration,
+    max_command_bytes: usize,
     /// Idle connections for forwarding writes, by leader id.
     forward_pool: Mutex<BTreeMap<NodeId, Vec<RpcClient>>>,
 }
@@ -266,6 +278,7 @@ impl<S: ReplicatedStateMachine> ConsensusNode<S> {
             members: config.members.clone(),
             security: config.transport.clone(),
             write_timeout: Duration::from_millis(config.tuning.write_timeout_ms),
+            max_command_bytes: config.tuning.max_command_bytes,
             forward_pool: Mutex::new(BTreeMap::new()),
         });
 
@@ -292,6 +305,7 @@ impl<S: ReplicatedStateMachine> ConsensusNode<S> {
             raft,
             batch_rx,
             config.tuning.max_batch_commands,
+            config.tuning.max_command_bytes * 4,
             config.tuning.max_batches_in_flight,
         )));
         tasks.push(tokio::spawn(serve(
@@ -336,6 +350,12 @@ impl<S: ReplicatedStateMachine> ConsensusNode<S> {
         &self,
         command: Vec<u8>,
     ) -> Result<(Vec<u8>, CommitCertificate), ConsensusError> {
+        if command.len() > self.inner.max_command_bytes {
+            return Err(ConsensusError::CommandTooLarge {
+                bytes: command.len(),
+                max_bytes: self.inner.max_command_bytes,
+            });
+        }
         let deadline = Instant::now() + self.inner.write_timeout;
         match tokio::time::timeout_at(deadline, self.inner.write_until_final(command, deadline))
             .await
@@ -634,6 +654,13 @@ impl<S: ReplicatedStateMachine> RpcHandler for NodeInner<S> {
                 RpcResponse::InstallSnapshot(self.raft.install_snapshot(rpc).await)
             }
             RpcRequest::ForwardWrite { command } => {
+                if command.len() > self.max_command_bytes {
+                    return RpcResponse::ForwardWrite(Err(ForwardRefusal::Failed(format!(
+                        "command of {} bytes exceeds {}",
+                        command.len(),
+                        self.max_command_bytes
+                    ))));
+                }
                 if self.current_leader() != Some(self.node_id) {
                     return RpcResponse::ForwardWrite(Err(ForwardRefusal::NotLeader {
                         leader: self.current_leader(),
@@ -705,6 +732,7 @@ async fn run_batcher(
     raft: Raft<TypeConfig>,
     mut rx: mpsc::Receiver<PendingWrite>,
     max_batch_commands: usize,
+    max_batch_bytes: usize,
     max_batches_in_flight: usize,
 ) {
     let in_flight = Arc::new(Semaphore::new(max_batches_in_flight));
@@ -715,10 +743,14 @@ async fn run_batcher(
         let Some(first) = rx.recv().await else {
             return;
         };
+        let mut batch_bytes = first.command.len();
         let mut batch = vec![first];
-        while batch.len() < max_batch_commands {
+        while batch.len() < max_batch_commands && batch_bytes < max_batch_bytes {
             match rx.try_recv() {
-                Ok(w) => batch.push(w),
+                Ok(w) => {
+                    batch_bytes += w.command.len();
+                    batch.push(w);
+                }
                 Err(_) => break,
             }
         }

@@ -108,3 +108,57 @@ async fn writes_from_any_node_commit_with_final_certificates() {
         .unwrap();
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn garbage_from_the_network_and_oversized_commands_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let test = async {
+        let cluster = Cluster::start(Tuning::default()).await;
+        let node = cluster.node(2);
+
+        // A well-framed but undecodable request gets an answer, and the connection lives.
+        let mut stream = tokio::net::TcpStream::connect(node.local_addr())
+            .await
+            .unwrap();
+        let garbage = [0xffu8; 16];
+        stream
+            .write_all(&(garbage.len() as u32).to_be_bytes())
+            .await
+            .unwrap();
+        stream.write_all(&garbage).await.unwrap();
+        let mut len = [0u8; 4];
+        stream.read_exact(&mut len).await.unwrap();
+        assert!(u32::from_be_bytes(len) > 0, "a BadRequest answer");
+
+        // A frame length above the limit closes the connection without reading it.
+        let mut stream = tokio::net::TcpStream::connect(node.local_addr())
+            .await
+            .unwrap();
+        stream.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .unwrap();
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "connection closed: {read:?}"
+        );
+
+        // Oversized commands are refused before anything is proposed.
+        let too_big = vec![0u8; Tuning::default().max_command_bytes + 1];
+        let refused = node.client_write(too_big).await;
+        assert!(matches!(
+            refused,
+            Err(symphony_consensus::ConsensusError::CommandTooLarge { .. })
+        ));
+
+        // The cluster is unaffected.
+        let (response, certificate) = node.client_write(command(7)).await.unwrap();
+        assert_eq!(response, 1u32.to_be_bytes().to_vec());
+        assert!(certificate.is_final(&cluster.keys));
+        cluster.shutdown().await;
+    };
+    tokio::time::timeout(Duration::from_secs(60), test)
+        .await
+        .unwrap();
+}

@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use redb::ReadableTable;
@@ -307,27 +307,47 @@ fn diagnose(
 /// Reads non-blank lines, calling `f(line_number, bytes)`.
 fn for_each_line(
     file: &Path,
-    mut f: impl FnMut(u64, &[u8]) -> Result<(), ImportError>,
+    f: impl FnMut(u64, &[u8]) -> Result<(), ImportError>,
 ) -> Result<(), ImportError> {
+    for_each_line_in(file, 0, u64::MAX, f).map(|_| ())
+}
+
+/// Like [`for_each_line`] for the lines that *start* at a byte offset in
+/// `[start, end)`, numbered from 1 within the range. Returns the number of lines
+/// (blank ones included) in the range.
+fn for_each_line_in(
+    file: &Path,
+    start: u64,
+    end: u64,
+    mut f: impl FnMut(u64, &[u8]) -> Result<(), ImportError>,
+) -> Result<u64, ImportError> {
     let io = |source| ImportError::Io {
         file: file.to_owned(),
         source,
     };
     let mut reader = BufReader::with_capacity(1 << 20, File::open(file).map_err(io)?);
     let mut buf = Vec::with_capacity(512);
+    let mut offset = 0u64;
+    if start > 0 {
+        // Skip the rest of the line that starts before `start`.
+        reader.seek(SeekFrom::Start(start - 1)).map_err(io)?;
+        offset = start - 1 + reader.read_until(b'\n', &mut buf).map_err(io)? as u64;
+    }
     let mut line_no = 0u64;
-    loop {
+    while offset < end {
         buf.clear();
         let n = reader.read_until(b'\n', &mut buf).map_err(io)?;
         if n == 0 {
-            return Ok(());
+            break;
         }
+        offset += n as u64;
         line_no += 1;
         let line = buf.trim_ascii();
         if !line.is_empty() {
             f(line_no, line)?;
         }
     }
+    Ok(line_no)
 }
 
 fn row_error(file: &Path, line: u64, field: impl Into<String>, reason: String) -> ImportError {
@@ -355,16 +375,67 @@ fn parse_line<T>(
     Ok(use_record(subject, record))
 }
 
+/// Files above this size are validated by two threads, one per half.
+const PARALLEL_VALIDATION_BYTES: u64 = 4 << 20;
+
 /// Pass 1 alone: parses and validates every line of a record file without
-/// writing anything. Returns the number of lines (a dry run for the CLI).
+/// writing anything (two threads for large files). Returns the number of the last
+/// non-blank line. The error reported is the first malformed row in file order.
 pub fn validate_records(
     file: &Path,
     progress: &mut dyn FnMut(&ImportProgress<'_>),
 ) -> Result<u64, ImportError> {
-    let mut lines_total = 0u64;
-    for_each_line(file, |line_no, line| {
+    let len = std::fs::metadata(file)
+        .map_err(|source| ImportError::Io {
+            file: file.to_owned(),
+            source,
+        })?
+        .len();
+    if len < PARALLEL_VALIDATION_BYTES {
+        return validate_range(file, 0, u64::MAX, progress).map(|(_, last)| last);
+    }
+    let mid = len / 2;
+    let (first, second) = std::thread::scope(|scope| {
+        let second = scope.spawn(move || validate_range(file, mid, u64::MAX, &mut |_| {}));
+        let first = validate_range(file, 0, mid, progress);
+        (first, second.join())
+    });
+    let (first_lines, first_last) = first?;
+    let shift = |line: u64| line + first_lines;
+    match second {
+        Ok(Ok((_, 0))) => Ok(first_last),
+        Ok(Ok((_, last))) => Ok(shift(last)),
+        Ok(Err(ImportError::Row {
+            file,
+            line,
+            field,
+            reason,
+        })) => Err(ImportError::Row {
+            file,
+            line: shift(line),
+            field,
+            reason,
+        }),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ImportError::Io {
+            file: file.to_owned(),
+            source: std::io::Error::other("validation thread panicked"),
+        }),
+    }
+}
+
+/// Validates the lines starting in `[start, end)`: (lines in range, last non-blank
+/// line number within the range, 0 if none).
+fn validate_range(
+    file: &Path,
+    start: u64,
+    end: u64,
+    progress: &mut dyn FnMut(&ImportProgress<'_>),
+) -> Result<(u64, u64), ImportError> {
+    let mut last = 0u64;
+    let lines = for_each_line_in(file, start, end, |line_no, line| {
         parse_line(file, line_no, line, |_, _| ())?;
-        lines_total = line_no;
+        last = line_no;
         if line_no % 1_000_000 == 0 {
             progress(&ImportProgress {
                 file,
@@ -376,7 +447,7 @@ pub fn validate_records(
         }
         Ok(())
     })?;
-    Ok(lines_total)
+    Ok((lines, last))
 }
 
 type Batch = (PreparedBatch, u64);

@@ -348,3 +348,37 @@ fn malformed_rows_name_file_line_field_and_change_nothing() {
         .changes()
         .is_empty());
 }
+
+#[test]
+fn large_files_are_validated_in_two_halves_with_exact_line_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.jsonl");
+    let n = 30_000u64; // ~5.7 MB: above the two-thread threshold
+    let write = |bad_at: Option<u64>| {
+        let mut text = String::new();
+        for line in 1..=n {
+            if Some(line) == bad_at {
+                text.push_str(&GOOD.replace("\"SGD\"", "\"S1D\""));
+            } else {
+                text.push_str(GOOD);
+            }
+            text.push('\n');
+        }
+        std::fs::write(&file, text).unwrap();
+    };
+    write(None);
+    assert!(std::fs::metadata(&file).unwrap().len() > 4 << 20);
+    assert_eq!(
+        symphony_vault::validate_records(&file, &mut |_| {}).unwrap(),
+        n
+    );
+    for bad in [1, 100, n / 2, n / 2 + 1, 20_001, n] {
+        write(Some(bad));
+        match symphony_vault::validate_records(&file, &mut |_| {}) {
+            Err(ImportError::Row { line, field, .. }) => {
+                assert_eq!((line, field.as_str()), (bad, "currency"))
+            }
+            other => panic!("bad row at {bad}: {other:?}"),
+        }
+    }
+}

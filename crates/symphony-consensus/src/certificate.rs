@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 
 use crate::state_machine::StateRoot;
 use crate::NodeId;
@@ -294,6 +294,8 @@ struct CollectorState {
     finals: BTreeMap<u64, CommitCertificate>,
     evidence: Vec<EquivocationEvidence>,
     final_index: Option<u64>,
+    /// `await_final` callers, woken only when their own index becomes final.
+    waiters: BTreeMap<u64, Vec<oneshot::Sender<CommitCertificate>>>,
 }
 
 /// Gathers signed statements from all masters and builds final certificates.
@@ -301,17 +303,14 @@ struct CollectorState {
 pub struct CertificateCollector {
     keys: MasterKeys,
     state: Mutex<CollectorState>,
-    final_index_tx: watch::Sender<Option<u64>>,
 }
 
 impl CertificateCollector {
     /// An empty collector for the given master keys.
     pub fn new(keys: MasterKeys) -> Self {
-        let (final_index_tx, _) = watch::channel(None);
         Self {
             keys,
             state: Mutex::new(CollectorState::default()),
-            final_index_tx,
         }
     }
 
@@ -378,9 +377,13 @@ impl CertificateCollector {
         state.finals.insert(index, certificate.clone());
         let new_final = state.final_index.map_or(index, |f| f.max(index));
         state.final_index = Some(new_final);
+        let waiters = state.waiters.remove(&index).unwrap_or_default();
         Self::prune(&mut state, new_final);
         drop(state);
-        self.final_index_tx.send_replace(Some(new_final));
+        for waiter in waiters {
+            // A waiter that timed out has dropped its receiver; nothing to do.
+            let _ = waiter.send(certificate.clone());
+        }
         Ok(AddOutcome::Finalized(certificate))
     }
 
@@ -407,6 +410,10 @@ impl CertificateCollector {
         let keep_from = final_index.saturating_sub(RETAINED_INDICES);
         state.statements = state.statements.split_off(&keep_from);
         state.finals = state.finals.split_off(&keep_from);
+        state.waiters.retain(|_, waiting| {
+            waiting.retain(|w| !w.is_closed());
+            !waiting.is_empty()
+        });
     }
 
     /// Highest log index with a final certificate. Only state up to here is delivered.
@@ -430,20 +437,20 @@ impl CertificateCollector {
         log_index: u64,
         timeout: Duration,
     ) -> Result<CommitCertificate, AwaitFinalError> {
-        let mut final_rx = self.final_index_tx.subscribe();
-        let wait = async {
-            loop {
-                if let Some(certificate) = self.certificate(log_index) {
-                    return Ok(certificate);
-                }
-                if final_rx.changed().await.is_err() {
-                    return Err(AwaitFinalError::Closed);
-                }
+        let final_rx = {
+            let mut state = self.lock();
+            if let Some(certificate) = state.finals.get(&log_index) {
+                return Ok(certificate.clone());
             }
+            let (tx, rx) = oneshot::channel();
+            state.waiters.entry(log_index).or_default().push(tx);
+            rx
         };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| AwaitFinalError::Timeout { log_index })?
+        match tokio::time::timeout(timeout, final_rx).await {
+            Ok(Ok(certificate)) => Ok(certificate),
+            Ok(Err(_)) => Err(AwaitFinalError::Closed),
+            Err(_) => Err(AwaitFinalError::Timeout { log_index }),
+        }
     }
 }
 

@@ -104,7 +104,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(ImportOptions::default().batch_records);
-    let s = import_records(&vault, file, &ImportOptions { batch_records }, &mut |p| {
+    let options = ImportOptions {
+        batch_records,
+        ..ImportOptions::default()
+    };
+    let s = import_records(&vault, file, &options, &mut |p| {
         if p.phase == ImportPhase::Writing && validated_at.is_none() {
             validated_at = Some(t.elapsed().as_secs_f64());
         }

@@ -31,12 +31,18 @@ pub const PRIOR_SPEND_TASK: &str = "import/prior-spend";
 pub struct ImportOptions {
     /// Records per write transaction (the unit that is atomic and acknowledged).
     pub batch_records: usize,
+    /// Validate the whole file before writing anything (default). With `false` the
+    /// import is one pass (faster), and a malformed row stops it after the batches
+    /// before it were committed: the Vault then holds a prefix of whole batches,
+    /// not its state before the import.
+    pub validate_first: bool,
 }
 
 impl Default for ImportOptions {
     fn default() -> Self {
         ImportOptions {
             batch_records: 50_000,
+            validate_first: true,
         }
     }
 }
@@ -463,17 +469,23 @@ pub fn import_records(
     progress: &mut dyn FnMut(&ImportProgress<'_>),
 ) -> Result<ImportSummary, ImportError> {
     let batch_records = options.batch_records.max(1);
-    let lines_total = validate_records(file, progress)?;
+    let lines_total = if options.validate_first {
+        validate_records(file, progress)?
+    } else {
+        0
+    };
     let mut summary = ImportSummary::default();
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch, ImportError>>(2);
         let parser = scope.spawn(move || {
             let mut batch = vault.batch_builder();
             let mut rows = 0u64;
+            let mut last_line = 0u64;
             let result = for_each_line(file, |line_no, line| {
                 parse_line(file, line_no, line, |s, r| batch.push_ref(s, &r))?
                     .map_err(ImportError::Vault)?;
                 rows += 1;
+                last_line = line_no;
                 if batch.len() >= batch_records && tx.send(Ok((batch.finish(), line_no))).is_err() {
                     // The writer stopped; it reports why.
                     return Err(ImportError::Io {
@@ -484,7 +496,7 @@ pub fn import_records(
                 Ok(())
             });
             let last = match result {
-                Ok(()) if !batch.is_empty() => Ok((batch.finish(), lines_total)),
+                Ok(()) if !batch.is_empty() => Ok((batch.finish(), last_line)),
                 Ok(()) => return rows,
                 Err(e) => Err(e),
             };

@@ -32,6 +32,10 @@ pub(crate) const SUBJECT_INDEX: TableDefinition<u64, &[u8]> = TableDefinition::n
 pub(crate) const BLOCKS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("blocks");
 
 const FORMAT: &[u8] = b"symphony-vault/v1";
+/// The database file inside a Vault directory.
+pub const DB_FILE: &str = "vault.redb";
+/// The key file inside a Vault directory.
+pub const KEY_FILE: &str = "vault.key";
 const KEY_CHECK_PLAINTEXT: &[u8] = b"symphony-vault key check";
 
 /// Parameters fixed when a Vault is created.
@@ -210,6 +214,38 @@ impl Vault {
             digest_key: key.digest_key(),
             dek_rng: Mutex::new(ChaCha20Rng::from_seed(seed.finalize().into())),
         })
+    }
+
+    /// Creates a Vault directory for the CLI: `DIR/vault.redb` and the key file
+    /// `DIR/vault.key` (64 hex characters, fresh from `rng`; the caller protects it).
+    pub fn create_dir<R: rand::RngCore + rand::CryptoRng>(
+        dir: &Path,
+        config: VaultConfig,
+        rng: &mut R,
+    ) -> Result<Vault, VaultError> {
+        std::fs::create_dir_all(dir).map_err(|source| VaultError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let key_path = dir.join(KEY_FILE);
+        if key_path.exists() {
+            return Err(VaultError::NotAVault {
+                path: key_path,
+                reason: "refusing to overwrite an existing Vault key",
+            });
+        }
+        let key = VaultKey::generate(rng);
+        let mut entropy = [0u8; 32];
+        rng.fill_bytes(&mut entropy);
+        let vault = Vault::create(&dir.join(DB_FILE), config, &key, entropy)?;
+        key.save(&key_path)?;
+        Ok(vault)
+    }
+
+    /// Opens a Vault directory made by [`Vault::create_dir`].
+    pub fn open_dir(dir: &Path, entropy: [u8; 32]) -> Result<Vault, VaultError> {
+        let key = VaultKey::load(&dir.join(KEY_FILE))?;
+        Vault::open(&dir.join(DB_FILE), &key, entropy)
     }
 
     /// The Vault's configuration.

@@ -181,7 +181,10 @@ fn imported_vaults_give_the_audience_the_plaintext_files_give() {
         let s = import_file(
             &vault,
             file,
-            &ImportOptions { batch_records: 500 },
+            &ImportOptions {
+                batch_records: 500,
+                ..ImportOptions::default()
+            },
             &mut |p| last = p.lines_done,
         )
         .unwrap();
@@ -232,7 +235,10 @@ fn reimport_does_not_duplicate() {
     let second = import_records(
         &vault,
         file,
-        &ImportOptions { batch_records: 77 },
+        &ImportOptions {
+            batch_records: 77,
+            ..ImportOptions::default()
+        },
         &mut |_| {},
     )
     .unwrap();
@@ -308,7 +314,10 @@ fn malformed_rows_name_file_line_field_and_change_nothing() {
         let err = import_records(
             &vault,
             &file,
-            &ImportOptions { batch_records: 1 },
+            &ImportOptions {
+                batch_records: 1,
+                ..ImportOptions::default()
+            },
             &mut |_| {},
         )
         .unwrap_err();
@@ -381,4 +390,29 @@ fn large_files_are_validated_in_two_halves_with_exact_line_numbers() {
             other => panic!("bad row at {bad}: {other:?}"),
         }
     }
+}
+
+#[test]
+fn single_pass_import_stops_at_a_malformed_row_after_whole_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = create(&dir.path().join("v.redb"), "vault-a");
+    let file = dir.path().join("f.jsonl");
+    let good = |i: u64| GOOD.replace("\"ts_ms\":5", &format!("\"ts_ms\":{i}"));
+    let text = format!(
+        "{}\n{}\n{}\n{{\"kind\":\"x\"}}\n{}\n",
+        good(1),
+        good(2),
+        good(3),
+        good(4)
+    );
+    std::fs::write(&file, text).unwrap();
+    let options = ImportOptions {
+        batch_records: 2,
+        validate_first: false,
+    };
+    let err = import_records(&vault, &file, &options, &mut |_| {}).unwrap_err();
+    assert!(matches!(&err, ImportError::Row { line: 4, .. }), "{err}");
+    // Lines 1-2 formed a whole committed batch; line 3 was in the unfinished one.
+    let have = dump(&vault);
+    assert_eq!(have["s-1"].len(), 2);
 }

@@ -378,3 +378,24 @@ fn concurrent_reserves_never_overspend() {
     assert_eq!(granted, total_reserved);
     assert_eq!(granted, 200 * 3);
 }
+
+#[test]
+fn vault_directory_round_trip() {
+    use rand::SeedableRng;
+    let dir = tempfile::tempdir().unwrap();
+    let vdir = dir.path().join("v1");
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+    let vault = Vault::create_dir(&vdir, config("vault-a"), &mut rng).unwrap();
+    vault
+        .insert_batch(&[(sid("a"), purchase("Starbucks", 1, 2))])
+        .unwrap();
+    drop(vault);
+    assert!(Vault::create_dir(&vdir, config("vault-a"), &mut rng).is_err());
+    let vault = Vault::open_dir(&vdir, [0; 32]).unwrap();
+    assert_eq!(vault.subject_records(&sid("a")).unwrap().len(), 1);
+    std::fs::write(vdir.join("vault.key"), "zz").unwrap();
+    assert!(matches!(
+        Vault::open_dir(&vdir, [0; 32]),
+        Err(VaultError::BadKeyFile { .. })
+    ));
+}

@@ -26,7 +26,10 @@ fn run(args: &[String]) -> Result<(), String> {
     import_records(
         &vault,
         Path::new(file),
-        &ImportOptions { batch_records },
+        &ImportOptions {
+            batch_records,
+            ..ImportOptions::default()
+        },
         &mut |p| {
             if p.phase == ImportPhase::Writing {
                 // Printed only after the batch's transaction committed.

@@ -38,6 +38,51 @@ pub struct AdmissionReply {
     pub snapshot_commitment: Digest,
 }
 
+/// What a master needs from an enterprise node: the narrow boundary between the
+/// two node types (in process for the embedded network, over the network when
+/// deployed).
+pub trait EnterpriseEndpoint {
+    /// The hosted Vault.
+    fn vault_id(&self) -> &VaultId;
+    /// Admission: authorization check and budget reservation for consenting subjects.
+    fn admission_reserve(
+        &self,
+        task_id: &TaskId,
+        actor: &ActorId,
+        class: TaskClass,
+        scope: UsageScope,
+        epsilon: Epsilon,
+        at_ms: u64,
+    ) -> Result<AdmissionReply, NodeError>;
+    /// Executes one slice in the enclave.
+    fn execute_slice(&self, assignment: &SliceAssignment) -> Result<SliceResultBundle, NodeError>;
+    /// Releases the task's reservations (failure before execution).
+    fn release(&self, task_id: &TaskId) -> Result<u64, NodeError>;
+}
+
+impl EnterpriseEndpoint for EnterpriseNode {
+    fn vault_id(&self) -> &VaultId {
+        EnterpriseNode::vault_id(self)
+    }
+    fn admission_reserve(
+        &self,
+        task_id: &TaskId,
+        actor: &ActorId,
+        class: TaskClass,
+        scope: UsageScope,
+        epsilon: Epsilon,
+        at_ms: u64,
+    ) -> Result<AdmissionReply, NodeError> {
+        EnterpriseNode::admission_reserve(self, task_id, actor, class, scope, epsilon, at_ms)
+    }
+    fn execute_slice(&self, assignment: &SliceAssignment) -> Result<SliceResultBundle, NodeError> {
+        EnterpriseNode::execute_slice(self, assignment)
+    }
+    fn release(&self, task_id: &TaskId) -> Result<u64, NodeError> {
+        EnterpriseNode::release(self, task_id)
+    }
+}
+
 /// An enterprise node hosting one Vault.
 pub struct EnterpriseNode {
     vault: Vault,

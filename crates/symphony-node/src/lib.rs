@@ -55,6 +55,9 @@ pub enum NodeError {
     /// Encoding failure.
     #[error("encoding: {0}")]
     Encoding(String),
+    /// The node did not answer (down, partitioned, timed out).
+    #[error("enterprise node {0} is unreachable")]
+    Unavailable(String),
     /// IO failure.
     #[error("io: {0}")]
     Io(String),

@@ -30,8 +30,9 @@ use symphony_vault::{
 };
 
 use crate::aggregation::{aggregate, AggregationParams, SelectionPolicy};
+use crate::bundle::SliceResultBundle;
 use crate::bundle::{aggregation_code_identity, slice_code_identity, SliceAssignment};
-use crate::enterprise::EnterpriseNode;
+use crate::enterprise::{AdmissionReply, EnterpriseEndpoint, EnterpriseNode};
 use crate::replication::{LocalReplicator, Replicator};
 use crate::verify::{verify_aggregate, verify_slice};
 use crate::NodeError;
@@ -219,18 +220,36 @@ fn apply_tamper(
 }
 
 /// The embedded network.
+/// The master-side services every master runs: the replicated state machine,
+/// the aggregation enclave, the attestation verifier, the settlement ledger, the
+/// policy and semantic registries and the registered callers. The embedded network
+/// and a deployed master use this same code.
+pub struct MasterServices {
+    /// The replicated master state machine.
+    pub masters: Box<dyn Replicator + Send>,
+    /// The aggregation runtime's enclave.
+    pub aggregator: SoftwareEnclave,
+    /// Verifier of attestation evidence.
+    pub verifier: SoftwareAttestationVerifier,
+    /// Settlement ledger.
+    pub ledger: Box<dyn SettlementLedger + Send>,
+    /// Policy versions.
+    pub policy: PolicyRegistry,
+    /// Semantic registry.
+    pub semantic: SemanticRegistry,
+    /// Registered task submitters and their public keys.
+    pub advertisers: BTreeMap<ActorId, [u8; 32]>,
+    /// "Now", ms (the leader's injected time).
+    pub now_ms: u64,
+    next_task: u64,
+}
+
+/// The embedded network.
 pub struct EmbeddedNetwork {
-    /// Masters.
-    pub masters: LocalReplicator,
+    /// The masters' services.
+    pub master: MasterServices,
     /// Enterprise nodes.
     pub enterprises: Vec<EnterpriseNode>,
-    aggregator: SoftwareEnclave,
-    verifier: SoftwareAttestationVerifier,
-    /// Settlement ledger.
-    pub ledger: RedbLedger,
-    policy: PolicyRegistry,
-    semantic: SemanticRegistry,
-    advertisers: BTreeMap<ActorId, [u8; 32]>,
     /// Enterprise nodes that are down (fault injection).
     pub down: BTreeSet<VaultId>,
     /// Tamper with the first Vault's bundle before verification (fault injection).
@@ -238,9 +257,65 @@ pub struct EmbeddedNetwork {
     seed: u64,
     /// The generated data set.
     pub generated: GenerateSummary,
-    /// "Now", ms.
-    pub now_ms: u64,
-    next_task: u64,
+}
+
+/// An enterprise endpoint that is down: every call fails as unreachable.
+struct Unreachable<'a>(&'a VaultId);
+
+impl EnterpriseEndpoint for Unreachable<'_> {
+    fn vault_id(&self) -> &VaultId {
+        self.0
+    }
+    fn admission_reserve(
+        &self,
+        _: &TaskId,
+        _: &ActorId,
+        _: TaskClass,
+        _: UsageScope,
+        _: Epsilon,
+        _: u64,
+    ) -> Result<AdmissionReply, NodeError> {
+        Err(NodeError::Unavailable(self.0.to_string()))
+    }
+    fn execute_slice(&self, _: &SliceAssignment) -> Result<SliceResultBundle, NodeError> {
+        Err(NodeError::Unavailable(self.0.to_string()))
+    }
+    fn release(&self, _: &TaskId) -> Result<u64, NodeError> {
+        Err(NodeError::Unavailable(self.0.to_string()))
+    }
+}
+
+/// An endpoint whose bundles are corrupted in transit.
+struct Tampering<'a> {
+    inner: &'a EnterpriseNode,
+    tamper: Tamper,
+    seed: u64,
+}
+
+impl EnterpriseEndpoint for Tampering<'_> {
+    fn vault_id(&self) -> &VaultId {
+        self.inner.vault_id()
+    }
+    fn admission_reserve(
+        &self,
+        task: &TaskId,
+        actor: &ActorId,
+        class: TaskClass,
+        scope: UsageScope,
+        epsilon: Epsilon,
+        at_ms: u64,
+    ) -> Result<AdmissionReply, NodeError> {
+        self.inner
+            .admission_reserve(task, actor, class, scope, epsilon, at_ms)
+    }
+    fn execute_slice(&self, a: &SliceAssignment) -> Result<SliceResultBundle, NodeError> {
+        self.inner
+            .execute_slice(a)
+            .map(|b| apply_tamper(b, Some(self.tamper), self.seed))
+    }
+    fn release(&self, task: &TaskId) -> Result<u64, NodeError> {
+        EnterpriseEndpoint::release(self.inner, task)
+    }
 }
 
 fn key_from(seed: u64, label: &str) -> SigningKey {
@@ -390,20 +465,22 @@ impl EmbeddedNetwork {
             ),
         );
         Ok(EmbeddedNetwork {
-            masters: LocalReplicator::new(params.seed),
+            master: MasterServices {
+                masters: Box::new(LocalReplicator::new(params.seed)),
+                aggregator,
+                verifier,
+                ledger: Box::new(ledger),
+                policy,
+                semantic: SemanticRegistry::catalog_v1(),
+                advertisers: adv_keys,
+                now_ms: params.now_ms,
+                next_task: 0,
+            },
             enterprises,
-            aggregator,
-            verifier,
-            ledger,
-            policy,
-            semantic: SemanticRegistry::catalog_v1(),
-            advertisers: adv_keys,
             down: BTreeSet::new(),
             tamper: None,
             seed: params.seed,
             generated,
-            now_ms: params.now_ms,
-            next_task: 0,
         })
     }
 
@@ -412,6 +489,41 @@ impl EmbeddedNetwork {
         (&self.generated.vault_files, &self.generated.consent_file)
     }
 
+    /// Runs a campaign through the masters over this network's enterprise nodes,
+    /// with the configured faults.
+    pub fn run_campaign(
+        &mut self,
+        req: &SignedRequest,
+        obs: &mut dyn Observer,
+    ) -> Result<CampaignOutcome, NodeError> {
+        let unreachable: Vec<Unreachable<'_>> = self
+            .enterprises
+            .iter()
+            .map(|e| Unreachable(e.vault_id()))
+            .collect();
+        let tampering = self
+            .tamper
+            .zip(self.enterprises.first())
+            .map(|(t, e)| Tampering {
+                inner: e,
+                tamper: t,
+                seed: self.seed,
+            });
+        let mut endpoints: Vec<&dyn EnterpriseEndpoint> = Vec::new();
+        for (i, e) in self.enterprises.iter().enumerate() {
+            if self.down.contains(e.vault_id()) {
+                endpoints.push(&unreachable[i]);
+            } else if let (0, Some(t)) = (i, &tampering) {
+                endpoints.push(t);
+            } else {
+                endpoints.push(e);
+            }
+        }
+        self.master.run_campaign(&endpoints, req, obs)
+    }
+}
+
+impl MasterServices {
     fn submit(&mut self, c: Command) -> Result<crate::replication::Committed, NodeError> {
         Ok(self.masters.submit(c)?)
     }
@@ -446,6 +558,7 @@ impl EmbeddedNetwork {
     /// settlement → delivery.
     pub fn run_campaign(
         &mut self,
+        enterprises: &[&dyn EnterpriseEndpoint],
         req: &SignedRequest,
         obs: &mut dyn Observer,
     ) -> Result<CampaignOutcome, NodeError> {
@@ -510,25 +623,32 @@ impl EmbeddedNetwork {
             self.next_task
         ))
         .map_err(|e| NodeError::Refused(e.to_string()))?;
-        let n = self.enterprises.len() as u32;
+        let n = enterprises.len() as u32;
         let quorum = spec
             .minimum_vault_quorum
             .unwrap_or(n / 2 + 1)
             .clamp(1, n.max(1));
         let mut consent_refs = Vec::new();
         let mut reserved_total = 0u64;
-        for e in &self.enterprises {
-            if self.down.contains(e.vault_id()) {
-                continue;
-            }
-            let r = e.admission_reserve(
+        for e in enterprises {
+            let r = match e.admission_reserve(
                 &task_id,
                 &actor,
                 TaskClass::Query,
                 spec.usage_scope,
                 epsilon,
                 self.now_ms,
-            )?;
+            ) {
+                Ok(r) => r,
+                Err(NodeError::Unavailable(v)) => {
+                    obs.step("unreachable", &format!("{v} did not answer at admission"));
+                    continue;
+                }
+                Err(err) => {
+                    self.release_all(enterprises, &task_id);
+                    return Err(err);
+                }
+            };
             reserved_total += r.subjects_reserved;
             consent_refs.push(ConsentRef {
                 vault_id: r.vault_id,
@@ -564,11 +684,8 @@ impl EmbeddedNetwork {
             )
             .map_err(|e| NodeError::Ledger(e.to_string()))?;
         obs.step("escrow", &format!("{estimate} µSYM locked in {escrow_id}"));
-        let participating: BTreeSet<VaultId> = self
-            .enterprises
-            .iter()
-            .map(|e| e.vault_id().clone())
-            .collect();
+        let participating: BTreeSet<VaultId> =
+            enterprises.iter().map(|e| e.vault_id().clone()).collect();
         let envelope = TaskEnvelope::seal(EnvelopeBody {
             task_id: task_id.clone(),
             task_class: TaskClass::Query,
@@ -623,7 +740,7 @@ impl EmbeddedNetwork {
             envelope: Box::new(envelope.clone()),
         });
         if let Err(e) = admitted {
-            self.release_all(&task_id);
+            self.release_all(enterprises, &task_id);
             return Err(e.into());
         }
         obs.step(
@@ -658,7 +775,15 @@ impl EmbeddedNetwork {
                 "{} Vaults reachable at admission, below minimum_vault_quorum {quorum}",
                 consent_refs.len()
             );
-            return self.reject(&task_id, &escrow_id, estimate, reason, outcome, obs);
+            return self.reject(
+                enterprises,
+                &task_id,
+                &escrow_id,
+                estimate,
+                reason,
+                outcome,
+                obs,
+            );
         }
         self.advance(&task_id, TaskEvent::Dispatch, None, obs)?;
         // --- Execution: fan out slices
@@ -666,8 +791,8 @@ impl EmbeddedNetwork {
         let mut bundles = Vec::new();
         let mut work: Vec<(ActorId, u64)> = Vec::new();
         let mut contributor_weights = Vec::new();
-        let total = self.enterprises.len() as u64;
-        for (i, e) in self.enterprises.iter().enumerate() {
+        let total = enterprises.len() as u64;
+        for (i, e) in enterprises.iter().enumerate() {
             let vault_id = e.vault_id().clone();
             let slice_id = SliceId {
                 sub_task: SubTaskId {
@@ -676,30 +801,18 @@ impl EmbeddedNetwork {
                 },
                 vault: vault_id.clone(),
             };
-            let record = if self.down.contains(&vault_id) {
-                SliceRecord {
-                    state: SliceState::TimedOut,
-                    commitment: Digest::default(),
-                    subjects_evaluated: 0,
-                    epsilon_committed_micro: 0,
-                }
-            } else {
+            let record = {
                 let assignment = SliceAssignment {
                     slice_id,
                     envelope: envelope.clone(),
                     plan: plan.clone(),
                     evaluate_at_ms: self.now_ms,
                 };
-                let tamper = if i == 0 { self.tamper } else { None };
-                let seed = self.seed;
-                match e
-                    .execute_slice(&assignment)
-                    .map(|b| apply_tamper(b, tamper, seed))
-                    .and_then(|b| {
-                        verify_slice(&self.verifier, &envelope, &b)
-                            .map(|ev| (b, ev))
-                            .map_err(|err| NodeError::Refused(err.to_string()))
-                    }) {
+                match e.execute_slice(&assignment).and_then(|b| {
+                    verify_slice(&self.verifier, &envelope, &b)
+                        .map(|ev| (b, ev))
+                        .map_err(|err| NodeError::Refused(err.to_string()))
+                }) {
                     Ok((bundle, ev)) => {
                         let r = SliceRecord {
                             state: SliceState::Verified,
@@ -724,8 +837,12 @@ impl EmbeddedNetwork {
                     }
                     Err(err) => {
                         obs.step("slice_failed", &format!("{vault_id}: {err}"));
+                        let state = match err {
+                            NodeError::Unavailable(_) => SliceState::TimedOut,
+                            _ => SliceState::Failed,
+                        };
                         SliceRecord {
-                            state: SliceState::Failed,
+                            state,
                             commitment: Digest::default(),
                             subjects_evaluated: 0,
                             epsilon_committed_micro: 0,
@@ -755,7 +872,15 @@ impl EmbeddedNetwork {
                 "{} slices verified, below minimum_vault_quorum {quorum}",
                 evidence.len()
             );
-            return self.reject(&task_id, &escrow_id, estimate, reason, outcome, obs);
+            return self.reject(
+                enterprises,
+                &task_id,
+                &escrow_id,
+                estimate,
+                reason,
+                outcome,
+                obs,
+            );
         }
         // --- Aggregation in the master enclave (bundles are moved in and purged)
         let agg = aggregate(
@@ -777,7 +902,15 @@ impl EmbeddedNetwork {
                 agg.eligible_count,
                 plan.minimum_result_cardinality()
             );
-            return self.reject(&task_id, &escrow_id, estimate, reason, outcome, obs);
+            return self.reject(
+                enterprises,
+                &task_id,
+                &escrow_id,
+                estimate,
+                reason,
+                outcome,
+                obs,
+            );
         }
         obs.step(
             "aggregate",
@@ -934,8 +1067,8 @@ impl EmbeddedNetwork {
         Ok(outcome)
     }
 
-    fn release_all(&self, task_id: &TaskId) {
-        for e in &self.enterprises {
+    fn release_all(&self, enterprises: &[&dyn EnterpriseEndpoint], task_id: &TaskId) {
+        for e in enterprises {
             let _ = e.release(task_id);
         }
     }
@@ -947,8 +1080,10 @@ impl EmbeddedNetwork {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn reject(
         &mut self,
+        enterprises: &[&dyn EnterpriseEndpoint],
         task_id: &TaskId,
         escrow_id: &str,
         locked: u64,
@@ -958,7 +1093,7 @@ impl EmbeddedNetwork {
     ) -> Result<CampaignOutcome, NodeError> {
         // Reservations not yet executed are released; executed slices already
         // committed (failure after execution commits at the estimate).
-        self.release_all(task_id);
+        self.release_all(enterprises, task_id);
         let escrow = EscrowId::new(escrow_id).map_err(|e| NodeError::Ledger(e.to_string()))?;
         self.ledger
             .refund(&escrow, locked)

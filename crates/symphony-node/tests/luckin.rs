@@ -13,7 +13,6 @@ use symphony_node::network::{
     advertiser_key, CampaignOutcome, CampaignSpec, EmbeddedNetwork, NetworkParams, Quiet,
     SignedRequest, Tamper,
 };
-use symphony_node::replication::Replicator;
 
 const NOW_MS: u64 = 1_795_219_200_000;
 const DAY_MS: u64 = 86_400_000;
@@ -295,7 +294,7 @@ fn unknown_caller_and_forged_request_are_refused() {
     let err = net.run_campaign(&req, &mut Quiet).unwrap_err();
     assert!(err.to_string().contains("unknown caller"), "{err}");
     assert_eq!(
-        net.masters.state().applied_commands(),
+        net.master.masters.state().applied_commands(),
         0,
         "nothing was admitted"
     );

@@ -85,8 +85,8 @@ impl EnterpriseEndpoint for EnterpriseNode {
 
 /// An enterprise node hosting one Vault.
 pub struct EnterpriseNode {
-    vault: Vault,
-    enclave: SoftwareEnclave,
+    pub(crate) vault: Vault,
+    pub(crate) enclave: SoftwareEnclave,
     /// Reservations this node made, by task (kept to release or commit them).
     reservations: Mutex<BTreeMap<TaskId, (UsageScope, Vec<SubjectId>)>>,
 }

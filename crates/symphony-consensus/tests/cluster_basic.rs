@@ -16,6 +16,10 @@ async fn writes_from_any_node_commit_with_final_certificates() {
         .await
         .unwrap();
     let test = async {
+        assert!(matches!(
+            cluster.node(2).initialize_cluster().await,
+            Err(symphony_consensus::ConsensusError::AlreadyInitialized)
+        ));
         let mut certificates = Vec::new();
         for id in 0..30u64 {
             let node = cluster.node(id % 3 + 1);
@@ -161,4 +165,18 @@ async fn garbage_from_the_network_and_oversized_commands_are_refused() {
     tokio::time::timeout(Duration::from_secs(60), test)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn config_with_foreign_signing_key_is_refused() {
+    let cluster = Cluster::start(Tuning::default()).await;
+    let mut config = cluster.configs[&1].clone();
+    config.signing_key = SigningKey::generate(&mut OsRng);
+    config.listen_addr = "127.0.0.1:0".parse().unwrap();
+    let refused = symphony_consensus::ConsensusNode::start(config, CounterSet::default()).await;
+    let Err(symphony_consensus::ConsensusError::Config(message)) = refused else {
+        panic!("expected a configuration error");
+    };
+    assert!(message.contains("signing_key"), "{message}");
+    cluster.shutdown().await;
 }

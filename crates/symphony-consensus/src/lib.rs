@@ -37,6 +37,8 @@
 //! - [`transport`]: TCP framing; the one place where TLS will plug in.
 //! - `network`: Raft RPC, write forwarding and signature exchange over the transport.
 //! - `store`, `sm_store`: openraft storage on redb.
+//! - `config`: [`ConsensusConfig`], [`MemberConfig`], [`Tuning`].
+//! - `tasks`: signing applied roots, pushing signatures, batching client commands.
 //! - [`ConsensusNode`]: start, initialize, write, metrics, shutdown.
 //!
 //! # Writes
@@ -53,12 +55,14 @@
 #![warn(missing_docs)]
 
 pub mod certificate;
+mod config;
 mod error;
 mod network;
 mod node;
 mod sm_store;
 pub mod state_machine;
 mod store;
+mod tasks;
 pub mod transport;
 mod types;
 
@@ -66,7 +70,8 @@ pub use certificate::{
     AddOutcome, AwaitFinalError, CertificateCollector, CertificateError, CommitCertificate,
     EquivocationEvidence, MasterKeys, SignedStatement,
 };
+pub use config::{ConsensusConfig, MemberConfig, Tuning};
 pub use error::{ConsensusError, StoreError};
-pub use node::{ConsensusConfig, ConsensusNode, MemberConfig, NodeMetrics, Tuning};
+pub use node::{ConsensusNode, NodeMetrics};
 pub use state_machine::{ReplicatedStateMachine, RestoreError, StateRoot};
 pub use types::{BatchOutcome, CommandBatch, NodeId, TypeConfig};

@@ -7,159 +7,26 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use ed25519_dalek::{SigningKey, VerifyingKey};
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
-use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+use openraft::error::{InitializeError, RaftError};
+use openraft::{BasicNode, Raft, ServerState};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::certificate::{
-    CertificateCollector, CertificateError, CommitCertificate, MasterKeys, SignedStatement,
-};
+use crate::certificate::{CertificateCollector, CertificateError, CommitCertificate};
+use crate::config::{ConsensusConfig, MemberConfig};
 use crate::error::{ConsensusError, StoreError};
 use crate::network::{
     serve, CallError, ForwardRefusal, NetworkFactory, RpcClient, RpcHandler, RpcRequest,
     RpcResponse,
 };
-use crate::sm_store::{AppliedRoot, SmStore};
+use crate::sm_store::SmStore;
 use crate::state_machine::{ReplicatedStateMachine, StateRoot};
 use crate::store::{self, LogStore, Writer};
-use crate::transport::{TransportSecurity, MAX_FRAME_BYTES};
-use crate::types::{CommandBatch, NodeId, TypeConfig};
-
-/// One master of the cluster, as every member knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberConfig {
-    /// RPC address.
-    pub addr: SocketAddr,
-    /// Key that verifies this master's commit statements.
-    pub verifying_key: VerifyingKey,
-}
-
-/// Timing and limits; the defaults suit a loopback or LAN cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tuning {
-    /// Leader heartbeat period.
-    pub heartbeat_interval_ms: u64,
-    /// Lower bound of the randomized election timeout.
-    pub election_timeout_min_ms: u64,
-    /// Upper bound of the randomized election timeout.
-    pub election_timeout_max_ms: u64,
-    /// Build a snapshot after this many log entries (0 disables automatic snapshots).
-    pub snapshot_every_entries: u64,
-    /// Log entries kept behind a snapshot (for peers slightly behind).
-    pub log_entries_kept_after_snapshot: u64,
-    /// Bound on `client_write`: commit plus finality.
-    pub write_timeout_ms: u64,
-    /// Most client commands grouped into one log entry.
-    pub max_batch_commands: usize,
-    /// Largest command accepted by `client_write`; a batch stops growing past
-    /// `max_batch_commands` commands or about 4 such commands' worth of bytes, so one log
-    /// entry always fits in an RPC frame.
-    pub max_command_bytes: usize,
-    /// Most log entries proposed and not yet applied by this leader's batcher. Small on
-    /// purpose: every entry costs one signature per master and two verifications per
-    /// statement, so fewer, larger entries give both higher throughput and lower latency
-    /// (measured: 2 in flight ~40k commands/s, 16 in flight ~5k on the same machine).
-    pub max_batches_in_flight: usize,
-}
-
-impl Default for Tuning {
-    fn default() -> Self {
-        Self {
-            heartbeat_interval_ms: 50,
-            election_timeout_min_ms: 150,
-            election_timeout_max_ms: 300,
-            snapshot_every_entries: 5_000,
-            log_entries_kept_after_snapshot: 1_000,
-            write_timeout_ms: 5_000,
-            max_batch_commands: 1_024,
-            max_command_bytes: 1024 * 1024,
-            max_batches_in_flight: 2,
-        }
-    }
-}
-
-/// Everything a master needs to start.
-#[derive(Debug, Clone)]
-pub struct ConsensusConfig {
-    /// Cluster identity, part of every signed statement.
-    pub cluster_id: String,
-    /// This master.
-    pub node_id: NodeId,
-    /// Where to listen for peer RPC (used by [`ConsensusNode::start`]).
-    pub listen_addr: SocketAddr,
-    /// All masters, this one included.
-    pub members: BTreeMap<NodeId, MemberConfig>,
-    /// Directory of this node's redb file.
-    pub data_dir: PathBuf,
-    /// This master's commit-statement signing key.
-    pub signing_key: SigningKey,
-    /// Connection security between masters.
-    pub transport: TransportSecurity,
-    /// Timing and limits.
-    pub tuning: Tuning,
-}
-
-impl ConsensusConfig {
-    fn validate(&self) -> Result<(), ConsensusError> {
-        let me = self.members.get(&self.node_id).ok_or_else(|| {
-            ConsensusError::Config(format!("members does not list node_id {}", self.node_id))
-        })?;
-        if me.verifying_key != self.signing_key.verifying_key() {
-            return Err(ConsensusError::Config(format!(
-                "signing_key does not match members[{}].verifying_key",
-                self.node_id
-            )));
-        }
-        let t = &self.tuning;
-        if t.max_batch_commands == 0 || t.max_batches_in_flight == 0 {
-            return Err(ConsensusError::Config(
-                "tuning.max_batch_commands and tuning.max_batches_in_flight must be > 0".into(),
-            ));
-        }
-        if t.max_command_bytes == 0 || t.max_command_bytes > MAX_FRAME_BYTES / 8 {
-            return Err(ConsensusError::Config(format!(
-                "tuning.max_command_bytes must be in 1..={}",
-                MAX_FRAME_BYTES / 8
-            )));
-        }
-        Ok(())
-    }
-
-    fn raft_config(&self) -> Result<Arc<Config>, ConsensusError> {
-        let t = &self.tuning;
-        let snapshot_policy = if t.snapshot_every_entries == 0 {
-            SnapshotPolicy::Never
-        } else {
-            SnapshotPolicy::LogsSinceLast(t.snapshot_every_entries)
-        };
-        let config = Config {
-            cluster_name: self.cluster_id.clone(),
-            heartbeat_interval: t.heartbeat_interval_ms,
-            election_timeout_min: t.election_timeout_min_ms,
-            election_timeout_max: t.election_timeout_max_ms,
-            snapshot_policy,
-            max_in_snapshot_log_to_keep: t.log_entries_kept_after_snapshot,
-            ..Config::default()
-        };
-        let config = config
-            .validate()
-            .map_err(|e| ConsensusError::Config(format!("tuning: {e}")))?;
-        Ok(Arc::new(config))
-    }
-
-    fn master_keys(&self) -> MasterKeys {
-        let keys = self
-            .members
-            .iter()
-            .map(|(id, m)| (*id, m.verifying_key))
-            .collect();
-        MasterKeys::new(self.cluster_id.clone(), keys)
-    }
-}
+use crate::tasks::{push_signatures, run_batcher, sign_applied, LocalWriteFailure, PendingWrite};
+use crate::transport::TransportSecurity;
+use crate::types::{NodeId, TypeConfig};
 
 /// A snapshot of a node's Raft view.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,20 +47,6 @@ pub struct NodeMetrics {
     pub snapshot_index: Option<u64>,
     /// Highest index with a final certificate known here.
     pub final_index: Option<u64>,
-}
-
-/// Why the local batcher did not get a write committed.
-#[derive(Debug, Clone)]
-enum LocalWriteFailure {
-    /// Not proposed (or truncated before commit): safe to retry.
-    NotLeader(Option<NodeId>),
-    /// Outcome unknown (shutdown, fatal storage error).
-    Failed(String),
-}
-
-struct PendingWrite {
-    command: Vec<u8>,
-    reply: oneshot::Sender<Result<(Vec<u8>, u64), LocalWriteFailure>>,
 }
 
 struct NodeInner<S> {
@@ -678,108 +531,5 @@ impl<S: ReplicatedStateMachine> RpcHandler for NodeInner<S> {
                 RpcResponse::Ack
             }
         }
-    }
-}
-
-/// Signs each applied root, records it locally and queues it for every peer.
-async fn sign_applied(
-    config: ConsensusConfig,
-    collector: Arc<CertificateCollector>,
-    mut applied_rx: mpsc::UnboundedReceiver<AppliedRoot>,
-    peer_queues: Vec<mpsc::Sender<SignedStatement>>,
-) {
-    while let Some((log_index, root)) = applied_rx.recv().await {
-        let statement = SignedStatement::sign(
-            &config.cluster_id,
-            log_index,
-            root,
-            config.node_id,
-            &config.signing_key,
-        );
-        for queue in &peer_queues {
-            // A full queue means the peer is unreachable; it catches up by signing itself.
-            let _ = queue.try_send(statement.clone());
-        }
-        if let Err(e) = collector.add(statement) {
-            tracing::error!("own commit statement refused: {e}");
-        }
-    }
-}
-
-/// Pushes queued statements to one peer, batching whatever is queued.
-async fn push_signatures(mut client: RpcClient, mut rx: mpsc::Receiver<SignedStatement>) {
-    const MAX_PER_FRAME: usize = 1_024;
-    const PUSH_TIMEOUT: Duration = Duration::from_secs(2);
-    while let Some(first) = rx.recv().await {
-        let mut statements = vec![first];
-        while statements.len() < MAX_PER_FRAME {
-            match rx.try_recv() {
-                Ok(s) => statements.push(s),
-                Err(_) => break,
-            }
-        }
-        let request = RpcRequest::Signatures(statements);
-        if let Err(e) = client.call(&request, PUSH_TIMEOUT).await {
-            // Dropped: certificates for these indices form from the other peer's
-            // statement or not at all; later indices finalize independently.
-            tracing::debug!("signature push failed: {e}");
-        }
-    }
-}
-
-/// Groups queued client commands into log entries, keeping several entries in flight.
-async fn run_batcher(
-    raft: Raft<TypeConfig>,
-    mut rx: mpsc::Receiver<PendingWrite>,
-    max_batch_commands: usize,
-    max_batch_bytes: usize,
-    max_batches_in_flight: usize,
-) {
-    let in_flight = Arc::new(Semaphore::new(max_batches_in_flight));
-    loop {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        let Some(first) = rx.recv().await else {
-            return;
-        };
-        let mut batch_bytes = first.command.len();
-        let mut batch = vec![first];
-        while batch.len() < max_batch_commands && batch_bytes < max_batch_bytes {
-            match rx.try_recv() {
-                Ok(w) => {
-                    batch_bytes += w.command.len();
-                    batch.push(w);
-                }
-                Err(_) => break,
-            }
-        }
-        let raft = raft.clone();
-        tokio::spawn(async move {
-            let (commands, replies): (Vec<_>, Vec<_>) =
-                batch.into_iter().map(|w| (w.command, w.reply)).unzip();
-            let result = raft.client_write(CommandBatch { commands }).await;
-            drop(permit);
-            match result {
-                Ok(written) => {
-                    let index = written.log_id.index;
-                    for (reply, response) in replies.into_iter().zip(written.data.responses) {
-                        let _ = reply.send(Ok((response, index)));
-                    }
-                }
-                Err(e) => {
-                    let failure = match e {
-                        // Not in the log (or truncated before commit): retry is safe.
-                        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-                            LocalWriteFailure::NotLeader(f.leader_id)
-                        }
-                        other => LocalWriteFailure::Failed(other.to_string()),
-                    };
-                    for reply in replies {
-                        let _ = reply.send(Err(failure.clone()));
-                    }
-                }
-            }
-        });
     }
 }

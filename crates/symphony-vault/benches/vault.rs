@@ -30,6 +30,99 @@ fn cpu_secs() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// CPU seconds used by the calling thread so far.
+fn thread_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The writer alone: batches prepared in memory first, then encrypted and
+/// committed one write transaction each (what the import's writer thread does).
+fn write_only(dir: &std::path::Path, file: &std::path::Path, batch_records: usize) {
+    let path = dir.join("write-only.redb");
+    let config = VaultConfig {
+        vault_id: VaultId::new("vault-01").unwrap(),
+        default_budget: Epsilon::from_micro(1_000_000),
+        initial_epoch: EpochId(0),
+    };
+    let vault = Vault::create(&path, config, &VaultKey::from_bytes([7; 32]), [1; 32]).unwrap();
+    let text = std::fs::read_to_string(file).unwrap();
+    let mut batches = Vec::new();
+    let mut builder = vault.batch_builder();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let record = match v["kind"].as_str().unwrap() {
+            "identity" => symphony_vault::Record::Identity(symphony_vault::Identity {
+                contact_kind: if v["contact_kind"] == "phone" {
+                    symphony_vault::ContactKind::Phone
+                } else {
+                    symphony_vault::ContactKind::Email
+                },
+                contact: v["contact"].as_str().unwrap().to_owned(),
+            }),
+            "geography" => symphony_vault::Record::Geography(symphony_vault::Geography {
+                home_city: v["home_city"].as_str().unwrap().to_owned(),
+                home_country: v["home_country"].as_str().unwrap().to_owned(),
+            }),
+            _ => symphony_vault::Record::Purchase(symphony_vault::Purchase {
+                brand: v["brand"].as_str().unwrap().to_owned(),
+                category: v["category"].as_str().unwrap().to_owned(),
+                amount_minor: v["amount_minor"].as_u64().unwrap(),
+                currency: v["currency"].as_str().unwrap().to_owned(),
+                ts_ms: v["ts_ms"].as_u64().unwrap(),
+                store_city: v["store_city"].as_str().unwrap().to_owned(),
+                store_country: v["store_country"].as_str().unwrap().to_owned(),
+            }),
+        };
+        let subject = symphony_core::ids::SubjectId::new(v["subject"].as_str().unwrap()).unwrap();
+        builder.push_record(subject, &record).unwrap();
+        if builder.len() >= batch_records {
+            batches.push(builder.finish());
+        }
+    }
+    if !builder.is_empty() {
+        batches.push(builder.finish());
+    }
+    drop(text);
+    let rows: usize = batches.iter().map(|b| b.len()).sum();
+    let (t, c) = (Instant::now(), thread_cpu_secs());
+    for batch in &batches {
+        vault.insert_prepared(batch).unwrap();
+    }
+    let (secs, cpu) = (t.elapsed().as_secs_f64(), thread_cpu_secs() - c);
+    println!(
+        "write only (prepared batches, encrypt + commit): {rows} rows in {secs:.2}s wall, {cpu:.2}s CPU = {} rows/s, {} rows/CPU-s",
+        per_sec(rows as u64, secs),
+        per_sec(rows as u64, cpu)
+    );
+}
+
+/// Import without the validation pass (`validate_first: false`).
+fn single_pass(dir: &std::path::Path, file: &std::path::Path, batch_records: usize) {
+    let path = dir.join("single-pass.redb");
+    let config = VaultConfig {
+        vault_id: VaultId::new("vault-01").unwrap(),
+        default_budget: Epsilon::from_micro(1_000_000),
+        initial_epoch: EpochId(0),
+    };
+    let vault = Vault::create(&path, config, &VaultKey::from_bytes([7; 32]), [1; 32]).unwrap();
+    let options = ImportOptions {
+        batch_records,
+        validate_first: false,
+    };
+    let (t, c) = (Instant::now(), cpu_secs());
+    let s = import_records(&vault, file, &options, &mut |_| {}).unwrap();
+    let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
+    println!(
+        "import single pass (validate_first = false): {} rows in {secs:.2}s wall, {cpu:.2}s CPU = {} rows/s",
+        s.rows,
+        per_sec(s.rows, secs)
+    );
+}
+
 fn per_sec(n: u64, secs: f64) -> String {
     format!("{:.0}/s", n as f64 / secs)
 }
@@ -125,6 +218,11 @@ fn main() {
         s.batches,
         validated_at.unwrap_or(0.0)
     );
+
+    if n <= 2_000_000 {
+        write_only(dir.path(), file, batch_records);
+        single_pass(dir.path(), file, batch_records);
+    }
 
     let actor = ActorId::new("bench").unwrap();
     vault.permit(&actor, TaskClass::Query).unwrap();

@@ -22,10 +22,9 @@ use crate::record::{GeographyRef, IdentityRef, PurchaseRef, Record, RecordRef, S
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// subject id → subject number (dense, assigned at first import).
 pub(crate) const SUBJECT_NOS: TableDefinition<&str, u64> = TableDefinition::new("subject_nos");
-/// subject number → subject id.
-pub(crate) const SUBJECT_NAMES: TableDefinition<u64, &str> = TableDefinition::new("subject_names");
-/// subject number → wrapped data key. Deleting the row is crypto-shredding.
-pub(crate) const SUBJECT_KEYS: TableDefinition<u64, &[u8]> = TableDefinition::new("subject_keys");
+/// subject number → `name length u16 LE ‖ subject id ‖ wrapped data key`. Erasure
+/// rewrites the row without the key (crypto-shredding).
+pub(crate) const SUBJECTS: TableDefinition<u64, &[u8]> = TableDefinition::new("subjects");
 /// subject number → BCS [`SubjectIndex`] (next block number, record digests, erasure).
 pub(crate) const SUBJECT_INDEX: TableDefinition<u64, &[u8]> = TableDefinition::new("subject_index");
 /// (subject number, block number) → nonce ‖ AES-GCM(BCS Vec<Record>) ‖ tag.
@@ -144,8 +143,7 @@ impl Vault {
             meta.insert("key_check", check.as_slice())?;
             meta.insert("opens", 0u64.to_le_bytes().as_slice())?;
             tx.open_table(SUBJECT_NOS)?;
-            tx.open_table(SUBJECT_NAMES)?;
-            tx.open_table(SUBJECT_KEYS)?;
+            tx.open_table(SUBJECTS)?;
             tx.open_table(SUBJECT_INDEX)?;
             tx.open_table(BLOCKS)?;
             tx.open_table(crate::ledger::CONSENT)?;
@@ -297,8 +295,7 @@ impl Vault {
         {
             let mut meta = tx.open_table(META)?;
             let mut nos = tx.open_table(SUBJECT_NOS)?;
-            let mut names = tx.open_table(SUBJECT_NAMES)?;
-            let mut keys = tx.open_table(SUBJECT_KEYS)?;
+            let mut subjects = tx.open_table(SUBJECTS)?;
             let mut index = tx.open_table(SUBJECT_INDEX)?;
             let mut blocks = tx.open_table(BLOCKS)?;
             let mut next_no = match meta.get("next_subject_no")? {
@@ -320,7 +317,6 @@ impl Vault {
                         let no = next_no;
                         next_no += 1;
                         nos.insert(subject, no)?;
-                        names.insert(no, subject)?;
                         (no, SubjectIndex::default())
                     }
                 };
@@ -341,15 +337,18 @@ impl Vault {
                 if fresh.is_empty() {
                     continue;
                 }
-                let existing_key = match keys.get(no)? {
-                    Some(wrapped) => Some(self.unwrap_dek(subject, wrapped.value())?),
+                let existing_key = match subjects.get(no)? {
+                    Some(entry) => {
+                        let (_, wrapped) = decode_entry(entry.value())?;
+                        Some(self.unwrap_dek(subject, wrapped)?)
+                    }
                     None => None,
                 };
                 let dek = match existing_key {
                     Some(dek) => dek,
                     None => {
                         let (dek, wrapped) = self.new_dek(subject)?;
-                        keys.insert(no, wrapped.as_slice())?;
+                        subjects.insert(no, encode_entry(subject, &wrapped).as_slice())?;
                         dek
                     }
                 };
@@ -388,8 +387,7 @@ impl Vault {
         let erased = {
             let mut meta = tx.open_table(META)?;
             let mut nos = tx.open_table(SUBJECT_NOS)?;
-            let mut names = tx.open_table(SUBJECT_NAMES)?;
-            let mut keys = tx.open_table(SUBJECT_KEYS)?;
+            let mut subjects = tx.open_table(SUBJECTS)?;
             let mut index = tx.open_table(SUBJECT_INDEX)?;
             let existing = nos.get(s)?.map(|v| v.value());
             let no = match existing {
@@ -402,7 +400,6 @@ impl Vault {
                     };
                     meta.insert("next_subject_no", (no + 1).to_le_bytes().as_slice())?;
                     nos.insert(s, no)?;
-                    names.insert(no, s)?;
                     no
                 }
             };
@@ -413,7 +410,12 @@ impl Vault {
             if idx.erased_at_ms.is_some() {
                 false
             } else {
-                let had_key = keys.remove(no)?.is_some();
+                let had_key = match subjects.get(no)? {
+                    Some(entry) => !decode_entry(entry.value())?.1.is_empty(),
+                    None => false,
+                };
+                // The row keeps the name; the wrapped data key is gone.
+                subjects.insert(no, encode_entry(s, &[]).as_slice())?;
                 idx.erased_at_ms = Some(at_ms);
                 idx.digests = Vec::new();
                 index.insert(no, bcs::to_bytes(&idx)?.as_slice())?;
@@ -469,24 +471,17 @@ impl Vault {
         let Some(no) = tx.open_table(SUBJECT_NOS)?.get(s)?.map(|v| v.value()) else {
             return Ok(Vec::new());
         };
-        let keys = tx.open_table(SUBJECT_KEYS)?;
+        let subjects = tx.open_table(SUBJECTS)?;
         let blocks = tx.open_table(BLOCKS)?;
-        let dek = match keys.get(no)? {
-            Some(w) => self.unwrap_dek(s, w.value())?,
-            None => {
-                let index = tx.open_table(SUBJECT_INDEX)?;
-                let erased = match index.get(no)? {
-                    Some(v) => bcs::from_bytes::<SubjectIndex>(v.value())?
-                        .erased_at_ms
-                        .is_some(),
-                    None => false,
-                };
-                return if erased {
-                    Err(VaultError::Erased(s.to_owned()))
-                } else {
-                    Ok(Vec::new())
-                };
+        let dek = match subjects.get(no)? {
+            Some(entry) => {
+                let (_, wrapped) = decode_entry(entry.value())?;
+                if wrapped.is_empty() {
+                    return Err(VaultError::Erased(s.to_owned()));
+                }
+                self.unwrap_dek(s, wrapped)?
             }
+            None => return Ok(Vec::new()),
         };
         let cipher = dek.cipher();
         let mut out = Vec::new();
@@ -516,15 +511,12 @@ impl Vault {
     {
         auth.check_vault(&self.config.vault_id)?;
         let tx = self.db.begin_read()?;
-        let keys = tx.open_table(SUBJECT_KEYS)?;
-        let names = tx.open_table(SUBJECT_NAMES)?;
+        let subjects = tx.open_table(SUBJECTS)?;
         let blocks = tx.open_table(BLOCKS)?;
         let mut stats = ScanStats::default();
-        // Merge-join: blocks, keys and names are all ordered by subject number.
-        let mut key_iter = keys.iter()?;
-        let mut next_key = key_iter.next().transpose()?;
-        let mut name_iter = names.iter()?;
-        let mut next_name = name_iter.next().transpose()?;
+        // Merge-join: blocks and subjects are both ordered by subject number.
+        let mut subject_iter = subjects.iter()?;
+        let mut next_subject = subject_iter.next().transpose()?;
         let mut current: Option<(u64, String, Option<Aes256Gcm>)> = None;
         let mut buffers: Vec<Vec<u8>> = Vec::new();
         for entry in blocks.iter()? {
@@ -537,27 +529,24 @@ impl Vault {
                     }
                 }
                 buffers.clear();
-                while next_key.as_ref().is_some_and(|(k, _)| k.value() < no) {
-                    next_key = key_iter.next().transpose()?;
+                while next_subject.as_ref().is_some_and(|(k, _)| k.value() < no) {
+                    next_subject = subject_iter.next().transpose()?;
                 }
-                while next_name.as_ref().is_some_and(|(k, _)| k.value() < no) {
-                    next_name = name_iter.next().transpose()?;
-                }
-                let name = match &next_name {
-                    Some((k, n)) if k.value() == no => n.value().to_owned(),
+                let (name, cipher) = match &next_subject {
+                    Some((k, entry)) if k.value() == no => {
+                        let (name, wrapped) = decode_entry(entry.value())?;
+                        let cipher = if wrapped.is_empty() {
+                            stats.erased_subjects += 1;
+                            None
+                        } else {
+                            Some(self.unwrap_dek(name, wrapped)?.cipher())
+                        };
+                        (name.to_owned(), cipher)
+                    }
                     _ => {
                         return Err(VaultError::Storage(format!(
-                            "subject number {no} has blocks but no name"
+                            "subject number {no} has blocks but no subject row"
                         )))
-                    }
-                };
-                let cipher = match &next_key {
-                    Some((k, wrapped)) if k.value() == no => {
-                        Some(self.unwrap_dek(&name, wrapped.value())?.cipher())
-                    }
-                    _ => {
-                        stats.erased_subjects += 1;
-                        None
                     }
                 };
                 current = Some((no, name, cipher));
@@ -729,6 +718,29 @@ fn push_uleb128(out: &mut Vec<u8>, mut n: u64) {
         }
         out.push(byte | 0x80);
     }
+}
+
+/// `name length u16 LE ‖ name ‖ wrapped key` (empty key: erased).
+fn encode_entry(name: &str, wrapped: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + name.len() + wrapped.len());
+    // Subject ids are at most 128 bytes (symphony_core::ids::MAX_ID_LEN).
+    out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(wrapped);
+    out
+}
+
+fn decode_entry(bytes: &[u8]) -> Result<(&str, &[u8]), VaultError> {
+    let bad = || VaultError::Storage("malformed subject row".to_owned());
+    let len_bytes: [u8; 2] = bytes
+        .get(..2)
+        .ok_or_else(bad)?
+        .try_into()
+        .map_err(|_| bad())?;
+    let len = usize::from(u16::from_le_bytes(len_bytes));
+    let name = bytes.get(2..2 + len).ok_or_else(bad)?;
+    let name = std::str::from_utf8(name).map_err(|_| bad())?;
+    Ok((name, &bytes[2 + len..]))
 }
 
 fn key_check_aad(vault: &VaultId) -> Vec<u8> {

@@ -2,14 +2,19 @@
 //!
 //! Every master, after applying the log entry at index `i` (one entry carries a batch of
 //! client commands), signs the statement `(cluster_id, i, state_root_after_i)` and
-//! broadcasts it to its peers (the `Signatures` RPC of [`crate::network`]). Each node runs
-//! a [`CertificateCollector`]; a certificate is *final* once a quorum (2 of 3) of distinct
+//! broadcasts it to its peers (the `Signatures` RPC of the internal `network` module).
+//! Each node runs a [`CertificateCollector`]; a certificate is *final* once a quorum (2 of 3) of distinct
 //! known masters signed the same root for the same index. Because any two quorums of 3
 //! intersect, two final certificates with different roots for one index imply that the
 //! shared master signed both: that pair of statements is [`EquivocationEvidence`].
 //!
 //! Finality of index `j` covers every earlier index: a master signs `j` only after it
 //! applied the committed log prefix `..=j`.
+//!
+//! Exchange is a best-effort push: a statement that cannot reach a peer (peer down, queue
+//! full) is dropped, since that peer signs the same index itself when it applies it, and
+//! the leader returns the certificate with a forwarded write. Certificates live in memory
+//! (the last 65,536 indices); they are not persisted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;

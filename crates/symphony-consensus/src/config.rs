@@ -73,7 +73,7 @@ pub struct ConsensusConfig {
     pub cluster_id: String,
     /// This master.
     pub node_id: NodeId,
-    /// Where to listen for peer RPC (used by [`ConsensusNode::start`]).
+    /// Where to listen for peer RPC (used by [`crate::ConsensusNode::start`]).
     pub listen_addr: SocketAddr,
     /// All masters, this one included.
     pub members: BTreeMap<NodeId, MemberConfig>,

@@ -27,9 +27,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use symphony_core::encoding::{canonical_bytes, content_hash, tagged_hash, Digest, EncodingError};
 use symphony_core::envelope::{EnvelopeError, TaskEnvelope};
-use symphony_core::ids::{ActorId, EpochId, TaskId, VaultId};
+use symphony_core::ids::{ActorId, ChallengeId, EpochId, TaskId, VaultId};
 use symphony_core::lifecycle::{
-    SettlementState, SliceState, TaskEvent, TaskState, TransitionError,
+    ChallengeEvent, ChallengeState, SettlementState, SliceState, TaskEvent, TaskState,
+    TransitionError,
+};
+
+mod challenge;
+pub use challenge::{
+    has_standing, window_accepts, window_close_ms, ChallengeFiling, ChallengeRecord,
+    ChallengeTarget, ChallengeWindow, PenaltyRecord,
 };
 
 /// Hash tag of the state root.
@@ -163,6 +170,36 @@ pub enum Command {
         /// When, ms.
         at_ms: u64,
     },
+    /// The settlement reached `candidate_ready`: the challenge window opens.
+    OpenChallengeWindow {
+        /// The task.
+        task_id: TaskId,
+        /// Filing accepted while `at_ms < closes_at_ms`.
+        closes_at_ms: u64,
+    },
+    /// The window's time is over and no challenge is under review.
+    CloseChallengeWindow {
+        /// The task.
+        task_id: TaskId,
+        /// Leader's time, ms (≥ `closes_at_ms`).
+        at_ms: u64,
+    },
+    /// A challenge is filed (task → `challenged`).
+    FileChallenge {
+        /// The filing.
+        filing: ChallengeFiling,
+    },
+    /// A challenge lifecycle event (review, verdict, approval, close, penalty).
+    ChallengeStep {
+        /// The challenge.
+        challenge_id: ChallengeId,
+        /// The event.
+        event: ChallengeEvent,
+        /// Hash of the replayed verdict (with `confirm` / `dismiss` only).
+        verdict_hash: Option<Digest>,
+        /// The penalty (with `record_penalty` only).
+        penalty: Option<PenaltyRecord>,
+    },
 }
 
 /// What an applied command did.
@@ -209,6 +246,25 @@ pub enum Event {
     },
     /// An audit event was appended.
     Audited(AuditEvent),
+    /// A challenge window opened.
+    ChallengeWindowOpened {
+        /// The task.
+        task_id: TaskId,
+        /// When it closes, ms.
+        closes_at_ms: u64,
+    },
+    /// A challenge window closed.
+    ChallengeWindowClosed {
+        /// The task.
+        task_id: TaskId,
+    },
+    /// A challenge moved.
+    ChallengeChanged {
+        /// The challenge.
+        challenge_id: ChallengeId,
+        /// New state.
+        state: ChallengeState,
+    },
 }
 
 /// A refused command. The state is unchanged.
@@ -246,6 +302,9 @@ pub enum MasterError {
     /// Encoding failure.
     #[error(transparent)]
     Encoding(#[from] EncodingError),
+    /// No such challenge.
+    #[error("unknown challenge {0}")]
+    UnknownChallenge(ChallengeId),
 }
 
 /// The replicated master state.
@@ -255,6 +314,8 @@ pub struct MasterState {
     used_nonces: BTreeSet<(ActorId, u64)>,
     audit_log: Vec<AuditEvent>,
     applied_commands: u64,
+    challenges: BTreeMap<ChallengeId, ChallengeRecord>,
+    challenge_windows: BTreeMap<TaskId, ChallengeWindow>,
 }
 
 impl MasterState {
@@ -436,6 +497,20 @@ impl MasterState {
                 self.audit_log.push(event.clone());
                 Ok(vec![Event::Audited(event)])
             }
+            Command::OpenChallengeWindow {
+                task_id,
+                closes_at_ms,
+            } => self.open_challenge_window(task_id, *closes_at_ms),
+            Command::CloseChallengeWindow { task_id, at_ms } => {
+                self.close_challenge_window(task_id, *at_ms)
+            }
+            Command::FileChallenge { filing } => self.file_challenge(filing),
+            Command::ChallengeStep {
+                challenge_id,
+                event,
+                verdict_hash,
+                penalty,
+            } => self.challenge_step(challenge_id, *event, *verdict_hash, penalty.as_ref()),
         }
     }
 
@@ -524,6 +599,10 @@ impl MasterState {
             }
         }
         let accepted = matches!(rec.state, TaskState::AwaitingSettlement);
+        if record.state == SettlementState::Finalizing && accepted {
+            self.challenge_allows_finalizing(task_id)?;
+        }
+        let rec = self.record_mut(task_id)?;
         if !accepted {
             return Err(refused(
                 task_id,

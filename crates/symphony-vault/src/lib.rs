@@ -19,7 +19,7 @@
 //!   subjects, [`ReserveMode::AllOrNothing`] or [`ReserveMode::SkipInsufficient`]),
 //!   [`Vault::finish_task`] (commit / release / commit-at-estimate),
 //!   [`Vault::apply_budget_ops`], [`Vault::replenish_scope`], [`Vault::budget_account`].
-//! - Data: [`generate`], [`import_file`] / [`import_records`] / [`import_consent`]
+//! - Data: [`generate()`], [`import_file`] / [`import_records`] / [`import_consent`]
 //!   (progress callback), [`validate_records`] (dry run).
 //!
 //! ## Architecture invariants
@@ -29,7 +29,7 @@
 //!   Vault key. A wrong key, a flipped byte or a block moved to another subject,
 //!   block number or Vault fails authentication and is reported as
 //!   [`VaultError::Tampered`] / [`VaultError::WrongKey`], never returned as data.
-//! - Erasure deletes the wrapped data key (crypto-shredding); the blocks stay, and
+//! - Erasure removes the wrapped data key from the subject's row (crypto-shredding); the blocks stay, and
 //!   re-importing the subject's rows is skipped.
 //! - Budget changes go only through `symphony_core::BudgetAccount::apply`, inside
 //!   redb write transactions (serialized by redb), so concurrent reservations can
@@ -43,9 +43,8 @@
 //! | table | key → value |
 //! |---|---|
 //! | `meta` | `format`, `config` (BCS [`VaultConfig`]), `key_check` (AEAD of a constant under the Vault key), `opens`, `next_subject_no`, `epoch` |
-//! | `subject_nos` / `subject_names` | subject id ↔ dense subject number `u64` |
-//! | `subject_keys` | subject number → nonce ‖ AES-GCM(Vault key, data key) ‖ tag, AD = `vault ‖ subject` |
-//! | `subject_index` | subject number → BCS { next block number, sorted 16-byte keyed record digests, erased_at_ms } |
+//! | `subject_nos` | subject id → dense subject number `u64` |
+//! | `subjects` | subject number → subject id ‖ wrapped data key (nonce ‖ AES-GCM(Vault key, data key) ‖ tag, AD = `vault ‖ subject`; empty once erased) ‖ next block number ‖ erased_at_ms ‖ sorted 16-byte keyed record digests |
 //! | `blocks` | (subject number, block number) → nonce ‖ AES-GCM(data key, BCS `Vec<Record>`) ‖ tag, AD = `vault ‖ subject ‖ block` |
 //! | `consent` | (scope, subject) → BCS `ConsentHistory` |
 //! | `budget` | (scope, subject) → BCS `BudgetAccount` |
@@ -63,8 +62,9 @@
 //!   random-looking, and keying the big tables by them made every batch rewrite
 //!   random B-tree leaves (measured: vault file 404 MB → 202 MB for 1M purchases).
 //!   New subjects now append at the right edge. Scans run in first-import order as
-//!   a merge-join of `blocks`, `subject_keys`, `subject_names` (all keyed by number):
-//!   no point lookups.
+//!   a merge-join of `blocks` and `subjects` (both keyed by number): no point
+//!   lookups. One `subjects` row per subject (not separate key / name / index
+//!   tables) keeps the writer at 4 B-tree operations per subject per batch.
 //! - **Deduplication by keyed digest** (SHA-256 over a secret derived from the Vault
 //!   key, subject and the record's BCS bytes) kept per subject: re-import of the same
 //!   file stores nothing twice, and the clear-text index does not allow dictionary
@@ -113,7 +113,7 @@
 //!
 //! ## File formats (plain JSONL, UTF-8, one JSON object per line)
 //!
-//! [`generate`] writes `vault-01.jsonl` … `vault-KK.jsonl` (one per Vault) and
+//! [`generate()`] writes `vault-01.jsonl` … `vault-KK.jsonl` (one per Vault) and
 //! `consent.jsonl` into the output directory. Blank lines are ignored; unknown
 //! fields are errors.
 //!

@@ -22,11 +22,9 @@ use crate::record::{GeographyRef, IdentityRef, PurchaseRef, Record, RecordRef, S
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// subject id → subject number (dense, assigned at first import).
 pub(crate) const SUBJECT_NOS: TableDefinition<&str, u64> = TableDefinition::new("subject_nos");
-/// subject number → `name length u16 LE ‖ subject id ‖ wrapped data key`. Erasure
-/// rewrites the row without the key (crypto-shredding).
+/// subject number → [`SubjectRow`]: subject id, wrapped data key (empty once
+/// erased: crypto-shredding), next block number, erasure time, record digests.
 pub(crate) const SUBJECTS: TableDefinition<u64, &[u8]> = TableDefinition::new("subjects");
-/// subject number → BCS [`SubjectIndex`] (next block number, record digests, erasure).
-pub(crate) const SUBJECT_INDEX: TableDefinition<u64, &[u8]> = TableDefinition::new("subject_index");
 /// (subject number, block number) → nonce ‖ AES-GCM(BCS Vec<Record>) ‖ tag.
 pub(crate) const BLOCKS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("blocks");
 
@@ -48,14 +46,79 @@ pub struct VaultConfig {
     pub initial_epoch: EpochId,
 }
 
-/// Per-subject bookkeeping, stored in clear (it holds no record content: the record
-/// digests are keyed with a secret derived from the Vault key).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub(crate) struct SubjectIndex {
+/// Per-subject bookkeeping, stored in clear (the record digests are keyed with a
+/// secret derived from the Vault key, so they reveal no record content).
+///
+/// Layout: `name_len u16 ‖ name ‖ key_len u8 ‖ wrapped key ‖ next_block u64 ‖
+/// erased_at_ms+1 u64 (0: not erased) ‖ sorted 16-byte digests…` (little-endian).
+/// The scan reads only the name and key at the front.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SubjectRow {
+    pub(crate) name: String,
+    pub(crate) wrapped_key: Vec<u8>,
     pub(crate) next_block: u64,
-    /// Sorted, 16-byte keyed digests of the stored records (deduplication).
-    pub(crate) digests: Vec<[u8; 16]>,
     pub(crate) erased_at_ms: Option<u64>,
+    pub(crate) digests: Vec<[u8; 16]>,
+}
+
+impl SubjectRow {
+    fn new(name: &str) -> Self {
+        SubjectRow {
+            name: name.to_owned(),
+            ..SubjectRow::default()
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            2 + self.name.len() + 1 + self.wrapped_key.len() + 16 + 16 * self.digests.len(),
+        );
+        // Subject ids are at most 128 bytes, wrapped keys 60 (both checked by type).
+        out.extend_from_slice(&(self.name.len() as u16).to_le_bytes());
+        out.extend_from_slice(self.name.as_bytes());
+        out.push(self.wrapped_key.len() as u8);
+        out.extend_from_slice(&self.wrapped_key);
+        out.extend_from_slice(&self.next_block.to_le_bytes());
+        let erased = self.erased_at_ms.map_or(0, |t| t.saturating_add(1));
+        out.extend_from_slice(&erased.to_le_bytes());
+        for d in &self.digests {
+            out.extend_from_slice(d);
+        }
+        out
+    }
+
+    /// The subject id and wrapped key (empty: erased), without the rest.
+    fn decode_head(bytes: &[u8]) -> Result<(&str, &[u8], &[u8]), VaultError> {
+        let bad = || VaultError::Storage("malformed subject row".to_owned());
+        let (len, rest) = bytes.split_first_chunk::<2>().ok_or_else(bad)?;
+        let len = usize::from(u16::from_le_bytes(*len));
+        let (name, rest) = rest.split_at_checked(len).ok_or_else(bad)?;
+        let name = std::str::from_utf8(name).map_err(|_| bad())?;
+        let (key_len, rest) = rest.split_first().ok_or_else(bad)?;
+        let (key, rest) = rest
+            .split_at_checked(usize::from(*key_len))
+            .ok_or_else(bad)?;
+        Ok((name, key, rest))
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, VaultError> {
+        let bad = || VaultError::Storage("malformed subject row".to_owned());
+        let (name, key, rest) = Self::decode_head(bytes)?;
+        let (next_block, rest) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
+        let (erased, rest) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
+        let erased = u64::from_le_bytes(*erased);
+        let (digests, tail) = rest.as_chunks::<16>();
+        if !tail.is_empty() {
+            return Err(bad());
+        }
+        Ok(SubjectRow {
+            name: name.to_owned(),
+            wrapped_key: key.to_vec(),
+            next_block: u64::from_le_bytes(*next_block),
+            erased_at_ms: erased.checked_sub(1),
+            digests: digests.to_vec(),
+        })
+    }
 }
 
 /// What one [`Vault::insert_batch`] did.
@@ -144,7 +207,6 @@ impl Vault {
             meta.insert("opens", 0u64.to_le_bytes().as_slice())?;
             tx.open_table(SUBJECT_NOS)?;
             tx.open_table(SUBJECTS)?;
-            tx.open_table(SUBJECT_INDEX)?;
             tx.open_table(BLOCKS)?;
             tx.open_table(crate::ledger::CONSENT)?;
             tx.open_table(crate::ledger::BUDGET)?;
@@ -296,7 +358,6 @@ impl Vault {
             let mut meta = tx.open_table(META)?;
             let mut nos = tx.open_table(SUBJECT_NOS)?;
             let mut subjects = tx.open_table(SUBJECTS)?;
-            let mut index = tx.open_table(SUBJECT_INDEX)?;
             let mut blocks = tx.open_table(BLOCKS)?;
             let mut next_no = match meta.get("next_subject_no")? {
                 Some(v) => read_u64(v.value()),
@@ -305,10 +366,10 @@ impl Vault {
             let mut plain = Vec::new();
             for (subject, recs) in by_subject {
                 let existing = nos.get(subject)?.map(|v| v.value());
-                let (no, mut idx) = match existing {
-                    Some(no) => match index.get(no)? {
-                        Some(v) => (no, bcs::from_bytes::<SubjectIndex>(v.value())?),
-                        None => (no, SubjectIndex::default()),
+                let (no, mut row) = match existing {
+                    Some(no) => match subjects.get(no)? {
+                        Some(v) => (no, SubjectRow::decode(v.value())?),
+                        None => (no, SubjectRow::new(subject)),
                     },
                     None => {
                         // New subjects get increasing numbers: their rows append at
@@ -317,19 +378,19 @@ impl Vault {
                         let no = next_no;
                         next_no += 1;
                         nos.insert(subject, no)?;
-                        (no, SubjectIndex::default())
+                        (no, SubjectRow::new(subject))
                     }
                 };
-                if idx.erased_at_ms.is_some() {
+                if row.erased_at_ms.is_some() {
                     summary.skipped_erased += recs.len() as u64;
                     continue;
                 }
                 let mut fresh: Vec<&[u8]> = Vec::with_capacity(recs.len());
                 for rec in recs {
-                    match idx.digests.binary_search(&rec.digest) {
+                    match row.digests.binary_search(&rec.digest) {
                         Ok(_) => summary.duplicates += 1,
                         Err(at) => {
-                            idx.digests.insert(at, rec.digest);
+                            row.digests.insert(at, rec.digest);
                             fresh.push(&batch.arena[rec.start..rec.end]);
                         }
                     }
@@ -337,20 +398,12 @@ impl Vault {
                 if fresh.is_empty() {
                     continue;
                 }
-                let existing_key = match subjects.get(no)? {
-                    Some(entry) => {
-                        let (_, wrapped) = decode_entry(entry.value())?;
-                        Some(self.unwrap_dek(subject, wrapped)?)
-                    }
-                    None => None,
-                };
-                let dek = match existing_key {
-                    Some(dek) => dek,
-                    None => {
-                        let (dek, wrapped) = self.new_dek(subject)?;
-                        subjects.insert(no, encode_entry(subject, &wrapped).as_slice())?;
-                        dek
-                    }
+                let dek = if row.wrapped_key.is_empty() {
+                    let (dek, wrapped) = self.new_dek(subject)?;
+                    row.wrapped_key = wrapped;
+                    dek
+                } else {
+                    self.unwrap_dek(subject, &row.wrapped_key)?
                 };
                 // BCS of Vec<Record>: ULEB128 length, then the elements.
                 plain.clear();
@@ -358,7 +411,7 @@ impl Vault {
                 for bytes in &fresh {
                     plain.extend_from_slice(bytes);
                 }
-                let block = idx.next_block;
+                let block = row.next_block;
                 let sealed = crypto::seal(
                     &dek.cipher(),
                     crypto::block_nonce(block),
@@ -366,8 +419,8 @@ impl Vault {
                     &plain,
                 )?;
                 blocks.insert((no, block), sealed.as_slice())?;
-                idx.next_block += 1;
-                index.insert(no, bcs::to_bytes(&idx)?.as_slice())?;
+                row.next_block += 1;
+                subjects.insert(no, row.encode().as_slice())?;
                 summary.inserted += fresh.len() as u64;
                 summary.blocks += 1;
             }
@@ -388,7 +441,6 @@ impl Vault {
             let mut meta = tx.open_table(META)?;
             let mut nos = tx.open_table(SUBJECT_NOS)?;
             let mut subjects = tx.open_table(SUBJECTS)?;
-            let mut index = tx.open_table(SUBJECT_INDEX)?;
             let existing = nos.get(s)?.map(|v| v.value());
             let no = match existing {
                 Some(no) => no,
@@ -403,22 +455,19 @@ impl Vault {
                     no
                 }
             };
-            let mut idx: SubjectIndex = match index.get(no)? {
-                Some(v) => bcs::from_bytes(v.value())?,
-                None => SubjectIndex::default(),
+            let mut row = match subjects.get(no)? {
+                Some(v) => SubjectRow::decode(v.value())?,
+                None => SubjectRow::new(s),
             };
-            if idx.erased_at_ms.is_some() {
+            if row.erased_at_ms.is_some() {
                 false
             } else {
-                let had_key = match subjects.get(no)? {
-                    Some(entry) => !decode_entry(entry.value())?.1.is_empty(),
-                    None => false,
-                };
-                // The row keeps the name; the wrapped data key is gone.
-                subjects.insert(no, encode_entry(s, &[]).as_slice())?;
-                idx.erased_at_ms = Some(at_ms);
-                idx.digests = Vec::new();
-                index.insert(no, bcs::to_bytes(&idx)?.as_slice())?;
+                let had_key = !row.wrapped_key.is_empty();
+                // The row keeps the name and block count; the wrapped key is gone.
+                row.wrapped_key = Vec::new();
+                row.erased_at_ms = Some(at_ms);
+                row.digests = Vec::new();
+                subjects.insert(no, row.encode().as_slice())?;
                 had_key
             }
         };
@@ -475,7 +524,7 @@ impl Vault {
         let blocks = tx.open_table(BLOCKS)?;
         let dek = match subjects.get(no)? {
             Some(entry) => {
-                let (_, wrapped) = decode_entry(entry.value())?;
+                let (_, wrapped, _) = SubjectRow::decode_head(entry.value())?;
                 if wrapped.is_empty() {
                     return Err(VaultError::Erased(s.to_owned()));
                 }
@@ -534,7 +583,7 @@ impl Vault {
                 }
                 let (name, cipher) = match &next_subject {
                     Some((k, entry)) if k.value() == no => {
-                        let (name, wrapped) = decode_entry(entry.value())?;
+                        let (name, wrapped, _) = SubjectRow::decode_head(entry.value())?;
                         let cipher = if wrapped.is_empty() {
                             stats.erased_subjects += 1;
                             None
@@ -718,29 +767,6 @@ fn push_uleb128(out: &mut Vec<u8>, mut n: u64) {
         }
         out.push(byte | 0x80);
     }
-}
-
-/// `name length u16 LE ‖ name ‖ wrapped key` (empty key: erased).
-fn encode_entry(name: &str, wrapped: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(2 + name.len() + wrapped.len());
-    // Subject ids are at most 128 bytes (symphony_core::ids::MAX_ID_LEN).
-    out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(wrapped);
-    out
-}
-
-fn decode_entry(bytes: &[u8]) -> Result<(&str, &[u8]), VaultError> {
-    let bad = || VaultError::Storage("malformed subject row".to_owned());
-    let len_bytes: [u8; 2] = bytes
-        .get(..2)
-        .ok_or_else(bad)?
-        .try_into()
-        .map_err(|_| bad())?;
-    let len = usize::from(u16::from_le_bytes(len_bytes));
-    let name = bytes.get(2..2 + len).ok_or_else(bad)?;
-    let name = std::str::from_utf8(name).map_err(|_| bad())?;
-    Ok((name, &bytes[2 + len..]))
 }
 
 fn key_check_aad(vault: &VaultId) -> Vec<u8> {

@@ -80,7 +80,4 @@ pub enum ConsensusError {
         /// The configured limit.
         max_bytes: usize,
     },
-    /// The node was shut down.
-    #[error("consensus node is shut down")]
-    Shutdown,
 }

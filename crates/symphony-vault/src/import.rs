@@ -10,21 +10,17 @@
 use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use redb::ReadableTable;
 use serde::Deserialize;
-use symphony_core::budget::{BudgetAccount, BudgetOp, Epsilon};
-use symphony_core::consent::{ConsentChange, ConsentHistory, UsageScope};
-use symphony_core::ids::{SubjectId, TaskId};
+use symphony_core::ids::SubjectId;
 
-use crate::error::{ImportError, VaultError};
-use crate::ledger::{BUDGET, CONSENT};
+use crate::batch::PreparedBatch;
+use crate::error::ImportError;
 use crate::record::{ContactKind, GeographyRef, IdentityRef, PurchaseRef, RecordRef};
-use crate::store::{PreparedBatch, Vault};
+use crate::store::Vault;
 
-/// Task id under which imported prior budget spend is committed.
-pub const PRIOR_SPEND_TASK: &str = "import/prior-spend";
+pub use crate::consent_import::{import_consent, PRIOR_SPEND_TASK};
 
 /// Import tuning.
 #[derive(Clone, Copy, Debug)]
@@ -123,22 +119,8 @@ struct RecordRow<'a> {
     store_country: Option<Cow<'a, str>>,
 }
 
-/// One line of a consent file, before validation.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConsentRow {
-    kind: Option<String>,
-    vault: Option<String>,
-    subject: Option<String>,
-    scope: Option<String>,
-    granted: Option<bool>,
-    at_ms: Option<u64>,
-    capacity_micro: Option<u64>,
-    spent_micro: Option<u64>,
-}
-
 /// A field-level problem: (field, reason).
-type FieldError = (&'static str, String);
+pub(crate) type FieldError = (&'static str, String);
 
 const RECORD_FIELDS: &[(&str, FieldType)] = &[
     ("kind", FieldType::Str),
@@ -156,25 +138,14 @@ const RECORD_FIELDS: &[(&str, FieldType)] = &[
     ("store_country", FieldType::Str),
 ];
 
-const CONSENT_FIELDS: &[(&str, FieldType)] = &[
-    ("kind", FieldType::Str),
-    ("vault", FieldType::Str),
-    ("subject", FieldType::Str),
-    ("scope", FieldType::Str),
-    ("granted", FieldType::Bool),
-    ("at_ms", FieldType::U64),
-    ("capacity_micro", FieldType::U64),
-    ("spent_micro", FieldType::U64),
-];
-
 #[derive(Clone, Copy)]
-enum FieldType {
+pub(crate) enum FieldType {
     Str,
     U64,
     Bool,
 }
 
-fn required<T>(field: &'static str, value: Option<T>) -> Result<T, FieldError> {
+pub(crate) fn required<T>(field: &'static str, value: Option<T>) -> Result<T, FieldError> {
     value.ok_or((field, "missing".to_owned()))
 }
 
@@ -208,7 +179,7 @@ fn code<'r>(
     Ok(v)
 }
 
-fn subject_id(value: Option<&str>) -> Result<SubjectId, FieldError> {
+pub(crate) fn subject_id(value: Option<&str>) -> Result<SubjectId, FieldError> {
     SubjectId::new(required("subject", value)?).map_err(|e| ("subject", e.to_string()))
 }
 
@@ -276,7 +247,7 @@ fn kind_name(kind: ContactKind) -> &'static str {
 }
 
 /// Names the field a serde error is about, by re-reading the line as a JSON value.
-fn diagnose(
+pub(crate) fn diagnose(
     line: &[u8],
     fields: &[(&str, FieldType)],
     err: &serde_json::Error,
@@ -311,7 +282,7 @@ fn diagnose(
 }
 
 /// Reads non-blank lines, calling `f(line_number, bytes)`.
-fn for_each_line(
+pub(crate) fn for_each_line(
     file: &Path,
     f: impl FnMut(u64, &[u8]) -> Result<(), ImportError>,
 ) -> Result<(), ImportError> {
@@ -356,7 +327,12 @@ fn for_each_line_in(
     Ok(line_no)
 }
 
-fn row_error(file: &Path, line: u64, field: impl Into<String>, reason: String) -> ImportError {
+pub(crate) fn row_error(
+    file: &Path,
+    line: u64,
+    field: impl Into<String>,
+    reason: String,
+) -> ImportError {
     ImportError::Row {
         file: file.to_owned(),
         line,
@@ -529,149 +505,6 @@ pub fn import_records(
     Ok(summary)
 }
 
-/// A validated consent-file row.
-enum ConsentItem {
-    Change(SubjectId, UsageScope, ConsentChange),
-    Spent(SubjectId, UsageScope, Epsilon, Epsilon),
-}
-
-fn validate_consent(row: ConsentRow) -> Result<(String, ConsentItem), FieldError> {
-    let vault = required("vault", row.vault)?;
-    let subject = subject_id(row.subject.as_deref())?;
-    let scope_text = required("scope", row.scope)?;
-    let scope: UsageScope = scope_text
-        .parse()
-        .map_err(|e: symphony_core::consent::ConsentError| ("scope", e.to_string()))?;
-    let item = match required("kind", row.kind)?.as_str() {
-        "consent" => ConsentItem::Change(
-            subject,
-            scope,
-            ConsentChange {
-                at_ms: required("at_ms", row.at_ms)?,
-                granted: required("granted", row.granted)?,
-            },
-        ),
-        "budget" => {
-            let capacity = Epsilon::from_micro(required("capacity_micro", row.capacity_micro)?);
-            let spent = Epsilon::from_micro(required("spent_micro", row.spent_micro)?);
-            if spent > capacity {
-                return Err(("spent_micro", "exceeds capacity_micro".to_owned()));
-            }
-            ConsentItem::Spent(subject, scope, capacity, spent)
-        }
-        other => return Err(("kind", format!("{other:?} is not consent or budget"))),
-    };
-    Ok((vault, item))
-}
-
-/// Imports a consent file (consent changes and prior budget spend) in one write
-/// transaction. Rows for other Vaults are skipped; identical changes already
-/// recorded are skipped, so re-import changes nothing.
-pub fn import_consent(
-    vault: &Vault,
-    file: &Path,
-    progress: &mut dyn FnMut(&ImportProgress<'_>),
-) -> Result<ImportSummary, ImportError> {
-    let mut items = Vec::new();
-    let mut summary = ImportSummary::default();
-    let own = vault.vault_id().as_str().to_owned();
-    for_each_line(file, |line_no, line| {
-        summary.rows += 1;
-        let row: ConsentRow = serde_json::from_slice(line).map_err(|e| {
-            let (field, reason) = diagnose(line, CONSENT_FIELDS, &e);
-            row_error(file, line_no, field, reason)
-        })?;
-        let (row_vault, item) =
-            validate_consent(row).map_err(|(f, r)| row_error(file, line_no, f, r))?;
-        if row_vault == own {
-            items.push((line_no, item));
-        } else {
-            summary.other_vault_rows += 1;
-        }
-        Ok(())
-    })?;
-    write_consent_items(vault, file, &items, &mut summary)?;
-    progress(&ImportProgress {
-        file,
-        phase: ImportPhase::Writing,
-        lines_done: summary.rows,
-        lines_total: summary.rows,
-        batches_committed: 1,
-    });
-    summary.batches = 1;
-    Ok(summary)
-}
-
-fn write_consent_items(
-    vault: &Vault,
-    file: &Path,
-    items: &[(u64, ConsentItem)],
-    summary: &mut ImportSummary,
-) -> Result<(), ImportError> {
-    let prior = TaskId::new(PRIOR_SPEND_TASK).map_err(VaultError::from)?;
-    let epoch = vault.budget_epoch()?;
-    let tx = vault.db.begin_write().map_err(VaultError::from)?;
-    {
-        let mut consent = tx.open_table(CONSENT).map_err(VaultError::from)?;
-        let mut budget = tx.open_table(BUDGET).map_err(VaultError::from)?;
-        for (line_no, item) in items {
-            match item {
-                ConsentItem::Change(subject, scope, change) => {
-                    let key = (scope.as_str(), subject.as_str());
-                    let mut history: ConsentHistory =
-                        match consent.get(key).map_err(VaultError::from)? {
-                            Some(v) => bcs::from_bytes(v.value()).map_err(VaultError::from)?,
-                            None => ConsentHistory::new(),
-                        };
-                    if history.changes().contains(change) {
-                        continue;
-                    }
-                    history
-                        .push(*change)
-                        .map_err(|e| row_error(file, *line_no, "at_ms", e.to_string()))?;
-                    let bytes = bcs::to_bytes(&history).map_err(VaultError::from)?;
-                    consent
-                        .insert(key, bytes.as_slice())
-                        .map_err(VaultError::from)?;
-                    summary.consent_changes += 1;
-                }
-                ConsentItem::Spent(subject, scope, capacity, spent) => {
-                    let key = (scope.as_str(), subject.as_str());
-                    let mut account: BudgetAccount =
-                        match budget.get(key).map_err(VaultError::from)? {
-                            Some(v) => bcs::from_bytes(v.value()).map_err(VaultError::from)?,
-                            None => BudgetAccount::new(*capacity, epoch),
-                        };
-                    if account.finished_of(&prior).is_some() {
-                        continue;
-                    }
-                    let ops = [
-                        BudgetOp::Reserve {
-                            task: prior.clone(),
-                            amount: *spent,
-                        },
-                        BudgetOp::CommitAtEstimate {
-                            task: prior.clone(),
-                        },
-                    ];
-                    for op in &ops {
-                        account
-                            .apply(op)
-                            .map_err(|e| row_error(file, *line_no, "spent_micro", e.to_string()))?;
-                    }
-                    let bytes = bcs::to_bytes(&account).map_err(VaultError::from)?;
-                    budget
-                        .insert(key, bytes.as_slice())
-                        .map_err(VaultError::from)?;
-                    summary.budget_rows += 1;
-                }
-            }
-        }
-    }
-    tx.commit().map_err(VaultError::from)?;
-    Ok(())
-}
-
 /// Imports a file of either kind, recognised by its first row's `kind`
 /// (`consent`/`budget` → consent file, anything else → record file).
 pub fn import_file(
@@ -692,22 +525,23 @@ fn is_consent_file(file: &Path) -> Result<bool, ImportError> {
     struct KindOnly {
         kind: Option<String>,
     }
-    let mut first: Option<bool> = None;
-    let stop = PathBuf::new();
-    let res = for_each_line(file, |_, line| {
-        let kind = serde_json::from_slice::<KindOnly>(line)
-            .ok()
-            .and_then(|k| k.kind);
-        first = Some(matches!(kind.as_deref(), Some("consent" | "budget")));
-        // Stop reading after the first row.
-        Err(ImportError::Io {
-            file: stop.clone(),
-            source: std::io::Error::other("stop"),
-        })
-    });
-    match (first, res) {
-        (Some(is_consent), _) => Ok(is_consent),
-        (None, Err(e)) => Err(e),
-        (None, Ok(())) => Ok(false),
+    let io = |source| ImportError::Io {
+        file: file.to_owned(),
+        source,
+    };
+    let mut reader = BufReader::new(File::open(file).map_err(io)?);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf).map_err(io)? == 0 {
+            return Ok(false);
+        }
+        let line = buf.trim_ascii();
+        if !line.is_empty() {
+            let kind = serde_json::from_slice::<KindOnly>(line)
+                .ok()
+                .and_then(|k| k.kind);
+            return Ok(matches!(kind.as_deref(), Some("consent" | "budget")));
+        }
     }
 }

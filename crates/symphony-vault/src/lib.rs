@@ -180,15 +180,19 @@
 )]
 
 pub mod auth;
+pub mod batch;
+pub mod consent_import;
 pub mod crypto;
 pub mod error;
 pub mod generate;
 pub mod import;
 pub mod ledger;
 pub mod record;
+pub mod scan;
 pub mod store;
 
 pub use auth::Authorized;
+pub use batch::{BatchBuilder, PreparedBatch};
 pub use crypto::VaultKey;
 pub use error::{GenerateError, ImportError, VaultError};
 pub use generate::{generate, GenerateParams, GenerateSummary};
@@ -201,4 +205,4 @@ pub use record::{
     ContactKind, Geography, GeographyRef, Identity, IdentityRef, Purchase, PurchaseRef, Record,
     RecordRef, SubjectView,
 };
-pub use store::{BatchBuilder, InsertSummary, PreparedBatch, ScanStats, Vault, VaultConfig};
+pub use store::{InsertSummary, ScanStats, Vault, VaultConfig};

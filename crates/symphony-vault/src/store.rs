@@ -1,7 +1,6 @@
 //! The Vault: opening, the encrypted record store, erasure and scans.
 
 use std::collections::BTreeMap;
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -14,10 +13,11 @@ use sha2::{Digest as _, Sha256};
 use symphony_core::budget::Epsilon;
 use symphony_core::ids::{EpochId, SubjectId, VaultId};
 
-use crate::auth::Authorized;
+use crate::batch::{push_uleb128, BatchBuilder, PreparedBatch, PreparedRecord};
 use crate::crypto::{self, DataKey, VaultKey};
 use crate::error::VaultError;
-use crate::record::{GeographyRef, IdentityRef, PurchaseRef, Record, RecordRef, SubjectView};
+use crate::record::{Record, RecordRef};
+use crate::scan::decode_block;
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// subject id → subject number (dense, assigned at first import).
@@ -88,7 +88,7 @@ impl SubjectRow {
     }
 
     /// The subject id and wrapped key (empty: erased), without the rest.
-    fn decode_head(bytes: &[u8]) -> Result<(&str, &[u8], &[u8]), VaultError> {
+    pub(crate) fn decode_head(bytes: &[u8]) -> Result<(&str, &[u8], &[u8]), VaultError> {
         let bad = || VaultError::Storage("malformed subject row".to_owned());
         let (len, rest) = bytes.split_first_chunk::<2>().ok_or_else(bad)?;
         let len = usize::from(u16::from_le_bytes(*len));
@@ -544,75 +544,6 @@ impl Vault {
         Ok(out)
     }
 
-    /// Visits every non-erased subject with its decrypted records, in the order
-    /// subjects were first imported. The callback may stop the scan early with
-    /// `ControlFlow::Break`.
-    ///
-    /// Any block that fails authentication aborts the scan with
-    /// [`VaultError::Tampered`]: corrupted data is never handed to the callback.
-    pub fn for_each_subject<F>(
-        &self,
-        auth: &Authorized,
-        mut visit: F,
-    ) -> Result<ScanStats, VaultError>
-    where
-        F: FnMut(&SubjectView<'_>) -> ControlFlow<()>,
-    {
-        auth.check_vault(&self.config.vault_id)?;
-        let tx = self.db.begin_read()?;
-        let subjects = tx.open_table(SUBJECTS)?;
-        let blocks = tx.open_table(BLOCKS)?;
-        let mut stats = ScanStats::default();
-        // Merge-join: blocks and subjects are both ordered by subject number.
-        let mut subject_iter = subjects.iter()?;
-        let mut next_subject = subject_iter.next().transpose()?;
-        let mut current: Option<(u64, String, Option<Aes256Gcm>)> = None;
-        let mut buffers: Vec<Vec<u8>> = Vec::new();
-        for entry in blocks.iter()? {
-            let (k, v) = entry?;
-            let (no, block) = k.value();
-            if current.as_ref().map(|c| c.0) != Some(no) {
-                if let Some((_, name, Some(_))) = &current {
-                    if emit(name, &buffers, &mut stats, &mut visit)?.is_break() {
-                        return Ok(stats);
-                    }
-                }
-                buffers.clear();
-                while next_subject.as_ref().is_some_and(|(k, _)| k.value() < no) {
-                    next_subject = subject_iter.next().transpose()?;
-                }
-                let (name, cipher) = match &next_subject {
-                    Some((k, entry)) if k.value() == no => {
-                        let (name, wrapped, _) = SubjectRow::decode_head(entry.value())?;
-                        let cipher = if wrapped.is_empty() {
-                            stats.erased_subjects += 1;
-                            None
-                        } else {
-                            Some(self.unwrap_dek(name, wrapped)?.cipher())
-                        };
-                        (name.to_owned(), cipher)
-                    }
-                    _ => {
-                        return Err(VaultError::Storage(format!(
-                            "subject number {no} has blocks but no subject row"
-                        )))
-                    }
-                };
-                current = Some((no, name, cipher));
-            }
-            if let Some((_, name, Some(cipher))) = &current {
-                let plain = self.open_block(cipher, name, block, v.value())?;
-                stats.blocks += 1;
-                stats.plaintext_bytes += plain.len() as u64;
-                buffers.push(plain);
-            }
-        }
-        if let Some((_, name, Some(_))) = &current {
-            let _ = emit(name, &buffers, &mut stats, &mut visit)?;
-        }
-        Ok(stats)
-    }
-
     fn new_dek(&self, subject: &str) -> Result<(DataKey, Vec<u8>), VaultError> {
         let mut key = [0u8; 32];
         let mut nonce = [0u8; crypto::NONCE_LEN];
@@ -629,7 +560,7 @@ impl Vault {
         Ok((DataKey(key), wrapped))
     }
 
-    fn unwrap_dek(&self, subject: &str, wrapped: &[u8]) -> Result<DataKey, VaultError> {
+    pub(crate) fn unwrap_dek(&self, subject: &str, wrapped: &[u8]) -> Result<DataKey, VaultError> {
         let aad = crypto::key_aad(self.config.vault_id.as_str(), subject);
         let tampered = || VaultError::Tampered {
             subject: subject.to_owned(),
@@ -640,7 +571,7 @@ impl Vault {
         Ok(DataKey(key))
     }
 
-    fn open_block(
+    pub(crate) fn open_block(
         &self,
         cipher: &Aes256Gcm,
         subject: &str,
@@ -655,120 +586,6 @@ impl Vault {
     }
 }
 
-/// Records encoded and digested ahead of the write transaction: one byte arena per
-/// batch, so preparing allocates almost nothing per record.
-#[derive(Debug, Default)]
-pub struct PreparedBatch {
-    arena: Vec<u8>,
-    items: Vec<PreparedRecord>,
-}
-
-impl PreparedBatch {
-    /// Records in the batch.
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    /// Whether the batch is empty.
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-}
-
-#[derive(Debug)]
-struct PreparedRecord {
-    subject: SubjectId,
-    digest: [u8; 16],
-    start: usize,
-    end: usize,
-}
-
-/// Builds a [`PreparedBatch`]: BCS-encodes each record and computes its keyed
-/// digest (the deduplication key).
-#[derive(Debug)]
-pub struct BatchBuilder {
-    digest_key: [u8; 32],
-    batch: PreparedBatch,
-}
-
-impl BatchBuilder {
-    /// Adds an owned record.
-    pub fn push_record(&mut self, subject: SubjectId, record: &Record) -> Result<(), VaultError> {
-        self.push(subject, record)
-    }
-
-    /// Adds a borrowed record (same encoding as the owned one).
-    pub fn push_ref(
-        &mut self,
-        subject: SubjectId,
-        record: &RecordRef<'_>,
-    ) -> Result<(), VaultError> {
-        self.push(subject, record)
-    }
-
-    fn push<T: Serialize + ?Sized>(
-        &mut self,
-        subject: SubjectId,
-        record: &T,
-    ) -> Result<(), VaultError> {
-        let start = self.batch.arena.len();
-        bcs::serialize_into(&mut self.batch.arena, record)?;
-        let end = self.batch.arena.len();
-        let digest = record_digest(
-            &self.digest_key,
-            subject.as_str(),
-            &self.batch.arena[start..end],
-        );
-        self.batch.items.push(PreparedRecord {
-            subject,
-            digest,
-            start,
-            end,
-        });
-        Ok(())
-    }
-
-    /// Records added so far.
-    pub fn len(&self) -> usize {
-        self.batch.items.len()
-    }
-
-    /// Whether nothing was added.
-    pub fn is_empty(&self) -> bool {
-        self.batch.items.is_empty()
-    }
-
-    /// The batch, leaving the builder empty for the next one.
-    pub fn finish(&mut self) -> PreparedBatch {
-        std::mem::take(&mut self.batch)
-    }
-}
-
-/// Keyed digest of a record (truncated SHA-256 over key ‖ subject ‖ BCS bytes).
-fn record_digest(digest_key: &[u8; 32], subject: &str, record_bytes: &[u8]) -> [u8; 16] {
-    let mut h = Sha256::new();
-    h.update(digest_key);
-    h.update((subject.len() as u32).to_le_bytes());
-    h.update(subject.as_bytes());
-    h.update(record_bytes);
-    let full = h.finalize();
-    let mut d = [0u8; 16];
-    d.copy_from_slice(&full[..16]);
-    d
-}
-
-fn push_uleb128(out: &mut Vec<u8>, mut n: u64) {
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
 fn key_check_aad(vault: &VaultId) -> Vec<u8> {
     crypto::key_aad(vault.as_str(), "\0key-check")
 }
@@ -778,48 +595,4 @@ pub(crate) fn read_u64(bytes: &[u8]) -> u64 {
     let n = bytes.len().min(8);
     b[..n].copy_from_slice(&bytes[..n]);
     u64::from_le_bytes(b)
-}
-
-fn decode_block<'a>(
-    subject: &str,
-    block: u64,
-    plain: &'a [u8],
-) -> Result<Vec<RecordRef<'a>>, VaultError> {
-    bcs::from_bytes(plain).map_err(|e| VaultError::Corrupt {
-        subject: subject.to_owned(),
-        block,
-        reason: e.to_string(),
-    })
-}
-
-/// Decodes a subject's blocks and hands the view to the callback.
-fn emit<F>(
-    subject: &str,
-    buffers: &[Vec<u8>],
-    stats: &mut ScanStats,
-    visit: &mut F,
-) -> Result<ControlFlow<()>, VaultError>
-where
-    F: FnMut(&SubjectView<'_>) -> ControlFlow<()>,
-{
-    let mut identity: Option<IdentityRef<'_>> = None;
-    let mut geography: Option<GeographyRef<'_>> = None;
-    let mut purchases: Vec<PurchaseRef<'_>> = Vec::new();
-    for (block, plain) in buffers.iter().enumerate() {
-        for rec in decode_block(subject, block as u64, plain)? {
-            stats.records += 1;
-            match rec {
-                RecordRef::Identity(i) => identity = Some(i),
-                RecordRef::Geography(g) => geography = Some(g),
-                RecordRef::Purchase(p) => purchases.push(p),
-            }
-        }
-    }
-    stats.subjects += 1;
-    Ok(visit(&SubjectView {
-        subject,
-        identity,
-        geography,
-        purchases: &purchases,
-    }))
 }

@@ -254,4 +254,32 @@ fn main() {
             per_sec(stats.records, secs)
         );
     }
+    let (t, c) = (Instant::now(), cpu_secs());
+    let since = NOW_MS - 30 * DAY_MS;
+    let (counts, stats) = vault
+        .par_for_each_subject(
+            &auth,
+            2,
+            || 0u64,
+            |audience, view| {
+                let sg = view.geography.is_some_and(|g| g.home_city == "Singapore");
+                if sg
+                    && view
+                        .purchases
+                        .iter()
+                        .any(|p| p.ts_ms >= since && p.brand == "Luckin Coffee")
+                {
+                    *audience += 1;
+                }
+                ControlFlow::Continue(())
+            },
+        )
+        .unwrap();
+    let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - c);
+    println!(
+        "scan on 2 threads: {} records in {secs:.2}s wall, {cpu:.2}s CPU = {} records/s; audience {}",
+        stats.records,
+        per_sec(stats.records, secs),
+        counts.iter().sum::<u64>()
+    );
 }

@@ -1,9 +1,10 @@
 //! The scan the enclave runtime calls: every subject with its decrypted records.
 
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Range};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use aes_gcm::Aes256Gcm;
-use redb::ReadableTable;
+use redb::{ReadOnlyTable, ReadableTable};
 
 use crate::auth::Authorized;
 use crate::error::VaultError;
@@ -30,18 +31,103 @@ impl Vault {
         let subjects = tx.open_table(SUBJECTS)?;
         let blocks = tx.open_table(BLOCKS)?;
         let mut stats = ScanStats::default();
-        // Merge-join: blocks and subjects are both ordered by subject number.
-        let mut subject_iter = subjects.iter()?;
+        self.scan_range(&subjects, &blocks, 0..u64::MAX, &mut stats, &mut visit)?;
+        Ok(stats)
+    }
+
+    /// [`Vault::for_each_subject`] on `threads` threads, each over a contiguous
+    /// range of subjects, all reading one snapshot. Each thread folds into its own
+    /// state (`init()`); the states come back in subject order, for the caller to
+    /// merge. A `Break` from any thread stops all of them.
+    pub fn par_for_each_subject<S, I, F>(
+        &self,
+        auth: &Authorized,
+        threads: usize,
+        init: I,
+        visit: F,
+    ) -> Result<(Vec<S>, ScanStats), VaultError>
+    where
+        S: Send,
+        I: Fn() -> S + Sync,
+        F: Fn(&mut S, &SubjectView<'_>) -> ControlFlow<()> + Sync,
+    {
+        auth.check_vault(&self.config.vault_id)?;
+        let tx = self.db.begin_read()?;
+        let subjects = tx.open_table(SUBJECTS)?;
+        let blocks = tx.open_table(BLOCKS)?;
+        let end = match subjects.last()? {
+            Some((k, _)) => k.value().saturating_add(1),
+            None => 0,
+        };
+        let threads = threads.clamp(1, 64) as u64;
+        let stop = AtomicBool::new(false);
+        let results: Vec<Result<(S, ScanStats), VaultError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let range = end * t / threads..end * (t + 1) / threads;
+                    let (subjects, blocks, stop, init, visit) =
+                        (&subjects, &blocks, &stop, &init, &visit);
+                    scope.spawn(move || {
+                        let mut state = init();
+                        let mut stats = ScanStats::default();
+                        self.scan_range(subjects, blocks, range, &mut stats, &mut |view| {
+                            if stop.load(Ordering::Relaxed) || visit(&mut state, view).is_break() {
+                                stop.store(true, Ordering::Relaxed);
+                                return ControlFlow::Break(());
+                            }
+                            ControlFlow::Continue(())
+                        })?;
+                        Ok((state, stats))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(VaultError::Storage("scan thread panicked".to_owned()))
+                    })
+                })
+                .collect()
+        });
+        let mut states = Vec::with_capacity(results.len());
+        let mut total = ScanStats::default();
+        for r in results {
+            let (state, stats) = r?;
+            states.push(state);
+            total.subjects += stats.subjects;
+            total.erased_subjects += stats.erased_subjects;
+            total.blocks += stats.blocks;
+            total.records += stats.records;
+            total.plaintext_bytes += stats.plaintext_bytes;
+        }
+        Ok((states, total))
+    }
+
+    /// Merge-join of `blocks` and `subjects` (both ordered by subject number) over
+    /// the subject numbers in `range`.
+    fn scan_range(
+        &self,
+        subjects: &ReadOnlyTable<u64, &'static [u8]>,
+        blocks: &ReadOnlyTable<(u64, u64), &'static [u8]>,
+        range: Range<u64>,
+        stats: &mut ScanStats,
+        visit: &mut dyn FnMut(&SubjectView<'_>) -> ControlFlow<()>,
+    ) -> Result<(), VaultError> {
+        if range.is_empty() {
+            return Ok(());
+        }
+        let mut subject_iter = subjects.range(range.clone())?;
         let mut next_subject = subject_iter.next().transpose()?;
         let mut current: Option<(u64, String, Option<Aes256Gcm>)> = None;
         let mut buffers: Vec<Vec<u8>> = Vec::new();
-        for entry in blocks.iter()? {
+        for entry in blocks.range((range.start, 0)..(range.end, 0))? {
             let (k, v) = entry?;
             let (no, block) = k.value();
             if current.as_ref().map(|c| c.0) != Some(no) {
                 if let Some((_, name, Some(_))) = &current {
-                    if emit(name, &buffers, &mut stats, &mut visit)?.is_break() {
-                        return Ok(stats);
+                    if emit(name, &buffers, stats, visit)?.is_break() {
+                        return Ok(());
                     }
                 }
                 buffers.clear();
@@ -75,9 +161,9 @@ impl Vault {
             }
         }
         if let Some((_, name, Some(_))) = &current {
-            let _ = emit(name, &buffers, &mut stats, &mut visit)?;
+            let _ = emit(name, &buffers, stats, visit)?;
         }
-        Ok(stats)
+        Ok(())
     }
 }
 
@@ -94,15 +180,12 @@ pub(crate) fn decode_block<'a>(
 }
 
 /// Decodes a subject's blocks and hands the view to the callback.
-fn emit<F>(
+fn emit(
     subject: &str,
     buffers: &[Vec<u8>],
     stats: &mut ScanStats,
-    visit: &mut F,
-) -> Result<ControlFlow<()>, VaultError>
-where
-    F: FnMut(&SubjectView<'_>) -> ControlFlow<()>,
-{
+    visit: &mut dyn FnMut(&SubjectView<'_>) -> ControlFlow<()>,
+) -> Result<ControlFlow<()>, VaultError> {
     let mut identity: Option<IdentityRef<'_>> = None;
     let mut geography: Option<GeographyRef<'_>> = None;
     let mut purchases: Vec<PurchaseRef<'_>> = Vec::new();

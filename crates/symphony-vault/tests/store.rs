@@ -399,3 +399,47 @@ fn vault_directory_round_trip() {
         Err(VaultError::BadKeyFile { .. })
     ));
 }
+
+#[test]
+fn parallel_scan_sees_what_the_sequential_scan_sees() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = create(&dir.path().join("v.redb"), "vault-a");
+    let batch: Vec<_> = (0..97)
+        .flat_map(|i| {
+            (0..3).map(move |j| (sid(&format!("p{i}")), purchase("Starbucks", 100 + j, i)))
+        })
+        .collect();
+    vault.insert_batch(&batch).unwrap();
+    vault.erase_subject(&sid("p5"), 9).unwrap();
+    let auth = reader(&vault);
+    let sequential: Vec<String> = dump(&vault).into_keys().collect();
+    for threads in [1, 2, 3, 8] {
+        let (states, stats) = vault
+            .par_for_each_subject(
+                &auth,
+                threads,
+                Vec::new,
+                |seen: &mut Vec<(String, usize)>, view| {
+                    seen.push((view.subject.to_owned(), view.purchases.len()));
+                    std::ops::ControlFlow::Continue(())
+                },
+            )
+            .unwrap();
+        let mut all: Vec<(String, usize)> = states.into_iter().flatten().collect();
+        all.sort();
+        assert_eq!(
+            all.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>(),
+            sequential
+        );
+        assert!(all.iter().all(|(_, n)| *n == 3));
+        assert_eq!(
+            (stats.subjects, stats.records, stats.erased_subjects),
+            (96, 288, 1)
+        );
+    }
+    // A break stops the scan early.
+    let (_, stats) = vault
+        .par_for_each_subject(&auth, 2, || (), |_, _| std::ops::ControlFlow::Break(()))
+        .unwrap();
+    assert!(stats.subjects <= 2);
+}

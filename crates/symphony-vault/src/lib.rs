@@ -92,22 +92,22 @@
 //!
 //! | run | figure |
 //! |---|---|
-//! | raw AES-256-GCM, 64 MiB, one core | encrypt 0.4-0.6 GB/s, decrypt 0.7-1.0 GB/s |
+//! | raw AES-256-GCM, 64 MiB, one core | encrypt 0.3-0.6 GB/s, decrypt 0.4-1.0 GB/s |
 //! | 1M purchases (1.2M rows, 219 MB JSONL): validation pass only | 0.9-1.0M rows per CPU-second |
-//! | 1M: full import (validate + pipelined parse/encrypt/commit, 24 batches) | 5.7-6.0 s wall = 200-210k rows/s; 220k rows per CPU-second |
-//! | 1M: writer alone (prepared batches → encrypt + commit) | 380k rows/s wall; 465-486k rows per CPU-second |
-//! | 1M: audience scan (decrypt all, filter Luckin ∧ 30 days ∧ Singapore) | 0.36-0.59 s = 2.0-3.3M records/s |
-//! | 10M purchases (12M rows, 2.2 GB JSONL): generate | 7.9 s |
-//! | 10M: validation pass only | 12.8 s wall (0.91M rows per CPU-second) |
-//! | 10M: full import (240 batches) | 70 s wall = 171k rows/s (143k purchases/s); vault file 3.2 GB |
-//! | 10M: audience scan (1M subjects, 576 MB plaintext) | 5.1-5.5 s = 2.2-2.4M records/s; audience 112,691 |
+//! | 1M: full import (validate, then pipelined parse ∥ encrypt+commit; 24 batches) | best 5.4 s wall = 221k rows/s; 240-270k rows per CPU-second |
+//! | 1M: single-pass import (`validate_first: false`) | best 2.7 s wall = 445k rows/s |
+//! | 1M: writer alone (prepared batches → encrypt + commit) | best 2.1 s wall = 571k rows/s; 645-652k rows per CPU-second |
+//! | 1M: audience scan (decrypt all, filter Luckin ∧ 30 days ∧ Singapore) | best 0.36 s wall = 3.3M records/s; ~3.1M records per CPU-second |
+//! | 10M purchases (12M rows, 2.2 GB JSONL): generate | 6.9-7.9 s |
+//! | 10M: validation pass only | 13.4 s (0.9M rows per CPU-second) |
+//! | 10M: full import (240 batches) | 54 s CPU = 222k rows per CPU-second; 99 s wall at load 7-8 (121k rows/s); vault file 1.6 GB |
+//! | 10M: audience scan (1M subjects, 576 MB plaintext) | 5.1-5.2 s CPU = 2.3M records per CPU-second; audience 112,691 |
 //!
-//! The import target (≥ 500k records/s) is **not met** on this machine: per CPU
-//! second the importer does ~220k rows (JSON parsing ~1 µs/row, done twice because
-//! the file is validated before anything is written; redb inserts ~2 µs/row in the
-//! writer, of which AES-GCM is < 5 %). Profiles: redb B-tree inserts and commits
-//! dominate the writer, `serde_json` and allocation dominate parsing. On an idle
-//! 2-core machine the pipeline should approach max(parse, write) ≈ 400k rows/s.
+//! The import target (≥ 500k records/s) is **not met** by the default
+//! (validate-first) import: JSON parsing costs ~1 µs/row and is done twice (the file
+//! is validated before anything is written), and the writer ~1.5 µs/row (redb B-tree
+//! inserts and commits dominate; AES-GCM is < 5 % of it). The writer alone does
+//! 571k rows/s and the single-pass import 445k rows/s, measured under load.
 //! The scan is not dominated by decryption: 576 MB at ~0.9 GB/s is ~0.6 s of the
 //! 5 s; the rest is redb iteration, BCS decoding and the per-subject key unwrap.
 //!

@@ -56,7 +56,8 @@ pub enum Command {
         /// Instructions.
         set: PayoutInstructionSet,
     },
-    /// `reward::distribute(source, set)` from the treasury or an epoch reward pool.
+    /// `reward::distribute(source, set)` from the treasury, an epoch reward pool, or
+    /// (`reward::distribute_from`) a user account that signs.
     RewardDistribute {
         /// Treasury or reward pool (an escrow source is refused: use `EscrowPayout`).
         source: PayoutSource,
@@ -236,10 +237,14 @@ fn run(em: &mut Emitter<'_>, command: &Command) -> Result<(), LedgerError> {
             payout(em, PayoutSource::Escrow(escrow_id.clone()), set)
         }
         C::RewardDistribute { source, set } => {
-            if let PayoutSource::Escrow(_) = source {
-                return Err(LedgerError::InvalidPayout(
-                    "escrow source: use EscrowPayout",
-                ));
+            match source {
+                PayoutSource::Escrow(_) => {
+                    return Err(LedgerError::InvalidPayout(
+                        "escrow source: use EscrowPayout",
+                    ))
+                }
+                PayoutSource::Account(account) => user_account(account)?,
+                PayoutSource::Treasury | PayoutSource::RewardPool(_) => {}
             }
             payout(em, source.clone(), set)
         }

@@ -13,6 +13,10 @@ pub enum PayoutSource {
     Treasury,
     /// An epoch's reward pool.
     RewardPool(u64),
+    /// A user account distributing what it holds, e.g. a Vault's dividend account
+    /// paying its producers (`reward::distribute_from(signer, set)`). Never a
+    /// `protocol:` account.
+    Account(AccountId),
 }
 
 /// One entry of the ledger's event log. Replaying the log from the start rebuilds

@@ -267,6 +267,7 @@ impl<'a> Tx<'a> {
         match source {
             PayoutSource::Treasury => self.debit(&AccountId::treasury(), total),
             PayoutSource::RewardPool(epoch) => self.debit(&AccountId::reward_pool(*epoch), total),
+            PayoutSource::Account(account) => self.debit(account, total),
             PayoutSource::Escrow(id) => {
                 let mut e = self
                     .escrow(id)

@@ -163,6 +163,11 @@ pub enum PayoutKind {
     Treasury,
     /// Node operation reward (bootstrap inflation).
     NodeOperation,
+    /// A Vault's Data Contributor share, paid to the Vault's dividend account; the
+    /// Vault then pays its producers ([`PayoutKind::DataUsageDividend`]) itself, so
+    /// the coordination layer never learns which producers' records were used. No
+    /// multiplier here: it applies once, per producer.
+    VaultDividendPool,
 }
 
 impl PayoutKind {

@@ -4,7 +4,8 @@
 //! - a challenge window opens when a settlement reaches `candidate_ready`
 //!   ([`crate::Command::OpenChallengeWindow`]) and closes at `closes_at_ms` (leader's time,
 //!   an input); a challenge is filed only while the window is open
-//!   ([`window_accepts`]);
+//!   ([`window_accepts`]); the one exception is the settlement plane itself (a
+//!   master) challenging inputs that fail to replay at `verifying_inputs`;
 //! - only an actor with **standing** may file ([`has_standing`]): the task's
 //!   submitter, the operator of a participating Vault (`operator:<vault>`), or a
 //!   master (`master-0..2`);
@@ -132,8 +133,11 @@ pub fn has_standing(task: &TaskRecord, actor: &ActorId) -> bool {
             .iter()
             .any(|p| p.as_str() == v)
     });
-    let is_master = matches!(name, "master-0" | "master-1" | "master-2");
-    &body.caller.actor_id == actor || is_operator || is_master
+    &body.caller.actor_id == actor || is_operator || is_master(actor)
+}
+
+fn is_master(actor: &ActorId) -> bool {
+    matches!(actor.as_str(), "master-0" | "master-1" | "master-2")
 }
 
 impl MasterState {
@@ -261,7 +265,15 @@ impl MasterState {
             ));
         }
         let window = self.challenge_windows.get(task_id).copied();
-        if !window.is_some_and(|w| window_accepts(&w, filing.at_ms)) {
+        // The settlement plane itself (a master) challenges inputs that fail to
+        // replay at `verifying_inputs`, before any window exists.
+        let plane_challenge = is_master(&filing.challenger)
+            && self
+                .tasks
+                .get(task_id)
+                .and_then(|t| t.settlement.as_ref())
+                .is_some_and(|s| s.state == SettlementState::VerifyingInputs);
+        if !plane_challenge && !window.is_some_and(|w| window_accepts(&w, filing.at_ms)) {
             return Err(refused(
                 task_id,
                 format!("no open challenge window at {} ms", filing.at_ms),

@@ -16,9 +16,11 @@
 
 pub mod aggregation;
 pub mod bundle;
+pub mod challenge;
 pub mod enterprise;
 pub mod network;
 pub mod replication;
+pub mod settlement;
 pub mod verify;
 
 /// A node-level failure.

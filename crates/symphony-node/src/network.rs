@@ -12,18 +12,12 @@ use symphony_core::consent::UsageScope;
 use symphony_core::encoding::{canonical_bytes, tagged_hash, Digest};
 use symphony_core::envelope::*;
 use symphony_core::ids::*;
-use symphony_core::lifecycle::{SettlementState, SliceState, TaskEvent, TaskState};
+use symphony_core::lifecycle::{SliceState, TaskEvent};
 use symphony_economics::pricing::QueryUsage;
-use symphony_economics::{
-    distribute_fee, estimate_fee, settle_fee, ContributionReport, PolicyParams, PolicyRegistry,
-    Recipient, TaskUsage,
-};
+use symphony_economics::{estimate_fee, PolicyParams, PolicyRegistry, TaskUsage};
 use symphony_enclave::{SoftwareAttestationVerifier, SoftwareEnclave};
-use symphony_ledger::{
-    AccountId, EscrowId, Genesis, LedgerConfig, PayoutId, PayoutInstruction, PayoutInstructionSet,
-    PayoutKind, RedbLedger, SettlementLedger,
-};
-use symphony_master::{AggregateRecord, Command, SettlementRecord, SliceRecord};
+use symphony_ledger::{AccountId, EscrowId, Genesis, LedgerConfig, RedbLedger, SettlementLedger};
+use symphony_master::{AggregateRecord, Command, SliceRecord};
 use symphony_semantic::{AudienceIntent, SemanticRegistry};
 use symphony_vault::{
     GenerateParams, GenerateSummary, ImportOptions, Vault, VaultConfig, VaultKey,
@@ -34,6 +28,10 @@ use crate::bundle::SliceResultBundle;
 use crate::bundle::{aggregation_code_identity, slice_code_identity, SliceAssignment};
 use crate::enterprise::{AdmissionReply, EnterpriseEndpoint, EnterpriseNode};
 use crate::replication::{LocalReplicator, Replicator};
+use crate::settlement::embedded::{
+    evidence_of, genesis_stakes, pay_embedded_vault_dividends, Settled,
+};
+use crate::settlement::{SettlementInputs, SettlementStore};
 use crate::verify::{verify_aggregate, verify_slice};
 use crate::NodeError;
 
@@ -241,6 +239,9 @@ pub struct MasterServices {
     pub advertisers: BTreeMap<ActorId, [u8; 32]>,
     /// "Now", ms (the leader's injected time).
     pub now_ms: u64,
+    /// Persisted settlement state (`settlement.redb`); in memory when `None` at the
+    /// first settlement.
+    pub settlements: Option<SettlementStore>,
     next_task: u64,
 }
 
@@ -442,7 +443,10 @@ impl EmbeddedNetwork {
                     .to_bytes(),
             );
         }
-        let ledger = RedbLedger::create(
+        let vault_ids: Vec<VaultId> = enterprises.iter().map(|e| e.vault_id().clone()).collect();
+        let stakes = genesis_stakes(&policy_params, &vault_ids)?;
+        allocations.extend(stakes.iter().map(|(a, _, amount)| (a.clone(), *amount)));
+        let mut ledger = RedbLedger::create(
             dir.join("ledger.redb"),
             &Genesis {
                 config: LedgerConfig {
@@ -455,6 +459,11 @@ impl EmbeddedNetwork {
             },
         )
         .map_err(|e| NodeError::Ledger(e.to_string()))?;
+        for (actor, tier, amount) in &stakes {
+            ledger
+                .bond(actor, *tier, *amount)
+                .map_err(|e| NodeError::Ledger(e.to_string()))?;
+        }
         let policy = PolicyRegistry::genesis(policy_params)
             .map_err(|e| NodeError::Refused(e.to_string()))?;
         obs.step(
@@ -474,6 +483,7 @@ impl EmbeddedNetwork {
                 semantic: SemanticRegistry::catalog_v1(),
                 advertisers: adv_keys,
                 now_ms: params.now_ms,
+                settlements: Some(SettlementStore::open(dir.join("settlement.redb"))?),
                 next_task: 0,
             },
             enterprises,
@@ -519,7 +529,21 @@ impl EmbeddedNetwork {
                 endpoints.push(e);
             }
         }
-        self.master.run_campaign(&endpoints, req, obs)
+        let outcome = self.master.run_campaign(&endpoints, req, obs)?;
+        if outcome.settlement_state.as_deref() == Some("finalized") {
+            // Data usage dividends are paid by each Vault, which alone knows whose
+            // records were used.
+            let task = TaskId::new(outcome.task_id.clone())
+                .map_err(|e| NodeError::Refused(e.to_string()))?;
+            let at_ms = self.master.now_ms;
+            let paid =
+                pay_embedded_vault_dividends(&mut self.master, &self.enterprises, &task, at_ms)?;
+            obs.step(
+                "dividends",
+                &format!("{paid} µSYM paid to data producers by their Vaults"),
+            );
+        }
+        Ok(outcome)
     }
 }
 
@@ -789,8 +813,6 @@ impl MasterServices {
         // --- Execution: fan out slices
         let mut evidence = Vec::new();
         let mut bundles = Vec::new();
-        let mut work: Vec<(ActorId, u64)> = Vec::new();
-        let mut contributor_weights = Vec::new();
         let total = enterprises.len() as u64;
         for (i, e) in enterprises.iter().enumerate() {
             let vault_id = e.vault_id().clone();
@@ -821,16 +843,6 @@ impl MasterServices {
                             epsilon_committed_micro: bundle.body.epsilon_committed_micro,
                         };
                         outcome.subjects_evaluated += bundle.body.subjects_evaluated;
-                        work.push((
-                            ActorId::new(format!("operator:{vault_id}"))
-                                .map_err(|e| NodeError::Refused(e.to_string()))?,
-                            bundle.body.subjects_evaluated,
-                        ));
-                        let weight = bundle
-                            .body
-                            .subjects_evaluated
-                            .saturating_mul(bundle.body.epsilon_committed_micro / 1000);
-                        contributor_weights.push((vault_id.clone(), weight));
                         evidence.push(ev);
                         bundles.push(bundle);
                         r
@@ -936,119 +948,49 @@ impl MasterServices {
             .map_err(|e| NodeError::Refused(e.to_string()))?;
         outcome.attestations_verified += 1;
         self.advance(&task_id, TaskEvent::VerificationAccepted, None, obs)?;
-        // --- Settlement
+        // --- Settlement (the Settlement Plane: crate::settlement)
         let delivered = agg.audience.len() as u64;
-        let settled = settle_fee(
-            &params.prices,
-            estimate,
-            &TaskUsage::Query(QueryUsage {
+        let inputs = SettlementInputs {
+            task_id: task_id.clone(),
+            escrow_id: EscrowId::new(escrow_id.clone())
+                .map_err(|e| NodeError::Ledger(e.to_string()))?,
+            usage: TaskUsage::Query(QueryUsage {
                 n_vaults: outcome.vaults_responded,
                 n_records: delivered,
                 epsilon,
             }),
-        )
-        .map_err(|e| NodeError::Refused(e.to_string()))?;
-        let mut executors = work
-            .iter()
-            .map(|(a, _)| (a.clone(), 1u64))
-            .collect::<Vec<_>>();
-        executors.push((
-            ActorId::new("master-0").map_err(|e| NodeError::Refused(e.to_string()))?,
-            1,
-        ));
-        let verifiers = (0..3)
-            .map(|i| ActorId::new(format!("master-{i}")).map(|a| (a, 1u64)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| NodeError::Refused(e.to_string()))?;
-        let dist = distribute_fee(
-            settled.charged_micro_sym,
-            &params.fee_shares,
-            &ContributionReport {
-                data_contributor_weight_by_vault: contributor_weights,
-                records_served_by_operator: work,
-                verified_work_by_executor: executors,
-                decisions_by_verifier: verifiers,
-            },
-        )
-        .map_err(|e| NodeError::Refused(e.to_string()))?;
-        let mut shares: BTreeMap<String, u64> = BTreeMap::new();
-        let mut instructions = Vec::new();
-        for p in dist.payouts() {
-            let (name, kind) = match &p.recipient {
-                Recipient::VaultContributors(v) => {
-                    (format!("contributors:{v}"), PayoutKind::DataUsageDividend)
+            evidence: evidence_of(&*self.masters, &task_id, &evidence, &agg)?,
+            verifiers: (0..3)
+                .map(|i| ActorId::new(format!("master-{i}")))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| NodeError::Refused(e.to_string()))?,
+        };
+        let row = match self.settle(&inputs, params, obs)? {
+            Settled::Finalized(row) => row,
+            Settled::Rejected {
+                reason,
+                fee,
+                refund,
+            } => {
+                outcome.fee_total = fee;
+                outcome.refund = refund;
+                if fee > 0 {
+                    outcome.fee_shares.insert("treasury".to_owned(), fee);
                 }
-                Recipient::Actor(a) => (
-                    format!("actor:{a}"),
-                    match p.class {
-                        symphony_economics::RecipientClass::VaultOperators => {
-                            PayoutKind::VaultOperator
-                        }
-                        symphony_economics::RecipientClass::Executors => PayoutKind::Executor,
-                        _ => PayoutKind::Verifier,
-                    },
-                ),
-                Recipient::Treasury => ("treasury".to_string(), PayoutKind::Treasury),
-            };
-            *shares.entry(name.clone()).or_default() += p.amount_micro_sym;
-            instructions.push(PayoutInstruction {
-                recipient: account(name)?,
-                amount: p.amount_micro_sym,
-                kind,
-            });
-        }
-        let mut state = SettlementState::Collecting;
-        loop {
-            let record = SettlementRecord {
-                state,
-                epoch_id: epoch,
-                fee_total: settled.charged_micro_sym,
-                fee_shares: shares.clone(),
-                refund: settled.refund_micro_sym,
-            };
-            let committed = self.masters.submit(Command::RecordSettlement {
-                task_id: task_id.clone(),
-                record,
-            })?;
-            obs.step(&format!("settlement:{state}"), "");
-            if state == SettlementState::Finalizing {
-                // Nothing is paid out before finality: 2 of 3 master signatures.
-                if !committed.certificate.is_final(&self.masters.master_keys()) {
-                    return Err(NodeError::Refused(
-                        "commit certificate not final; payout withheld".into(),
-                    ));
-                }
-                let escrow = EscrowId::new(escrow_id.clone())
-                    .map_err(|e| NodeError::Ledger(e.to_string()))?;
-                let set = PayoutInstructionSet {
-                    payout_id: PayoutId::new(format!("payout-{task_id}"))
-                        .map_err(|e| NodeError::Ledger(e.to_string()))?,
-                    epoch_id: epoch.0,
-                    settlement_ref: task_id.to_string(),
-                    instructions: instructions.clone(),
-                };
-                self.ledger
-                    .payout(&escrow, &set)
-                    .map_err(|e| NodeError::Ledger(e.to_string()))?;
-                if settled.refund_micro_sym > 0 {
-                    self.ledger
-                        .refund(&escrow, settled.refund_micro_sym)
-                        .map_err(|e| NodeError::Ledger(e.to_string()))?;
-                }
-                outcome.certificate_signatures = committed
-                    .certificate
-                    .valid_signatures(&self.masters.master_keys());
+                obs.step("rejected", &reason);
+                self.fill_states(&task_id, &mut outcome);
+                return Ok(outcome);
             }
-            match state.advance() {
-                Ok(next) => state = next,
-                Err(_) => break,
-            }
-        }
-        outcome.fee_total = settled.charged_micro_sym;
-        outcome.refund = settled.refund_micro_sym;
-        outcome.fee_shares = shares;
-        outcome.settlement_state = Some(SettlementState::Finalized.to_string());
-        self.advance(&task_id, TaskEvent::SettlementFinalized, None, obs)?;
+        };
+        outcome.certificate_signatures = row
+            .certificate
+            .as_ref()
+            .map_or(0, |c| c.valid_signatures(&self.masters.master_keys()));
+        outcome.fee_total = row.candidate.fee_total;
+        outcome.refund = row.candidate.refund;
+        outcome.fee_shares = row.candidate.fee_shares.clone();
+        outcome.epoch_id = row.epoch_id.0;
+        outcome.settlement_state = Some(row.state.to_string());
         // --- Delivery
         self.masters.submit(Command::RecordDelivery {
             task_id: task_id.clone(),
@@ -1094,14 +1036,26 @@ impl MasterServices {
         // Reservations not yet executed are released; executed slices already
         // committed (failure after execution commits at the estimate).
         self.release_all(enterprises, task_id);
-        let escrow = EscrowId::new(escrow_id).map_err(|e| NodeError::Ledger(e.to_string()))?;
-        self.ledger
-            .refund(&escrow, locked)
-            .map_err(|e| NodeError::Ledger(e.to_string()))?;
-        outcome.refund = locked;
         obs.step("rejected", &reason);
         self.advance(task_id, TaskEvent::Reject, Some(reason), obs)?;
-        let _ = TaskState::Rejected;
+        // Once the rejection is committed: the policy's base fee of the class goes to
+        // the treasury, the rest of the escrow back to the submitter
+        // (`settlement::rewards::charge_rejection`; documented in ARCHITECTURE.md).
+        let escrow = EscrowId::new(escrow_id).map_err(|e| NodeError::Ledger(e.to_string()))?;
+        let fee = self.charge_rejected(task_id, &escrow)?;
+        if fee.estimate_micro_sym != locked {
+            return Err(NodeError::Ledger(format!(
+                "escrow {escrow} holds {}, expected {locked}",
+                fee.estimate_micro_sym
+            )));
+        }
+        outcome.fee_total = fee.charged_micro_sym;
+        outcome.refund = fee.refund_micro_sym;
+        if fee.charged_micro_sym > 0 {
+            outcome
+                .fee_shares
+                .insert("treasury".to_owned(), fee.charged_micro_sym);
+        }
         self.fill_states(task_id, &mut outcome);
         Ok(outcome)
     }

@@ -16,7 +16,7 @@ use crate::aggregation::AggregateResult;
 use crate::bundle::{inputs_commitment, SliceResultBundle};
 
 /// Evidence of one slice kept after its signals were aggregated (and purged).
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SliceEvidence {
     /// Bundle commitment.
     pub commitment: Digest,

@@ -205,6 +205,20 @@ fn cap_selects_a_subset_and_replay_is_identical() {
     );
 }
 
+/// A rejected task pays exactly the query base fee of policy v1 to the treasury.
+fn assert_rejection_fee(out: &CampaignOutcome) {
+    let base = symphony_economics::PolicyParams::default_v1()
+        .prices
+        .query
+        .base_fee_micro_sym;
+    assert_eq!(out.fee_total, base);
+    assert_eq!(out.refund, out.fee_locked - base);
+    assert_eq!(
+        out.fee_shares.iter().collect::<Vec<_>>(),
+        vec![(&"treasury".to_string(), &base)]
+    );
+}
+
 #[test]
 fn below_quorum_is_rejected_and_reservations_released() {
     let dir = tempfile::tempdir().unwrap();
@@ -231,8 +245,13 @@ fn below_quorum_is_rejected_and_reservations_released() {
     s.minimum_vault_quorum = Some(3);
     let out = run(&mut net, 3, s, 1);
     assert_eq!(out.states.last().map(String::as_str), Some("rejected"));
-    assert!(out.reason.unwrap().contains("minimum_vault_quorum"));
-    assert_eq!(out.refund, out.fee_locked);
+    assert!(out
+        .reason
+        .as_deref()
+        .unwrap_or_default()
+        .contains("minimum_vault_quorum"));
+    // A rejection costs the policy's base fee (to the treasury); the rest is refunded.
+    assert_rejection_fee(&out);
     let e = &net.enterprises[0];
     let after: Vec<_> = subjects
         .iter()
@@ -276,8 +295,7 @@ fn tampered_slices_fail_verification_and_do_not_settle() {
             "{tamper:?}"
         );
         assert_eq!(out.settlement_state, None, "{tamper:?}");
-        assert!(out.fee_shares.is_empty());
-        assert_eq!(out.refund, out.fee_locked);
+        assert_rejection_fee(&out);
     }
 }
 

@@ -1,0 +1,301 @@
+//! The settlement plane inside `MasterServices` (embedded network and deployed
+//! master), and the Vault-side dividend payout of the embedded network.
+
+use symphony_core::ids::{ActorId, ChallengeId, TaskId};
+use symphony_core::lifecycle::{SettlementState, SliceState};
+use symphony_economics::PolicyParams;
+use symphony_ledger::{AccountId, EscrowId, StakeTier};
+
+use super::rewards::{
+    charge_rejection, pay_vault_dividends, vault_dividend_sets, vault_producer_usage,
+};
+use super::{
+    vault_operator, AggregateEvidence, FinalizeStep, SettlementContext, SettlementInputs,
+    SettlementRow, SettlementStore, SliceOutcome, StoredEvidence, VerificationOutcome,
+};
+use crate::aggregation::AggregateResult;
+use crate::challenge::{ChallengeEvidence, ChallengeRequest};
+use crate::enterprise::EnterpriseNode;
+use crate::network::{MasterServices, Observer};
+use crate::verify::SliceEvidence;
+use crate::NodeError;
+
+/// How a settlement run ended.
+#[derive(Debug)]
+pub enum Settled {
+    /// Finalized and paid.
+    Finalized(Box<SettlementRow>),
+    /// Stored evidence failed to replay: a master's challenge was confirmed and the
+    /// task rejected (base fee charged, the rest refunded).
+    Rejected {
+        /// Why.
+        reason: String,
+        /// Fee charged.
+        fee: u64,
+        /// Refund.
+        refund: u64,
+    },
+}
+
+fn masters() -> Result<Vec<ActorId>, NodeError> {
+    (0..3)
+        .map(|i| ActorId::new(format!("master-{i}")).map_err(|e| NodeError::Refused(e.to_string())))
+        .collect()
+}
+
+/// Stored evidence of a single-round task from what the coordinator recorded.
+pub fn evidence_of(
+    masters: &dyn crate::replication::Replicator,
+    task_id: &TaskId,
+    slice_evidence: &[SliceEvidence],
+    agg: &AggregateResult,
+) -> Result<StoredEvidence, NodeError> {
+    let rec = masters
+        .state()
+        .task(task_id)
+        .ok_or_else(|| NodeError::Refused(format!("unknown task {task_id}")))?;
+    let slices = rec
+        .slices
+        .iter()
+        .map(|(vault, r)| {
+            let evidence = slice_evidence
+                .iter()
+                .find(|e| r.state == SliceState::Verified && e.commitment == r.commitment)
+                .cloned();
+            SliceOutcome {
+                vault_id: vault.clone(),
+                state: r.state,
+                evidence,
+                subjects_evaluated: r.subjects_evaluated,
+                epsilon_committed_micro: r.epsilon_committed_micro,
+            }
+        })
+        .collect();
+    Ok(StoredEvidence {
+        envelope: rec.envelope.clone(),
+        slices,
+        aggregate: AggregateEvidence {
+            input_commitments: agg.input_commitments.clone(),
+            result_hash: agg.result_hash,
+            commitment: agg.commitment,
+            attestation: agg.attestation.clone(),
+            executor: ActorId::new("master-0").map_err(|e| NodeError::Refused(e.to_string()))?,
+            compute_units: agg.eligible_count,
+        },
+    })
+}
+
+impl MasterServices {
+    fn settlement_store(&mut self) -> Result<&SettlementStore, NodeError> {
+        if self.settlements.is_none() {
+            self.settlements = Some(SettlementStore::in_memory()?);
+        }
+        self.settlements
+            .as_ref()
+            .ok_or_else(|| NodeError::Io("no settlement store".into()))
+    }
+
+    /// Runs the settlement plane for an accepted task: collecting → verifying_inputs
+    /// → candidate_ready → (challenge window; the embedded network's injected clock
+    /// moves past it) → finalizing → finalized.
+    pub fn settle(
+        &mut self,
+        inputs: &SettlementInputs,
+        params: &PolicyParams,
+        obs: &mut dyn Observer,
+    ) -> Result<Settled, NodeError> {
+        self.settlement_store()?;
+        let now_ms = self.now_ms;
+        let Some(store) = self.settlements.as_ref() else {
+            return Err(NodeError::Io("no settlement store".into()));
+        };
+        let mut ctx = SettlementContext {
+            masters: &mut *self.masters,
+            ledger: &mut *self.ledger,
+            verifier: &self.verifier,
+            store,
+            params,
+        };
+        let (row, outcome) = ctx.open(inputs, now_ms)?;
+        obs.step("settlement:collecting", "fee fixed, evidence stored");
+        if let VerificationOutcome::Challenged { target, reason } = outcome {
+            obs.step(
+                "settlement:verifying_inputs",
+                &format!("replay failed: {reason}"),
+            );
+            let out = ctx.run_challenge(
+                &ChallengeRequest {
+                    challenge_id: ChallengeId::new(format!("verify-{}", inputs.task_id))
+                        .map_err(|e| NodeError::Refused(e.to_string()))?,
+                    task_id: inputs.task_id.clone(),
+                    target,
+                    challenger: ActorId::new("master-0")
+                        .map_err(|e| NodeError::Refused(e.to_string()))?,
+                    evidence: ChallengeEvidence::StoredEvidenceFails,
+                },
+                now_ms,
+            )?;
+            obs.step(
+                "challenge",
+                &format!("{}: {}", out.state, out.verdict.reason),
+            );
+            let escrow = ctx.ledger.escrow(&row.escrow_id);
+            return Ok(Settled::Rejected {
+                reason: format!("settlement inputs do not replay: {reason}"),
+                fee: escrow.as_ref().map_or(0, |e| e.paid_out),
+                refund: escrow.map_or(0, |e| e.refunded),
+            });
+        }
+        obs.step(
+            "settlement:verifying_inputs",
+            "stored evidence replayed: accepted",
+        );
+        let closes_at_ms = row.closes_at_ms.unwrap_or(now_ms);
+        obs.step(
+            "settlement:candidate_ready",
+            &format!("challenge window open until {closes_at_ms} ms"),
+        );
+        let mut certificate_step = |s: FinalizeStep| {
+            let name = match s {
+                FinalizeStep::CertificateStored => "settlement:finalizing",
+                FinalizeStep::EscrowPaid => "payout",
+                FinalizeStep::Refunded => "refund",
+                FinalizeStep::Paid => "credits",
+                FinalizeStep::Finalized => "settlement:finalized",
+            };
+            obs.step(name, "");
+        };
+        let row = ctx.finalize(&inputs.task_id, closes_at_ms, &mut certificate_step)?;
+        Ok(Settled::Finalized(Box::new(row)))
+    }
+
+    /// A rejected task: the base fee of its class goes to the treasury, the rest of
+    /// the escrow back to the submitter (after the rejection is committed).
+    pub fn charge_rejected(
+        &mut self,
+        task_id: &TaskId,
+        escrow_id: &EscrowId,
+    ) -> Result<symphony_economics::SettledFee, NodeError> {
+        let rec = self
+            .masters
+            .state()
+            .task(task_id)
+            .ok_or_else(|| NodeError::Refused(format!("unknown task {task_id}")))?;
+        let body = rec.envelope.body();
+        let (class, epoch) = (body.task_class, body.epoch_id);
+        let resolved = self
+            .policy
+            .resolve(epoch, body.semantic_version, body.policy_version)
+            .map_err(|e| NodeError::Refused(e.to_string()))?;
+        self.settlement_store()?;
+        let Some(store) = self.settlements.as_ref() else {
+            return Err(NodeError::Io("no settlement store".into()));
+        };
+        charge_rejection(
+            &mut *self.ledger,
+            store,
+            escrow_id,
+            task_id,
+            class,
+            &resolved.params,
+            epoch,
+        )
+    }
+}
+
+/// The Vault side of data usage dividends in the embedded network: each enterprise
+/// node reads from its own budget ledger whose records the task used and pays its
+/// producers from its dividend account. Returns Σ paid.
+pub fn pay_embedded_vault_dividends(
+    master: &mut MasterServices,
+    enterprises: &[EnterpriseNode],
+    task_id: &TaskId,
+    evaluated_at_ms: u64,
+) -> Result<u64, NodeError> {
+    let Some(row) = master
+        .settlements
+        .as_ref()
+        .map(|s| s.row(task_id))
+        .transpose()?
+        .flatten()
+    else {
+        return Ok(0);
+    };
+    if row.state != SettlementState::Finalized {
+        return Ok(0);
+    }
+    let body = row.evidence.envelope.body();
+    let resolved = master
+        .policy
+        .resolve(body.epoch_id, body.semantic_version, body.policy_version)
+        .map_err(|e| NodeError::Refused(e.to_string()))?;
+    let mut paid = 0u64;
+    for e in enterprises {
+        let vault = e.vault_id();
+        let Some(totals) = row.candidate.vault_usage.iter().find(|t| &t.vault == vault) else {
+            continue;
+        };
+        let share = row
+            .candidate
+            .fee_shares
+            .get(&format!("contributors:{vault}"))
+            .copied()
+            .unwrap_or(0);
+        let producers = vault_producer_usage(
+            e.vault(),
+            &*master.ledger,
+            task_id,
+            body.budget_reservation.usage_scope,
+            evaluated_at_ms,
+        )?;
+        let used: u64 = producers.iter().map(|p| p.records_used).sum();
+        if used != totals.records_used {
+            return Err(NodeError::Refused(format!(
+                "vault {vault}: {used} producers found for {} attested subjects",
+                totals.records_used
+            )));
+        }
+        let sets = vault_dividend_sets(
+            vault,
+            task_id,
+            share,
+            &producers,
+            &resolved.params,
+            row.epoch_id,
+        )?;
+        let Some(store) = master.settlements.as_ref() else {
+            return Ok(paid);
+        };
+        paid = paid.saturating_add(pay_vault_dividends(
+            &mut *master.ledger,
+            store,
+            vault,
+            &sets,
+        )?);
+    }
+    Ok(paid)
+}
+
+/// Genesis stakes of the embedded network: every Vault operator bonds
+/// `S_enterprise`, every master `S_master` (so that penalties have stake to slash).
+pub fn genesis_stakes(
+    params: &PolicyParams,
+    vaults: &[symphony_core::ids::VaultId],
+) -> Result<Vec<(AccountId, StakeTier, u64)>, NodeError> {
+    let mut out = Vec::new();
+    for v in vaults {
+        out.push((
+            super::actor_account(&vault_operator(v)?)?,
+            StakeTier::Enterprise,
+            params.staking.s_enterprise_micro_sym,
+        ));
+    }
+    for m in masters()? {
+        out.push((
+            super::actor_account(&m)?,
+            StakeTier::Master,
+            params.staking.s_master_micro_sym,
+        ));
+    }
+    Ok(out)
+}

@@ -1,0 +1,183 @@
+//! Reconciliation of the settlement plane against the ledger (`symphony ledger
+//! reconcile`): every finalized settlement was paid exactly once, nothing was paid
+//! for a settlement that is not final, every per-epoch payout set is on the ledger
+//! with the same hash, and the ledger's balances equal the sum of its events.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use symphony_core::lifecycle::SettlementState;
+use symphony_ledger::{LedgerEvent, PayoutSource, ReconcileReport, SettlementLedger};
+
+use super::{PayoutPhase, SettlementStore};
+use crate::NodeError;
+
+/// What reconciliation proved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SettlementReconcileReport {
+    /// Ledger events replayed.
+    pub ledger_events: u64,
+    /// Accounts with a balance.
+    pub accounts: usize,
+    /// Payouts on the ledger (each executed exactly once).
+    pub ledger_payouts: usize,
+    /// Total supply.
+    pub total_supply: String,
+    /// Genesis + minted − burned.
+    pub genesis_supply: u64,
+    /// Minted by inflation.
+    pub minted_total: u64,
+    /// Settlement rows seen.
+    pub settlements: usize,
+    /// Finalized settlements, each paid exactly once.
+    pub settlements_finalized: usize,
+    /// Per-epoch payout sets matched against the ledger.
+    pub epoch_payout_sets: usize,
+    /// Epochs with payouts.
+    pub epochs: Vec<u64>,
+}
+
+const PAGE: usize = 4096;
+
+/// Payout id → every `(source, set hash, total)` the ledger executed under it.
+type LedgerPayouts = BTreeMap<String, Vec<(PayoutSource, [u8; 32], u64)>>;
+
+fn ledger_payouts(ledger: &dyn SettlementLedger) -> Result<LedgerPayouts, NodeError> {
+    let mut out = LedgerPayouts::new();
+    let mut from = 0u64;
+    loop {
+        let page = ledger
+            .events(from, PAGE)
+            .map_err(|e| NodeError::Ledger(e.to_string()))?;
+        let Some((last, _)) = page.last() else { break };
+        let next = last.saturating_add(1);
+        for (_, e) in &page {
+            if let LedgerEvent::PayoutExecuted {
+                payout_id,
+                source,
+                set_hash,
+                total,
+                ..
+            } = e
+            {
+                out.entry(payout_id.to_string()).or_default().push((
+                    source.clone(),
+                    *set_hash,
+                    *total,
+                ));
+            }
+        }
+        if page.len() < PAGE {
+            break;
+        }
+        from = next;
+    }
+    Ok(out)
+}
+
+fn fail(m: String) -> NodeError {
+    NodeError::Refused(format!("reconcile: {m}"))
+}
+
+/// Checks the settlement store against the ledger; an error names the first
+/// discrepancy.
+pub fn reconcile_settlements(
+    store: &SettlementStore,
+    ledger: &dyn SettlementLedger,
+) -> Result<SettlementReconcileReport, NodeError> {
+    let report: ReconcileReport = ledger
+        .reconcile()
+        .map_err(|e| fail(format!("ledger: {e}")))?;
+    let payouts = ledger_payouts(ledger)?;
+    if let Some((id, _)) = payouts.iter().find(|(_, v)| v.len() != 1) {
+        return Err(fail(format!("payout {id} executed more than once")));
+    }
+    let rows = store.rows()?;
+    let mut finalized = 0;
+    for row in &rows {
+        let set = &row.candidate.escrow_set;
+        let id = set.payout_id.to_string();
+        let paid = row.state == SettlementState::Finalized
+            || (row.state == SettlementState::Finalizing && row.phase >= PayoutPhase::EscrowPaid);
+        match (paid, payouts.get(&id).and_then(|v| v.first())) {
+            (true, Some((source, hash, total))) => {
+                let expected_hash = set.hash().map_err(|e| fail(e.to_string()))?;
+                if source != &PayoutSource::Escrow(row.escrow_id.clone())
+                    || hash != &expected_hash
+                    || *total != row.candidate.fee_total
+                {
+                    return Err(fail(format!(
+                        "settlement {} was paid with a different set",
+                        row.task_id
+                    )));
+                }
+                if row.state == SettlementState::Finalized {
+                    let escrow = ledger
+                        .escrow(&row.escrow_id)
+                        .ok_or_else(|| fail(format!("escrow {} missing", row.escrow_id)))?;
+                    if escrow.remaining() != 0
+                        || escrow.paid_out != row.candidate.fee_total
+                        || escrow.refunded != row.candidate.refund
+                    {
+                        return Err(fail(format!(
+                            "escrow {} of finalized {} is not paid {} + refunded {}",
+                            row.escrow_id,
+                            row.task_id,
+                            row.candidate.fee_total,
+                            row.candidate.refund
+                        )));
+                    }
+                    finalized += 1;
+                }
+            }
+            (true, None) => {
+                return Err(fail(format!(
+                    "finalized settlement {} was never paid",
+                    row.task_id
+                )))
+            }
+            (false, Some(_)) => {
+                return Err(fail(format!(
+                    "settlement {} ({}) was paid before finality",
+                    row.task_id, row.state
+                )))
+            }
+            (false, None) => {}
+        }
+    }
+    let sets = store.all_epoch_payouts()?;
+    let mut epochs: Vec<u64> = sets.iter().map(|s| s.epoch_id).collect();
+    epochs.dedup();
+    for set in &sets {
+        let hash = set.hash().map_err(|e| fail(e.to_string()))?;
+        match payouts.get(set.payout_id.as_str()).and_then(|v| v.first()) {
+            Some((_, h, _)) if *h == hash => {}
+            _ => {
+                return Err(fail(format!(
+                    "epoch {} payout {} is not on the ledger as recorded",
+                    set.epoch_id, set.payout_id
+                )))
+            }
+        }
+    }
+    for (id, v) in &payouts {
+        let is_escrow = matches!(v.first(), Some((PayoutSource::Escrow(_), _, _)));
+        if is_escrow && !sets.iter().any(|s| s.payout_id.as_str() == id) {
+            return Err(fail(format!(
+                "escrow payout {id} has no settlement or rejection record"
+            )));
+        }
+    }
+    Ok(SettlementReconcileReport {
+        ledger_events: report.events,
+        accounts: report.accounts,
+        ledger_payouts: report.payouts,
+        total_supply: report.total_supply.to_string(),
+        genesis_supply: report.genesis_supply,
+        minted_total: report.minted_total,
+        settlements: rows.len(),
+        settlements_finalized: finalized,
+        epoch_payout_sets: sets.len(),
+        epochs,
+    })
+}

@@ -1,4 +1,5 @@
 //! `symphony`: the command line of Symphony (SCP).
+mod ledger_cmd;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -45,6 +46,11 @@ enum Cmd {
     Policy {
         #[command(subcommand)]
         action: PolicyCmd,
+    },
+    /// Settlement ledger audits (reconcile, show).
+    Ledger {
+        #[command(subcommand)]
+        action: ledger_cmd::LedgerCmd,
     },
 }
 
@@ -266,6 +272,7 @@ fn summary(o: &CampaignOutcome, secs: f64) {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Cmd::Ledger { action } => ledger_cmd::run(action),
         Cmd::Demo {
             scenario: Demo::Luckin(args),
         } => demo_luckin(args),

@@ -85,7 +85,9 @@ fn lifecycle_finality_and_exactly_once_payout() {
         steps,
         vec![
             FinalizeStep::CertificateStored,
+            FinalizeStep::EscrowPaidUnrecorded,
             FinalizeStep::EscrowPaid,
+            FinalizeStep::RefundedUnrecorded,
             FinalizeStep::Refunded,
             FinalizeStep::Paid,
             FinalizeStep::Finalized

@@ -158,6 +158,7 @@ impl MasterServices {
         let mut certificate_step = |s: FinalizeStep| {
             let name = match s {
                 FinalizeStep::CertificateStored => "settlement:finalizing",
+                FinalizeStep::EscrowPaidUnrecorded | FinalizeStep::RefundedUnrecorded => return,
                 FinalizeStep::EscrowPaid => "payout",
                 FinalizeStep::Refunded => "refund",
                 FinalizeStep::Paid => "credits",

@@ -199,8 +199,12 @@ pub struct SettlementRow {
 pub enum FinalizeStep {
     /// The final `finalizing` certificate is persisted.
     CertificateStored,
-    /// The escrow set was paid.
+    /// The ledger paid the escrow set; the store does not know yet.
+    EscrowPaidUnrecorded,
+    /// The escrow set was paid (and recorded).
     EscrowPaid,
+    /// The ledger refunded the remainder; the store does not know yet.
+    RefundedUnrecorded,
     /// The escrow remainder was refunded.
     Refunded,
     /// Credits earned; the payout is complete.
@@ -627,6 +631,7 @@ pub fn complete_payout(
         ledger
             .payout(&row.escrow_id, &row.candidate.escrow_set)
             .map_err(ledger_err)?;
+        hook(FinalizeStep::EscrowPaidUnrecorded);
         store.append_epoch_payout(&row.candidate.escrow_set)?;
         row.phase = PayoutPhase::EscrowPaid;
         store.put_row(&row)?;
@@ -647,6 +652,7 @@ pub fn complete_payout(
             ledger
                 .refund(&row.escrow_id, remaining)
                 .map_err(ledger_err)?;
+            hook(FinalizeStep::RefundedUnrecorded);
         }
         row.phase = PayoutPhase::Refunded;
         store.put_row(&row)?;

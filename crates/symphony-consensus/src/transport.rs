@@ -1,11 +1,13 @@
 //! Byte transport between masters: TCP with length-prefixed frames.
 //!
 //! The only module that touches sockets. [`TransportSecurity`] decides how a TCP stream
-//! becomes an authenticated stream; today plaintext (loopback and tests). Mutual TLS
-//! (tokio-rustls) is added as another variant wrapping the same `TcpStream`, without
-//! touching the RPC layer, which only sees [`BoxStream`].
+//! becomes an authenticated stream: plaintext (loopback and tests) or mutual TLS
+//! (tokio-rustls, [`MutualTls`]) wrapping the same `TcpStream`; the RPC layer only sees
+//! [`BoxStream`].
 
+use std::fmt;
 use std::io;
+use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -27,6 +29,32 @@ pub enum TransportSecurity {
     /// No encryption or peer authentication: only for loopback and tests.
     #[default]
     Plaintext,
+    /// Mutual TLS (rustls): both sides present a certificate from the network's CA.
+    MutualTls(MutualTls),
+}
+
+/// rustls configurations for [`TransportSecurity::MutualTls`]. The server config must
+/// require client certificates; the client config must present one.
+#[derive(Clone)]
+pub struct MutualTls {
+    /// Used when connecting to a peer.
+    pub client: Arc<tokio_rustls::rustls::ClientConfig>,
+    /// Used when accepting a peer.
+    pub server: Arc<tokio_rustls::rustls::ServerConfig>,
+}
+
+impl fmt::Debug for MutualTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MutualTls")
+    }
+}
+
+/// The TLS server name of `host:port` (an IP address or a DNS name).
+fn server_name(addr: &str) -> io::Result<tokio_rustls::rustls::pki_types::ServerName<'static>> {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
 impl TransportSecurity {
@@ -36,6 +64,11 @@ impl TransportSecurity {
         stream.set_nodelay(true)?;
         match self {
             Self::Plaintext => Ok(Box::new(stream)),
+            Self::MutualTls(tls) => {
+                let connector = tokio_rustls::TlsConnector::from(tls.client.clone());
+                let stream = connector.connect(server_name(addr)?, stream).await?;
+                Ok(Box::new(stream))
+            }
         }
     }
 
@@ -44,6 +77,10 @@ impl TransportSecurity {
         stream.set_nodelay(true)?;
         match self {
             Self::Plaintext => Ok(Box::new(stream)),
+            Self::MutualTls(tls) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+                Ok(Box::new(acceptor.accept(stream).await?))
+            }
         }
     }
 }

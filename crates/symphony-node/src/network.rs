@@ -548,6 +548,40 @@ impl EmbeddedNetwork {
 }
 
 impl MasterServices {
+    /// Master services over the given adapters (a deployed master builds them from
+    /// its configuration). Task ids start after `task_counter`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        masters: Box<dyn Replicator + Send>,
+        aggregator: SoftwareEnclave,
+        verifier: SoftwareAttestationVerifier,
+        ledger: Box<dyn SettlementLedger + Send>,
+        policy: PolicyRegistry,
+        semantic: SemanticRegistry,
+        advertisers: BTreeMap<ActorId, [u8; 32]>,
+        now_ms: u64,
+    ) -> Self {
+        MasterServices {
+            masters,
+            aggregator,
+            verifier,
+            ledger,
+            policy,
+            semantic,
+            advertisers,
+            now_ms,
+            settlements: None,
+            next_task: 0,
+        }
+    }
+
+    /// Sets the task counter: the next task id ends in `next + 1`. A deployed
+    /// leader derives it from the replicated request sequence, so task ids stay
+    /// unique across leader changes.
+    pub fn set_task_counter(&mut self, next: u64) {
+        self.next_task = next;
+    }
+
     fn submit(&mut self, c: Command) -> Result<crate::replication::Committed, NodeError> {
         Ok(self.masters.submit(c)?)
     }

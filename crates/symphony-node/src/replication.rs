@@ -26,6 +26,11 @@ pub struct CommitCertificate {
     pub state_root: Digest,
     /// Master index → ed25519 signature bytes.
     pub signatures: BTreeMap<u8, Vec<u8>>,
+    /// Set when the certificate comes from the deployed consensus
+    /// (`symphony-consensus`): the masters then signed that crate's statement
+    /// `(cluster_id, log_index, state_root)` instead of [`CommitCertificate::message`].
+    #[serde(default)]
+    pub cluster_id: Option<String>,
 }
 
 impl CommitCertificate {
@@ -36,9 +41,26 @@ impl CommitCertificate {
         tagged_hash("scp/commit-certificate/v1", &bytes)
     }
 
+    /// The bytes each master signed: [`CommitCertificate::message`], or the
+    /// consensus statement when `cluster_id` is set.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        match &self.cluster_id {
+            None => Self::message(self.log_index, &self.state_root).0.to_vec(),
+            Some(cluster_id) => {
+                // Same encoding as `symphony_consensus::certificate::statement_bytes`.
+                let mut bytes = b"symphony-consensus/commit-statement/v1".to_vec();
+                bytes.extend_from_slice(&(cluster_id.len() as u64).to_be_bytes());
+                bytes.extend_from_slice(cluster_id.as_bytes());
+                bytes.extend_from_slice(&self.log_index.to_be_bytes());
+                bytes.extend_from_slice(&self.state_root.0);
+                bytes
+            }
+        }
+    }
+
     /// Number of valid signatures from `masters` (index → public key).
     pub fn valid_signatures(&self, masters: &[VerifyingKey]) -> usize {
-        let msg = Self::message(self.log_index, &self.state_root);
+        let msg = self.signed_bytes();
         self.signatures
             .iter()
             .filter(|(i, sig)| {
@@ -48,7 +70,7 @@ impl CommitCertificate {
                 let Ok(sig) = Signature::from_slice(sig) else {
                     return false;
                 };
-                key.verify(&msg.0, &sig).is_ok()
+                key.verify(&msg, &sig).is_ok()
             })
             .count()
     }
@@ -174,6 +196,7 @@ impl Replicator for LocalReplicator {
             log_index,
             state_root: Digest::default(),
             signatures: BTreeMap::new(),
+            cluster_id: None,
         };
         let mut root: Option<Digest> = None;
         for i in 0..3 {

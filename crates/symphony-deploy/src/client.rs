@@ -1,0 +1,204 @@
+//! A small HTTPS client for the gateway (CLI, tests, benchmarks): hyper's HTTP/1.1
+//! connection over tokio-rustls, one connection per request, trying each master in
+//! turn when one cannot be reached (any master accepts any request).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::Request;
+use ed25519_dalek::SigningKey;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use serde_json::Value;
+use symphony_node::network::{CampaignSpec, SignedRequest};
+
+use crate::auth::sign_headers;
+use crate::master::{attempt_nonce, now_ms};
+use crate::state::{TaskSubmission, MAX_ATTEMPTS};
+use crate::DeployError;
+
+/// Bound on one HTTP exchange.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An HTTP reply.
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    /// Status code.
+    pub status: u16,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    /// The body as JSON (`Null` if it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+fn http_err(e: impl std::fmt::Display) -> DeployError {
+    DeployError::Http(e.to_string())
+}
+
+/// One HTTPS request to `addr`.
+pub async fn https_request(
+    addr: SocketAddr,
+    tls: Arc<ClientConfig>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> Result<HttpReply, DeployError> {
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let name = ServerName::IpAddress(addr.ip().into());
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(http_err)?;
+        tokio::spawn(conn);
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", addr.to_string())
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            builder = builder.header(*k, v);
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body)))
+            .map_err(http_err)?;
+        let response = sender.send_request(request).await.map_err(http_err)?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(http_err)?
+            .to_bytes()
+            .to_vec();
+        Ok::<_, DeployError>(HttpReply { status, body })
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .map_err(|_| DeployError::Http(format!("{addr}: no answer within {REQUEST_TIMEOUT:?}")))?
+}
+
+/// Signs a submission: one signature per attempt (see [`TaskSubmission`]).
+pub fn sign_submission(
+    spec: CampaignSpec,
+    nonce: u64,
+    key: &SigningKey,
+) -> Result<TaskSubmission, DeployError> {
+    let mut attempt_signatures = Vec::new();
+    for i in 0..MAX_ATTEMPTS {
+        let r = SignedRequest::sign(spec.clone(), attempt_nonce(nonce, i), key)?;
+        attempt_signatures.push(hex::encode(r.signature));
+    }
+    Ok(TaskSubmission {
+        spec,
+        nonce,
+        attempt_signatures,
+    })
+}
+
+/// A fresh nonce below 2^62.
+pub fn fresh_nonce() -> u64 {
+    rand::random::<u64>() >> 2
+}
+
+/// A caller's client of the gateways.
+#[derive(Clone)]
+pub struct GatewayClient {
+    /// Gateway addresses, tried in order.
+    pub addrs: Vec<SocketAddr>,
+    tls: Arc<ClientConfig>,
+    /// Caller actor id.
+    pub caller: String,
+    key: SigningKey,
+}
+
+impl GatewayClient {
+    /// A client for `caller` signing with `key`.
+    pub fn new(
+        addrs: Vec<SocketAddr>,
+        tls: Arc<ClientConfig>,
+        caller: String,
+        key: SigningKey,
+    ) -> Self {
+        Self {
+            addrs,
+            tls,
+            caller,
+            key,
+        }
+    }
+
+    /// A signed request with the given nonce, sent to the first master that answers.
+    pub async fn signed_with_nonce(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        nonce: u64,
+    ) -> Result<HttpReply, DeployError> {
+        let headers = sign_headers(
+            &self.key,
+            &self.caller,
+            method,
+            path,
+            &body,
+            nonce,
+            now_ms(),
+        );
+        let mut last = DeployError::Http("no gateway address".into());
+        for addr in &self.addrs {
+            match https_request(
+                *addr,
+                self.tls.clone(),
+                method,
+                path,
+                &headers,
+                body.clone(),
+            )
+            .await
+            {
+                Ok(r) => return Ok(r),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// A signed request with a fresh nonce.
+    pub async fn signed(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<HttpReply, DeployError> {
+        self.signed_with_nonce(method, path, body, fresh_nonce())
+            .await
+    }
+
+    /// Submits a campaign; returns the reply (202 with `request_id` on success).
+    pub async fn submit(&self, spec: CampaignSpec) -> Result<HttpReply, DeployError> {
+        let nonce = fresh_nonce();
+        let submission = sign_submission(spec, nonce, &self.key)?;
+        let body =
+            serde_json::to_vec(&submission).map_err(|e| DeployError::Encoding(e.to_string()))?;
+        self.signed_with_nonce("POST", "/v1/tasks", body, nonce)
+            .await
+    }
+
+    /// An unauthenticated GET to one gateway.
+    pub async fn get_plain(&self, addr: SocketAddr, path: &str) -> Result<HttpReply, DeployError> {
+        https_request(addr, self.tls.clone(), "GET", path, &[], Vec::new()).await
+    }
+}

@@ -1,0 +1,642 @@
+//! The public API gateway of a master: HTTPS (rustls) + HTTP/1.1 (hyper, axum
+//! routing), JSON bodies.
+//!
+//! Every `/v1/tasks` route is authenticated ([`crate::auth`]): the caller's ed25519
+//! signature over `(method, path, SHA-256(body), nonce, timestamp)`, timestamps inside
+//! `request_window_ms`, nonces never reused, a token bucket per caller, a body limit.
+//! Every refusal is a 4xx with a JSON `{"error": ...}` saying what was wrong, and
+//! happens before anything is replicated, so the cluster state is unchanged.
+//! Submissions are replicated through consensus (any master accepts them; a
+//! follower forwards to the leader inside `symphony-consensus`); reads are served
+//! from this master's applied state.
+
+// Handlers return finished `Response`s as their error path (a refusal is a response).
+#![allow(clippy::result_large_err)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use serde_json::{json, Value};
+use symphony_consensus::ConsensusError;
+use symphony_core::ids::TaskId;
+use tokio::net::TcpListener;
+
+use crate::auth::{self, AuthError, NonceCache, RateLimiter};
+use crate::config::{parse_public_key, MasterConfig};
+use crate::master::{attempt_nonce, now_ms, request_hash};
+use crate::replicator::Cluster;
+use crate::state::{
+    request_id, DeployCommand, DeployResponse, RequestRecord, TaskSubmission, MAX_ATTEMPTS,
+};
+use crate::tls::TlsMaterial;
+use crate::DeployError;
+
+struct AppState {
+    cluster: Cluster,
+    node_id: u64,
+    callers: BTreeMap<String, VerifyingKey>,
+    window_ms: u64,
+    body_limit: usize,
+    nonces: Mutex<NonceCache>,
+    limiter: Mutex<RateLimiter>,
+    counters: Mutex<BTreeMap<(String, u16), u64>>,
+}
+
+/// The gateway of one master.
+pub struct Gateway {
+    router: Router,
+    tls: Arc<rustls::ServerConfig>,
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+impl Gateway {
+    /// Builds the router and TLS configuration from the master's configuration.
+    pub fn new(config: &MasterConfig, cluster: Cluster) -> Result<Self, DeployError> {
+        let tls = TlsMaterial::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+        let mut callers = BTreeMap::new();
+        for (i, c) in config.callers.iter().enumerate() {
+            callers.insert(
+                c.actor.clone(),
+                parse_public_key(&format!("callers[{i}].public_key"), &c.public_key)?,
+            );
+        }
+        let state = Arc::new(AppState {
+            cluster,
+            node_id: config.node_id,
+            callers,
+            window_ms: config.request_window_ms,
+            body_limit: config.body_limit_bytes,
+            nonces: Mutex::new(NonceCache::default()),
+            limiter: Mutex::new(RateLimiter::new(
+                config.rate_limit_per_s,
+                config.rate_limit_burst,
+            )),
+            counters: Mutex::new(BTreeMap::new()),
+        });
+        let router = Router::new()
+            .route("/v1/tasks", post(submit))
+            .route("/v1/tasks/{id}", get(status))
+            .route("/v1/tasks/{id}/result", get(result))
+            .route("/v1/tasks/{id}/evidence", get(evidence))
+            .route("/v1/cluster", get(cluster_view))
+            .route("/metrics", get(metrics))
+            .route("/openapi.json", get(openapi))
+            .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; see /openapi.json") })
+            .layer(DefaultBodyLimit::max(config.body_limit_bytes))
+            .with_state(state);
+        Ok(Self {
+            router,
+            tls: tls.public_server()?,
+        })
+    }
+
+    /// Serves HTTPS on `listener` until the future is dropped.
+    pub async fn serve(self, listener: TcpListener) -> Result<(), DeployError> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.tls);
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let service = TowerToHyperService::new(self.router.clone());
+            tokio::spawn(async move {
+                let stream = match acceptor.accept(tcp).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                };
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, error = %e, "connection ended");
+                }
+            });
+        }
+    }
+}
+
+impl AppState {
+    fn count(&self, route: &str, status: StatusCode) {
+        let mut c = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        *c.entry((route.to_owned(), status.as_u16())).or_default() += 1;
+    }
+
+    /// Authentication, replay and rate checks; the error is the finished response.
+    fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        method: &Method,
+        path: &str,
+        body: &[u8],
+    ) -> Result<auth::Authenticated, Response> {
+        let now = now_ms();
+        let header = |name: &'static str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let refused = |e: AuthError| {
+            let status = match e {
+                AuthError::Replayed { .. } => StatusCode::CONFLICT,
+                AuthError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            tracing::info!(path, error = %e, "request refused");
+            error(status, e)
+        };
+        let a = auth::verify(
+            &self.callers,
+            header,
+            method.as_str(),
+            path,
+            body,
+            now,
+            self.window_ms,
+        )
+        .map_err(refused)?;
+        let fresh = self
+            .nonces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .check_and_insert(&a.caller, a.nonce, now, self.window_ms);
+        if !fresh {
+            return Err(refused(AuthError::Replayed {
+                caller: a.caller,
+                nonce: a.nonce,
+            }));
+        }
+        let allowed = self
+            .limiter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .allow(&a.caller, now);
+        if !allowed {
+            return Err(refused(AuthError::RateLimited(a.caller)));
+        }
+        Ok(a)
+    }
+
+    fn body(&self, body: Result<Bytes, BytesRejection>) -> Result<Bytes, Response> {
+        body.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "request body exceeds the limit of {} bytes",
+                        self.body_limit
+                    ),
+                )
+            } else {
+                error(r.status(), r.body_text())
+            }
+        })
+    }
+
+    /// The caller's own request, or the response refusing it.
+    fn own_request(&self, id: &str, caller: &str) -> Result<RequestRecord, Response> {
+        let record = self
+            .cluster
+            .with_state(|s| s.request(id).cloned())
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no task request {id:?}")))?;
+        if record.caller != caller {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                format!("task request {id} belongs to another caller"),
+            ));
+        }
+        Ok(record)
+    }
+}
+
+fn check_submission(
+    state: &AppState,
+    caller: &str,
+    header_nonce: u64,
+    s: &TaskSubmission,
+) -> Result<(), Response> {
+    let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
+    if s.spec.advertiser != caller {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "spec.advertiser {:?} is not the caller {caller:?}",
+                s.spec.advertiser
+            ),
+        ));
+    }
+    if s.nonce != header_nonce {
+        return Err(bad(format!(
+            "nonce {} differs from the x-scp-nonce header",
+            s.nonce
+        )));
+    }
+    if s.nonce >= 1 << 62 {
+        return Err(bad("nonce must be below 2^62".into()));
+    }
+    if s.attempt_signatures.is_empty() || s.attempt_signatures.len() > MAX_ATTEMPTS {
+        return Err(bad(format!(
+            "attempt_signatures must hold 1 to {MAX_ATTEMPTS} signatures"
+        )));
+    }
+    let key = state.callers.get(caller).ok_or_else(|| {
+        error(
+            StatusCode::UNAUTHORIZED,
+            format!("unknown caller {caller:?}"),
+        )
+    })?;
+    for (i, sig_hex) in s.attempt_signatures.iter().enumerate() {
+        let hash =
+            request_hash(&s.spec, attempt_nonce(s.nonce, i)).map_err(|e| bad(e.to_string()))?;
+        let ok = hex::decode(sig_hex)
+            .ok()
+            .and_then(|b| Signature::from_slice(&b).ok())
+            .is_some_and(|sig| key.verify(&hash.0, &sig).is_ok());
+        if !ok {
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                format!("attempt_signatures[{i}] does not verify for {caller:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn submit(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let response = submit_inner(&state, &headers, body).await;
+    state.count("submit", response.status());
+    response
+}
+
+async fn submit_inner(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match state.body(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let a = match state.authenticate(headers, &Method::POST, "/v1/tasks", &body) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let submission: TaskSubmission = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed JSON body: {e}")),
+    };
+    if let Err(r) = check_submission(state, &a.caller, a.nonce, &submission) {
+        return r;
+    }
+    let id = request_id(&a.caller, submission.nonce);
+    let command = DeployCommand::Submit {
+        request_id: id.clone(),
+        caller: a.caller.clone(),
+        submission,
+        received_at_ms: a.ts_ms,
+    };
+    match state.cluster.write(&command).await {
+        Ok((DeployResponse::Queue(Ok(seq)), cert)) => {
+            tracing::info!(request = %id, caller = %a.caller, seq, log_index = cert.log_index, "task acknowledged");
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({
+                    "request_id": id,
+                    "status": "queued",
+                    "seq": seq,
+                    "log_index": cert.log_index,
+                    "certificate_signatures": cert.signatures.len(),
+                })),
+            )
+                .into_response()
+        }
+        Ok((DeployResponse::Queue(Err(e)), _)) => error(StatusCode::CONFLICT, e),
+        Ok((other, _)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{other:?}")),
+        Err(DeployError::Consensus(ConsensusError::Unavailable { .. })) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no quorum: fewer than 2 of 3 masters are reachable, so nothing can be admitted; \
+             the outcome of this request is unknown; retry with the same nonce later \
+             (a duplicate is refused with 409)",
+        ),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not admitted: {e}"),
+        ),
+    }
+}
+
+fn status_view(state: &AppState, r: &RequestRecord, id: &str) -> Value {
+    let task = r.attempts.last().cloned();
+    let (lifecycle, reason) = task
+        .as_ref()
+        .and_then(|t| TaskId::new(t.clone()).ok())
+        .and_then(|t| {
+            state.cluster.with_state(|s| {
+                s.master().task(&t).map(|rec| {
+                    (
+                        rec.history
+                            .iter()
+                            .map(|h| h.to_string())
+                            .collect::<Vec<_>>(),
+                        rec.reason.clone(),
+                    )
+                })
+            })
+        })
+        .unwrap_or_default();
+    json!({
+        "request_id": id,
+        "status": r.status,
+        "seq": r.seq,
+        "attempts": r.attempts.len(),
+        "task_id": task,
+        "lifecycle": lifecycle,
+        "reason": reason,
+        "error": r.error,
+    })
+}
+
+macro_rules! authed {
+    ($state:expr, $headers:expr, $path:expr) => {
+        match $state.authenticate(&$headers, &Method::GET, &$path, b"") {
+            Ok(a) => a,
+            Err(r) => return r,
+        }
+    };
+}
+
+async fn status(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let a = authed!(state, headers, format!("/v1/tasks/{id}"));
+    let response = match state.own_request(&id, &a.caller) {
+        Ok(r) => Json(status_view(&state, &r, &id)).into_response(),
+        Err(r) => r,
+    };
+    state.count("status", response.status());
+    response
+}
+
+async fn result(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let a = authed!(state, headers, format!("/v1/tasks/{id}/result"));
+    let response = match state.own_request(&id, &a.caller) {
+        Err(r) => r,
+        Ok(r) if !r.status.is_final() => error(
+            StatusCode::CONFLICT,
+            format!(
+                "task request {id} is {:?}; the result is available after completion",
+                r.status
+            ),
+        ),
+        Ok(r) => Json(json!({
+            "request_id": id,
+            "status": r.status,
+            "error": r.error,
+            "outcome": r.outcome,
+        }))
+        .into_response(),
+    };
+    state.count("result", response.status());
+    response
+}
+
+async fn evidence(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let a = authed!(state, headers, format!("/v1/tasks/{id}/evidence"));
+    let r = match state.own_request(&id, &a.caller) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let record = r
+        .attempts
+        .last()
+        .and_then(|t| TaskId::new(t.clone()).ok())
+        .and_then(|t| state.cluster.with_state(|s| s.master().task(&t).cloned()));
+    let collector = state.cluster.node.collector();
+    let certificate = collector
+        .final_index()
+        .and_then(|i| collector.certificate(i))
+        .map(|c| {
+            json!({
+                "cluster_id": c.cluster_id,
+                "log_index": c.log_index,
+                "state_root": hex::encode(c.state_root),
+                "signatures": c.signatures.iter()
+                    .map(|(k, s)| (k.to_string(), hex::encode(s.to_bytes())))
+                    .collect::<BTreeMap<_, _>>(),
+            })
+        });
+    let response = Json(json!({
+        "request_id": id,
+        "status": r.status,
+        "task": record,
+        "attestations_verified": r.outcome.as_ref().map(|o| o.attestations_verified),
+        "final_certificate": certificate,
+        "equivocation_evidence": collector.evidence().len(),
+    }))
+    .into_response();
+    state.count("evidence", response.status());
+    response
+}
+
+/// The cluster view served at `/v1/cluster` (unauthenticated, no task data).
+fn cluster_json(state: &AppState) -> Value {
+    let m = state.cluster.node.metrics();
+    let (applied, root) = state.cluster.node.state_root();
+    let (total, final_count, escrows, paid, remaining) = state.cluster.with_state(|s| {
+        let total = s.requests().count();
+        let done = s.requests().filter(|r| r.status.is_final()).count();
+        let ledger = s.ledger().state();
+        let paid = ledger
+            .escrows
+            .values()
+            .filter(|e| e.payout_id.is_some())
+            .count();
+        let remaining: u64 = ledger.escrows.values().map(|e| e.remaining()).sum();
+        (total, done, ledger.escrows.len(), paid, remaining)
+    });
+    json!({
+        "node_id": state.node_id,
+        "leader": m.leader,
+        "is_leader": m.is_leader,
+        "term": m.term,
+        "last_applied_index": applied,
+        "final_index": m.final_index,
+        "state_root": hex::encode(root),
+        "requests_total": total,
+        "requests_final": final_count,
+        "escrows": escrows,
+        "escrows_paid_out": paid,
+        "escrow_remaining_micro_sym": remaining,
+    })
+}
+
+async fn cluster_view(State(state): State<Arc<AppState>>) -> Response {
+    Json(cluster_json(&state)).into_response()
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    use std::fmt::Write as _;
+    let m = state.cluster.node.metrics();
+    let mut out = String::new();
+    let _ = writeln!(out, "# TYPE symphony_gateway_requests_total counter");
+    for ((route, code), n) in state
+        .counters
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+    {
+        let _ = writeln!(
+            out,
+            "symphony_gateway_requests_total{{route=\"{route}\",code=\"{code}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# TYPE symphony_raft_term gauge\nsymphony_raft_term {}",
+        m.term
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE symphony_raft_is_leader gauge\nsymphony_raft_is_leader {}",
+        u8::from(m.is_leader)
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE symphony_raft_last_applied_index gauge\nsymphony_raft_last_applied_index {}",
+        m.last_applied_index.unwrap_or(0)
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE symphony_final_index gauge\nsymphony_final_index {}",
+        m.final_index.unwrap_or(0)
+    );
+    let (queued, running, completed, rejected) = state.cluster.with_state(|s| {
+        let mut c = (0u64, 0u64, 0u64, 0u64);
+        for r in s.requests() {
+            match r.status {
+                crate::state::RequestStatus::Queued => c.0 += 1,
+                crate::state::RequestStatus::Running => c.1 += 1,
+                crate::state::RequestStatus::Completed => c.2 += 1,
+                crate::state::RequestStatus::Rejected => c.3 += 1,
+            }
+        }
+        c
+    });
+    let _ = writeln!(out, "# TYPE symphony_task_requests gauge");
+    for (s, n) in [
+        ("queued", queued),
+        ("running", running),
+        ("completed", completed),
+        ("rejected", rejected),
+    ] {
+        let _ = writeln!(out, "symphony_task_requests{{status=\"{s}\"}} {n}");
+    }
+    ([("content-type", "text/plain; version=0.0.4")], out).into_response()
+}
+
+async fn openapi() -> Response {
+    Json(openapi_document()).into_response()
+}
+
+/// The OpenAPI 3.1 description of the gateway.
+pub fn openapi_document() -> Value {
+    let auth_params = json!([
+        {"name": "x-scp-caller", "in": "header", "required": true, "schema": {"type": "string"}},
+        {"name": "x-scp-nonce", "in": "header", "required": true, "schema": {"type": "integer"}},
+        {"name": "x-scp-timestamp", "in": "header", "required": true, "schema": {"type": "integer"}, "description": "ms since the Unix epoch"},
+        {"name": "x-scp-signature", "in": "header", "required": true, "schema": {"type": "string"},
+         "description": "hex ed25519 over SHA-256('scp/gateway-request/v1\\n' | len|method | len|path | SHA-256(body) | nonce | timestamp)"}
+    ]);
+    let id_param =
+        json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
+    let errors = json!({
+        "400": {"description": "malformed JSON or invalid field"},
+        "401": {"description": "unknown caller, bad signature, stale timestamp, missing header"},
+        "403": {"description": "not the submitter"},
+        "404": {"description": "unknown request"},
+        "409": {"description": "replayed nonce, or result not ready"},
+        "413": {"description": "body too large"},
+        "429": {"description": "rate limit"},
+        "503": {"description": "no quorum (fewer than 2 of 3 masters)"}
+    });
+    let with_params = |extra: Option<Value>| {
+        let mut p = auth_params.as_array().cloned().unwrap_or_default();
+        if let Some(x) = extra {
+            p.push(x);
+        }
+        Value::Array(p)
+    };
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Symphony master API gateway", "version": "1"},
+        "paths": {
+            "/v1/tasks": {"post": {
+                "summary": "Submit a query task (campaign)",
+                "parameters": with_params(None),
+                "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskSubmission"}}}},
+                "responses": merge(json!({"202": {"description": "acknowledged: replicated and final"}}), &errors)
+            }},
+            "/v1/tasks/{id}": {"get": {"summary": "Task status and lifecycle", "parameters": with_params(Some(id_param.clone())),
+                "responses": merge(json!({"200": {"description": "status"}}), &errors)}},
+            "/v1/tasks/{id}/result": {"get": {"summary": "Settled result (submitter only, after completion)", "parameters": with_params(Some(id_param.clone())),
+                "responses": merge(json!({"200": {"description": "outcome"}}), &errors)}},
+            "/v1/tasks/{id}/evidence": {"get": {"summary": "Task record, attestations, commit certificate", "parameters": with_params(Some(id_param)),
+                "responses": merge(json!({"200": {"description": "evidence"}}), &errors)}},
+            "/v1/cluster": {"get": {"summary": "This master's Raft view and state root", "responses": {"200": {"description": "view"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition"}}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}}
+        },
+        "components": {"schemas": {"TaskSubmission": {
+            "type": "object",
+            "required": ["spec", "nonce", "attempt_signatures"],
+            "properties": {
+                "spec": {"type": "object", "description": "campaign (examples/luckin.toml as JSON)"},
+                "nonce": {"type": "integer", "maximum": 4611686018427387903u64},
+                "attempt_signatures": {"type": "array", "minItems": 1, "maxItems": MAX_ATTEMPTS, "items": {"type": "string"},
+                    "description": "hex ed25519 over the SignedRequest hash of (spec, nonce*4+i)"}
+            }
+        }}}
+    })
+}
+
+fn merge(mut a: Value, b: &Value) -> Value {
+    if let (Some(a), Some(b)) = (a.as_object_mut(), b.as_object()) {
+        for (k, v) in b {
+            a.insert(k.clone(), v.clone());
+        }
+    }
+    a
+}

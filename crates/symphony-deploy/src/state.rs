@@ -1,0 +1,377 @@
+//! The replicated state of a deployed master cluster: the master state machine, the
+//! settlement ledger, and the gateway's request queue, behind one
+//! [`ReplicatedStateMachine`] so that openraft orders all three in one log.
+//!
+//! Why the ledger is replicated here: in the embedded network one ledger object is
+//! shared by construction; across processes a per-master ledger would diverge at the
+//! first leader change. Replaying ledger commands through the log keeps one ledger
+//! whose every escrow lock, payout and refund is certified like any master command,
+//! and the ledger's own idempotence (one payout per escrow) makes a retried payout a
+//! no-op. A chain adapter would replace it without touching the callers.
+//!
+//! The state root is a hash chain over the applied commands: `root' = H(root, command)`.
+//! Equal roots mean equal histories; it costs O(1) per command however large the
+//! state grows.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use symphony_consensus::{ReplicatedStateMachine, RestoreError, StateRoot};
+use symphony_ledger::{Genesis, LedgerEvent, MemoryLedger, SettlementLedger};
+use symphony_master::{Command, Event, MasterState};
+use symphony_node::network::{CampaignOutcome, CampaignSpec};
+
+/// Where a submitted request is in its life at the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatus {
+    /// Acknowledged, waiting for the leader's worker.
+    Queued,
+    /// An attempt is running on the leader.
+    Running,
+    /// Finished with the task `completed`.
+    Completed,
+    /// Finished with the task `rejected` (or refused at admission).
+    Rejected,
+}
+
+impl RequestStatus {
+    /// Completed or rejected: no further attempt.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Completed | Self::Rejected)
+    }
+}
+
+/// A task submission as the caller signed it: the campaign, a nonce, and one
+/// signature per allowed attempt (attempt `i` signs `(spec, nonce * 4 + i)`).
+/// Extra attempts let a new leader re-run a task that a crashed leader left
+/// half-done, without the masters ever signing for the caller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSubmission {
+    /// The campaign.
+    pub spec: CampaignSpec,
+    /// The caller's nonce (< 2^62).
+    pub nonce: u64,
+    /// Hex ed25519 signatures, attempt 0 first (1 to [`MAX_ATTEMPTS`]).
+    pub attempt_signatures: Vec<String>,
+}
+
+/// Most attempts one submission may carry.
+pub const MAX_ATTEMPTS: usize = 4;
+
+/// One request known to the cluster.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// Position in submission order.
+    pub seq: u64,
+    /// The caller (actor id).
+    pub caller: String,
+    /// What was submitted.
+    pub submission: TaskSubmission,
+    /// Caller's timestamp of the HTTP request.
+    pub received_at_ms: u64,
+    /// Status.
+    pub status: RequestStatus,
+    /// Task ids of the attempts started, in order.
+    pub attempts: Vec<String>,
+    /// The outcome (completed or rejected by the protocol).
+    pub outcome: Option<CampaignOutcome>,
+    /// Why the request was rejected outside the protocol flow (e.g. admission refused).
+    pub error: Option<String>,
+}
+
+/// A command of the deployed master cluster.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum DeployCommand {
+    /// A master state machine command.
+    Master(Command),
+    /// A settlement ledger command.
+    Ledger(symphony_ledger::Command),
+    /// Acknowledge a request (the gateway's `202`).
+    Submit {
+        /// Deterministic id of `(caller, nonce)`.
+        request_id: String,
+        /// The caller.
+        caller: String,
+        /// The submission.
+        submission: TaskSubmission,
+        /// Caller's timestamp.
+        received_at_ms: u64,
+    },
+    /// The leader starts an attempt with this task id.
+    Start {
+        /// Request.
+        request_id: String,
+        /// Task id of the attempt.
+        task_id: String,
+    },
+    /// The request reached its final status (exactly once).
+    Finish {
+        /// Request.
+        request_id: String,
+        /// Completed or rejected.
+        status: RequestStatus,
+        /// The outcome, when the protocol flow produced one.
+        outcome: Option<CampaignOutcome>,
+        /// Why, when it did not.
+        error: Option<String>,
+    },
+}
+
+/// What a [`DeployCommand`] returned.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum DeployResponse {
+    /// Events of a master command, or why it was refused (state unchanged).
+    Master(Result<Vec<Event>, String>),
+    /// `(first_seq, events, already_applied)` of a ledger command, or its error.
+    Ledger(Result<(u64, Vec<LedgerEvent>, bool), String>),
+    /// Queue commands: `Ok(seq)` or why they were refused (state unchanged).
+    Queue(Result<u64, String>),
+    /// The command bytes did not decode.
+    Malformed(String),
+}
+
+/// The replicated state.
+pub struct DeployState {
+    master: MasterState,
+    ledger: MemoryLedger,
+    genesis: Genesis,
+    ledger_log: Vec<symphony_ledger::Command>,
+    requests: BTreeMap<String, RequestRecord>,
+    by_seq: BTreeMap<u64, String>,
+    root: StateRoot,
+    applied: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotRepr {
+    master: Vec<u8>,
+    genesis: Genesis,
+    ledger_log: Vec<symphony_ledger::Command>,
+    requests: BTreeMap<String, RequestRecord>,
+    root: StateRoot,
+    applied: u64,
+}
+
+/// The deterministic id of a caller's request.
+pub fn request_id(caller: &str, nonce: u64) -> String {
+    let mut h = Sha256::new();
+    h.update(b"scp/gateway-request/v1");
+    h.update((caller.len() as u64).to_be_bytes());
+    h.update(caller.as_bytes());
+    h.update(nonce.to_be_bytes());
+    let d = h.finalize();
+    format!("req-{}", hex::encode(&d[..12]))
+}
+
+impl DeployState {
+    /// An empty state over a ledger created from `genesis`.
+    pub fn new(genesis: Genesis) -> Result<Self, symphony_ledger::LedgerError> {
+        Ok(Self {
+            master: MasterState::new(),
+            ledger: MemoryLedger::new(&genesis)?,
+            genesis,
+            ledger_log: Vec::new(),
+            requests: BTreeMap::new(),
+            by_seq: BTreeMap::new(),
+            root: [0u8; 32],
+            applied: 0,
+        })
+    }
+
+    /// The master state machine.
+    pub fn master(&self) -> &MasterState {
+        &self.master
+    }
+
+    /// The settlement ledger.
+    pub fn ledger(&self) -> &MemoryLedger {
+        &self.ledger
+    }
+
+    /// A request by id.
+    pub fn request(&self, request_id: &str) -> Option<&RequestRecord> {
+        self.requests.get(request_id)
+    }
+
+    /// All requests in submission order.
+    pub fn requests(&self) -> impl Iterator<Item = &RequestRecord> {
+        self.by_seq.values().filter_map(|id| self.requests.get(id))
+    }
+
+    /// The oldest request that is not final, with its id.
+    pub fn next_pending(&self) -> Option<(String, RequestRecord)> {
+        self.by_seq.values().find_map(|id| {
+            let r = self.requests.get(id)?;
+            (!r.status.is_final()).then(|| (id.clone(), r.clone()))
+        })
+    }
+
+    /// Commands applied.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    fn apply_command(&mut self, command: DeployCommand) -> DeployResponse {
+        match command {
+            DeployCommand::Master(c) => {
+                DeployResponse::Master(self.master.apply(&c).map_err(|e| e.to_string()))
+            }
+            DeployCommand::Ledger(c) => {
+                let r = self.ledger.execute(c.clone());
+                if r.as_ref().is_ok_and(|o| !o.already_applied) {
+                    self.ledger_log.push(c);
+                }
+                DeployResponse::Ledger(
+                    r.map(|o| (o.first_seq, o.events, o.already_applied))
+                        .map_err(|e| e.to_string()),
+                )
+            }
+            DeployCommand::Submit {
+                request_id,
+                caller,
+                submission,
+                received_at_ms,
+            } => DeployResponse::Queue(self.submit(request_id, caller, submission, received_at_ms)),
+            DeployCommand::Start {
+                request_id,
+                task_id,
+            } => DeployResponse::Queue(self.start(&request_id, task_id)),
+            DeployCommand::Finish {
+                request_id,
+                status,
+                outcome,
+                error,
+            } => DeployResponse::Queue(self.finish(&request_id, status, outcome, error)),
+        }
+    }
+
+    fn submit(
+        &mut self,
+        request_id: String,
+        caller: String,
+        submission: TaskSubmission,
+        received_at_ms: u64,
+    ) -> Result<u64, String> {
+        if self.requests.contains_key(&request_id) {
+            return Err(format!(
+                "nonce {} of {caller} was already used: replayed request refused",
+                submission.nonce
+            ));
+        }
+        let seq = self.by_seq.len() as u64;
+        self.by_seq.insert(seq, request_id.clone());
+        self.requests.insert(
+            request_id,
+            RequestRecord {
+                seq,
+                caller,
+                submission,
+                received_at_ms,
+                status: RequestStatus::Queued,
+                attempts: Vec::new(),
+                outcome: None,
+                error: None,
+            },
+        );
+        Ok(seq)
+    }
+
+    fn start(&mut self, request_id: &str, task_id: String) -> Result<u64, String> {
+        let r = self
+            .requests
+            .get_mut(request_id)
+            .ok_or_else(|| format!("unknown request {request_id}"))?;
+        if r.status.is_final() {
+            return Err(format!("request {request_id} is already final"));
+        }
+        if r.attempts.len() >= r.submission.attempt_signatures.len() {
+            return Err(format!("request {request_id} has no attempt left"));
+        }
+        r.status = RequestStatus::Running;
+        r.attempts.push(task_id);
+        Ok(r.attempts.len() as u64)
+    }
+
+    fn finish(
+        &mut self,
+        request_id: &str,
+        status: RequestStatus,
+        outcome: Option<CampaignOutcome>,
+        error: Option<String>,
+    ) -> Result<u64, String> {
+        let r = self
+            .requests
+            .get_mut(request_id)
+            .ok_or_else(|| format!("unknown request {request_id}"))?;
+        if r.status.is_final() {
+            return Err(format!("request {request_id} is already final"));
+        }
+        if !status.is_final() {
+            return Err("finish needs a final status".into());
+        }
+        r.status = status;
+        r.outcome = outcome;
+        r.error = error;
+        Ok(r.seq)
+    }
+}
+
+impl ReplicatedStateMachine for DeployState {
+    fn apply(&mut self, command: &[u8]) -> Vec<u8> {
+        let mut h = Sha256::new();
+        h.update(self.root);
+        h.update(command);
+        self.root = h.finalize().into();
+        self.applied += 1;
+        let response = match bcs::from_bytes::<DeployCommand>(command) {
+            Ok(c) => self.apply_command(c),
+            Err(e) => DeployResponse::Malformed(e.to_string()),
+        };
+        // Every variant encodes (no floats, no maps with non-canonical keys).
+        bcs::to_bytes(&response).unwrap_or_default()
+    }
+
+    fn state_root(&self) -> StateRoot {
+        self.root
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let repr = SnapshotRepr {
+            master: self.master.snapshot().unwrap_or_default(),
+            genesis: self.genesis.clone(),
+            ledger_log: self.ledger_log.clone(),
+            requests: self.requests.clone(),
+            root: self.root,
+            applied: self.applied,
+        };
+        bcs::to_bytes(&repr).unwrap_or_default()
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
+        let repr: SnapshotRepr = bcs::from_bytes(snapshot).map_err(RestoreError::new)?;
+        let master = MasterState::restore(&repr.master).map_err(RestoreError::new)?;
+        let mut ledger = MemoryLedger::new(&repr.genesis).map_err(RestoreError::new)?;
+        for c in &repr.ledger_log {
+            ledger.execute(c.clone()).map_err(RestoreError::new)?;
+        }
+        let by_seq = repr
+            .requests
+            .iter()
+            .map(|(id, r)| (r.seq, id.clone()))
+            .collect();
+        *self = Self {
+            master,
+            ledger,
+            genesis: repr.genesis,
+            ledger_log: repr.ledger_log,
+            requests: repr.requests,
+            by_seq,
+            root: repr.root,
+            applied: repr.applied,
+        };
+        Ok(())
+    }
+}

@@ -1,0 +1,608 @@
+//! CLI of the deployed network: node processes, keys, devnet, tasks, benchmarks.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+use symphony_deploy::client::GatewayClient;
+use symphony_deploy::config::{read_signing_key, EnterpriseConfig, MasterConfig};
+use symphony_deploy::devnet::{DevnetLayout, DevnetParams};
+use symphony_node::network::{CampaignSpec, Quiet};
+
+/// `--config FILE` of a node process.
+#[derive(Args)]
+pub struct NodeArgs {
+    /// The node's TOML configuration.
+    #[arg(long)]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum KeysCmd {
+    /// Generate an ed25519 key; writes the secret (hex) and prints the public key.
+    New {
+        /// Where to write the secret.
+        #[arg(long, default_value = "symphony.key")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+pub struct DirArg {
+    /// Devnet directory.
+    #[arg(long, default_value = "symphony-devnet")]
+    dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum DevnetCmd {
+    /// Write configs, keys, CA and seeded Vaults, and start the processes in the background.
+    Up {
+        /// Masters (2-of-3 finality needs exactly 3).
+        #[arg(long, default_value_t = 3)]
+        masters: u32,
+        /// Enterprise nodes (one Vault each).
+        #[arg(long, default_value_t = 4)]
+        enterprises: u32,
+        /// People in the synthetic population.
+        #[arg(long, default_value_t = 2_000)]
+        subjects: u64,
+        /// Purchase records in total.
+        #[arg(long, default_value_t = 20_000)]
+        records: u64,
+        /// Seed of data and derived keys.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Show every node: up or down, leader, term, state root.
+    Status {
+        #[command(flatten)]
+        dir: DirArg,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop every process of the devnet (files are kept; `up` restarts them).
+    Down {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TaskCmd {
+    /// Submit a campaign (TOML as examples/luckin.toml).
+    Submit {
+        /// Campaign file.
+        spec: PathBuf,
+        #[command(flatten)]
+        dir: DirArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Status and lifecycle of a task request.
+    Status {
+        /// Request id.
+        id: String,
+        #[command(flatten)]
+        dir: DirArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow a task through its lifecycle until it is final.
+    Watch {
+        /// Request id.
+        id: String,
+        #[command(flatten)]
+        dir: DirArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The settled result (submitter only, after completion).
+    Result {
+        /// Request id.
+        id: String,
+        #[command(flatten)]
+        dir: DirArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// Admitted tasks/s and latency on 3 masters (loopback, mutual TLS, fsync), then
+    /// the time to a new leader after the leader is killed.
+    Admission {
+        /// Tasks to admit.
+        #[arg(long, default_value_t = 50_000)]
+        tasks: u64,
+        /// Submissions in flight.
+        #[arg(long, default_value_t = 512)]
+        concurrency: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .try_init();
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `symphony master --config FILE`.
+pub fn master(args: NodeArgs) -> Result<()> {
+    let config = MasterConfig::load(&args.config)?;
+    init_logs();
+    runtime()?.block_on(symphony_deploy::master::run(config, shutdown_signal()))?;
+    Ok(())
+}
+
+/// `symphony enterprise --config FILE`.
+pub fn enterprise(args: NodeArgs) -> Result<()> {
+    let config = EnterpriseConfig::load(&args.config)?;
+    init_logs();
+    runtime()?.block_on(symphony_deploy::enterprise::run(config, shutdown_signal()))?;
+    Ok(())
+}
+
+/// `symphony keys ...`.
+pub fn keys(cmd: KeysCmd) -> Result<()> {
+    match cmd {
+        KeysCmd::New { out } => {
+            let public = symphony_deploy::config::new_key_file(&out)?;
+            println!("secret key written to {} (mode 0600)", out.display());
+            println!("public key: {}", hex::encode(public.to_bytes()));
+            Ok(())
+        }
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+}
+
+fn spawn_node(layout: &DevnetLayout, name: &str, role: &str, config: &Path) -> Result<u32> {
+    let exe = std::env::current_exe()?;
+    let log = std::fs::File::create(layout.dir.join(format!("{name}.log")))?;
+    let mut cmd = Command::new(exe);
+    cmd.args([role, "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
+    let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+    Ok(child.id())
+}
+
+/// Starts every node of `layout` that is not running; records the pids.
+pub fn start_processes(layout: &mut DevnetLayout) -> Result<()> {
+    let mut nodes: Vec<(String, &'static str, PathBuf)> = Vec::new();
+    for (i, e) in layout.enterprises.iter().enumerate() {
+        nodes.push((format!("enterprise-{i}"), "enterprise", e.config.clone()));
+    }
+    for m in &layout.masters {
+        nodes.push((format!("master-{}", m.id), "master", m.config.clone()));
+    }
+    for (name, role, config) in nodes {
+        if layout.pids.get(&name).is_some_and(|p| alive(*p)) {
+            continue;
+        }
+        let pid = spawn_node(layout, &name, role, &config)?;
+        layout.pids.insert(name, pid);
+    }
+    layout.save()?;
+    Ok(())
+}
+
+fn client_for(layout: &DevnetLayout) -> Result<GatewayClient> {
+    let roots = symphony_deploy::tls::load_roots(&layout.ca)?;
+    let tls = symphony_deploy::tls::public_client(roots)?;
+    let key = read_signing_key("advertiser_key", &layout.advertiser_key)?;
+    Ok(GatewayClient::new(
+        layout.gateways(),
+        tls,
+        layout.advertiser.clone(),
+        key,
+    ))
+}
+
+async fn cluster_views(client: &GatewayClient, addrs: &[SocketAddr]) -> Vec<Option<Value>> {
+    let mut out = Vec::new();
+    for a in addrs {
+        out.push(
+            client
+                .get_plain(*a, "/v1/cluster")
+                .await
+                .ok()
+                .filter(|r| r.status == 200)
+                .map(|r| r.json()),
+        );
+    }
+    out
+}
+
+/// `symphony devnet ...`.
+pub fn devnet(cmd: DevnetCmd, now_ms: u64) -> Result<()> {
+    match cmd {
+        DevnetCmd::Up {
+            masters,
+            enterprises,
+            subjects,
+            records,
+            seed,
+            dir,
+        } => {
+            if masters != 3 {
+                bail!("--masters: 2-of-3 finality needs exactly 3 masters, got {masters}");
+            }
+            let mut layout = if dir.dir.join("devnet.json").exists() {
+                println!("restarting the devnet in {}", dir.dir.display());
+                DevnetLayout::load(&dir.dir)?
+            } else {
+                std::fs::create_dir_all(&dir.dir)?;
+                println!(
+                    "writing a devnet to {} ({enterprises} enterprise nodes, {subjects} people, {records} records, seed {seed})",
+                    dir.dir.display()
+                );
+                symphony_deploy::devnet::prepare(
+                    &dir.dir,
+                    &DevnetParams {
+                        enterprises,
+                        subjects,
+                        records,
+                        seed,
+                        now_ms,
+                        advertiser: "advertiser:luckin".into(),
+                        rate_limit_per_s: 100,
+                    },
+                    &mut Quiet,
+                )?
+            };
+            start_processes(&mut layout)?;
+            let client = client_for(&layout)?;
+            let rt = runtime()?;
+            let started = Instant::now();
+            let leader = rt.block_on(async {
+                loop {
+                    let views = cluster_views(&client, &layout.gateways()).await;
+                    if let Some(l) = views.iter().flatten().find_map(|v| v["leader"].as_u64()) {
+                        return Some(l);
+                    }
+                    if started.elapsed() > Duration::from_secs(60) {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            });
+            let Some(leader) = leader else {
+                bail!(
+                    "no leader after 60 s; see the logs in {}",
+                    layout.dir.display()
+                );
+            };
+            println!(
+                "devnet up in {:.1} s (leader: master-{leader})",
+                started.elapsed().as_secs_f64()
+            );
+            for m in &layout.masters {
+                println!(
+                    "  master-{}   gateway https://{}   raft {}",
+                    m.id, m.gateway, m.raft
+                );
+            }
+            for (i, e) in layout.enterprises.iter().enumerate() {
+                println!("  enterprise-{i} {} rpc {}", e.vault_id, e.addr);
+            }
+            println!(
+                "  CA: {}   advertiser key: {}",
+                layout.ca.display(),
+                layout.advertiser_key.display()
+            );
+            println!("  pids and manifest: {}/devnet.json", layout.dir.display());
+            Ok(())
+        }
+        DevnetCmd::Status { dir, json } => {
+            let layout = DevnetLayout::load(&dir.dir)?;
+            let client = client_for(&layout)?;
+            let views = runtime()?.block_on(cluster_views(&client, &layout.gateways()));
+            let mut nodes = Vec::new();
+            for (m, v) in layout.masters.iter().zip(&views) {
+                let name = format!("master-{}", m.id);
+                let pid = layout.pids.get(&name).copied();
+                nodes.push(serde_json::json!({
+                    "name": name, "gateway": m.gateway.to_string(), "pid": pid,
+                    "running": pid.is_some_and(alive), "view": v,
+                }));
+            }
+            for (i, e) in layout.enterprises.iter().enumerate() {
+                let name = format!("enterprise-{i}");
+                let pid = layout.pids.get(&name).copied();
+                nodes.push(serde_json::json!({
+                    "name": name, "vault_id": e.vault_id, "addr": e.addr.to_string(), "pid": pid,
+                    "running": pid.is_some_and(alive),
+                }));
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "nodes": nodes }))?
+                );
+                return Ok(());
+            }
+            for n in &nodes {
+                let up = if n["running"].as_bool() == Some(true) {
+                    "up  "
+                } else {
+                    "DOWN"
+                };
+                let v = &n["view"];
+                if v.is_object() {
+                    println!(
+                        "  {up} {:<14} leader {} term {} applied {} final {} root {}…",
+                        n["name"].as_str().unwrap_or(""),
+                        v["leader"],
+                        v["term"],
+                        v["last_applied_index"],
+                        v["final_index"],
+                        v["state_root"]
+                            .as_str()
+                            .unwrap_or("")
+                            .chars()
+                            .take(16)
+                            .collect::<String>()
+                    );
+                } else {
+                    println!(
+                        "  {up} {:<14} {}",
+                        n["name"].as_str().unwrap_or(""),
+                        n["addr"].as_str().or(n["gateway"].as_str()).unwrap_or("")
+                    );
+                }
+            }
+            Ok(())
+        }
+        DevnetCmd::Down { dir } => {
+            let mut layout = DevnetLayout::load(&dir.dir)?;
+            for (name, pid) in &layout.pids {
+                if !alive(*pid) {
+                    continue;
+                }
+                let _ = Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+                let t = Instant::now();
+                while alive(*pid) && t.elapsed() < Duration::from_secs(5) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                if alive(*pid) {
+                    let _ = Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status();
+                }
+                println!("  stopped {name} (pid {pid})");
+            }
+            layout.pids.clear();
+            layout.save()?;
+            println!("devnet down; files kept in {}", layout.dir.display());
+            Ok(())
+        }
+    }
+}
+
+fn print_reply(r: &symphony_deploy::client::HttpReply, json: bool) -> Result<Value> {
+    let v = r.json();
+    if r.status >= 400 {
+        bail!(
+            "gateway refused ({}): {}",
+            r.status,
+            v["error"]
+                .as_str()
+                .unwrap_or(&String::from_utf8_lossy(&r.body))
+        );
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    Ok(v)
+}
+
+/// `symphony task ...`.
+pub fn task(cmd: TaskCmd) -> Result<()> {
+    let rt = runtime()?;
+    match cmd {
+        TaskCmd::Submit { spec, dir, json } => {
+            let text = std::fs::read_to_string(&spec)
+                .with_context(|| format!("reading {}", spec.display()))?;
+            let spec: CampaignSpec = toml::from_str(&text).context("campaign spec")?;
+            let client = client_for(&DevnetLayout::load(&dir.dir)?)?;
+            let r = rt.block_on(client.submit(spec))?;
+            let v = print_reply(&r, json)?;
+            if !json {
+                println!(
+                    "acknowledged: {} (log index {}, {} certificate signatures)",
+                    v["request_id"].as_str().unwrap_or(""),
+                    v["log_index"],
+                    v["certificate_signatures"]
+                );
+                println!(
+                    "follow it with: symphony task watch {}",
+                    v["request_id"].as_str().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+        TaskCmd::Status { id, dir, json } => {
+            let client = client_for(&DevnetLayout::load(&dir.dir)?)?;
+            let r = rt.block_on(client.signed("GET", &format!("/v1/tasks/{id}"), Vec::new()))?;
+            let v = print_reply(&r, json)?;
+            if !json {
+                println!(
+                    "{id}: {}  lifecycle: {}",
+                    v["status"].as_str().unwrap_or("?"),
+                    lifecycle(&v)
+                );
+                if let Some(reason) = v["reason"].as_str().or(v["error"].as_str()) {
+                    println!("  reason: {reason}");
+                }
+            }
+            Ok(())
+        }
+        TaskCmd::Watch { id, dir, json } => {
+            let client = client_for(&DevnetLayout::load(&dir.dir)?)?;
+            let started = Instant::now();
+            let mut shown = 0usize;
+            loop {
+                let r =
+                    rt.block_on(client.signed("GET", &format!("/v1/tasks/{id}"), Vec::new()))?;
+                let v = print_reply(&r, false)?;
+                let states: Vec<String> = v["lifecycle"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|s| s.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if states.len() < shown {
+                    shown = 0; // a new attempt started after a leader change
+                    println!("  (new attempt {})", v["attempts"]);
+                }
+                for s in &states[shown..] {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"t_s": started.elapsed().as_secs_f64(), "state": s})
+                        );
+                    } else {
+                        println!("  [{:6.2}s] {s}", started.elapsed().as_secs_f64());
+                    }
+                }
+                shown = states.len();
+                let status = v["status"].as_str().unwrap_or("");
+                if status == "completed" || status == "rejected" {
+                    if !json {
+                        println!("{id}: {status}");
+                    }
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        TaskCmd::Result { id, dir, json } => {
+            let client = client_for(&DevnetLayout::load(&dir.dir)?)?;
+            let r =
+                rt.block_on(client.signed("GET", &format!("/v1/tasks/{id}/result"), Vec::new()))?;
+            let v = print_reply(&r, json)?;
+            if !json {
+                let o = &v["outcome"];
+                println!("{id}: {}", v["status"].as_str().unwrap_or("?"));
+                println!(
+                    "  task {}  lifecycle {}",
+                    o["task_id"],
+                    lifecycle(&serde_json::json!({"lifecycle": o["states"]}))
+                );
+                println!(
+                    "  eligible {}  delivered {} / cap {}  vaults {} / quorum {}",
+                    o["eligible_count"],
+                    o["delivered_count"],
+                    o["audience_cap"],
+                    o["vaults_responded"],
+                    o["minimum_vault_quorum"]
+                );
+                println!(
+                    "  fee {} µSYM (locked {}, refund {})  certificate {}/3",
+                    o["fee_total"], o["fee_locked"], o["refund"], o["certificate_signatures"]
+                );
+                if let Some(reason) = o["reason"].as_str().or(v["error"].as_str()) {
+                    println!("  reason: {reason}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn lifecycle(v: &Value) -> String {
+    v["lifecycle"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" → ")
+        })
+        .unwrap_or_default()
+}
+
+/// `symphony bench ...`.
+pub fn bench(cmd: BenchCmd, spec_text: &str) -> Result<()> {
+    match cmd {
+        BenchCmd::Admission {
+            tasks,
+            concurrency,
+            json,
+        } => {
+            let spec: CampaignSpec = toml::from_str(spec_text)?;
+            let dir = tempfile::tempdir()?;
+            let f = runtime()?.block_on(symphony_deploy::bench::admission(
+                dir.path(),
+                spec,
+                tasks,
+                concurrency,
+            ))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&f)?);
+            } else {
+                println!("admission on 3 masters (loopback, mutual TLS, fsync on): {} tasks, {} in flight", f.tasks, f.concurrency);
+                println!(
+                    "  {:.0} tasks/s   p50 {:.2} ms   p99 {:.2} ms",
+                    f.tasks_per_s, f.p50_ms, f.p99_ms
+                );
+                println!(
+                    "  leader killed: new leader after {:.0} ms, first write final after {:.0} ms",
+                    f.leader_change_ms, f.first_write_after_kill_ms
+                );
+            }
+            Ok(())
+        }
+    }
+}

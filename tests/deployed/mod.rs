@@ -1,0 +1,238 @@
+//! Test harness: a devnet of real `symphony` processes on 127.0.0.1. Every child is
+//! killed when the harness is dropped, also when a test fails.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use symphony_deploy::client::{GatewayClient, HttpReply};
+use symphony_deploy::devnet::{DevnetLayout, DevnetParams};
+use symphony_node::network::{CampaignSpec, Quiet};
+use tempfile::TempDir;
+
+pub const NOW_MS: u64 = 1_795_219_200_000;
+pub const SUBJECTS: u64 = 2_000;
+pub const RECORDS: u64 = 20_000;
+pub const SEED: u64 = 42;
+pub const LUCKIN: &str = include_str!("../../examples/luckin.toml");
+
+pub fn luckin() -> CampaignSpec {
+    toml::from_str(LUCKIN).unwrap()
+}
+
+pub struct Net {
+    pub layout: DevnetLayout,
+    pub children: BTreeMap<String, Child>,
+    pub client: GatewayClient,
+    pub rt: tokio::runtime::Runtime,
+    pub dir: TempDir,
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for (_, c) in self.children.iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Net {
+    pub fn start(enterprises: u32) -> Net {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = symphony_deploy::devnet::prepare(
+            dir.path(),
+            &DevnetParams {
+                enterprises,
+                subjects: SUBJECTS,
+                records: RECORDS,
+                seed: SEED,
+                now_ms: NOW_MS,
+                advertiser: "advertiser:luckin".into(),
+                rate_limit_per_s: 1_000,
+            },
+            &mut Quiet,
+        )
+        .unwrap();
+        let roots = symphony_deploy::tls::load_roots(&layout.ca).unwrap();
+        let tls = symphony_deploy::tls::public_client(roots).unwrap();
+        let key = symphony_deploy::config::read_signing_key("k", &layout.advertiser_key).unwrap();
+        let client = GatewayClient::new(layout.gateways(), tls, layout.advertiser.clone(), key);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut net = Net {
+            layout,
+            children: BTreeMap::new(),
+            client,
+            rt,
+            dir,
+        };
+        for i in 0..enterprises {
+            net.spawn(&format!("enterprise-{i}"));
+        }
+        for id in 1..=3 {
+            net.spawn(&format!("master-{id}"));
+        }
+        net.wait_leader(None, Duration::from_secs(30));
+        net
+    }
+
+    pub fn spawn(&mut self, name: &str) {
+        let (role, config) = if let Some(id) = name.strip_prefix("master-") {
+            let id: u64 = id.parse().unwrap();
+            let m = self.layout.masters.iter().find(|m| m.id == id).unwrap();
+            ("master", m.config.clone())
+        } else {
+            let i: usize = name.strip_prefix("enterprise-").unwrap().parse().unwrap();
+            ("enterprise", self.layout.enterprises[i].config.clone())
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.layout.dir.join(format!("{name}.log")))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_symphony"))
+            .args([role, "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children.insert(name.to_owned(), child);
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self, name: &str) {
+        if let Some(mut c) = self.children.remove(name) {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn views(&self) -> Vec<Option<Value>> {
+        self.layout
+            .masters
+            .iter()
+            .map(|m| {
+                let alive = self.children.contains_key(&format!("master-{}", m.id));
+                if !alive {
+                    return None;
+                }
+                self.rt
+                    .block_on(self.client.get_plain(m.gateway, "/v1/cluster"))
+                    .ok()
+                    .filter(|r| r.status == 200)
+                    .map(|r| r.json())
+            })
+            .collect()
+    }
+
+    /// Waits for a leader (other than `not`) seen by a running master.
+    pub fn wait_leader(&self, not: Option<u64>, timeout: Duration) -> u64 {
+        let t = Instant::now();
+        loop {
+            for v in self.views().into_iter().flatten() {
+                if v["is_leader"].as_bool() == Some(true) {
+                    let l = v["node_id"].as_u64().unwrap();
+                    if Some(l) != not {
+                        return l;
+                    }
+                }
+            }
+            assert!(
+                t.elapsed() < timeout,
+                "no leader within {timeout:?}: {}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for name in ["master-1", "master-2", "master-3"] {
+            let text = std::fs::read_to_string(self.layout.dir.join(format!("{name}.log")))
+                .unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            out.push_str(&format!("\n--- {name} ---\n"));
+            for l in tail.into_iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    pub fn submit(&self, spec: CampaignSpec) -> HttpReply {
+        self.rt.block_on(self.client.submit(spec)).unwrap()
+    }
+
+    pub fn submit_ok(&self, spec: CampaignSpec) -> String {
+        let r = self.submit(spec);
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+        r.json()["request_id"].as_str().unwrap().to_owned()
+    }
+
+    pub fn get(&self, path: &str) -> HttpReply {
+        self.rt
+            .block_on(self.client.signed("GET", path, Vec::new()))
+            .unwrap()
+    }
+
+    pub fn wait_final(&self, id: &str, timeout: Duration) -> Value {
+        let t = Instant::now();
+        loop {
+            if let Ok(r) = self.rt.block_on(self.client.signed(
+                "GET",
+                &format!("/v1/tasks/{id}"),
+                Vec::new(),
+            )) {
+                let v = r.json();
+                let s = v["status"].as_str().unwrap_or("");
+                if s == "completed" || s == "rejected" {
+                    return v;
+                }
+            }
+            assert!(
+                t.elapsed() < timeout,
+                "{id} not final within {timeout:?}: {}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn result(&self, id: &str) -> Value {
+        let r = self.get(&format!("/v1/tasks/{id}/result"));
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json()
+    }
+
+    /// Waits until every running master applied the same index with the same root.
+    pub fn wait_converged(&self, timeout: Duration) -> Vec<Value> {
+        let t = Instant::now();
+        loop {
+            let views: Vec<Value> = self.views().into_iter().flatten().collect();
+            let running = self
+                .children
+                .keys()
+                .filter(|k| k.starts_with("master-"))
+                .count();
+            if views.len() == running
+                && views.windows(2).all(|w| {
+                    w[0]["state_root"] == w[1]["state_root"]
+                        && w[0]["last_applied_index"] == w[1]["last_applied_index"]
+                })
+            {
+                return views;
+            }
+            assert!(t.elapsed() < timeout, "masters did not converge: {views:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

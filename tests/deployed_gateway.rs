@@ -1,0 +1,251 @@
+//! Real processes on 127.0.0.1: the Luckin campaign through the API gateway of a
+//! devnet (3 masters, 4 enterprise nodes) selects the same audience as the embedded
+//! demo for the same seed; bad requests are refused with a 4xx and change nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod deployed;
+
+use std::time::Duration;
+
+use deployed::{luckin, Net, NOW_MS, RECORDS, SEED, SUBJECTS};
+use ed25519_dalek::SigningKey;
+use symphony_deploy::auth::sign_headers;
+use symphony_deploy::client::{https_request, sign_submission};
+use symphony_deploy::master::now_ms;
+use symphony_node::network::{
+    advertiser_key, EmbeddedNetwork, NetworkParams, Quiet, SignedRequest,
+};
+
+fn embedded_audience() -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = luckin();
+    let mut net = EmbeddedNetwork::build(
+        dir.path(),
+        &NetworkParams {
+            subjects: SUBJECTS,
+            vaults: 4,
+            records: RECORDS,
+            seed: SEED,
+            now_ms: NOW_MS,
+        },
+        &[spec.advertiser.as_str()],
+        &mut Quiet,
+    )
+    .unwrap();
+    let req =
+        SignedRequest::sign(spec.clone(), 1, &advertiser_key(SEED, &spec.advertiser)).unwrap();
+    let outcome = net.run_campaign(&req, &mut Quiet).unwrap();
+    assert_eq!(outcome.states.last().map(String::as_str), Some("completed"));
+    let mut audience = outcome.audience;
+    audience.sort();
+    audience
+}
+
+#[test]
+fn luckin_through_the_gateway_matches_the_embedded_demo_and_bad_requests_change_nothing() {
+    let net = Net::start(4);
+    let id = net.submit_ok(luckin());
+    let status = net.wait_final(&id, Duration::from_secs(120));
+    assert_eq!(status["status"], "completed", "{status}");
+    let lifecycle: Vec<&str> = status["lifecycle"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(lifecycle.first(), Some(&"accepted"));
+    assert_eq!(lifecycle.last(), Some(&"completed"));
+    let result = net.result(&id);
+    let outcome = &result["outcome"];
+    let mut audience: Vec<String> = outcome["audience"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    audience.sort();
+    assert!(!audience.is_empty());
+    assert!(outcome["certificate_signatures"].as_u64().unwrap() >= 2);
+    assert_eq!(
+        audience,
+        embedded_audience(),
+        "deployed and embedded audiences differ"
+    );
+
+    let evidence = net.get(&format!("/v1/tasks/{id}/evidence"));
+    assert_eq!(evidence.status, 200);
+    let ev = evidence.json();
+    assert!(
+        ev["final_certificate"]["signatures"]
+            .as_object()
+            .unwrap()
+            .len()
+            >= 2
+    );
+    assert_eq!(
+        ev["attestations_verified"].as_u64(),
+        outcome["attestations_verified"].as_u64()
+    );
+
+    // Refusals: each a 4xx with a message, and the replicated state does not move.
+    let before = net.wait_converged(Duration::from_secs(10));
+    let gw = net.layout.masters[0].gateway;
+    let tls = symphony_deploy::tls::public_client(
+        symphony_deploy::tls::load_roots(&net.layout.ca).unwrap(),
+    )
+    .unwrap();
+    let send = |headers: Vec<(&'static str, String)>, body: Vec<u8>| {
+        net.rt
+            .block_on(https_request(
+                gw,
+                tls.clone(),
+                "POST",
+                "/v1/tasks",
+                &headers,
+                body,
+            ))
+            .unwrap()
+    };
+    let owner = advertiser_key(SEED, "advertiser:luckin");
+    let submission =
+        |nonce| serde_json::to_vec(&sign_submission(luckin(), nonce, &owner).unwrap()).unwrap();
+    let expect = |r: symphony_deploy::client::HttpReply, status: u16, needle: &str| {
+        let msg = r.json()["error"].as_str().unwrap_or("").to_owned();
+        assert_eq!(r.status, status, "{msg}");
+        assert!(msg.contains(needle), "{msg:?} does not mention {needle:?}");
+    };
+    // Forged signature: signed by another key under the advertiser's name.
+    let body = submission(1001);
+    let forger = SigningKey::from_bytes(&[9u8; 32]);
+    let h = sign_headers(
+        &forger,
+        "advertiser:luckin",
+        "POST",
+        "/v1/tasks",
+        &body,
+        1001,
+        now_ms(),
+    );
+    expect(send(h, body), 401, "signature does not verify");
+    // Unknown caller.
+    let body = submission(1002);
+    let h = sign_headers(
+        &forger,
+        "advertiser:nobody",
+        "POST",
+        "/v1/tasks",
+        &body,
+        1002,
+        now_ms(),
+    );
+    expect(send(h, body), 401, "unknown caller");
+    // Stale timestamp.
+    let body = submission(1003);
+    let h = sign_headers(
+        &owner,
+        "advertiser:luckin",
+        "POST",
+        "/v1/tasks",
+        &body,
+        1003,
+        now_ms() - 3_600_000,
+    );
+    expect(send(h, body), 401, "outside the accepted window");
+    // Oversized body (limit 64 KiB).
+    let body = vec![b' '; 100 * 1024];
+    let h = sign_headers(
+        &owner,
+        "advertiser:luckin",
+        "POST",
+        "/v1/tasks",
+        &body,
+        1004,
+        now_ms(),
+    );
+    expect(send(h, body), 413, "exceeds the limit");
+    // Malformed JSON.
+    let body = b"{\"spec\": not json".to_vec();
+    let h = sign_headers(
+        &owner,
+        "advertiser:luckin",
+        "POST",
+        "/v1/tasks",
+        &body,
+        1005,
+        now_ms(),
+    );
+    expect(send(h, body), 400, "malformed JSON");
+    // Replayed nonce: the same headers twice at one master (the first is refused for
+    // its body; the nonce is spent all the same).
+    let body = b"[]".to_vec();
+    let h = sign_headers(
+        &owner,
+        "advertiser:luckin",
+        "POST",
+        "/v1/tasks",
+        &body,
+        1006,
+        now_ms(),
+    );
+    assert_eq!(send(h.clone(), body.clone()).status, 400);
+    expect(send(h, body), 409, "replayed");
+    let r = net.get("/v1/tasks/req-unknown");
+    assert_eq!(r.status, 404);
+    let after = net.wait_converged(Duration::from_secs(10));
+    assert_eq!(
+        before[0]["state_root"], after[0]["state_root"],
+        "a refused request changed the state"
+    );
+    assert_eq!(
+        before[0]["last_applied_index"],
+        after[0]["last_applied_index"]
+    );
+
+    // A submission's nonce replayed at another master (fresh headers, same body):
+    // refused by the replicated request id.
+    let body = submission(2001);
+    let h = sign_headers(
+        &owner,
+        "advertiser:luckin",
+        "POST",
+        "/v1/tasks",
+        &body,
+        2001,
+        now_ms(),
+    );
+    assert_eq!(send(h, body.clone()).status, 202);
+    let gw2 = net.layout.masters[1].gateway;
+    let h = sign_headers(
+        &owner,
+        "advertiser:luckin",
+        "POST",
+        "/v1/tasks",
+        &body,
+        2001,
+        now_ms() + 1,
+    );
+    let r = net
+        .rt
+        .block_on(https_request(
+            gw2,
+            tls.clone(),
+            "POST",
+            "/v1/tasks",
+            &h,
+            body,
+        ))
+        .unwrap();
+    expect(r, 409, "already used");
+
+    // OpenAPI and metrics.
+    let doc = net
+        .rt
+        .block_on(net.client.get_plain(gw, "/openapi.json"))
+        .unwrap();
+    assert_eq!(doc.json()["openapi"], "3.1.0");
+    let metrics = net
+        .rt
+        .block_on(net.client.get_plain(gw, "/metrics"))
+        .unwrap();
+    assert!(String::from_utf8_lossy(&metrics.body).contains("symphony_raft_term"));
+}

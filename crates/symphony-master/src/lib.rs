@@ -39,6 +39,9 @@ pub use challenge::{
     ChallengeTarget, ChallengeWindow, PenaltyRecord,
 };
 
+mod composite;
+pub use composite::{CompositeRecord, CompositeResultRecord, RoundRecord, RoundSliceRecord};
+
 /// Hash tag of the state root.
 pub const STATE_ROOT_TAG: &str = "scp/master-state/v1";
 
@@ -169,6 +172,54 @@ pub enum Command {
         count: u64,
         /// When, ms.
         at_ms: u64,
+    },
+    /// Composite (`train`): the coordinator opens the next round (sub-task) in the
+    /// epoch it is dispatched in; one `assigned` slice per participating Vault.
+    OpenRound {
+        /// The parent task.
+        task_id: TaskId,
+        /// The round number (must be the next one).
+        round: u32,
+        /// The dispatch epoch: the round settles in it.
+        epoch_id: EpochId,
+    },
+    /// Composite: what one Vault's slice of one round ended as.
+    RecordRoundSlice {
+        /// The parent task.
+        task_id: TaskId,
+        /// The round.
+        round: u32,
+        /// The Vault.
+        vault_id: VaultId,
+        /// The outcome.
+        record: RoundSliceRecord,
+    },
+    /// Composite: the round's secure aggregate formed and verified; the round moves
+    /// to `awaiting_settlement`.
+    CloseRound {
+        /// The parent task.
+        task_id: TaskId,
+        /// The round.
+        round: u32,
+        /// The round's aggregate.
+        record: RoundRecord,
+    },
+    /// Composite: the result of the whole run, recorded while the parent verifies.
+    RecordCompositeResult {
+        /// The parent task.
+        task_id: TaskId,
+        /// The result.
+        record: CompositeResultRecord,
+    },
+    /// Composite: a round's share of the finalized composite settlement, in the
+    /// round's dispatch epoch; the round completes.
+    SettleRound {
+        /// The parent task.
+        task_id: TaskId,
+        /// The round.
+        round: u32,
+        /// The round's fee, base units.
+        fee_micro_sym: u64,
     },
     /// The settlement reached `candidate_ready`: the challenge window opens.
     OpenChallengeWindow {
@@ -314,6 +365,8 @@ pub struct MasterState {
     used_nonces: BTreeSet<(ActorId, u64)>,
     audit_log: Vec<AuditEvent>,
     applied_commands: u64,
+    /// Composite (`train`) hierarchies by parent task.
+    composites: BTreeMap<TaskId, CompositeRecord>,
     challenges: BTreeMap<ChallengeId, ChallengeRecord>,
     challenge_windows: BTreeMap<TaskId, ChallengeWindow>,
 }
@@ -337,6 +390,11 @@ impl MasterState {
     /// The audit log.
     pub fn audit_log(&self) -> &[AuditEvent] {
         &self.audit_log
+    }
+
+    /// The composite hierarchy of a `train` task, once its first round opened.
+    pub fn composite(&self, task_id: &TaskId) -> Option<&CompositeRecord> {
+        self.composites.get(task_id)
     }
 
     /// Commands applied so far.
@@ -497,6 +555,30 @@ impl MasterState {
                 self.audit_log.push(event.clone());
                 Ok(vec![Event::Audited(event)])
             }
+            Command::OpenRound {
+                task_id,
+                round,
+                epoch_id,
+            } => self.open_round(task_id, *round, *epoch_id),
+            Command::RecordRoundSlice {
+                task_id,
+                round,
+                vault_id,
+                record,
+            } => self.record_round_slice(task_id, *round, vault_id, record),
+            Command::CloseRound {
+                task_id,
+                round,
+                record,
+            } => self.close_round(task_id, *round, record),
+            Command::RecordCompositeResult { task_id, record } => {
+                self.record_composite_result(task_id, record)
+            }
+            Command::SettleRound {
+                task_id,
+                round,
+                fee_micro_sym,
+            } => self.settle_round(task_id, *round, *fee_micro_sym),
             Command::OpenChallengeWindow {
                 task_id,
                 closes_at_ms,

@@ -1,0 +1,60 @@
+//! Federated training end to end (seed 003): a `task_class: train` composite task.
+//!
+//! Flow ([`run_training`]):
+//! 1. **Admission**: the model operator's signed [`TrainingSpec`] is authenticated,
+//!    its features resolved into a [`FeaturePlan`], the ε schedule of the run computed
+//!    by the RDP accountant ([`control::epsilon_schedule`]), each Vault authorizes the
+//!    operator for `train` and reserves every scheduled round's ε for its subjects with
+//!    `training` consent, the train fee estimate is locked in escrow, and the immutable
+//!    `TaskEnvelope` (with `iteration_policy`, `coordination_envelope`
+//!    (`federated_average`), `budget_lock_ref`) is committed by the masters.
+//! 2. **Rounds**: for each round the masters open a sub-task (`OpenRound`, in its
+//!    dispatch epoch) with one slice per Vault; every Vault builds its features in its
+//!    enclave, trains locally with DP-SGD and returns a masked update
+//!    ([`vault::VaultTrainer`]); slices are verified (commitment + attestation) and
+//!    recorded; the aggregation enclave unmasks only the sum ([`aggregate`]), the
+//!    global model moves by the example-weighted FedAvg update, and the round closes
+//!    (`CloseRound`) with its ε. The controller ([`control::decide`]) continues or stops.
+//! 3. **Composite verification**: every round's attestations, Σ per-round ε = total,
+//!    convergence replayed against the policy, held-out AUC/accuracy and the
+//!    loss-threshold membership-inference advantage against the acceptance criteria.
+//! 4. **Settlement** by the train formula, split exactly, paid after 2-of-3 finality;
+//!    each round then settles in its dispatch epoch (`SettleRound`).
+//! 5. **Delivery** to the model registry: safetensors + model card + training curve,
+//!    recorded as an audit event.
+
+pub mod control;
+pub mod model;
+pub mod registry;
+pub mod spec;
+pub mod vault;
+
+mod coordinator;
+
+pub use coordinator::{
+    permit_training, run_training, RoundSummary, TrainObserver, TrainOutcome, TrainingRequest,
+};
+pub use model::GlobalModel;
+pub use spec::TrainingSpec;
+
+use symphony_core::encoding::{content_hash, Digest};
+
+use crate::NodeError;
+
+/// Tagged SHA-256 over little-endian `f64` values (BCS has no floats).
+pub fn f64_hash(tag: &str, parts: &[&[f64]]) -> Digest {
+    let mut bytes = Vec::new();
+    for part in parts {
+        bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        for v in *part {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    symphony_core::encoding::tagged_hash(tag, &bytes)
+}
+
+/// Hash of a spec (bound into the envelope's `spec_hash` constraint).
+pub fn spec_hash(spec: &TrainingSpec) -> Result<Digest, NodeError> {
+    let json = serde_json::to_string(spec).map_err(|e| NodeError::Encoding(e.to_string()))?;
+    content_hash("scp/train-spec/v1", &json).map_err(|e| NodeError::Encoding(e.to_string()))
+}

@@ -1,0 +1,599 @@
+//! The enterprise side of a training run: the Computation Runtime's training slices.
+//!
+//! Everything that touches records happens here, inside the Vault's enclave run:
+//! per-round feature construction from the admitted [`FeaturePlan`] (only subjects
+//! with `training` consent at the round's evaluation time, a budget reservation for
+//! the round and a home country in the market scope), the held-out split, local
+//! DP-SGD, quantization, FedAvg pre-scaling and pairwise masking. What leaves is a
+//! masked vector (indistinguishable from uniform without the other Vaults' masks),
+//! the example count and the attestation. Budget: each round commits its ε for the
+//! subjects it used and releases the reservation of those it did not.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
+
+use ndarray::Array2;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use serde::{Deserialize, Serialize};
+use symphony_core::budget::{BudgetOp, Epsilon};
+use symphony_core::consent::UsageScope;
+use symphony_core::encoding::{content_hash, tagged_hash, Digest};
+use symphony_core::envelope::{TaskClass, TaskEnvelope};
+use symphony_core::ids::{ActorId, SliceId, SubjectId, TaskId};
+use symphony_enclave::{AttestationReport, Tee};
+use symphony_semantic::{FeaturePlan, PurchaseFact, SubjectFacts};
+use symphony_train::dpsgd::{Dataset, DpSgdConfig, Sampling};
+use symphony_train::metrics;
+use symphony_train::secagg::{
+    fedavg_prescale, MaskedUpdate, Participant, ParticipantId, Quantizer, Roster, ShareFor,
+};
+use symphony_vault::{ReserveMode, SubjectView};
+
+use super::model::{train_err, GlobalModel};
+use super::spec::TrainingSpec;
+use crate::enterprise::EnterpriseNode;
+use crate::NodeError;
+
+/// Extra coordinates appended to the update: weighted train loss, weighted held-out
+/// loss, weighted held-out AUC, weight of the Vaults whose held-out AUC is defined.
+pub const METRIC_SLOTS: usize = 4;
+
+/// The budget task id of round `round` of `task` (each round reserves and commits
+/// under its own id, so consumption is recorded per round).
+pub fn round_task_id(task: &TaskId, round: u32) -> Result<TaskId, NodeError> {
+    TaskId::new(format!("{task}/r{round}")).map_err(|e| NodeError::Refused(e.to_string()))
+}
+
+/// What a master sends for one round's slice.
+#[derive(Clone, Debug)]
+pub struct RoundAssignment {
+    /// The slice.
+    pub slice_id: SliceId,
+    /// The admitted envelope.
+    pub envelope: TaskEnvelope,
+    /// The admitted feature plan (hash bound to the envelope).
+    pub plan: FeaturePlan,
+    /// The spec (hash bound to the envelope's `spec_hash` constraint).
+    pub spec: TrainingSpec,
+    /// Consent is evaluated at this time, ms.
+    pub evaluate_at_ms: u64,
+    /// Features read purchases up to the cutoff; labels the horizon after it.
+    pub cutoff_ms: u64,
+    /// ε of this round per used subject.
+    pub epsilon: Epsilon,
+    /// Seed of the run (DP-SGD noise and secagg keys derive from it).
+    pub run_seed: u64,
+}
+
+/// The slice's public output of the prepare phase.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    /// Training examples (train split).
+    pub examples: u64,
+    /// The Vault's secagg public key for this round.
+    pub public_key: [u8; 32],
+}
+
+/// A round slice's result bundle (privacy-safe: a masked vector).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainSliceBody {
+    /// The slice.
+    pub slice_id: SliceId,
+    /// The envelope it ran under.
+    pub envelope_hash: Digest,
+    /// Masked, quantized, pre-scaled update and metrics.
+    pub masked: Vec<u32>,
+    /// Training examples.
+    pub examples: u64,
+    /// ε committed per used subject.
+    pub epsilon_committed_micro: u64,
+    /// Subjects whose records were used (train and held-out).
+    pub subjects_used: u64,
+}
+
+/// The bundle with its evidence.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainSliceBundle {
+    /// The body.
+    pub body: TrainSliceBody,
+    /// Commitment over the body.
+    pub commitment: Digest,
+    /// Commitment over the inputs.
+    pub inputs_commitment: Digest,
+    /// Attestation of the enclave run.
+    pub attestation: AttestationReport,
+}
+
+/// The final evaluation a Vault hands to the aggregation enclave (model outputs only).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EvaluationBundle {
+    /// Held-out scores.
+    pub holdout_scores: Vec<f64>,
+    /// Held-out labels.
+    pub holdout_labels: Vec<bool>,
+    /// Per-example losses of training members.
+    pub member_losses: Vec<f64>,
+    /// Commitment over the above.
+    pub commitment: Digest,
+    /// Inputs commitment.
+    pub inputs_commitment: Digest,
+    /// Attestation.
+    pub attestation: AttestationReport,
+}
+
+struct LocalData {
+    train: Dataset,
+    holdout: Dataset,
+    used: Vec<SubjectId>,
+}
+
+/// One enterprise node's training runtime for one task.
+pub struct VaultTrainer<'a> {
+    /// The node.
+    pub node: &'a EnterpriseNode,
+    reserved: BTreeMap<u32, Vec<SubjectId>>,
+    data: Option<LocalData>,
+    participant: Option<Participant>,
+    shares_held: BTreeMap<ParticipantId, ShareFor>,
+}
+
+/// Commitment over a training slice's inputs (public: the verifier recomputes it).
+pub fn slice_inputs_commitment(a: &RoundAssignment, model_hash: &Digest) -> Digest {
+    let mut bytes = a.envelope.hash().0.to_vec();
+    bytes.extend_from_slice(&a.plan.plan_hash().0);
+    bytes.extend_from_slice(a.slice_id.to_string().as_bytes());
+    bytes.extend_from_slice(&model_hash.0);
+    tagged_hash("scp/train-slice-inputs/v1", &bytes)
+}
+
+fn facts_of(view: &SubjectView<'_>) -> SubjectFacts {
+    SubjectFacts {
+        home_city: view
+            .geography
+            .map(|g| g.home_city.to_owned())
+            .unwrap_or_default(),
+        home_country: view
+            .geography
+            .map(|g| g.home_country.to_owned())
+            .unwrap_or_default(),
+        purchases: view
+            .purchases
+            .iter()
+            .map(|p| PurchaseFact {
+                brand: p.brand.to_owned(),
+                category: p.category.to_owned(),
+                amount_minor: p.amount_minor,
+                currency: p.currency.to_owned(),
+                timestamp_ms: p.ts_ms,
+                store_city: p.store_city.to_owned(),
+                store_country: p.store_country.to_owned(),
+            })
+            .collect(),
+    }
+}
+
+fn held_out(task: &TaskId, subject: &SubjectId, fraction: f64) -> bool {
+    let mut bytes = task.as_str().as_bytes().to_vec();
+    bytes.push(0);
+    bytes.extend_from_slice(subject.as_str().as_bytes());
+    let d = tagged_hash("scp/train/holdout/v1", &bytes);
+    let x = u64::from_le_bytes([
+        d.0[0], d.0[1], d.0[2], d.0[3], d.0[4], d.0[5], d.0[6], d.0[7],
+    ]);
+    (x as f64 / u64::MAX as f64) < fraction
+}
+
+fn dataset(rows: Vec<Vec<f64>>, labels: Vec<bool>, d: usize) -> Result<Dataset, NodeError> {
+    let n = rows.len();
+    let flat: Vec<f64> = rows.into_iter().flatten().collect();
+    let features = Array2::from_shape_vec((n, d), flat).map_err(train_err)?;
+    Dataset::new(features, labels).map_err(train_err)
+}
+
+/// A seed derived from the run seed and a label.
+pub fn derive_seed(run_seed: u64, label: &str) -> [u8; 32] {
+    let mut bytes = run_seed.to_le_bytes().to_vec();
+    bytes.extend_from_slice(label.as_bytes());
+    tagged_hash("scp/train/seed/v1", &bytes).0
+}
+
+/// The spec's DP-SGD configuration.
+pub fn dpsgd_config(spec: &TrainingSpec) -> DpSgdConfig {
+    DpSgdConfig {
+        learning_rate: spec.dp_sgd.learning_rate,
+        clip_norm: spec.dp_sgd.clip_norm,
+        noise_multiplier: spec.dp_sgd.noise_multiplier,
+        sampling: Sampling::Poisson {
+            rate: spec.dp_sgd.sampling_rate,
+        },
+        steps: spec.dp_sgd.local_steps,
+    }
+}
+
+/// The quantizer of a run with `participants` Vaults: values clipped to ±8.
+pub fn quantizer(participants: u32) -> Result<Quantizer, NodeError> {
+    let clip = 8.0;
+    let scale = ((f64::from(i32::MAX) / (f64::from(participants.max(1)) * clip)).floor()).max(1.0);
+    Quantizer::new(scale, clip, participants).map_err(train_err)
+}
+
+/// Training examples of one Vault outside any network (benchmarks, baselines).
+pub fn local_split(
+    examples: Vec<(SubjectId, Vec<f64>, bool)>,
+    task: &TaskId,
+    holdout_fraction: f64,
+    d: usize,
+) -> Result<(Dataset, Dataset), NodeError> {
+    let (mut tr, mut trl, mut ho, mut hol) = (vec![], vec![], vec![], vec![]);
+    for (s, x, y) in examples {
+        if held_out(task, &s, holdout_fraction) {
+            ho.push(x);
+            hol.push(y);
+        } else {
+            tr.push(x);
+            trl.push(y);
+        }
+    }
+    Ok((dataset(tr, trl, d)?, dataset(ho, hol, d)?))
+}
+
+impl<'a> VaultTrainer<'a> {
+    /// A runtime over `node`.
+    pub fn new(node: &'a EnterpriseNode) -> Self {
+        VaultTrainer {
+            node,
+            reserved: BTreeMap::new(),
+            data: None,
+            participant: None,
+            shares_held: BTreeMap::new(),
+        }
+    }
+
+    /// Admission: authorization for `train`, then a reservation of each scheduled
+    /// round's ε for every subject with `training` consent and enough budget.
+    /// Returns the reserved count per round and a commitment to the round-0 set.
+    pub fn admission_reserve(
+        &mut self,
+        task: &TaskId,
+        actor: &ActorId,
+        schedule: &[Epsilon],
+        at_ms: u64,
+    ) -> Result<(Vec<u64>, Digest), NodeError> {
+        let vault = &self.node.vault;
+        vault.authorize(actor, TaskClass::Train)?;
+        let consented: Vec<SubjectId> = vault
+            .consented_subjects(UsageScope::Training, at_ms)?
+            .into_iter()
+            .collect();
+        let mut counts = Vec::with_capacity(schedule.len());
+        for (r, eps) in schedule.iter().enumerate() {
+            let id = round_task_id(task, r as u32)?;
+            let report = vault.reserve_for_task(
+                &id,
+                UsageScope::Training,
+                &consented,
+                *eps,
+                ReserveMode::SkipInsufficient,
+            )?;
+            counts.push(report.reserved.len() as u64);
+            self.reserved.insert(r as u32, report.reserved);
+        }
+        let first = self.reserved.get(&0).cloned().unwrap_or_default();
+        let commitment = content_hash("scp/consent-snapshot/v1", &first)
+            .map_err(|e| NodeError::Encoding(e.to_string()))?;
+        Ok((counts, commitment))
+    }
+
+    fn check(&self, a: &RoundAssignment) -> Result<(), NodeError> {
+        a.envelope
+            .verify()
+            .map_err(|e| NodeError::Refused(e.to_string()))?;
+        let body = a.envelope.body();
+        let vault_id = self.node.vault_id();
+        if &a.slice_id.vault != vault_id
+            || !body
+                .coordination_envelope
+                .participating_vault_ids
+                .contains(vault_id)
+        {
+            return Err(NodeError::Refused(format!(
+                "slice {} is not for {vault_id}",
+                a.slice_id
+            )));
+        }
+        if a.plan.plan_hash() != body.resolved_plan_hash {
+            return Err(NodeError::Refused(
+                "plan does not match resolved_plan_hash".into(),
+            ));
+        }
+        if body.constraints.get("spec_hash") != Some(&super::spec_hash(&a.spec)?.to_hex()) {
+            return Err(NodeError::Refused(
+                "training spec does not match the envelope".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Per-Vault feature construction for a round (inside the enclave); returns the
+    /// train-split size and this round's secagg public key. Subjects without consent
+    /// at evaluation time, without a reservation for the round or outside the market
+    /// scope are skipped before their records are read into features.
+    pub fn prepare_round(&mut self, a: &RoundAssignment) -> Result<Prepared, NodeError> {
+        self.check(a)?;
+        let body = a.envelope.body();
+        let round = a.slice_id.sub_task.round;
+        let auth = self
+            .node
+            .vault
+            .authorize(&body.caller.actor_id, TaskClass::Train)?;
+        let consented = self
+            .node
+            .vault
+            .consented_subjects(UsageScope::Training, a.evaluate_at_ms)?;
+        let reserved: BTreeSet<SubjectId> = self
+            .reserved
+            .get(&round)
+            .map(|v| v.iter().cloned().collect())
+            .unwrap_or_default();
+        let eligible: BTreeSet<&SubjectId> = reserved.intersection(&consented).collect();
+        let countries = &a.spec.market_scope.countries;
+        let d = a.plan.dimension();
+        let task = &body.task_id;
+        let (mut tr, mut trl, mut ho, mut hol, mut used) = (vec![], vec![], vec![], vec![], vec![]);
+        let scan = self.node.vault.for_each_subject(&auth, |view| {
+            let Ok(subject) = SubjectId::new(view.subject) else {
+                return ControlFlow::Continue(());
+            };
+            if !eligible.contains(&subject) {
+                return ControlFlow::Continue(()); // excluded before computation
+            }
+            let in_market = view.geography.is_some_and(|g| {
+                countries
+                    .iter()
+                    .any(|c| c.eq_ignore_ascii_case(g.home_country))
+            });
+            if !in_market {
+                return ControlFlow::Continue(());
+            }
+            let facts = facts_of(view);
+            let (x, y) = a
+                .plan
+                .training_example(&facts, a.cutoff_ms, a.spec.horizon_days);
+            if held_out(task, &subject, a.spec.holdout_fraction) {
+                ho.push(x);
+                hol.push(y > 0.5);
+            } else {
+                tr.push(x);
+                trl.push(y > 0.5);
+            }
+            used.push(subject);
+            ControlFlow::Continue(())
+        });
+        scan?;
+        let examples = tr.len() as u64;
+        self.data = Some(LocalData {
+            train: dataset(tr, trl, d)?,
+            holdout: dataset(ho, hol, d)?,
+            used,
+        });
+        let label = format!("secagg/{}", a.slice_id);
+        let mut rng = ChaCha20Rng::from_seed(derive_seed(a.run_seed, &label));
+        let participant = Participant::from_rng(ParticipantId(0), &mut rng);
+        let public_key = participant.public_key().to_bytes();
+        self.participant = Some(participant);
+        Ok(Prepared {
+            examples,
+            public_key,
+        })
+    }
+
+    /// Sets this Vault's participant id in the round's roster (its index).
+    pub fn set_participant_id(&mut self, id: ParticipantId, a: &RoundAssignment) {
+        let label = format!("secagg/{}", a.slice_id);
+        let mut rng = ChaCha20Rng::from_seed(derive_seed(a.run_seed, &label));
+        self.participant = Some(Participant::from_rng(id, &mut rng));
+    }
+
+    /// Deals Shamir shares of this round's secagg secret for dropout recovery.
+    pub fn deal_shares(
+        &self,
+        roster: &Roster,
+        threshold: u8,
+        a: &RoundAssignment,
+    ) -> Result<Vec<ShareFor>, NodeError> {
+        let p = self
+            .participant
+            .as_ref()
+            .ok_or_else(|| NodeError::Refused("round not prepared".into()))?;
+        let mut rng =
+            ChaCha20Rng::from_seed(derive_seed(a.run_seed, &format!("shares/{}", a.slice_id)));
+        p.deal_shares(roster, threshold, &mut rng)
+            .map_err(train_err)
+    }
+
+    /// Keeps a share another Vault dealt to this one.
+    pub fn hold_share(&mut self, share: ShareFor) {
+        self.shares_held.insert(share.owner, share);
+    }
+
+    /// Hands over the share of a dropped participant.
+    pub fn recovery_share(&self, dropped: ParticipantId) -> Option<ShareFor> {
+        self.shares_held.get(&dropped).cloned()
+    }
+
+    /// Local DP-SGD from `global`, pre-scaled by `examples / total_examples`,
+    /// quantized and masked, inside the enclave; then the round's budget is committed
+    /// for the used subjects and released for the others.
+    pub fn train_round(
+        &mut self,
+        a: &RoundAssignment,
+        global: &GlobalModel,
+        model_hash: &Digest,
+        roster: &Roster,
+        total_examples: u64,
+    ) -> Result<TrainSliceBundle, NodeError> {
+        self.check(a)?;
+        let (Some(data), Some(participant)) = (self.data.as_ref(), self.participant.as_ref())
+        else {
+            return Err(NodeError::Refused("round not prepared".into()));
+        };
+        let round = a.slice_id.sub_task.round;
+        let inputs = slice_inputs_commitment(a, model_hash);
+        let config = dpsgd_config(&a.spec);
+        let seed = derive_seed(a.run_seed, &format!("dpsgd/{}", a.slice_id));
+        let examples = data.train.len() as u64;
+        let quant = quantizer(roster.len() as u32)?;
+        let mut failure = None;
+        let run = self
+            .node
+            .enclave
+            .run(&inputs.0, a.envelope.hash().0, a.evaluate_at_ms, || {
+                let out = (|| -> Result<TrainSliceBody, NodeError> {
+                    let train_scores = global.predict(&data.train)?;
+                    let train_loss =
+                        metrics::log_loss(&train_scores, data.train.labels()).map_err(train_err)?;
+                    let ho_scores = global.predict(&data.holdout)?;
+                    let ho_loss =
+                        metrics::log_loss(&ho_scores, data.holdout.labels()).map_err(train_err)?;
+                    let ho_auc = metrics::auc(&ho_scores, data.holdout.labels()).ok();
+                    let (delta, _) = global.train_local(&data.train, &config, seed)?;
+                    let mut vector = delta;
+                    vector.extend([
+                        train_loss,
+                        ho_loss,
+                        ho_auc.unwrap_or(0.0),
+                        if ho_auc.is_some() { 1.0 } else { 0.0 },
+                    ]);
+                    let scaled =
+                        fedavg_prescale(&vector, examples, total_examples).map_err(train_err)?;
+                    let words = quant.encode(&scaled).map_err(train_err)?;
+                    let MaskedUpdate { masked, .. } = participant
+                        .mask(roster, u64::from(round), &words)
+                        .map_err(train_err)?;
+                    Ok(TrainSliceBody {
+                        slice_id: a.slice_id.clone(),
+                        envelope_hash: a.envelope.hash(),
+                        masked,
+                        examples,
+                        epsilon_committed_micro: a.epsilon.micro,
+                        subjects_used: data.used.len() as u64,
+                    })
+                })();
+                match out {
+                    Ok(body) => {
+                        let c = content_hash("scp/train-slice/v1", &body).unwrap_or_default();
+                        (Some((body, c)), c.0)
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        (None, [0u8; 32])
+                    }
+                }
+            });
+        let (out, attestation) = run.map_err(|e| NodeError::Enclave(e.to_string()))?;
+        let Some((body, commitment)) = out else {
+            return Err(failure.unwrap_or_else(|| NodeError::Enclave("slice failed".into())));
+        };
+        self.finish_round(&body.slice_id.sub_task.parent, round, a.epsilon)?;
+        Ok(TrainSliceBundle {
+            body,
+            commitment,
+            inputs_commitment: inputs,
+            attestation,
+        })
+    }
+
+    fn finish_round(&mut self, task: &TaskId, round: u32, eps: Epsilon) -> Result<(), NodeError> {
+        let id = round_task_id(task, round)?;
+        let used: Vec<SubjectId> = self
+            .data
+            .as_ref()
+            .map(|d| d.used.clone())
+            .unwrap_or_default();
+        let used_set: BTreeSet<&SubjectId> = used.iter().collect();
+        let unused: Vec<SubjectId> = self
+            .reserved
+            .remove(&round)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| !used_set.contains(s))
+            .collect();
+        let vault = &self.node.vault;
+        vault.finish_task(
+            UsageScope::Training,
+            &used,
+            &BudgetOp::Commit {
+                task: id.clone(),
+                actual: eps,
+            },
+        )?;
+        vault.finish_task(
+            UsageScope::Training,
+            &unused,
+            &BudgetOp::Release { task: id },
+        )?;
+        Ok(())
+    }
+
+    /// Releases every reservation of rounds that never ran (end of the run).
+    pub fn release_unused(&mut self, task: &TaskId) -> Result<u64, NodeError> {
+        let mut released = 0;
+        for (round, subjects) in std::mem::take(&mut self.reserved) {
+            let id = round_task_id(task, round)?;
+            self.node.vault.finish_task(
+                UsageScope::Training,
+                &subjects,
+                &BudgetOp::Release { task: id },
+            )?;
+            released += subjects.len() as u64;
+        }
+        Ok(released)
+    }
+
+    /// Composite verification input: the final model's held-out scores and the
+    /// members' losses, attested, for the aggregation enclave only.
+    pub fn evaluate(
+        &self,
+        a: &RoundAssignment,
+        model: &GlobalModel,
+        model_hash: &Digest,
+    ) -> Result<EvaluationBundle, NodeError> {
+        self.check(a)?;
+        let Some(data) = self.data.as_ref() else {
+            return Err(NodeError::Refused("no local data to evaluate".into()));
+        };
+        let holdout_scores = model.predict(&data.holdout)?;
+        let member_scores = model.predict(&data.train)?;
+        let member_losses: Vec<f64> = member_scores
+            .iter()
+            .zip(data.train.labels())
+            .map(|(p, y)| metrics::example_log_loss(*p, *y).unwrap_or(f64::MAX))
+            .collect();
+        let holdout_labels = data.holdout.labels().to_vec();
+        let inputs = slice_inputs_commitment(a, model_hash);
+        let payload = (holdout_scores, holdout_labels, member_losses);
+        let run = self
+            .node
+            .enclave
+            .run(&inputs.0, a.envelope.hash().0, a.evaluate_at_ms, || {
+                let labels: Vec<f64> = payload
+                    .1
+                    .iter()
+                    .map(|l| if *l { 1.0 } else { 0.0 })
+                    .collect();
+                let c = super::f64_hash("scp/train-eval/v1", &[&payload.0, &labels, &payload.2]);
+                (c, c.0)
+            });
+        let (commitment, attestation) = run.map_err(|e| NodeError::Enclave(e.to_string()))?;
+        let (holdout_scores, holdout_labels, member_losses) = payload;
+        Ok(EvaluationBundle {
+            holdout_scores,
+            holdout_labels,
+            member_losses,
+            commitment,
+            inputs_commitment: inputs,
+            attestation,
+        })
+    }
+}

@@ -1,0 +1,249 @@
+//! Federated training end to end on a small embedded network (seed 003).
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use symphony_core::consent::UsageScope;
+use symphony_core::envelope::TaskClass;
+use symphony_core::ids::{ActorId, SubjectId};
+use symphony_core::lifecycle::SliceState;
+use symphony_node::network::{advertiser_key, EmbeddedNetwork, NetworkParams, Quiet};
+use symphony_node::training::{
+    permit_training, run_training, TrainOutcome, TrainingRequest, TrainingSpec,
+};
+
+const NOW_MS: u64 = 1_795_219_200_000;
+const DAY_MS: u64 = 86_400_000;
+const SPEC: &str = include_str!("../../../examples/train.toml");
+
+fn spec(edit: impl FnOnce(&mut TrainingSpec)) -> TrainingSpec {
+    let mut s = TrainingSpec::parse(SPEC).unwrap();
+    s.iteration_policy.max_rounds = 4;
+    s.acceptance.min_auc = 0.0;
+    s.acceptance.max_mia_advantage = 0.5;
+    edit(&mut s);
+    s
+}
+
+fn network(dir: &Path, operator: &str) -> EmbeddedNetwork {
+    let params = NetworkParams {
+        subjects: 1_500,
+        vaults: 3,
+        records: 15_000,
+        seed: 7,
+        now_ms: NOW_MS,
+    };
+    let net = EmbeddedNetwork::build(dir, &params, &[operator], &mut Quiet).unwrap();
+    permit_training(&net, operator).unwrap();
+    net
+}
+
+fn run(net: &mut EmbeddedNetwork, spec: TrainingSpec, registry: &Path) -> TrainOutcome {
+    let key = advertiser_key(7, &spec.model_operator);
+    let req = TrainingRequest::sign(spec, 1, &key).unwrap();
+    run_training(net, &req, registry, 7, &mut Quiet).unwrap()
+}
+
+fn model_bytes(o: &TrainOutcome) -> Vec<u8> {
+    std::fs::read(o.model_path.as_ref().unwrap()).unwrap()
+}
+
+fn parameters(bytes: &[u8]) -> Vec<f64> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    bytes[8 + n..]
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn composite_hierarchy_lifecycles_and_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(|s| {
+        s.iteration_policy.convergence_threshold = 0.0;
+        s.iteration_policy.early_stop_patience = 0;
+    });
+    let operator = s.model_operator.clone();
+    let mut net = network(dir.path(), &operator);
+    let o = run(&mut net, s, &dir.path().join("registry"));
+    assert_eq!(
+        o.states,
+        [
+            "accepted",
+            "resolving",
+            "dispatched",
+            "verifying",
+            "awaiting_settlement",
+            "completed"
+        ]
+    );
+    assert_eq!(
+        (o.rounds_run, o.stop_reason.as_str()),
+        (4, "convergence_not_reached")
+    );
+    assert!(o.convergence_not_reached && !o.converged);
+    let state = net.master.masters.state();
+    let task = state.tasks().next().unwrap().envelope.task_id().clone();
+    let c = state.composite(&task).unwrap();
+    let (n, m) = (4usize, 3usize);
+    assert_eq!(c.tree.object_count(), 1 + n + n * m);
+    assert_eq!((o.n_objects, o.n_slices), (1 + n + n * m, n * m));
+    for round in &c.tree.rounds {
+        assert_eq!(round.state.to_string(), "completed");
+        assert!(round
+            .slices
+            .values()
+            .all(|s| s.state == SliceState::Verified));
+    }
+    assert_eq!(c.round_settlements.len(), n);
+    // Rounds of 15 simulated minutes: round 3 is dispatched (and settles) in epoch 0,
+    // every epoch recorded is the round's dispatch epoch.
+    for (r, (epoch, fee)) in &c.round_settlements {
+        assert_eq!(*epoch, c.tree.rounds[*r as usize].epoch_id);
+        assert!(*fee > 0);
+    }
+    let spent: u64 = c.rounds.values().map(|r| r.epsilon_micro).sum();
+    assert_eq!(spent, o.epsilon_spent_micro);
+    assert!(state
+        .audit_log()
+        .iter()
+        .any(|e| e.kind == "result_delivered" && e.task_id == task));
+    // safetensors header + card + curve delivered.
+    let bytes = model_bytes(&o);
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    assert_eq!(header["weights"]["dtype"], "F64");
+    assert_eq!(parameters(&bytes).len(), 15);
+    let card: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(o.model_card_path.as_ref().unwrap()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(card["rounds_run"], 4);
+    assert_eq!(card["semantic_version"], "sem-v1");
+    assert!(
+        std::fs::metadata(o.curve_path.as_ref().unwrap())
+            .unwrap()
+            .len()
+            > 1_000
+    );
+}
+
+#[test]
+fn budget_exhaustion_stops_early_and_still_settles() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(|s| {
+        s.iteration_policy.max_rounds = 12;
+        s.iteration_policy.convergence_threshold = 0.0;
+        s.iteration_policy.early_stop_patience = 0;
+        s.privacy.epsilon = "0.4".into();
+    });
+    let operator = s.model_operator.clone();
+    let mut net = network(dir.path(), &operator);
+    let o = run(&mut net, s, &dir.path().join("registry"));
+    assert_eq!(o.stop_reason, "budget_exhausted");
+    assert!(o.rounds_run >= 1 && o.rounds_run < 12, "{}", o.rounds_run);
+    assert!(!o.convergence_not_reached);
+    assert!(o.epsilon_spent_micro <= 400_000);
+    assert_eq!(o.states.last().map(String::as_str), Some("completed"));
+    assert!(o.fee_total > 0);
+    // Per subject: what a used subject has committed is exactly the run's ε, and no
+    // reservation of the run is left behind.
+    let vault = net.enterprises[0].vault();
+    let consented = vault
+        .consented_subjects(UsageScope::Training, NOW_MS)
+        .unwrap();
+    let mut max_committed = 0;
+    for s in &consented {
+        let acc = vault.budget_account(s, UsageScope::Training).unwrap();
+        assert_eq!(acc.reserved().micro, 0);
+        max_committed = max_committed.max(acc.committed().micro);
+    }
+    assert_eq!(max_committed, o.epsilon_spent_micro);
+}
+
+/// Writes many Luckin purchases before the label cutoff (and none after) for
+/// `subjects`, optionally granting them training consent: data that would drag the
+/// purchase-frequency weight if it were used.
+fn poison(net: &EmbeddedNetwork, dir: &Path, subjects: &[String], grant: bool) {
+    let vault = net.enterprises[0].vault();
+    let path = dir.join("poison.jsonl");
+    let mut f = std::fs::File::create(&path).unwrap();
+    for s in subjects {
+        for k in 0..40u64 {
+            let ts = NOW_MS - 20 * DAY_MS - k * 3_600_000;
+            writeln!(f, r#"{{"kind":"purchase","subject":"{s}","brand":"Luckin Coffee","category":"coffee","amount_minor":99999,"currency":"SGD","ts_ms":{ts},"store_city":"Singapore","store_country":"SG"}}"#).unwrap();
+        }
+    }
+    drop(f);
+    symphony_vault::import_file(vault, &path, &Default::default(), &mut |_| {}).unwrap();
+    if grant {
+        let path = dir.join("consent.jsonl");
+        let mut f = std::fs::File::create(&path).unwrap();
+        for s in subjects {
+            writeln!(f, r#"{{"kind":"consent","vault":"{}","subject":"{s}","scope":"training","granted":true,"at_ms":{}}}"#, vault.vault_id(), NOW_MS - 200 * DAY_MS).unwrap();
+        }
+        drop(f);
+        symphony_vault::import_file(vault, &path, &Default::default(), &mut |_| {}).unwrap();
+    }
+}
+
+fn non_consenting_in_market(net: &EmbeddedNetwork, operator: &str) -> Vec<String> {
+    let vault = net.enterprises[0].vault();
+    let consented: BTreeSet<SubjectId> = vault
+        .consented_subjects(UsageScope::Training, NOW_MS)
+        .unwrap();
+    let auth = vault
+        .authorize(&ActorId::new(operator).unwrap(), TaskClass::Train)
+        .unwrap();
+    let mut out = Vec::new();
+    vault
+        .for_each_subject(&auth, |v| {
+            let sid = SubjectId::new(v.subject).unwrap();
+            if !consented.contains(&sid) && v.geography.is_some_and(|g| g.home_country == "SG") {
+                out.push(v.subject.to_owned());
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    out
+}
+
+#[test]
+fn same_seed_same_bytes_and_non_consenting_subjects_contribute_nothing() {
+    let s = spec(|_| {});
+    let operator = s.model_operator.clone();
+    let run_with = |poisoned: Option<bool>| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut net = network(dir.path(), &operator);
+        if let Some(grant) = poisoned {
+            let victims = non_consenting_in_market(&net, &operator);
+            assert!(victims.len() > 50, "{}", victims.len());
+            poison(&net, dir.path(), &victims, grant);
+        }
+        let o = run(&mut net, s.clone(), &dir.path().join("registry"));
+        model_bytes(&o)
+    };
+    let clean = run_with(None);
+    let clean_again = run_with(None);
+    assert_eq!(clean, clean_again, "same seed → identical model bytes");
+    let poisoned_without_consent = run_with(Some(false));
+    assert_eq!(
+        clean, poisoned_without_consent,
+        "subjects without training consent must not reach any gradient"
+    );
+    // Control: the same poison with consent moves the model visibly.
+    let poisoned_with_consent = run_with(Some(true));
+    let (a, b) = (parameters(&clean), parameters(&poisoned_with_consent));
+    let distance: f64 = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f64>()
+        .sqrt();
+    assert!(
+        distance > 0.05,
+        "poison with consent moved the model by only {distance}"
+    );
+}

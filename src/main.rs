@@ -1,6 +1,7 @@
 //! `symphony`: the command line of Symphony (SCP).
+mod deploy_cmd;
+mod ledger_cmd;
 mod train_cmd;
-
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -47,6 +48,35 @@ enum Cmd {
     Policy {
         #[command(subcommand)]
         action: PolicyCmd,
+    },
+    /// Settlement ledger audits (reconcile, show).
+    Ledger {
+        #[command(subcommand)]
+        action: ledger_cmd::LedgerCmd,
+    },
+    /// Run a master node process (consensus, API gateway, campaign worker).
+    Master(deploy_cmd::NodeArgs),
+    /// Run an enterprise node process (Vault + enclave behind mutual TLS).
+    Enterprise(deploy_cmd::NodeArgs),
+    /// Node and caller keys.
+    Keys {
+        #[command(subcommand)]
+        action: deploy_cmd::KeysCmd,
+    },
+    /// A local multi-process network on 127.0.0.1.
+    Devnet {
+        #[command(subcommand)]
+        action: deploy_cmd::DevnetCmd,
+    },
+    /// Submit and follow tasks through a master's API gateway.
+    Task {
+        #[command(subcommand)]
+        action: deploy_cmd::TaskCmd,
+    },
+    /// Benchmarks of the deployed network.
+    Bench {
+        #[command(subcommand)]
+        action: deploy_cmd::BenchCmd,
     },
 }
 
@@ -270,12 +300,19 @@ fn summary(o: &CampaignOutcome, secs: f64) {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Cmd::Ledger { action } => ledger_cmd::run(action),
         Cmd::Demo {
             scenario: Demo::Train(args),
         } => train_cmd::demo_train(args, DEMO_NOW_MS),
         Cmd::Demo {
             scenario: Demo::Luckin(args),
         } => demo_luckin(args),
+        Cmd::Master(args) => deploy_cmd::master(args),
+        Cmd::Enterprise(args) => deploy_cmd::enterprise(args),
+        Cmd::Keys { action } => deploy_cmd::keys(action),
+        Cmd::Devnet { action } => deploy_cmd::devnet(action, DEMO_NOW_MS),
+        Cmd::Task { action } => deploy_cmd::task(action),
+        Cmd::Bench { action } => deploy_cmd::bench(action, DEFAULT_SPEC),
         Cmd::Data {
             action:
                 DataCmd::Generate {

@@ -1160,6 +1160,7 @@ fn finish(
     advance(m, task, TaskEvent::VerificationAccepted, None, obs)?;
     settle(m, adm, &st, &mut out, obs)?;
     // --- Delivery to the model registry
+    fill(m, task, &mut out); // the card carries the round settlements
     let paths = registry::deliver(
         registry_dir,
         task,

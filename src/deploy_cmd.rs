@@ -582,6 +582,9 @@ pub fn bench(cmd: BenchCmd, spec_text: &str) -> Result<()> {
             json,
         } => {
             let spec: CampaignSpec = toml::from_str(spec_text)?;
+            if std::env::var_os("SYMPHONY_BENCH_LOG").is_some() {
+                init_logs();
+            }
             let dir = tempfile::tempdir()?;
             let f = runtime()?.block_on(symphony_deploy::bench::admission(
                 dir.path(),

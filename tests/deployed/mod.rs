@@ -235,4 +235,39 @@ impl Net {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+
+    /// Asks every running enterprise node, as master-1 over mutual TLS, to release
+    /// `task_id`'s reservations; returns how many subjects each still held.
+    pub fn release_on_vaults(&self, task_id: &str) -> Vec<u64> {
+        use symphony_node::enterprise::EnterpriseEndpoint;
+        let dir = &self.layout.dir;
+        let tls = symphony_deploy::tls::TlsMaterial::load(
+            &dir.join("tls/ca.pem"),
+            &dir.join("tls/master-1.pem"),
+            &dir.join("tls/master-1.key"),
+        )
+        .unwrap();
+        let security = symphony_consensus::transport::TransportSecurity::MutualTls(
+            symphony_consensus::transport::MutualTls {
+                client: tls.mutual_client().unwrap(),
+                server: tls.mutual_server().unwrap(),
+            },
+        );
+        let task = symphony_core::ids::TaskId::new(task_id.to_owned()).unwrap();
+        let mut held = Vec::new();
+        for (i, e) in self.layout.enterprises.iter().enumerate() {
+            if !self.children.contains_key(&format!("enterprise-{i}")) {
+                continue;
+            }
+            let remote = symphony_deploy::rpc::RemoteEnterprise::new(
+                symphony_core::ids::VaultId::new(e.vault_id.clone()).unwrap(),
+                e.addr.to_string(),
+                security.clone(),
+                self.rt.handle().clone(),
+                Duration::from_secs(10),
+            );
+            held.push(remote.release(&task).unwrap());
+        }
+        held
+    }
 }

@@ -78,11 +78,21 @@ async fn start_cluster(dir: &std::path::Path) -> Result<Vec<Node>, DeployError> 
             members: members.clone(),
             data_dir: dir.join(format!("m{id}")),
             signing_key: key,
-            transport: TransportSecurity::MutualTls(MutualTls {
-                client: tls.mutual_client()?,
-                server: tls.mutual_server()?,
-            }),
-            tuning: Tuning::default(),
+            transport: if std::env::var_os("SYMPHONY_BENCH_PLAINTEXT").is_some() {
+                TransportSecurity::Plaintext
+            } else {
+                TransportSecurity::MutualTls(MutualTls {
+                    client: tls.mutual_client()?,
+                    server: tls.mutual_server()?,
+                })
+            },
+            // Entries of ~256 submissions (~180 KB): a follower appends and fsyncs one
+            // within openraft's per-RPC deadline (the heartbeat interval) even on a
+            // loaded machine; 1,024 (~700 KB) timed out on 2 busy cores.
+            tuning: Tuning {
+                max_batch_commands: 256,
+                ..Tuning::default()
+            },
         };
         let state = DeployState::new(Genesis {
             config: LedgerConfig {

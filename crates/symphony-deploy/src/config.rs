@@ -306,3 +306,79 @@ pub fn new_key_file(path: &Path) -> Result<VerifyingKey, DeployError> {
     write_secret(path, &key.to_bytes())?;
     Ok(key.verifying_key())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn master_toml(addr: &str) -> String {
+        let key = hex::encode(
+            SigningKey::from_bytes(&[1u8; 32])
+                .verifying_key()
+                .to_bytes(),
+        );
+        format!(
+            r#"
+node_id = 1
+cluster_id = "c"
+data_dir = "/tmp/x"
+signing_key_file = "/nonexistent"
+aggregator_key_file = "/nonexistent"
+rate_limit_per_s = 10
+rate_limit_burst = 10
+body_limit_bytes = 65536
+request_window_ms = 1000
+enterprises = []
+callers = []
+[tls]
+ca = "/nonexistent"
+cert = "/nonexistent"
+key = "/nonexistent"
+[[masters]]
+id = 1
+addr = "127.0.0.1:1"
+gateway = "127.0.0.1:2"
+public_key = "{key}"
+[[masters]]
+id = 2
+addr = "{addr}"
+gateway = "127.0.0.1:4"
+public_key = "{key}"
+[[masters]]
+id = 3
+addr = "127.0.0.1:5"
+gateway = "127.0.0.1:6"
+public_key = "{key}"
+"#
+        )
+    }
+
+    #[test]
+    fn validation_errors_name_the_key() {
+        let e = MasterConfig::from_toml(&master_toml("x"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(r#"masters[1].addr: invalid socket address "x""#),
+            "{e}"
+        );
+        let e = MasterConfig::from_toml(&master_toml("127.0.0.1:3"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("signing_key_file: /nonexistent does not exist"),
+            "{e}"
+        );
+        let e = MasterConfig::from_toml("node_id = \"one\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node_id"), "{e}");
+        let e = EnterpriseConfig::from_toml("vault_id = \"v\"\nlisten_addr = \"nope\"\nvault_path = \"/\"\nvault_key_file = \"/\"\nplatform_key_file = \"/\"\n[tls]\nca = \"/\"\ncert = \"/\"\nkey = \"/\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(r#"listen_addr: invalid socket address "nope""#),
+            "{e}"
+        );
+    }
+}

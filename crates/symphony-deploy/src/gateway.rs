@@ -372,6 +372,7 @@ fn status_view(state: &AppState, r: &RequestRecord, id: &str) -> Value {
         "status": r.status,
         "seq": r.seq,
         "attempts": r.attempts.len(),
+        "attempt_task_ids": r.attempts,
         "task_id": task,
         "lifecycle": lifecycle,
         "reason": reason,

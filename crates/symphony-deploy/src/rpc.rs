@@ -242,7 +242,9 @@ impl EnterpriseEndpoint for RemoteEnterprise {
     }
 
     fn execute_slice(&self, assignment: &SliceAssignment) -> Result<SliceResultBundle, NodeError> {
-        match self.call(&EnterpriseRequest::ExecuteSlice(Box::new(assignment.clone())))? {
+        match self.call(&EnterpriseRequest::ExecuteSlice(Box::new(
+            assignment.clone(),
+        )))? {
             EnterpriseReply::Bundle(b) => Ok(*b),
             other => Err(unexpected(other)),
         }

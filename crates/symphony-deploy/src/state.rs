@@ -375,3 +375,98 @@ impl ReplicatedStateMachine for DeployState {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use symphony_ledger::LedgerConfig;
+
+    fn state() -> DeployState {
+        DeployState::new(Genesis {
+            config: LedgerConfig {
+                unbonding_period_epochs: 2,
+                min_stake_master: 1,
+                min_stake_enterprise: 1,
+                min_stake_producer: 1,
+            },
+            allocations: Vec::new(),
+        })
+        .unwrap()
+    }
+
+    fn apply(s: &mut DeployState, c: &DeployCommand) -> DeployResponse {
+        bcs::from_bytes(&s.apply(&bcs::to_bytes(c).unwrap())).unwrap()
+    }
+
+    fn submit(nonce: u64) -> DeployCommand {
+        let spec: CampaignSpec = toml::from_str(
+            "advertiser = \"a:b\"\nbrand = \"B\"\ncountry = \"SG\"\nwindow_days = 30\naudience_cap = 10\nselection = \"random_sampling\"\nusage_scope = \"marketing\"\n",
+        )
+        .unwrap();
+        DeployCommand::Submit {
+            request_id: request_id("a:b", nonce),
+            caller: "a:b".into(),
+            submission: TaskSubmission {
+                spec,
+                nonce,
+                attempt_signatures: vec!["00".into(); 2],
+            },
+            received_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn replay_refused_finish_once_attempts_bounded_snapshot_roundtrip() {
+        let mut s = state();
+        assert!(matches!(
+            apply(&mut s, &submit(7)),
+            DeployResponse::Queue(Ok(0))
+        ));
+        assert!(matches!(
+            apply(&mut s, &submit(7)),
+            DeployResponse::Queue(Err(_))
+        ));
+        let id = request_id("a:b", 7);
+        let start = |t: &str| DeployCommand::Start {
+            request_id: id.clone(),
+            task_id: t.into(),
+        };
+        assert!(matches!(
+            apply(&mut s, &start("t1")),
+            DeployResponse::Queue(Ok(1))
+        ));
+        assert!(matches!(
+            apply(&mut s, &start("t2")),
+            DeployResponse::Queue(Ok(2))
+        ));
+        // Two signatures: no third attempt.
+        assert!(matches!(
+            apply(&mut s, &start("t3")),
+            DeployResponse::Queue(Err(_))
+        ));
+        let finish = DeployCommand::Finish {
+            request_id: id.clone(),
+            status: RequestStatus::Rejected,
+            outcome: None,
+            error: Some("x".into()),
+        };
+        assert!(matches!(
+            apply(&mut s, &finish),
+            DeployResponse::Queue(Ok(0))
+        ));
+        assert!(matches!(
+            apply(&mut s, &finish),
+            DeployResponse::Queue(Err(_))
+        ));
+        assert!(s.next_pending().is_none());
+        let mut restored = state();
+        restored.restore(&s.snapshot()).unwrap();
+        assert_eq!(restored.state_root(), s.state_root());
+        assert_eq!(
+            restored.request(&id).unwrap().status,
+            RequestStatus::Rejected
+        );
+        let r: DeployResponse = bcs::from_bytes(&s.apply(b"garbage")).unwrap();
+        assert!(matches!(r, DeployResponse::Malformed(_)));
+    }
+}

@@ -57,15 +57,19 @@
 //!
 //! ## Aptos mapping
 //!
-//! Each [`Command`] variant corresponds to one entry function with the same arguments
-//! (`escrow::lock(owner, escrow_id, amount)`, `escrow::payout(escrow_id, set)`,
-//! `staking::bond(actor, tier, amount)`, `treasury::mint_inflation(epoch, amount)`, …)
-//! and each [`LedgerEvent`] to a module event. An Aptos adapter (a later task, behind a
-//! cargo feature) implements [`SettlementLedger::execute`] by building and submitting
-//! that entry-function transaction, and the queries through view functions.
+//! Each [`Command`] variant corresponds to one entry function and each
+//! [`LedgerEvent`] to a module event. The Aptos adapter (module `aptos`, cargo feature
+//! `aptos`, built on the crates.io `aptos-sdk` 0.8.0) turns commands — escrow
+//! operations and [`PayoutInstructionSet`]s — into entry-function payloads and
+//! `RawTransaction`s with BCS-encoded arguments; its module doc has the table of
+//! functions and says what is and is not exercised without a live chain. It builds
+//! transactions; it does not implement [`SettlementLedger`] against a chain (no
+//! submission, no view functions) yet.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "aptos")]
+pub mod aptos;
 mod engine;
 mod error;
 mod event;

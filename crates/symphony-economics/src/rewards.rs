@@ -137,10 +137,16 @@ pub fn vault_dividends(
         ));
     }
     let gross = split_by_weights(vault_share_micro_sym, &weights, "vault dividends")?;
+    // A set, not a scan per producer: Vaults hold hundreds of thousands of producers.
+    let staked_producers: std::collections::BTreeSet<_> = producers
+        .iter()
+        .filter(|p| p.staked)
+        .map(|p| &p.producer)
+        .collect();
     let mut payouts = Vec::with_capacity(gross.len());
     let mut pool: u64 = 0;
     for (producer, gross_amount) in gross {
-        let staked = producers.iter().any(|p| p.producer == producer && p.staked);
+        let staked = staked_producers.contains(&producer);
         let net = if staked {
             gross_amount
         } else {

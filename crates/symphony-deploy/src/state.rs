@@ -255,6 +255,12 @@ impl DeployState {
         submission: TaskSubmission,
         received_at_ms: u64,
     ) -> Result<u64, String> {
+        // The id is a function of (caller, nonce); a command naming another is refused.
+        if request_id != self::request_id(&caller, submission.nonce) {
+            return Err(format!(
+                "request id {request_id} does not match caller and nonce"
+            ));
+        }
         if self.requests.contains_key(&request_id) {
             return Err(format!(
                 "nonce {} of {caller} was already used: replayed request refused",

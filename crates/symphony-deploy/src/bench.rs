@@ -4,6 +4,12 @@
 //! 2 of 3 signatures: the point where the gateway answers `202`. The gateway's HTTP
 //! and signature checks are not in the loop (they scale with gateways, not with
 //! consensus); the campaign execution that follows is not either.
+//!
+//! Measured (`symphony bench admission --tasks 30000`, release build, 2 shared cores,
+//! loopback, mutual TLS, fsync on): 64 in flight 6.3–8.6k tasks/s, p50 6.5–9.0 ms,
+//! p99 13.8–19.5 ms; 128 in flight 13.8k tasks/s, p99 15 ms; 256 in flight 12k tasks/s,
+//! p99 32 ms. Leader stopped: new leader after 0.54–0.66 s. A debug build on a loaded
+//! machine misses openraft's per-RPC deadline (the heartbeat interval) and re-elects.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -2,6 +2,7 @@
 mod deploy_cmd;
 mod ledger_cmd;
 mod train_cmd;
+
 use std::path::PathBuf;
 use std::time::Instant;
 

@@ -64,7 +64,7 @@ pub fn vault_ids(n: usize) -> Result<Vec<VaultId>, NodeError> {
 pub fn genesis(params: &PolicyParams, n_vaults: usize) -> Result<Genesis, NodeError> {
     let mut allocations = vec![(
         AccountId::new(format!("actor:{SUBMITTER}")).map_err(err)?,
-        10_000_000_000,
+        1_000_000_000_000, // 1,000,000 SYM: enough to stake every producer a property test creates
     )];
     for (a, _, amount) in genesis_stakes(params, &vault_ids(n_vaults)?)? {
         allocations.push((a, amount));

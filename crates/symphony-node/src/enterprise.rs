@@ -16,7 +16,6 @@ use symphony_core::encoding::{content_hash, Digest};
 use symphony_core::envelope::TaskClass;
 use symphony_core::ids::{ActorId, SubjectId, TaskId, VaultId};
 use symphony_enclave::{SoftwareEnclave, Tee};
-use symphony_semantic::{PurchaseFact, SubjectFacts};
 use symphony_vault::{ReserveMode, Vault};
 
 use crate::bundle::{
@@ -238,29 +237,7 @@ impl EnterpriseNode {
                     return ControlFlow::Continue(()); // excluded before computation
                 }
                 evaluated += 1;
-                let facts = SubjectFacts {
-                    home_city: view
-                        .geography
-                        .map(|g| g.home_city.to_owned())
-                        .unwrap_or_default(),
-                    home_country: view
-                        .geography
-                        .map(|g| g.home_country.to_owned())
-                        .unwrap_or_default(),
-                    purchases: view
-                        .purchases
-                        .iter()
-                        .map(|p| PurchaseFact {
-                            brand: p.brand.to_owned(),
-                            category: p.category.to_owned(),
-                            amount_minor: p.amount_minor,
-                            currency: p.currency.to_owned(),
-                            timestamp_ms: p.ts_ms,
-                            store_city: p.store_city.to_owned(),
-                            store_country: p.store_country.to_owned(),
-                        })
-                        .collect(),
-                };
+                let facts = crate::training::vault::facts_of(view);
                 if let (Some(last), Some(identity)) = (
                     plan.last_qualifying_purchase_ms(&facts, now_ms),
                     view.identity,

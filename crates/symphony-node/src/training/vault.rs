@@ -147,7 +147,9 @@ pub fn slice_inputs_commitment(a: &RoundAssignment, model_hash: &Digest) -> Dige
     tagged_hash("scp/train-slice-inputs/v1", &bytes)
 }
 
-fn facts_of(view: &SubjectView<'_>) -> SubjectFacts {
+/// The plaintext facts of a scanned subject, as the semantic evaluators read them
+/// (used inside enclaves only).
+pub(crate) fn facts_of(view: &SubjectView<'_>) -> SubjectFacts {
     SubjectFacts {
         home_city: view
             .geography

@@ -11,20 +11,16 @@
 //! p99 32 ms. Leader stopped: new leader after 0.54–0.66 s. A debug build on a loaded
 //! machine misses openraft's per-RPC deadline (the heartbeat interval) and re-elects.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::SigningKey;
 use serde::Serialize;
-use symphony_consensus::transport::{MutualTls, TransportSecurity};
-use symphony_consensus::{ConsensusConfig, ConsensusNode, MemberConfig, NodeId, Tuning};
-use symphony_ledger::{Genesis, LedgerConfig};
+use symphony_consensus::Tuning;
 use symphony_node::network::CampaignSpec;
 use tokio::sync::Semaphore;
 
-use crate::state::{DeployCommand, DeployState};
-use crate::tls::{generate_ca, issue_node_cert, TlsMaterial};
+use crate::loopback::{empty_genesis, leader_of, start_nodes, LoopbackOptions, Node};
+use crate::state::DeployCommand;
 use crate::DeployError;
 
 /// Figures of one run.
@@ -46,77 +42,20 @@ pub struct AdmissionFigures {
     pub first_write_after_kill_ms: f64,
 }
 
-type Node = Arc<ConsensusNode<DeployState>>;
-
 async fn start_cluster(dir: &std::path::Path) -> Result<Vec<Node>, DeployError> {
-    let (ca_cert, ca_key) = generate_ca()?;
-    std::fs::write(dir.join("ca.pem"), ca_cert)?;
-    let mut members = BTreeMap::new();
-    let mut keys = Vec::new();
-    let mut listeners = Vec::new();
-    for id in 1..=3u64 {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let key = SigningKey::generate(&mut rand::rngs::OsRng);
-        members.insert(
-            id,
-            MemberConfig {
-                addr: listener.local_addr()?,
-                verifying_key: key.verifying_key(),
-            },
-        );
-        keys.push((id, key));
-        listeners.push(listener);
-    }
-    let mut nodes = Vec::new();
-    for ((id, key), listener) in keys.into_iter().zip(listeners) {
-        let (cert, pkey) = issue_node_cert(&ca_key, &format!("master-{id}"))?;
-        std::fs::write(dir.join(format!("m{id}.pem")), cert)?;
-        std::fs::write(dir.join(format!("m{id}.key")), pkey)?;
-        let tls = TlsMaterial::load(
-            &dir.join("ca.pem"),
-            &dir.join(format!("m{id}.pem")),
-            &dir.join(format!("m{id}.key")),
-        )?;
-        let config = ConsensusConfig {
-            cluster_id: "bench".into(),
-            node_id: id,
-            listen_addr: listener.local_addr()?,
-            members: members.clone(),
-            data_dir: dir.join(format!("m{id}")),
-            signing_key: key,
-            transport: if std::env::var_os("SYMPHONY_BENCH_PLAINTEXT").is_some() {
-                TransportSecurity::Plaintext
-            } else {
-                TransportSecurity::MutualTls(MutualTls {
-                    client: tls.mutual_client()?,
-                    server: tls.mutual_server()?,
-                })
-            },
-            // Entries of ~256 submissions (~180 KB): a follower appends and fsyncs one
-            // within openraft's per-RPC deadline (the heartbeat interval) even on a
-            // loaded machine; 1,024 (~700 KB) timed out on 2 busy cores.
-            tuning: Tuning {
-                max_batch_commands: 256,
-                ..Tuning::default()
-            },
-        };
-        let state = DeployState::new(Genesis {
-            config: LedgerConfig {
-                unbonding_period_epochs: 2,
-                min_stake_master: 1,
-                min_stake_enterprise: 1,
-                min_stake_producer: 1,
-            },
-            allocations: Vec::new(),
-        })
-        .map_err(|e| DeployError::Ledger(e.to_string()))?;
-        nodes.push(Arc::new(
-            ConsensusNode::start_with_listener(config, listener, state).await?,
-        ));
-    }
-    nodes[0].initialize_cluster().await?;
-    nodes[0].wait_for_leader(Duration::from_secs(10)).await?;
-    Ok(nodes)
+    let options = LoopbackOptions {
+        cluster_id: "bench".into(),
+        key_seed: None,
+        mutual_tls: std::env::var_os("SYMPHONY_BENCH_PLAINTEXT").is_none(),
+        // Entries of ~256 submissions (~180 KB): a follower appends and fsyncs one
+        // within openraft's per-RPC deadline (the heartbeat interval) even on a
+        // loaded machine; 1,024 (~700 KB) timed out on 2 busy cores.
+        tuning: Tuning {
+            max_batch_commands: 256,
+            ..Tuning::default()
+        },
+    };
+    Ok(start_nodes(dir, &empty_genesis(), &options).await?.0)
 }
 
 fn submission(spec: &CampaignSpec, i: u64) -> DeployCommand {
@@ -130,10 +69,6 @@ fn submission(spec: &CampaignSpec, i: u64) -> DeployCommand {
         },
         received_at_ms: 0,
     }
-}
-
-fn leader_of(nodes: &[Node]) -> Option<NodeId> {
-    nodes.iter().find_map(|n| n.metrics().leader)
 }
 
 /// Runs `tasks` admissions with `concurrency` in flight, then kills the leader.

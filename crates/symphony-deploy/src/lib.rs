@@ -13,6 +13,8 @@
 //!   enterprise RPC ([`rpc`]).
 //! - **Mutual TLS** everywhere between nodes ([`tls`]); the gateway is HTTPS with
 //!   signed requests ([`auth`]).
+//! - [`loopback`]: three masters in one process over loopback mutual TLS (the
+//!   embedded demo's consensus and the admission benchmark).
 //! - [`devnet`]: writes a local network (CA, keys, configs, seeded Vaults).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -28,6 +30,7 @@ pub mod config;
 pub mod devnet;
 pub mod enterprise;
 pub mod gateway;
+pub mod loopback;
 pub mod master;
 pub mod replicator;
 pub mod rpc;

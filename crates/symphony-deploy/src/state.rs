@@ -141,6 +141,8 @@ pub struct DeployState {
     ledger_log: Vec<symphony_ledger::Command>,
     requests: BTreeMap<String, RequestRecord>,
     by_seq: BTreeMap<u64, String>,
+    /// Requests not yet final (kept with `requests`; recomputed on restore).
+    pending: usize,
     root: StateRoot,
     applied: u64,
 }
@@ -176,6 +178,7 @@ impl DeployState {
             ledger_log: Vec::new(),
             requests: BTreeMap::new(),
             by_seq: BTreeMap::new(),
+            pending: 0,
             root: [0u8; 32],
             applied: 0,
         })
@@ -207,6 +210,11 @@ impl DeployState {
             let r = self.requests.get(id)?;
             (!r.status.is_final()).then(|| (id.clone(), r.clone()))
         })
+    }
+
+    /// Requests acknowledged and not yet final (queued or running).
+    pub fn pending_count(&self) -> usize {
+        self.pending
     }
 
     /// Commands applied.
@@ -269,6 +277,7 @@ impl DeployState {
         }
         let seq = self.by_seq.len() as u64;
         self.by_seq.insert(seq, request_id.clone());
+        self.pending += 1;
         self.requests.insert(
             request_id,
             RequestRecord {
@@ -321,6 +330,7 @@ impl DeployState {
         r.status = status;
         r.outcome = outcome;
         r.error = error;
+        self.pending = self.pending.saturating_sub(1);
         Ok(r.seq)
     }
 }
@@ -368,6 +378,11 @@ impl ReplicatedStateMachine for DeployState {
             .iter()
             .map(|(id, r)| (r.seq, id.clone()))
             .collect();
+        let pending = repr
+            .requests
+            .values()
+            .filter(|r| !r.status.is_final())
+            .count();
         *self = Self {
             master,
             ledger,
@@ -375,6 +390,7 @@ impl ReplicatedStateMachine for DeployState {
             ledger_log: repr.ledger_log,
             requests: repr.requests,
             by_seq,
+            pending,
             root: repr.root,
             applied: repr.applied,
         };
@@ -432,6 +448,7 @@ mod tests {
             apply(&mut s, &submit(7)),
             DeployResponse::Queue(Err(_))
         ));
+        assert_eq!(s.pending_count(), 1);
         let id = request_id("a:b", 7);
         let start = |t: &str| DeployCommand::Start {
             request_id: id.clone(),
@@ -465,6 +482,7 @@ mod tests {
             DeployResponse::Queue(Err(_))
         ));
         assert!(s.next_pending().is_none());
+        assert_eq!(s.pending_count(), 0);
         let mut restored = state();
         restored.restore(&s.snapshot()).unwrap();
         assert_eq!(restored.state_root(), s.state_root());

@@ -7,39 +7,12 @@ mod deployed;
 
 use std::time::Duration;
 
-use deployed::{luckin, Net, NOW_MS, RECORDS, SEED, SUBJECTS};
+use deployed::{embedded_audience, luckin, Net, SEED};
 use ed25519_dalek::SigningKey;
 use symphony_deploy::auth::sign_headers;
 use symphony_deploy::client::{https_request, sign_submission};
 use symphony_deploy::master::now_ms;
-use symphony_node::network::{
-    advertiser_key, EmbeddedNetwork, NetworkParams, Quiet, SignedRequest,
-};
-
-fn embedded_audience() -> Vec<String> {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = luckin();
-    let mut net = EmbeddedNetwork::build(
-        dir.path(),
-        &NetworkParams {
-            subjects: SUBJECTS,
-            vaults: 4,
-            records: RECORDS,
-            seed: SEED,
-            now_ms: NOW_MS,
-        },
-        &[spec.advertiser.as_str()],
-        &mut Quiet,
-    )
-    .unwrap();
-    let req =
-        SignedRequest::sign(spec.clone(), 1, &advertiser_key(SEED, &spec.advertiser)).unwrap();
-    let outcome = net.run_campaign(&req, &mut Quiet).unwrap();
-    assert_eq!(outcome.states.last().map(String::as_str), Some("completed"));
-    let mut audience = outcome.audience;
-    audience.sort();
-    audience
-}
+use symphony_node::network::advertiser_key;
 
 #[test]
 fn luckin_through_the_gateway_matches_the_embedded_demo_and_bad_requests_change_nothing() {

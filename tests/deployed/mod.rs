@@ -22,9 +22,49 @@ pub fn luckin() -> CampaignSpec {
     toml::from_str(LUCKIN).unwrap()
 }
 
+/// The audience the embedded demo delivers for the devnet's data and seed (sorted).
+pub fn embedded_audience() -> Vec<String> {
+    embedded_audiences(1).remove(0)
+}
+
+/// The audiences (sorted) of `n` successive Luckin campaigns on one embedded
+/// network with the devnet's data and seed: later campaigns lose the subjects whose
+/// privacy budget the earlier ones used up.
+pub fn embedded_audiences(n: u64) -> Vec<Vec<String>> {
+    use symphony_node::network::{advertiser_key, EmbeddedNetwork, NetworkParams, SignedRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let spec = luckin();
+    let mut net = EmbeddedNetwork::build(
+        dir.path(),
+        &NetworkParams {
+            subjects: SUBJECTS,
+            vaults: 4,
+            records: RECORDS,
+            seed: SEED,
+            now_ms: NOW_MS,
+        },
+        &[spec.advertiser.as_str()],
+        &mut Quiet,
+    )
+    .unwrap();
+    (1..=n)
+        .map(|nonce| {
+            let key = advertiser_key(SEED, &spec.advertiser);
+            let req = SignedRequest::sign(spec.clone(), nonce, &key).unwrap();
+            let outcome = net.run_campaign(&req, &mut Quiet).unwrap();
+            assert_eq!(outcome.states.last().map(String::as_str), Some("completed"));
+            let mut audience = outcome.audience;
+            audience.sort();
+            audience
+        })
+        .collect()
+}
+
 pub struct Net {
     pub layout: DevnetLayout,
     pub children: BTreeMap<String, Child>,
+    /// Extra environment of a node's process, by node name (fault injection).
+    pub env: BTreeMap<String, Vec<(String, String)>>,
     pub client: GatewayClient,
     pub rt: tokio::runtime::Runtime,
     pub dir: TempDir,
@@ -41,6 +81,11 @@ impl Drop for Net {
 
 impl Net {
     pub fn start(enterprises: u32) -> Net {
+        Net::start_with_env(enterprises, BTreeMap::new())
+    }
+
+    /// [`Net::start`] with extra environment for some nodes' processes.
+    pub fn start_with_env(enterprises: u32, env: BTreeMap<String, Vec<(String, String)>>) -> Net {
         let dir = tempfile::tempdir().unwrap();
         let layout = symphony_deploy::devnet::prepare(
             dir.path(),
@@ -67,6 +112,7 @@ impl Net {
         let mut net = Net {
             layout,
             children: BTreeMap::new(),
+            env,
             client,
             rt,
             dir,
@@ -98,6 +144,7 @@ impl Net {
         let child = Command::new(env!("CARGO_BIN_EXE_symphony"))
             .args([role, "--config"])
             .arg(&config)
+            .envs(self.env.get(name).cloned().unwrap_or_default())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

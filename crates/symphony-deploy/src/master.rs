@@ -22,14 +22,18 @@ use symphony_consensus::transport::{MutualTls, TransportSecurity};
 use symphony_consensus::{ConsensusConfig, ConsensusError, ConsensusNode, MemberConfig, Tuning};
 use symphony_core::encoding::{canonical_bytes, tagged_hash};
 use symphony_core::ids::{ActorId, TaskId, VaultId};
-use symphony_core::lifecycle::{TaskEvent, TaskState};
+use symphony_core::lifecycle::{SettlementState, TaskEvent, TaskState};
 use symphony_economics::{PolicyParams, PolicyRegistry};
 use symphony_enclave::{SoftwareAttestationVerifier, SoftwareEnclave};
 use symphony_ledger::{AccountId, EscrowId, Genesis, LedgerConfig};
 use symphony_master::Command;
 use symphony_node::bundle::{aggregation_code_identity, slice_code_identity};
 use symphony_node::enterprise::EnterpriseEndpoint;
-use symphony_node::network::{CampaignSpec, MasterServices, Observer, SignedRequest};
+use symphony_node::network::{
+    recovered_outcome, CampaignOutcome, CampaignSpec, MasterServices, Observer, ResultStage,
+    SignedRequest,
+};
+use symphony_node::replication::ReplicationError;
 use symphony_node::NodeError;
 use symphony_semantic::SemanticRegistry;
 
@@ -164,10 +168,25 @@ pub async fn run(
     Ok(())
 }
 
-struct LogObserver(String);
+/// Fault injection for the crash tests: with `SYMPHONY_FAULT_EXIT_AT=<step>` a
+/// master exits abruptly (no shutdown, exit code 137 as after SIGKILL) right after
+/// the campaign step `<step>` (e.g. `payout`, `settlement:finalized`, `delivered`),
+/// once per data directory. Unset in normal operation.
+pub const FAULT_EXIT_AT: &str = "SYMPHONY_FAULT_EXIT_AT";
+
+struct LogObserver {
+    request: String,
+    fault_marker: std::path::PathBuf,
+}
+
 impl Observer for LogObserver {
     fn step(&mut self, name: &str, detail: &str) {
-        tracing::info!(request = %self.0, step = name, detail, "campaign step");
+        tracing::info!(request = %self.request, step = name, detail, "campaign step");
+        if std::env::var(FAULT_EXIT_AT).is_ok_and(|s| s == name) && !self.fault_marker.exists() {
+            let _ = std::fs::write(&self.fault_marker, name);
+            tracing::error!(step = name, "fault injection: exiting as if killed");
+            std::process::exit(137);
+        }
     }
     fn progress(&mut self, _: &str, _: u64, _: u64) {}
 }
@@ -206,7 +225,7 @@ fn services(cluster: &Cluster, config: &MasterConfig) -> Result<MasterServices, 
     }
     let policy = PolicyRegistry::genesis(PolicyParams::default_v1())
         .map_err(|e| DeployError::Config(format!("policy: {e}")))?;
-    Ok(MasterServices::new(
+    let mut svc = MasterServices::new(
         Box::new(ConsensusReplicator::new(cluster.clone())),
         aggregator,
         verifier,
@@ -215,7 +234,35 @@ fn services(cluster: &Cluster, config: &MasterConfig) -> Result<MasterServices, 
         SemanticRegistry::catalog_v1(),
         advertisers,
         0,
-    ))
+    );
+    svc.result_stage = Some(Box::new(ReplicatedResultStage(cluster.clone())));
+    Ok(svc)
+}
+
+/// Stages verified results in the replicated state (`DeployCommand::StageResult`).
+struct ReplicatedResultStage(Cluster);
+
+impl ResultStage for ReplicatedResultStage {
+    fn stage(
+        &mut self,
+        task_id: &TaskId,
+        _result_hash: &symphony_core::encoding::Digest,
+        audience: &[String],
+    ) -> Result<(), NodeError> {
+        // The state machine checks the audience against the recorded aggregate.
+        let (response, _) = self
+            .0
+            .write_blocking(&DeployCommand::StageResult {
+                task_id: task_id.to_string(),
+                audience: audience.to_vec(),
+            })
+            .map_err(|e| NodeError::Replication(ReplicationError::Encoding(e.to_string())))?;
+        match response {
+            DeployResponse::Queue(Ok(_)) => Ok(()),
+            DeployResponse::Queue(Err(e)) => Err(NodeError::Refused(e)),
+            other => Err(NodeError::Refused(format!("unexpected response {other:?}"))),
+        }
+    }
 }
 
 /// The nonce signed for attempt `attempt` of a submission with nonce `nonce`.
@@ -282,7 +329,7 @@ fn finish(
     cluster: &Cluster,
     request_id: &str,
     status: RequestStatus,
-    outcome: Option<symphony_node::network::CampaignOutcome>,
+    outcome: Option<CampaignOutcome>,
     error: Option<String>,
 ) -> Result<(), DeployError> {
     let (response, _) = cluster.write_blocking(&DeployCommand::Finish {
@@ -297,7 +344,127 @@ fn finish(
     Ok(())
 }
 
-/// Aborts an attempt a previous leader left unfinished; true if it had completed.
+/// What a master taking over does with the attempt a failed leader left.
+enum Takeover {
+    /// The result was paid for and is delivered now (from the staged copy).
+    Delivered(Box<CampaignOutcome>),
+    /// Completed, but no staged result exists (a leader of an older version).
+    CompletedWithoutResult,
+    /// Nothing was paid: the attempt is aborted and the request retried.
+    Aborted,
+}
+
+/// Takes over an attempt a previous leader left unfinished. If the escrow was
+/// already paid out (or the task completed), the attempt is completed instead of
+/// aborted: settlement `finalized`, task `completed`, delivery recorded, and the
+/// outcome rebuilt from the replicated state and the staged result — so a leader
+/// crash between payout and `Finish` neither loses the result nor charges twice.
+fn take_over(
+    cluster: &Cluster,
+    svc: &mut MasterServices,
+    endpoints: &[&dyn EnterpriseEndpoint],
+    task_id: &str,
+    now_ms: u64,
+) -> Result<Takeover, DeployError> {
+    let tid = TaskId::new(task_id.to_owned()).map_err(|e| DeployError::Encoding(e.to_string()))?;
+    let escrow = EscrowId::new(format!("escrow-{task_id}"))
+        .map_err(|e| DeployError::Ledger(e.to_string()))?;
+    let paid = svc
+        .ledger
+        .escrow(&escrow)
+        .is_some_and(|e| e.payout_id.is_some());
+    let record = svc.masters.state().task(&tid).cloned();
+    let staged = cluster.with_state(|s| s.staged(task_id).cloned());
+    let (Some(record), Some(audience)) = (record, staged) else {
+        return Ok(if abort_attempt(svc, endpoints, task_id)? {
+            Takeover::CompletedWithoutResult
+        } else {
+            Takeover::Aborted
+        });
+    };
+    let settlement = record.settlement.as_ref().map(|s| s.state);
+    let completable = record.state == TaskState::Completed
+        || (paid
+            && record.state == TaskState::AwaitingSettlement
+            && matches!(
+                settlement,
+                Some(SettlementState::Finalizing | SettlementState::Finalized)
+            ));
+    if !completable {
+        abort_attempt(svc, endpoints, task_id)?;
+        return Ok(Takeover::Aborted);
+    }
+    // The payout of the escrow set was made; its remainder goes back to the
+    // submitter (the ledger pays and refunds an escrow at most once).
+    if let Some(rec) = svc.ledger.escrow(&escrow) {
+        if rec.remaining() > 0 {
+            svc.ledger
+                .refund(&escrow, rec.remaining())
+                .map_err(|e| DeployError::Ledger(e.to_string()))?;
+        }
+    }
+    if let Some(s) = record
+        .settlement
+        .as_ref()
+        .filter(|s| s.state == SettlementState::Finalizing)
+    {
+        let mut finalized = s.clone();
+        finalized.state = SettlementState::Finalized;
+        svc.masters
+            .submit(Command::RecordSettlement {
+                task_id: tid.clone(),
+                record: finalized,
+            })
+            .map_err(NodeError::from)?;
+    }
+    if record.state != TaskState::Completed {
+        svc.masters
+            .submit(Command::Advance {
+                task_id: tid.clone(),
+                event: TaskEvent::SettlementFinalized,
+                reason: None,
+            })
+            .map_err(NodeError::from)?;
+    }
+    let delivered = svc
+        .masters
+        .state()
+        .audit_log()
+        .iter()
+        .any(|e| e.task_id == tid && e.kind == "result_delivered");
+    if !delivered {
+        let aggregate = record.aggregate.as_ref().ok_or_else(|| {
+            DeployError::Node(NodeError::Refused(format!("{task_id} has no aggregate")))
+        })?;
+        svc.masters
+            .submit(Command::RecordDelivery {
+                task_id: tid.clone(),
+                recipient: record.envelope.body().caller.actor_id.clone(),
+                result_hash: aggregate.result_hash,
+                count: audience.len() as u64,
+                at_ms: now_ms,
+            })
+            .map_err(NodeError::from)?;
+    }
+    let signatures = cluster
+        .node
+        .collector()
+        .final_index()
+        .and_then(|i| cluster.node.collector().certificate(i))
+        .map_or(0, |c| c.signatures.len());
+    let outcome =
+        recovered_outcome(svc.masters.state(), &tid, audience, signatures).ok_or_else(|| {
+            DeployError::Node(NodeError::Refused(format!(
+                "{task_id} did not reach completed with a finalized settlement"
+            )))
+        })?;
+    tracing::info!(task = %task_id, "completed and delivered the attempt of a failed leader");
+    Ok(Takeover::Delivered(Box::new(outcome)))
+}
+
+/// Aborts an attempt that did not complete: releases the Vault reservations, rejects
+/// the task if its lifecycle allows it and refunds what is left in its escrow (a
+/// payout already made is never repeated); true if the task had completed.
 fn abort_attempt(
     svc: &mut MasterServices,
     endpoints: &[&dyn EnterpriseEndpoint],
@@ -343,14 +510,27 @@ fn process(
     record: &RequestRecord,
 ) -> Result<(), DeployError> {
     if let Some(previous) = record.attempts.last() {
-        if abort_attempt(svc, endpoints, previous)? {
-            return finish(
-                cluster,
-                request_id,
-                RequestStatus::Completed,
-                None,
-                Some("completed before a leader change; result must be re-delivered".into()),
-            );
+        let now = config.fixed_now_ms.unwrap_or_else(now_ms);
+        match take_over(cluster, svc, endpoints, previous, now)? {
+            Takeover::Delivered(outcome) => {
+                return finish(
+                    cluster,
+                    request_id,
+                    RequestStatus::Completed,
+                    Some(*outcome),
+                    None,
+                )
+            }
+            Takeover::CompletedWithoutResult => {
+                return finish(
+                    cluster,
+                    request_id,
+                    RequestStatus::Completed,
+                    None,
+                    Some("completed before a leader change; no staged result to deliver".into()),
+                )
+            }
+            Takeover::Aborted => {}
         }
     }
     let attempt = record.attempts.len();
@@ -388,7 +568,10 @@ fn process(
     };
     svc.set_task_counter(counter);
     svc.now_ms = config.fixed_now_ms.unwrap_or_else(now_ms);
-    let mut obs = LogObserver(request_id.to_owned());
+    let mut obs = LogObserver {
+        request: request_id.to_owned(),
+        fault_marker: config.data_dir.join("fault-injected"),
+    };
     match svc.run_campaign(endpoints, &request, &mut obs) {
         Ok(outcome) => {
             let status = if outcome.states.last().map(String::as_str) == Some("completed") {

@@ -18,8 +18,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use symphony_consensus::{ReplicatedStateMachine, RestoreError, StateRoot};
+use symphony_core::encoding::content_hash;
 use symphony_ledger::{Genesis, LedgerEvent, MemoryLedger, SettlementLedger};
 use symphony_master::{Command, Event, MasterState};
+use symphony_node::aggregation::AUDIENCE_HASH_TAG;
 use symphony_node::network::{CampaignOutcome, CampaignSpec};
 
 /// Where a submitted request is in its life at the gateway.
@@ -107,6 +109,15 @@ pub enum DeployCommand {
         /// Task id of the attempt.
         task_id: String,
     },
+    /// The leader stages a verified result before settlement moves money, so any
+    /// master can deliver it if the leader crashes. Refused unless the audience
+    /// hashes to the aggregate the master state recorded for the task.
+    StageResult {
+        /// The task.
+        task_id: String,
+        /// The selected contact handles.
+        audience: Vec<String>,
+    },
     /// The request reached its final status (exactly once).
     Finish {
         /// Request.
@@ -143,6 +154,9 @@ pub struct DeployState {
     by_seq: BTreeMap<u64, String>,
     /// Requests not yet final (kept with `requests`; recomputed on restore).
     pending: usize,
+    /// Verified results staged for delivery, by task id (dropped when the request
+    /// finishes: its outcome then carries the result).
+    staged: BTreeMap<String, Vec<String>>,
     root: StateRoot,
     applied: u64,
 }
@@ -153,6 +167,7 @@ struct SnapshotRepr {
     genesis: Genesis,
     ledger_log: Vec<symphony_ledger::Command>,
     requests: BTreeMap<String, RequestRecord>,
+    staged: BTreeMap<String, Vec<String>>,
     root: StateRoot,
     applied: u64,
 }
@@ -179,6 +194,7 @@ impl DeployState {
             requests: BTreeMap::new(),
             by_seq: BTreeMap::new(),
             pending: 0,
+            staged: BTreeMap::new(),
             root: [0u8; 32],
             applied: 0,
         })
@@ -217,6 +233,11 @@ impl DeployState {
         self.pending
     }
 
+    /// The result staged for `task_id`, if its request has not finished yet.
+    pub fn staged(&self, task_id: &str) -> Option<&Vec<String>> {
+        self.staged.get(task_id)
+    }
+
     /// Commands applied.
     pub fn applied(&self) -> u64 {
         self.applied
@@ -247,6 +268,9 @@ impl DeployState {
                 request_id,
                 task_id,
             } => DeployResponse::Queue(self.start(&request_id, task_id)),
+            DeployCommand::StageResult { task_id, audience } => {
+                DeployResponse::Queue(self.stage(task_id, audience))
+            }
             DeployCommand::Finish {
                 request_id,
                 status,
@@ -254,6 +278,27 @@ impl DeployState {
                 error,
             } => DeployResponse::Queue(self.finish(&request_id, status, outcome, error)),
         }
+    }
+
+    fn stage(&mut self, task_id: String, audience: Vec<String>) -> Result<u64, String> {
+        let tid = symphony_core::ids::TaskId::new(task_id.clone()).map_err(|e| e.to_string())?;
+        let aggregate = self
+            .master
+            .task(&tid)
+            .and_then(|t| t.aggregate.as_ref())
+            .ok_or_else(|| format!("task {task_id} has no recorded aggregate to stage"))?;
+        let hash = content_hash(AUDIENCE_HASH_TAG, &audience).map_err(|e| e.to_string())?;
+        if hash != aggregate.result_hash {
+            return Err(format!(
+                "staged result of {task_id} does not hash to the recorded aggregate"
+            ));
+        }
+        if self.staged.contains_key(&task_id) {
+            return Err(format!("a result of {task_id} is already staged"));
+        }
+        let n = audience.len() as u64;
+        self.staged.insert(task_id, audience);
+        Ok(n)
     }
 
     fn submit(
@@ -330,6 +375,9 @@ impl DeployState {
         r.status = status;
         r.outcome = outcome;
         r.error = error;
+        for t in &r.attempts {
+            self.staged.remove(t);
+        }
         self.pending = self.pending.saturating_sub(1);
         Ok(r.seq)
     }
@@ -360,6 +408,7 @@ impl ReplicatedStateMachine for DeployState {
             genesis: self.genesis.clone(),
             ledger_log: self.ledger_log.clone(),
             requests: self.requests.clone(),
+            staged: self.staged.clone(),
             root: self.root,
             applied: self.applied,
         };
@@ -391,6 +440,7 @@ impl ReplicatedStateMachine for DeployState {
             requests: repr.requests,
             by_seq,
             pending,
+            staged: repr.staged,
             root: repr.root,
             applied: repr.applied,
         };

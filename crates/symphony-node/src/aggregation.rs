@@ -17,6 +17,9 @@ use symphony_master::link_commitment;
 
 use crate::bundle::SliceResultBundle;
 
+/// Domain tag of the result hash over a selected audience.
+pub const AUDIENCE_HASH_TAG: &str = "scp/audience/v1";
+
 /// How the cap is applied when more subjects are eligible than the cap allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -120,7 +123,7 @@ pub fn aggregate(
             select(&union, &envelope.hash(), params)
         };
         audience.sort();
-        let result_hash = content_hash("scp/audience/v1", &audience).unwrap_or_default();
+        let result_hash = content_hash(AUDIENCE_HASH_TAG, &audience).unwrap_or_default();
         let out = (audience, eligible_count, suppressed, result_hash);
         (out, result_hash.0)
     });

@@ -242,7 +242,79 @@ pub struct MasterServices {
     /// Persisted settlement state (`settlement.redb`); in memory when `None` at the
     /// first settlement.
     pub settlements: Option<SettlementStore>,
+    /// Where a verified result is staged before settlement pays anyone (a deployed
+    /// master replicates it, so a master taking over after a crash can deliver it).
+    pub result_stage: Option<Box<dyn ResultStage + Send>>,
     next_task: u64,
+}
+
+/// Keeps a verified result where the other masters can reach it, before the
+/// settlement plane moves money. Without it a leader that crashes between the payout
+/// and the delivery takes the only copy of what the submitter paid for with it.
+pub trait ResultStage {
+    /// Stages `audience` (hashing to `result_hash`, the aggregate recorded for
+    /// `task_id`). Called once per task, after verification, before settlement.
+    fn stage(
+        &mut self,
+        task_id: &TaskId,
+        result_hash: &Digest,
+        audience: &[String],
+    ) -> Result<(), NodeError>;
+}
+
+/// The outcome of a completed task, rebuilt from the replicated master state and
+/// the staged result: what a master that takes over after the leader crashed
+/// between payout and delivery returns to the submitter. `None` unless the task is
+/// completed with a finalized settlement and an aggregate.
+pub fn recovered_outcome(
+    state: &symphony_master::MasterState,
+    task_id: &TaskId,
+    audience: Vec<String>,
+    certificate_signatures: usize,
+) -> Option<CampaignOutcome> {
+    use symphony_core::lifecycle::{SettlementState, TaskState};
+    let rec = state.task(task_id)?;
+    let settlement = rec.settlement.as_ref()?;
+    let aggregate = rec.aggregate.as_ref()?;
+    if rec.state != TaskState::Completed || settlement.state != SettlementState::Finalized {
+        return None;
+    }
+    let body = rec.envelope.body();
+    let verified = rec
+        .slices
+        .values()
+        .filter(|s| s.state == SliceState::Verified)
+        .count() as u32;
+    Some(CampaignOutcome {
+        task_id: task_id.to_string(),
+        envelope_hash: rec.envelope.hash().to_hex(),
+        states: rec.history.iter().map(|s| s.to_string()).collect(),
+        reason: rec.reason.clone(),
+        eligible_count: aggregate.eligible_count,
+        delivered_count: audience.len() as u64,
+        audience_cap: body
+            .constraints
+            .get("audience_cap")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0),
+        vaults_responded: verified,
+        minimum_vault_quorum: body.coordination_envelope.minimum_vault_quorum,
+        fee_locked: body
+            .budget_lock_ref
+            .as_ref()
+            .map_or(0, |b| b.amount_base_units),
+        fee_total: settlement.fee_total,
+        fee_shares: settlement.fee_shares.clone(),
+        refund: settlement.refund,
+        // The slices' attestations and the aggregation enclave's.
+        attestations_verified: verified + 1,
+        epsilon_committed: body.budget_reservation.epsilon_per_subject.to_string(),
+        subjects_evaluated: rec.slices.values().map(|s| s.subjects_evaluated).sum(),
+        settlement_state: Some(settlement.state.to_string()),
+        epoch_id: settlement.epoch_id.0,
+        certificate_signatures,
+        audience,
+    })
 }
 
 /// The embedded network.
@@ -484,6 +556,7 @@ impl EmbeddedNetwork {
                 advertisers: adv_keys,
                 now_ms: params.now_ms,
                 settlements: Some(SettlementStore::open(dir.join("settlement.redb"))?),
+                result_stage: None,
                 next_task: 0,
             },
             enterprises,
@@ -571,6 +644,7 @@ impl MasterServices {
             advertisers,
             now_ms,
             settlements: None,
+            result_stage: None,
             next_task: 0,
         }
     }
@@ -982,6 +1056,13 @@ impl MasterServices {
             .map_err(|e| NodeError::Refused(e.to_string()))?;
         outcome.attestations_verified += 1;
         self.advance(&task_id, TaskEvent::VerificationAccepted, None, obs)?;
+        if let Some(stage) = self.result_stage.as_mut() {
+            stage.stage(&task_id, &agg.result_hash, &agg.audience)?;
+            obs.step(
+                "staged",
+                &format!("{} handles staged with the masters", agg.audience.len()),
+            );
+        }
         // --- Settlement (the Settlement Plane: crate::settlement)
         let delivered = agg.audience.len() as u64;
         let inputs = SettlementInputs {

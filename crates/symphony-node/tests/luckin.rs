@@ -7,12 +7,14 @@ use std::path::Path;
 use proptest::prelude::*;
 use serde_json::Value;
 use symphony_core::consent::UsageScope;
-use symphony_core::ids::{SubjectId, VaultId};
-use symphony_node::aggregation::SelectionPolicy;
+use symphony_core::encoding::{content_hash, Digest};
+use symphony_core::ids::{SubjectId, TaskId, VaultId};
+use symphony_node::aggregation::{SelectionPolicy, AUDIENCE_HASH_TAG};
 use symphony_node::network::{
-    advertiser_key, CampaignOutcome, CampaignSpec, EmbeddedNetwork, NetworkParams, Quiet,
-    SignedRequest, Tamper,
+    advertiser_key, recovered_outcome, CampaignOutcome, CampaignSpec, EmbeddedNetwork,
+    NetworkParams, Quiet, ResultStage, SignedRequest, Tamper,
 };
+use symphony_node::NodeError;
 
 const NOW_MS: u64 = 1_795_219_200_000;
 const DAY_MS: u64 = 86_400_000;
@@ -203,6 +205,72 @@ fn cap_selects_a_subset_and_replay_is_identical() {
         hashes[0], hashes[1],
         "same seed must give byte-identical results"
     );
+}
+
+/// Records what the leader staged, in a shared cell the test can read back.
+struct Staged(std::sync::Arc<std::sync::Mutex<Vec<(String, String, Vec<String>)>>>);
+
+impl ResultStage for Staged {
+    fn stage(
+        &mut self,
+        task_id: &TaskId,
+        result_hash: &Digest,
+        audience: &[String],
+    ) -> Result<(), NodeError> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((task_id.to_string(), result_hash.to_hex(), audience.to_vec()));
+        Ok(())
+    }
+}
+
+#[test]
+fn staged_result_rebuilds_the_delivered_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = build(dir.path(), 3, 2000);
+    let cell = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    net.master.result_stage = Some(Box::new(Staged(cell.clone())));
+    let out = run(&mut net, 3, spec(150), 1);
+    assert_eq!(out.states.last().unwrap(), "completed");
+    let staged = cell.lock().unwrap().clone();
+    assert_eq!(staged.len(), 1, "staged exactly once");
+    let (task, hash, audience) = &staged[0];
+    assert_eq!(task, &out.task_id);
+    assert_eq!(audience, &out.audience, "staged ≠ delivered");
+    assert_eq!(
+        &content_hash(AUDIENCE_HASH_TAG, audience).unwrap().to_hex(),
+        hash
+    );
+    // A master taking over rebuilds the same outcome from replicated state alone.
+    let tid = TaskId::new(out.task_id.clone()).unwrap();
+    let rebuilt = recovered_outcome(
+        net.master.masters.state(),
+        &tid,
+        audience.clone(),
+        out.certificate_signatures,
+    )
+    .unwrap();
+    assert_eq!(
+        serde_json::to_value(&rebuilt).unwrap(),
+        serde_json::to_value(&out).unwrap()
+    );
+    // Only a completed task is rebuilt: a rejected one (Vaults below quorum) is not.
+    let ids = net.generated.vault_ids.clone();
+    for v in &ids[..2] {
+        net.down.insert(VaultId::new(v.clone()).unwrap());
+    }
+    let rejected = run(&mut net, 3, spec(150), 2);
+    assert_eq!(rejected.states.last().unwrap(), "rejected");
+    let rid = TaskId::new(rejected.task_id.clone()).unwrap();
+    assert!(recovered_outcome(net.master.masters.state(), &rid, vec![], 0).is_none());
+    assert_eq!(
+        cell.lock().unwrap().len(),
+        1,
+        "a rejected task stages nothing"
+    );
+    let unknown = TaskId::new("task-unknown").unwrap();
+    assert!(recovered_outcome(net.master.masters.state(), &unknown, vec![], 0).is_none());
 }
 
 /// A rejected task pays exactly the query base fee of policy v1 to the treasury.

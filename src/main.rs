@@ -9,6 +9,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use symphony_core::encoding::content_hash;
+use symphony_deploy::loopback::{LoopbackCluster, LoopbackOptions};
+use symphony_node::aggregation::AUDIENCE_HASH_TAG;
 use symphony_node::network::{
     advertiser_key, CampaignOutcome, CampaignSpec, EmbeddedNetwork, NetworkParams, Observer,
     SignedRequest,
@@ -234,22 +237,69 @@ fn demo_luckin(args: LuckinArgs) -> Result<()> {
         now_ms: DEMO_NOW_MS,
     };
     let mut net = EmbeddedNetwork::build(&dir, &params, &[spec.advertiser.as_str()], &mut story)?;
+    // The masters: three openraft nodes over mutual TLS on 127.0.0.1, the same
+    // consensus node, log store and replicated state machine a deployed master runs.
+    let masters = LoopbackCluster::start(
+        &dir.join("masters"),
+        &LoopbackOptions {
+            cluster_id: "symphony-embedded".into(),
+            key_seed: Some(args.seed),
+            ..LoopbackOptions::default()
+        },
+    )?;
+    let addrs: Vec<String> = masters
+        .nodes()
+        .iter()
+        .map(|n| n.local_addr().to_string())
+        .collect();
+    net.master.masters = Box::new(masters.replicator()?);
+    story.step(
+        "consensus",
+        &format!(
+            "3 masters under openraft (mutual TLS, fsync) on {}",
+            addrs.join(", ")
+        ),
+    );
     let key = advertiser_key(args.seed, &spec.advertiser);
     let req = SignedRequest::sign(spec, 1, &key)?;
     let outcome = net.run_campaign(&req, &mut story)?;
+    let roots = masters.converged_roots(std::time::Duration::from_secs(10))?;
+    let agree = roots.windows(2).all(|w| w[0] == w[1]);
+    let consensus = ConsensusSummary {
+        masters: roots.len(),
+        log_index: roots.first().and_then(|r| r.0).unwrap_or(0),
+        state_root: roots.first().map(|r| hex::encode(r.1)).unwrap_or_default(),
+        roots_agree: agree,
+    };
+    masters.shutdown()?;
+    if !agree {
+        bail!("master state roots diverged: {roots:?}");
+    }
+    let result_hash = content_hash(AUDIENCE_HASH_TAG, &outcome.audience)?.to_hex();
     if args.json {
         let mut v = serde_json::to_value(&outcome)?;
         if let Some(o) = v.as_object_mut() {
             o.remove("audience");
+            o.insert("result_hash".into(), result_hash.into());
+            o.insert("consensus".into(), serde_json::to_value(&consensus)?);
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        summary(&outcome, story.started.elapsed().as_secs_f64());
+        summary(&outcome, &consensus, story.started.elapsed().as_secs_f64());
     }
     Ok(())
 }
 
-fn summary(o: &CampaignOutcome, secs: f64) {
+/// What the demo reports of the masters' consensus after the campaign.
+#[derive(serde::Serialize)]
+struct ConsensusSummary {
+    masters: usize,
+    log_index: u64,
+    state_root: String,
+    roots_agree: bool,
+}
+
+fn summary(o: &CampaignOutcome, c: &ConsensusSummary, secs: f64) {
     println!();
     println!("  ┌──────────────────────────────┬──────────────────────────────────────────┐");
     let row = |k: &str, v: String| println!("  │ {k:<28} │ {v:<40} │");
@@ -280,6 +330,15 @@ fn summary(o: &CampaignOutcome, secs: f64) {
     row(
         "commit certificate",
         format!("{}/3 master signatures", o.certificate_signatures),
+    );
+    row(
+        "master consensus (openraft)",
+        format!(
+            "{} replicas at log {}, roots {}",
+            c.masters,
+            c.log_index,
+            if c.roots_agree { "agree" } else { "DIVERGE" }
+        ),
     );
     row("wall time", format!("{secs:.2} s"));
     println!("  └──────────────────────────────┴──────────────────────────────────────────┘");

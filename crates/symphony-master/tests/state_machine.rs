@@ -1,88 +1,12 @@
 //! Table and replay tests of the master state machine.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use symphony_core::budget::Epsilon;
-use symphony_core::consent::UsageScope;
 use symphony_core::encoding::Digest;
-use symphony_core::envelope::*;
 use symphony_core::ids::*;
 use symphony_core::lifecycle::{SettlementState, SliceState, TaskEvent, TaskState};
 use symphony_master::*;
 
-fn vault(s: &str) -> VaultId {
-    VaultId::new(s).unwrap()
-}
-
-fn envelope(task: &str, nonce: u64) -> TaskEnvelope {
-    let vaults: BTreeSet<VaultId> = [vault("v1"), vault("v2")].into_iter().collect();
-    TaskEnvelope::seal(EnvelopeBody {
-        task_id: TaskId::new(task).unwrap(),
-        task_class: TaskClass::Query,
-        caller: CallerContext {
-            actor_id: ActorId::new("advertiser:luckin").unwrap(),
-            public_key: [1; 32],
-            request_hash: Digest([2; 32]),
-            nonce,
-            admitted_at_ms: 1000,
-        },
-        authorization: Authorization {
-            granted_by: "test".into(),
-            vault_permits: vaults.clone(),
-        },
-        consent_refs: vec![],
-        semantic_version: SemanticVersion(1),
-        policy_version: PolicyVersion(1),
-        epoch_id: EpochId(0),
-        budget_reservation: BudgetReservation {
-            usage_scope: UsageScope::Marketing,
-            epsilon_per_subject: Epsilon::from_milli(100),
-            subjects_reserved: 5,
-        },
-        coordination_envelope: CoordinationEnvelope {
-            participating_vault_ids: vaults,
-            minimum_vault_quorum: 2,
-            aggregation_method: AggregationMethod::UnionWithCardinalityCap,
-        },
-        budget_lock_ref: Some(BudgetLockRef {
-            ledger: "embedded".into(),
-            escrow_id: "e1".into(),
-            amount_base_units: 1000,
-        }),
-        iteration_policy: None,
-        resolved_plan_hash: Digest([3; 32]),
-        constraints: BTreeMap::new(),
-        deadline_ms: 10_000,
-    })
-    .unwrap()
-}
-
-fn advance(task: &TaskId, event: TaskEvent) -> Command {
-    Command::Advance {
-        task_id: task.clone(),
-        event,
-        reason: None,
-    }
-}
-
-fn slice(state: SliceState) -> SliceRecord {
-    SliceRecord {
-        state,
-        commitment: Digest([9; 32]),
-        subjects_evaluated: 3,
-        epsilon_committed_micro: 100_000,
-    }
-}
-
-fn settlement(state: SettlementState, fee: u64, shares: &[(&str, u64)]) -> SettlementRecord {
-    SettlementRecord {
-        state,
-        epoch_id: EpochId(0),
-        fee_total: fee,
-        fee_shares: shares.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-        refund: 1000 - fee,
-    }
-}
+mod common;
+use common::{advance, envelope, settlement, slice, vault};
 
 /// The full happy path, as the orchestrator issues it.
 fn happy_path() -> Vec<Command> {

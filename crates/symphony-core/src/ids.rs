@@ -66,78 +66,97 @@ fn validate(kind: &'static str, value: &str) -> Result<(), IdError> {
     Ok(())
 }
 
-macro_rules! string_id {
-    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+/// Declares a validated string newtype `$name`: `new` runs `$validate($kind, &value)`
+/// (a `fn(&'static str, &str) -> Result<(), $err>`), and the type has `as_str`,
+/// `Display`, `FromStr`, `TryFrom<String>`, `Into<String>` and serde as a plain string
+/// that is validated again on deserialization. The invoking crate must depend on
+/// `serde`. Used for the protocol ids here and for the semantic model's names.
+#[macro_export]
+macro_rules! string_newtype {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $err:ty, $validate:path) => {
         $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[derive(::serde::Serialize, ::serde::Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        pub struct $name(::std::string::String);
 
         impl $name {
-            /// Validates and wraps an identifier.
-            pub fn new(value: impl Into<String>) -> Result<Self, IdError> {
+            /// Validates and wraps the text; the error says which rule it breaks.
+            pub fn new(
+                value: impl ::std::convert::Into<::std::string::String>,
+            ) -> ::std::result::Result<Self, $err> {
                 let value = value.into();
-                validate($kind, &value)?;
-                Ok(Self(value))
+                $validate($kind, &value)?;
+                ::std::result::Result::Ok(Self(value))
             }
-            /// The identifier as text.
+            /// The value as text.
             pub fn as_str(&self) -> &str {
                 &self.0
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(&self.0)
             }
         }
 
-        impl TryFrom<String> for $name {
-            type Error = IdError;
-            fn try_from(value: String) -> Result<Self, IdError> {
+        impl ::std::convert::TryFrom<::std::string::String> for $name {
+            type Error = $err;
+            fn try_from(value: ::std::string::String) -> ::std::result::Result<Self, $err> {
                 Self::new(value)
             }
         }
 
-        impl From<$name> for String {
-            fn from(id: $name) -> String {
-                id.0
+        impl ::std::convert::From<$name> for ::std::string::String {
+            fn from(value: $name) -> ::std::string::String {
+                value.0
             }
         }
 
-        impl std::str::FromStr for $name {
-            type Err = IdError;
-            fn from_str(s: &str) -> Result<Self, IdError> {
+        impl ::std::str::FromStr for $name {
+            type Err = $err;
+            fn from_str(s: &str) -> ::std::result::Result<Self, $err> {
                 Self::new(s)
             }
         }
     };
 }
 
-string_id!(
+string_newtype!(
     /// A task admitted by the Admission Plane (a parent task for `train`).
     TaskId,
-    "task"
+    "task",
+    IdError,
+    validate
 );
-string_id!(
+string_newtype!(
     /// A Vault hosted by an enterprise node.
     VaultId,
-    "vault"
+    "vault",
+    IdError,
+    validate
 );
-string_id!(
+string_newtype!(
     /// A protocol actor: task submitter, master, enterprise node, data producer, verifier.
     ActorId,
-    "actor"
+    "actor",
+    IdError,
+    validate
 );
-string_id!(
+string_newtype!(
     /// A pseudonymous data subject whose records live in a Vault.
     SubjectId,
-    "subject"
+    "subject",
+    IdError,
+    validate
 );
-string_id!(
+string_newtype!(
     /// A challenge filed against a verified result.
     ChallengeId,
-    "challenge"
+    "challenge",
+    IdError,
+    validate
 );
 
 /// A sub-task of a composite task: one round of the parent.

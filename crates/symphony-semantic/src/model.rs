@@ -57,57 +57,20 @@ fn validate_name(kind: &'static str, value: &str) -> Result<(), NameError> {
     }
 }
 
-macro_rules! name_type {
-    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
-        $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
-
-        impl $name {
-            /// Validates and wraps a name (`[a-z0-9_.]`, 1..=64 bytes).
-            pub fn new(value: impl Into<String>) -> Result<Self, NameError> {
-                let value = value.into();
-                validate_name($kind, &value)?;
-                Ok(Self(value))
-            }
-            /// The name as text.
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = NameError;
-            fn try_from(value: String) -> Result<Self, NameError> {
-                Self::new(value)
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(name: $name) -> String {
-                name.0
-            }
-        }
-    };
-}
-
-name_type!(
+symphony_core::string_newtype!(
     /// A domain's name (`commerce`, `geography`, `identity`, `behavior`, ...).
     DomainId,
-    "domain"
+    "domain",
+    NameError,
+    validate_name
 );
-name_type!(
+symphony_core::string_newtype!(
     /// An attribute's name; unique across canonical, query and local attributes of a
     /// registry.
     AttributeName,
-    "attribute"
+    "attribute",
+    NameError,
+    validate_name
 );
 
 /// Where a domain sits in the hierarchy.

@@ -186,6 +186,29 @@ pub(crate) fn execute(state: &LedgerState, command: &Command) -> Result<Executed
     })
 }
 
+/// Commits an execution whose first event gets sequence `first_seq`: `persist`
+/// records the events and their writes durably (it is not called for an idempotent
+/// retry, which has neither), and only once it succeeded are the writes merged into
+/// the cached `state`. Both ledgers commit through here, so a failed `persist` leaves
+/// the state unchanged in both.
+pub(crate) fn commit(
+    state: &mut LedgerState,
+    first_seq: u64,
+    executed: Executed,
+    persist: impl FnOnce(&Executed) -> Result<(), LedgerError>,
+) -> Result<Outcome, LedgerError> {
+    let already_applied = executed.events.is_empty();
+    if !already_applied {
+        persist(&executed)?;
+        state.merge(executed.writes);
+    }
+    Ok(Outcome {
+        first_seq,
+        events: executed.events,
+        already_applied,
+    })
+}
+
 fn run(em: &mut Emitter<'_>, command: &Command) -> Result<(), LedgerError> {
     use Command as C;
     use LedgerEvent as E;

@@ -156,3 +156,43 @@ pub trait SettlementLedger {
         self.execute(Command::TreasuryMintInflation { epoch, amount })
     }
 }
+
+/// The read methods of [`SettlementLedger`] for a ledger that caches its genesis
+/// configuration in `self.config` and its committed state in `self.state`
+/// ([`MemoryLedger`](crate::MemoryLedger) and [`RedbLedger`](crate::RedbLedger)).
+macro_rules! cached_state_reads {
+    () => {
+        fn config(&self) -> $crate::types::LedgerConfig {
+            self.config.clone()
+        }
+        fn current_epoch(&self) -> u64 {
+            self.state.meta.current_epoch
+        }
+        fn balance(&self, account: &$crate::types::AccountId) -> u64 {
+            self.state.balance(account)
+        }
+        fn escrow(
+            &self,
+            escrow_id: &$crate::types::EscrowId,
+        ) -> Option<$crate::state::EscrowRecord> {
+            self.state.escrows.get(escrow_id).cloned()
+        }
+        fn stake_record(
+            &self,
+            actor: &$crate::types::AccountId,
+        ) -> Option<$crate::state::StakeRecord> {
+            self.state.stakes.get(actor).cloned()
+        }
+        fn is_staked(
+            &self,
+            actor: &$crate::types::AccountId,
+            tier: $crate::types::StakeTier,
+        ) -> bool {
+            self.state.is_staked(actor, tier)
+        }
+        fn total_supply(&self) -> u128 {
+            self.state.total_supply()
+        }
+    };
+}
+pub(crate) use cached_state_reads;

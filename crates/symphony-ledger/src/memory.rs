@@ -1,12 +1,12 @@
 //! `MemoryLedger`: the in-process ledger (no persistence).
 
-use crate::engine::{execute, genesis, Command, Outcome};
+use crate::engine::{commit, execute, genesis, Command, Outcome};
 use crate::error::LedgerError;
 use crate::event::LedgerEvent;
-use crate::ledger::SettlementLedger;
+use crate::ledger::{cached_state_reads, SettlementLedger};
 use crate::reconcile::{reconcile, ReconcileError, ReconcileReport};
-use crate::state::{EscrowRecord, LedgerState, StakeRecord};
-use crate::types::{AccountId, EscrowId, Genesis, LedgerConfig, StakeTier};
+use crate::state::LedgerState;
+use crate::types::{Genesis, LedgerConfig};
 
 /// In-memory ledger: a state plus its event log.
 #[derive(Clone, Debug)]
@@ -40,37 +40,13 @@ impl MemoryLedger {
 impl SettlementLedger for MemoryLedger {
     fn execute(&mut self, command: Command) -> Result<Outcome, LedgerError> {
         let executed = execute(&self.state, &command)?;
-        let first_seq = self.events.len() as u64;
-        let already_applied = executed.events.is_empty();
-        self.state.merge(executed.writes);
-        self.events.extend(executed.events.iter().cloned());
-        Ok(Outcome {
-            first_seq,
-            events: executed.events,
-            already_applied,
+        let log = &mut self.events;
+        commit(&mut self.state, log.len() as u64, executed, |executed| {
+            log.extend(executed.events.iter().cloned());
+            Ok(())
         })
     }
-    fn config(&self) -> LedgerConfig {
-        self.config.clone()
-    }
-    fn current_epoch(&self) -> u64 {
-        self.state.meta.current_epoch
-    }
-    fn balance(&self, account: &AccountId) -> u64 {
-        self.state.balance(account)
-    }
-    fn escrow(&self, escrow_id: &EscrowId) -> Option<EscrowRecord> {
-        self.state.escrows.get(escrow_id).cloned()
-    }
-    fn stake_record(&self, actor: &AccountId) -> Option<StakeRecord> {
-        self.state.stakes.get(actor).cloned()
-    }
-    fn is_staked(&self, actor: &AccountId, tier: StakeTier) -> bool {
-        self.state.is_staked(actor, tier)
-    }
-    fn total_supply(&self) -> u128 {
-        self.state.total_supply()
-    }
+    cached_state_reads!();
     fn events(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, LedgerEvent)>, LedgerError> {
         Ok(self
             .events

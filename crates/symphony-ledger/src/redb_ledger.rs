@@ -25,13 +25,13 @@ use std::path::Path;
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 
-use crate::engine::{execute, genesis, Command, Executed, Outcome};
+use crate::engine::{self, execute, genesis, Command, Executed, Outcome};
 use crate::error::LedgerError;
 use crate::event::LedgerEvent;
-use crate::ledger::SettlementLedger;
+use crate::ledger::{cached_state_reads, SettlementLedger};
 use crate::reconcile::{reconcile, ReconcileError, ReconcileReport};
-use crate::state::{EscrowRecord, LedgerState, Meta, StakeRecord, Writes};
-use crate::types::{AccountId, EscrowId, Genesis, LedgerConfig, PayoutId, StakeTier};
+use crate::state::{LedgerState, Meta, StakeRecord, Writes};
+use crate::types::{AccountId, EscrowId, Genesis, LedgerConfig, PayoutId};
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const BALANCES: TableDefinition<&str, u64> = TableDefinition::new("balances");
@@ -116,34 +116,40 @@ impl RedbLedger {
         &self.state
     }
 
-    fn commit(&mut self, executed: Executed) -> Result<u64, LedgerError> {
-        let first_seq = self.next_seq;
-        if executed.events.is_empty() {
-            return Ok(first_seq);
-        }
-        let mut txn = self.db.begin_write().map_err(storage)?;
-        txn.set_durability(Durability::Immediate);
-        let mut seq = first_seq;
-        {
-            let mut events = txn.open_table(EVENTS).map_err(storage)?;
-            for event in &executed.events {
-                events
-                    .insert(seq, encode(event)?.as_slice())
-                    .map_err(storage)?;
-                seq += 1;
-            }
-            write_rows(&txn, &executed.writes)?;
-        }
-        txn.commit().map_err(storage)?;
-        self.next_seq = seq;
-        self.state.merge(executed.writes);
-        Ok(first_seq)
+    /// Writes the events and every row they change in one durable redb transaction,
+    /// then updates the cache (see the module's commit protocol).
+    fn commit(&mut self, executed: Executed) -> Result<Outcome, LedgerError> {
+        let (db, next_seq) = (&self.db, &mut self.next_seq);
+        engine::commit(&mut self.state, *next_seq, executed, |executed| {
+            *next_seq = write_executed(db, *next_seq, executed)?;
+            Ok(())
+        })
     }
 
     fn all_events(&self) -> Result<Vec<LedgerEvent>, LedgerError> {
         self.events(0, usize::MAX)
             .map(|v| v.into_iter().map(|(_, e)| e).collect())
     }
+}
+
+/// Writes `executed` from sequence `first_seq` in one transaction; returns the next
+/// sequence number.
+fn write_executed(db: &Database, first_seq: u64, executed: &Executed) -> Result<u64, LedgerError> {
+    let mut txn = db.begin_write().map_err(storage)?;
+    txn.set_durability(Durability::Immediate);
+    let mut seq = first_seq;
+    {
+        let mut events = txn.open_table(EVENTS).map_err(storage)?;
+        for event in &executed.events {
+            events
+                .insert(seq, encode(event)?.as_slice())
+                .map_err(storage)?;
+            seq += 1;
+        }
+        write_rows(&txn, &executed.writes)?;
+    }
+    txn.commit().map_err(storage)?;
+    Ok(seq)
 }
 
 fn write_rows(txn: &redb::WriteTransaction, w: &Writes) -> Result<(), LedgerError> {
@@ -237,35 +243,9 @@ fn load(db: &Database) -> Result<(LedgerState, u64), LedgerError> {
 impl SettlementLedger for RedbLedger {
     fn execute(&mut self, command: Command) -> Result<Outcome, LedgerError> {
         let executed = execute(&self.state, &command)?;
-        let events = executed.events.clone();
-        let first_seq = self.commit(executed)?;
-        Ok(Outcome {
-            first_seq,
-            already_applied: events.is_empty(),
-            events,
-        })
+        self.commit(executed)
     }
-    fn config(&self) -> LedgerConfig {
-        self.config.clone()
-    }
-    fn current_epoch(&self) -> u64 {
-        self.state.meta.current_epoch
-    }
-    fn balance(&self, account: &AccountId) -> u64 {
-        self.state.balance(account)
-    }
-    fn escrow(&self, escrow_id: &EscrowId) -> Option<EscrowRecord> {
-        self.state.escrows.get(escrow_id).cloned()
-    }
-    fn stake_record(&self, actor: &AccountId) -> Option<StakeRecord> {
-        self.state.stakes.get(actor).cloned()
-    }
-    fn is_staked(&self, actor: &AccountId, tier: StakeTier) -> bool {
-        self.state.is_staked(actor, tier)
-    }
-    fn total_supply(&self) -> u128 {
-        self.state.total_supply()
-    }
+    cached_state_reads!();
     fn events(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, LedgerEvent)>, LedgerError> {
         let txn = self.db.begin_read().map_err(storage)?;
         let table = txn.open_table(EVENTS).map_err(storage)?;

@@ -543,4 +543,27 @@ mod tests {
         let r: DeployResponse = bcs::from_bytes(&s.apply(b"garbage")).unwrap();
         assert!(matches!(r, DeployResponse::Malformed(_)));
     }
+
+    #[test]
+    fn a_result_is_staged_only_against_a_recorded_aggregate() {
+        let mut s = state();
+        let stage = DeployCommand::StageResult {
+            task_id: "task-unknown".into(),
+            audience: vec!["+6580000000".into()],
+        };
+        match apply(&mut s, &stage) {
+            DeployResponse::Queue(Err(e)) => assert!(e.contains("no recorded aggregate"), "{e}"),
+            other => panic!("staged without an aggregate: {other:?}"),
+        }
+        assert!(s.staged("task-unknown").is_none());
+        let bad = DeployCommand::StageResult {
+            task_id: "not a task id!".into(),
+            audience: vec![],
+        };
+        assert!(matches!(apply(&mut s, &bad), DeployResponse::Queue(Err(_))));
+        // Snapshots carry staged results (none here) and restore to the same root.
+        let mut restored = state();
+        restored.restore(&s.snapshot()).unwrap();
+        assert_eq!(restored.state_root(), s.state_root());
+    }
 }

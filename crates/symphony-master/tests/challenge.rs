@@ -3,13 +3,11 @@
 
 use symphony_core::encoding::Digest;
 use symphony_core::ids::*;
-use symphony_core::lifecycle::{
-    ChallengeEvent, ChallengeState, SettlementState, SliceState, TaskEvent, TaskState,
-};
+use symphony_core::lifecycle::{ChallengeEvent, ChallengeState, SettlementState, TaskState};
 use symphony_master::*;
 
 mod common;
-use common::{advance, envelope, settlement, slice, vault};
+use common::{accepted_task, settlement, vault};
 
 const T0: u64 = 5_000;
 const WINDOW: u64 = 600;
@@ -18,31 +16,7 @@ const WINDOW: u64 = 600;
 fn at_candidate_ready() -> (MasterState, TaskId) {
     let t = TaskId::new("t1").unwrap();
     let mut s = MasterState::new();
-    let mut cmds = vec![
-        Command::AdmitTask {
-            envelope: Box::new(envelope("t1", 1)),
-        },
-        advance(&t, TaskEvent::BeginResolution),
-        advance(&t, TaskEvent::Dispatch),
-    ];
-    for v in ["v1", "v2"] {
-        cmds.push(Command::RecordSlice {
-            task_id: t.clone(),
-            vault_id: vault(v),
-            record: slice(SliceState::Verified),
-        });
-    }
-    cmds.push(Command::RecordAggregate {
-        task_id: t.clone(),
-        record: AggregateRecord {
-            commitment: Digest([4; 32]),
-            eligible_count: 6,
-            delivered_count: 5,
-            result_hash: Digest([5; 32]),
-        },
-    });
-    cmds.push(advance(&t, TaskEvent::ExecutionFinished));
-    cmds.push(advance(&t, TaskEvent::VerificationAccepted));
+    let mut cmds = accepted_task(&t);
     for st in [
         SettlementState::Collecting,
         SettlementState::VerifyingInputs,

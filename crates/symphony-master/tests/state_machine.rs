@@ -6,36 +6,12 @@ use symphony_core::lifecycle::{SettlementState, SliceState, TaskEvent, TaskState
 use symphony_master::*;
 
 mod common;
-use common::{advance, envelope, settlement, slice, vault};
+use common::{accepted_task, advance, envelope, settlement, slice, vault};
 
 /// The full happy path, as the orchestrator issues it.
 fn happy_path() -> Vec<Command> {
     let t = TaskId::new("t1").unwrap();
-    let mut cmds = vec![
-        Command::AdmitTask {
-            envelope: Box::new(envelope("t1", 1)),
-        },
-        advance(&t, TaskEvent::BeginResolution),
-        advance(&t, TaskEvent::Dispatch),
-    ];
-    for v in ["v1", "v2"] {
-        cmds.push(Command::RecordSlice {
-            task_id: t.clone(),
-            vault_id: vault(v),
-            record: slice(SliceState::Verified),
-        });
-    }
-    cmds.push(Command::RecordAggregate {
-        task_id: t.clone(),
-        record: AggregateRecord {
-            commitment: Digest([4; 32]),
-            eligible_count: 6,
-            delivered_count: 5,
-            result_hash: Digest([5; 32]),
-        },
-    });
-    cmds.push(advance(&t, TaskEvent::ExecutionFinished));
-    cmds.push(advance(&t, TaskEvent::VerificationAccepted));
+    let mut cmds = accepted_task(&t);
     let mut s = SettlementState::Collecting;
     loop {
         cmds.push(Command::RecordSettlement {

@@ -9,7 +9,7 @@ use symphony_core::encoding::Digest;
 use symphony_core::envelope::*;
 use symphony_core::ids::*;
 use symphony_core::lifecycle::{SettlementState, SliceState, TaskEvent};
-use symphony_master::{Command, SettlementRecord, SliceRecord};
+use symphony_master::{AggregateRecord, Command, SettlementRecord, SliceRecord};
 
 pub fn vault(s: &str) -> VaultId {
     VaultId::new(s).unwrap()
@@ -83,4 +83,35 @@ pub fn settlement(state: SettlementState, fee: u64, shares: &[(&str, u64)]) -> S
         fee_shares: shares.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         refund: 1000 - fee,
     }
+}
+
+/// The commands that take task `t` (`envelope(t, 1)`) from admission through two
+/// verified slices and an aggregate to `awaiting_settlement`.
+pub fn accepted_task(t: &TaskId) -> Vec<Command> {
+    let mut cmds = vec![
+        Command::AdmitTask {
+            envelope: Box::new(envelope(t.as_str(), 1)),
+        },
+        advance(t, TaskEvent::BeginResolution),
+        advance(t, TaskEvent::Dispatch),
+    ];
+    for v in ["v1", "v2"] {
+        cmds.push(Command::RecordSlice {
+            task_id: t.clone(),
+            vault_id: vault(v),
+            record: slice(SliceState::Verified),
+        });
+    }
+    cmds.push(Command::RecordAggregate {
+        task_id: t.clone(),
+        record: AggregateRecord {
+            commitment: Digest([4; 32]),
+            eligible_count: 6,
+            delivered_count: 5,
+            result_hash: Digest([5; 32]),
+        },
+    });
+    cmds.push(advance(t, TaskEvent::ExecutionFinished));
+    cmds.push(advance(t, TaskEvent::VerificationAccepted));
+    cmds
 }

@@ -103,12 +103,50 @@ pub fn verify_evidence(
         })
 }
 
+/// What an aggregate claims about its run: the parts its verification replays. Built
+/// from a fresh [`AggregateResult`] or from stored settlement evidence
+/// (`settlement::AggregateEvidence`).
+#[derive(Clone, Copy, Debug)]
+pub struct AggregateClaim<'a> {
+    /// Commitments of the inputs, sorted.
+    pub input_commitments: &'a [Digest],
+    /// Hash of the result.
+    pub result_hash: Digest,
+    /// Commitment linking result and inputs.
+    pub commitment: Digest,
+    /// The aggregation enclave's attestation.
+    pub attestation: &'a AttestationReport,
+}
+
+impl<'a> From<&'a AggregateResult> for AggregateClaim<'a> {
+    fn from(aggregate: &'a AggregateResult) -> Self {
+        Self {
+            input_commitments: &aggregate.input_commitments,
+            result_hash: aggregate.result_hash,
+            commitment: aggregate.commitment,
+            attestation: &aggregate.attestation,
+        }
+    }
+}
+
 /// Verifies the aggregate against the verified slices' evidence.
 pub fn verify_aggregate(
     verifier: &SoftwareAttestationVerifier,
     envelope: &TaskEnvelope,
     slices: &[SliceEvidence],
     aggregate: &AggregateResult,
+) -> Result<(), EvidenceError> {
+    verify_aggregate_claim(verifier, envelope, slices, aggregate.into())
+}
+
+/// Verifies an aggregate's claim: its input commitments are exactly the slices'
+/// (sorted), its commitment links them to its result, and its attestation covers that
+/// run under this task's envelope.
+pub fn verify_aggregate_claim(
+    verifier: &SoftwareAttestationVerifier,
+    envelope: &TaskEnvelope,
+    slices: &[SliceEvidence],
+    aggregate: AggregateClaim<'_>,
 ) -> Result<(), EvidenceError> {
     let mut commitments: Vec<Digest> = slices.iter().map(|s| s.commitment).collect();
     commitments.sort();
@@ -125,7 +163,7 @@ pub fn verify_aggregate(
         nonce: Some(envelope.hash().0),
     };
     verifier
-        .verify(&aggregate.attestation, &expected)
+        .verify(aggregate.attestation, &expected)
         .map(|_| ())
         .map_err(|e| EvidenceError::Attestation {
             what: "aggregation".into(),

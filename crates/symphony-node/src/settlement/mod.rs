@@ -60,18 +60,17 @@ use symphony_economics::{
     contribution_report, distribute_fee, settle_fee, AggregationWork, PolicyParams, Recipient,
     RecipientClass, SliceWork, TaskUsage,
 };
-use symphony_enclave::{
-    run_commitment, AttestationReport, AttestationVerifier, ReportExpectation,
-    SoftwareAttestationVerifier,
-};
+use symphony_enclave::{AttestationReport, SoftwareAttestationVerifier};
 use symphony_ledger::{
     AccountId, EscrowId, PayoutId, PayoutInstruction, PayoutInstructionSet, PayoutKind,
     SettlementLedger,
 };
-use symphony_master::{link_commitment, ChallengeTarget, Command, SettlementRecord};
+use symphony_master::{ChallengeTarget, Command, SettlementRecord};
 
 use crate::replication::{CommitCertificate, Replicator};
-use crate::verify::{verify_evidence, EvidenceError, SliceEvidence};
+use crate::verify::{
+    verify_aggregate_claim, verify_evidence, AggregateClaim, EvidenceError, SliceEvidence,
+};
 use crate::NodeError;
 
 pub use composite::{
@@ -255,6 +254,17 @@ pub fn vault_operator(vault: &VaultId) -> Result<ActorId, NodeError> {
     ActorId::new(format!("operator:{vault}")).map_err(|e| NodeError::Refused(e.to_string()))
 }
 
+impl<'a> From<&'a AggregateEvidence> for AggregateClaim<'a> {
+    fn from(aggregate: &'a AggregateEvidence) -> Self {
+        Self {
+            input_commitments: &aggregate.input_commitments,
+            result_hash: aggregate.result_hash,
+            commitment: aggregate.commitment,
+            attestation: &aggregate.attestation,
+        }
+    }
+}
+
 /// Replays the aggregate's link to its inputs and its attestation.
 pub fn verify_aggregate_evidence(
     verifier: &SoftwareAttestationVerifier,
@@ -262,27 +272,7 @@ pub fn verify_aggregate_evidence(
     slices: &[SliceEvidence],
     aggregate: &AggregateEvidence,
 ) -> Result<(), EvidenceError> {
-    let mut commitments: Vec<Digest> = slices.iter().map(|s| s.commitment).collect();
-    commitments.sort();
-    if commitments != aggregate.input_commitments {
-        return Err(EvidenceError::AggregateLink);
-    }
-    let inputs = link_commitment("scp/aggregation-inputs/v1", &commitments);
-    if link_commitment("scp/aggregate/v1", &[inputs, aggregate.result_hash]) != aggregate.commitment
-    {
-        return Err(EvidenceError::AggregateLink);
-    }
-    let expected = ReportExpectation {
-        report_data: run_commitment(&inputs.0, &aggregate.result_hash.0),
-        nonce: Some(envelope.hash().0),
-    };
-    verifier
-        .verify(&aggregate.attestation, &expected)
-        .map(|_| ())
-        .map_err(|e| EvidenceError::Attestation {
-            what: "aggregation".into(),
-            reason: e.to_string(),
-        })
+    verify_aggregate_claim(verifier, envelope, slices, aggregate.into())
 }
 
 /// `verifying_inputs`: re-verifies the stored evidence from scratch. Deterministic:

@@ -22,6 +22,13 @@
 //!    each round then settles in its dispatch epoch (`SettleRound`).
 //! 5. **Delivery** to the model registry: safetensors + model card + training curve,
 //!    recorded as an audit event.
+//!
+//! Master side, by step: `admission` (request, schedule, reservations, escrow,
+//! envelope), `coordinator` (the orchestrator loop and the controller), `round` (one
+//! sub-task across the Vaults), `aggregation` (the secure sum in the aggregation
+//! enclave), `evaluation` (final held-out quality and MIA in the enclave), `finish`
+//! (composite verification and delivery), `settle` (the train formula and per-round
+//! settlement); `outcome` holds the reported types. Vault side: [`vault`].
 
 pub mod control;
 pub mod model;
@@ -29,12 +36,19 @@ pub mod registry;
 pub mod spec;
 pub mod vault;
 
+mod admission;
+mod aggregation;
 mod coordinator;
+mod evaluation;
+mod finish;
+mod outcome;
+mod round;
+mod settle;
 
-pub use coordinator::{
-    permit_training, run_training, RoundSummary, TrainObserver, TrainOutcome, TrainingRequest,
-};
+pub use admission::{permit_training, TrainingRequest};
+pub use coordinator::run_training;
 pub use model::GlobalModel;
+pub use outcome::{RoundSummary, TrainObserver, TrainOutcome};
 pub use spec::TrainingSpec;
 
 use symphony_core::encoding::{content_hash, Digest};

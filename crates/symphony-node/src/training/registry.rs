@@ -13,8 +13,8 @@ use symphony_core::envelope::TaskEnvelope;
 use symphony_core::ids::TaskId;
 use symphony_semantic::FeaturePlan;
 
-use super::coordinator::TrainOutcome;
 use super::model::GlobalModel;
+use super::outcome::TrainOutcome;
 use super::spec::TrainingSpec;
 use crate::NodeError;
 

@@ -1,0 +1,309 @@
+//! Admission of a training task (seed 003 section 1): the signed request, feature
+//! resolution, the ε schedule, per-Vault authorization and per-round reservations,
+//! the escrow lock and the immutable envelope.
+
+use std::collections::BTreeSet;
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use symphony_core::budget::Epsilon;
+use symphony_core::consent::UsageScope;
+use symphony_core::encoding::{tagged_hash, Digest};
+use symphony_core::envelope::*;
+use symphony_core::ids::*;
+use symphony_economics::pricing::TrainUsage;
+use symphony_economics::{estimate_fee, TaskUsage};
+use symphony_ledger::EscrowId;
+use symphony_master::Command;
+use symphony_semantic::{FeatureIntent, FeaturePlan};
+
+use super::control;
+use super::coordinator::{micro, refused};
+use super::outcome::TrainObserver;
+use super::spec::TrainingSpec;
+use super::vault::VaultTrainer;
+use crate::enterprise::EnterpriseNode;
+use crate::network::{EmbeddedNetwork, MasterServices};
+use crate::NodeError;
+
+/// A model operator's signed submission.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainingRequest {
+    /// The spec.
+    pub spec: TrainingSpec,
+    /// Replay protection.
+    pub nonce: u64,
+    /// Submitter's public key.
+    pub public_key: [u8; 32],
+    /// Signature over `spec_hash ‖ nonce`.
+    pub signature: Vec<u8>,
+}
+
+fn request_message(spec: &TrainingSpec, nonce: u64) -> Result<Digest, NodeError> {
+    let mut bytes = super::spec_hash(spec)?.0.to_vec();
+    bytes.extend_from_slice(&nonce.to_le_bytes());
+    Ok(tagged_hash("scp/train-request/v1", &bytes))
+}
+
+impl TrainingRequest {
+    /// Signs a spec.
+    pub fn sign(spec: TrainingSpec, nonce: u64, key: &SigningKey) -> Result<Self, NodeError> {
+        let msg = request_message(&spec, nonce)?;
+        Ok(TrainingRequest {
+            spec,
+            nonce,
+            public_key: key.verifying_key().to_bytes(),
+            signature: key.sign(&msg.0).to_bytes().to_vec(),
+        })
+    }
+}
+
+/// Permits `operator` to submit `train` tasks on every Vault of the network.
+pub fn permit_training(net: &EmbeddedNetwork, operator: &str) -> Result<(), NodeError> {
+    let actor = ActorId::new(operator).map_err(|e| NodeError::Refused(e.to_string()))?;
+    for e in &net.enterprises {
+        e.vault.permit(&actor, TaskClass::Train)?;
+    }
+    Ok(())
+}
+
+pub(super) struct Admitted {
+    pub(super) task_id: TaskId,
+    pub(super) actor: ActorId,
+    pub(super) envelope: TaskEnvelope,
+    pub(super) plan: FeaturePlan,
+    pub(super) schedule: Vec<Epsilon>,
+    pub(super) per_round_counts: Vec<u64>,
+    pub(super) escrow_id: String,
+    pub(super) estimate: u64,
+
+    pub(super) prices: symphony_economics::PolicyParams,
+}
+
+pub(super) fn admit(
+    m: &mut MasterServices,
+    all: &[&EnterpriseNode],
+    trainers: &mut [VaultTrainer<'_>],
+    req: &TrainingRequest,
+    obs: &mut dyn TrainObserver,
+) -> Result<Admitted, NodeError> {
+    let spec = &req.spec;
+    spec.validate()?;
+    let actor = ActorId::new(spec.model_operator.clone()).map_err(refused)?;
+    let known = m
+        .advertisers
+        .get(&actor)
+        .ok_or_else(|| refused(format!("unknown caller {actor}")))?;
+    if *known != req.public_key {
+        return Err(refused(format!("public key is not registered for {actor}")));
+    }
+    let msg = request_message(spec, req.nonce)?;
+    let vk =
+        VerifyingKey::from_bytes(&req.public_key).map_err(|_| refused("malformed public key"))?;
+    let sig = Signature::from_slice(&req.signature).map_err(|_| refused("malformed signature"))?;
+    vk.verify(&msg.0, &sig)
+        .map_err(|_| refused("request signature does not verify"))?;
+    obs.step(
+        "admission",
+        &format!("model operator {actor} authenticated (ed25519); task_class: train"),
+    );
+    let plan = m
+        .semantic
+        .resolve_features(&FeatureIntent {
+            brand: spec.brand.clone(),
+            feature_names: spec.feature_families.clone(),
+            window_days: spec.window_days,
+        })
+        .map_err(|e| refused(format!("semantic resolution blocked the task: {e}")))?;
+    let epoch = EpochId(0);
+    let resolved = m
+        .policy
+        .resolve(epoch, plan.body().semantic_version, PolicyVersion(1))
+        .map_err(refused)?;
+    let params = resolved.params.clone();
+    obs.step(
+        "semantics",
+        &format!(
+            "feature plan {} ({} features) under {} / policy v{}",
+            &plan.plan_hash().to_hex()[..12],
+            plan.dimension(),
+            plan.body().semantic_version,
+            resolved.policy_version.0
+        ),
+    );
+    let allocation = spec.epsilon_total()?;
+    let capacity = params.privacy.epsilon_capacity_per_epoch.training;
+    if allocation > capacity {
+        return Err(refused(format!(
+            "ε {allocation} exceeds the policy's training capacity {capacity} per subject per epoch"
+        )));
+    }
+    let d = &spec.dp_sgd;
+    let schedule = control::epsilon_schedule(
+        d.sampling_rate,
+        d.noise_multiplier,
+        d.local_steps,
+        spec.privacy.delta,
+        spec.iteration_policy.max_rounds,
+        allocation,
+    )?;
+    if schedule.is_empty() {
+        return Err(refused(format!(
+            "ε {allocation} does not cover one round at δ {}",
+            spec.privacy.delta
+        )));
+    }
+    let planned: u64 = schedule.iter().map(|e| e.micro).sum();
+    let task_id =
+        TaskId::new(format!("train-{}-{}", &msg.to_hex()[..12], req.nonce)).map_err(refused)?;
+    // Consent and per-round budget reservation in each Vault.
+    let mut consent_refs = Vec::new();
+    let mut per_round_counts = vec![0u64; schedule.len()];
+    for t in trainers.iter_mut() {
+        let (counts, commitment) = match t.admission_reserve(&task_id, &actor, &schedule, m.now_ms)
+        {
+            Ok(r) => r,
+            Err(e) => {
+                for t in trainers.iter_mut() {
+                    let _ = t.release_unused(&task_id);
+                }
+                return Err(e);
+            }
+        };
+        for (acc, c) in per_round_counts.iter_mut().zip(&counts) {
+            *acc += c;
+        }
+        consent_refs.push(ConsentRef {
+            vault_id: t.node.vault_id().clone(),
+            usage_scope: UsageScope::Training,
+            snapshot_commitment: commitment,
+            eligible_subjects: counts.first().copied().unwrap_or(0),
+        });
+    }
+    obs.step(
+        "budget",
+        &format!(
+            "{} rounds scheduled within ε {allocation} (δ {}); round 0 reserved for {} subjects with training consent",
+            schedule.len(),
+            spec.privacy.delta,
+            per_round_counts.first().copied().unwrap_or(0)
+        ),
+    );
+    let n = all.len() as u32;
+    let quorum = spec
+        .minimum_vault_quorum
+        .unwrap_or((n / 2 + 1).max(2))
+        .clamp(2, n.max(2));
+    let estimate = estimate_fee(
+        &params.prices,
+        &TaskUsage::Train(TrainUsage::uniform(
+            schedule.len() as u32,
+            n,
+            Epsilon::from_micro(planned),
+        )),
+    )
+    .map_err(refused)?;
+    let escrow_id = format!("escrow-{task_id}");
+    let owner = symphony_ledger::AccountId::new(format!("actor:{actor}"))
+        .map_err(|e| NodeError::Ledger(e.to_string()))?;
+    m.ledger
+        .lock(
+            &EscrowId::new(escrow_id.clone()).map_err(|e| NodeError::Ledger(e.to_string()))?,
+            &owner,
+            estimate,
+        )
+        .map_err(|e| NodeError::Ledger(e.to_string()))?;
+    obs.step(
+        "escrow",
+        &format!("{estimate} µSYM locked in {escrow_id} (train formula)"),
+    );
+    let envelope = TaskEnvelope::seal(EnvelopeBody {
+        task_id: task_id.clone(),
+        task_class: TaskClass::Train,
+        caller: CallerContext {
+            actor_id: actor.clone(),
+            public_key: req.public_key,
+            request_hash: msg,
+            nonce: req.nonce,
+            admitted_at_ms: m.now_ms,
+        },
+        authorization: Authorization {
+            granted_by: "vault-permits:train".into(),
+            vault_permits: consent_refs.iter().map(|c| c.vault_id.clone()).collect(),
+        },
+        consent_refs: consent_refs.clone(),
+        semantic_version: plan.body().semantic_version,
+        policy_version: resolved.policy_version,
+        epoch_id: epoch,
+        budget_reservation: BudgetReservation {
+            usage_scope: UsageScope::Training,
+            epsilon_per_subject: Epsilon::from_micro(planned),
+            subjects_reserved: per_round_counts.first().copied().unwrap_or(0),
+        },
+        coordination_envelope: CoordinationEnvelope {
+            participating_vault_ids: all
+                .iter()
+                .map(|e| e.vault_id().clone())
+                .collect::<BTreeSet<_>>(),
+            minimum_vault_quorum: quorum.min(n),
+            aggregation_method: AggregationMethod::FederatedAverage,
+        },
+        budget_lock_ref: Some(BudgetLockRef {
+            ledger: "embedded-redb".into(),
+            escrow_id: escrow_id.clone(),
+            amount_base_units: estimate,
+        }),
+        iteration_policy: Some(IterationPolicy {
+            max_rounds: spec.iteration_policy.max_rounds,
+            convergence_threshold_micro: micro(spec.iteration_policy.convergence_threshold),
+            early_stop_patience: spec.iteration_policy.early_stop_patience,
+            stop_on_budget_exhaustion: true,
+        }),
+        resolved_plan_hash: plan.plan_hash(),
+        constraints: [
+            ("spec_hash".to_string(), super::spec_hash(spec)?.to_hex()),
+            ("target".to_string(), spec.target.clone()),
+            ("model".to_string(), format!("{:?}", spec.model)),
+            ("delta".to_string(), spec.privacy.delta.to_string()),
+            ("epsilon_allocation".to_string(), allocation.to_string()),
+            (
+                "schedule_micro".to_string(),
+                format!("{:?}", schedule.iter().map(|e| e.micro).collect::<Vec<_>>()),
+            ),
+        ]
+        .into_iter()
+        .collect(),
+        deadline_ms: m.now_ms + 86_400_000,
+    })?;
+    if let Err(e) = m.masters.submit(Command::AdmitTask {
+        envelope: Box::new(envelope.clone()),
+    }) {
+        for t in trainers.iter_mut() {
+            let _ = t.release_unused(&task_id);
+        }
+        let _ = m.ledger.refund(
+            &EscrowId::new(escrow_id.clone()).map_err(|e| NodeError::Ledger(e.to_string()))?,
+            estimate,
+        );
+        return Err(e.into());
+    }
+    obs.step(
+        "accepted",
+        &format!(
+            "TaskEnvelope {} (train, iteration_policy, federated_average)",
+            &envelope.hash().to_hex()[..16]
+        ),
+    );
+    Ok(Admitted {
+        task_id,
+        actor,
+        envelope,
+        plan,
+        schedule,
+        per_round_counts,
+        escrow_id,
+        estimate,
+
+        prices: params,
+    })
+}

@@ -1,0 +1,212 @@
+//! Composite verification (seed 003 section 5) and delivery to the model registry.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use symphony_core::encoding::tagged_hash;
+use symphony_core::lifecycle::TaskEvent;
+use symphony_master::{Command, CompositeResultRecord};
+
+use super::admission::Admitted;
+use super::control::{self, StopReason};
+use super::coordinator::{advance, refund_all, refused, RunState};
+use super::evaluation::evaluate;
+use super::outcome::{fill, TrainObserver, TrainOutcome};
+use super::registry;
+use super::settle::settle;
+use super::spec::TrainingSpec;
+use super::vault::VaultTrainer;
+use crate::network::MasterServices;
+use crate::verify::verify_evidence;
+use crate::NodeError;
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn finish(
+    m: &mut MasterServices,
+    trainers: &mut [VaultTrainer<'_>],
+    adm: &Admitted,
+    spec: &TrainingSpec,
+    mut st: RunState,
+    registry_dir: &Path,
+    seed: u64,
+    obs: &mut dyn TrainObserver,
+) -> Result<TrainOutcome, NodeError> {
+    let task = &adm.task_id;
+    let rounds_run = st.summaries.len() as u32;
+    let mut evidence = std::mem::take(&mut st.evidence);
+    let q = evaluate(
+        m,
+        trainers,
+        adm,
+        spec,
+        &st.model,
+        rounds_run,
+        seed,
+        &mut evidence,
+    )?;
+    // --- Composite verification (seed 003, section 5)
+    let mut failures = Vec::new();
+    for (i, ev) in evidence.iter().enumerate() {
+        if verify_evidence(&m.verifier, &adm.envelope, ev, &format!("evidence {i}")).is_err() {
+            failures.push(format!("attestation {i} does not verify"));
+        }
+    }
+    let spent: u64 = adm
+        .schedule
+        .iter()
+        .take(rounds_run as usize)
+        .map(|e| e.micro)
+        .sum();
+    let recorded: u64 = m
+        .masters
+        .state()
+        .composite(task)
+        .map_or(0, |c| c.rounds.values().map(|r| r.epsilon_micro).sum());
+    if spent != recorded {
+        failures.push(format!("ε records sum to {recorded} µε, not {spent}"));
+    }
+    let policy = adm
+        .envelope
+        .body()
+        .iteration_policy
+        .clone()
+        .ok_or_else(|| refused("train without iteration_policy"))?;
+    if !control::convergence_consistent(&policy, &st.losses_micro, &st.budgeted_after, st.stop) {
+        failures.push("stop reason is not consistent with the iteration policy".into());
+    }
+    let a = &spec.acceptance;
+    if q.auc < a.min_auc {
+        failures.push(format!("held-out AUC {:.3} below {}", q.auc, a.min_auc));
+    }
+    if q.accuracy < a.min_accuracy {
+        failures.push(format!(
+            "held-out accuracy {:.3} below {}",
+            q.accuracy, a.min_accuracy
+        ));
+    }
+    if q.mia_advantage > a.max_mia_advantage {
+        failures.push(format!(
+            "membership-inference advantage {:.3} above {}",
+            q.mia_advantage, a.max_mia_advantage
+        ));
+    }
+    let accepted = failures.is_empty();
+    let file =
+        registry::model_file_bytes(&st.model, &registry::card_metadata(task, spec, &adm.plan))?;
+    let model_digest = tagged_hash("scp/model-artifact/v1", &file);
+    m.masters.submit(Command::RecordCompositeResult {
+        task_id: task.clone(),
+        record: CompositeResultRecord {
+            rounds_run,
+            stop_reason: st.stop.as_str().into(),
+            epsilon_spent_micro: recorded,
+            model_hash: model_digest,
+            accepted,
+        },
+    })?;
+    obs.step(
+        "composite_verification",
+        &format!(
+            "{} attestations, ε Σ rounds = {} µε, stop {} consistent, AUC {:.3}, accuracy {:.3}, MIA advantage {:.3}: {}",
+            evidence.len(),
+            recorded,
+            st.stop.as_str(),
+            q.auc,
+            q.accuracy,
+            q.mia_advantage,
+            if accepted { "accepted".to_string() } else { failures.join("; ") }
+        ),
+    );
+    let mut out = TrainOutcome {
+        task_id: task.to_string(),
+        envelope_hash: adm.envelope.hash().to_hex(),
+        states: vec![],
+        reason: None,
+        rounds_run,
+        max_rounds: spec.iteration_policy.max_rounds,
+        rounds_budgeted: adm.schedule.len() as u32,
+        converged: st.stop == StopReason::Converged,
+        convergence_not_reached: st.stop == StopReason::ConvergenceNotReached,
+        stop_reason: st.stop.as_str().into(),
+        epsilon_spent: recorded as f64 / 1e6,
+        epsilon_spent_micro: recorded,
+        epsilon_allocation: spec.epsilon_total()?.as_f64(),
+        delta: spec.privacy.delta,
+        auc_holdout: q.auc,
+        accuracy_holdout: q.accuracy,
+        mia_advantage: q.mia_advantage,
+        accepted,
+        n_slices: 0,
+        n_objects: 0,
+        round_states: vec![],
+        attestations_verified: evidence.len() as u32,
+        fee_locked: adm.estimate,
+        fee_total: 0,
+        refund: 0,
+        fee_shares: BTreeMap::new(),
+        round_settlements: BTreeMap::new(),
+        settlement_state: None,
+        rounds: st.summaries.clone(),
+        model_path: None,
+        model_card_path: None,
+        curve_path: None,
+        model_sha256: None,
+    };
+    if !accepted {
+        // The lifecycle has no `verifying → rejected` edge (only a challenge leaves
+        // `verifying` otherwise): the parent stays in `verifying` with a recorded
+        // `accepted: false` composite result, and the escrow is refunded.
+        let reason = failures.join("; ");
+        obs.step("rejected", &reason);
+        refund_all(m, adm)?;
+        out.refund = adm.estimate;
+        out.reason = Some(reason);
+        fill(m, task, &mut out);
+        return Ok(out);
+    }
+    advance(m, task, TaskEvent::VerificationAccepted, None, obs)?;
+    settle(m, adm, &st, &mut out, obs)?;
+    // --- Delivery to the model registry
+    fill(m, task, &mut out); // the card carries the round settlements
+    let paths = registry::deliver(
+        registry_dir,
+        task,
+        spec,
+        &adm.plan,
+        &st.model,
+        &file,
+        &out,
+        &adm.envelope,
+    )?;
+    m.masters.submit(Command::RecordDelivery {
+        task_id: task.clone(),
+        recipient: adm.actor.clone(),
+        result_hash: model_digest,
+        count: 1,
+        at_ms: m.now_ms + u64::from(rounds_run) * spec.round_duration_ms,
+    })?;
+    obs.step(
+        "delivered",
+        &format!(
+            "model to {} for {} (audit event recorded)",
+            paths.0.display(),
+            adm.actor
+        ),
+    );
+    out.model_sha256 = Some(hex::encode(sha2::Sha256::digest_bytes(&file)));
+    out.model_path = Some(paths.0.display().to_string());
+    out.model_card_path = Some(paths.1.display().to_string());
+    out.curve_path = Some(paths.2.display().to_string());
+    fill(m, task, &mut out);
+    Ok(out)
+}
+
+trait DigestBytes {
+    fn digest_bytes(bytes: &[u8]) -> [u8; 32];
+}
+impl DigestBytes for sha2::Sha256 {
+    fn digest_bytes(bytes: &[u8]) -> [u8; 32] {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(bytes).into()
+    }
+}

@@ -1,0 +1,253 @@
+//! One round (sub-task) of the Multi-Vault Coordinator: open, prepare, agree masks
+//! and deal shares, train and mask in each Vault, verify and record slices, recover
+//! dropped Vaults, aggregate, update the global model and close the round.
+
+use std::collections::BTreeSet;
+
+use symphony_core::budget::Epsilon;
+use symphony_core::encoding::{content_hash, Digest};
+use symphony_core::ids::*;
+use symphony_core::lifecycle::SliceState;
+use symphony_master::{Command, RoundRecord, RoundSliceRecord};
+use symphony_train::secagg::{ParticipantId, Roster};
+
+use super::admission::Admitted;
+use super::aggregation::aggregate;
+use super::coordinator::{assignment, micro, model_hash, refused, RunState};
+use super::model::train_err;
+use super::outcome::{RoundSummary, TrainObserver};
+use super::spec::TrainingSpec;
+use super::vault::{VaultTrainer, METRIC_SLOTS};
+use crate::network::MasterServices;
+use crate::verify::{verify_evidence, SliceEvidence};
+use crate::NodeError;
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_round(
+    m: &mut MasterServices,
+    trainers: &mut [VaultTrainer<'_>],
+    adm: &Admitted,
+    spec: &TrainingSpec,
+    st: &mut RunState,
+    round: u32,
+    at_ms: u64,
+    epoch: EpochId,
+    seed: u64,
+    obs: &mut dyn TrainObserver,
+) -> Result<(), NodeError> {
+    let task = &adm.task_id;
+    m.masters.submit(Command::OpenRound {
+        task_id: task.clone(),
+        round,
+        epoch_id: epoch,
+    })?;
+    let participating: Vec<VaultId> = adm
+        .envelope
+        .body()
+        .coordination_envelope
+        .participating_vault_ids
+        .iter()
+        .cloned()
+        .collect();
+    // Prepare: per-Vault feature construction in the enclaves.
+    let mut ready: Vec<(usize, u64, [u8; 32])> = Vec::new();
+    for (i, t) in trainers.iter_mut().enumerate() {
+        let a = assignment(adm, spec, t.node.vault_id(), round, at_ms, seed);
+        match t.prepare_round(&a) {
+            Ok(p) => ready.push((i, p.examples, p.public_key)),
+            Err(e) => obs.step("slice_failed", &format!("{}: {e}", t.node.vault_id())),
+        }
+    }
+    let roster = Roster::new(
+        ready
+            .iter()
+            .enumerate()
+            .map(|(k, (_, _, pk))| (ParticipantId(k as u32), x25519_dalek::PublicKey::from(*pk))),
+    )
+    .map_err(train_err)?;
+    let threshold = ((roster.len() / 2 + 1).max(2)).min(roster.len()) as u8;
+    let total: u64 = ready.iter().map(|r| r.1).sum();
+    for (k, (i, _, _)) in ready.iter().enumerate() {
+        let a = assignment(adm, spec, trainers[*i].node.vault_id(), round, at_ms, seed);
+        trainers[*i].set_participant_id(ParticipantId(k as u32), &a);
+    }
+    for (i, _, _) in &ready {
+        let a = assignment(adm, spec, trainers[*i].node.vault_id(), round, at_ms, seed);
+        for share in trainers[*i].deal_shares(&roster, threshold, &a)? {
+            if let Some((j, _, _)) = ready.get(share.holder.0 as usize) {
+                trainers[*j].hold_share(share);
+            }
+        }
+    }
+    // Train and mask.
+    let global_hash = model_hash(&st.model)?;
+    let mut bundles = Vec::new();
+    let mut dropped = Vec::new();
+    let mut recorded: BTreeSet<VaultId> = BTreeSet::new();
+    for (k, (i, _, _)) in ready.iter().enumerate() {
+        let vault_id = trainers[*i].node.vault_id().clone();
+        let a = assignment(adm, spec, &vault_id, round, at_ms, seed);
+        let res = trainers[*i]
+            .train_round(&a, &st.model, &global_hash, &roster, total)
+            .and_then(|b| {
+                let body_ok = content_hash("scp/train-slice/v1", &b.body).ok()
+                    == Some(b.commitment)
+                    && b.inputs_commitment
+                        == super::vault::slice_inputs_commitment(&a, &global_hash)
+                    && b.body.epsilon_committed_micro == a.epsilon.micro;
+                if !body_ok {
+                    return Err(refused(
+                        "slice bundle does not match its commitment or inputs",
+                    ));
+                }
+                let ev = SliceEvidence {
+                    commitment: b.commitment,
+                    inputs_commitment: b.inputs_commitment,
+                    attestation: b.attestation.clone(),
+                };
+                verify_evidence(&m.verifier, &adm.envelope, &ev, vault_id.as_str())
+                    .map_err(refused)?;
+                Ok((b, ev))
+            });
+        let record = match res {
+            Ok((b, ev)) => {
+                *st.contributor.entry(vault_id.clone()).or_default() += b
+                    .body
+                    .subjects_used
+                    .saturating_mul(b.body.epsilon_committed_micro / 1000);
+                *st.served.entry(vault_id.clone()).or_default() += b.body.subjects_used;
+                st.evidence.push(ev);
+                let r = RoundSliceRecord {
+                    state: SliceState::Verified,
+                    commitment: b.commitment,
+                    examples: b.body.examples,
+                    epsilon_committed_micro: b.body.epsilon_committed_micro,
+                };
+                bundles.push((ParticipantId(k as u32), b));
+                r
+            }
+            Err(e) => {
+                obs.step("slice_failed", &format!("{vault_id}: {e}"));
+                dropped.push(ParticipantId(k as u32));
+                RoundSliceRecord {
+                    state: SliceState::Failed,
+                    commitment: Digest::default(),
+                    examples: 0,
+                    epsilon_committed_micro: 0,
+                }
+            }
+        };
+        m.masters.submit(Command::RecordRoundSlice {
+            task_id: task.clone(),
+            round,
+            vault_id: vault_id.clone(),
+            record,
+        })?;
+        recorded.insert(vault_id);
+    }
+    for v in participating.iter().filter(|v| !recorded.contains(*v)) {
+        m.masters.submit(Command::RecordRoundSlice {
+            task_id: task.clone(),
+            round,
+            vault_id: v.clone(),
+            record: RoundSliceRecord {
+                state: SliceState::TimedOut,
+                commitment: Digest::default(),
+                examples: 0,
+                epsilon_committed_micro: 0,
+            },
+        })?;
+    }
+    // Dropout recovery: survivors hand the aggregator their shares of dropped Vaults.
+    let mut recovery = Vec::new();
+    for d in &dropped {
+        for (k, (i, _, _)) in ready.iter().enumerate() {
+            if dropped.contains(&ParticipantId(k as u32)) {
+                continue;
+            }
+            if let Some(s) = trainers[*i].recovery_share(*d) {
+                recovery.push((*d, ParticipantId(k as u32), s.share));
+            }
+        }
+    }
+    let examples: u64 = bundles.iter().map(|(_, b)| b.body.examples).sum();
+    let n_params = st.model.n_parameters();
+    let vaults = bundles.len() as u32;
+    // Bundles are tagged with roster ids in order; dropped ids are skipped.
+    let agg = aggregate(
+        &m.aggregator,
+        &adm.envelope,
+        round,
+        roster,
+        threshold,
+        bundles,
+        recovery,
+        ready.len() as u32,
+        n_params + METRIC_SLOTS,
+        at_ms,
+    )?;
+    verify_evidence(&m.verifier, &adm.envelope, &agg.evidence, "aggregation").map_err(refused)?;
+    st.evidence.push(agg.evidence.clone());
+    // The sum of pre-scaled updates over the round's total examples is the FedAvg
+    // update; when a Vault dropped, rescale to the survivors' examples.
+    let scale = if examples > 0 {
+        total as f64 / examples as f64
+    } else {
+        0.0
+    };
+    let v: Vec<f64> = agg.decoded.iter().map(|x| x * scale).collect();
+    let (delta, tail) = v.split_at(n_params);
+    let train_loss = tail.first().copied().unwrap_or(0.0);
+    let holdout_loss = tail.get(1).copied().unwrap_or(0.0);
+    let auc_weight = tail.get(3).copied().unwrap_or(0.0);
+    let holdout_auc = if auc_weight > 0.0 {
+        tail.get(2).copied().unwrap_or(0.0) / auc_weight
+    } else {
+        0.0
+    };
+    st.model.add(delta)?;
+    let eps = adm
+        .schedule
+        .get(round as usize)
+        .copied()
+        .unwrap_or(Epsilon::ZERO);
+    st.accountant
+        .compose_poisson_gaussian(
+            spec.dp_sgd.sampling_rate,
+            spec.dp_sgd.noise_multiplier,
+            spec.dp_sgd.local_steps,
+        )
+        .map_err(train_err)?;
+    let cumulative = st
+        .accountant
+        .epsilon(spec.privacy.delta)
+        .map_err(train_err)?;
+    let loss_micro = micro(train_loss);
+    m.masters.submit(Command::CloseRound {
+        task_id: task.clone(),
+        round,
+        record: RoundRecord {
+            aggregate_commitment: agg.evidence.commitment,
+            model_hash: model_hash(&st.model)?,
+            examples,
+            epsilon_micro: eps.micro,
+            loss_micro,
+        },
+    })?;
+    st.losses_micro.push(loss_micro);
+    st.vaults_per_round.push(vaults);
+    let summary = RoundSummary {
+        round,
+        epoch_id: epoch.0,
+        vaults,
+        examples,
+        train_loss,
+        holdout_loss,
+        holdout_auc,
+        epsilon_round_micro: eps.micro,
+        epsilon_cumulative: cumulative,
+    };
+    obs.round(&summary, spec.iteration_policy.max_rounds);
+    st.summaries.push(summary);
+    Ok(())
+}

@@ -12,6 +12,8 @@ use crate::verify::SliceEvidence;
 use crate::NodeError;
 
 pub(super) struct RoundAggregate {
+    /// The unmasked sum in `Z_2^32` (what `decoded` decodes).
+    pub(super) sum: Vec<u32>,
     pub(super) decoded: Vec<f64>,
     pub(super) evidence: SliceEvidence,
 }
@@ -41,7 +43,7 @@ pub(super) fn aggregate(
     let inputs = link_commitment("scp/aggregation-inputs/v1", &commitments);
     let mut failure = None;
     let run = aggregator.run(&inputs.0, envelope.hash().0, at_ms, || {
-        let out = (|| -> Result<Vec<f64>, NodeError> {
+        let out = (|| -> Result<(Vec<u32>, Vec<f64>), NodeError> {
             let mut agg = Aggregator::new(roster.clone(), u64::from(round), threshold, len)
                 .map_err(train_err)?;
             for (from, b) in bundles {
@@ -57,12 +59,13 @@ pub(super) fn aggregate(
                     .map_err(train_err)?;
             }
             let sum = agg.finish().map_err(train_err)?;
-            Ok(super::vault::quantizer(participants)?.decode(&sum))
+            let decoded = super::vault::quantizer(participants)?.decode(&sum);
+            Ok((sum, decoded))
         })();
         match out {
-            Ok(v) => {
+            Ok((sum, v)) => {
                 let h = super::f64_hash("scp/train-aggregate/v1", &[&v]);
-                (Some((v, h)), h.0)
+                (Some((sum, v, h)), h.0)
             }
             Err(e) => {
                 failure = Some(e);
@@ -71,10 +74,11 @@ pub(super) fn aggregate(
         }
     });
     let (out, attestation) = run.map_err(|e| NodeError::Enclave(e.to_string()))?;
-    let Some((decoded, result_hash)) = out else {
+    let Some((sum, decoded, result_hash)) = out else {
         return Err(failure.unwrap_or_else(|| NodeError::Enclave("aggregation failed".into())));
     };
     Ok(RoundAggregate {
+        sum,
         decoded,
         evidence: SliceEvidence {
             commitment: result_hash,

@@ -20,6 +20,7 @@ use super::model::{train_err, GlobalModel};
 use super::outcome::{RoundSummary, TrainObserver, TrainOutcome};
 use super::round::run_round;
 use super::spec::{ModelType, TrainingSpec};
+use super::tap::{NoTap, RoundTap};
 use super::vault::{RoundAssignment, VaultTrainer};
 use crate::enterprise::EnterpriseNode;
 use crate::network::{EmbeddedNetwork, MasterServices};
@@ -46,6 +47,19 @@ pub fn run_training(
     run_seed: u64,
     obs: &mut dyn TrainObserver,
 ) -> Result<TrainOutcome, NodeError> {
+    run_training_tapped(net, req, registry_dir, run_seed, obs, &mut NoTap)
+}
+
+/// [`run_training`] with a [`RoundTap`] observing each round's secure aggregation
+/// (audits and tests; the run is the same with or without it).
+pub fn run_training_tapped(
+    net: &mut EmbeddedNetwork,
+    req: &TrainingRequest,
+    registry_dir: &Path,
+    run_seed: u64,
+    obs: &mut dyn TrainObserver,
+    tap: &mut dyn RoundTap,
+) -> Result<TrainOutcome, NodeError> {
     let EmbeddedNetwork {
         master,
         enterprises,
@@ -67,6 +81,7 @@ pub fn run_training(
         registry_dir,
         run_seed,
         obs,
+        tap,
     );
     for t in trainers.iter_mut() {
         let _ = t.release_unused(&adm.task_id);
@@ -183,6 +198,7 @@ pub(super) fn execute(
     registry_dir: &Path,
     seed: u64,
     obs: &mut dyn TrainObserver,
+    tap: &mut dyn RoundTap,
 ) -> Result<TrainOutcome, NodeError> {
     let spec = &req.spec;
     let task = &adm.task_id;
@@ -209,7 +225,7 @@ pub(super) fn execute(
         let at_ms = m.now_ms + u64::from(round) * spec.round_duration_ms;
         let epoch = EpochId(u64::from(round) * spec.round_duration_ms / epoch_len);
         if let Err(e) = run_round(
-            m, trainers, adm, spec, &mut st, round, at_ms, epoch, seed, obs,
+            m, trainers, adm, spec, &mut st, round, at_ms, epoch, seed, obs, tap,
         ) {
             return reject(m, adm, format!("round {round} failed: {e}"), obs);
         }

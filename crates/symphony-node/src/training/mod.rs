@@ -44,12 +44,14 @@ mod finish;
 mod outcome;
 mod round;
 mod settle;
+pub mod tap;
 
 pub use admission::{permit_training, TrainingRequest};
-pub use coordinator::run_training;
+pub use coordinator::{run_training, run_training_tapped};
 pub use model::GlobalModel;
 pub use outcome::{RoundSummary, TrainObserver, TrainOutcome};
 pub use spec::TrainingSpec;
+pub use tap::{NoTap, RoundTap};
 
 use symphony_core::encoding::{content_hash, Digest};
 

@@ -17,6 +17,7 @@ use super::coordinator::{assignment, micro, model_hash, refused, RunState};
 use super::model::train_err;
 use super::outcome::{RoundSummary, TrainObserver};
 use super::spec::TrainingSpec;
+use super::tap::RoundTap;
 use super::vault::{VaultTrainer, METRIC_SLOTS};
 use crate::network::MasterServices;
 use crate::verify::{verify_evidence, SliceEvidence};
@@ -34,6 +35,7 @@ pub(super) fn run_round(
     epoch: EpochId,
     seed: u64,
     obs: &mut dyn TrainObserver,
+    tap: &mut dyn RoundTap,
 ) -> Result<(), NodeError> {
     let task = &adm.task_id;
     m.masters.submit(Command::OpenRound {
@@ -88,7 +90,9 @@ pub(super) fn run_round(
         let vault_id = trainers[*i].node.vault_id().clone();
         let a = assignment(adm, spec, &vault_id, round, at_ms, seed);
         let res = trainers[*i]
-            .train_round(&a, &st.model, &global_hash, &roster, total)
+            .train_round_audited(&a, &st.model, &global_hash, &roster, total, &mut |w| {
+                tap.vault_update(round, &vault_id, w)
+            })
             .and_then(|b| {
                 let body_ok = content_hash("scp/train-slice/v1", &b.body).ok()
                     == Some(b.commitment)
@@ -173,6 +177,17 @@ pub(super) fn run_round(
     let examples: u64 = bundles.iter().map(|(_, b)| b.body.examples).sum();
     let n_params = st.model.n_parameters();
     let vaults = bundles.len() as u32;
+    // What reaches the aggregation runtime: masked vectors only.
+    let inputs: Vec<(VaultId, &[u32])> = bundles
+        .iter()
+        .map(|(_, b)| (b.body.slice_id.vault.clone(), b.body.masked.as_slice()))
+        .collect();
+    let dropped_vaults: Vec<VaultId> = dropped
+        .iter()
+        .filter_map(|d| ready.get(d.0 as usize))
+        .map(|(i, _, _)| trainers[*i].node.vault_id().clone())
+        .collect();
+    tap.aggregation_inputs(round, &inputs, &dropped_vaults);
     // Bundles are tagged with roster ids in order; dropped ids are skipped.
     let agg = aggregate(
         &m.aggregator,
@@ -187,6 +202,7 @@ pub(super) fn run_round(
         at_ms,
     )?;
     verify_evidence(&m.verifier, &adm.envelope, &agg.evidence, "aggregation").map_err(refused)?;
+    tap.aggregate_sum(round, &agg.sum);
     st.evidence.push(agg.evidence.clone());
     // The sum of pre-scaled updates over the round's total examples is the FedAvg
     // update; when a Vault dropped, rescale to the survivors' examples.

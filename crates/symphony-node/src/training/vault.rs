@@ -379,8 +379,7 @@ impl<'a> VaultTrainer<'a> {
             holdout: dataset(ho, hol, d)?,
             used,
         });
-        let label = format!("secagg/{}", a.slice_id);
-        let mut rng = ChaCha20Rng::from_seed(derive_seed(a.run_seed, &label));
+        let mut rng = ChaCha20Rng::from_seed(self.enclave_seed(a, "secagg"));
         let participant = Participant::from_rng(ParticipantId(0), &mut rng);
         let public_key = participant.public_key().to_bytes();
         self.participant = Some(participant);
@@ -392,9 +391,23 @@ impl<'a> VaultTrainer<'a> {
 
     /// Sets this Vault's participant id in the round's roster (its index).
     pub fn set_participant_id(&mut self, id: ParticipantId, a: &RoundAssignment) {
-        let label = format!("secagg/{}", a.slice_id);
-        let mut rng = ChaCha20Rng::from_seed(derive_seed(a.run_seed, &label));
+        let mut rng = ChaCha20Rng::from_seed(self.enclave_seed(a, "secagg"));
         self.participant = Some(Participant::from_rng(id, &mut rng));
+    }
+
+    /// Key material of this Vault's enclave for one slice: an ed25519 signature by
+    /// the enclave key (deterministic) over `label`, the run seed and the slice,
+    /// hashed. The same network and run seed give the same bytes, but only this
+    /// enclave can derive it: the masters know the run seed, not the enclave key, so
+    /// they cannot rebuild the Vault's secagg secret or its Shamir dealing.
+    fn enclave_seed(&self, a: &RoundAssignment, label: &str) -> [u8; 32] {
+        let mut msg = b"scp/train/enclave-seed/v1".to_vec();
+        msg.extend_from_slice(&a.run_seed.to_le_bytes());
+        msg.extend_from_slice(label.as_bytes());
+        msg.push(0);
+        msg.extend_from_slice(a.slice_id.to_string().as_bytes());
+        let signature = self.node.enclave.sign(&msg);
+        tagged_hash("scp/train/enclave-seed/v1", &signature.to_bytes()).0
     }
 
     /// Deals Shamir shares of this round's secagg secret for dropout recovery.
@@ -408,8 +421,7 @@ impl<'a> VaultTrainer<'a> {
             .participant
             .as_ref()
             .ok_or_else(|| NodeError::Refused("round not prepared".into()))?;
-        let mut rng =
-            ChaCha20Rng::from_seed(derive_seed(a.run_seed, &format!("shares/{}", a.slice_id)));
+        let mut rng = ChaCha20Rng::from_seed(self.enclave_seed(a, "shares"));
         p.deal_shares(roster, threshold, &mut rng)
             .map_err(train_err)
     }
@@ -434,6 +446,20 @@ impl<'a> VaultTrainer<'a> {
         model_hash: &Digest,
         roster: &Roster,
         total_examples: u64,
+    ) -> Result<TrainSliceBundle, NodeError> {
+        self.train_round_audited(a, global, model_hash, roster, total_examples, &mut |_| {})
+    }
+
+    /// [`Self::train_round`], handing the Vault's own `audit` sink a copy of the
+    /// quantized update before it is masked (see [`super::tap`]).
+    pub fn train_round_audited(
+        &mut self,
+        a: &RoundAssignment,
+        global: &GlobalModel,
+        model_hash: &Digest,
+        roster: &Roster,
+        total_examples: u64,
+        audit: &mut dyn FnMut(&[u32]),
     ) -> Result<TrainSliceBundle, NodeError> {
         self.check(a)?;
         let (Some(data), Some(participant)) = (self.data.as_ref(), self.participant.as_ref())
@@ -470,6 +496,7 @@ impl<'a> VaultTrainer<'a> {
                     let scaled =
                         fedavg_prescale(&vector, examples, total_examples).map_err(train_err)?;
                     let words = quant.encode(&scaled).map_err(train_err)?;
+                    audit(&words);
                     let MaskedUpdate { masked, .. } = participant
                         .mask(roster, u64::from(round), &words)
                         .map_err(train_err)?;

@@ -62,7 +62,8 @@ pub struct RoundAssignment {
     pub cutoff_ms: u64,
     /// ε of this round per used subject.
     pub epsilon: Epsilon,
-    /// Seed of the run (DP-SGD noise and secagg keys derive from it).
+    /// Seed of the run; the Vault mixes it with its enclave key for the DP-SGD noise
+    /// and the secagg keys, so knowing it does not reveal them.
     pub run_seed: u64,
 }
 
@@ -395,7 +396,8 @@ impl<'a> VaultTrainer<'a> {
         self.participant = Some(Participant::from_rng(id, &mut rng));
     }
 
-    /// Key material of this Vault's enclave for one slice: an ed25519 signature by
+    /// Secret randomness of this Vault's enclave for one slice (secagg secret, Shamir
+    /// dealing, DP-SGD sampling and noise): an ed25519 signature by
     /// the enclave key (deterministic) over `label`, the run seed and the slice,
     /// hashed. The same network and run seed give the same bytes, but only this
     /// enclave can derive it: the masters know the run seed, not the enclave key, so
@@ -469,7 +471,8 @@ impl<'a> VaultTrainer<'a> {
         let round = a.slice_id.sub_task.round;
         let inputs = slice_inputs_commitment(a, model_hash);
         let config = dpsgd_config(&a.spec);
-        let seed = derive_seed(a.run_seed, &format!("dpsgd/{}", a.slice_id));
+        // The noise must be secret to be private: seeded by the enclave, not the run.
+        let seed = self.enclave_seed(a, "dpsgd");
         let examples = data.train.len() as u64;
         let quant = quantizer(roster.len() as u32)?;
         let mut failure = None;

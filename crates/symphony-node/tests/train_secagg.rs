@@ -3,19 +3,24 @@
 //!
 //! A [`RoundTap`] records, per round, each Vault's quantized update before masking
 //! (the Vault's own copy), the vectors the aggregation runtime received and the sum
-//! its enclave unmasked.
+//! its enclave unmasked; its fault point makes Vaults drop out of a round after the
+//! masks were agreed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use symphony_core::ids::{SliceId, SubTaskId, TaskId, VaultId};
+use symphony_core::consent::UsageScope;
+use symphony_core::ids::{EpochId, PolicyVersion, SliceId, SubTaskId, TaskId, VaultId};
+use symphony_core::lifecycle::SliceState;
+use symphony_ledger::AccountId;
 use symphony_node::network::{advertiser_key, EmbeddedNetwork, NetworkParams, Quiet};
 use symphony_node::training::vault::derive_seed;
 use symphony_node::training::{
     permit_training, run_training_tapped, RoundTap, TrainOutcome, TrainingRequest, TrainingSpec,
 };
+use symphony_node::NodeError;
 use symphony_train::secagg::{Participant, ParticipantId, Roster};
 
 const NOW_MS: u64 = 1_795_219_200_000;
@@ -56,9 +61,17 @@ struct Recorder {
     dropped: BTreeMap<u32, Vec<VaultId>>,
     /// round → unmasked sum.
     sums: BTreeMap<u32, Vec<u32>>,
+    /// round → Vaults to drop out of it after the masks are agreed.
+    drop_plan: BTreeMap<u32, BTreeSet<VaultId>>,
 }
 
 impl RoundTap for Recorder {
+    fn drops_out(&mut self, round: u32, vault: &VaultId) -> bool {
+        self.drop_plan
+            .get(&round)
+            .is_some_and(|set| set.contains(vault))
+    }
+
     fn vault_update(&mut self, round: u32, vault: &VaultId, words: &[u32]) {
         self.updates.insert((round, vault.clone()), words.to_vec());
     }
@@ -217,4 +230,194 @@ fn aggregator_sees_only_masked_vectors_and_only_the_sum_unmasks() {
             );
         }
     }
+}
+
+/// Per Vault: the largest ε (micro) committed by any of its training-consented
+/// subjects, after checking that none of them keeps a reservation.
+fn committed_by_vault(net: &EmbeddedNetwork) -> Vec<u64> {
+    net.enterprises
+        .iter()
+        .map(|e| {
+            let vault = e.vault();
+            let mut max = 0;
+            for s in &vault
+                .consented_subjects(UsageScope::Training, NOW_MS)
+                .unwrap()
+            {
+                let acc = vault.budget_account(s, UsageScope::Training).unwrap();
+                assert_eq!(
+                    acc.reserved().micro,
+                    0,
+                    "{} keeps a reservation",
+                    e.vault_id()
+                );
+                max = max.max(acc.committed().micro);
+            }
+            max
+        })
+        .collect()
+}
+
+#[test]
+fn a_vault_dropping_after_mask_agreement_is_recovered_from_survivor_shares() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(3);
+    let operator = s.model_operator.clone();
+    let mut net = network(dir.path(), &operator);
+    let vaults: Vec<VaultId> = net
+        .enterprises
+        .iter()
+        .map(|e| e.vault_id().clone())
+        .collect();
+    let gone = vaults[2].clone();
+    let mut tap = Recorder::default();
+    tap.drop_plan.insert(1, [gone.clone()].into());
+    let o = run_tapped(&mut net, s, &dir.path().join("registry"), &mut tap);
+    assert_eq!(o.rounds_run, 3);
+    assert!(o.accepted);
+    assert_eq!(o.states.last().map(String::as_str), Some("completed"));
+    assert!(o.model_path.is_some());
+    // Round 1: the dropped Vault never trained; the aggregator got two vectors.
+    assert_eq!(tap.dropped[&1], std::slice::from_ref(&gone));
+    assert!(tap.dropped[&0].is_empty() && tap.dropped[&2].is_empty());
+    assert!(!tap.updates.contains_key(&(1, gone.clone())));
+    assert!(
+        tap.updates.contains_key(&(2, gone.clone())),
+        "back in round 2"
+    );
+    let inputs = &tap.inputs[&1];
+    let got: Vec<&VaultId> = inputs.iter().map(|(v, _)| v).collect();
+    assert_eq!(got, [&vaults[0], &vaults[1]]);
+    let len = inputs[0].1.len();
+    let truths: Vec<Vec<u32>> = inputs
+        .iter()
+        .map(|(v, _)| tap.updates[&(1, v.clone())].clone())
+        .collect();
+    for ((vault, masked), truth) in inputs.iter().zip(&truths) {
+        assert!(agreeing(masked, truth) <= 1, "{vault}: update in clear");
+    }
+    // The enclave's sum is exactly the survivors' true updates …
+    let sum = &tap.sums[&1];
+    assert_eq!(&wrapping_sum(truths.iter(), len), sum);
+    // … which needed the Shamir recovery: the survivors' masked vectors still carry
+    // their pairwise masks with the dropped Vault.
+    let masked_sum = wrapping_sum(inputs.iter().map(|(_, m)| m), len);
+    assert!(
+        agreeing(&masked_sum, sum) <= 1,
+        "masks cancelled without recovery"
+    );
+    // The replicated state: the dropped slice timed out, the round closed on the
+    // survivors' examples with quorum 2, and it settled for two Vaults' compute.
+    let state = net.master.masters.state();
+    let task = TaskId::new(o.task_id.clone()).unwrap();
+    let c = state.composite(&task).unwrap();
+    for round in 0..3u32 {
+        let r = &c.tree.rounds[round as usize];
+        assert_eq!(r.state.to_string(), "completed");
+        for (v, slice) in &r.slices {
+            let expected = if round == 1 && *v == gone {
+                SliceState::TimedOut
+            } else {
+                SliceState::Verified
+            };
+            assert_eq!(slice.state, expected, "round {round} {v}");
+        }
+    }
+    let survivors: u64 = vaults[..2]
+        .iter()
+        .map(|v| c.slices[&(1, v.clone())].examples)
+        .sum();
+    assert_eq!(c.rounds[&1].examples, survivors);
+    assert!(c.rounds[&1].examples < c.rounds[&0].examples);
+    assert_eq!(o.rounds[1].vaults, 2);
+    assert!(o.round_settlements[&1].1 < o.round_settlements[&0].1);
+    // Budget: the dropped Vault released round 1 (failure before execution) and
+    // committed rounds 0 and 2; the others committed every round; nothing reserved.
+    let eps: Vec<u64> = (0..3u32).map(|r| c.rounds[&r].epsilon_micro).collect();
+    let committed = committed_by_vault(&net);
+    assert_eq!(committed[0], eps[0] + eps[1] + eps[2]);
+    assert_eq!(committed[1], eps[0] + eps[1] + eps[2]);
+    assert_eq!(committed[2], eps[0] + eps[2]);
+    assert!(eps[1] > 0);
+}
+
+#[test]
+fn below_the_shamir_threshold_the_round_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(3);
+    let operator = s.model_operator.clone();
+    let mut net = network(dir.path(), &operator);
+    let vaults: Vec<VaultId> = net
+        .enterprises
+        .iter()
+        .map(|e| e.vault_id().clone())
+        .collect();
+    let owner = AccountId::new(format!("actor:{operator}")).unwrap();
+    let (owner_before, treasury_before) = (
+        net.master.ledger.balance(&owner),
+        net.master.ledger.balance(&AccountId::treasury()),
+    );
+    // Two of three Vaults drop out of round 1: one survivor, threshold 2.
+    let mut tap = Recorder::default();
+    tap.drop_plan
+        .insert(1, [vaults[1].clone(), vaults[2].clone()].into());
+    let registry = dir.path().join("registry");
+    let key = advertiser_key(7, &s.model_operator);
+    let req = TrainingRequest::sign(s, 1, &key).unwrap();
+    let err =
+        run_training_tapped(&mut net, &req, &registry, RUN_SEED, &mut Quiet, &mut tap).unwrap_err();
+    assert!(
+        matches!(&err, NodeError::Refused(m) if m.contains("round 1 failed")),
+        "{err}"
+    );
+    // No partial model: round 0 aggregated, round 1 never unmasked, nothing delivered.
+    assert!(tap.sums.contains_key(&0) && !tap.sums.contains_key(&1));
+    assert_eq!(tap.inputs[&1].len(), 1);
+    assert!(!registry.exists() || std::fs::read_dir(&registry).unwrap().next().is_none());
+    let state = net.master.masters.state();
+    let rec = state.tasks().next().unwrap();
+    let task = rec.envelope.task_id().clone();
+    assert_eq!(rec.state.to_string(), "rejected");
+    let c = state.composite(&task).unwrap();
+    assert!(c.rounds.contains_key(&0) && !c.rounds.contains_key(&1));
+    assert!(c.result.is_none() && c.round_settlements.is_empty());
+    assert!(!state
+        .audit_log()
+        .iter()
+        .any(|e| e.kind == "result_delivered" && e.task_id == task));
+    // Charged exactly the rejection rule: the train base fee to the treasury, the
+    // rest of the escrow refunded; no one else paid.
+    let body = rec.envelope.body();
+    let params = net
+        .master
+        .policy
+        .resolve(EpochId(0), body.semantic_version, PolicyVersion(1))
+        .unwrap()
+        .params
+        .clone();
+    let base = params.prices.train.base_fee_micro_sym;
+    assert!(base > 0);
+    assert_eq!(net.master.ledger.balance(&owner), owner_before - base);
+    assert_eq!(
+        net.master.ledger.balance(&AccountId::treasury()),
+        treasury_before + base
+    );
+    for v in &vaults {
+        let operator_account = AccountId::new(format!("actor:operator:{v}")).unwrap();
+        assert_eq!(net.master.ledger.balance(&operator_account), 0);
+    }
+    // Budget: round 0 committed everywhere; round 1 committed by the survivor, which
+    // executed (failure after execution commits at the estimate), released by the
+    // two that dropped before executing; round 2 released; nothing reserved.
+    let schedule: Vec<u64> = body.constraints["schedule_micro"]
+        .trim_matches(|ch| ch == '[' || ch == ']')
+        .split(", ")
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert_eq!(c.rounds[&0].epsilon_micro, schedule[0]);
+    let committed = committed_by_vault(&net);
+    assert_eq!(
+        committed,
+        [schedule[0] + schedule[1], schedule[0], schedule[0]]
+    );
 }

@@ -130,6 +130,8 @@ pub(super) struct RunState {
     pub(super) vaults_per_round: Vec<u32>,
     pub(super) contributor: BTreeMap<VaultId, u64>,
     pub(super) served: BTreeMap<VaultId, u64>,
+    /// Verified slices per Vault (executor work: no reward for a round it dropped).
+    pub(super) verified_slices: BTreeMap<VaultId, u64>,
     pub(super) accountant: symphony_train::accountant::RdpAccountant,
     pub(super) stop: StopReason,
 }
@@ -216,6 +218,7 @@ pub(super) fn execute(
         vaults_per_round: vec![],
         contributor: BTreeMap::new(),
         served: BTreeMap::new(),
+        verified_slices: BTreeMap::new(),
         accountant: symphony_train::accountant::RdpAccountant::new(),
         stop: StopReason::ConvergenceNotReached,
     };
@@ -265,13 +268,29 @@ pub(super) fn reject(
     obs: &mut dyn TrainObserver,
 ) -> Result<TrainOutcome, NodeError> {
     obs.step("rejected", &reason);
-    let _ = advance(
+    match advance(
         m,
         &adm.task_id,
         TaskEvent::Reject,
         Some(reason.clone()),
         obs,
-    );
-    refund_all(m, adm)?;
+    ) {
+        // Once the rejection is committed: the base fee of `train` goes to the
+        // treasury, the rest of the escrow back to the model operator (ARCHITECTURE.md
+        // "Rejection costs the base fee"; a round below quorum is such a rejection).
+        Ok(()) => {
+            let escrow = EscrowId::new(adm.escrow_id.clone())
+                .map_err(|e| NodeError::Ledger(e.to_string()))?;
+            let fee = m.charge_rejected(&adm.task_id, &escrow)?;
+            obs.step(
+                "rejection_fee",
+                &format!(
+                    "{} µSYM to the treasury, {} µSYM refunded",
+                    fee.charged_micro_sym, fee.refund_micro_sym
+                ),
+            );
+        }
+        Err(_) => refund_all(m, adm)?,
+    }
     Err(NodeError::Refused(reason))
 }

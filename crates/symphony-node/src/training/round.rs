@@ -89,6 +89,30 @@ pub(super) fn run_round(
     for (k, (i, _, _)) in ready.iter().enumerate() {
         let vault_id = trainers[*i].node.vault_id().clone();
         let a = assignment(adm, spec, &vault_id, round, at_ms, seed);
+        // The Vault may drop out now that the masks are agreed and the shares dealt:
+        // its update never arrives.
+        if tap.drops_out(round, &vault_id) {
+            obs.step(
+                "slice_dropped",
+                &format!("{vault_id}: no update after the masks were agreed"),
+            );
+            dropped.push(ParticipantId(k as u32));
+            // Failure before execution releases the round's reservation (seed 002).
+            trainers[*i].release_round(task, round)?;
+            m.masters.submit(Command::RecordRoundSlice {
+                task_id: task.clone(),
+                round,
+                vault_id: vault_id.clone(),
+                record: RoundSliceRecord {
+                    state: SliceState::TimedOut,
+                    commitment: Digest::default(),
+                    examples: 0,
+                    epsilon_committed_micro: 0,
+                },
+            })?;
+            recorded.insert(vault_id);
+            continue;
+        }
         let res = trainers[*i]
             .train_round_audited(&a, &st.model, &global_hash, &roster, total, &mut |w| {
                 tap.vault_update(round, &vault_id, w)
@@ -120,6 +144,7 @@ pub(super) fn run_round(
                     .subjects_used
                     .saturating_mul(b.body.epsilon_committed_micro / 1000);
                 *st.served.entry(vault_id.clone()).or_default() += b.body.subjects_used;
+                *st.verified_slices.entry(vault_id.clone()).or_default() += 1;
                 st.evidence.push(ev);
                 let r = RoundSliceRecord {
                     state: SliceState::Verified,

@@ -40,7 +40,11 @@ pub(super) fn settle(
     let mut served = Vec::new();
     for (v, n) in &st.served {
         served.push((op(v)?, *n));
-        executors.push((op(v)?, u64::from(out.rounds_run)));
+    }
+    // A Vault that timed out or failed in a round gets no reward for that round's
+    // slice (seed 003 "Reward Accounting").
+    for (v, n) in &st.verified_slices {
+        executors.push((op(v)?, *n));
     }
     executors.push((
         ActorId::new("master-0").map_err(refused)?,

@@ -12,12 +12,21 @@
 //!   runtime receives, the masked vectors of the Vaults whose slice verified, and
 //!   ([`RoundTap::aggregate_sum`]) the sum the aggregation enclave unmasked.
 //!
-//! The tap observes; it cannot change a vector, a commitment or a decision.
+//! Apart from its one fault point, [`RoundTap::drops_out`] (a Vault dropping out of
+//! a round after the masks were agreed, as a crash or partition would), the tap only
+//! observes; it cannot change a vector, a commitment or a decision.
 
 use symphony_core::ids::VaultId;
 
 /// Observer of secure aggregation. Every method defaults to doing nothing.
 pub trait RoundTap {
+    /// Fault point, asked once per Vault after the round's keys are agreed and the
+    /// Shamir shares dealt, before the Vault trains: `true` makes `vault` drop out of
+    /// `round` (its update never arrives; the survivors' shares remove its masks).
+    fn drops_out(&mut self, _round: u32, _vault: &VaultId) -> bool {
+        false
+    }
+
     /// Vault side: `vault`'s quantized update of `round` before masking.
     fn vault_update(&mut self, _round: u32, _vault: &VaultId, _words: &[u32]) {}
 

@@ -568,6 +568,20 @@ impl<'a> VaultTrainer<'a> {
         Ok(())
     }
 
+    /// Releases this Vault's reservation of `round` (the Vault dropped out of it
+    /// before executing: failure before execution releases, seed 002). Returns the
+    /// number of subjects released.
+    pub fn release_round(&mut self, task: &TaskId, round: u32) -> Result<u64, NodeError> {
+        let subjects = self.reserved.remove(&round).unwrap_or_default();
+        let id = round_task_id(task, round)?;
+        self.node.vault.finish_task(
+            UsageScope::Training,
+            &subjects,
+            &BudgetOp::Release { task: id },
+        )?;
+        Ok(subjects.len() as u64)
+    }
+
     /// Releases every reservation of rounds that never ran (end of the run).
     pub fn release_unused(&mut self, task: &TaskId) -> Result<u64, NodeError> {
         let mut released = 0;

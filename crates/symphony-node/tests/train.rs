@@ -6,12 +6,15 @@ use std::ops::ControlFlow;
 use std::path::Path;
 
 use symphony_core::consent::UsageScope;
+use symphony_core::encoding::Digest;
 use symphony_core::envelope::TaskClass;
-use symphony_core::ids::{ActorId, SubjectId};
+use symphony_core::ids::{ActorId, SubjectId, TaskId};
 use symphony_core::lifecycle::SliceState;
 use symphony_node::network::{advertiser_key, EmbeddedNetwork, NetworkParams, Quiet};
+use symphony_node::settlement::{composite_by_epoch, verify_composite};
 use symphony_node::training::{
-    permit_training, run_training, TrainOutcome, TrainingRequest, TrainingSpec,
+    composite_settlement, permit_training, run_training, TrainOutcome, TrainingRequest,
+    TrainingSpec,
 };
 
 const NOW_MS: u64 = 1_795_219_200_000;
@@ -246,4 +249,61 @@ fn same_seed_same_bytes_and_non_consenting_subjects_contribute_nothing() {
         distance > 0.05,
         "poison with consent moved the model by only {distance}"
     );
+}
+
+#[test]
+fn composite_settlement_links_every_round_across_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(|s| {
+        s.iteration_policy.convergence_threshold = 0.0;
+        s.iteration_policy.early_stop_patience = 0;
+        s.round_duration_ms = 1_800_000; // two rounds per one-hour epoch
+    });
+    let operator = s.model_operator.clone();
+    let mut net = network(dir.path(), &operator);
+    let o = run(&mut net, s, &dir.path().join("registry"));
+    assert_eq!(o.rounds_run, 4);
+    assert_eq!(o.states.last().map(String::as_str), Some("completed"));
+    let task = TaskId::new(o.task_id.clone()).unwrap();
+    let stored = net
+        .master
+        .settlements
+        .as_ref()
+        .unwrap()
+        .composite(&task)
+        .unwrap()
+        .expect("composite settlement stored");
+    let state = net.master.masters.state();
+    let c = state.composite(&task).unwrap();
+    // One sub-task settlement per round, each in its dispatch epoch, across epochs.
+    assert_eq!(stored.parent, task);
+    let rounds: Vec<u32> = stored.sub_tasks.iter().map(|s| s.sub_task.round).collect();
+    assert_eq!(rounds, [0, 1, 2, 3]);
+    let epochs: Vec<u64> = stored.sub_tasks.iter().map(|s| s.epoch_id.0).collect();
+    assert_eq!(epochs, [0, 0, 1, 1]);
+    for s in &stored.sub_tasks {
+        let r = s.sub_task.round;
+        let (epoch, fee) = c.round_settlements[&r];
+        assert_eq!((s.epoch_id, s.fee_total), (epoch, fee));
+        assert_eq!(epoch, c.tree.rounds[r as usize].epoch_id);
+    }
+    let fees: u64 = c.round_settlements.values().map(|(_, f)| f).sum();
+    assert_eq!(stored.fee_total, fees);
+    assert_eq!(composite_by_epoch(&stored).len(), 2);
+    let hashes: BTreeSet<Digest> = stored.sub_tasks.iter().map(|s| s.settlement_hash).collect();
+    assert_eq!(hashes.len(), 4);
+    assert_eq!(o.composite_link, Some(stored.link.to_hex()));
+    // Replayable: from the replicated master state, and the link from its parts.
+    assert_eq!(composite_settlement(state, &task).unwrap(), stored);
+    assert!(verify_composite(&stored));
+    // Tampering with any round's settlement breaks the link.
+    let mut forged = stored.clone();
+    forged.sub_tasks[2].fee_total += 1;
+    assert!(!verify_composite(&forged));
+    let mut forged = stored.clone();
+    forged.sub_tasks[1].settlement_hash = Digest::default();
+    assert!(!verify_composite(&forged));
+    let mut forged = stored.clone();
+    forged.sub_tasks.pop();
+    assert!(!verify_composite(&forged));
 }

@@ -146,6 +146,7 @@ pub(super) fn finish(
         fee_shares: BTreeMap::new(),
         round_settlements: BTreeMap::new(),
         settlement_state: None,
+        composite_link: None,
         rounds: st.summaries.clone(),
         model_path: None,
         model_card_path: None,

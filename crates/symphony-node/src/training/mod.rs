@@ -19,7 +19,10 @@
 //!    convergence replayed against the policy, held-out AUC/accuracy and the
 //!    loss-threshold membership-inference advantage against the acceptance criteria.
 //! 4. **Settlement** by the train formula, split exactly, paid after 2-of-3 finality;
-//!    each round then settles in its dispatch epoch (`SettleRound`).
+//!    each round then settles in its dispatch epoch (`SettleRound`) and the composite
+//!    settlement links every round's settlement under the parent
+//!    ([`crate::settlement::link_composite`] over [`round_settlement_refs`], stored
+//!    with `SettlementStore::put_composite`).
 //! 5. **Delivery** to the model registry: safetensors + model card + training curve,
 //!    recorded as an audit event.
 //!
@@ -50,6 +53,7 @@ pub use admission::{permit_training, TrainingRequest};
 pub use coordinator::{run_training, run_training_tapped};
 pub use model::GlobalModel;
 pub use outcome::{RoundSummary, TrainObserver, TrainOutcome};
+pub use settle::{composite_settlement, round_settlement_refs, ROUND_SETTLEMENT_TAG};
 pub use spec::TrainingSpec;
 pub use tap::{NoTap, RoundTap};
 

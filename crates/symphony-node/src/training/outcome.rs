@@ -99,6 +99,9 @@ pub struct TrainOutcome {
     pub round_settlements: BTreeMap<u32, (u64, u64)>,
     /// Settlement state.
     pub settlement_state: Option<String>,
+    /// Link of the composite settlement over every round's settlement (hex).
+    #[serde(default)]
+    pub composite_link: Option<String>,
     /// Per-round progress.
     pub rounds: Vec<RoundSummary>,
     /// The delivered model file.

@@ -1,21 +1,92 @@
 //! Settlement of an accepted run by the train formula, paid after 2-of-3 finality;
-//! each round then settles in its dispatch epoch.
+//! each round then settles in its dispatch epoch, and the composite settlement links
+//! every round's settlement under the parent (seed 003 "Settlement Timing";
+//! [`link_composite`], stored with `SettlementStore::put_composite`).
 
 use std::collections::BTreeMap;
 
 use symphony_core::budget::Epsilon;
+use symphony_core::encoding::content_hash;
 use symphony_core::ids::*;
 use symphony_core::lifecycle::{SettlementState, TaskEvent};
 use symphony_economics::pricing::TrainUsage;
 use symphony_economics::{distribute_fee, settle_fee, ContributionReport, Recipient, TaskUsage};
 use symphony_ledger::{EscrowId, PayoutId, PayoutInstruction, PayoutInstructionSet, PayoutKind};
-use symphony_master::{Command, SettlementRecord};
+use symphony_master::{Command, MasterState, RoundSliceRecord, SettlementRecord};
 
 use super::admission::Admitted;
 use super::coordinator::{advance, refused, RunState};
 use super::outcome::{TrainObserver, TrainOutcome};
 use crate::network::MasterServices;
+use crate::settlement::{
+    link_composite, verify_composite, CompositeSettlement, SettlementStore, SubTaskSettlementRef,
+};
 use crate::NodeError;
+
+/// Tag of a round's settlement hash.
+pub const ROUND_SETTLEMENT_TAG: &str = "scp/train-round-settlement/v1";
+
+/// The settlements of a training task's settled rounds, as its composite links them,
+/// rebuilt from the replicated master state (so anyone holding the state replays
+/// them). A round's settlement hash covers its sub-task, dispatch epoch and fee, its
+/// aggregate record (aggregate commitment, model hash, examples, ε), every slice's
+/// record (state, commitment, examples, ε committed) and the parent's payout set id.
+pub fn round_settlement_refs(
+    state: &MasterState,
+    task: &TaskId,
+) -> Result<Vec<SubTaskSettlementRef>, NodeError> {
+    let c = state
+        .composite(task)
+        .ok_or_else(|| refused(format!("{task} has no rounds")))?;
+    let payout = format!("payout-{task}");
+    let mut out = Vec::with_capacity(c.round_settlements.len());
+    for (round, (epoch, fee)) in &c.round_settlements {
+        let record = c
+            .rounds
+            .get(round)
+            .ok_or_else(|| refused(format!("round {round} settled without an aggregate")))?;
+        let slices: Vec<(&VaultId, &RoundSliceRecord)> = c
+            .slices
+            .iter()
+            .filter(|((r, _), _)| r == round)
+            .map(|((_, v), s)| (v, s))
+            .collect();
+        let sub_task = SubTaskId {
+            parent: task.clone(),
+            round: *round,
+        };
+        let settlement_hash = content_hash(
+            ROUND_SETTLEMENT_TAG,
+            &(&sub_task, epoch, fee, record, &slices, &payout),
+        )
+        .map_err(|e| NodeError::Encoding(e.to_string()))?;
+        out.push(SubTaskSettlementRef {
+            sub_task,
+            epoch_id: *epoch,
+            fee_total: *fee,
+            settlement_hash,
+        });
+    }
+    Ok(out)
+}
+
+/// The composite settlement of a training task: [`link_composite`] over its rounds'
+/// settlements ([`round_settlement_refs`]).
+pub fn composite_settlement(
+    state: &MasterState,
+    task: &TaskId,
+) -> Result<CompositeSettlement, NodeError> {
+    link_composite(task, round_settlement_refs(state, task)?)
+}
+
+fn settlement_store(m: &mut MasterServices) -> Result<&SettlementStore, NodeError> {
+    if m.settlements.is_none() {
+        m.settlements = Some(SettlementStore::in_memory()?);
+    }
+    m.settlements
+        .as_ref()
+        .ok_or_else(|| NodeError::Io("no settlement store".into()))
+}
 
 pub(super) fn account(s: String) -> Result<symphony_ledger::AccountId, NodeError> {
     symphony_ledger::AccountId::new(s).map_err(|e| NodeError::Ledger(e.to_string()))
@@ -146,7 +217,30 @@ pub(super) fn settle(
             round: round as u32,
             fee_micro_sym: fee,
         })?;
+        // The composite link grows as the rounds settle.
+        let composite = composite_settlement(m.masters.state(), task)?;
+        settlement_store(m)?.put_composite(&composite)?;
     }
+    let composite = composite_settlement(m.masters.state(), task)?;
+    let settled_rounds = st.vaults_per_round.len();
+    if composite.sub_tasks.len() != settled_rounds || !verify_composite(&composite) {
+        return Err(refused(format!(
+            "composite settlement of {task} does not link its {settled_rounds} rounds"
+        )));
+    }
+    let epochs: std::collections::BTreeSet<u64> =
+        composite.sub_tasks.iter().map(|s| s.epoch_id.0).collect();
+    obs.step(
+        "settlement:composite",
+        &format!(
+            "{} round settlements in epochs {:?} linked ({} µSYM): {}",
+            composite.sub_tasks.len(),
+            epochs,
+            composite.fee_total,
+            &composite.link.to_hex()[..16]
+        ),
+    );
+    out.composite_link = Some(composite.link.to_hex());
     advance(m, task, TaskEvent::SettlementFinalized, None, obs)?;
     out.fee_total = settled.charged_micro_sym;
     out.refund = settled.refund_micro_sym;

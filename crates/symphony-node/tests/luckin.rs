@@ -207,8 +207,11 @@ fn cap_selects_a_subset_and_replay_is_identical() {
     );
 }
 
+/// `(task id, result hash, audience)` of each staged result.
+type StagedLog = std::sync::Arc<std::sync::Mutex<Vec<(String, String, Vec<String>)>>>;
+
 /// Records what the leader staged, in a shared cell the test can read back.
-struct Staged(std::sync::Arc<std::sync::Mutex<Vec<(String, String, Vec<String>)>>>);
+struct Staged(StagedLog);
 
 impl ResultStage for Staged {
     fn stage(

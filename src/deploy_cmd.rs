@@ -1,8 +1,8 @@
 //! CLI of the deployed network: node processes, keys, devnet, tasks, benchmarks.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -129,6 +129,27 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Admitted tasks/s and latency through the HTTPS API gateways of 3 masters
+    /// (loopback, fsync on): signed requests, nonce and rate checks, JSON, then the
+    /// consensus `Submit`, over kept-alive connections. No campaign runs.
+    Gateway {
+        /// Tasks to admit in the timed part.
+        #[arg(long, default_value_t = 20_000)]
+        tasks: u64,
+        /// Kept-alive connections, one request in flight on each.
+        #[arg(long, default_value_t = 128)]
+        concurrency: usize,
+        /// Registered callers the tasks are spread over (each has its own key,
+        /// nonces and rate bucket; the rate limit is set high enough never to refuse).
+        #[arg(long, default_value_t = 64)]
+        callers: usize,
+        /// Send every request to the leader's gateway (default: spread over the
+        /// three; a follower forwards to the leader).
+        #[arg(long)]
+        leader_only: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -189,47 +210,20 @@ pub fn keys(cmd: KeysCmd) -> Result<()> {
 }
 
 fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| !s.contains(") Z "))
-            .unwrap_or(false)
+    symphony_deploy::devnet::process_alive(pid)
 }
 
-fn spawn_node(layout: &DevnetLayout, name: &str, role: &str, config: &Path) -> Result<u32> {
-    let exe = std::env::current_exe()?;
-    let log = std::fs::File::create(layout.dir.join(format!("{name}.log")))?;
-    let mut cmd = Command::new(exe);
-    cmd.args([role, "--config"])
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        cmd.process_group(0);
-    }
-    let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
-    Ok(child.id())
-}
-
-/// Starts every node of `layout` that is not running; records the pids.
+/// Starts every node of `layout` that is not running (moving the ports if one was
+/// taken since they were chosen); records the pids.
 pub fn start_processes(layout: &mut DevnetLayout) -> Result<()> {
-    let mut nodes: Vec<(String, &'static str, PathBuf)> = Vec::new();
-    for (i, e) in layout.enterprises.iter().enumerate() {
-        nodes.push((format!("enterprise-{i}"), "enterprise", e.config.clone()));
+    let exe = std::env::current_exe()?;
+    let report = symphony_deploy::devnet::start_processes(layout, &exe, Duration::from_secs(60))?;
+    if report.port_moves > 0 {
+        println!(
+            "  a port was taken by another process: ports moved {} time(s); configs rewritten",
+            report.port_moves
+        );
     }
-    for m in &layout.masters {
-        nodes.push((format!("master-{}", m.id), "master", m.config.clone()));
-    }
-    for (name, role, config) in nodes {
-        if layout.pids.get(&name).is_some_and(|p| alive(*p)) {
-            continue;
-        }
-        let pid = spawn_node(layout, &name, role, &config)?;
-        layout.pids.insert(name, pid);
-    }
-    layout.save()?;
     Ok(())
 }
 
@@ -603,6 +597,62 @@ pub fn bench(cmd: BenchCmd, spec_text: &str) -> Result<()> {
                 println!(
                     "  leader killed: new leader after {:.0} ms, first write final after {:.0} ms",
                     f.leader_change_ms, f.first_write_after_kill_ms
+                );
+            }
+            Ok(())
+        }
+        BenchCmd::Gateway {
+            tasks,
+            concurrency,
+            callers,
+            leader_only,
+            json,
+        } => {
+            if tasks == 0 {
+                bail!("--tasks must be > 0");
+            }
+            if concurrency == 0 {
+                bail!("--concurrency must be > 0");
+            }
+            if callers == 0 {
+                bail!("--callers must be > 0");
+            }
+            let spec: CampaignSpec = toml::from_str(spec_text)?;
+            if std::env::var_os("SYMPHONY_BENCH_LOG").is_some() {
+                init_logs();
+            }
+            let dir = tempfile::tempdir()?;
+            let f = runtime()?.block_on(symphony_deploy::bench::gateway(
+                dir.path(),
+                spec,
+                symphony_deploy::bench::GatewayRun {
+                    tasks,
+                    concurrency,
+                    callers,
+                    leader_only,
+                },
+            ))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&f)?);
+            } else {
+                println!(
+                    "admission through the HTTPS gateway, 3 masters (loopback, mutual TLS, fsync on)"
+                );
+                println!(
+                    "  {} tasks, {} connections in flight, {} callers, {} gateway(s), rate limit {}/s per caller (never the bottleneck)",
+                    f.tasks, f.concurrency, f.callers, f.gateways, f.rate_limit_per_s
+                );
+                println!(
+                    "  {:>10} {:>10} {:>10} {:>10}",
+                    "tasks/s", "p50 ms", "p99 ms", "max ms"
+                );
+                println!(
+                    "  {:>10.0} {:>10.2} {:>10.2} {:>10.2}",
+                    f.tasks_per_s, f.p50_ms, f.p99_ms, f.max_ms
+                );
+                println!(
+                    "  requests in the replicated queue: {}",
+                    f.requests_in_state
                 );
             }
             Ok(())

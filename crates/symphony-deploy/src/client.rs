@@ -1,6 +1,7 @@
 //! A small HTTPS client for the gateway (CLI, tests, benchmarks): hyper's HTTP/1.1
-//! connection over tokio-rustls, one connection per request, trying each master in
-//! turn when one cannot be reached (any master accepts any request).
+//! connection over tokio-rustls. [`GatewayClient`] opens one connection per request
+//! and tries each master in turn when one cannot be reached (any master accepts any
+//! request); [`Connection`] keeps one connection alive for many requests.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,7 +45,80 @@ fn http_err(e: impl std::fmt::Display) -> DeployError {
     DeployError::Http(e.to_string())
 }
 
-/// One HTTPS request to `addr`.
+/// One kept-alive HTTPS connection to a gateway: HTTP/1.1, one request after
+/// another on the same TLS session (the benchmark's clients; a caller sending many
+/// requests does not pay a TLS handshake for each).
+pub struct Connection {
+    addr: SocketAddr,
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Connection {
+    /// Connects and completes the TLS handshake (bounded by [`REQUEST_TIMEOUT`]).
+    pub async fn open(addr: SocketAddr, tls: Arc<ClientConfig>) -> Result<Self, DeployError> {
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            let name = ServerName::IpAddress(addr.ip().into());
+            let stream = tokio_rustls::TlsConnector::from(tls)
+                .connect(name, tcp)
+                .await?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(http_err)?;
+            tokio::spawn(conn);
+            Ok::<_, DeployError>(Self { addr, sender })
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, connect)
+            .await
+            .map_err(|_| {
+                DeployError::Http(format!("{addr}: no connection within {REQUEST_TIMEOUT:?}"))
+            })?
+    }
+
+    /// Sends one request on this connection and reads the whole reply (bounded by
+    /// [`REQUEST_TIMEOUT`]).
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> Result<HttpReply, DeployError> {
+        let addr = self.addr;
+        let exchange = async {
+            self.sender.ready().await.map_err(http_err)?;
+            let mut builder = Request::builder()
+                .method(method)
+                .uri(path)
+                .header("host", addr.to_string())
+                .header("content-type", "application/json");
+            for (k, v) in headers {
+                builder = builder.header(*k, v);
+            }
+            let request = builder
+                .body(Full::new(Bytes::from(body)))
+                .map_err(http_err)?;
+            let response = self.sender.send_request(request).await.map_err(http_err)?;
+            let status = response.status().as_u16();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(http_err)?
+                .to_bytes()
+                .to_vec();
+            Ok::<_, DeployError>(HttpReply { status, body })
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| {
+                DeployError::Http(format!("{addr}: no answer within {REQUEST_TIMEOUT:?}"))
+            })?
+    }
+}
+
+/// One HTTPS request to `addr` on a new connection.
 pub async fn https_request(
     addr: SocketAddr,
     tls: Arc<ClientConfig>,
@@ -53,41 +127,10 @@ pub async fn https_request(
     headers: &[(&str, String)],
     body: Vec<u8>,
 ) -> Result<HttpReply, DeployError> {
-    let exchange = async {
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
-        let name = ServerName::IpAddress(addr.ip().into());
-        let stream = tokio_rustls::TlsConnector::from(tls)
-            .connect(name, tcp)
-            .await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(http_err)?;
-        tokio::spawn(conn);
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", addr.to_string())
-            .header("content-type", "application/json");
-        for (k, v) in headers {
-            builder = builder.header(*k, v);
-        }
-        let request = builder
-            .body(Full::new(Bytes::from(body)))
-            .map_err(http_err)?;
-        let response = sender.send_request(request).await.map_err(http_err)?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(http_err)?
-            .to_bytes()
-            .to_vec();
-        Ok::<_, DeployError>(HttpReply { status, body })
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+    Connection::open(addr, tls)
+        .await?
+        .request(method, path, headers, body)
         .await
-        .map_err(|_| DeployError::Http(format!("{addr}: no answer within {REQUEST_TIMEOUT:?}")))?
 }
 
 /// Signs a submission: one signature per attempt (see [`TaskSubmission`]).

@@ -2,6 +2,15 @@
 //! strings, then [`MasterConfig::validate`] / [`EnterpriseConfig::validate`] check
 //! every value and name the offending key, e.g.
 //! `masters[1].addr: invalid socket address "x"`.
+//!
+//! Gateway keys of `master.toml` (see [`MasterConfig`] for all keys):
+//!
+//! | key | meaning |
+//! |---|---|
+//! | `rate_limit_per_s`, `rate_limit_burst` | token bucket per caller; over it a request gets `429` |
+//! | `body_limit_bytes` | largest request body (1 KiB..=16 MiB); over it `413` |
+//! | `request_window_ms` | accepted clock skew of a signed request; outside it `401` |
+//! | `max_pending_requests` | most task requests acknowledged and not yet final in the cluster (optional, default [`DEFAULT_MAX_PENDING_REQUESTS`]); a submission arriving when the queue holds that many is refused with `503` and nothing is proposed |
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -62,6 +71,13 @@ pub struct CallerEntry {
     pub balance_micro_sym: u64,
 }
 
+/// Default of [`MasterConfig::max_pending_requests`].
+pub const DEFAULT_MAX_PENDING_REQUESTS: usize = 10_000;
+
+fn default_max_pending_requests() -> usize {
+    DEFAULT_MAX_PENDING_REQUESTS
+}
+
 /// `master.toml`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +103,12 @@ pub struct MasterConfig {
     pub body_limit_bytes: usize,
     /// Accepted clock skew of signed requests.
     pub request_window_ms: u64,
+    /// Bound of the request queue: most task requests acknowledged and not yet final
+    /// (queued or running, as this master's replica counts them). A submission that
+    /// arrives when the queue is full is refused with `503` before anything is
+    /// proposed. Optional; default [`DEFAULT_MAX_PENDING_REQUESTS`]; must be > 0.
+    #[serde(default = "default_max_pending_requests")]
+    pub max_pending_requests: usize,
     /// TLS files.
     pub tls: TlsFiles,
     /// All masters, this one included.
@@ -246,6 +268,12 @@ impl MasterConfig {
         if self.request_window_ms == 0 {
             return Err(invalid("request_window_ms", "must be > 0"));
         }
+        if self.max_pending_requests == 0 {
+            return Err(invalid(
+                "max_pending_requests",
+                "must be > 0 (the most task requests acknowledged and not yet final)",
+            ));
+        }
         check_path("signing_key_file", &self.signing_key_file)?;
         check_path("aggregator_key_file", &self.aggregator_key_file)?;
         check_path("tls.ca", &self.tls.ca)?;
@@ -312,6 +340,10 @@ mod tests {
     use super::*;
 
     fn master_toml(addr: &str) -> String {
+        master_toml_with(addr, "")
+    }
+
+    fn master_toml_with(addr: &str, extra: &str) -> String {
         let key = hex::encode(
             SigningKey::from_bytes(&[1u8; 32])
                 .verifying_key()
@@ -328,6 +360,7 @@ rate_limit_per_s = 10
 rate_limit_burst = 10
 body_limit_bytes = 65536
 request_window_ms = 1000
+{extra}
 enterprises = []
 callers = []
 [tls]
@@ -380,5 +413,34 @@ public_key = "{key}"
             e.contains(r#"listen_addr: invalid socket address "nope""#),
             "{e}"
         );
+    }
+
+    #[test]
+    fn max_pending_requests_defaults_and_is_validated() {
+        // Absent: the default (validation then stops at the first missing file).
+        let parsed: MasterConfig = toml::from_str(&master_toml("127.0.0.1:3")).unwrap();
+        assert_eq!(parsed.max_pending_requests, DEFAULT_MAX_PENDING_REQUESTS);
+        let parsed: MasterConfig =
+            toml::from_str(&master_toml_with("127.0.0.1:3", "max_pending_requests = 7")).unwrap();
+        assert_eq!(parsed.max_pending_requests, 7);
+        let e =
+            MasterConfig::from_toml(&master_toml_with("127.0.0.1:3", "max_pending_requests = 0"))
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("max_pending_requests: must be > 0"), "{e}");
+        let e = MasterConfig::from_toml(&master_toml_with(
+            "127.0.0.1:3",
+            "max_pending_requests = -1",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("max_pending_requests"), "{e}");
+        let e = MasterConfig::from_toml(&master_toml_with(
+            "127.0.0.1:3",
+            "max_pending_requests = \"many\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("max_pending_requests"), "{e}");
     }
 }

@@ -1,11 +1,23 @@
 //! A local devnet on 127.0.0.1: CA and node certificates, keys, configs, and Vaults
 //! seeded by the same data generator and key derivations as the embedded network
-//! (so the same seed selects the same audience). Starting the processes is the
-//! CLI's job (`symphony devnet up`); tests start them the same way.
+//! (so the same seed selects the same audience). [`start_processes`] starts the
+//! node processes (`symphony devnet up`).
+//!
+//! Ports: [`prepare`] picks free ports by binding port 0 on 127.0.0.1 (all held until
+//! every port is chosen, so no two nodes share one) and releases them for the
+//! processes, which bind them later: another process may take one in between.
+//! [`start_processes`] therefore waits until every node reports that it listens;
+//! a node that exits because its address is in use makes it stop the nodes it
+//! started, move the ports ([`reassign_ports`]) and try again (up to
+//! [`START_ATTEMPTS`] times). Raft ports are moved only while the devnet has never
+//! run (the Raft membership, stored in the log, records them); on a devnet that ran
+//! before, a taken Raft port is reported as an error naming it.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
@@ -110,9 +122,18 @@ fn derived_secret(seed: u64, label: &str) -> [u8; 32] {
     tagged_hash(label, &seed.to_le_bytes()).0
 }
 
-fn free_port() -> Result<SocketAddr, DeployError> {
-    let l = TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?)
+/// Free ports on 127.0.0.1, each held (bound) until the picker is dropped, so the
+/// ports it hands out are distinct.
+#[derive(Default)]
+struct PortPicker(Vec<TcpListener>);
+
+impl PortPicker {
+    fn pick(&mut self) -> Result<SocketAddr, DeployError> {
+        let l = TcpListener::bind("127.0.0.1:0")?;
+        let addr = l.local_addr()?;
+        self.0.push(l);
+        Ok(addr)
+    }
 }
 
 fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), DeployError> {
@@ -178,10 +199,11 @@ pub fn prepare(
         &derived_secret(params.seed, "scp/master-platform/0"),
     )?;
 
+    let mut ports = PortPicker::default();
     let mut enterprises = Vec::new();
     let mut enterprise_entries = Vec::new();
     for (i, vid) in vault_ids.iter().enumerate() {
-        let addr = free_port()?;
+        let addr = ports.pick()?;
         let vault_key_file = dir.join(format!("keys/{vid}.vault.key"));
         write_secret(
             &vault_key_file,
@@ -221,7 +243,7 @@ pub fn prepare(
         let key = SigningKey::generate(&mut rand::rngs::OsRng);
         let key_file = dir.join(format!("keys/master-{id}.key"));
         write_secret(&key_file, &key.to_bytes())?;
-        let (raft, gateway) = (free_port()?, free_port()?);
+        let (raft, gateway) = (ports.pick()?, ports.pick()?);
         entries.push(MasterEntry {
             id,
             addr: raft.to_string(),
@@ -242,6 +264,7 @@ pub fn prepare(
             rate_limit_burst: params.rate_limit_per_s.saturating_mul(2),
             body_limit_bytes: 64 * 1024,
             request_window_ms: 60_000,
+            max_pending_requests: crate::config::DEFAULT_MAX_PENDING_REQUESTS,
             tls: node_tls(&dir, &ca_key, &format!("master-{id}"))?,
             masters: entries.clone(),
             enterprises: enterprise_entries.clone(),
@@ -260,6 +283,7 @@ pub fn prepare(
             raft,
         });
     }
+    drop(ports);
     let layout = DevnetLayout {
         dir: dir.clone(),
         masters,
@@ -282,4 +306,324 @@ fn write_private(path: &Path, text: &str) -> Result<(), DeployError> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     }
     Ok(())
+}
+
+/// Start attempts of [`start_processes`] when a port turns out to be taken.
+pub const START_ATTEMPTS: usize = 4;
+
+/// Log text of a master once its Raft and gateway listeners are bound.
+const MASTER_READY: &str = "master running";
+/// Log text of an enterprise node once its RPC listener is bound.
+const ENTERPRISE_READY: &str = "enterprise node serving";
+/// Log text of a Raft listener that could not bind (`ConsensusError::Listen`).
+const RAFT_LISTEN_FAILED: &str = "cannot listen on";
+
+/// Whether process `pid` runs (exists and is not a zombie; Linux `/proc`).
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+/// A node process started by [`start_processes`]. Dropping it leaves the process
+/// running (devnet processes outlive `symphony devnet up`).
+#[derive(Debug)]
+pub struct StartedNode {
+    /// `master-1`, `enterprise-0`, ...
+    pub name: String,
+    /// The process.
+    pub child: Child,
+}
+
+/// What [`start_processes`] did.
+#[derive(Debug, Default)]
+pub struct StartReport {
+    /// The processes it started (nodes already running are left alone).
+    pub started: Vec<StartedNode>,
+    /// Times the ports were moved because one was taken.
+    pub port_moves: usize,
+}
+
+/// `(name, role, config)` of every node, enterprises first.
+fn nodes_of(layout: &DevnetLayout) -> Vec<(String, &'static str, PathBuf)> {
+    let mut nodes = Vec::new();
+    for (i, e) in layout.enterprises.iter().enumerate() {
+        nodes.push((format!("enterprise-{i}"), "enterprise", e.config.clone()));
+    }
+    for m in &layout.masters {
+        nodes.push((format!("master-{}", m.id), "master", m.config.clone()));
+    }
+    nodes
+}
+
+fn read_toml<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, DeployError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| DeployError::Config(format!("{}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| DeployError::Config(format!("{}: {e}", path.display())))
+}
+
+/// The Raft directories of the masters (`data_dir/raft`).
+fn raft_dirs(layout: &DevnetLayout) -> Result<Vec<PathBuf>, DeployError> {
+    layout
+        .masters
+        .iter()
+        .map(|m| Ok(read_toml::<MasterConfig>(&m.config)?.data_dir.join("raft")))
+        .collect()
+}
+
+fn log_path(layout: &DevnetLayout, name: &str) -> PathBuf {
+    layout.dir.join(format!("{name}.log"))
+}
+
+fn log_tail(layout: &DevnetLayout, name: &str) -> String {
+    let text = std::fs::read_to_string(log_path(layout, name)).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join("\n")
+}
+
+fn address_in_use(log: &str) -> bool {
+    let log = log.to_ascii_lowercase();
+    log.contains("address already in use") || log.contains("os error 98")
+}
+
+fn spawn_node(
+    layout: &DevnetLayout,
+    exe: &Path,
+    name: &str,
+    role: &str,
+    config: &Path,
+) -> Result<Child, DeployError> {
+    let log = std::fs::File::create(log_path(layout, name))?;
+    let mut cmd = Command::new(exe);
+    cmd.args([role, "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    #[cfg(unix)]
+    {
+        // Own process group: Ctrl-C in the terminal of `devnet up` does not stop it.
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
+    cmd.spawn().map_err(|e| {
+        DeployError::Io(std::io::Error::new(
+            e.kind(),
+            format!("starting {name} ({}): {e}", exe.display()),
+        ))
+    })
+}
+
+/// Why a start attempt failed.
+struct Failure {
+    name: String,
+    log: String,
+    exited: bool,
+}
+
+/// Waits until every started node logged that it listens, or one exited.
+fn wait_ready(
+    layout: &DevnetLayout,
+    started: &mut [StartedNode],
+    timeout: Duration,
+) -> Result<(), Failure> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut not_ready = None;
+        for node in started.iter_mut() {
+            let exited = !matches!(node.child.try_wait(), Ok(None));
+            let log = std::fs::read_to_string(log_path(layout, &node.name)).unwrap_or_default();
+            if exited {
+                return Err(Failure {
+                    name: node.name.clone(),
+                    log,
+                    exited: true,
+                });
+            }
+            let marker = if node.name.starts_with("master-") {
+                MASTER_READY
+            } else {
+                ENTERPRISE_READY
+            };
+            if !log.contains(marker) && not_ready.is_none() {
+                not_ready = Some(node.name.clone());
+            }
+        }
+        let Some(name) = not_ready else {
+            return Ok(());
+        };
+        if Instant::now() > deadline {
+            return Err(Failure {
+                name,
+                log: String::new(),
+                exited: false,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stop(started: Vec<StartedNode>) {
+    for mut node in started {
+        let _ = node.child.kill();
+        let _ = node.child.wait();
+    }
+}
+
+/// Starts every node of `layout` that is not running, with `exe` (the `symphony`
+/// binary) as `exe master|enterprise --config FILE`, and waits up to
+/// `ready_timeout` until each started node logged that it listens. Records the pids
+/// in `devnet.json`.
+///
+/// A node that exits because an address is in use (another process took a port
+/// after [`prepare`] chose it) makes it stop the nodes it started, move the ports
+/// and start again, up to [`START_ATTEMPTS`] times — only when no node of the devnet
+/// was running before (running nodes hold the old addresses). Raft ports are moved
+/// only on a devnet that never ran; its Raft directories, written by the failed
+/// attempt, are removed first.
+pub fn start_processes(
+    layout: &mut DevnetLayout,
+    exe: &Path,
+    ready_timeout: Duration,
+) -> Result<StartReport, DeployError> {
+    let nodes = nodes_of(layout);
+    let running_before: Vec<String> = nodes
+        .iter()
+        .filter(|(name, _, _)| layout.pids.get(name).is_some_and(|p| process_alive(*p)))
+        .map(|(name, _, _)| name.clone())
+        .collect();
+    let raft_dirs = raft_dirs(layout)?;
+    let never_ran = raft_dirs.iter().all(|d| !d.exists());
+    let mut report = StartReport::default();
+    for attempt in 1..=START_ATTEMPTS {
+        let mut started = Vec::new();
+        for (name, role, config) in &nodes {
+            if running_before.contains(name) {
+                continue;
+            }
+            match spawn_node(layout, exe, name, role, config) {
+                Ok(child) => {
+                    layout.pids.insert(name.clone(), child.id());
+                    started.push(StartedNode {
+                        name: name.clone(),
+                        child,
+                    });
+                }
+                Err(e) => {
+                    stop(started);
+                    return Err(e);
+                }
+            }
+        }
+        layout.save()?;
+        let failure = match wait_ready(layout, &mut started, ready_timeout) {
+            Ok(()) => {
+                report.started = started;
+                return Ok(report);
+            }
+            Err(f) => f,
+        };
+        for node in &started {
+            layout.pids.remove(&node.name);
+        }
+        stop(started);
+        layout.save()?;
+        let name = &failure.name;
+        if !failure.exited {
+            return Err(DeployError::Config(format!(
+                "{name} did not report that it listens within {ready_timeout:?}; stopped the \
+                 nodes started; see {}",
+                log_path(layout, name).display()
+            )));
+        }
+        let tail = log_tail(layout, name);
+        if !address_in_use(&failure.log) {
+            return Err(DeployError::Config(format!(
+                "{name} exited at start; stopped the nodes started; last log lines of {}:\n{tail}",
+                log_path(layout, name).display()
+            )));
+        }
+        if !running_before.is_empty() {
+            return Err(DeployError::Config(format!(
+                "{name}: an address in its config is taken by another process, and the ports \
+                 cannot be moved while {} run with the current ones; run `symphony devnet down` \
+                 and `up` again. Log:\n{tail}",
+                running_before.join(", ")
+            )));
+        }
+        if !never_ran && failure.log.contains(RAFT_LISTEN_FAILED) {
+            let raft = layout
+                .masters
+                .iter()
+                .find(|m| format!("master-{}", m.id) == *name)
+                .map(|m| m.raft.to_string())
+                .unwrap_or_default();
+            return Err(DeployError::Config(format!(
+                "{name}: its Raft address {raft} is taken by another process; the Raft \
+                 membership of this devnet records it, so it cannot be moved: free the port \
+                 and run `symphony devnet up` again. Log:\n{tail}"
+            )));
+        }
+        if attempt == START_ATTEMPTS {
+            return Err(DeployError::Config(format!(
+                "{name}: address in use after {START_ATTEMPTS} attempts with new ports. \
+                 Log:\n{tail}"
+            )));
+        }
+        if never_ran {
+            for d in &raft_dirs {
+                if d.exists() {
+                    std::fs::remove_dir_all(d)?;
+                }
+            }
+        }
+        reassign_ports(layout, never_ran)?;
+        report.port_moves += 1;
+    }
+    Err(DeployError::Config(format!(
+        "no start within {START_ATTEMPTS} attempts"
+    )))
+}
+
+/// Picks new free ports for every enterprise node and gateway (and every Raft
+/// address when `raft` is set) and rewrites the configs and `devnet.json`. Only for
+/// a stopped devnet; Raft addresses only for one that never ran.
+pub fn reassign_ports(layout: &mut DevnetLayout, raft: bool) -> Result<(), DeployError> {
+    let mut ports = PortPicker::default();
+    let mut enterprise_addrs = BTreeMap::new();
+    for e in &mut layout.enterprises {
+        e.addr = ports.pick()?;
+        let mut config: EnterpriseConfig = read_toml(&e.config)?;
+        config.listen_addr = e.addr.to_string();
+        write_toml(&e.config, &config)?;
+        enterprise_addrs.insert(e.vault_id.clone(), e.addr);
+    }
+    for m in &mut layout.masters {
+        m.gateway = ports.pick()?;
+        if raft {
+            m.raft = ports.pick()?;
+        }
+    }
+    let masters: BTreeMap<u64, (SocketAddr, SocketAddr)> = layout
+        .masters
+        .iter()
+        .map(|m| (m.id, (m.raft, m.gateway)))
+        .collect();
+    for m in &layout.masters {
+        let mut config: MasterConfig = read_toml(&m.config)?;
+        for entry in &mut config.masters {
+            if let Some((raft, gateway)) = masters.get(&entry.id) {
+                entry.addr = raft.to_string();
+                entry.gateway = gateway.to_string();
+            }
+        }
+        for entry in &mut config.enterprises {
+            if let Some(addr) = enterprise_addrs.get(&entry.vault_id) {
+                entry.addr = addr.to_string();
+            }
+        }
+        write_toml(&m.config, &config)?;
+    }
+    drop(ports);
+    layout.save()
 }

@@ -6,6 +6,11 @@
 //! `request_window_ms`, nonces never reused, a token bucket per caller, a body limit.
 //! Every refusal is a 4xx with a JSON `{"error": ...}` saying what was wrong, and
 //! happens before anything is replicated, so the cluster state is unchanged.
+//! A submission arriving while the cluster already holds `max_pending_requests`
+//! requests acknowledged and not yet final is refused with `503` (queue full), also
+//! before anything is proposed. The count is read from this master's applied state,
+//! so concurrent submissions arriving at once may overshoot the bound by at most the
+//! number in flight.
 //! Submissions are replicated through consensus (any master accepts them; a
 //! follower forwards to the leader inside `symphony-consensus`); reads are served
 //! from this master's applied state.
@@ -47,6 +52,7 @@ struct AppState {
     callers: BTreeMap<String, VerifyingKey>,
     window_ms: u64,
     body_limit: usize,
+    max_pending: usize,
     nonces: Mutex<NonceCache>,
     limiter: Mutex<RateLimiter>,
     counters: Mutex<BTreeMap<(String, u16), u64>>,
@@ -62,10 +68,29 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": message.to_string() }))).into_response()
 }
 
-impl Gateway {
-    /// Builds the router and TLS configuration from the master's configuration.
-    pub fn new(config: &MasterConfig, cluster: Cluster) -> Result<Self, DeployError> {
-        let tls = TlsMaterial::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+/// What a gateway enforces: registered callers and the limits of `master.toml`
+/// (see [`crate::config`]).
+#[derive(Clone, Debug)]
+pub struct GatewaySettings {
+    /// This master's id (shown in `/v1/cluster`).
+    pub node_id: u64,
+    /// Registered callers and their request-signing keys.
+    pub callers: BTreeMap<String, VerifyingKey>,
+    /// Accepted clock skew of signed requests.
+    pub request_window_ms: u64,
+    /// Largest request body.
+    pub body_limit_bytes: usize,
+    /// Requests per second per caller.
+    pub rate_limit_per_s: u32,
+    /// Burst per caller.
+    pub rate_limit_burst: u32,
+    /// Most requests acknowledged and not yet final before submissions get `503`.
+    pub max_pending_requests: usize,
+}
+
+impl GatewaySettings {
+    /// The settings of a master's configuration.
+    pub fn from_config(config: &MasterConfig) -> Result<Self, DeployError> {
         let mut callers = BTreeMap::new();
         for (i, c) in config.callers.iter().enumerate() {
             callers.insert(
@@ -73,16 +98,48 @@ impl Gateway {
                 parse_public_key(&format!("callers[{i}].public_key"), &c.public_key)?,
             );
         }
-        let state = Arc::new(AppState {
-            cluster,
+        Ok(Self {
             node_id: config.node_id,
             callers,
-            window_ms: config.request_window_ms,
-            body_limit: config.body_limit_bytes,
+            request_window_ms: config.request_window_ms,
+            body_limit_bytes: config.body_limit_bytes,
+            rate_limit_per_s: config.rate_limit_per_s,
+            rate_limit_burst: config.rate_limit_burst,
+            max_pending_requests: config.max_pending_requests,
+        })
+    }
+}
+
+impl Gateway {
+    /// Builds the router and TLS configuration from the master's configuration.
+    pub fn new(config: &MasterConfig, cluster: Cluster) -> Result<Self, DeployError> {
+        let tls = TlsMaterial::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+        Ok(Self::with_settings(
+            GatewaySettings::from_config(config)?,
+            cluster,
+            tls.public_server()?,
+        ))
+    }
+
+    /// A gateway over `cluster` with explicit settings and server TLS (in-process
+    /// clusters: benchmark, tests).
+    pub fn with_settings(
+        settings: GatewaySettings,
+        cluster: Cluster,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> Self {
+        let body_limit = settings.body_limit_bytes;
+        let state = Arc::new(AppState {
+            cluster,
+            node_id: settings.node_id,
+            callers: settings.callers,
+            window_ms: settings.request_window_ms,
+            body_limit,
+            max_pending: settings.max_pending_requests,
             nonces: Mutex::new(NonceCache::default()),
             limiter: Mutex::new(RateLimiter::new(
-                config.rate_limit_per_s,
-                config.rate_limit_burst,
+                settings.rate_limit_per_s,
+                settings.rate_limit_burst,
             )),
             counters: Mutex::new(BTreeMap::new()),
         });
@@ -95,12 +152,9 @@ impl Gateway {
             .route("/metrics", get(metrics))
             .route("/openapi.json", get(openapi))
             .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route; see /openapi.json") })
-            .layer(DefaultBodyLimit::max(config.body_limit_bytes))
+            .layer(DefaultBodyLimit::max(body_limit))
             .with_state(state);
-        Ok(Self {
-            router,
-            tls: tls.public_server()?,
-        })
+        Self { router, tls }
     }
 
     /// Serves HTTPS on `listener` until the future is dropped.
@@ -311,6 +365,11 @@ async fn submit_inner(
     if let Err(r) = check_submission(state, &a.caller, a.nonce, &submission) {
         return r;
     }
+    let pending = state.cluster.with_state(|s| s.pending_count());
+    if pending >= state.max_pending {
+        tracing::info!(caller = %a.caller, pending, "submission refused: request queue full");
+        return queue_full(pending, state.max_pending);
+    }
     let id = request_id(&a.caller, submission.nonce);
     let command = DeployCommand::Submit {
         request_id: id.clone(),
@@ -346,6 +405,22 @@ async fn submit_inner(
             format!("not admitted: {e}"),
         ),
     }
+}
+
+/// The refusal of a submission while the request queue is full.
+fn queue_full(pending: usize, max_pending: usize) -> Response {
+    let mut response = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "request queue full: {pending} task requests are acknowledged and not yet final \
+             (max_pending_requests = {max_pending}); nothing was admitted; retry later \
+             with a new nonce"
+        ),
+    );
+    response
+        .headers_mut()
+        .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+    response
 }
 
 fn status_view(state: &AppState, r: &RequestRecord, id: &str) -> Value {
@@ -476,18 +551,32 @@ async fn evidence(
 fn cluster_json(state: &AppState) -> Value {
     let m = state.cluster.node.metrics();
     let (applied, root) = state.cluster.node.state_root();
-    let (total, final_count, escrows, paid, remaining) = state.cluster.with_state(|s| {
-        let total = s.requests().count();
-        let done = s.requests().filter(|r| r.status.is_final()).count();
-        let ledger = s.ledger().state();
-        let paid = ledger
-            .escrows
-            .values()
-            .filter(|e| e.payout_id.is_some())
-            .count();
-        let remaining: u64 = ledger.escrows.values().map(|e| e.remaining()).sum();
-        (total, done, ledger.escrows.len(), paid, remaining)
-    });
+    let (total, final_count, escrows, paid, remaining, deliveries) =
+        state.cluster.with_state(|s| {
+            let deliveries = s
+                .master()
+                .audit_log()
+                .iter()
+                .filter(|e| e.kind == "result_delivered")
+                .count();
+            let total = s.requests().count();
+            let done = s.requests().filter(|r| r.status.is_final()).count();
+            let ledger = s.ledger().state();
+            let paid = ledger
+                .escrows
+                .values()
+                .filter(|e| e.payout_id.is_some())
+                .count();
+            let remaining: u64 = ledger.escrows.values().map(|e| e.remaining()).sum();
+            (
+                total,
+                done,
+                ledger.escrows.len(),
+                paid,
+                remaining,
+                deliveries,
+            )
+        });
     json!({
         "node_id": state.node_id,
         "leader": m.leader,
@@ -501,6 +590,7 @@ fn cluster_json(state: &AppState) -> Value {
         "escrows": escrows,
         "escrows_paid_out": paid,
         "escrow_remaining_micro_sym": remaining,
+        "deliveries_recorded": deliveries,
     })
 }
 
@@ -591,7 +681,7 @@ pub fn openapi_document() -> Value {
         "409": {"description": "replayed nonce, or result not ready"},
         "413": {"description": "body too large"},
         "429": {"description": "rate limit"},
-        "503": {"description": "no quorum (fewer than 2 of 3 masters)"}
+        "503": {"description": "no quorum (fewer than 2 of 3 masters), or (POST /v1/tasks) request queue full: max_pending_requests requests acknowledged and not yet final; nothing admitted, retry later with a new nonce (Retry-After)"}
     });
     let with_params = |extra: Option<Value>| {
         let mut p = auth_params.as_array().cloned().unwrap_or_default();
@@ -640,4 +730,29 @@ fn merge(mut a: Value, b: &Value) -> Value {
         }
     }
     a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_queue_answers_503_with_retry_after_and_a_message_naming_the_key() {
+        let r = queue_full(10, 10);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        let message = v["error"].as_str().unwrap();
+        assert!(message.contains("request queue full"), "{message}");
+        assert!(message.contains("max_pending_requests = 10"), "{message}");
+        let doc = openapi_document();
+        let described = doc["paths"]["/v1/tasks"]["post"]["responses"]["503"]["description"]
+            .as_str()
+            .unwrap();
+        assert!(described.contains("queue full"), "{described}");
+    }
 }

@@ -73,6 +73,9 @@ pub fn master_key(seed: u64, id: NodeId) -> SigningKey {
     SigningKey::from_bytes(&d.0)
 }
 
+/// A node's `(last applied log index, state root)`.
+pub type AppliedRoot = (Option<u64>, [u8; 32]);
+
 /// Started masters and their commit keys, by node id.
 pub type Started = (Vec<Node>, Vec<(NodeId, VerifyingKey)>);
 
@@ -222,7 +225,7 @@ impl LoopbackCluster {
     pub fn converged_roots(
         &self,
         timeout: Duration,
-    ) -> Result<Vec<(Option<u64>, [u8; 32])>, DeployError> {
+    ) -> Result<Vec<AppliedRoot>, DeployError> {
         let deadline = Instant::now() + timeout;
         loop {
             let roots: Vec<_> = self.nodes.iter().map(|n| n.state_root()).collect();

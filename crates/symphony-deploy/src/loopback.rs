@@ -222,10 +222,7 @@ impl LoopbackCluster {
 
     /// Waits until every node applied the leader's last entry, then returns each
     /// node's `(applied log index, state root)`.
-    pub fn converged_roots(
-        &self,
-        timeout: Duration,
-    ) -> Result<Vec<AppliedRoot>, DeployError> {
+    pub fn converged_roots(&self, timeout: Duration) -> Result<Vec<AppliedRoot>, DeployError> {
         let deadline = Instant::now() + timeout;
         loop {
             let roots: Vec<_> = self.nodes.iter().map(|n| n.state_root()).collect();

@@ -14,7 +14,7 @@
 //! - **Mutual TLS** everywhere between nodes ([`tls`]); the gateway is HTTPS with
 //!   signed requests ([`auth`]).
 //! - [`loopback`]: three masters in one process over loopback mutual TLS (the
-//!   embedded demo's consensus and the admission benchmark).
+//!   embedded demo's consensus and the admission and gateway benchmarks).
 //! - [`devnet`]: writes a local network (CA, keys, configs, seeded Vaults).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

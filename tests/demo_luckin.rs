@@ -8,14 +8,13 @@ use std::process::Command;
 use serde_json::Value;
 use symphony_core::encoding::content_hash;
 use symphony_node::aggregation::AUDIENCE_HASH_TAG;
-use symphony_node::network::{
-    advertiser_key, CampaignSpec, EmbeddedNetwork, NetworkParams, Quiet, SignedRequest,
-};
+use symphony_node::network::{advertiser_key, Quiet, SignedRequest};
 
-const SUBJECTS: u64 = 2_000;
-const RECORDS: u64 = 20_000;
+mod deployed;
+
+use deployed::{embedded_network, luckin, RECORDS, SUBJECTS};
+
 const SEED: u64 = 11;
-const NOW_MS: u64 = 1_795_219_200_000;
 
 fn demo_json() -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_symphony"))
@@ -39,21 +38,9 @@ fn demo_json() -> Value {
 fn demo_on_openraft_delivers_what_the_in_process_replicas_deliver() {
     let demo = demo_json();
     // The same campaign on the in-process replicas (LocalReplicator).
-    let spec: CampaignSpec = toml::from_str(include_str!("../examples/luckin.toml")).unwrap();
+    let spec = luckin();
     let dir = tempfile::tempdir().unwrap();
-    let mut net = EmbeddedNetwork::build(
-        dir.path(),
-        &NetworkParams {
-            subjects: SUBJECTS,
-            vaults: 4,
-            records: RECORDS,
-            seed: SEED,
-            now_ms: NOW_MS,
-        },
-        &[spec.advertiser.as_str()],
-        &mut Quiet,
-    )
-    .unwrap();
+    let mut net = embedded_network(dir.path(), SEED);
     let req =
         SignedRequest::sign(spec.clone(), 1, &advertiser_key(SEED, &spec.advertiser)).unwrap();
     let local = net.run_campaign(&req, &mut Quiet).unwrap();

@@ -173,11 +173,10 @@ fn leader_crash_between_payout_and_finish_still_delivers_the_result_once() {
     // A leader crashes at most once (its fault fires once); leadership usually
     // passes to a master that has not crashed yet, so 3 rounds see 2–3 crashes.
     // Up to 5 rounds in case leadership returns to a master that already did.
-    for round in 0..5 {
+    for (round, expected) in expected_rounds.iter().enumerate() {
         if crashes == 3 {
             break;
         }
-        let expected = &expected_rounds[round];
         let id = net.submit_ok(luckin());
         let s = net.wait_final(&id, Duration::from_secs(120));
         assert_eq!(s["status"], "completed", "round {round}: {s}");

@@ -27,26 +27,35 @@ pub fn embedded_audience() -> Vec<String> {
     embedded_audiences(1).remove(0)
 }
 
-/// The audiences (sorted) of `n` successive Luckin campaigns on one embedded
-/// network with the devnet's data and seed: later campaigns lose the subjects whose
-/// privacy budget the earlier ones used up.
-pub fn embedded_audiences(n: u64) -> Vec<Vec<String>> {
-    use symphony_node::network::{advertiser_key, EmbeddedNetwork, NetworkParams, SignedRequest};
-    let dir = tempfile::tempdir().unwrap();
-    let spec = luckin();
-    let mut net = EmbeddedNetwork::build(
-        dir.path(),
+/// The embedded network with the devnet's data size for `seed`, in `dir`.
+pub fn embedded_network(
+    dir: &std::path::Path,
+    seed: u64,
+) -> symphony_node::network::EmbeddedNetwork {
+    use symphony_node::network::{EmbeddedNetwork, NetworkParams};
+    EmbeddedNetwork::build(
+        dir,
         &NetworkParams {
             subjects: SUBJECTS,
             vaults: 4,
             records: RECORDS,
-            seed: SEED,
+            seed,
             now_ms: NOW_MS,
         },
-        &[spec.advertiser.as_str()],
+        &[luckin().advertiser.as_str()],
         &mut Quiet,
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// The audiences (sorted) of `n` successive Luckin campaigns on one embedded
+/// network with the devnet's data and seed: later campaigns lose the subjects whose
+/// privacy budget the earlier ones used up.
+pub fn embedded_audiences(n: u64) -> Vec<Vec<String>> {
+    use symphony_node::network::{advertiser_key, SignedRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let spec = luckin();
+    let mut net = embedded_network(dir.path(), SEED);
     (1..=n)
         .map(|nonce| {
             let key = advertiser_key(SEED, &spec.advertiser);

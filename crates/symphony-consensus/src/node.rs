@@ -250,6 +250,21 @@ impl<S: ReplicatedStateMachine> ConsensusNode<S> {
             .map_err(|e| ConsensusError::Raft(e.to_string()))
     }
 
+    /// A linearizable read barrier: confirms this node is the leader (heartbeats to a
+    /// quorum) and waits until its state machine applied everything committed so far,
+    /// including entries of earlier terms a newly elected leader has not applied yet.
+    /// Read the state after this returns to see every committed command.
+    pub async fn read_barrier(&self, timeout: Duration) -> Result<(), ConsensusError> {
+        match tokio::time::timeout(timeout, self.inner.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(ConsensusError::Raft(e.to_string())),
+            Err(_) => Err(ConsensusError::Unavailable {
+                timeout_ms: timeout.as_millis() as u64,
+                leader: self.metrics().leader,
+            }),
+        }
+    }
+
     /// Current Raft view of this node.
     pub fn metrics(&self) -> NodeMetrics {
         let m = self.inner.raft.metrics().borrow().clone();

@@ -313,6 +313,16 @@ fn worker_loop(
         if !cluster.node.metrics().is_leader {
             continue;
         }
+        if cluster.with_state(|s| s.next_pending()).is_none() {
+            continue;
+        }
+        // A new leader may not have applied every committed entry yet (e.g. the
+        // delivery record of the attempt it is about to take over): read after a
+        // linearizable barrier, never from a stale replica.
+        if let Err(e) = rt.block_on(cluster.node.read_barrier(Duration::from_secs(5))) {
+            tracing::warn!(error = %e, "read barrier failed; not leading this round");
+            continue;
+        }
         let Some((request_id, record)) = cluster.with_state(|s| s.next_pending()) else {
             continue;
         };

@@ -451,19 +451,9 @@ impl ReplicatedStateMachine for DeployState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use symphony_ledger::LedgerConfig;
 
     fn state() -> DeployState {
-        DeployState::new(Genesis {
-            config: LedgerConfig {
-                unbonding_period_epochs: 2,
-                min_stake_master: 1,
-                min_stake_enterprise: 1,
-                min_stake_producer: 1,
-            },
-            allocations: Vec::new(),
-        })
-        .unwrap()
+        DeployState::new(crate::loopback::empty_genesis()).unwrap()
     }
 
     fn apply(s: &mut DeployState, c: &DeployCommand) -> DeployResponse {

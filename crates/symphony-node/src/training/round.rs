@@ -99,17 +99,7 @@ pub(super) fn run_round(
             dropped.push(ParticipantId(k as u32));
             // Failure before execution releases the round's reservation (seed 002).
             trainers[*i].release_round(task, round)?;
-            m.masters.submit(Command::RecordRoundSlice {
-                task_id: task.clone(),
-                round,
-                vault_id: vault_id.clone(),
-                record: RoundSliceRecord {
-                    state: SliceState::TimedOut,
-                    commitment: Digest::default(),
-                    examples: 0,
-                    epsilon_committed_micro: 0,
-                },
-            })?;
+            m.masters.submit(timed_out(task, round, &vault_id))?;
             recorded.insert(vault_id);
             continue;
         }
@@ -175,17 +165,7 @@ pub(super) fn run_round(
         recorded.insert(vault_id);
     }
     for v in participating.iter().filter(|v| !recorded.contains(*v)) {
-        m.masters.submit(Command::RecordRoundSlice {
-            task_id: task.clone(),
-            round,
-            vault_id: v.clone(),
-            record: RoundSliceRecord {
-                state: SliceState::TimedOut,
-                commitment: Digest::default(),
-                examples: 0,
-                epsilon_committed_micro: 0,
-            },
-        })?;
+        m.masters.submit(timed_out(task, round, v))?;
     }
     // Dropout recovery: survivors hand the aggregator their shares of dropped Vaults.
     let mut recovery = Vec::new();
@@ -291,4 +271,19 @@ pub(super) fn run_round(
     obs.round(&summary, spec.iteration_policy.max_rounds);
     st.summaries.push(summary);
     Ok(())
+}
+
+/// The coordinator's record of a Vault slice that never returned in `round`.
+fn timed_out(task: &TaskId, round: u32, vault_id: &VaultId) -> Command {
+    Command::RecordRoundSlice {
+        task_id: task.clone(),
+        round,
+        vault_id: vault_id.clone(),
+        record: RoundSliceRecord {
+            state: SliceState::TimedOut,
+            commitment: Digest::default(),
+            examples: 0,
+            epsilon_committed_micro: 0,
+        },
+    }
 }

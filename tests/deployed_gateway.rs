@@ -87,38 +87,24 @@ fn luckin_through_the_gateway_matches_the_embedded_demo_and_bad_requests_change_
         assert_eq!(r.status, status, "{msg}");
         assert!(msg.contains(needle), "{msg:?} does not mention {needle:?}");
     };
+    // Headers of a POST /v1/tasks signed by `key` as `caller`.
+    let headers = |key: &SigningKey, caller: &str, body: &[u8], nonce: u64, at_ms: u64| {
+        sign_headers(key, caller, "POST", "/v1/tasks", body, nonce, at_ms)
+    };
     // Forged signature: signed by another key under the advertiser's name.
     let body = submission(1001);
     let forger = SigningKey::from_bytes(&[9u8; 32]);
-    let h = sign_headers(
-        &forger,
-        "advertiser:luckin",
-        "POST",
-        "/v1/tasks",
-        &body,
-        1001,
-        now_ms(),
-    );
+    let h = headers(&forger, "advertiser:luckin", &body, 1001, now_ms());
     expect(send(h, body), 401, "signature does not verify");
     // Unknown caller.
     let body = submission(1002);
-    let h = sign_headers(
-        &forger,
-        "advertiser:nobody",
-        "POST",
-        "/v1/tasks",
-        &body,
-        1002,
-        now_ms(),
-    );
+    let h = headers(&forger, "advertiser:nobody", &body, 1002, now_ms());
     expect(send(h, body), 401, "unknown caller");
     // Stale timestamp.
     let body = submission(1003);
-    let h = sign_headers(
+    let h = headers(
         &owner,
         "advertiser:luckin",
-        "POST",
-        "/v1/tasks",
         &body,
         1003,
         now_ms() - 3_600_000,
@@ -126,40 +112,16 @@ fn luckin_through_the_gateway_matches_the_embedded_demo_and_bad_requests_change_
     expect(send(h, body), 401, "outside the accepted window");
     // Oversized body (limit 64 KiB).
     let body = vec![b' '; 100 * 1024];
-    let h = sign_headers(
-        &owner,
-        "advertiser:luckin",
-        "POST",
-        "/v1/tasks",
-        &body,
-        1004,
-        now_ms(),
-    );
+    let h = headers(&owner, "advertiser:luckin", &body, 1004, now_ms());
     expect(send(h, body), 413, "exceeds the limit");
     // Malformed JSON.
     let body = b"{\"spec\": not json".to_vec();
-    let h = sign_headers(
-        &owner,
-        "advertiser:luckin",
-        "POST",
-        "/v1/tasks",
-        &body,
-        1005,
-        now_ms(),
-    );
+    let h = headers(&owner, "advertiser:luckin", &body, 1005, now_ms());
     expect(send(h, body), 400, "malformed JSON");
     // Replayed nonce: the same headers twice at one master (the first is refused for
     // its body; the nonce is spent all the same).
     let body = b"[]".to_vec();
-    let h = sign_headers(
-        &owner,
-        "advertiser:luckin",
-        "POST",
-        "/v1/tasks",
-        &body,
-        1006,
-        now_ms(),
-    );
+    let h = headers(&owner, "advertiser:luckin", &body, 1006, now_ms());
     assert_eq!(send(h.clone(), body.clone()).status, 400);
     expect(send(h, body), 409, "replayed");
     let r = net.get("/v1/tasks/req-unknown");
@@ -177,26 +139,10 @@ fn luckin_through_the_gateway_matches_the_embedded_demo_and_bad_requests_change_
     // A submission's nonce replayed at another master (fresh headers, same body):
     // refused by the replicated request id.
     let body = submission(2001);
-    let h = sign_headers(
-        &owner,
-        "advertiser:luckin",
-        "POST",
-        "/v1/tasks",
-        &body,
-        2001,
-        now_ms(),
-    );
+    let h = headers(&owner, "advertiser:luckin", &body, 2001, now_ms());
     assert_eq!(send(h, body.clone()).status, 202);
     let gw2 = net.layout.masters[1].gateway;
-    let h = sign_headers(
-        &owner,
-        "advertiser:luckin",
-        "POST",
-        "/v1/tasks",
-        &body,
-        2001,
-        now_ms() + 1,
-    );
+    let h = headers(&owner, "advertiser:luckin", &body, 2001, now_ms() + 1);
     let r = net
         .rt
         .block_on(https_request(

@@ -187,6 +187,24 @@ fn parse_toml<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, DeployError
     toml::from_str(text).map_err(|e| DeployError::Config(e.to_string()))
 }
 
+fn parse_validated<T: for<'de> Deserialize<'de>>(
+    text: &str,
+    validate: impl Fn(&T) -> Result<(), DeployError>,
+) -> Result<T, DeployError> {
+    let config: T = parse_toml(text)?;
+    validate(&config)?;
+    Ok(config)
+}
+
+fn load_validated<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+    validate: impl Fn(&T) -> Result<(), DeployError>,
+) -> Result<T, DeployError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| DeployError::Config(format!("{}: {e}", path.display())))?;
+    parse_validated(&text, validate)
+}
+
 fn check_path(key: &str, p: &Path) -> Result<(), DeployError> {
     if p.exists() {
         Ok(())
@@ -198,16 +216,12 @@ fn check_path(key: &str, p: &Path) -> Result<(), DeployError> {
 impl MasterConfig {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Self, DeployError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| DeployError::Config(format!("{}: {e}", path.display())))?;
-        Self::from_toml(&text)
+        load_validated(path, Self::validate)
     }
 
     /// Parses and validates TOML text.
     pub fn from_toml(text: &str) -> Result<Self, DeployError> {
-        let config: Self = parse_toml(text)?;
-        config.validate()?;
-        Ok(config)
+        parse_validated(text, Self::validate)
     }
 
     /// Checks every value; the error names the key.
@@ -294,16 +308,12 @@ impl MasterConfig {
 impl EnterpriseConfig {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Self, DeployError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| DeployError::Config(format!("{}: {e}", path.display())))?;
-        Self::from_toml(&text)
+        load_validated(path, Self::validate)
     }
 
     /// Parses and validates TOML text.
     pub fn from_toml(text: &str) -> Result<Self, DeployError> {
-        let config: Self = parse_toml(text)?;
-        config.validate()?;
-        Ok(config)
+        parse_validated(text, Self::validate)
     }
 
     /// Checks every value; the error names the key.

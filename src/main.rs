@@ -449,7 +449,7 @@ fn vault_import(path: PathBuf, id: String, files: Vec<PathBuf>) -> Result<()> {
                 default_budget: symphony_core::Epsilon::from_micro(
                     symphony_vault::generate::BUDGET_CAPACITY_MICRO,
                 ),
-                initial_epoch: symphony_core::EpochId(0),
+                initial_epoch: symphony_core::EpochId::GENESIS,
             },
             &key,
             entropy,

@@ -195,6 +195,11 @@ impl fmt::Display for SliceId {
 )]
 pub struct EpochId(pub u64);
 
+impl EpochId {
+    /// The first epoch of a network (genesis).
+    pub const GENESIS: EpochId = EpochId(0);
+}
+
 impl fmt::Display for EpochId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "epoch-{}", self.0)
@@ -218,6 +223,11 @@ impl fmt::Display for SemanticVersion {
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
 )]
 pub struct PolicyVersion(pub u32);
+
+impl PolicyVersion {
+    /// The policy version active at genesis.
+    pub const GENESIS: PolicyVersion = PolicyVersion(1);
+}
 
 impl fmt::Display for PolicyVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

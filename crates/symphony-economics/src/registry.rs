@@ -69,11 +69,11 @@ impl PolicyRegistry {
     /// A registry whose version 1 holds `params`, active from epoch 0.
     pub fn genesis(params: PolicyParams) -> Result<Self, EconomicsError> {
         params.validate()?;
-        let version = PolicyVersion(1);
+        let version = PolicyVersion::GENESIS;
         let record = PolicyRecord {
             version,
-            proposed_in: EpochId(0),
-            activation_epoch: EpochId(0),
+            proposed_in: EpochId::GENESIS,
+            activation_epoch: EpochId::GENESIS,
             params,
         };
         Ok(PolicyRegistry {
@@ -103,7 +103,7 @@ impl PolicyRegistry {
         }
         let (last_version, latest_activation) = match self.latest() {
             Some(r) => (r.version.0, r.activation_epoch),
-            None => (0, EpochId(0)),
+            None => (0, EpochId::GENESIS),
         };
         if !self.records.is_empty() && activation_epoch <= latest_activation {
             return Err(EconomicsError::ActivationNotMonotonic {

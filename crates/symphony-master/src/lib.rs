@@ -39,6 +39,9 @@ pub use challenge::{
     ChallengeTarget, ChallengeWindow, PenaltyRecord,
 };
 
+mod governance;
+pub use governance::GovernanceState;
+
 mod composite;
 pub use composite::{CompositeRecord, CompositeResultRecord, RoundRecord, RoundSliceRecord};
 
@@ -369,6 +372,8 @@ pub struct MasterState {
     composites: BTreeMap<TaskId, CompositeRecord>,
     challenges: BTreeMap<ChallengeId, ChallengeRecord>,
     challenge_windows: BTreeMap<TaskId, ChallengeWindow>,
+    /// The Governance Service's state: current epoch, active policy version.
+    governance: GovernanceState,
 }
 
 impl MasterState {
@@ -395,6 +400,21 @@ impl MasterState {
     /// The composite hierarchy of a `train` task, once its first round opened.
     pub fn composite(&self, task_id: &TaskId) -> Option<&CompositeRecord> {
         self.composites.get(task_id)
+    }
+
+    /// The Governance Service's state (current epoch, active policy version).
+    pub fn governance(&self) -> &GovernanceState {
+        &self.governance
+    }
+
+    /// The epoch admission runs in now.
+    pub fn current_epoch(&self) -> EpochId {
+        self.governance.epoch
+    }
+
+    /// The policy version new tasks are admitted under.
+    pub fn active_policy_version(&self) -> symphony_core::ids::PolicyVersion {
+        self.governance.policy_version
     }
 
     /// Commands applied so far.
@@ -609,6 +629,8 @@ impl MasterState {
         if self.tasks.contains_key(&body.task_id) {
             return Err(MasterError::DuplicateTask(body.task_id.clone()));
         }
+        self.governance
+            .check_admission(&body.task_id, body.epoch_id, body.policy_version)?;
         self.used_nonces.insert(key);
         self.tasks.insert(
             body.task_id.clone(),

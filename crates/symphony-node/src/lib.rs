@@ -21,6 +21,7 @@ pub mod enterprise;
 pub mod network;
 pub mod replication;
 pub mod settlement;
+pub mod task;
 pub mod training;
 pub mod verify;
 

@@ -120,7 +120,8 @@ impl SignedRequest {
     }
 }
 
-fn request_hash(spec: &CampaignSpec, nonce: u64) -> Result<Digest, NodeError> {
+/// The hash a submitter signs for a campaign `(spec, nonce)`.
+pub fn request_hash(spec: &CampaignSpec, nonce: u64) -> Result<Digest, NodeError> {
     let bytes = canonical_bytes(&(spec, nonce)).map_err(|e| NodeError::Encoding(e.to_string()))?;
     Ok(tagged_hash("scp/request/v1", &bytes))
 }
@@ -461,7 +462,7 @@ impl EmbeddedNetwork {
                     default_budget: Epsilon::from_micro(
                         symphony_vault::generate::BUDGET_CAPACITY_MICRO,
                     ),
-                    initial_epoch: EpochId(0),
+                    initial_epoch: EpochId::GENESIS,
                 },
                 &key,
                 tagged_hash("scp/vault-entropy", vid.as_bytes()).0,
@@ -731,10 +732,14 @@ impl MasterServices {
             .map_err(|e| {
                 NodeError::Refused(format!("semantic resolution blocked the task: {e}"))
             })?;
-        let epoch = EpochId(0);
+        let epoch = self.masters.state().current_epoch();
         let resolved = self
             .policy
-            .resolve(epoch, plan.semantic_version(), PolicyVersion(1))
+            .resolve(
+                epoch,
+                plan.semantic_version(),
+                self.masters.state().active_policy_version(),
+            )
             .map_err(|e| NodeError::Refused(e.to_string()))?;
         let params = &resolved.params;
         let epsilon = params.privacy.epsilon_per_query;

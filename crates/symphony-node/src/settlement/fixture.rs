@@ -148,7 +148,7 @@ pub fn build(
         },
         consent_refs: vec![],
         semantic_version: SemanticVersion(1),
-        policy_version: PolicyVersion(1),
+        policy_version: PolicyVersion::GENESIS,
         epoch_id: epoch,
         budget_reservation: BudgetReservation {
             usage_scope: UsageScope::Marketing,

@@ -39,7 +39,8 @@ pub struct TrainingRequest {
     pub signature: Vec<u8>,
 }
 
-fn request_message(spec: &TrainingSpec, nonce: u64) -> Result<Digest, NodeError> {
+/// The hash a model operator signs for a training `(spec, nonce)`.
+pub fn request_message(spec: &TrainingSpec, nonce: u64) -> Result<Digest, NodeError> {
     let mut bytes = super::spec_hash(spec)?.0.to_vec();
     bytes.extend_from_slice(&nonce.to_le_bytes());
     Ok(tagged_hash("scp/train-request/v1", &bytes))
@@ -115,10 +116,14 @@ pub(super) fn admit(
             window_days: spec.window_days,
         })
         .map_err(|e| refused(format!("semantic resolution blocked the task: {e}")))?;
-    let epoch = EpochId(0);
+    let epoch = m.masters.state().current_epoch();
     let resolved = m
         .policy
-        .resolve(epoch, plan.body().semantic_version, PolicyVersion(1))
+        .resolve(
+            epoch,
+            plan.body().semantic_version,
+            m.masters.state().active_policy_version(),
+        )
         .map_err(refused)?;
     let params = resolved.params.clone();
     obs.step(

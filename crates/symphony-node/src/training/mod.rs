@@ -49,7 +49,7 @@ mod round;
 mod settle;
 pub mod tap;
 
-pub use admission::{permit_training, TrainingRequest};
+pub use admission::{permit_training, request_message, TrainingRequest};
 pub use coordinator::{run_training, run_training_tapped};
 pub use model::GlobalModel;
 pub use outcome::{RoundSummary, TrainObserver, TrainOutcome};

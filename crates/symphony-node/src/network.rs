@@ -687,6 +687,17 @@ impl MasterServices {
         Ok(())
     }
 
+    /// Runs one `compute` task end to end (admission → execution → verification →
+    /// settlement → delivery of the noisy table).
+    pub fn run_compute(
+        &mut self,
+        _enterprises: &[&dyn EnterpriseEndpoint],
+        _req: &crate::task::SignedTask,
+        _obs: &mut dyn Observer,
+    ) -> Result<crate::task::ComputeOutcome, NodeError> {
+        Err(NodeError::Refused("compute is being wired into the pipeline".into()))
+    }
+
     /// Runs one campaign end to end: admission → execution → verification →
     /// settlement → delivery.
     pub fn run_campaign(

@@ -1,4 +1,5 @@
 //! `symphony`: the command line of Symphony (SCP).
+mod compute_cmd;
 mod deploy_cmd;
 mod ledger_cmd;
 mod train_cmd;
@@ -90,6 +91,8 @@ enum Demo {
     Luckin(LuckinArgs),
     /// Federated training of a purchase-propensity model (composite `train` task).
     Train(train_cmd::TrainArgs),
+    /// A `compute` task: customers and mean basket per home city, with DP noise.
+    Compute(compute_cmd::ComputeArgs),
 }
 
 #[derive(clap::Args)]
@@ -160,10 +163,10 @@ enum PolicyCmd {
 
 const DEFAULT_SPEC: &str = include_str!("../examples/luckin.toml");
 
-struct Story {
-    json: bool,
-    bar: Option<ProgressBar>,
-    started: Instant,
+pub(crate) struct Story {
+    pub(crate) json: bool,
+    pub(crate) bar: Option<ProgressBar>,
+    pub(crate) started: Instant,
 }
 
 impl Observer for Story {
@@ -207,17 +210,6 @@ fn demo_luckin(args: LuckinArgs) -> Result<()> {
     if let Some(cap) = args.cap {
         spec.audience_cap = cap;
     }
-    let tmp;
-    let dir = match &args.dir {
-        Some(d) => {
-            std::fs::create_dir_all(d)?;
-            d.clone()
-        }
-        None => {
-            tmp = tempfile::tempdir()?;
-            tmp.path().to_owned()
-        }
-    };
     if !args.json {
         println!(
             "Symphony embedded network — Luckin coupon campaign ({} in {})",
@@ -229,52 +221,18 @@ fn demo_luckin(args: LuckinArgs) -> Result<()> {
         bar: None,
         started: Instant::now(),
     };
-    let params = NetworkParams {
+    let net_args = NetArgs {
         subjects: args.subjects,
-        vaults: args.vaults,
         records: args.records,
+        vaults: args.vaults,
         seed: args.seed,
-        now_ms: DEMO_NOW_MS,
+        dir: args.dir.clone(),
     };
-    let mut net = EmbeddedNetwork::build(&dir, &params, &[spec.advertiser.as_str()], &mut story)?;
-    // The masters: three openraft nodes over mutual TLS on 127.0.0.1, the same
-    // consensus node, log store and replicated state machine a deployed master runs.
-    let masters = LoopbackCluster::start(
-        &dir.join("masters"),
-        &LoopbackOptions {
-            cluster_id: "symphony-embedded".into(),
-            key_seed: Some(args.seed),
-            ..LoopbackOptions::default()
-        },
-    )?;
-    let addrs: Vec<String> = masters
-        .nodes()
-        .iter()
-        .map(|n| n.local_addr().to_string())
-        .collect();
-    net.master.masters = Box::new(masters.replicator()?);
-    story.step(
-        "consensus",
-        &format!(
-            "3 masters under openraft (mutual TLS, fsync) on {}",
-            addrs.join(", ")
-        ),
-    );
+    let mut emb = Embedded::start(&net_args, &[spec.advertiser.as_str()], &mut story)?;
     let key = advertiser_key(args.seed, &spec.advertiser);
     let req = SignedRequest::sign(spec, 1, &key)?;
-    let outcome = net.run_campaign(&req, &mut story)?;
-    let roots = masters.converged_roots(std::time::Duration::from_secs(10))?;
-    let agree = roots.windows(2).all(|w| w[0] == w[1]);
-    let consensus = ConsensusSummary {
-        masters: roots.len(),
-        log_index: roots.first().and_then(|r| r.0).unwrap_or(0),
-        state_root: roots.first().map(|r| hex::encode(r.1)).unwrap_or_default(),
-        roots_agree: agree,
-    };
-    masters.shutdown()?;
-    if !agree {
-        bail!("master state roots diverged: {roots:?}");
-    }
+    let outcome = emb.net.run_campaign(&req, &mut story)?;
+    let consensus = emb.stop()?;
     let result_hash = content_hash(AUDIENCE_HASH_TAG, &outcome.audience)?.to_hex();
     if args.json {
         let mut v = serde_json::to_value(&outcome)?;
@@ -290,9 +248,100 @@ fn demo_luckin(args: LuckinArgs) -> Result<()> {
     Ok(())
 }
 
+/// The size and place of an embedded network.
+pub(crate) struct NetArgs {
+    pub(crate) subjects: u64,
+    pub(crate) records: u64,
+    pub(crate) vaults: u32,
+    pub(crate) seed: u64,
+    pub(crate) dir: Option<PathBuf>,
+}
+
+/// An embedded network whose masters are three openraft nodes over mutual TLS on
+/// 127.0.0.1: the same consensus node, log store and replicated state machine a
+/// deployed master runs.
+pub(crate) struct Embedded {
+    pub(crate) net: EmbeddedNetwork,
+    masters: LoopbackCluster,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Embedded {
+    /// Builds the network (data, Vaults, ledger) for `submitters` and starts the masters.
+    pub(crate) fn start(
+        args: &NetArgs,
+        submitters: &[&str],
+        story: &mut dyn Observer,
+    ) -> Result<Self> {
+        let (dir, tmp) = match &args.dir {
+            Some(d) => {
+                std::fs::create_dir_all(d)?;
+                (d.clone(), None)
+            }
+            None => {
+                let t = tempfile::tempdir()?;
+                (t.path().to_owned(), Some(t))
+            }
+        };
+        let params = NetworkParams {
+            subjects: args.subjects,
+            vaults: args.vaults,
+            records: args.records,
+            seed: args.seed,
+            now_ms: DEMO_NOW_MS,
+        };
+        let mut net = EmbeddedNetwork::build(&dir, &params, submitters, story)?;
+        let masters = LoopbackCluster::start(
+            &dir.join("masters"),
+            &LoopbackOptions {
+                cluster_id: "symphony-embedded".into(),
+                key_seed: Some(args.seed),
+                ..LoopbackOptions::default()
+            },
+        )?;
+        let addrs: Vec<String> = masters
+            .nodes()
+            .iter()
+            .map(|n| n.local_addr().to_string())
+            .collect();
+        net.master.masters = Box::new(masters.replicator()?);
+        story.step(
+            "consensus",
+            &format!(
+                "3 masters under openraft (mutual TLS, fsync) on {}",
+                addrs.join(", ")
+            ),
+        );
+        Ok(Embedded {
+            net,
+            masters,
+            _tmp: tmp,
+        })
+    }
+
+    /// Waits for the three replicas to converge, stops them, and reports.
+    pub(crate) fn stop(self) -> Result<ConsensusSummary> {
+        let roots = self
+            .masters
+            .converged_roots(std::time::Duration::from_secs(10))?;
+        let agree = roots.windows(2).all(|w| w[0] == w[1]);
+        let consensus = ConsensusSummary {
+            masters: roots.len(),
+            log_index: roots.first().and_then(|r| r.0).unwrap_or(0),
+            state_root: roots.first().map(|r| hex::encode(r.1)).unwrap_or_default(),
+            roots_agree: agree,
+        };
+        self.masters.shutdown()?;
+        if !agree {
+            bail!("master state roots diverged: {roots:?}");
+        }
+        Ok(consensus)
+    }
+}
+
 /// What the demo reports of the masters' consensus after the campaign.
 #[derive(serde::Serialize)]
-struct ConsensusSummary {
+pub(crate) struct ConsensusSummary {
     masters: usize,
     log_index: u64,
     state_root: String,
@@ -367,6 +416,9 @@ fn main() -> Result<()> {
         Cmd::Demo {
             scenario: Demo::Luckin(args),
         } => demo_luckin(args),
+        Cmd::Demo {
+            scenario: Demo::Compute(args),
+        } => compute_cmd::demo_compute(args),
         Cmd::Master(args) => deploy_cmd::master(args),
         Cmd::Enterprise(args) => deploy_cmd::enterprise(args),
         Cmd::Keys { action } => deploy_cmd::keys(action),

@@ -16,6 +16,7 @@
 pub mod budget;
 pub mod composite;
 pub mod consent;
+pub mod dp;
 pub mod encoding;
 pub mod envelope;
 pub mod ids;

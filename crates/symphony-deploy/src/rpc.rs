@@ -17,7 +17,7 @@ use symphony_core::consent::UsageScope;
 use symphony_core::encoding::Digest;
 use symphony_core::envelope::TaskClass;
 use symphony_core::ids::{ActorId, TaskId, VaultId};
-use symphony_node::bundle::{SliceAssignment, SliceResultBundle};
+use symphony_node::bundle::{ComputeBody, SliceAssignment, SliceResultBundle};
 use symphony_node::enterprise::{AdmissionReply, EnterpriseEndpoint, EnterpriseNode};
 use symphony_node::NodeError;
 use tokio::net::TcpListener;
@@ -42,6 +42,8 @@ pub enum EnterpriseRequest {
     },
     /// Execute one slice in the enclave.
     ExecuteSlice(Box<SliceAssignment>),
+    /// Execute one `compute` slice in the enclave.
+    ExecuteComputeSlice(Box<SliceAssignment>),
     /// Release a task's reservations.
     Release(TaskId),
     /// Health and identity.
@@ -64,6 +66,8 @@ pub enum EnterpriseReply {
     },
     /// A slice bundle.
     Bundle(Box<SliceResultBundle>),
+    /// A `compute` slice bundle.
+    ComputeBundle(Box<SliceResultBundle<ComputeBody>>),
     /// Reservations released.
     Released(u64),
     /// The hosted Vault.
@@ -93,6 +97,10 @@ fn handle(node: &EnterpriseNode, request: EnterpriseRequest) -> EnterpriseReply 
         },
         EnterpriseRequest::ExecuteSlice(a) => match node.execute_slice(&a) {
             Ok(b) => EnterpriseReply::Bundle(Box::new(b)),
+            Err(e) => refused(e),
+        },
+        EnterpriseRequest::ExecuteComputeSlice(a) => match node.execute_compute_slice(&a) {
+            Ok(b) => EnterpriseReply::ComputeBundle(Box::new(b)),
             Err(e) => refused(e),
         },
         EnterpriseRequest::Release(task) => match node.release(&task) {
@@ -246,6 +254,18 @@ impl EnterpriseEndpoint for RemoteEnterprise {
             assignment.clone(),
         )))? {
             EnterpriseReply::Bundle(b) => Ok(*b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn execute_compute_slice(
+        &self,
+        assignment: &SliceAssignment,
+    ) -> Result<SliceResultBundle<ComputeBody>, NodeError> {
+        match self.call(&EnterpriseRequest::ExecuteComputeSlice(Box::new(
+            assignment.clone(),
+        )))? {
+            EnterpriseReply::ComputeBundle(b) => Ok(*b),
             other => Err(unexpected(other)),
         }
     }

@@ -82,11 +82,98 @@ pub struct BundleBody {
     pub epsilon_committed_micro: u64,
 }
 
-/// A slice's result with its evidence.
+/// What every slice result body carries, whatever its class computed: the Vault,
+/// the envelope it ran under, what it cost in budget, and a commitment.
+pub trait SliceBody: Serialize {
+    /// Hash tag of the body's commitment.
+    const TAG: &'static str;
+    /// The Vault that ran the slice.
+    fn vault_id(&self) -> &VaultId;
+    /// The envelope the slice ran under.
+    fn envelope_hash(&self) -> Digest;
+    /// Subjects whose records were evaluated.
+    fn subjects_evaluated(&self) -> u64;
+    /// ε committed per evaluated subject, micro-units.
+    fn epsilon_committed_micro(&self) -> u64;
+    /// The commitment over the body.
+    fn commit(&self) -> Result<Digest, symphony_core::encoding::EncodingError> {
+        content_hash(Self::TAG, self)
+    }
+}
+
+impl SliceBody for BundleBody {
+    const TAG: &'static str = BUNDLE_TAG;
+    fn vault_id(&self) -> &VaultId {
+        &self.vault_id
+    }
+    fn envelope_hash(&self) -> Digest {
+        self.envelope_hash
+    }
+    fn subjects_evaluated(&self) -> u64 {
+        self.subjects_evaluated
+    }
+    fn epsilon_committed_micro(&self) -> u64 {
+        self.epsilon_committed_micro
+    }
+}
+
+/// Hash tag of `compute` slice commitments.
+pub const COMPUTE_BUNDLE_TAG: &str = "scp/compute-slice-bundle/v1";
+
+/// One customer's contribution to a `compute` task, as a slice reports it: a
+/// task-scoped de-duplication token (the same person in several Vaults is merged by
+/// the aggregation enclave), the group, and the sums the statistic needs. Never a
+/// purchase record; never released as such (only noisy per-group aggregates are).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Contribution {
+    /// HMAC of the normalized contact handle under the task-scoped key.
+    pub dedup_token: [u8; 32],
+    /// The group key (e.g. the home city).
+    pub group: String,
+    /// Sum of the qualifying purchase amounts, minor units.
+    pub amount_sum_minor: u64,
+    /// Number of qualifying purchases.
+    pub purchases: u64,
+}
+
+/// The body of a `compute` slice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComputeBody {
+    /// The slice.
+    pub slice_id: SliceId,
+    /// The Vault.
+    pub vault_id: VaultId,
+    /// The envelope it ran under.
+    pub envelope_hash: Digest,
+    /// Eligible customers' contributions, sorted by token.
+    pub contributions: Vec<Contribution>,
+    /// Subjects whose records were evaluated (after consent and budget filtering).
+    pub subjects_evaluated: u64,
+    /// ε committed per evaluated subject, micro-units.
+    pub epsilon_committed_micro: u64,
+}
+
+impl SliceBody for ComputeBody {
+    const TAG: &'static str = COMPUTE_BUNDLE_TAG;
+    fn vault_id(&self) -> &VaultId {
+        &self.vault_id
+    }
+    fn envelope_hash(&self) -> Digest {
+        self.envelope_hash
+    }
+    fn subjects_evaluated(&self) -> u64 {
+        self.subjects_evaluated
+    }
+    fn epsilon_committed_micro(&self) -> u64 {
+        self.epsilon_committed_micro
+    }
+}
+
+/// A slice's result with its evidence (`B`: what the task's class computed).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SliceResultBundle {
+pub struct SliceResultBundle<B = BundleBody> {
     /// The result.
-    pub body: BundleBody,
+    pub body: B,
     /// Commitment over `body`.
     pub commitment: Digest,
     /// Commitment over the slice's inputs (envelope, plan, Vault).

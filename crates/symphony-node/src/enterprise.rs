@@ -19,9 +19,18 @@ use symphony_enclave::{SoftwareEnclave, Tee};
 use symphony_vault::{ReserveMode, Vault};
 
 use crate::bundle::{
-    dedup_key, dedup_token, inputs_commitment, AudienceSignal, BundleBody, SliceAssignment,
-    SliceResultBundle,
+    dedup_key, dedup_token, inputs_commitment, AudienceSignal, BundleBody, ComputeBody,
+    Contribution, SliceAssignment, SliceBody, SliceResultBundle,
 };
+
+/// What a slice knows about itself when it builds its body.
+struct SliceMeta {
+    slice_id: symphony_core::ids::SliceId,
+    vault_id: VaultId,
+    envelope_hash: Digest,
+    evaluated: u64,
+    epsilon_micro: u64,
+}
 use crate::NodeError;
 
 /// What a Vault answers at admission.
@@ -53,8 +62,13 @@ pub trait EnterpriseEndpoint {
         epsilon: Epsilon,
         at_ms: u64,
     ) -> Result<AdmissionReply, NodeError>;
-    /// Executes one slice in the enclave.
+    /// Executes one `query` slice in the enclave.
     fn execute_slice(&self, assignment: &SliceAssignment) -> Result<SliceResultBundle, NodeError>;
+    /// Executes one `compute` slice in the enclave.
+    fn execute_compute_slice(
+        &self,
+        assignment: &SliceAssignment,
+    ) -> Result<SliceResultBundle<ComputeBody>, NodeError>;
     /// Releases the task's reservations (failure before execution).
     fn release(&self, task_id: &TaskId) -> Result<u64, NodeError>;
 }
@@ -76,6 +90,12 @@ impl EnterpriseEndpoint for EnterpriseNode {
     }
     fn execute_slice(&self, assignment: &SliceAssignment) -> Result<SliceResultBundle, NodeError> {
         EnterpriseNode::execute_slice(self, assignment)
+    }
+    fn execute_compute_slice(
+        &self,
+        assignment: &SliceAssignment,
+    ) -> Result<SliceResultBundle<ComputeBody>, NodeError> {
+        EnterpriseNode::execute_compute_slice(self, assignment)
     }
     fn release(&self, task_id: &TaskId) -> Result<u64, NodeError> {
         EnterpriseNode::release(self, task_id)
@@ -184,8 +204,95 @@ impl EnterpriseNode {
         Ok(self.vault.budget_account(subject, scope)?.remaining())
     }
 
-    /// Executes one audience slice inside the enclave.
+    /// Executes one audience slice (`query`) inside the enclave: eligible subjects'
+    /// de-duplication tokens and contact handles, never purchases.
     pub fn execute_slice(&self, a: &SliceAssignment) -> Result<SliceResultBundle, NodeError> {
+        let key = dedup_key(&a.envelope);
+        let plan = &a.plan;
+        let now_ms = a.evaluate_at_ms;
+        self.run_slice(a, |signals: &mut Vec<AudienceSignal>, view| {
+            let facts = crate::training::vault::facts_of(view);
+            if let (Some(last), Some(identity)) = (
+                plan.last_qualifying_purchase_ms(&facts, now_ms),
+                view.identity,
+            ) {
+                signals.push(AudienceSignal {
+                    dedup_token: dedup_token(&key, identity.contact),
+                    contact_handle: identity.contact.to_owned(),
+                    last_qualifying_ms: last,
+                });
+            }
+        },
+        |meta, mut signals| {
+            signals.sort();
+            BundleBody {
+                slice_id: meta.slice_id,
+                vault_id: meta.vault_id,
+                envelope_hash: meta.envelope_hash,
+                signals,
+                subjects_evaluated: meta.evaluated,
+                epsilon_committed_micro: meta.epsilon_micro,
+            }
+        })
+    }
+
+    /// Executes one `compute` slice inside the enclave: for each eligible subject, a
+    /// de-duplication token, its group (home city) and the sum and count of its
+    /// qualifying purchases. The per-person values stay inside enclaves: only the
+    /// aggregation enclave's noisy per-group table is released.
+    pub fn execute_compute_slice(
+        &self,
+        a: &SliceAssignment,
+    ) -> Result<SliceResultBundle<ComputeBody>, NodeError> {
+        if a.envelope.body().task_class != TaskClass::Compute {
+            return Err(NodeError::Refused(format!(
+                "slice {} is a {} task, not compute",
+                a.slice_id,
+                a.envelope.body().task_class
+            )));
+        }
+        let key = dedup_key(&a.envelope);
+        let plan = &a.plan;
+        let now_ms = a.evaluate_at_ms;
+        self.run_slice(a, |out: &mut Vec<Contribution>, view| {
+            let facts = crate::training::vault::facts_of(view);
+            if let (Some((sum, n)), Some(identity)) = (
+                plan.qualifying_purchase_totals(&facts, now_ms),
+                view.identity,
+            ) {
+                out.push(Contribution {
+                    dedup_token: dedup_token(&key, identity.contact),
+                    group: facts.home_city.clone(),
+                    amount_sum_minor: sum,
+                    purchases: n,
+                });
+            }
+        },
+        |meta, mut contributions| {
+            contributions.sort();
+            ComputeBody {
+                slice_id: meta.slice_id,
+                vault_id: meta.vault_id,
+                envelope_hash: meta.envelope_hash,
+                contributions,
+                subjects_evaluated: meta.evaluated,
+                epsilon_committed_micro: meta.epsilon_micro,
+            }
+        })
+    }
+
+    /// The part of every slice that does not depend on its class: the envelope and
+    /// plan are checked, the operator's authorization and each subject's consent
+    /// (again, at evaluation time) and reservation decide who is evaluated; inside
+    /// the enclave `visit` sees only those subjects and `finish` builds the body the
+    /// enclave commits to and attests; then evaluated subjects commit the envelope's
+    /// ε and the rest are released.
+    fn run_slice<T: Default, B: SliceBody>(
+        &self,
+        a: &SliceAssignment,
+        mut visit: impl FnMut(&mut T, &symphony_vault::SubjectView<'_>),
+        finish: impl FnOnce(SliceMeta, T) -> B,
+    ) -> Result<SliceResultBundle<B>, NodeError> {
         let envelope = &a.envelope;
         envelope
             .verify()
@@ -221,54 +328,42 @@ impl EnterpriseNode {
         let consented = self.vault.consented_subjects(scope, a.evaluate_at_ms)?;
         let evaluate: BTreeSet<&SubjectId> = reserved.intersection(&consented).collect();
 
-        let key = dedup_key(envelope);
         let inputs = inputs_commitment(envelope, &vault_id);
-        let plan = &a.plan;
-        let now_ms = a.evaluate_at_ms;
         let mut scan_error = None;
-        let run = self.enclave.run(&inputs.0, envelope.hash().0, now_ms, || {
-            let mut signals = Vec::new();
-            let mut evaluated = 0u64;
-            let scan = self.vault.for_each_subject(&auth, |view| {
-                let Ok(subject) = SubjectId::new(view.subject) else {
-                    return ControlFlow::Continue(());
+        let run = self
+            .enclave
+            .run(&inputs.0, envelope.hash().0, a.evaluate_at_ms, || {
+                let mut out = T::default();
+                let mut evaluated = 0u64;
+                let scan = self.vault.for_each_subject(&auth, |view| {
+                    let Ok(subject) = SubjectId::new(view.subject) else {
+                        return ControlFlow::Continue(());
+                    };
+                    if !evaluate.contains(&subject) {
+                        return ControlFlow::Continue(()); // excluded before computation
+                    }
+                    evaluated += 1;
+                    visit(&mut out, view);
+                    ControlFlow::Continue(())
+                });
+                if let Err(e) = scan {
+                    scan_error = Some(e);
+                }
+                let meta = SliceMeta {
+                    slice_id: a.slice_id.clone(),
+                    vault_id: vault_id.clone(),
+                    envelope_hash: envelope.hash(),
+                    evaluated,
+                    epsilon_micro: epsilon.micro,
                 };
-                if !evaluate.contains(&subject) {
-                    return ControlFlow::Continue(()); // excluded before computation
-                }
-                evaluated += 1;
-                let facts = crate::training::vault::facts_of(view);
-                if let (Some(last), Some(identity)) = (
-                    plan.last_qualifying_purchase_ms(&facts, now_ms),
-                    view.identity,
-                ) {
-                    signals.push(AudienceSignal {
-                        dedup_token: dedup_token(&key, identity.contact),
-                        contact_handle: identity.contact.to_owned(),
-                        last_qualifying_ms: last,
-                    });
-                }
-                ControlFlow::Continue(())
+                let body = finish(meta, out);
+                let commitment = body.commit().unwrap_or_default();
+                ((body, commitment), commitment.0)
             });
-            if let Err(e) = scan {
-                scan_error = Some(e);
-            }
-            signals.sort();
-            let body = BundleBody {
-                slice_id: a.slice_id.clone(),
-                vault_id: vault_id.clone(),
-                envelope_hash: envelope.hash(),
-                signals,
-                subjects_evaluated: evaluated,
-                epsilon_committed_micro: epsilon.micro,
-            };
-            let commitment = body.commitment().unwrap_or_default();
-            ((body, commitment), commitment.0)
-        });
         if let Some(e) = scan_error {
             return Err(e.into());
         }
-        let ((bundle_body, commitment), attestation) =
+        let ((result_body, commitment), attestation) =
             run.map_err(|e| NodeError::Enclave(e.to_string()))?;
         // Budget: evaluated subjects commit the actual ε; the rest are released.
         let evaluated: Vec<SubjectId> = evaluate.iter().map(|s| (*s).clone()).collect();
@@ -286,7 +381,7 @@ impl EnterpriseNode {
             .finish_task(scope, &skipped, &BudgetOp::Release { task: task.clone() })?;
         self.lock().remove(&task);
         Ok(SliceResultBundle {
-            body: bundle_body,
+            body: result_body,
             commitment,
             inputs_commitment: inputs,
             attestation,

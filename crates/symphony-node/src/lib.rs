@@ -17,8 +17,10 @@
 pub mod aggregation;
 pub mod bundle;
 pub mod challenge;
+pub mod classes;
 pub mod enterprise;
 pub mod network;
+pub mod planes;
 pub mod replication;
 pub mod settlement;
 pub mod task;

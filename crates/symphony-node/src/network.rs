@@ -5,34 +5,29 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey};
 use serde::{Deserialize, Serialize};
 use symphony_core::budget::Epsilon;
 use symphony_core::consent::UsageScope;
 use symphony_core::encoding::{canonical_bytes, tagged_hash, Digest};
 use symphony_core::envelope::*;
 use symphony_core::ids::*;
-use symphony_core::lifecycle::{SliceState, TaskEvent};
-use symphony_economics::pricing::QueryUsage;
-use symphony_economics::{estimate_fee, PolicyParams, PolicyRegistry, TaskUsage};
+use symphony_core::lifecycle::SliceState;
+use symphony_economics::{PolicyParams, PolicyRegistry};
 use symphony_enclave::{SoftwareAttestationVerifier, SoftwareEnclave};
-use symphony_ledger::{AccountId, EscrowId, Genesis, LedgerConfig, RedbLedger, SettlementLedger};
-use symphony_master::{AggregateRecord, Command, SliceRecord};
-use symphony_semantic::{AudienceIntent, SemanticRegistry};
+use symphony_ledger::{AccountId, Genesis, LedgerConfig, RedbLedger, SettlementLedger};
+use symphony_semantic::SemanticRegistry;
 use symphony_vault::{
     GenerateParams, GenerateSummary, ImportOptions, Vault, VaultConfig, VaultKey,
 };
 
-use crate::aggregation::{aggregate, AggregationParams, SelectionPolicy};
+use crate::aggregation::SelectionPolicy;
 use crate::bundle::SliceResultBundle;
 use crate::bundle::{aggregation_code_identity, slice_code_identity, SliceAssignment};
 use crate::enterprise::{AdmissionReply, EnterpriseEndpoint, EnterpriseNode};
 use crate::replication::{LocalReplicator, Replicator};
-use crate::settlement::embedded::{
-    evidence_of, genesis_stakes, pay_embedded_vault_dividends, Settled,
-};
-use crate::settlement::{SettlementInputs, SettlementStore};
-use crate::verify::{verify_aggregate, verify_slice};
+use crate::settlement::embedded::{genesis_stakes, pay_embedded_vault_dividends};
+use crate::settlement::SettlementStore;
 use crate::NodeError;
 
 /// Reports progress to whoever drives the network (the CLI draws it).
@@ -187,7 +182,6 @@ fn apply_tamper(
     tamper: Option<Tamper>,
     seed: u64,
 ) -> crate::bundle::SliceResultBundle {
-    use symphony_enclave::Tee;
     match tamper {
         None => {}
         Some(Tamper::FlipByte) => {
@@ -201,21 +195,32 @@ fn apply_tamper(
                 bundle.body.subjects_evaluated ^= 1;
             }
         }
-        Some(Tamper::WrongMeasurement) => {
+        Some(t) => bundle.attestation = apply_tamper_attestation(bundle.attestation, t, seed),
+    }
+    bundle
+}
+
+/// Re-attests from a rogue enclave or forges the signature (other tampers: as is).
+fn apply_tamper_attestation(
+    mut report: symphony_enclave::AttestationReport,
+    tamper: Tamper,
+    seed: u64,
+) -> symphony_enclave::AttestationReport {
+    use symphony_enclave::Tee;
+    match tamper {
+        Tamper::WrongMeasurement => {
             let rogue = SoftwareEnclave::new(
                 key_from(seed, "scp/enterprise-platform/0"),
                 &symphony_enclave::CodeIdentity::new("rogue-eligibility", "1", [9u8; 32]),
             );
-            let a = &bundle.attestation;
-            if let Ok(r) = rogue.attest(a.report_data, a.nonce, a.issued_at_ms) {
-                bundle.attestation = r;
+            if let Ok(r) = rogue.attest(report.report_data, report.nonce, report.issued_at_ms) {
+                report = r;
             }
         }
-        Some(Tamper::ForgedSignature) => {
-            bundle.attestation.signature = [0x42; 64];
-        }
+        Tamper::ForgedSignature => report.signature = [0x42; 64],
+        Tamper::FlipByte => {}
     }
-    bundle
+    report
 }
 
 /// The embedded network.
@@ -354,6 +359,12 @@ impl EnterpriseEndpoint for Unreachable<'_> {
     fn execute_slice(&self, _: &SliceAssignment) -> Result<SliceResultBundle, NodeError> {
         Err(NodeError::Unavailable(self.0.to_string()))
     }
+    fn execute_compute_slice(
+        &self,
+        _: &SliceAssignment,
+    ) -> Result<SliceResultBundle<crate::bundle::ComputeBody>, NodeError> {
+        Err(NodeError::Unavailable(self.0.to_string()))
+    }
     fn release(&self, _: &TaskId) -> Result<u64, NodeError> {
         Err(NodeError::Unavailable(self.0.to_string()))
     }
@@ -386,6 +397,22 @@ impl EnterpriseEndpoint for Tampering<'_> {
         self.inner
             .execute_slice(a)
             .map(|b| apply_tamper(b, Some(self.tamper), self.seed))
+    }
+    fn execute_compute_slice(
+        &self,
+        a: &SliceAssignment,
+    ) -> Result<SliceResultBundle<crate::bundle::ComputeBody>, NodeError> {
+        let mut b = self.inner.execute_compute_slice(a)?;
+        match self.tamper {
+            Tamper::FlipByte => match b.body.contributions.first_mut() {
+                Some(c) => c.amount_sum_minor ^= 1,
+                None => b.body.subjects_evaluated ^= 1,
+            },
+            Tamper::WrongMeasurement | Tamper::ForgedSignature => {
+                b.attestation = apply_tamper_attestation(b.attestation, self.tamper, self.seed)
+            }
+        }
+        Ok(b)
     }
     fn release(&self, task: &TaskId) -> Result<u64, NodeError> {
         EnterpriseEndpoint::release(self.inner, task)
@@ -483,6 +510,7 @@ impl EmbeddedNetwork {
             )?;
             for a in &advertiser_ids {
                 vault.permit(a, TaskClass::Query)?;
+                vault.permit(a, TaskClass::Compute)?;
             }
             let platform = key_from(params.seed, &format!("scp/enterprise-platform/{i}"));
             let enclave = SoftwareEnclave::new(platform, &slice_code_identity());
@@ -573,13 +601,12 @@ impl EmbeddedNetwork {
         (&self.generated.vault_files, &self.generated.consent_file)
     }
 
-    /// Runs a campaign through the masters over this network's enterprise nodes,
-    /// with the configured faults.
-    pub fn run_campaign(
+    /// This network's enterprise endpoints as the masters reach them, with the
+    /// configured faults (nodes down, a tampered first bundle).
+    fn with_endpoints<T>(
         &mut self,
-        req: &SignedRequest,
-        obs: &mut dyn Observer,
-    ) -> Result<CampaignOutcome, NodeError> {
+        f: impl FnOnce(&mut MasterServices, &[&dyn EnterpriseEndpoint]) -> T,
+    ) -> T {
         let unreachable: Vec<Unreachable<'_>> = self
             .enterprises
             .iter()
@@ -603,21 +630,63 @@ impl EmbeddedNetwork {
                 endpoints.push(e);
             }
         }
-        let outcome = self.master.run_campaign(&endpoints, req, obs)?;
-        if outcome.settlement_state.as_deref() == Some("finalized") {
-            // Data usage dividends are paid by each Vault, which alone knows whose
-            // records were used.
-            let task = TaskId::new(outcome.task_id.clone())
-                .map_err(|e| NodeError::Refused(e.to_string()))?;
-            let at_ms = self.master.now_ms;
-            let paid =
-                pay_embedded_vault_dividends(&mut self.master, &self.enterprises, &task, at_ms)?;
-            obs.step(
-                "dividends",
-                &format!("{paid} µSYM paid to data producers by their Vaults"),
-            );
+        f(&mut self.master, &endpoints)
+    }
+
+    /// Data usage dividends of a finalized task, paid by each Vault (which alone
+    /// knows whose records were used).
+    fn pay_dividends(
+        &mut self,
+        task_id: &str,
+        settlement_state: Option<&str>,
+        obs: &mut dyn Observer,
+    ) -> Result<(), NodeError> {
+        if settlement_state != Some("finalized") {
+            return Ok(());
         }
+        let task = TaskId::new(task_id).map_err(|e| NodeError::Refused(e.to_string()))?;
+        let at_ms = self.master.now_ms;
+        let paid = pay_embedded_vault_dividends(&mut self.master, &self.enterprises, &task, at_ms)?;
+        obs.step(
+            "dividends",
+            &format!("{paid} µSYM paid to data producers by their Vaults"),
+        );
+        Ok(())
+    }
+
+    /// Runs a campaign through the masters over this network's enterprise nodes,
+    /// with the configured faults.
+    pub fn run_campaign(
+        &mut self,
+        req: &SignedRequest,
+        obs: &mut dyn Observer,
+    ) -> Result<CampaignOutcome, NodeError> {
+        let outcome = self.with_endpoints(|m, e| m.run_campaign(e, req, obs))?;
+        self.pay_dividends(&outcome.task_id, outcome.settlement_state.as_deref(), obs)?;
         Ok(outcome)
+    }
+
+    /// Runs a `compute` task; see [`MasterServices::run_compute_audited`].
+    pub fn run_compute_audited(
+        &mut self,
+        req: &crate::task::SignedTask,
+        obs: &mut dyn Observer,
+    ) -> Result<crate::planes::Run<crate::classes::compute::ComputeAggregate>, NodeError> {
+        let run = self.with_endpoints(|m, e| m.run_compute_audited(e, req, obs))?;
+        self.pay_dividends(&run.report.task_id, run.report.settlement_state.as_deref(), obs)?;
+        Ok(run)
+    }
+
+    /// Runs a `compute` task through the masters over this network's enterprise
+    /// nodes: the released (noisy) table.
+    pub fn run_compute(
+        &mut self,
+        req: &crate::task::SignedTask,
+        obs: &mut dyn Observer,
+    ) -> Result<crate::task::ComputeOutcome, NodeError> {
+        Ok(crate::classes::compute::outcome(
+            self.run_compute_audited(req, obs)?,
+        ))
     }
 }
 
@@ -657,537 +726,71 @@ impl MasterServices {
         self.next_task = next;
     }
 
-    fn submit(&mut self, c: Command) -> Result<crate::replication::Committed, NodeError> {
-        Ok(self.masters.submit(c)?)
-    }
-
-    fn advance(
-        &mut self,
-        task: &TaskId,
-        event: TaskEvent,
-        reason: Option<String>,
-        obs: &mut dyn Observer,
-    ) -> Result<(), NodeError> {
-        let committed = self.submit(Command::Advance {
-            task_id: task.clone(),
-            event,
-            reason,
-        })?;
-        if let Some(symphony_master::Event::TaskStateChanged { to, .. }) = committed.events.first()
-        {
-            obs.step(
-                to.as_str(),
-                &format!(
-                    "certificate {}/3 signatures at log index {}",
-                    committed.certificate.signatures.len(),
-                    committed.certificate.log_index
-                ),
-            );
-        }
-        Ok(())
-    }
-
     /// Runs one `compute` task end to end (admission → execution → verification →
     /// settlement → delivery of the noisy table).
     pub fn run_compute(
         &mut self,
-        _enterprises: &[&dyn EnterpriseEndpoint],
-        _req: &crate::task::SignedTask,
-        _obs: &mut dyn Observer,
+        enterprises: &[&dyn EnterpriseEndpoint],
+        req: &crate::task::SignedTask,
+        obs: &mut dyn Observer,
     ) -> Result<crate::task::ComputeOutcome, NodeError> {
-        Err(NodeError::Refused("compute is being wired into the pipeline".into()))
+        let run = self.run_compute_audited(enterprises, req, obs)?;
+        Ok(crate::classes::compute::outcome(run))
     }
 
-    /// Runs one campaign end to end: admission → execution → verification →
-    /// settlement → delivery.
+    /// [`Self::run_compute`], returning the pipeline's run with the aggregation
+    /// enclave's noise-free table (audits and tests of the embedded network).
+    pub fn run_compute_audited(
+        &mut self,
+        enterprises: &[&dyn EnterpriseEndpoint],
+        req: &crate::task::SignedTask,
+        obs: &mut dyn Observer,
+    ) -> Result<crate::planes::Run<crate::classes::compute::ComputeAggregate>, NodeError> {
+        let crate::task::TaskSpec::Compute(spec) = &req.spec else {
+            return Err(NodeError::Refused(format!(
+                "run_compute takes a compute task, not {}",
+                req.spec.class()
+            )));
+        };
+        let class = crate::classes::compute::Compute { spec };
+        let request = crate::planes::Request {
+            class: &class,
+            nonce: req.nonce,
+            public_key: req.public_key,
+            signature: &req.signature,
+        };
+        crate::planes::run_task(self, enterprises, &request, obs)
+    }
+
+    /// The next task id of a request: unique per master services instance (a
+    /// deployed leader sets the counter from the replicated request sequence).
+    pub fn next_task_id(&mut self, request_hash: &Digest) -> Result<TaskId, NodeError> {
+        self.next_task += 1;
+        TaskId::new(format!(
+            "task-{}-{:04}",
+            &request_hash.to_hex()[..12],
+            self.next_task
+        ))
+        .map_err(|e| NodeError::Refused(e.to_string()))
+    }
+
+    /// Runs one campaign end to end through the protocol pipeline: admission →
+    /// execution → verification → settlement → delivery (`crate::planes`, class
+    /// module `crate::classes::query`).
     pub fn run_campaign(
         &mut self,
         enterprises: &[&dyn EnterpriseEndpoint],
         req: &SignedRequest,
         obs: &mut dyn Observer,
     ) -> Result<CampaignOutcome, NodeError> {
-        let spec = &req.spec;
-        // --- Admission: identity, authorization
-        let actor =
-            ActorId::new(spec.advertiser.clone()).map_err(|e| NodeError::Refused(e.to_string()))?;
-        let known = self
-            .advertisers
-            .get(&actor)
-            .ok_or_else(|| NodeError::Refused(format!("unknown caller {actor}")))?;
-        if *known != req.public_key {
-            return Err(NodeError::Refused(format!(
-                "public key is not registered for {actor}"
-            )));
-        }
-        let request_hash = request_hash(spec, req.nonce)?;
-        let vk = VerifyingKey::from_bytes(&req.public_key)
-            .map_err(|_| NodeError::Refused("malformed public key".into()))?;
-        let sig = Signature::from_slice(&req.signature)
-            .map_err(|_| NodeError::Refused("malformed signature".into()))?;
-        vk.verify(&request_hash.0, &sig)
-            .map_err(|_| NodeError::Refused("request signature does not verify".into()))?;
-        obs.step(
-            "admission",
-            &format!("caller {actor} authenticated (ed25519)"),
-        );
-        // --- Semantic resolution
-        let plan = self
-            .semantic
-            .resolve_audience(&AudienceIntent {
-                brand: spec.brand.clone(),
-                country: spec.country.clone(),
-                city: spec.city.clone(),
-                window_days: spec.window_days,
-                usage_scope: spec.usage_scope,
-            })
-            .map_err(|e| {
-                NodeError::Refused(format!("semantic resolution blocked the task: {e}"))
-            })?;
-        let epoch = self.masters.state().current_epoch();
-        let resolved = self
-            .policy
-            .resolve(
-                epoch,
-                plan.semantic_version(),
-                self.masters.state().active_policy_version(),
-            )
-            .map_err(|e| NodeError::Refused(e.to_string()))?;
-        let params = &resolved.params;
-        let epsilon = params.privacy.epsilon_per_query;
-        obs.step(
-            "semantics",
-            &format!(
-                "plan {} under {} (minimum_result_cardinality {})",
-                &plan.plan_hash().to_hex()[..12],
-                plan.semantic_version(),
-                plan.minimum_result_cardinality()
-            ),
-        );
-        // --- Consent and budget reservation in each Vault
-        self.next_task += 1;
-        let task_id = TaskId::new(format!(
-            "task-{}-{:04}",
-            &request_hash.to_hex()[..12],
-            self.next_task
-        ))
-        .map_err(|e| NodeError::Refused(e.to_string()))?;
-        let n = enterprises.len() as u32;
-        let quorum = spec
-            .minimum_vault_quorum
-            .unwrap_or(n / 2 + 1)
-            .clamp(1, n.max(1));
-        let mut consent_refs = Vec::new();
-        let mut reserved_total = 0u64;
-        for e in enterprises {
-            let r = match e.admission_reserve(
-                &task_id,
-                &actor,
-                TaskClass::Query,
-                spec.usage_scope,
-                epsilon,
-                self.now_ms,
-            ) {
-                Ok(r) => r,
-                Err(NodeError::Unavailable(v)) => {
-                    obs.step("unreachable", &format!("{v} did not answer at admission"));
-                    continue;
-                }
-                Err(err) => {
-                    self.release_all(enterprises, &task_id);
-                    return Err(err);
-                }
-            };
-            reserved_total += r.subjects_reserved;
-            consent_refs.push(ConsentRef {
-                vault_id: r.vault_id,
-                usage_scope: spec.usage_scope,
-                snapshot_commitment: r.snapshot_commitment,
-                eligible_subjects: r.subjects_reserved,
-            });
-        }
-        obs.step(
-            "budget",
-            &format!(
-                "reserved ε={epsilon} for {reserved_total} consenting subjects in {} Vaults",
-                consent_refs.len()
-            ),
-        );
-        // --- Escrow lock
-        let estimate = estimate_fee(
-            &params.prices,
-            &TaskUsage::Query(QueryUsage {
-                n_vaults: n,
-                n_records: spec.audience_cap,
-                epsilon,
-            }),
-        )
-        .map_err(|e| NodeError::Refused(e.to_string()))?;
-        let escrow_id = format!("escrow-{task_id}");
-        let owner = account(format!("actor:{actor}"))?;
-        self.ledger
-            .lock(
-                &EscrowId::new(escrow_id.clone()).map_err(|e| NodeError::Ledger(e.to_string()))?,
-                &owner,
-                estimate,
-            )
-            .map_err(|e| NodeError::Ledger(e.to_string()))?;
-        obs.step("escrow", &format!("{estimate} µSYM locked in {escrow_id}"));
-        let participating: BTreeSet<VaultId> =
-            enterprises.iter().map(|e| e.vault_id().clone()).collect();
-        let envelope = TaskEnvelope::seal(EnvelopeBody {
-            task_id: task_id.clone(),
-            task_class: TaskClass::Query,
-            caller: CallerContext {
-                actor_id: actor.clone(),
-                public_key: req.public_key,
-                request_hash,
-                nonce: req.nonce,
-                admitted_at_ms: self.now_ms,
-            },
-            authorization: Authorization {
-                granted_by: "vault-permits:query".into(),
-                vault_permits: consent_refs.iter().map(|c| c.vault_id.clone()).collect(),
-            },
-            consent_refs: consent_refs.clone(),
-            semantic_version: plan.semantic_version(),
-            policy_version: resolved.policy_version,
-            epoch_id: epoch,
-            budget_reservation: BudgetReservation {
-                usage_scope: spec.usage_scope,
-                epsilon_per_subject: epsilon,
-                subjects_reserved: reserved_total,
-            },
-            coordination_envelope: CoordinationEnvelope {
-                participating_vault_ids: participating,
-                minimum_vault_quorum: quorum,
-                aggregation_method: AggregationMethod::UnionWithCardinalityCap,
-            },
-            budget_lock_ref: Some(BudgetLockRef {
-                ledger: "embedded-redb".into(),
-                escrow_id: escrow_id.clone(),
-                amount_base_units: estimate,
-            }),
-            iteration_policy: None,
-            resolved_plan_hash: plan.plan_hash(),
-            constraints: [
-                ("audience_cap".to_string(), spec.audience_cap.to_string()),
-                ("brand".to_string(), spec.brand.clone()),
-                ("country".to_string(), spec.country.clone()),
-                ("selection".to_string(), format!("{:?}", spec.selection)),
-                (
-                    "selection_seed".to_string(),
-                    spec.selection_seed.to_string(),
-                ),
-                ("window_days".to_string(), spec.window_days.to_string()),
-            ]
-            .into_iter()
-            .collect(),
-            deadline_ms: self.now_ms + 600_000,
-        })?;
-        let admitted = self.masters.submit(Command::AdmitTask {
-            envelope: Box::new(envelope.clone()),
-        });
-        if let Err(e) = admitted {
-            self.release_all(enterprises, &task_id);
-            return Err(e.into());
-        }
-        obs.step(
-            "accepted",
-            &format!("TaskEnvelope {}", &envelope.hash().to_hex()[..16]),
-        );
-        let mut outcome = CampaignOutcome {
-            task_id: task_id.to_string(),
-            envelope_hash: envelope.hash().to_hex(),
-            states: vec![],
-            reason: None,
-            eligible_count: 0,
-            delivered_count: 0,
-            audience_cap: spec.audience_cap,
-            vaults_responded: 0,
-            minimum_vault_quorum: quorum,
-            fee_locked: estimate,
-            fee_total: 0,
-            fee_shares: BTreeMap::new(),
-            refund: 0,
-            attestations_verified: 0,
-            epsilon_committed: epsilon.to_string(),
-            subjects_evaluated: 0,
-            settlement_state: None,
-            epoch_id: epoch.0,
-            certificate_signatures: 0,
-            audience: vec![],
+        let class = crate::classes::query::Query { spec: &req.spec };
+        let request = crate::planes::Request {
+            class: &class,
+            nonce: req.nonce,
+            public_key: req.public_key,
+            signature: &req.signature,
         };
-        self.advance(&task_id, TaskEvent::BeginResolution, None, obs)?;
-        if consent_refs.len() < quorum as usize {
-            let reason = format!(
-                "{} Vaults reachable at admission, below minimum_vault_quorum {quorum}",
-                consent_refs.len()
-            );
-            return self.reject(
-                enterprises,
-                &task_id,
-                &escrow_id,
-                estimate,
-                reason,
-                outcome,
-                obs,
-            );
-        }
-        self.advance(&task_id, TaskEvent::Dispatch, None, obs)?;
-        // --- Execution: fan out slices
-        let mut evidence = Vec::new();
-        let mut bundles = Vec::new();
-        let total = enterprises.len() as u64;
-        for (i, e) in enterprises.iter().enumerate() {
-            let vault_id = e.vault_id().clone();
-            let slice_id = SliceId {
-                sub_task: SubTaskId {
-                    parent: task_id.clone(),
-                    round: 0,
-                },
-                vault: vault_id.clone(),
-            };
-            let record = {
-                let assignment = SliceAssignment {
-                    slice_id,
-                    envelope: envelope.clone(),
-                    plan: plan.clone(),
-                    evaluate_at_ms: self.now_ms,
-                };
-                match e.execute_slice(&assignment).and_then(|b| {
-                    verify_slice(&self.verifier, &envelope, &b)
-                        .map(|ev| (b, ev))
-                        .map_err(|err| NodeError::Refused(err.to_string()))
-                }) {
-                    Ok((bundle, ev)) => {
-                        let r = SliceRecord {
-                            state: SliceState::Verified,
-                            commitment: bundle.commitment,
-                            subjects_evaluated: bundle.body.subjects_evaluated,
-                            epsilon_committed_micro: bundle.body.epsilon_committed_micro,
-                        };
-                        outcome.subjects_evaluated += bundle.body.subjects_evaluated;
-                        evidence.push(ev);
-                        bundles.push(bundle);
-                        r
-                    }
-                    Err(err) => {
-                        obs.step("slice_failed", &format!("{vault_id}: {err}"));
-                        let state = match err {
-                            NodeError::Unavailable(_) => SliceState::TimedOut,
-                            _ => SliceState::Failed,
-                        };
-                        SliceRecord {
-                            state,
-                            commitment: Digest::default(),
-                            subjects_evaluated: 0,
-                            epsilon_committed_micro: 0,
-                        }
-                    }
-                }
-            };
-            obs.progress("slices", i as u64 + 1, total);
-            self.masters.submit(Command::RecordSlice {
-                task_id: task_id.clone(),
-                vault_id,
-                record,
-            })?;
-        }
-        outcome.vaults_responded = evidence.len() as u32;
-        outcome.attestations_verified = evidence.len() as u32;
-        obs.step(
-            "slices",
-            &format!(
-                "{}/{} slices verified (attestation + commitment)",
-                evidence.len(),
-                total
-            ),
-        );
-        if evidence.len() < quorum as usize {
-            let reason = format!(
-                "{} slices verified, below minimum_vault_quorum {quorum}",
-                evidence.len()
-            );
-            return self.reject(
-                enterprises,
-                &task_id,
-                &escrow_id,
-                estimate,
-                reason,
-                outcome,
-                obs,
-            );
-        }
-        // --- Aggregation in the master enclave (bundles are moved in and purged)
-        let agg = aggregate(
-            &self.aggregator,
-            &envelope,
-            bundles,
-            AggregationParams {
-                audience_cap: spec.audience_cap,
-                selection: spec.selection,
-                selection_seed: spec.selection_seed,
-                minimum_result_cardinality: plan.minimum_result_cardinality(),
-                now_ms: self.now_ms,
-            },
-        )?;
-        outcome.eligible_count = agg.eligible_count;
-        if agg.suppressed {
-            let reason = format!(
-                "result of {} subjects is below minimum_result_cardinality {}: suppressed",
-                agg.eligible_count,
-                plan.minimum_result_cardinality()
-            );
-            return self.reject(
-                enterprises,
-                &task_id,
-                &escrow_id,
-                estimate,
-                reason,
-                outcome,
-                obs,
-            );
-        }
-        obs.step(
-            "aggregate",
-            &format!(
-                "{} distinct eligible, {} selected (cap {})",
-                agg.eligible_count,
-                agg.audience.len(),
-                spec.audience_cap
-            ),
-        );
-        self.masters.submit(Command::RecordAggregate {
-            task_id: task_id.clone(),
-            record: AggregateRecord {
-                commitment: agg.commitment,
-                eligible_count: agg.eligible_count,
-                delivered_count: agg.audience.len() as u64,
-                result_hash: agg.result_hash,
-            },
-        })?;
-        self.advance(&task_id, TaskEvent::ExecutionFinished, None, obs)?;
-        // --- Verification
-        verify_aggregate(&self.verifier, &envelope, &evidence, &agg)
-            .map_err(|e| NodeError::Refused(e.to_string()))?;
-        outcome.attestations_verified += 1;
-        self.advance(&task_id, TaskEvent::VerificationAccepted, None, obs)?;
-        if let Some(stage) = self.result_stage.as_mut() {
-            stage.stage(&task_id, &agg.result_hash, &agg.audience)?;
-            obs.step(
-                "staged",
-                &format!("{} handles staged with the masters", agg.audience.len()),
-            );
-        }
-        // --- Settlement (the Settlement Plane: crate::settlement)
-        let delivered = agg.audience.len() as u64;
-        let inputs = SettlementInputs {
-            task_id: task_id.clone(),
-            escrow_id: EscrowId::new(escrow_id.clone())
-                .map_err(|e| NodeError::Ledger(e.to_string()))?,
-            usage: TaskUsage::Query(QueryUsage {
-                n_vaults: outcome.vaults_responded,
-                n_records: delivered,
-                epsilon,
-            }),
-            evidence: evidence_of(&*self.masters, &task_id, &evidence, &agg)?,
-            verifiers: (0..3)
-                .map(|i| ActorId::new(format!("master-{i}")))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| NodeError::Refused(e.to_string()))?,
-        };
-        let row = match self.settle(&inputs, params, obs)? {
-            Settled::Finalized(row) => row,
-            Settled::Rejected {
-                reason,
-                fee,
-                refund,
-            } => {
-                outcome.fee_total = fee;
-                outcome.refund = refund;
-                if fee > 0 {
-                    outcome.fee_shares.insert("treasury".to_owned(), fee);
-                }
-                obs.step("rejected", &reason);
-                self.fill_states(&task_id, &mut outcome);
-                return Ok(outcome);
-            }
-        };
-        outcome.certificate_signatures = row
-            .certificate
-            .as_ref()
-            .map_or(0, |c| c.valid_signatures(&self.masters.master_keys()));
-        outcome.fee_total = row.candidate.fee_total;
-        outcome.refund = row.candidate.refund;
-        outcome.fee_shares = row.candidate.fee_shares.clone();
-        outcome.epoch_id = row.epoch_id.0;
-        outcome.settlement_state = Some(row.state.to_string());
-        // --- Delivery
-        self.masters.submit(Command::RecordDelivery {
-            task_id: task_id.clone(),
-            recipient: actor.clone(),
-            result_hash: agg.result_hash,
-            count: delivered,
-            at_ms: self.now_ms,
-        })?;
-        obs.step(
-            "delivered",
-            &format!("{delivered} contact handles to {actor} (audit event recorded)"),
-        );
-        outcome.delivered_count = delivered;
-        outcome.audience = agg.audience;
-        self.fill_states(&task_id, &mut outcome);
-        Ok(outcome)
-    }
-
-    fn release_all(&self, enterprises: &[&dyn EnterpriseEndpoint], task_id: &TaskId) {
-        for e in enterprises {
-            let _ = e.release(task_id);
-        }
-    }
-
-    fn fill_states(&self, task_id: &TaskId, outcome: &mut CampaignOutcome) {
-        if let Some(rec) = self.masters.state().task(task_id) {
-            outcome.states = rec.history.iter().map(|s| s.to_string()).collect();
-            outcome.reason.clone_from(&rec.reason);
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn reject(
-        &mut self,
-        enterprises: &[&dyn EnterpriseEndpoint],
-        task_id: &TaskId,
-        escrow_id: &str,
-        locked: u64,
-        reason: String,
-        mut outcome: CampaignOutcome,
-        obs: &mut dyn Observer,
-    ) -> Result<CampaignOutcome, NodeError> {
-        // Reservations not yet executed are released; executed slices already
-        // committed (failure after execution commits at the estimate).
-        self.release_all(enterprises, task_id);
-        obs.step("rejected", &reason);
-        self.advance(task_id, TaskEvent::Reject, Some(reason), obs)?;
-        // Once the rejection is committed: the policy's base fee of the class goes to
-        // the treasury, the rest of the escrow back to the submitter
-        // (`settlement::rewards::charge_rejection`; documented in ARCHITECTURE.md).
-        let escrow = EscrowId::new(escrow_id).map_err(|e| NodeError::Ledger(e.to_string()))?;
-        let fee = self.charge_rejected(task_id, &escrow)?;
-        if fee.estimate_micro_sym != locked {
-            return Err(NodeError::Ledger(format!(
-                "escrow {escrow} holds {}, expected {locked}",
-                fee.estimate_micro_sym
-            )));
-        }
-        outcome.fee_total = fee.charged_micro_sym;
-        outcome.refund = fee.refund_micro_sym;
-        if fee.charged_micro_sym > 0 {
-            outcome
-                .fee_shares
-                .insert("treasury".to_owned(), fee.charged_micro_sym);
-        }
-        self.fill_states(task_id, &mut outcome);
-        Ok(outcome)
+        let run = crate::planes::run_task(self, enterprises, &request, obs)?;
+        Ok(crate::classes::query::outcome(&req.spec, run))
     }
 }

@@ -13,7 +13,7 @@ use symphony_enclave::{
 use symphony_master::link_commitment;
 
 use crate::aggregation::AggregateResult;
-use crate::bundle::{inputs_commitment, SliceResultBundle};
+use crate::bundle::{inputs_commitment, SliceBody, SliceResultBundle};
 
 /// Evidence of one slice kept after its signals were aggregated (and purged).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -56,22 +56,22 @@ pub enum EvidenceError {
 }
 
 /// Checks a returned bundle before its signals may be aggregated.
-pub fn verify_slice(
+pub fn verify_slice<B: SliceBody>(
     verifier: &SoftwareAttestationVerifier,
     envelope: &TaskEnvelope,
-    bundle: &SliceResultBundle,
+    bundle: &SliceResultBundle<B>,
 ) -> Result<SliceEvidence, EvidenceError> {
-    let vault = bundle.body.vault_id.to_string();
+    let vault = bundle.body.vault_id().to_string();
     let recomputed = bundle
         .body
-        .commitment()
+        .commit()
         .map_err(|_| EvidenceError::CommitmentMismatch {
             vault: vault.clone(),
         })?;
-    if recomputed != bundle.commitment || bundle.body.envelope_hash != envelope.hash() {
+    if recomputed != bundle.commitment || bundle.body.envelope_hash() != envelope.hash() {
         return Err(EvidenceError::CommitmentMismatch { vault });
     }
-    if inputs_commitment(envelope, &bundle.body.vault_id) != bundle.inputs_commitment {
+    if inputs_commitment(envelope, bundle.body.vault_id()) != bundle.inputs_commitment {
         return Err(EvidenceError::WrongInputs { vault });
     }
     let evidence = SliceEvidence {

@@ -47,6 +47,9 @@ pub const PURCHASE_AMOUNT_BUCKET: &str = "purchase_amount_bucket";
 pub const CONTACT_HANDLE: &str = "contact_handle";
 /// The campaign composition (seed 000, section 3: "campaign audience membership").
 pub const CAMPAIGN_AUDIENCE_MEMBERSHIP: &str = "campaign_audience_membership";
+/// The `compute` composition: a brand's recent customers in a geography, released
+/// only as per-group aggregates (analytics scope).
+pub const CUSTOMER_STATISTICS: &str = "customer_statistics";
 /// The training feature composition (seed 003, section 3).
 pub const CONSUMER_BEHAVIOR_FEATURES: &str = "consumer_behavior_features";
 
@@ -319,6 +322,13 @@ fn compositions() -> Result<Vec<CompositionSpec>, RegistryError> {
             operand_attributes: vec![name(PURCHASE_RECENCY)?, name(SINGAPORE_ELIGIBILITY)?],
             minimum_result_cardinality: CAMPAIGN_MINIMUM_RESULT_CARDINALITY,
             usage_scopes: BTreeSet::from([UsageScope::Marketing]),
+        },
+        CompositionSpec {
+            name: name(CUSTOMER_STATISTICS)?,
+            operator: crate::CompositionOperator::And,
+            operand_attributes: vec![name(PURCHASE_RECENCY)?, name(SINGAPORE_ELIGIBILITY)?],
+            minimum_result_cardinality: CAMPAIGN_MINIMUM_RESULT_CARDINALITY,
+            usage_scopes: BTreeSet::from([UsageScope::Analytics]),
         },
         CompositionSpec {
             name: name(CONSUMER_BEHAVIOR_FEATURES)?,

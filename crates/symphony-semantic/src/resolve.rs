@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use symphony_core::{content_hash, Digest, SemanticVersion, UsageScope};
 
 use crate::catalog::{
-    CAMPAIGN_AUDIENCE_MEMBERSHIP, CONTACT_HANDLE, PURCHASE_RECENCY, SINGAPORE_ELIGIBILITY,
+    CAMPAIGN_AUDIENCE_MEMBERSHIP, CONTACT_HANDLE, CUSTOMER_STATISTICS, PURCHASE_RECENCY, SINGAPORE_ELIGIBILITY,
 };
 use crate::composition::{AttributeComposition, CompositionOperator};
 use crate::derivation::{DerivationRule, QueryAttribute, SpatialResolution};
@@ -341,6 +341,29 @@ impl ResolvedAudiencePlan {
             .max()
     }
 
+    /// For an eligible subject: the sum (minor units) and number of its qualifying
+    /// brand purchases in the window (what a `compute` statistic aggregates);
+    /// `None` exactly when the subject is not eligible.
+    pub fn qualifying_purchase_totals(
+        &self,
+        facts: &SubjectFacts,
+        now_ms: u64,
+    ) -> Option<(u64, u64)> {
+        if !self.geography_matches(facts) {
+            return None;
+        }
+        let c = &self.body.conditions;
+        let (sum, n) = facts
+            .purchases
+            .iter()
+            .filter(|p| same_value(&p.brand, &c.brand))
+            .filter(|p| within_window(p.timestamp_ms, now_ms, c.window_days))
+            .fold((0u64, 0u64), |(s, n), p| {
+                (s.saturating_add(p.amount_minor), n + 1)
+            });
+        (n > 0).then_some((sum, n))
+    }
+
     /// The composition evaluated on plaintext facts at task time `now_ms`.
     pub fn is_eligible(&self, facts: &SubjectFacts, now_ms: u64) -> bool {
         self.last_qualifying_purchase_ms(facts, now_ms).is_some()
@@ -362,7 +385,35 @@ impl SemanticRegistry {
         &self,
         intent: &AudienceIntent,
     ) -> Result<ResolvedAudiencePlan, ResolutionError> {
-        let spec = composition_spec(self, CAMPAIGN_AUDIENCE_MEMBERSHIP)?;
+        self.resolve_membership(CAMPAIGN_AUDIENCE_MEMBERSHIP, intent)
+    }
+
+    /// Resolves the population of a `compute` task (a brand's recent customers in a
+    /// geography) under the `customer_statistics` composition, whose results are
+    /// released only as per-group aggregates. Grouping by home city needs the
+    /// geography attribute's granularity to allow city resolution.
+    pub fn resolve_customer_statistics(
+        &self,
+        intent: &AudienceIntent,
+    ) -> Result<ResolvedAudiencePlan, ResolutionError> {
+        let geography = active_query(self, SINGAPORE_ELIGIBILITY)?;
+        let allowed = geography.granularity.spatial;
+        if allowed.is_none_or(|finest| SpatialResolution::City > finest) {
+            return Err(ResolutionError::GranularityNotAllowed {
+                name: geography.name.clone(),
+                requested: SpatialResolution::City,
+                allowed,
+            });
+        }
+        self.resolve_membership(CUSTOMER_STATISTICS, intent)
+    }
+
+    fn resolve_membership(
+        &self,
+        composition: &str,
+        intent: &AudienceIntent,
+    ) -> Result<ResolvedAudiencePlan, ResolutionError> {
+        let spec = composition_spec(self, composition)?;
         let expected = [PURCHASE_RECENCY, SINGAPORE_ELIGIBILITY];
         if spec.operator != CompositionOperator::And
             || spec

@@ -13,7 +13,6 @@ use super::{
     vault_operator, AggregateEvidence, FinalizeStep, SettlementContext, SettlementInputs,
     SettlementRow, SettlementStore, SliceOutcome, StoredEvidence, VerificationOutcome,
 };
-use crate::aggregation::AggregateResult;
 use crate::challenge::{ChallengeEvidence, ChallengeRequest};
 use crate::enterprise::EnterpriseNode;
 use crate::network::{MasterServices, Observer};
@@ -48,7 +47,8 @@ pub fn evidence_of(
     masters: &dyn crate::replication::Replicator,
     task_id: &TaskId,
     slice_evidence: &[SliceEvidence],
-    agg: &AggregateResult,
+    agg: crate::verify::AggregateClaim<'_>,
+    compute_units: u64,
 ) -> Result<StoredEvidence, NodeError> {
     let rec = masters
         .state()
@@ -75,12 +75,12 @@ pub fn evidence_of(
         envelope: rec.envelope.clone(),
         slices,
         aggregate: AggregateEvidence {
-            input_commitments: agg.input_commitments.clone(),
+            input_commitments: agg.input_commitments.to_vec(),
             result_hash: agg.result_hash,
             commitment: agg.commitment,
             attestation: agg.attestation.clone(),
             executor: ActorId::new("master-0").map_err(|e| NodeError::Refused(e.to_string()))?,
-            compute_units: agg.eligible_count,
+            compute_units,
         },
     })
 }

@@ -1,0 +1,301 @@
+//! The Admission Plane (seed 002): the caller's identity, semantic resolution,
+//! epoch and policy from the Governance Service's state, authorization + consent +
+//! budget reservation in every Vault, escrow, and the immutable `TaskEnvelope`
+//! committed by the masters. Each step is a function; [`admit`] runs them in order.
+
+use std::collections::BTreeSet;
+
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use symphony_core::envelope::*;
+use symphony_core::ids::*;
+use symphony_economics::{estimate_fee, PolicyParams};
+use symphony_ledger::{AccountId, EscrowId};
+use symphony_master::Command;
+use symphony_semantic::ResolvedAudiencePlan;
+
+use super::{ClassAdmission, ClassModule, Report, Request};
+use crate::enterprise::EnterpriseEndpoint;
+use crate::network::{MasterServices, Observer};
+use crate::NodeError;
+
+/// A task that passed admission.
+pub struct Admitted {
+    /// Task id.
+    pub task_id: TaskId,
+    /// The submitter.
+    pub actor: ActorId,
+    /// The committed envelope.
+    pub envelope: TaskEnvelope,
+    /// The resolved plan.
+    pub plan: ResolvedAudiencePlan,
+    /// What the class decided.
+    pub class: ClassAdmission,
+    /// The policy's parameters (of the envelope's policy version).
+    pub params: PolicyParams,
+    /// Escrow id.
+    pub escrow_id: String,
+    /// Escrow amount.
+    pub estimate: u64,
+    /// Minimum Vaults.
+    pub quorum: u32,
+    /// Vaults that reserved budget at admission.
+    pub vaults_reserved: usize,
+}
+
+impl Admitted {
+    /// The report as admission leaves it.
+    pub fn report(&self) -> Report {
+        Report {
+            task_id: self.task_id.to_string(),
+            envelope_hash: self.envelope.hash().to_hex(),
+            minimum_vault_quorum: self.quorum,
+            fee_locked: self.estimate,
+            epsilon_committed: self.class.epsilon.to_string(),
+            epoch_id: self.envelope.body().epoch_id.0,
+            ..Report::default()
+        }
+    }
+}
+
+fn refused(e: impl std::fmt::Display) -> NodeError {
+    NodeError::Refused(e.to_string())
+}
+
+fn account(s: impl Into<String>) -> Result<AccountId, NodeError> {
+    AccountId::new(s).map_err(|e| NodeError::Ledger(e.to_string()))
+}
+
+/// Identity: the submitter is registered with this key and signed the request.
+pub fn authenticate<C: ClassModule>(
+    master: &MasterServices,
+    req: &Request<'_, C>,
+    request_hash: &symphony_core::encoding::Digest,
+) -> Result<ActorId, NodeError> {
+    let actor = ActorId::new(req.class.submitter()).map_err(refused)?;
+    let known = master
+        .advertisers
+        .get(&actor)
+        .ok_or_else(|| refused(format!("unknown caller {actor}")))?;
+    if *known != req.public_key {
+        return Err(refused(format!("public key is not registered for {actor}")));
+    }
+    let vk = VerifyingKey::from_bytes(&req.public_key).map_err(|_| refused("malformed public key"))?;
+    let sig = Signature::from_slice(req.signature).map_err(|_| refused("malformed signature"))?;
+    vk.verify(&request_hash.0, &sig)
+        .map_err(|_| refused("request signature does not verify"))?;
+    Ok(actor)
+}
+
+/// The epoch and policy version in force (Governance Service state) and the
+/// parameters they resolve to with the plan's semantic version.
+pub fn policy_in_force(
+    master: &MasterServices,
+    semantic_version: SemanticVersion,
+) -> Result<(EpochId, PolicyVersion, PolicyParams), NodeError> {
+    let state = master.masters.state();
+    let (epoch, version) = (state.current_epoch(), state.active_policy_version());
+    let resolved = master
+        .policy
+        .resolve(epoch, semantic_version, version)
+        .map_err(refused)?;
+    Ok((epoch, resolved.policy_version, resolved.params.clone()))
+}
+
+/// Authorization, consent and budget reservation in every reachable Vault. A Vault
+/// that does not answer is skipped (it counts against the quorum); any other
+/// refusal releases what was reserved and refuses the task.
+pub fn reserve(
+    master: &MasterServices,
+    endpoints: &[&dyn EnterpriseEndpoint],
+    task_id: &TaskId,
+    actor: &ActorId,
+    class: TaskClass,
+    c: &ClassAdmission,
+    obs: &mut dyn Observer,
+) -> Result<(Vec<ConsentRef>, u64), NodeError> {
+    let mut consent_refs = Vec::new();
+    let mut reserved_total = 0u64;
+    for e in endpoints {
+        let r = match e.admission_reserve(
+            task_id,
+            actor,
+            class,
+            c.usage_scope,
+            c.epsilon,
+            master.now_ms,
+        ) {
+            Ok(r) => r,
+            Err(NodeError::Unavailable(v)) => {
+                obs.step("unreachable", &format!("{v} did not answer at admission"));
+                continue;
+            }
+            Err(err) => {
+                release_all(endpoints, task_id);
+                return Err(err);
+            }
+        };
+        reserved_total += r.subjects_reserved;
+        consent_refs.push(ConsentRef {
+            vault_id: r.vault_id,
+            usage_scope: c.usage_scope,
+            snapshot_commitment: r.snapshot_commitment,
+            eligible_subjects: r.subjects_reserved,
+        });
+    }
+    obs.step(
+        "budget",
+        &format!(
+            "reserved ε={} for {reserved_total} consenting subjects in {} Vaults",
+            c.epsilon,
+            consent_refs.len()
+        ),
+    );
+    Ok((consent_refs, reserved_total))
+}
+
+/// Releases every Vault's reservation of the task (failure before execution).
+pub fn release_all(endpoints: &[&dyn EnterpriseEndpoint], task_id: &TaskId) {
+    for e in endpoints {
+        let _ = e.release(task_id);
+    }
+}
+
+/// Locks the fee estimate in escrow; a free class (`parse`) locks nothing.
+pub fn lock_escrow(
+    master: &mut MasterServices,
+    task_id: &TaskId,
+    actor: &ActorId,
+    estimate: u64,
+    obs: &mut dyn Observer,
+) -> Result<Option<BudgetLockRef>, NodeError> {
+    if estimate == 0 {
+        obs.step("escrow", "free class: nothing locked");
+        return Ok(None);
+    }
+    let escrow_id = format!("escrow-{task_id}");
+    let owner = account(format!("actor:{actor}"))?;
+    master
+        .ledger
+        .lock(
+            &EscrowId::new(escrow_id.clone()).map_err(|e| NodeError::Ledger(e.to_string()))?,
+            &owner,
+            estimate,
+        )
+        .map_err(|e| NodeError::Ledger(e.to_string()))?;
+    obs.step("escrow", &format!("{estimate} µSYM locked in {escrow_id}"));
+    Ok(Some(BudgetLockRef {
+        ledger: "embedded-redb".into(),
+        escrow_id,
+        amount_base_units: estimate,
+    }))
+}
+
+/// Runs the Admission Plane: on success the envelope is committed (`accepted`).
+pub fn admit<C: ClassModule>(
+    master: &mut MasterServices,
+    endpoints: &[&dyn EnterpriseEndpoint],
+    req: &Request<'_, C>,
+    obs: &mut dyn Observer,
+) -> Result<Admitted, NodeError> {
+    let class = req.class;
+    let request_hash = class.request_hash(req.nonce)?;
+    let actor = authenticate(master, req, &request_hash)?;
+    obs.step(
+        "admission",
+        &format!("caller {actor} authenticated (ed25519)"),
+    );
+    let plan = class.resolve(&master.semantic)?;
+    let (epoch, policy_version, params) = policy_in_force(master, plan.semantic_version())?;
+    let n = endpoints.len() as u32;
+    let c = class.admission(&params, n)?;
+    obs.step(
+        "semantics",
+        &format!(
+            "plan {} under {} (minimum_result_cardinality {})",
+            &plan.plan_hash().to_hex()[..12],
+            plan.semantic_version(),
+            plan.minimum_result_cardinality()
+        ),
+    );
+    let task_id = master.next_task_id(&request_hash)?;
+    let quorum = c.minimum_vault_quorum.unwrap_or(n / 2 + 1).clamp(1, n.max(1));
+    let (consent_refs, reserved_total) =
+        reserve(master, endpoints, &task_id, &actor, class.class(), &c, obs)?;
+    let usage = class.estimate(&c, n, reserved_total);
+    let estimate = estimate_fee(&params.prices, &usage).map_err(refused)?;
+    let lock = lock_escrow(master, &task_id, &actor, estimate, obs)?;
+    let participating: BTreeSet<VaultId> = endpoints.iter().map(|e| e.vault_id().clone()).collect();
+    let body = EnvelopeBody {
+        task_id: task_id.clone(),
+        task_class: class.class(),
+        caller: CallerContext {
+            actor_id: actor.clone(),
+            public_key: req.public_key,
+            request_hash,
+            nonce: req.nonce,
+            admitted_at_ms: master.now_ms,
+        },
+        authorization: Authorization {
+            granted_by: format!("vault-permits:{}", class.class()),
+            vault_permits: consent_refs.iter().map(|c| c.vault_id.clone()).collect(),
+        },
+        consent_refs: consent_refs.clone(),
+        semantic_version: plan.semantic_version(),
+        policy_version,
+        epoch_id: epoch,
+        budget_reservation: BudgetReservation {
+            usage_scope: c.usage_scope,
+            epsilon_per_subject: c.epsilon,
+            subjects_reserved: reserved_total,
+        },
+        coordination_envelope: CoordinationEnvelope {
+            participating_vault_ids: participating,
+            minimum_vault_quorum: quorum,
+            aggregation_method: c.aggregation_method,
+        },
+        budget_lock_ref: lock.clone(),
+        iteration_policy: None,
+        resolved_plan_hash: plan.plan_hash(),
+        constraints: c.constraints.clone(),
+        deadline_ms: master.now_ms + 600_000,
+    };
+    let envelope = match TaskEnvelope::seal(body) {
+        Ok(e) => e,
+        Err(e) => {
+            release_all(endpoints, &task_id);
+            refund_unadmitted(master, lock.as_ref());
+            return Err(e.into());
+        }
+    };
+    if let Err(e) = master.masters.submit(Command::AdmitTask {
+        envelope: Box::new(envelope.clone()),
+    }) {
+        release_all(endpoints, &task_id);
+        return Err(e.into());
+    }
+    obs.step(
+        "accepted",
+        &format!("TaskEnvelope {}", &envelope.hash().to_hex()[..16]),
+    );
+    Ok(Admitted {
+        task_id,
+        actor,
+        envelope,
+        plan,
+        class: c,
+        params,
+        escrow_id: lock.map(|l| l.escrow_id).unwrap_or_default(),
+        estimate,
+        quorum,
+        vaults_reserved: consent_refs.len(),
+    })
+}
+
+/// An envelope that could not be sealed was never admitted: its escrow goes back.
+fn refund_unadmitted(master: &mut MasterServices, lock: Option<&BudgetLockRef>) {
+    if let Some(l) = lock {
+        if let Ok(id) = EscrowId::new(l.escrow_id.clone()) {
+            let _ = master.ledger.refund(&id, l.amount_base_units);
+        }
+    }
+}

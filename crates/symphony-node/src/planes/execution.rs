@@ -1,0 +1,195 @@
+//! The Execution Plane (seed 002): drives the task state machine, fans the task
+//! out to one slice per Vault, verifies and records each slice, checks the quorum,
+//! and runs the class's aggregation inside the master's aggregation enclave.
+
+use symphony_core::encoding::Digest;
+use symphony_core::envelope::TaskEnvelope;
+use symphony_core::ids::*;
+use symphony_core::lifecycle::{SliceState, TaskEvent};
+use symphony_master::{Command, SliceRecord};
+
+use super::admission::Admitted;
+use super::settlement::reject;
+use super::{ClassModule, Report};
+use crate::bundle::{SliceAssignment, SliceBody, SliceResultBundle};
+use crate::enterprise::EnterpriseEndpoint;
+use crate::network::{MasterServices, Observer};
+use crate::verify::{verify_slice, SliceEvidence};
+use crate::NodeError;
+
+/// What execution hands to settlement.
+pub struct Executed<A> {
+    /// Evidence of the verified slices.
+    pub evidence: Vec<SliceEvidence>,
+    /// The aggregate.
+    pub aggregate: A,
+}
+
+/// Moves the task one lifecycle step, through the masters.
+pub fn advance(
+    master: &mut MasterServices,
+    task: &TaskId,
+    event: TaskEvent,
+    reason: Option<String>,
+    obs: &mut dyn Observer,
+) -> Result<(), NodeError> {
+    let committed = master.masters.submit(Command::Advance {
+        task_id: task.clone(),
+        event,
+        reason,
+    })?;
+    if let Some(symphony_master::Event::TaskStateChanged { to, .. }) = committed.events.first() {
+        obs.step(
+            to.as_str(),
+            &format!(
+                "certificate {}/3 signatures at log index {}",
+                committed.certificate.signatures.len(),
+                committed.certificate.log_index
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// One slice: assigned, executed at the Vault, verified (commitment + attestation).
+fn run_slice<C: ClassModule>(
+    master: &MasterServices,
+    class: &C,
+    endpoint: &dyn EnterpriseEndpoint,
+    envelope: &TaskEnvelope,
+    a: &Admitted,
+) -> Result<(SliceResultBundle<C::Body>, SliceEvidence), NodeError> {
+    let assignment = SliceAssignment {
+        slice_id: SliceId {
+            sub_task: SubTaskId {
+                parent: a.task_id.clone(),
+                round: 0,
+            },
+            vault: endpoint.vault_id().clone(),
+        },
+        envelope: envelope.clone(),
+        plan: a.plan.clone(),
+        evaluate_at_ms: master.now_ms,
+    };
+    let bundle = class.execute(endpoint, &assignment)?;
+    let evidence = verify_slice(&master.verifier, envelope, &bundle)
+        .map_err(|err| NodeError::Refused(err.to_string()))?;
+    Ok((bundle, evidence))
+}
+
+/// Fans out one slice per Vault and records each in the master state.
+pub fn fan_out<C: ClassModule>(
+    master: &mut MasterServices,
+    endpoints: &[&dyn EnterpriseEndpoint],
+    class: &C,
+    a: &Admitted,
+    report: &mut Report,
+    obs: &mut dyn Observer,
+) -> Result<(Vec<SliceResultBundle<C::Body>>, Vec<SliceEvidence>), NodeError> {
+    let mut evidence = Vec::new();
+    let mut bundles = Vec::new();
+    let total = endpoints.len() as u64;
+    for (i, e) in endpoints.iter().enumerate() {
+        let vault_id = e.vault_id().clone();
+        let record = match run_slice(master, class, *e, &a.envelope, a) {
+            Ok((bundle, ev)) => {
+                let r = SliceRecord {
+                    state: SliceState::Verified,
+                    commitment: bundle.commitment,
+                    subjects_evaluated: bundle.body.subjects_evaluated(),
+                    epsilon_committed_micro: bundle.body.epsilon_committed_micro(),
+                };
+                report.subjects_evaluated += bundle.body.subjects_evaluated();
+                evidence.push(ev);
+                bundles.push(bundle);
+                r
+            }
+            Err(err) => {
+                obs.step("slice_failed", &format!("{vault_id}: {err}"));
+                let state = match err {
+                    NodeError::Unavailable(_) => SliceState::TimedOut,
+                    _ => SliceState::Failed,
+                };
+                SliceRecord {
+                    state,
+                    commitment: Digest::default(),
+                    subjects_evaluated: 0,
+                    epsilon_committed_micro: 0,
+                }
+            }
+        };
+        obs.progress("slices", i as u64 + 1, total);
+        master.masters.submit(Command::RecordSlice {
+            task_id: a.task_id.clone(),
+            vault_id,
+            record,
+        })?;
+    }
+    report.vaults_responded = evidence.len() as u32;
+    report.attestations_verified = evidence.len() as u32;
+    obs.step(
+        "slices",
+        &format!(
+            "{}/{} slices verified (attestation + commitment)",
+            evidence.len(),
+            total
+        ),
+    );
+    Ok((bundles, evidence))
+}
+
+/// How the Execution Plane ended.
+pub enum Execution<A> {
+    /// Rejected on the way (quorum, suppression); the report holds the rejection,
+    /// and the aggregate when aggregation ran.
+    Rejected(Option<A>),
+    /// Aggregated and recorded: the task is `verifying`.
+    Finished(Executed<A>),
+}
+
+/// Runs the Execution Plane: `resolving` → `dispatched` → slices → aggregate →
+/// `verifying`.
+pub fn execute<C: ClassModule>(
+    master: &mut MasterServices,
+    endpoints: &[&dyn EnterpriseEndpoint],
+    class: &C,
+    a: &Admitted,
+    report: &mut Report,
+    obs: &mut dyn Observer,
+) -> Result<Execution<C::Aggregate>, NodeError> {
+    advance(master, &a.task_id, TaskEvent::BeginResolution, None, obs)?;
+    if a.vaults_reserved < a.quorum as usize {
+        let reason = format!(
+            "{} Vaults reachable at admission, below minimum_vault_quorum {}",
+            a.vaults_reserved, a.quorum
+        );
+        reject(master, endpoints, a, reason, report, obs)?;
+        return Ok(Execution::Rejected(None));
+    }
+    advance(master, &a.task_id, TaskEvent::Dispatch, None, obs)?;
+    let (bundles, evidence) = fan_out(master, endpoints, class, a, report, obs)?;
+    if evidence.len() < a.quorum as usize {
+        let reason = format!(
+            "{} slices verified, below minimum_vault_quorum {}",
+            evidence.len(),
+            a.quorum
+        );
+        reject(master, endpoints, a, reason, report, obs)?;
+        return Ok(Execution::Rejected(None));
+    }
+    let aggregate = class.aggregate(master, &a.envelope, &a.plan, bundles)?;
+    if let Some(reason) = class.suppressed(&aggregate, &a.plan) {
+        reject(master, endpoints, a, reason, report, obs)?;
+        return Ok(Execution::Rejected(Some(aggregate)));
+    }
+    obs.step("aggregate", &class.summary(&aggregate));
+    master.masters.submit(Command::RecordAggregate {
+        task_id: a.task_id.clone(),
+        record: class.record(&aggregate),
+    })?;
+    advance(master, &a.task_id, TaskEvent::ExecutionFinished, None, obs)?;
+    Ok(Execution::Finished(Executed {
+        evidence,
+        aggregate,
+    }))
+}

@@ -1,0 +1,185 @@
+//! The protocol pipeline of seed 002: Request → [`admission`] → [`execution`] →
+//! [`settlement`] → Result, beside the Data Sovereignty Service (each Vault:
+//! `crate::enterprise`, `symphony-vault`) and the Governance Service (epoch and policy
+//! version in the replicated master state: `symphony_master::GovernanceState`).
+//!
+//! Each plane is a sequence of small steps. What differs per task class — what a
+//! slice computes, how slices aggregate, how the result is verified, priced and
+//! delivered — sits behind one narrow trait, [`ClassModule`], with one module per
+//! class in `crate::classes` (`query`, `compute`, `parse`, `train`). The single-round
+//! classes (`query`, `compute`, `parse`) run through [`run_task`]; `train` is a
+//! composite task whose rounds drive the same planes' steps round by round
+//! (`crate::training`).
+
+pub mod admission;
+pub mod execution;
+pub mod settlement;
+
+use std::collections::BTreeMap;
+
+use symphony_core::budget::Epsilon;
+use symphony_core::consent::UsageScope;
+use symphony_core::encoding::Digest;
+use symphony_core::envelope::{AggregationMethod, TaskClass, TaskEnvelope};
+use symphony_core::ids::TaskId;
+use symphony_economics::{PolicyParams, TaskUsage};
+use symphony_master::AggregateRecord;
+use symphony_semantic::{ResolvedAudiencePlan, SemanticRegistry};
+
+use crate::bundle::{SliceAssignment, SliceBody, SliceResultBundle};
+use crate::enterprise::EnterpriseEndpoint;
+use crate::network::{MasterServices, Observer};
+use crate::verify::AggregateClaim;
+use crate::NodeError;
+
+/// What a class decides at admission, once the plan is resolved and the policy
+/// is known.
+pub struct ClassAdmission {
+    /// The usage scope subjects must have consented to.
+    pub usage_scope: UsageScope,
+    /// ε reserved (and committed on execution) per subject.
+    pub epsilon: Epsilon,
+    /// The envelope's class constraints.
+    pub constraints: BTreeMap<String, String>,
+    /// How slices combine.
+    pub aggregation_method: AggregationMethod,
+    /// Minimum Vaults that must respond, when the submitter set one.
+    pub minimum_vault_quorum: Option<u32>,
+}
+
+/// What differs per task class. One implementation per class module.
+pub trait ClassModule {
+    /// What one slice returns.
+    type Body: SliceBody;
+    /// What the aggregation enclave returns.
+    type Aggregate;
+
+    /// The class.
+    fn class(&self) -> TaskClass;
+    /// The submitter, as written in the request.
+    fn submitter(&self) -> &str;
+    /// The request hash the submitter signed.
+    fn request_hash(&self, nonce: u64) -> Result<Digest, NodeError>;
+    /// Semantic resolution of the request.
+    fn resolve(&self, semantic: &SemanticRegistry) -> Result<ResolvedAudiencePlan, NodeError>;
+    /// Scope, ε, estimate, constraints of the envelope (`n_vaults` Vaults asked).
+    fn admission(&self, params: &PolicyParams, n_vaults: u32)
+        -> Result<ClassAdmission, NodeError>;
+    /// The fee estimate's usage (locked in escrow): an upper bound of the actual
+    /// usage, given the Vaults asked and the subjects reserved.
+    fn estimate(&self, c: &ClassAdmission, n_vaults: u32, subjects_reserved: u64) -> TaskUsage;
+    /// Runs one slice at a Vault.
+    fn execute(
+        &self,
+        endpoint: &dyn EnterpriseEndpoint,
+        assignment: &SliceAssignment,
+    ) -> Result<SliceResultBundle<Self::Body>, NodeError>;
+    /// Aggregates the verified slices inside the master's aggregation enclave (the
+    /// bundles are moved in and purged).
+    fn aggregate(
+        &self,
+        master: &MasterServices,
+        envelope: &TaskEnvelope,
+        plan: &ResolvedAudiencePlan,
+        bundles: Vec<SliceResultBundle<Self::Body>>,
+    ) -> Result<Self::Aggregate, NodeError>;
+    /// Why the aggregate may not be released (suppression), if so.
+    fn suppressed(&self, aggregate: &Self::Aggregate, plan: &ResolvedAudiencePlan)
+        -> Option<String>;
+    /// One line on the released aggregate (progress output).
+    fn summary(&self, aggregate: &Self::Aggregate) -> String;
+    /// What the master state records of the aggregate.
+    fn record(&self, aggregate: &Self::Aggregate) -> AggregateRecord;
+    /// What verification replays of the aggregate.
+    fn claim<'a>(&self, aggregate: &'a Self::Aggregate) -> AggregateClaim<'a>;
+    /// Compute units the aggregation executor reports.
+    fn compute_units(&self, aggregate: &Self::Aggregate) -> u64;
+    /// The measured usage the fee is computed from.
+    fn usage(&self, aggregate: &Self::Aggregate, report: &Report, epsilon: Epsilon) -> TaskUsage;
+    /// Stages the verified result with the masters before settlement moves money.
+    fn stage(
+        &self,
+        master: &mut MasterServices,
+        task_id: &TaskId,
+        aggregate: &Self::Aggregate,
+        obs: &mut dyn Observer,
+    ) -> Result<(), NodeError>;
+    /// What delivery records: the result hash and the count delivered.
+    fn delivery(&self, aggregate: &Self::Aggregate) -> (Digest, u64, String);
+}
+
+/// What the pipeline reports for a task of any single-round class.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Task id.
+    pub task_id: String,
+    /// Envelope hash.
+    pub envelope_hash: String,
+    /// Lifecycle states in order.
+    pub states: Vec<String>,
+    /// Why it was rejected, if it was.
+    pub reason: Option<String>,
+    /// Slices verified.
+    pub vaults_responded: u32,
+    /// Quorum.
+    pub minimum_vault_quorum: u32,
+    /// Escrow locked at admission.
+    pub fee_locked: u64,
+    /// Fee charged.
+    pub fee_total: u64,
+    /// Recipient → amount.
+    pub fee_shares: BTreeMap<String, u64>,
+    /// Refund to the submitter.
+    pub refund: u64,
+    /// Attestation reports verified.
+    pub attestations_verified: u32,
+    /// ε committed per evaluated subject.
+    pub epsilon_committed: String,
+    /// Subjects evaluated across Vaults.
+    pub subjects_evaluated: u64,
+    /// Settlement state.
+    pub settlement_state: Option<String>,
+    /// Epoch.
+    pub epoch_id: u64,
+    /// Commit certificate signatures on the final state.
+    pub certificate_signatures: usize,
+    /// Whether the result was delivered.
+    pub delivered: bool,
+}
+
+/// A finished run: the report and, when aggregation ran, the aggregate.
+pub struct Run<A> {
+    /// The report.
+    pub report: Report,
+    /// The aggregate (also when suppressed or rejected after aggregation).
+    pub aggregate: Option<A>,
+}
+
+/// A signed request of one class, as the pipeline takes it.
+pub struct Request<'a, C> {
+    /// The class module holding the request.
+    pub class: &'a C,
+    /// Nonce.
+    pub nonce: u64,
+    /// Submitter's public key.
+    pub public_key: [u8; 32],
+    /// Signature over the request hash.
+    pub signature: &'a [u8],
+}
+
+/// Runs one single-round task through the three planes.
+pub fn run_task<C: ClassModule>(
+    master: &mut MasterServices,
+    endpoints: &[&dyn EnterpriseEndpoint],
+    req: &Request<'_, C>,
+    obs: &mut dyn Observer,
+) -> Result<Run<C::Aggregate>, NodeError> {
+    let admitted = admission::admit(master, endpoints, req, obs)?;
+    let mut report = admitted.report();
+    match execution::execute(master, endpoints, req.class, &admitted, &mut report, obs)? {
+        execution::Execution::Rejected(aggregate) => Ok(Run { report, aggregate }),
+        execution::Execution::Finished(executed) => settlement::settle_and_deliver(
+            master, endpoints, req.class, &admitted, executed, report, obs,
+        ),
+    }
+}

@@ -1,0 +1,158 @@
+//! The Settlement Plane (seed 002): verification of the aggregate against the
+//! verified slices, staging of the verified result, settlement (replay of stored
+//! evidence, challenge window, 2-of-3 finality, fee split, payout — the machinery in
+//! `crate::settlement`), delivery as an audit event; and the rejection path.
+
+use symphony_core::ids::{ActorId, TaskId};
+use symphony_core::lifecycle::TaskEvent;
+use symphony_ledger::EscrowId;
+use symphony_master::Command;
+
+use super::admission::{release_all, Admitted};
+use super::execution::{advance, Executed};
+use super::{ClassModule, Report, Run};
+use crate::enterprise::EnterpriseEndpoint;
+use crate::network::{MasterServices, Observer};
+use crate::settlement::embedded::{evidence_of, Settled};
+use crate::settlement::SettlementInputs;
+use crate::verify::verify_aggregate_claim;
+use crate::NodeError;
+
+fn escrow(a: &Admitted) -> Result<EscrowId, NodeError> {
+    EscrowId::new(a.escrow_id.clone()).map_err(|e| NodeError::Ledger(e.to_string()))
+}
+
+/// Copies the task's lifecycle history and reason from the master state.
+pub fn fill_states(master: &MasterServices, task_id: &TaskId, report: &mut Report) {
+    if let Some(rec) = master.masters.state().task(task_id) {
+        report.states = rec.history.iter().map(|s| s.to_string()).collect();
+        report.reason.clone_from(&rec.reason);
+    }
+}
+
+/// Rejects the task: reservations not yet executed are released (executed slices
+/// already committed: failure after execution commits at the estimate), the
+/// rejection is committed, then the class's base fee goes to the treasury and the
+/// rest of the escrow back to the submitter (documented in ARCHITECTURE.md).
+pub fn reject(
+    master: &mut MasterServices,
+    endpoints: &[&dyn EnterpriseEndpoint],
+    a: &Admitted,
+    reason: String,
+    report: &mut Report,
+    obs: &mut dyn Observer,
+) -> Result<(), NodeError> {
+    release_all(endpoints, &a.task_id);
+    obs.step("rejected", &reason);
+    advance(master, &a.task_id, TaskEvent::Reject, Some(reason), obs)?;
+    if a.estimate > 0 {
+        let fee = master.charge_rejected(&a.task_id, &escrow(a)?)?;
+        if fee.estimate_micro_sym != a.estimate {
+            return Err(NodeError::Ledger(format!(
+                "escrow {} holds {}, expected {}",
+                a.escrow_id, fee.estimate_micro_sym, a.estimate
+            )));
+        }
+        report.fee_total = fee.charged_micro_sym;
+        report.refund = fee.refund_micro_sym;
+        if fee.charged_micro_sym > 0 {
+            report
+                .fee_shares
+                .insert("treasury".to_owned(), fee.charged_micro_sym);
+        }
+    }
+    fill_states(master, &a.task_id, report);
+    Ok(())
+}
+
+/// The masters that took verification decisions.
+fn verifiers() -> Result<Vec<ActorId>, NodeError> {
+    (0..3)
+        .map(|i| ActorId::new(format!("master-{i}")))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| NodeError::Refused(e.to_string()))
+}
+
+/// Runs the Settlement Plane on an executed task: verify → stage → settle → deliver.
+pub fn settle_and_deliver<C: ClassModule>(
+    master: &mut MasterServices,
+    endpoints: &[&dyn EnterpriseEndpoint],
+    class: &C,
+    a: &Admitted,
+    executed: Executed<C::Aggregate>,
+    mut report: Report,
+    obs: &mut dyn Observer,
+) -> Result<Run<C::Aggregate>, NodeError> {
+    let _ = endpoints;
+    let Executed {
+        evidence,
+        aggregate,
+    } = executed;
+    verify_aggregate_claim(&master.verifier, &a.envelope, &evidence, class.claim(&aggregate))
+        .map_err(|e| NodeError::Refused(e.to_string()))?;
+    report.attestations_verified += 1;
+    advance(master, &a.task_id, TaskEvent::VerificationAccepted, None, obs)?;
+    class.stage(master, &a.task_id, &aggregate, obs)?;
+    let inputs = SettlementInputs {
+        task_id: a.task_id.clone(),
+        escrow_id: escrow(a)?,
+        usage: class.usage(&aggregate, &report, a.class.epsilon),
+        evidence: evidence_of(
+            &*master.masters,
+            &a.task_id,
+            &evidence,
+            class.claim(&aggregate),
+            class.compute_units(&aggregate),
+        )?,
+        verifiers: verifiers()?,
+    };
+    let settled = master.settle(&inputs, &a.params, obs)?;
+    let row = match settled {
+        Settled::Finalized(row) => row,
+        Settled::Rejected {
+            reason,
+            fee,
+            refund,
+        } => {
+            report.fee_total = fee;
+            report.refund = refund;
+            if fee > 0 {
+                report.fee_shares.insert("treasury".to_owned(), fee);
+            }
+            obs.step("rejected", &reason);
+            fill_states(master, &a.task_id, &mut report);
+            return Ok(Run {
+                report,
+                aggregate: Some(aggregate),
+            });
+        }
+    };
+    report.certificate_signatures = row
+        .certificate
+        .as_ref()
+        .map_or(0, |c| c.valid_signatures(&master.masters.master_keys()));
+    report.fee_total = row.candidate.fee_total;
+    report.refund = row.candidate.refund;
+    report.fee_shares = row.candidate.fee_shares.clone();
+    report.epoch_id = row.epoch_id.0;
+    report.settlement_state = Some(row.state.to_string());
+    // --- Delivery
+    let (result_hash, count, what) = class.delivery(&aggregate);
+    master.masters.submit(Command::RecordDelivery {
+        task_id: a.task_id.clone(),
+        recipient: a.actor.clone(),
+        result_hash,
+        count,
+        at_ms: master.now_ms,
+    })?;
+    obs.step(
+        "delivered",
+        &format!("{what} to {} (audit event recorded)", a.actor),
+    );
+    report.delivered = true;
+    fill_states(master, &a.task_id, &mut report);
+    Ok(Run {
+        report,
+        aggregate: Some(aggregate),
+    })
+}

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use symphony_core::ids::{EpochId, PolicyVersion, TaskId};
 
-use crate::MasterError;
+use crate::{Event, MasterError};
 
 /// Current epoch and active policy version.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,6 +15,8 @@ pub struct GovernanceState {
     pub epoch: EpochId,
     /// The policy version tasks are admitted under now.
     pub policy_version: PolicyVersion,
+    /// When the current epoch opened, ms (0 at genesis).
+    pub epoch_opened_at_ms: u64,
 }
 
 impl Default for GovernanceState {
@@ -29,7 +31,27 @@ impl GovernanceState {
         GovernanceState {
             epoch: EpochId::GENESIS,
             policy_version: PolicyVersion::GENESIS,
+            epoch_opened_at_ms: 0,
         }
+    }
+
+    /// Opens `epoch`: epochs only move forward.
+    pub(crate) fn open_epoch(&mut self, epoch: EpochId, at_ms: u64) -> Result<Vec<Event>, MasterError> {
+        if epoch <= self.epoch {
+            return Err(MasterError::Governance(format!(
+                "{epoch} cannot open: {} is current and epochs only move forward",
+                self.epoch
+            )));
+        }
+        if at_ms < self.epoch_opened_at_ms {
+            return Err(MasterError::Governance(format!(
+                "{epoch} cannot open at {at_ms} ms, before {} opened ({} ms)",
+                self.epoch, self.epoch_opened_at_ms
+            )));
+        }
+        self.epoch = epoch;
+        self.epoch_opened_at_ms = at_ms;
+        Ok(vec![Event::EpochOpened { epoch, at_ms }])
     }
 
     /// An envelope is admitted only in the current epoch under the active policy.
@@ -80,5 +102,17 @@ mod tests {
             .check_admission(&t, EpochId::GENESIS, PolicyVersion(2))
             .unwrap_err();
         assert!(e.to_string().contains("policy-v2"), "{e}");
+    }
+
+    #[test]
+    fn epochs_only_move_forward() {
+        let mut g = GovernanceState::genesis();
+        assert!(g.open_epoch(EpochId(2), 10).is_ok());
+        assert_eq!(g.epoch, EpochId(2));
+        let e = g.open_epoch(EpochId(2), 20).unwrap_err();
+        assert!(e.to_string().contains("only move forward"), "{e}");
+        let e = g.open_epoch(EpochId(3), 5).unwrap_err();
+        assert!(e.to_string().contains("before epoch-2 opened"), "{e}");
+        assert_eq!(g.epoch, EpochId(2));
     }
 }

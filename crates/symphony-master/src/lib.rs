@@ -254,6 +254,14 @@ pub enum Command {
         /// The penalty (with `record_penalty` only).
         penalty: Option<PenaltyRecord>,
     },
+    /// Governance Service: a new epoch opens (epochs only move forward; admission
+    /// then runs in it and budgets replenish at this boundary).
+    OpenEpoch {
+        /// The new epoch (greater than the current one).
+        epoch: EpochId,
+        /// When it opened, ms (the leader's injected time).
+        at_ms: u64,
+    },
 }
 
 /// What an applied command did.
@@ -319,6 +327,13 @@ pub enum Event {
         /// New state.
         state: ChallengeState,
     },
+    /// A new epoch opened.
+    EpochOpened {
+        /// The epoch.
+        epoch: EpochId,
+        /// When, ms.
+        at_ms: u64,
+    },
 }
 
 /// A refused command. The state is unchanged.
@@ -359,6 +374,9 @@ pub enum MasterError {
     /// No such challenge.
     #[error("unknown challenge {0}")]
     UnknownChallenge(ChallengeId),
+    /// A governance command refused.
+    #[error("governance: {0}")]
+    Governance(String),
 }
 
 /// The replicated master state.
@@ -460,6 +478,7 @@ impl MasterState {
     fn apply_inner(&mut self, command: &Command) -> Result<Vec<Event>, MasterError> {
         match command {
             Command::AdmitTask { envelope } => self.admit(envelope),
+            Command::OpenEpoch { epoch, at_ms } => self.governance.open_epoch(*epoch, *at_ms),
             Command::Advance {
                 task_id,
                 event,

@@ -175,6 +175,9 @@ pub fn build(
     let mut masters = LocalReplicator::new(seed);
     let submit =
         |m: &mut LocalReplicator, c: Command| m.submit(c).map(|_| ()).map_err(NodeError::from);
+    if epoch > masters.state().current_epoch() {
+        submit(&mut masters, Command::OpenEpoch { epoch, at_ms: 0 })?;
+    }
     submit(
         &mut masters,
         Command::AdmitTask {

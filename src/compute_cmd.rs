@@ -130,7 +130,10 @@ fn summary(o: &ComputeOutcome, c: &ConsensusSummary, secs: f64) {
     }
     if !o.groups.is_empty() {
         println!("  released (noisy) table:");
-        println!("    {:<24} {:>10} {:>18}", "home city", "customers", "mean basket (minor)");
+        println!(
+            "    {:<24} {:>10} {:>18}",
+            "home city", "customers", "mean basket (minor)"
+        );
         for g in &o.groups {
             println!("    {:<24} {:>10} {:>18}", g.group, g.count, g.value);
         }

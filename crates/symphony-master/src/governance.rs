@@ -36,7 +36,11 @@ impl GovernanceState {
     }
 
     /// Opens `epoch`: epochs only move forward.
-    pub(crate) fn open_epoch(&mut self, epoch: EpochId, at_ms: u64) -> Result<Vec<Event>, MasterError> {
+    pub(crate) fn open_epoch(
+        &mut self,
+        epoch: EpochId,
+        at_ms: u64,
+    ) -> Result<Vec<Event>, MasterError> {
         if epoch <= self.epoch {
             return Err(MasterError::Governance(format!(
                 "{epoch} cannot open: {} is current and epochs only move forward",

@@ -31,6 +31,10 @@ struct SliceMeta {
     evaluated: u64,
     epsilon_micro: u64,
 }
+use crate::classes::parse::{
+    open_upload, parse_receipt, record_commitment, ParseAssignment, ParseBody, ParseBundle,
+    RECEIPT_FIELDS,
+};
 use crate::NodeError;
 
 /// What a Vault answers at admission.
@@ -71,6 +75,29 @@ pub trait EnterpriseEndpoint {
     ) -> Result<SliceResultBundle<ComputeBody>, NodeError>;
     /// Releases the task's reservations (failure before execution).
     fn release(&self, task_id: &TaskId) -> Result<u64, NodeError>;
+    /// Admission of a `parse` task: the operator permits the producer to parse, and
+    /// the subject consents to `personal` use. Not served over the enterprise RPC yet.
+    fn parse_admit(
+        &self,
+        task_id: &TaskId,
+        actor: &ActorId,
+        subject: &SubjectId,
+        at_ms: u64,
+    ) -> Result<AdmissionReply, NodeError> {
+        let _ = (task_id, actor, subject, at_ms);
+        Err(NodeError::Refused(format!(
+            "{}: parse tasks are not served over this endpoint",
+            self.vault_id()
+        )))
+    }
+    /// Executes a `parse` slice in the enclave. Not served over the enterprise RPC yet.
+    fn execute_parse_slice(&self, assignment: &ParseAssignment) -> Result<ParseBundle, NodeError> {
+        let _ = assignment;
+        Err(NodeError::Refused(format!(
+            "{}: parse tasks are not served over this endpoint",
+            self.vault_id()
+        )))
+    }
 }
 
 impl EnterpriseEndpoint for EnterpriseNode {
@@ -99,6 +126,18 @@ impl EnterpriseEndpoint for EnterpriseNode {
     }
     fn release(&self, task_id: &TaskId) -> Result<u64, NodeError> {
         EnterpriseNode::release(self, task_id)
+    }
+    fn parse_admit(
+        &self,
+        task_id: &TaskId,
+        actor: &ActorId,
+        subject: &SubjectId,
+        at_ms: u64,
+    ) -> Result<AdmissionReply, NodeError> {
+        EnterpriseNode::parse_admit(self, task_id, actor, subject, at_ms)
+    }
+    fn execute_parse_slice(&self, assignment: &ParseAssignment) -> Result<ParseBundle, NodeError> {
+        EnterpriseNode::execute_parse_slice(self, assignment)
     }
 }
 
@@ -204,36 +243,177 @@ impl EnterpriseNode {
         Ok(self.vault.budget_account(subject, scope)?.remaining())
     }
 
+    /// The enclave's upload key: producers seal `parse` uploads to it. Derived from
+    /// the enclave key, so only this enclave can open them.
+    pub fn upload_key(&self) -> [u8; 32] {
+        x25519_dalek::PublicKey::from(&self.upload_secret()).to_bytes()
+    }
+
+    fn upload_secret(&self) -> x25519_dalek::StaticSecret {
+        let signature = self.enclave.sign(b"scp/parse/upload-secret/v1");
+        x25519_dalek::StaticSecret::from(
+            symphony_core::encoding::tagged_hash(
+                "scp/parse/upload-secret/v1",
+                &signature.to_bytes(),
+            )
+            .0,
+        )
+    }
+
+    /// Admission of a `parse` task (see [`EnterpriseEndpoint::parse_admit`]).
+    pub fn parse_admit(
+        &self,
+        task_id: &TaskId,
+        actor: &ActorId,
+        subject: &SubjectId,
+        at_ms: u64,
+    ) -> Result<AdmissionReply, NodeError> {
+        self.vault.authorize(actor, TaskClass::Parse)?;
+        let consented = self.vault.consented_subjects(UsageScope::Personal, at_ms)?;
+        if !consented.contains(subject) {
+            return Err(NodeError::Refused(format!(
+                "subject {subject} has no personal-use consent in {} at {at_ms} ms",
+                self.vault_id()
+            )));
+        }
+        let snapshot_commitment = content_hash("scp/parse-consent/v1", &(task_id, subject))
+            .map_err(|e| NodeError::Encoding(e.to_string()))?;
+        Ok(AdmissionReply {
+            vault_id: self.vault_id().clone(),
+            subjects_reserved: 1,
+            subjects_excluded: 0,
+            snapshot_commitment,
+        })
+    }
+
+    /// Executes a `parse` slice inside the enclave: opens the sealed upload, parses
+    /// the receipt, stores the purchase encrypted for the subject (idempotent: the
+    /// same record twice is stored once), and attests to the run.
+    pub fn execute_parse_slice(&self, a: &ParseAssignment) -> Result<ParseBundle, NodeError> {
+        let envelope = &a.envelope;
+        envelope
+            .verify()
+            .map_err(|e| NodeError::Refused(e.to_string()))?;
+        let body = envelope.body();
+        let vault_id = self.vault_id().clone();
+        if body.task_class != TaskClass::Parse
+            || a.slice_id.vault != vault_id
+            || !body
+                .coordination_envelope
+                .participating_vault_ids
+                .contains(&vault_id)
+        {
+            return Err(NodeError::Refused(format!(
+                "slice {} is not a parse slice for vault {vault_id}",
+                a.slice_id
+            )));
+        }
+        let upload_hash = content_hash("scp/parse-upload/v1", &a.upload)
+            .map_err(|e| NodeError::Encoding(e.to_string()))?;
+        if body.constraints.get("upload_hash") != Some(&upload_hash.to_hex()) {
+            return Err(NodeError::Refused(
+                "the upload is not the one the envelope admitted".into(),
+            ));
+        }
+        self.vault
+            .authorize(&body.caller.actor_id, TaskClass::Parse)?;
+        if !self
+            .vault
+            .consented_subjects(UsageScope::Personal, a.evaluate_at_ms)?
+            .contains(&a.subject)
+        {
+            return Err(NodeError::Refused(format!(
+                "subject {} has no personal-use consent in {vault_id}",
+                a.subject
+            )));
+        }
+        let inputs = inputs_commitment(envelope, &vault_id);
+        let secret = self.upload_secret();
+        let mut failure = None;
+        let run = self
+            .enclave
+            .run(&inputs.0, envelope.hash().0, a.evaluate_at_ms, || {
+                let parsed = open_upload(&secret, &a.upload).and_then(|bytes| {
+                    let text = String::from_utf8(bytes)
+                        .map_err(|_| NodeError::Refused("the receipt is not UTF-8 text".into()))?;
+                    parse_receipt(&text).map_err(|e| NodeError::Refused(e.to_string()))
+                });
+                let body = match parsed.and_then(|p| {
+                    let commitment = record_commitment(envelope, &p)?;
+                    self.vault.insert_batch(&[(
+                        a.subject.clone(),
+                        symphony_vault::record::Record::Purchase(p),
+                    )])?;
+                    Ok(commitment)
+                }) {
+                    Ok(record_commitment) => Some(ParseBody {
+                        slice_id: a.slice_id.clone(),
+                        vault_id: vault_id.clone(),
+                        envelope_hash: envelope.hash(),
+                        record_commitment,
+                        fields: RECEIPT_FIELDS.iter().map(|f| f.to_string()).collect(),
+                        subjects_evaluated: 1,
+                    }),
+                    Err(e) => {
+                        failure = Some(e);
+                        None
+                    }
+                };
+                let commitment = body
+                    .as_ref()
+                    .and_then(|b| b.commit().ok())
+                    .unwrap_or_default();
+                (body, commitment.0)
+            });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let (body, attestation) = run.map_err(|e| NodeError::Enclave(e.to_string()))?;
+        let body = body.ok_or_else(|| NodeError::Enclave("parse produced no record".into()))?;
+        let commitment = body
+            .commit()
+            .map_err(|e| NodeError::Encoding(e.to_string()))?;
+        Ok(SliceResultBundle {
+            body,
+            commitment,
+            inputs_commitment: inputs,
+            attestation,
+        })
+    }
+
     /// Executes one audience slice (`query`) inside the enclave: eligible subjects'
     /// de-duplication tokens and contact handles, never purchases.
     pub fn execute_slice(&self, a: &SliceAssignment) -> Result<SliceResultBundle, NodeError> {
         let key = dedup_key(&a.envelope);
         let plan = &a.plan;
         let now_ms = a.evaluate_at_ms;
-        self.run_slice(a, |signals: &mut Vec<AudienceSignal>, view| {
-            let facts = crate::training::vault::facts_of(view);
-            if let (Some(last), Some(identity)) = (
-                plan.last_qualifying_purchase_ms(&facts, now_ms),
-                view.identity,
-            ) {
-                signals.push(AudienceSignal {
-                    dedup_token: dedup_token(&key, identity.contact),
-                    contact_handle: identity.contact.to_owned(),
-                    last_qualifying_ms: last,
-                });
-            }
-        },
-        |meta, mut signals| {
-            signals.sort();
-            BundleBody {
-                slice_id: meta.slice_id,
-                vault_id: meta.vault_id,
-                envelope_hash: meta.envelope_hash,
-                signals,
-                subjects_evaluated: meta.evaluated,
-                epsilon_committed_micro: meta.epsilon_micro,
-            }
-        })
+        self.run_slice(
+            a,
+            |signals: &mut Vec<AudienceSignal>, view| {
+                let facts = crate::training::vault::facts_of(view);
+                if let (Some(last), Some(identity)) = (
+                    plan.last_qualifying_purchase_ms(&facts, now_ms),
+                    view.identity,
+                ) {
+                    signals.push(AudienceSignal {
+                        dedup_token: dedup_token(&key, identity.contact),
+                        contact_handle: identity.contact.to_owned(),
+                        last_qualifying_ms: last,
+                    });
+                }
+            },
+            |meta, mut signals| {
+                signals.sort();
+                BundleBody {
+                    slice_id: meta.slice_id,
+                    vault_id: meta.vault_id,
+                    envelope_hash: meta.envelope_hash,
+                    signals,
+                    subjects_evaluated: meta.evaluated,
+                    epsilon_committed_micro: meta.epsilon_micro,
+                }
+            },
+        )
     }
 
     /// Executes one `compute` slice inside the enclave: for each eligible subject, a
@@ -254,31 +434,34 @@ impl EnterpriseNode {
         let key = dedup_key(&a.envelope);
         let plan = &a.plan;
         let now_ms = a.evaluate_at_ms;
-        self.run_slice(a, |out: &mut Vec<Contribution>, view| {
-            let facts = crate::training::vault::facts_of(view);
-            if let (Some((sum, n)), Some(identity)) = (
-                plan.qualifying_purchase_totals(&facts, now_ms),
-                view.identity,
-            ) {
-                out.push(Contribution {
-                    dedup_token: dedup_token(&key, identity.contact),
-                    group: facts.home_city.clone(),
-                    amount_sum_minor: sum,
-                    purchases: n,
-                });
-            }
-        },
-        |meta, mut contributions| {
-            contributions.sort();
-            ComputeBody {
-                slice_id: meta.slice_id,
-                vault_id: meta.vault_id,
-                envelope_hash: meta.envelope_hash,
-                contributions,
-                subjects_evaluated: meta.evaluated,
-                epsilon_committed_micro: meta.epsilon_micro,
-            }
-        })
+        self.run_slice(
+            a,
+            |out: &mut Vec<Contribution>, view| {
+                let facts = crate::training::vault::facts_of(view);
+                if let (Some((sum, n)), Some(identity)) = (
+                    plan.qualifying_purchase_totals(&facts, now_ms),
+                    view.identity,
+                ) {
+                    out.push(Contribution {
+                        dedup_token: dedup_token(&key, identity.contact),
+                        group: facts.home_city.clone(),
+                        amount_sum_minor: sum,
+                        purchases: n,
+                    });
+                }
+            },
+            |meta, mut contributions| {
+                contributions.sort();
+                ComputeBody {
+                    slice_id: meta.slice_id,
+                    vault_id: meta.vault_id,
+                    envelope_hash: meta.envelope_hash,
+                    contributions,
+                    subjects_evaluated: meta.evaluated,
+                    epsilon_committed_micro: meta.epsilon_micro,
+                }
+            },
+        )
     }
 
     /// The part of every slice that does not depend on its class: the envelope and

@@ -417,6 +417,21 @@ impl EnterpriseEndpoint for Tampering<'_> {
     fn release(&self, task: &TaskId) -> Result<u64, NodeError> {
         EnterpriseEndpoint::release(self.inner, task)
     }
+    fn parse_admit(
+        &self,
+        task_id: &TaskId,
+        actor: &ActorId,
+        subject: &SubjectId,
+        at_ms: u64,
+    ) -> Result<AdmissionReply, NodeError> {
+        self.inner.parse_admit(task_id, actor, subject, at_ms)
+    }
+    fn execute_parse_slice(
+        &self,
+        a: &crate::classes::parse::ParseAssignment,
+    ) -> Result<crate::classes::parse::ParseBundle, NodeError> {
+        self.inner.execute_parse_slice(a)
+    }
 }
 
 fn key_from(seed: u64, label: &str) -> SigningKey {
@@ -511,6 +526,7 @@ impl EmbeddedNetwork {
             for a in &advertiser_ids {
                 vault.permit(a, TaskClass::Query)?;
                 vault.permit(a, TaskClass::Compute)?;
+                vault.permit(a, TaskClass::Parse)?;
             }
             let platform = key_from(params.seed, &format!("scp/enterprise-platform/{i}"));
             let enclave = SoftwareEnclave::new(platform, &slice_code_identity());
@@ -666,6 +682,15 @@ impl EmbeddedNetwork {
         Ok(outcome)
     }
 
+    /// Runs a data producer's `parse` task (free, one Vault).
+    pub fn run_parse(
+        &mut self,
+        req: &crate::classes::parse::ParseRequest,
+        obs: &mut dyn Observer,
+    ) -> Result<crate::classes::parse::ParseOutcome, NodeError> {
+        self.with_endpoints(|m, e| crate::classes::parse::run_parse(m, e, req, obs))
+    }
+
     /// Runs a `compute` task; see [`MasterServices::run_compute_audited`].
     pub fn run_compute_audited(
         &mut self,
@@ -673,7 +698,11 @@ impl EmbeddedNetwork {
         obs: &mut dyn Observer,
     ) -> Result<crate::planes::Run<crate::classes::compute::ComputeAggregate>, NodeError> {
         let run = self.with_endpoints(|m, e| m.run_compute_audited(e, req, obs))?;
-        self.pay_dividends(&run.report.task_id, run.report.settlement_state.as_deref(), obs)?;
+        self.pay_dividends(
+            &run.report.task_id,
+            run.report.settlement_state.as_deref(),
+            obs,
+        )?;
         Ok(run)
     }
 

@@ -133,9 +133,10 @@ fn plaintext_table(net: &EmbeddedNetwork) -> BTreeMap<String, ExactGroup> {
             let Some(handle) = contact.get(&subject) else {
                 continue;
             };
-            let e = people
-                .entry(handle.trim().to_ascii_lowercase())
-                .or_insert((city.clone(), 0, 0));
+            let e =
+                people
+                    .entry(handle.trim().to_ascii_lowercase())
+                    .or_insert((city.clone(), 0, 0));
             if *city < e.0 {
                 e.0 = city.clone();
             }
@@ -187,7 +188,10 @@ fn compute_releases_a_noisy_table_whose_noise_free_aggregate_matches_plaintext()
     let suppressed: BTreeSet<&str> = agg.suppressed_groups.iter().map(String::as_str).collect();
     assert!(released.is_disjoint(&suppressed));
     assert_eq!(
-        released.union(&suppressed).copied().collect::<BTreeSet<_>>(),
+        released
+            .union(&suppressed)
+            .copied()
+            .collect::<BTreeSet<_>>(),
         expected.keys().map(String::as_str).collect::<BTreeSet<_>>()
     );
     for g in &agg.groups {
@@ -195,7 +199,10 @@ fn compute_releases_a_noisy_table_whose_noise_free_aggregate_matches_plaintext()
         assert!((0..=BOUND as i64).contains(&g.value));
         let exact = &expected[&g.group];
         // Noise is there but bounded: scale 2/ε = 4 for counts.
-        assert!((g.count - exact.count as i64).abs() < 80, "{g:?} vs {exact:?}");
+        assert!(
+            (g.count - exact.count as i64).abs() < 80,
+            "{g:?} vs {exact:?}"
+        );
     }
     let noisy = agg
         .groups
@@ -225,7 +232,10 @@ fn compute_refusals_name_the_problem_and_keep_nothing() {
     let e = net
         .run_compute(&signed(seed, spec("7"), 2), &mut Quiet)
         .unwrap_err();
-    assert!(e.to_string().contains("exceeds the analytics budget"), "{e}");
+    assert!(
+        e.to_string().contains("exceeds the analytics budget"),
+        "{e}"
+    );
     let mut marketing = spec("0.5");
     marketing.usage_scope = UsageScope::Marketing;
     let e = net

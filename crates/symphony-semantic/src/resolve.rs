@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use symphony_core::{content_hash, Digest, SemanticVersion, UsageScope};
 
 use crate::catalog::{
-    CAMPAIGN_AUDIENCE_MEMBERSHIP, CONTACT_HANDLE, CUSTOMER_STATISTICS, PURCHASE_RECENCY, SINGAPORE_ELIGIBILITY,
+    CAMPAIGN_AUDIENCE_MEMBERSHIP, CONTACT_HANDLE, CUSTOMER_STATISTICS, PURCHASE_RECENCY,
+    SINGAPORE_ELIGIBILITY,
 };
 use crate::composition::{AttributeComposition, CompositionOperator};
 use crate::derivation::{DerivationRule, QueryAttribute, SpatialResolution};

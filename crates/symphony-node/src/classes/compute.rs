@@ -193,7 +193,10 @@ pub fn aggregate_compute(
     let mut rng = ChaCha20Rng::from_seed(noise_seed(enclave, envelope));
     let mut failure = None;
     let run = enclave.run(&inputs.0, envelope.hash().0, now_ms, || {
-        let exact = exact_table(bundles.into_iter().flat_map(|b| b.body.contributions), bound);
+        let exact = exact_table(
+            bundles.into_iter().flat_map(|b| b.body.contributions),
+            bound,
+        );
         // bundles dropped: per-Vault inputs purged
         let (groups, suppressed) =
             match release(&exact, bound, epsilon, minimum_result_cardinality, &mut rng) {
@@ -203,7 +206,8 @@ pub fn aggregate_compute(
                     (Vec::new(), Vec::new())
                 }
             };
-        let result_hash = content_hash(COMPUTE_RESULT_TAG, &(&groups, &suppressed)).unwrap_or_default();
+        let result_hash =
+            content_hash(COMPUTE_RESULT_TAG, &(&groups, &suppressed)).unwrap_or_default();
         ((exact, groups, suppressed, result_hash), result_hash.0)
     });
     if let Some(e) = failure {
@@ -247,10 +251,17 @@ impl ClassModule for Compute<'_> {
             })
             .map_err(|e| NodeError::Refused(format!("semantic resolution blocked the task: {e}")))
     }
-    fn admission(&self, params: &PolicyParams, _n_vaults: u32) -> Result<ClassAdmission, NodeError> {
+    fn admission(
+        &self,
+        params: &PolicyParams,
+        _n_vaults: u32,
+    ) -> Result<ClassAdmission, NodeError> {
         let spec = self.spec;
         let epsilon = self.epsilon()?;
-        let cap = params.privacy.epsilon_capacity_per_epoch.get(UsageScope::Analytics);
+        let cap = params
+            .privacy
+            .epsilon_capacity_per_epoch
+            .get(UsageScope::Analytics);
         if epsilon > cap {
             return Err(NodeError::Refused(format!(
                 "epsilon {epsilon} exceeds the analytics budget per subject per epoch ({cap})"

@@ -54,7 +54,11 @@ impl ClassModule for Query<'_> {
             })
             .map_err(|e| NodeError::Refused(format!("semantic resolution blocked the task: {e}")))
     }
-    fn admission(&self, params: &PolicyParams, _n_vaults: u32) -> Result<ClassAdmission, NodeError> {
+    fn admission(
+        &self,
+        params: &PolicyParams,
+        _n_vaults: u32,
+    ) -> Result<ClassAdmission, NodeError> {
         let spec = self.spec;
         let epsilon = params.privacy.epsilon_per_query;
         Ok(ClassAdmission {
@@ -65,7 +69,10 @@ impl ClassModule for Query<'_> {
                 ("brand".to_string(), spec.brand.clone()),
                 ("country".to_string(), spec.country.clone()),
                 ("selection".to_string(), format!("{:?}", spec.selection)),
-                ("selection_seed".to_string(), spec.selection_seed.to_string()),
+                (
+                    "selection_seed".to_string(),
+                    spec.selection_seed.to_string(),
+                ),
                 ("window_days".to_string(), spec.window_days.to_string()),
             ]),
             aggregation_method: AggregationMethod::UnionWithCardinalityCap,
@@ -197,4 +204,3 @@ pub fn outcome(spec: &CampaignSpec, run: Run<AggregateResult>) -> CampaignOutcom
         audience,
     }
 }
-

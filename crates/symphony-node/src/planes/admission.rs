@@ -71,16 +71,33 @@ pub fn authenticate<C: ClassModule>(
     req: &Request<'_, C>,
     request_hash: &symphony_core::encoding::Digest,
 ) -> Result<ActorId, NodeError> {
-    let actor = ActorId::new(req.class.submitter()).map_err(refused)?;
+    authenticate_parts(
+        master,
+        req.class.submitter(),
+        &req.public_key,
+        req.signature,
+        request_hash,
+    )
+}
+
+/// [`authenticate`] from the parts of any signed request.
+pub fn authenticate_parts(
+    master: &MasterServices,
+    submitter: &str,
+    public_key: &[u8; 32],
+    signature: &[u8],
+    request_hash: &symphony_core::encoding::Digest,
+) -> Result<ActorId, NodeError> {
+    let actor = ActorId::new(submitter).map_err(refused)?;
     let known = master
         .advertisers
         .get(&actor)
         .ok_or_else(|| refused(format!("unknown caller {actor}")))?;
-    if *known != req.public_key {
+    if known != public_key {
         return Err(refused(format!("public key is not registered for {actor}")));
     }
-    let vk = VerifyingKey::from_bytes(&req.public_key).map_err(|_| refused("malformed public key"))?;
-    let sig = Signature::from_slice(req.signature).map_err(|_| refused("malformed signature"))?;
+    let vk = VerifyingKey::from_bytes(public_key).map_err(|_| refused("malformed public key"))?;
+    let sig = Signature::from_slice(signature).map_err(|_| refused("malformed signature"))?;
     vk.verify(&request_hash.0, &sig)
         .map_err(|_| refused("request signature does not verify"))?;
     Ok(actor)
@@ -218,7 +235,10 @@ pub fn admit<C: ClassModule>(
         ),
     );
     let task_id = master.next_task_id(&request_hash)?;
-    let quorum = c.minimum_vault_quorum.unwrap_or(n / 2 + 1).clamp(1, n.max(1));
+    let quorum = c
+        .minimum_vault_quorum
+        .unwrap_or(n / 2 + 1)
+        .clamp(1, n.max(1));
     let (consent_refs, reserved_total) =
         reserve(master, endpoints, &task_id, &actor, class.class(), &c, obs)?;
     let usage = class.estimate(&c, n, reserved_total);

@@ -63,8 +63,7 @@ pub trait ClassModule {
     /// Semantic resolution of the request.
     fn resolve(&self, semantic: &SemanticRegistry) -> Result<ResolvedAudiencePlan, NodeError>;
     /// Scope, ε, estimate, constraints of the envelope (`n_vaults` Vaults asked).
-    fn admission(&self, params: &PolicyParams, n_vaults: u32)
-        -> Result<ClassAdmission, NodeError>;
+    fn admission(&self, params: &PolicyParams, n_vaults: u32) -> Result<ClassAdmission, NodeError>;
     /// The fee estimate's usage (locked in escrow): an upper bound of the actual
     /// usage, given the Vaults asked and the subjects reserved.
     fn estimate(&self, c: &ClassAdmission, n_vaults: u32, subjects_reserved: u64) -> TaskUsage;
@@ -84,8 +83,11 @@ pub trait ClassModule {
         bundles: Vec<SliceResultBundle<Self::Body>>,
     ) -> Result<Self::Aggregate, NodeError>;
     /// Why the aggregate may not be released (suppression), if so.
-    fn suppressed(&self, aggregate: &Self::Aggregate, plan: &ResolvedAudiencePlan)
-        -> Option<String>;
+    fn suppressed(
+        &self,
+        aggregate: &Self::Aggregate,
+        plan: &ResolvedAudiencePlan,
+    ) -> Option<String>;
     /// One line on the released aggregate (progress output).
     fn summary(&self, aggregate: &Self::Aggregate) -> String;
     /// What the master state records of the aggregate.

@@ -88,10 +88,21 @@ pub fn settle_and_deliver<C: ClassModule>(
         evidence,
         aggregate,
     } = executed;
-    verify_aggregate_claim(&master.verifier, &a.envelope, &evidence, class.claim(&aggregate))
-        .map_err(|e| NodeError::Refused(e.to_string()))?;
+    verify_aggregate_claim(
+        &master.verifier,
+        &a.envelope,
+        &evidence,
+        class.claim(&aggregate),
+    )
+    .map_err(|e| NodeError::Refused(e.to_string()))?;
     report.attestations_verified += 1;
-    advance(master, &a.task_id, TaskEvent::VerificationAccepted, None, obs)?;
+    advance(
+        master,
+        &a.task_id,
+        TaskEvent::VerificationAccepted,
+        None,
+        obs,
+    )?;
     class.stage(master, &a.task_id, &aggregate, obs)?;
     let inputs = SettlementInputs {
         task_id: a.task_id.clone(),
@@ -155,4 +166,49 @@ pub fn settle_and_deliver<C: ClassModule>(
         report,
         aggregate: Some(aggregate),
     })
+}
+
+/// The settlement of a free class (`parse`): the same lifecycle —
+/// `collecting → verifying_inputs → candidate_ready → finalizing → finalized` — with
+/// a zero fee, no shares and no escrow (the master state machine checks fee +
+/// refund = the envelope's lock, 0); finality still needs 2 of 3 signatures.
+/// Returns the signatures on the `finalizing` certificate.
+pub fn settle_free(
+    master: &mut MasterServices,
+    task_id: &TaskId,
+    epoch: symphony_core::ids::EpochId,
+    obs: &mut dyn Observer,
+) -> Result<usize, NodeError> {
+    use symphony_core::lifecycle::SettlementState as S;
+    let mut signatures = 0;
+    for state in [
+        S::Collecting,
+        S::VerifyingInputs,
+        S::CandidateReady,
+        S::Finalizing,
+        S::Finalized,
+    ] {
+        let committed = master.masters.submit(Command::RecordSettlement {
+            task_id: task_id.clone(),
+            record: symphony_master::SettlementRecord {
+                state,
+                epoch_id: epoch,
+                fee_total: 0,
+                fee_shares: Default::default(),
+                refund: 0,
+            },
+        })?;
+        if state == S::Finalizing {
+            let keys = master.masters.master_keys();
+            if !committed.certificate.is_final(&keys) {
+                return Err(NodeError::Refused(
+                    "commit certificate not final; settlement withheld".into(),
+                ));
+            }
+            signatures = committed.certificate.valid_signatures(&keys);
+        }
+        obs.step(&format!("settlement:{state}"), "free class: fee 0");
+    }
+    advance(master, task_id, TaskEvent::SettlementFinalized, None, obs)?;
+    Ok(signatures)
 }

@@ -418,14 +418,24 @@ fn parse_plan_hash() -> Result<Digest, NodeError> {
         .map_err(|e| NodeError::Encoding(e.to_string()))
 }
 
-/// Runs a parse task through the planes' steps: admission (one Vault, free),
-/// execution in the Vault's enclave, free settlement, delivery to the producer.
-pub fn run_parse(
+/// A parse task that passed admission.
+struct AdmittedParse<'e> {
+    actor: ActorId,
+    endpoint: &'e dyn EnterpriseEndpoint,
+    task_id: TaskId,
+    envelope: TaskEnvelope,
+    vault_id: VaultId,
+    epoch: EpochId,
+}
+
+/// The Admission Plane of a parse task: identity, the one Vault's authorization and
+/// the subject's personal-use consent, the envelope (no escrow: free).
+fn admit_parse<'e>(
     master: &mut MasterServices,
-    endpoints: &[&dyn EnterpriseEndpoint],
+    endpoints: &[&'e dyn EnterpriseEndpoint],
     req: &ParseRequest,
     obs: &mut dyn Observer,
-) -> Result<ParseOutcome, NodeError> {
+) -> Result<AdmittedParse<'e>, NodeError> {
     // --- Admission Plane
     let request_hash = ParseRequest::hash(
         &req.producer,
@@ -445,7 +455,7 @@ pub fn run_parse(
         "admission",
         &format!("producer {actor} authenticated (ed25519)"),
     );
-    let endpoint = endpoints
+    let endpoint: &'e dyn EnterpriseEndpoint = *endpoints
         .iter()
         .find(|e| e.vault_id() == &req.vault)
         .ok_or_else(|| NodeError::Refused(format!("no Vault {} in this network", req.vault)))?;
@@ -504,6 +514,32 @@ pub fn run_parse(
             &envelope.hash().to_hex()[..16]
         ),
     );
+    Ok(AdmittedParse {
+        actor,
+        endpoint,
+        task_id,
+        envelope,
+        vault_id: reply.vault_id,
+        epoch,
+    })
+}
+
+/// Runs a parse task through the planes' steps: admission (one Vault, free),
+/// execution in the Vault's enclave, free settlement, delivery to the producer.
+pub fn run_parse(
+    master: &mut MasterServices,
+    endpoints: &[&dyn EnterpriseEndpoint],
+    req: &ParseRequest,
+    obs: &mut dyn Observer,
+) -> Result<ParseOutcome, NodeError> {
+    let AdmittedParse {
+        actor,
+        endpoint,
+        task_id,
+        envelope,
+        vault_id,
+        epoch,
+    } = admit_parse(master, endpoints, req, obs)?;
     let mut report = Report {
         task_id: task_id.to_string(),
         envelope_hash: envelope.hash().to_hex(),
@@ -519,7 +555,7 @@ pub fn run_parse(
                 parent: task_id.clone(),
                 round: 0,
             },
-            vault: reply.vault_id.clone(),
+            vault: vault_id.clone(),
         },
         envelope: envelope.clone(),
         subject: req.subject.clone(),
@@ -536,7 +572,7 @@ pub fn run_parse(
         Err(e) => {
             master.masters.submit(Command::RecordSlice {
                 task_id: task_id.clone(),
-                vault_id: reply.vault_id.clone(),
+                vault_id: vault_id.clone(),
                 record: SliceRecord {
                     state: SliceState::Failed,
                     commitment: Digest::default(),
@@ -558,7 +594,7 @@ pub fn run_parse(
     };
     master.masters.submit(Command::RecordSlice {
         task_id: task_id.clone(),
-        vault_id: reply.vault_id.clone(),
+        vault_id: vault_id.clone(),
         record: SliceRecord {
             state: SliceState::Verified,
             commitment: bundle.commitment,

@@ -77,6 +77,9 @@ fn run_slice<C: ClassModule>(
     Ok((bundle, evidence))
 }
 
+/// The verified slices' bundles and their evidence.
+pub type Verified<B> = (Vec<SliceResultBundle<B>>, Vec<SliceEvidence>);
+
 /// Fans out one slice per Vault and records each in the master state.
 pub fn fan_out<C: ClassModule>(
     master: &mut MasterServices,
@@ -85,7 +88,7 @@ pub fn fan_out<C: ClassModule>(
     a: &Admitted,
     report: &mut Report,
     obs: &mut dyn Observer,
-) -> Result<(Vec<SliceResultBundle<C::Body>>, Vec<SliceEvidence>), NodeError> {
+) -> Result<Verified<C::Body>, NodeError> {
     let mut evidence = Vec::new();
     let mut bundles = Vec::new();
     let total = endpoints.len() as u64;

@@ -153,7 +153,7 @@ struct Brand {
 const ALL: &[&str] = &["SG", "MY", "CN", "HK", "TH", "ID"];
 
 /// Brand names are plain ASCII without `"` or `\`, so they are written unescaped.
-const BRANDS: &[Brand] = &[
+static BRANDS: &[Brand] = &[
     Brand {
         name: "Luckin Coffee",
         category: "coffee",
@@ -487,7 +487,7 @@ fn purchase(rng: &mut ChaCha8Rng, params: &GenerateParams, p: &Person) -> (u64, 
     let brand = pick(rng, BRANDS, |b| {
         if !b.countries.contains(&country) {
             0
-        } else if std::ptr::eq(b, &BRANDS[p.favourite_coffee]) {
+        } else if b.name == BRANDS[p.favourite_coffee].name {
             b.weight * 5
         } else {
             b.weight

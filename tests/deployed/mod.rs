@@ -225,7 +225,19 @@ impl Net {
     }
 
     pub fn submit(&self, spec: CampaignSpec) -> HttpReply {
-        self.rt.block_on(self.client.submit(spec)).unwrap()
+        self.rt
+            .block_on(self.client.submit(symphony_node::task::TaskSpec::Query(spec)))
+            .unwrap()
+    }
+
+    /// A client signing as `caller` (a devnet caller: advertiser, model operator,
+    /// analyst).
+    pub fn client_of(&self, caller: &str) -> GatewayClient {
+        let roots = symphony_deploy::tls::load_roots(&self.layout.ca).unwrap();
+        let tls = symphony_deploy::tls::public_client(roots).unwrap();
+        let path = self.layout.caller_key(caller).unwrap();
+        let key = symphony_deploy::config::read_signing_key("k", path).unwrap();
+        GatewayClient::new(self.layout.gateways(), tls, caller.to_owned(), key)
     }
 
     pub fn submit_ok(&self, spec: CampaignSpec) -> String {

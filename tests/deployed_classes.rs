@@ -16,9 +16,14 @@ use serde_json::Value;
 
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
 
-/// Rounds of the training run in this test (the example's 12 rounds also pass; fewer
-/// keep the test short).
-const TEST_MAX_ROUNDS: u32 = 6;
+/// Rounds of the training run in this test (the example's own: `max_rounds = 12`).
+const TEST_MAX_ROUNDS: u32 = 12;
+
+/// The devnet's size: the default devnet (2,000 people) is too small for the
+/// example's acceptance criteria (held-out AUC ≥ 0.6 under its DP noise: 0.41
+/// measured), so this test runs on the demo's data size.
+const SUBJECTS: u64 = 20_000;
+const RECORDS: u64 = 200_000;
 
 fn cli(net: &Net, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_symphony"))
@@ -79,7 +84,7 @@ fn assert_compute_reached_a_final_status(v: &Value) {
 #[test]
 fn every_example_class_runs_on_the_devnet_and_the_model_is_delivered() {
     let started = Instant::now();
-    let net = Net::start(4);
+    let net = Net::start_sized(4, SUBJECTS, RECORDS, Default::default());
     let dir = tempfile::tempdir().unwrap();
     // examples/train.toml as is, with fewer rounds.
     let train_text = std::fs::read_to_string(format!("{EXAMPLES}/train.toml"))
@@ -114,6 +119,7 @@ fn every_example_class_runs_on_the_devnet_and_the_model_is_delivered() {
         &["task", "result", &train, "--out", out.to_str().unwrap()],
     );
     assert!(ok, "task result: {stderr}{stdout}");
+    eprintln!("{stdout}");
     assert!(stdout.contains("model.safetensors"), "{stdout}");
     assert!(stdout.contains("model_card.json"), "{stdout}");
     let model = std::fs::read(out.join("model.safetensors")).unwrap();

@@ -95,13 +95,24 @@ impl Net {
 
     /// [`Net::start`] with extra environment for some nodes' processes.
     pub fn start_with_env(enterprises: u32, env: BTreeMap<String, Vec<(String, String)>>) -> Net {
+        Net::start_sized(enterprises, SUBJECTS, RECORDS, env)
+    }
+
+    /// [`Net::start_with_env`] over a devnet of `subjects` people and `records`
+    /// purchase records.
+    pub fn start_sized(
+        enterprises: u32,
+        subjects: u64,
+        records: u64,
+        env: BTreeMap<String, Vec<(String, String)>>,
+    ) -> Net {
         let dir = tempfile::tempdir().unwrap();
         let layout = symphony_deploy::devnet::prepare(
             dir.path(),
             &DevnetParams {
                 enterprises,
-                subjects: SUBJECTS,
-                records: RECORDS,
+                subjects,
+                records,
                 seed: SEED,
                 now_ms: NOW_MS,
                 advertiser: "advertiser:luckin".into(),

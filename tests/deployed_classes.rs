@@ -141,3 +141,102 @@ fn every_example_class_runs_on_the_devnet_and_the_model_is_delivered() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// The leader exits abruptly (as if killed) right after a `train` task's payout
+/// (`settlement:finalized`: escrow paid, task not yet completed, nothing delivered).
+/// The next leader completes the attempt from the replicated state — no second
+/// payout, no re-run — and every master serves the staged model and its card.
+#[test]
+fn a_train_task_whose_leader_crashes_after_payout_is_completed_and_served_by_every_master() {
+    use std::collections::BTreeMap;
+    use symphony_deploy::client::{sign_submission, GatewayClient};
+    use symphony_deploy::master::FAULT_EXIT_AT;
+    use symphony_node::task::TaskSpec;
+
+    let started = Instant::now();
+    let env: BTreeMap<String, Vec<(String, String)>> = (1..=3)
+        .map(|m| {
+            (
+                format!("master-{m}"),
+                vec![(FAULT_EXIT_AT.to_owned(), "settlement:finalized".to_owned())],
+            )
+        })
+        .collect();
+    let mut net = Net::start_sized(4, SUBJECTS, RECORDS, env);
+    let operator = "model-operator:luckin-growth";
+    let client = net.client_of(operator);
+    let spec = TaskSpec::from_toml(include_str!("../examples/train.toml")).unwrap();
+    let key = symphony_deploy::config::read_signing_key(
+        "k",
+        net.layout.caller_key(operator).unwrap(),
+    )
+    .unwrap();
+    let nonce = 77;
+    let body = serde_json::to_vec(&sign_submission(spec, nonce, &key).unwrap()).unwrap();
+    let r = net
+        .rt
+        .block_on(client.signed_with_nonce("POST", "/v1/tasks", body, nonce))
+        .unwrap();
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let id = r.json()["request_id"].as_str().unwrap().to_owned();
+    let t = Instant::now();
+    let status = loop {
+        let r = net
+            .rt
+            .block_on(client.signed("GET", &format!("/v1/tasks/{id}"), Vec::new()));
+        if let Ok(r) = r {
+            let v = r.json();
+            if matches!(v["status"].as_str(), Some("completed" | "rejected")) {
+                break v;
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "{}", net.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status["status"], "completed", "{status}\n{}", net.logs());
+    // One attempt: completed by the next leader, not retried.
+    assert_eq!(status["attempts"], 1, "{status}");
+    let crashed: Vec<String> = net
+        .children
+        .iter_mut()
+        .filter_map(|(n, c)| {
+            (n.starts_with("master-") && c.try_wait().unwrap().is_some()).then(|| n.clone())
+        })
+        .collect();
+    assert_eq!(crashed.len(), 1, "exactly one leader crashed: {crashed:?}");
+    for name in crashed {
+        net.children.remove(&name);
+        net.spawn(&name);
+    }
+    let views = net.wait_converged(Duration::from_secs(60));
+    assert_eq!(views[0]["escrows_paid_out"], 1, "{}", views[0]);
+    assert_eq!(views[0]["deliveries_recorded"], 1, "{}", views[0]);
+    assert_eq!(views[0]["escrow_remaining_micro_sym"], 0, "{}", views[0]);
+    let task_id = status["task_id"].as_str().unwrap().to_owned();
+    // Every master serves the same model and a card naming the task, settled.
+    let mut models = Vec::new();
+    for m in &net.layout.masters {
+        let roots = symphony_deploy::tls::load_roots(&net.layout.ca).unwrap();
+        let tls = symphony_deploy::tls::public_client(roots).unwrap();
+        let one = GatewayClient::new(vec![m.gateway], tls, operator.to_owned(), key.clone());
+        let r = net
+            .rt
+            .block_on(one.signed("GET", &format!("/v1/tasks/{id}/result"), Vec::new()))
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let v = r.json();
+        assert_eq!(v["task_class"], "train");
+        assert_eq!(v["outcome"]["task_id"], task_id.as_str(), "{v}");
+        assert_eq!(v["outcome"]["settlement_state"], "finalized", "{v}");
+        let card = &v["artifacts"]["model_card.json"];
+        assert_eq!(card["task_id"], task_id.as_str(), "{card}");
+        assert_eq!(card["settlement"]["state"], "finalized", "{card}");
+        models.push(v["artifacts"]["model.safetensors"]["data"].clone());
+    }
+    assert!(models[0].is_string());
+    assert!(models.iter().all(|m| m == &models[0]));
+    eprintln!(
+        "train takeover after payout: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}

@@ -633,7 +633,10 @@ fn print_groups(o: &Value) {
     if let Some(s) = o["suppressed_groups"].as_array().filter(|s| !s.is_empty()) {
         println!(
             "  suppressed (below minimum_result_cardinality): {}",
-            s.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")
+            s.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
 }

@@ -166,11 +166,9 @@ fn a_train_task_whose_leader_crashes_after_payout_is_completed_and_served_by_eve
     let operator = "model-operator:luckin-growth";
     let client = net.client_of(operator);
     let spec = TaskSpec::from_toml(include_str!("../examples/train.toml")).unwrap();
-    let key = symphony_deploy::config::read_signing_key(
-        "k",
-        net.layout.caller_key(operator).unwrap(),
-    )
-    .unwrap();
+    let key =
+        symphony_deploy::config::read_signing_key("k", net.layout.caller_key(operator).unwrap())
+            .unwrap();
     let nonce = 77;
     let body = serde_json::to_vec(&sign_submission(spec, nonce, &key).unwrap()).unwrap();
     let r = net

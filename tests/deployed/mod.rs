@@ -237,7 +237,10 @@ impl Net {
 
     pub fn submit(&self, spec: CampaignSpec) -> HttpReply {
         self.rt
-            .block_on(self.client.submit(symphony_node::task::TaskSpec::Query(spec)))
+            .block_on(
+                self.client
+                    .submit(symphony_node::task::TaskSpec::Query(spec)),
+            )
             .unwrap()
     }
 

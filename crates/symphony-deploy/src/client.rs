@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::Request;
+use ed25519_dalek::Signer;
 use ed25519_dalek::SigningKey;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use serde_json::Value;
-use ed25519_dalek::Signer;
 use symphony_node::task::TaskSpec;
 
 use crate::auth::sign_headers;

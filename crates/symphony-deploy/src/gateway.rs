@@ -289,7 +289,9 @@ fn parse_submission(body: &[u8]) -> Result<TaskSubmission, String> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| format!("malformed JSON body: {e}"))?;
     let Some(spec) = value.get("spec") else {
-        return Err("missing field `spec` (an object with one key: query, compute or train)".into());
+        return Err(
+            "missing field `spec` (an object with one key: query, compute or train)".into(),
+        );
     };
     let class = match spec.as_object() {
         Some(o) if o.len() == 1 => o.keys().next().cloned().unwrap_or_default(),
@@ -357,8 +359,7 @@ fn check_submission(
         ));
     }
     if let TaskSpec::Train(t) = &s.spec {
-        t.validate()
-            .map_err(|e| bad(format!("spec.train: {e}")))?;
+        t.validate().map_err(|e| bad(format!("spec.train: {e}")))?;
     }
     if s.nonce != header_nonce {
         return Err(bad(format!(
@@ -1029,7 +1030,9 @@ mod tests {
                 );
                 if node["type"] == "object" {
                     assert!(
-                        node["properties"].as_object().is_some_and(|p| !p.is_empty()),
+                        node["properties"]
+                            .as_object()
+                            .is_some_and(|p| !p.is_empty()),
                         "{class}: {f} is an empty object schema"
                     );
                 }
@@ -1040,8 +1043,10 @@ mod tests {
                 .iter()
                 .any(|a| a["properties"][class]["$ref"].is_string()));
         }
-        assert!(schemas["TrainSpec"]["properties"]["dp_sgd"]["properties"]["noise_multiplier"]
-            .is_object());
+        assert!(
+            schemas["TrainSpec"]["properties"]["dp_sgd"]["properties"]["noise_multiplier"]
+                .is_object()
+        );
         assert!(schemas["ComputeSpec"]["properties"]["group_by"].is_object());
     }
 
@@ -1067,12 +1072,18 @@ mod tests {
         assert!(parse_submission(&body_with("query", query["query"].clone())).is_ok());
         // A training spec sent as a query: the first unknown field is named.
         let e = parse_submission(&body_with("query", train["train"].clone())).unwrap_err();
-        assert!(e.starts_with("spec.query: unknown field `acceptance`"), "{e}");
+        assert!(
+            e.starts_with("spec.query: unknown field `acceptance`"),
+            "{e}"
+        );
         // A missing field of the class.
         let mut no_brand = train["train"].clone();
         no_brand.as_object_mut().unwrap().remove("brand");
         let e = parse_submission(&body_with("train", no_brand)).unwrap_err();
-        assert!(e.contains("spec.train") && e.contains("missing field `brand`"), "{e}");
+        assert!(
+            e.contains("spec.train") && e.contains("missing field `brand`"),
+            "{e}"
+        );
         // A field of the wrong type.
         let mut bad = query["query"].clone();
         bad["audience_cap"] = json!("many");

@@ -40,12 +40,12 @@ use symphony_node::enterprise::EnterpriseEndpoint;
 use symphony_node::network::{
     recovered_outcome, CampaignSpec, MasterServices, Observer, ResultStage, SignedRequest,
 };
+use symphony_node::replication::ReplicationError;
 use symphony_node::task::{SignedTask, TaskOutcome, TaskSpec};
 use symphony_node::training::{
-    recovered_train_outcome, run_training_with, train_task_id, ArtifactStage, NoTap,
-    RoundSummary, TrainObserver, TrainingEndpoint, TrainingRequest,
+    recovered_train_outcome, run_training_with, train_task_id, ArtifactStage, NoTap, RoundSummary,
+    TrainObserver, TrainingEndpoint, TrainingRequest,
 };
-use symphony_node::replication::ReplicationError;
 use symphony_node::NodeError;
 use symphony_semantic::SemanticRegistry;
 
@@ -281,11 +281,7 @@ impl ResultStage for ReplicatedResultStage {
         audience: &[String],
     ) -> Result<(), NodeError> {
         // The state machine checks the audience against the recorded aggregate.
-        stage_result(
-            &self.0,
-            task_id,
-            StagedResult::Audience(audience.to_vec()),
-        )
+        stage_result(&self.0, task_id, StagedResult::Audience(audience.to_vec()))
     }
 }
 
@@ -312,7 +308,11 @@ impl ArtifactStage for ReplicatedArtifactStage {
     }
 }
 
-fn stage_result(cluster: &Cluster, task_id: &TaskId, result: StagedResult) -> Result<(), NodeError> {
+fn stage_result(
+    cluster: &Cluster,
+    task_id: &TaskId,
+    result: StagedResult,
+) -> Result<(), NodeError> {
     let (response, _) = cluster
         .write_blocking(&DeployCommand::StageResult {
             task_id: task_id.to_string(),
@@ -775,7 +775,10 @@ fn process(
             let reject = svc
                 .masters
                 .state()
-                .task(&TaskId::new(task_id.clone()).map_err(|e| DeployError::Encoding(e.to_string()))?)
+                .task(
+                    &TaskId::new(task_id.clone())
+                        .map_err(|e| DeployError::Encoding(e.to_string()))?,
+                )
                 .is_some_and(|r| !r.state.is_terminal());
             abort_attempt(svc, vaults, &task_id, reject)?;
             finish(
@@ -799,7 +802,8 @@ fn restage_final_card(
         return Ok(()); // not accepted: nothing was delivered
     };
     let io = |e: std::io::Error| NodeError::Io(e.to_string());
-    let task = TaskId::new(outcome.task_id.clone()).map_err(|e| NodeError::Refused(e.to_string()))?;
+    let task =
+        TaskId::new(outcome.task_id.clone()).map_err(|e| NodeError::Refused(e.to_string()))?;
     stage_result(
         cluster,
         &task,

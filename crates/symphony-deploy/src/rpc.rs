@@ -23,11 +23,9 @@ use symphony_node::training::model::GlobalModel;
 use symphony_node::training::vault::{
     EvaluationBundle, Prepared, RoundAssignment, TrainSliceBundle,
 };
-use symphony_node::training::{
-    AssignmentWire, ModelWire, RosterKeys, ShareWire, TrainingEndpoint,
-};
-use symphony_semantic::SemanticRegistry;
+use symphony_node::training::{AssignmentWire, ModelWire, RosterKeys, ShareWire, TrainingEndpoint};
 use symphony_node::NodeError;
+use symphony_semantic::SemanticRegistry;
 use symphony_train::secagg::{ParticipantId, ShareFor};
 use tokio::net::TcpListener;
 
@@ -502,7 +500,9 @@ impl TrainingEndpoint for RemoteEnterprise {
     }
 
     fn train_prepare_round(&self, a: &RoundAssignment) -> Result<Prepared, NodeError> {
-        match self.call(&EnterpriseRequest::TrainPrepareRound(Box::new(AssignmentWire::from(a))))? {
+        match self.call(&EnterpriseRequest::TrainPrepareRound(Box::new(
+            AssignmentWire::from(a),
+        )))? {
             EnterpriseReply::TrainPrepared {
                 examples,
                 public_key,

@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use symphony_consensus::{ReplicatedStateMachine, RestoreError, StateRoot};
 use symphony_core::encoding::content_hash;
-use symphony_ledger::{Genesis, LedgerEvent, MemoryLedger, SettlementLedger};
-use symphony_master::{Command, Event, MasterState};
 use symphony_core::encoding::tagged_hash;
 use symphony_core::envelope::TaskClass;
+use symphony_ledger::{Genesis, LedgerEvent, MemoryLedger, SettlementLedger};
+use symphony_master::{Command, Event, MasterState};
 use symphony_node::aggregation::AUDIENCE_HASH_TAG;
 use symphony_node::task::{TaskOutcome, TaskSpec};
 use symphony_node::training::MODEL_ARTIFACT_TAG;
@@ -669,7 +669,7 @@ mod tests {
             "fee_shares": {"treasury": 7}, "round_settlements": {"0": [0, 1]},
             "settlement_state": "finalized", "composite_link": "cd",
             "rounds": [{"round": 0, "epoch_id": 0, "vaults": 4, "examples": 100,
-                        "train_loss": 0.6931471805599453, "holdout_loss": 0.69, "holdout_auc": 0.5,
+                        "train_loss": 0.123_456_789_012_345_68, "holdout_loss": 0.69, "holdout_auc": 0.5,
                         "epsilon_round_micro": 150000, "epsilon_cumulative": 0.15}],
             "model_path": "/x/model.safetensors", "model_card_path": null,
             "curve_path": null, "model_sha256": null,
@@ -693,20 +693,29 @@ mod tests {
             },
             received_at_ms: 1,
         };
-        assert!(matches!(apply(&mut s, &submit), DeployResponse::Queue(Ok(0))));
+        assert!(matches!(
+            apply(&mut s, &submit),
+            DeployResponse::Queue(Ok(0))
+        ));
         let id = request_id(&caller, 3);
         let start = DeployCommand::Start {
             request_id: id.clone(),
             task_id: "train-abc-3".into(),
         };
-        assert!(matches!(apply(&mut s, &start), DeployResponse::Queue(Ok(1))));
+        assert!(matches!(
+            apply(&mut s, &start),
+            DeployResponse::Queue(Ok(1))
+        ));
         let finish = DeployCommand::Finish {
             request_id: id.clone(),
             status: RequestStatus::Completed,
             outcome: Some(train_outcome("train-abc-3")),
             error: None,
         };
-        assert!(matches!(apply(&mut s, &finish), DeployResponse::Queue(Ok(0))));
+        assert!(matches!(
+            apply(&mut s, &finish),
+            DeployResponse::Queue(Ok(0))
+        ));
         let mut restored = state();
         restored.restore(&s.snapshot()).unwrap();
         assert_eq!(restored.state_root(), s.state_root());
@@ -716,7 +725,10 @@ mod tests {
             panic!("train outcome lost: {:?}", r.outcome)
         };
         assert_eq!(o.epsilon_spent.to_bits(), 0.30000000000000004f64.to_bits());
-        assert_eq!(o.rounds[0].train_loss.to_bits(), 0.6931471805599453f64.to_bits());
+        assert_eq!(
+            o.rounds[0].train_loss.to_bits(),
+            0.123_456_789_012_345_68f64.to_bits()
+        );
         assert_eq!(
             serde_json::to_value(o.as_ref()).unwrap(),
             serde_json::to_value(match &train_outcome("train-abc-3") {
@@ -727,6 +739,9 @@ mod tests {
         );
         // The JSON view of the record keeps the class tag of the spec.
         let j = serde_json::to_value(r).unwrap();
-        assert!(j["submission"]["spec"]["train"]["dp_sgd"].is_object(), "{j}");
+        assert!(
+            j["submission"]["spec"]["train"]["dp_sgd"].is_object(),
+            "{j}"
+        );
     }
 }

@@ -19,9 +19,9 @@ use symphony_semantic::{FeatureIntent, FeaturePlan};
 
 use super::control;
 use super::coordinator::{micro, refused};
+use super::endpoint::TrainingEndpoint;
 use super::outcome::TrainObserver;
 use super::spec::TrainingSpec;
-use super::endpoint::TrainingEndpoint;
 use crate::network::{EmbeddedNetwork, MasterServices};
 use crate::NodeError;
 

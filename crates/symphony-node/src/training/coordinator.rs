@@ -15,13 +15,13 @@ use symphony_train::dpsgd::{LogisticRegression, Mlp};
 
 use super::admission::{admit, Admitted, TrainingRequest};
 use super::control::{self, Decision, StopReason};
+use super::endpoint::TrainingEndpoint;
 use super::finish::finish;
 use super::model::{train_err, GlobalModel};
 use super::outcome::{RoundSummary, TrainObserver, TrainOutcome};
 use super::round::run_round;
 use super::spec::{ModelType, TrainingSpec};
 use super::tap::{NoTap, RoundTap};
-use super::endpoint::TrainingEndpoint;
 use super::vault::RoundAssignment;
 use crate::network::{EmbeddedNetwork, MasterServices};
 use crate::verify::SliceEvidence;

@@ -276,9 +276,8 @@ impl ModelWire {
             } => {
                 // An MLP has no parameter constructor: start from any initialisation,
                 // subtract it (x + (−x) = +0 exactly), then add the parameters.
-                let mut m = GlobalModel::Mlp(
-                    Mlp::new(*n_features, *hidden, [0u8; 32]).map_err(train_err)?,
-                );
+                let mut m =
+                    GlobalModel::Mlp(Mlp::new(*n_features, *hidden, [0u8; 32]).map_err(train_err)?);
                 if m.n_parameters() != params.len() {
                     return Err(NodeError::Refused(format!(
                         "model: {} parameters for an MLP of {n_features}×{hidden} (expected {})",

@@ -8,9 +8,9 @@ use symphony_train::metrics;
 
 use super::admission::Admitted;
 use super::coordinator::{assignment, micro, model_hash, refused};
+use super::endpoint::TrainingEndpoint;
 use super::model::GlobalModel;
 use super::spec::TrainingSpec;
-use super::endpoint::TrainingEndpoint;
 use crate::network::MasterServices;
 use crate::verify::{verify_evidence, SliceEvidence};
 use crate::NodeError;
@@ -48,8 +48,7 @@ pub(super) fn evaluate(
             inputs_commitment: b.inputs_commitment,
             attestation: b.attestation.clone(),
         };
-        verify_evidence(&m.verifier, &adm.envelope, &ev, t.vault_id().as_str())
-            .map_err(refused)?;
+        verify_evidence(&m.verifier, &adm.envelope, &ev, t.vault_id().as_str()).map_err(refused)?;
         evidence.push(ev);
         bundles.push(b);
     }

@@ -9,14 +9,14 @@ use symphony_master::{Command, CompositeResultRecord};
 
 use super::admission::Admitted;
 use super::control::{self, StopReason};
+use super::coordinator::ArtifactStage;
 use super::coordinator::{advance, refund_all, refused, RunState};
+use super::endpoint::TrainingEndpoint;
 use super::evaluation::evaluate;
 use super::outcome::{fill, TrainObserver, TrainOutcome};
 use super::registry;
 use super::settle::settle;
 use super::spec::TrainingSpec;
-use super::coordinator::ArtifactStage;
-use super::endpoint::TrainingEndpoint;
 use crate::network::MasterServices;
 use crate::verify::verify_evidence;
 use crate::NodeError;

@@ -52,11 +52,13 @@ pub mod tap;
 
 pub use admission::{permit_training, request_message, train_task_id, TrainingRequest};
 pub use coordinator::{run_training, run_training_tapped, run_training_with, ArtifactStage};
-pub use endpoint::{AssignmentWire, ModelWire, RosterKeys, ShareWire, TrainerSessions, TrainingEndpoint};
+pub use endpoint::{
+    AssignmentWire, ModelWire, RosterKeys, ShareWire, TrainerSessions, TrainingEndpoint,
+};
 pub use model::GlobalModel;
 pub use outcome::{recovered_train_outcome, RoundSummary, TrainObserver, TrainOutcome};
-pub use settle::{composite_settlement, round_settlement_refs, ROUND_SETTLEMENT_TAG};
 pub use registry::MODEL_ARTIFACT_TAG;
+pub use settle::{composite_settlement, round_settlement_refs, ROUND_SETTLEMENT_TAG};
 pub use spec::TrainingSpec;
 pub use tap::{NoTap, RoundTap};
 

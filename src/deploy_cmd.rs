@@ -12,6 +12,7 @@ use symphony_deploy::client::GatewayClient;
 use symphony_deploy::config::{read_signing_key, EnterpriseConfig, MasterConfig};
 use symphony_deploy::devnet::{DevnetLayout, DevnetParams};
 use symphony_node::network::{CampaignSpec, Quiet};
+use symphony_node::task::TaskSpec;
 
 /// `--config FILE` of a node process.
 #[derive(Args)]
@@ -112,6 +113,9 @@ pub enum TaskCmd {
         dir: DirArg,
         #[arg(long)]
         json: bool,
+        /// Where a `train` task's model.safetensors and model_card.json are written.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
     },
 }
 
@@ -228,15 +232,46 @@ pub fn start_processes(layout: &mut DevnetLayout) -> Result<()> {
 }
 
 fn client_for(layout: &DevnetLayout) -> Result<GatewayClient> {
+    caller_client(layout, &layout.advertiser)
+}
+
+/// A gateway client signing as `caller` with its devnet key.
+fn caller_client(layout: &DevnetLayout, caller: &str) -> Result<GatewayClient> {
     let roots = symphony_deploy::tls::load_roots(&layout.ca)?;
     let tls = symphony_deploy::tls::public_client(roots)?;
-    let key = read_signing_key("advertiser_key", &layout.advertiser_key)?;
+    let Some(path) = layout.caller_key(caller) else {
+        bail!(
+            "{caller:?} is not a caller of this devnet (callers: {})",
+            layout.caller_names().join(", ")
+        );
+    };
+    let key = read_signing_key("caller key", path)?;
     Ok(GatewayClient::new(
         layout.gateways(),
         tls,
-        layout.advertiser.clone(),
+        caller.to_owned(),
         key,
     ))
+}
+
+/// GET `path` as the devnet caller that owns request `id` (a request is visible to
+/// its submitter only: the callers are tried in turn).
+fn get_as_owner(
+    rt: &tokio::runtime::Runtime,
+    layout: &DevnetLayout,
+    path: &str,
+) -> Result<symphony_deploy::client::HttpReply> {
+    let mut last = None;
+    for caller in layout.caller_names() {
+        let client = caller_client(layout, &caller)?;
+        let r = rt.block_on(client.signed("GET", path, Vec::new()))?;
+        if r.status == 403 || r.status == 404 {
+            last = Some(r);
+            continue;
+        }
+        return Ok(r);
+    }
+    last.ok_or_else(|| anyhow::anyhow!("the devnet has no callers"))
 }
 
 async fn cluster_views(client: &GatewayClient, addrs: &[SocketAddr]) -> Vec<Option<Value>> {
@@ -446,8 +481,10 @@ pub fn task(cmd: TaskCmd) -> Result<()> {
         TaskCmd::Submit { spec, dir, json } => {
             let text = std::fs::read_to_string(&spec)
                 .with_context(|| format!("reading {}", spec.display()))?;
-            let spec: CampaignSpec = toml::from_str(&text).context("campaign spec")?;
-            let client = client_for(&DevnetLayout::load(&dir.dir)?)?;
+            let spec = TaskSpec::from_toml(&text)
+                .with_context(|| format!("task spec {}", spec.display()))?;
+            let layout = DevnetLayout::load(&dir.dir)?;
+            let client = caller_client(&layout, spec.submitter())?;
             let r = rt.block_on(client.submit(spec))?;
             let v = print_reply(&r, json)?;
             if !json {
@@ -465,8 +502,8 @@ pub fn task(cmd: TaskCmd) -> Result<()> {
             Ok(())
         }
         TaskCmd::Status { id, dir, json } => {
-            let client = client_for(&DevnetLayout::load(&dir.dir)?)?;
-            let r = rt.block_on(client.signed("GET", &format!("/v1/tasks/{id}"), Vec::new()))?;
+            let layout = DevnetLayout::load(&dir.dir)?;
+            let r = get_as_owner(&rt, &layout, &format!("/v1/tasks/{id}"))?;
             let v = print_reply(&r, json)?;
             if !json {
                 println!(
@@ -481,12 +518,11 @@ pub fn task(cmd: TaskCmd) -> Result<()> {
             Ok(())
         }
         TaskCmd::Watch { id, dir, json } => {
-            let client = client_for(&DevnetLayout::load(&dir.dir)?)?;
+            let layout = DevnetLayout::load(&dir.dir)?;
             let started = Instant::now();
             let mut shown = 0usize;
             loop {
-                let r =
-                    rt.block_on(client.signed("GET", &format!("/v1/tasks/{id}"), Vec::new()))?;
+                let r = get_as_owner(&rt, &layout, &format!("/v1/tasks/{id}"))?;
                 let v = print_reply(&r, false)?;
                 let states: Vec<String> = v["lifecycle"]
                     .as_array()
@@ -521,38 +557,111 @@ pub fn task(cmd: TaskCmd) -> Result<()> {
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
-        TaskCmd::Result { id, dir, json } => {
-            let client = client_for(&DevnetLayout::load(&dir.dir)?)?;
-            let r =
-                rt.block_on(client.signed("GET", &format!("/v1/tasks/{id}/result"), Vec::new()))?;
+        TaskCmd::Result { id, dir, json, out } => {
+            let layout = DevnetLayout::load(&dir.dir)?;
+            let r = get_as_owner(&rt, &layout, &format!("/v1/tasks/{id}/result"))?;
             let v = print_reply(&r, json)?;
-            if !json {
-                let o = &v["outcome"];
-                println!("{id}: {}", v["status"].as_str().unwrap_or("?"));
-                println!(
-                    "  task {}  lifecycle {}",
-                    o["task_id"],
-                    lifecycle(&serde_json::json!({"lifecycle": o["states"]}))
-                );
-                println!(
+            let o = &v["outcome"];
+            let written = if v["task_class"] == "train" {
+                write_artifacts(&v, &out)?
+            } else {
+                Vec::new()
+            };
+            if json {
+                return Ok(());
+            }
+            println!(
+                "{id}: {} ({})",
+                v["status"].as_str().unwrap_or("?"),
+                v["task_class"].as_str().unwrap_or("?")
+            );
+            println!(
+                "  task {}  lifecycle {}",
+                o["task_id"],
+                lifecycle(&serde_json::json!({"lifecycle": o["states"]}))
+            );
+            match v["task_class"].as_str() {
+                Some("compute") => print_groups(o),
+                Some("train") => {
+                    println!(
+                        "  rounds {} of max {} (stop {})  held-out AUC {}  accuracy {}  MIA advantage {}  ε {} of {}",
+                        o["rounds_run"],
+                        o["max_rounds"],
+                        o["stop_reason"],
+                        o["auc_holdout"],
+                        o["accuracy_holdout"],
+                        o["mia_advantage"],
+                        o["epsilon_spent"],
+                        o["epsilon_allocation"]
+                    );
+                    for p in &written {
+                        println!("  wrote {}", p.display());
+                    }
+                }
+                _ => println!(
                     "  eligible {}  delivered {} / cap {}  vaults {} / quorum {}",
                     o["eligible_count"],
                     o["delivered_count"],
                     o["audience_cap"],
                     o["vaults_responded"],
                     o["minimum_vault_quorum"]
-                );
-                println!(
-                    "  fee {} µSYM (locked {}, refund {})  certificate {}/3",
-                    o["fee_total"], o["fee_locked"], o["refund"], o["certificate_signatures"]
-                );
-                if let Some(reason) = o["reason"].as_str().or(v["error"].as_str()) {
-                    println!("  reason: {reason}");
-                }
+                ),
+            }
+            println!(
+                "  fee {} µSYM (locked {}, refund {})",
+                o["fee_total"], o["fee_locked"], o["refund"]
+            );
+            if let Some(reason) = o["reason"].as_str().or(v["error"].as_str()) {
+                println!("  reason: {reason}");
             }
             Ok(())
         }
     }
+}
+
+/// The groups table of a `compute` result.
+fn print_groups(o: &Value) {
+    println!("  {:<20} {:>10} {:>14}", "group", "count", "value");
+    for g in o["groups"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<20} {:>10} {:>14}",
+            g["group"].as_str().unwrap_or("?"),
+            g["count"],
+            g["value"]
+        );
+    }
+    if let Some(s) = o["suppressed_groups"].as_array().filter(|s| !s.is_empty()) {
+        println!(
+            "  suppressed (below minimum_result_cardinality): {}",
+            s.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}
+
+/// Writes a `train` result's model.safetensors and model_card.json into `out`.
+fn write_artifacts(v: &Value, out: &std::path::Path) -> Result<Vec<PathBuf>> {
+    let a = &v["artifacts"];
+    if a.is_null() {
+        bail!(
+            "no model artifacts for this request (status {}): nothing was delivered",
+            v["status"]
+        );
+    }
+    let model = a["model.safetensors"]["data"]
+        .as_str()
+        .context("artifacts: model.safetensors data missing")?;
+    let model = hex::decode(model).context("artifacts: model.safetensors is not hex")?;
+    let card = serde_json::to_string_pretty(&a["model_card.json"])?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let model_path = out.join("model.safetensors");
+    let card_path = out.join("model_card.json");
+    std::fs::write(&model_path, model)
+        .with_context(|| format!("writing {}", model_path.display()))?;
+    std::fs::write(&card_path, card).with_context(|| format!("writing {}", card_path.display()))?;
+    Ok(vec![model_path, card_path])
 }
 
 fn lifecycle(v: &Value) -> String {

@@ -80,8 +80,17 @@ fn luckin_through_the_gateway_matches_the_embedded_demo_and_bad_requests_change_
             .unwrap()
     };
     let owner = advertiser_key(SEED, "advertiser:luckin");
-    let submission =
-        |nonce| serde_json::to_vec(&sign_submission(luckin(), nonce, &owner).unwrap()).unwrap();
+    let submission = |nonce| {
+        serde_json::to_vec(
+            &sign_submission(
+                symphony_node::task::TaskSpec::Query(luckin()),
+                nonce,
+                &owner,
+            )
+            .unwrap(),
+        )
+        .unwrap()
+    };
     let expect = |r: symphony_deploy::client::HttpReply, status: u16, needle: &str| {
         let msg = r.json()["error"].as_str().unwrap_or("").to_owned();
         assert_eq!(r.status, status, "{msg}");

@@ -69,7 +69,10 @@ fn client(bed: &GatewayBed, gateway: SocketAddr, who: &(String, SigningKey)) -> 
 async fn submit(client: &GatewayClient, key: &SigningKey, nonce: u64) -> HttpReply {
     let mut spec = luckin();
     spec.advertiser = client.caller.clone();
-    let body = serde_json::to_vec(&sign_submission(spec, nonce, key).unwrap()).unwrap();
+    let body = serde_json::to_vec(
+        &sign_submission(symphony_node::task::TaskSpec::Query(spec), nonce, key).unwrap(),
+    )
+    .unwrap();
     client
         .signed_with_nonce("POST", "/v1/tasks", body, nonce)
         .await

@@ -95,13 +95,24 @@ impl Net {
 
     /// [`Net::start`] with extra environment for some nodes' processes.
     pub fn start_with_env(enterprises: u32, env: BTreeMap<String, Vec<(String, String)>>) -> Net {
+        Net::start_sized(enterprises, SUBJECTS, RECORDS, env)
+    }
+
+    /// [`Net::start_with_env`] over a devnet of `subjects` people and `records`
+    /// purchase records.
+    pub fn start_sized(
+        enterprises: u32,
+        subjects: u64,
+        records: u64,
+        env: BTreeMap<String, Vec<(String, String)>>,
+    ) -> Net {
         let dir = tempfile::tempdir().unwrap();
         let layout = symphony_deploy::devnet::prepare(
             dir.path(),
             &DevnetParams {
                 enterprises,
-                subjects: SUBJECTS,
-                records: RECORDS,
+                subjects,
+                records,
                 seed: SEED,
                 now_ms: NOW_MS,
                 advertiser: "advertiser:luckin".into(),
@@ -225,7 +236,22 @@ impl Net {
     }
 
     pub fn submit(&self, spec: CampaignSpec) -> HttpReply {
-        self.rt.block_on(self.client.submit(spec)).unwrap()
+        self.rt
+            .block_on(
+                self.client
+                    .submit(symphony_node::task::TaskSpec::Query(spec)),
+            )
+            .unwrap()
+    }
+
+    /// A client signing as `caller` (a devnet caller: advertiser, model operator,
+    /// analyst).
+    pub fn client_of(&self, caller: &str) -> GatewayClient {
+        let roots = symphony_deploy::tls::load_roots(&self.layout.ca).unwrap();
+        let tls = symphony_deploy::tls::public_client(roots).unwrap();
+        let path = self.layout.caller_key(caller).unwrap();
+        let key = symphony_deploy::config::read_signing_key("k", path).unwrap();
+        GatewayClient::new(self.layout.gateways(), tls, caller.to_owned(), key)
     }
 
     pub fn submit_ok(&self, spec: CampaignSpec) -> String {

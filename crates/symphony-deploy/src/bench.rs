@@ -41,6 +41,7 @@ use serde::Serialize;
 use symphony_consensus::{NodeId, Tuning};
 use symphony_core::encoding::tagged_hash;
 use symphony_node::network::CampaignSpec;
+use symphony_node::task::TaskSpec;
 use tokio::sync::{Barrier, Semaphore};
 
 use crate::auth::sign_headers;
@@ -98,7 +99,7 @@ fn submission(spec: &CampaignSpec, i: u64) -> DeployCommand {
         request_id: crate::state::request_id("advertiser:bench", i),
         caller: "advertiser:bench".into(),
         submission: crate::state::TaskSubmission {
-            spec: spec.clone(),
+            spec: TaskSpec::Query(spec.clone()),
             nonce: i,
             attempt_signatures: vec!["ab".repeat(64); 4],
         },
@@ -353,7 +354,7 @@ fn prepare_submission(
     let (name, key) = &keys[caller];
     let mut spec = spec.clone();
     spec.advertiser = name.clone();
-    let submission = sign_submission(spec, nonce, key)?;
+    let submission = sign_submission(TaskSpec::Query(spec), nonce, key)?;
     let body = serde_json::to_vec(&submission).map_err(|e| DeployError::Encoding(e.to_string()))?;
     Ok((caller, nonce, body))
 }

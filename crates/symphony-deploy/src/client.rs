@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::Request;
+use ed25519_dalek::Signer;
 use ed25519_dalek::SigningKey;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use serde_json::Value;
-use symphony_node::network::{CampaignSpec, SignedRequest};
+use symphony_node::task::TaskSpec;
 
 use crate::auth::sign_headers;
 use crate::master::{attempt_nonce, now_ms};
@@ -135,14 +136,14 @@ pub async fn https_request(
 
 /// Signs a submission: one signature per attempt (see [`TaskSubmission`]).
 pub fn sign_submission(
-    spec: CampaignSpec,
+    spec: TaskSpec,
     nonce: u64,
     key: &SigningKey,
 ) -> Result<TaskSubmission, DeployError> {
     let mut attempt_signatures = Vec::new();
     for i in 0..MAX_ATTEMPTS {
-        let r = SignedRequest::sign(spec.clone(), attempt_nonce(nonce, i), key)?;
-        attempt_signatures.push(hex::encode(r.signature));
+        let hash = spec.request_hash(attempt_nonce(nonce, i))?;
+        attempt_signatures.push(hex::encode(key.sign(&hash.0).to_bytes()));
     }
     Ok(TaskSubmission {
         spec,
@@ -230,8 +231,9 @@ impl GatewayClient {
             .await
     }
 
-    /// Submits a campaign; returns the reply (202 with `request_id` on success).
-    pub async fn submit(&self, spec: CampaignSpec) -> Result<HttpReply, DeployError> {
+    /// Submits a task of any class; returns the reply (202 with `request_id` on
+    /// success).
+    pub async fn submit(&self, spec: TaskSpec) -> Result<HttpReply, DeployError> {
         let nonce = fresh_nonce();
         let submission = sign_submission(spec, nonce, &self.key)?;
         let body =

@@ -21,7 +21,10 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
+use symphony_core::consent::UsageScope;
 use symphony_core::encoding::tagged_hash;
+use symphony_core::envelope::TaskClass;
+use symphony_core::ids::ActorId;
 use symphony_node::network::{advertiser_key, EmbeddedNetwork, NetworkParams, Observer};
 
 use crate::config::{
@@ -88,6 +91,11 @@ pub struct DevnetLayout {
     pub advertiser: String,
     /// Advertiser key file.
     pub advertiser_key: PathBuf,
+    /// Every registered caller's request-signing key file, by actor id (the
+    /// submitters of `examples/*.toml`); empty in a devnet written before callers
+    /// of other classes existed.
+    #[serde(default)]
+    pub callers: BTreeMap<String, PathBuf>,
     /// Seed.
     pub seed: u64,
     /// Process ids by node name, once started.
@@ -115,7 +123,35 @@ impl DevnetLayout {
     pub fn gateways(&self) -> Vec<SocketAddr> {
         self.masters.iter().map(|m| m.gateway).collect()
     }
+
+    /// The key file of `actor` (the advertiser's for a devnet without caller list).
+    pub fn caller_key(&self, actor: &str) -> Option<&Path> {
+        self.callers
+            .get(actor)
+            .map(PathBuf::as_path)
+            .or_else(|| (actor == self.advertiser).then_some(self.advertiser_key.as_path()))
+    }
+
+    /// Every caller with a key in this devnet (the advertiser first).
+    pub fn caller_names(&self) -> Vec<String> {
+        let mut names = vec![self.advertiser.clone()];
+        for c in self.callers.keys() {
+            if !names.contains(c) {
+                names.push(c.clone());
+            }
+        }
+        names
+    }
 }
+
+/// The callers a devnet registers besides its advertiser: the submitters of
+/// `examples/luckin.toml` (query), `examples/train.toml` (train) and
+/// `examples/compute.toml` (compute). Each may submit every class on every Vault.
+pub const DEVNET_CALLERS: [&str; 3] = [
+    "advertiser:luckin",
+    "model-operator:luckin-growth",
+    "analyst:luckin-insights",
+];
 
 /// The secret the embedded network derives for `label` under `seed`.
 fn derived_secret(seed: u64, label: &str) -> [u8; 32] {
@@ -171,6 +207,12 @@ pub fn prepare(
         std::fs::create_dir_all(dir.join(sub))?;
     }
     let dir = dir.canonicalize()?;
+    let mut actors: Vec<&str> = vec![params.advertiser.as_str()];
+    for a in DEVNET_CALLERS {
+        if !actors.contains(&a) {
+            actors.push(a);
+        }
+    }
     let net = EmbeddedNetwork::build(
         &dir,
         &NetworkParams {
@@ -180,9 +222,48 @@ pub fn prepare(
             seed: params.seed,
             now_ms: params.now_ms,
         },
-        &[params.advertiser.as_str()],
+        &actors,
         obs,
     )?;
+    // Every caller may submit every class on every Vault (the build permits
+    // query); each class's usage scope must have consenting subjects.
+    for e in &net.enterprises {
+        for a in &actors {
+            let actor = ActorId::new(*a).map_err(|e| DeployError::Config(e.to_string()))?;
+            for class in [TaskClass::Compute, TaskClass::Train] {
+                e.vault()
+                    .permit(&actor, class)
+                    .map_err(|e| DeployError::Node(e.into()))?;
+            }
+        }
+        let mut counts = Vec::new();
+        for scope in [
+            UsageScope::Marketing,
+            UsageScope::Analytics,
+            UsageScope::Training,
+        ] {
+            let n = e
+                .vault()
+                .consented_subjects(scope, params.now_ms)
+                .map_err(|e| DeployError::Node(e.into()))?
+                .len();
+            if n == 0 {
+                return Err(DeployError::Config(format!(
+                    "{}: no subject consented to {scope:?}; the devnet could not run that class",
+                    e.vault_id()
+                )));
+            }
+            counts.push(format!("{scope:?} {n}"));
+        }
+        obs.step(
+            "consent",
+            &format!(
+                "{}: subjects with consent: {}",
+                e.vault_id(),
+                counts.join(", ")
+            ),
+        );
+    }
     let vault_ids = net.generated.vault_ids.clone();
     drop(net);
 
@@ -193,6 +274,24 @@ pub fn prepare(
     let adv = advertiser_key(params.seed, &params.advertiser);
     let adv_file = dir.join("keys/advertiser.key");
     write_secret(&adv_file, &adv.to_bytes())?;
+    let mut caller_files = BTreeMap::new();
+    let mut caller_entries = Vec::new();
+    for a in &actors {
+        let key = advertiser_key(params.seed, a);
+        let file = if *a == params.advertiser {
+            adv_file.clone()
+        } else {
+            let f = dir.join(format!("keys/caller-{}.key", a.replace([':', '/'], "_")));
+            write_secret(&f, &key.to_bytes())?;
+            f
+        };
+        caller_files.insert((*a).to_owned(), file);
+        caller_entries.push(CallerEntry {
+            actor: (*a).to_owned(),
+            public_key: hex::encode(key.verifying_key().to_bytes()),
+            balance_micro_sym: 1_000_000 * symphony_economics::MICRO_SYM_PER_SYM,
+        });
+    }
     let aggregator_file = dir.join("keys/aggregator.key");
     write_secret(
         &aggregator_file,
@@ -268,11 +367,7 @@ pub fn prepare(
             tls: node_tls(&dir, &ca_key, &format!("master-{id}"))?,
             masters: entries.clone(),
             enterprises: enterprise_entries.clone(),
-            callers: vec![CallerEntry {
-                actor: params.advertiser.clone(),
-                public_key: hex::encode(adv.verifying_key().to_bytes()),
-                balance_micro_sym: 1_000_000 * symphony_economics::MICRO_SYM_PER_SYM,
-            }],
+            callers: caller_entries.clone(),
         };
         let path = dir.join(format!("master-{id}.toml"));
         write_toml(&path, &config)?;
@@ -291,6 +386,7 @@ pub fn prepare(
         ca: dir.join("tls/ca.pem"),
         advertiser: params.advertiser.clone(),
         advertiser_key: adv_file,
+        callers: caller_files,
         seed: params.seed,
         pids: BTreeMap::new(),
     };

@@ -34,11 +34,12 @@ use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
 use symphony_consensus::ConsensusError;
 use symphony_core::ids::TaskId;
+use symphony_node::task::{TaskOutcome, TaskSpec};
 use tokio::net::TcpListener;
 
 use crate::auth::{self, AuthError, NonceCache, RateLimiter};
 use crate::config::{parse_public_key, MasterConfig};
-use crate::master::{attempt_nonce, now_ms, request_hash};
+use crate::master::{attempt_nonce, now_ms};
 use crate::replicator::Cluster;
 use crate::state::{
     request_id, DeployCommand, DeployResponse, RequestRecord, TaskSubmission, MAX_ATTEMPTS,
@@ -282,6 +283,60 @@ impl AppState {
     }
 }
 
+/// Parses a submission body; the error names the field that is wrong (for the
+/// spec: `spec.<class>: <serde's message naming the field>`).
+fn parse_submission(body: &[u8]) -> Result<TaskSubmission, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("malformed JSON body: {e}"))?;
+    let Some(spec) = value.get("spec") else {
+        return Err(
+            "missing field `spec` (an object with one key: query, compute or train)".into(),
+        );
+    };
+    let class = match spec.as_object() {
+        Some(o) if o.len() == 1 => o.keys().next().cloned().unwrap_or_default(),
+        _ => {
+            return Err(
+                "spec: expected an object with exactly one key naming the task class \
+                 (query, compute or train)"
+                    .into(),
+            )
+        }
+    };
+    if !matches!(class.as_str(), "query" | "compute" | "train") {
+        return Err(format!(
+            "spec: unknown task class {class:?} (expected query, compute or train)"
+        ));
+    }
+    if let Err(e) = serde_json::from_value::<TaskSpec>(spec.clone()) {
+        return Err(format!("spec.{class}: {e}"));
+    }
+    serde_json::from_value(value).map_err(|e| format!("malformed JSON body: {e}"))
+}
+
+/// The class tag of an outcome and the outcome's own JSON.
+fn outcome_json(o: &TaskOutcome) -> (&'static str, Value) {
+    let v = match o {
+        TaskOutcome::Query(x) => serde_json::to_value(x),
+        TaskOutcome::Compute(x) => serde_json::to_value(x),
+        TaskOutcome::Train(x) => serde_json::to_value(x),
+    };
+    let class = match o {
+        TaskOutcome::Query(_) => "query",
+        TaskOutcome::Compute(_) => "compute",
+        TaskOutcome::Train(_) => "train",
+    };
+    (class, v.unwrap_or(Value::Null))
+}
+
+fn class_of(spec: &TaskSpec) -> &'static str {
+    match spec {
+        TaskSpec::Query(_) => "query",
+        TaskSpec::Compute(_) => "compute",
+        TaskSpec::Train(_) => "train",
+    }
+}
+
 fn check_submission(
     state: &AppState,
     caller: &str,
@@ -289,14 +344,22 @@ fn check_submission(
     s: &TaskSubmission,
 ) -> Result<(), Response> {
     let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
-    if s.spec.advertiser != caller {
+    let submitter_field = match &s.spec {
+        TaskSpec::Query(_) => "spec.query.advertiser",
+        TaskSpec::Compute(_) => "spec.compute.submitter",
+        TaskSpec::Train(_) => "spec.train.model_operator",
+    };
+    if s.spec.submitter() != caller {
         return Err(error(
             StatusCode::FORBIDDEN,
             format!(
-                "spec.advertiser {:?} is not the caller {caller:?}",
-                s.spec.advertiser
+                "{submitter_field} {:?} is not the caller {caller:?}",
+                s.spec.submitter()
             ),
         ));
+    }
+    if let TaskSpec::Train(t) = &s.spec {
+        t.validate().map_err(|e| bad(format!("spec.train: {e}")))?;
     }
     if s.nonce != header_nonce {
         return Err(bad(format!(
@@ -330,8 +393,10 @@ fn verify_attempts(key: &VerifyingKey, caller: &str, s: &TaskSubmission) -> Resu
     let mut hashes = Vec::with_capacity(s.attempt_signatures.len());
     let mut signatures = Vec::with_capacity(s.attempt_signatures.len());
     for (i, sig_hex) in s.attempt_signatures.iter().enumerate() {
-        let hash =
-            request_hash(&s.spec, attempt_nonce(s.nonce, i)).map_err(|e| bad(e.to_string()))?;
+        let hash = s
+            .spec
+            .request_hash(attempt_nonce(s.nonce, i))
+            .map_err(|e| bad(e.to_string()))?;
         let sig = hex::decode(sig_hex)
             .ok()
             .and_then(|b| Signature::from_slice(&b).ok())
@@ -382,9 +447,9 @@ async fn submit_inner(
         Ok(a) => a,
         Err(r) => return r,
     };
-    let submission: TaskSubmission = match serde_json::from_slice(&body) {
+    let submission = match parse_submission(&body) {
         Ok(s) => s,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed JSON body: {e}")),
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
     if let Err(r) = check_submission(state, &a.caller, a.nonce, &submission) {
         return r;
@@ -468,6 +533,7 @@ fn status_view(state: &AppState, r: &RequestRecord, id: &str) -> Value {
         .unwrap_or_default();
     json!({
         "request_id": id,
+        "task_class": class_of(&r.submission.spec),
         "status": r.status,
         "seq": r.seq,
         "attempts": r.attempts.len(),
@@ -517,13 +583,29 @@ async fn result(
                 r.status
             ),
         ),
-        Ok(r) => Json(json!({
-            "request_id": id,
-            "status": r.status,
-            "error": r.error,
-            "outcome": r.outcome,
-        }))
-        .into_response(),
+        Ok(r) => {
+            let outcome = r.outcome.as_ref().map(outcome_json);
+            // A trained model is served from the replicated state (any master).
+            let artifacts = r.attempts.last().and_then(|t| {
+                state.cluster.with_state(|s| {
+                    s.artifacts(t).map(|a| {
+                        json!({
+                            "model.safetensors": {"encoding": "hex", "sha256": hex::encode(sha256(&a.model)), "data": hex::encode(&a.model)},
+                            "model_card.json": serde_json::from_slice::<Value>(&a.card).unwrap_or(Value::Null),
+                        })
+                    })
+                })
+            });
+            Json(json!({
+                "request_id": id,
+                "task_class": class_of(&r.submission.spec),
+                "status": r.status,
+                "error": r.error,
+                "outcome": outcome.map(|(_, v)| v),
+                "artifacts": artifacts,
+            }))
+            .into_response()
+        }
     };
     state.count("result", response.status());
     response
@@ -562,7 +644,11 @@ async fn evidence(
         "request_id": id,
         "status": r.status,
         "task": record,
-        "attestations_verified": r.outcome.as_ref().map(|o| o.attestations_verified),
+        "attestations_verified": r.outcome.as_ref().map(|o| match o {
+            TaskOutcome::Query(x) => x.attestations_verified,
+            TaskOutcome::Compute(x) => x.attestations_verified,
+            TaskOutcome::Train(x) => x.attestations_verified,
+        }),
         "final_certificate": certificate,
         "equivocation_evidence": collector.evidence().len(),
     }))
@@ -719,7 +805,7 @@ pub fn openapi_document() -> Value {
         "info": {"title": "Symphony master API gateway", "version": "1"},
         "paths": {
             "/v1/tasks": {"post": {
-                "summary": "Submit a query task (campaign)",
+                "summary": "Submit a task of any class (query, compute, train)",
                 "parameters": with_params(None),
                 "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskSubmission"}}}},
                 "responses": merge(json!({"202": {"description": "acknowledged: replicated and final"}}), &errors)
@@ -734,17 +820,102 @@ pub fn openapi_document() -> Value {
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition"}}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}}
         },
-        "components": {"schemas": {"TaskSubmission": {
-            "type": "object",
-            "required": ["spec", "nonce", "attempt_signatures"],
-            "properties": {
-                "spec": {"type": "object", "description": "campaign (examples/luckin.toml as JSON)"},
-                "nonce": {"type": "integer", "maximum": 4611686018427387903u64},
-                "attempt_signatures": {"type": "array", "minItems": 1, "maxItems": MAX_ATTEMPTS, "items": {"type": "string"},
-                    "description": "hex ed25519 over the SignedRequest hash of (spec, nonce*4+i)"}
-            }
-        }}}
+        "components": {"schemas": {
+            "TaskSubmission": {
+                "type": "object",
+                "required": ["spec", "nonce", "attempt_signatures"],
+                "additionalProperties": false,
+                "properties": {
+                    "spec": {"$ref": "#/components/schemas/TaskSpec"},
+                    "nonce": {"type": "integer", "maximum": 4611686018427387903u64},
+                    "attempt_signatures": {"type": "array", "minItems": 1, "maxItems": MAX_ATTEMPTS, "items": {"type": "string"},
+                        "description": "hex ed25519 over TaskSpec::request_hash(nonce*4+i) of the class (query: the SignedRequest hash of (spec, nonce); train: the training request message; compute: scp/compute-request/v1)"}
+                }
+            },
+            "TaskSpec": {
+                "description": "the task, tagged by class: an object with exactly one key",
+                "oneOf": CLASSES.iter().map(|(class, _, _)| {
+                    let mut properties = serde_json::Map::new();
+                    properties.insert((*class).to_owned(), json!({"$ref": format!("#/components/schemas/{}", schema_name(class))}));
+                    json!({"type": "object", "required": [class], "additionalProperties": false, "properties": properties})
+                }).collect::<Vec<_>>()
+            },
+            "QuerySpec": class_schema("query"),
+            "ComputeSpec": class_schema("compute"),
+            "TrainSpec": class_schema("train"),
+        }}
     })
+}
+
+/// Each class, its example spec file and what it is.
+const CLASSES: [(&str, &str, &str); 3] = [
+    (
+        "query",
+        include_str!("../../../examples/luckin.toml"),
+        "governed audience selection across Vaults (examples/luckin.toml)",
+    ),
+    (
+        "compute",
+        include_str!("../../../examples/compute.toml"),
+        "a bounded computation returning a noisy aggregate (examples/compute.toml)",
+    ),
+    (
+        "train",
+        include_str!("../../../examples/train.toml"),
+        "federated training, a composite task (examples/train.toml)",
+    ),
+];
+
+fn schema_name(class: &str) -> &'static str {
+    match class {
+        "query" => "QuerySpec",
+        "compute" => "ComputeSpec",
+        _ => "TrainSpec",
+    }
+}
+
+/// The schema of a class's spec, derived from its example file's fields (every
+/// field of the spec type, optional ones included: they serialize as `null`), so
+/// the document cannot fall behind the types.
+fn class_schema(class: &str) -> Value {
+    let Some((_, text, what)) = CLASSES.iter().find(|(c, _, _)| *c == class) else {
+        return json!({"description": format!("unknown class {class}")});
+    };
+    let value = TaskSpec::from_toml(text)
+        .ok()
+        .and_then(|spec| serde_json::to_value(&spec).ok())
+        .and_then(|v| v.get(class).cloned())
+        .unwrap_or(Value::Null);
+    let mut schema = schema_of(&value);
+    if let Some(o) = schema.as_object_mut() {
+        o.insert("description".into(), json!(what));
+        o.insert("example".into(), value);
+    }
+    schema
+}
+
+fn schema_of(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => json!({
+            "type": "object",
+            "additionalProperties": false,
+            "properties": map.iter().map(|(k, x)| (k.clone(), schema_of(x))).collect::<serde_json::Map<_, _>>(),
+        }),
+        Value::Array(items) => json!({
+            "type": "array",
+            "items": items.first().map_or_else(|| json!({"type": "string"}), schema_of),
+        }),
+        Value::String(_) => json!({"type": "string"}),
+        Value::Number(n) if n.is_u64() || n.is_i64() => json!({"type": "integer"}),
+        Value::Number(_) => json!({"type": "number"}),
+        Value::Bool(_) => json!({"type": "boolean"}),
+        Value::Null => json!({"description": "optional: absent or null selects the default"}),
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).into()
 }
 
 fn merge(mut a: Value, b: &Value) -> Value {
@@ -760,14 +931,12 @@ fn merge(mut a: Value, b: &Value) -> Value {
 mod tests {
     use super::*;
     use ed25519_dalek::{Signer, SigningKey};
-    use symphony_node::network::CampaignSpec;
 
     fn submission(key: &SigningKey, attempts: usize) -> TaskSubmission {
-        let spec: CampaignSpec =
-            toml::from_str(include_str!("../../../examples/luckin.toml")).unwrap();
+        let spec = TaskSpec::from_toml(include_str!("../../../examples/luckin.toml")).unwrap();
         let attempt_signatures = (0..attempts)
             .map(|i| {
-                let h = request_hash(&spec, attempt_nonce(9, i)).unwrap();
+                let h = spec.request_hash(attempt_nonce(9, i)).unwrap();
                 hex::encode(key.sign(&h.0).to_bytes())
             })
             .collect();
@@ -828,5 +997,116 @@ mod tests {
             .as_str()
             .unwrap();
         assert!(described.contains("queue full"), "{described}");
+    }
+
+    fn keys_of(v: &Value, prefix: &str, out: &mut Vec<String>) {
+        if let Some(o) = v.as_object() {
+            for (k, x) in o {
+                let path = format!("{prefix}{k}");
+                keys_of(x, &format!("{path}."), out);
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn the_openapi_document_describes_every_field_of_every_class() {
+        let doc = openapi_document();
+        let schemas = &doc["components"]["schemas"];
+        for (class, text, _) in CLASSES {
+            let spec = serde_json::to_value(TaskSpec::from_toml(text).unwrap()).unwrap();
+            let mut fields = Vec::new();
+            keys_of(&spec[class], "", &mut fields);
+            assert!(fields.len() >= 7, "{class}: {fields:?}");
+            let schema = &schemas[schema_name(class)];
+            for f in &fields {
+                let mut node = schema;
+                for part in f.split('.') {
+                    node = &node["properties"][part];
+                }
+                assert!(
+                    node.is_object() && !node.as_object().unwrap().is_empty(),
+                    "{class}: field {f} is not described"
+                );
+                if node["type"] == "object" {
+                    assert!(
+                        node["properties"]
+                            .as_object()
+                            .is_some_and(|p| !p.is_empty()),
+                        "{class}: {f} is an empty object schema"
+                    );
+                }
+            }
+            // The class is one of the spec's alternatives.
+            let alternatives = schemas["TaskSpec"]["oneOf"].as_array().unwrap();
+            assert!(alternatives
+                .iter()
+                .any(|a| a["properties"][class]["$ref"].is_string()));
+        }
+        assert!(
+            schemas["TrainSpec"]["properties"]["dp_sgd"]["properties"]["noise_multiplier"]
+                .is_object()
+        );
+        assert!(schemas["ComputeSpec"]["properties"]["group_by"].is_object());
+    }
+
+    fn body_with(class: &str, spec: Value) -> Vec<u8> {
+        let mut tagged = serde_json::Map::new();
+        tagged.insert(class.to_owned(), spec);
+        serde_json::to_vec(&json!({"spec": tagged, "nonce": 1, "attempt_signatures": ["00"]}))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_submission_with_wrong_class_fields_is_refused_naming_the_field() {
+        let train = serde_json::to_value(
+            TaskSpec::from_toml(include_str!("../../../examples/train.toml")).unwrap(),
+        )
+        .unwrap();
+        let query = serde_json::to_value(
+            TaskSpec::from_toml(include_str!("../../../examples/luckin.toml")).unwrap(),
+        )
+        .unwrap();
+        // Well-formed bodies of each class parse.
+        assert!(parse_submission(&body_with("train", train["train"].clone())).is_ok());
+        assert!(parse_submission(&body_with("query", query["query"].clone())).is_ok());
+        // A training spec sent as a query: the first unknown field is named.
+        let e = parse_submission(&body_with("query", train["train"].clone())).unwrap_err();
+        assert!(
+            e.starts_with("spec.query: unknown field `acceptance`"),
+            "{e}"
+        );
+        // A missing field of the class.
+        let mut no_brand = train["train"].clone();
+        no_brand.as_object_mut().unwrap().remove("brand");
+        let e = parse_submission(&body_with("train", no_brand)).unwrap_err();
+        assert!(
+            e.contains("spec.train") && e.contains("missing field `brand`"),
+            "{e}"
+        );
+        // A field of the wrong type.
+        let mut bad = query["query"].clone();
+        bad["audience_cap"] = json!("many");
+        let e = parse_submission(&body_with("query", bad)).unwrap_err();
+        assert!(e.starts_with("spec.query: invalid type"), "{e}");
+        // An unknown class, and an untagged spec.
+        let e = parse_submission(&body_with("parse", json!({}))).unwrap_err();
+        assert!(e.contains("unknown task class \"parse\""), "{e}");
+        let untagged = serde_json::to_vec(
+            &json!({"spec": query["query"], "nonce": 1, "attempt_signatures": ["00"]}),
+        )
+        .unwrap();
+        let e = parse_submission(&untagged).unwrap_err();
+        assert!(e.contains("exactly one key naming the task class"), "{e}");
+        // An invalid training parameter is a 400 naming it (checked before anything
+        // is replicated).
+        let mut no_noise = train["train"].clone();
+        no_noise["dp_sgd"]["noise_multiplier"] = json!(0.0);
+        let s = parse_submission(&body_with("train", no_noise)).unwrap();
+        let TaskSpec::Train(t) = &s.spec else {
+            panic!("train")
+        };
+        let e = t.validate().unwrap_err().to_string();
+        assert!(e.contains("noise_multiplier"), "{e}");
     }
 }

@@ -36,6 +36,7 @@ pub mod replicator;
 pub mod rpc;
 pub mod state;
 pub mod tls;
+pub mod wire;
 
 /// A failure of a deployed node or of the tools around it.
 #[derive(Debug, thiserror::Error)]

@@ -1,16 +1,23 @@
-//! The master process: consensus node, API gateway, and the leader's campaign worker.
+//! The master process: consensus node, API gateway, and the leader's task worker.
 //!
 //! Task flow: the gateway replicates `Submit` (the acknowledgement: the request is in
 //! the log, final with 2 of 3 signatures). The worker of the current leader takes the
 //! oldest non-final request, replicates `Start` with the attempt's task id, runs the
-//! unchanged `MasterServices::run_campaign` against the enterprise nodes over mutual
-//! TLS, and replicates `Finish` (accepted once per request: exactly-once completion).
+//! task's class flow against the enterprise nodes over mutual TLS — `query`: the
+//! unchanged `MasterServices::run_campaign`; `compute`: `MasterServices::run_compute`;
+//! `train`: the training coordinator (`run_training_with`) over the Vaults' training
+//! endpoints — and replicates `Finish` (accepted once per request: exactly-once
+//! completion). A `train` run stages its verified model artifacts in the replicated
+//! state before the payout; any master serves them after completion.
 //!
 //! Leader change mid-task: the new leader finds the request `running` with an attempt
-//! that did not finish. It aborts that attempt (releases the Vault reservations,
-//! rejects the task if its lifecycle still allows it, refunds what is left in its
-//! escrow; a payout already made is never repeated: one payout per escrow) and starts
-//! the next attempt with the caller's next pre-signed nonce.
+//! that did not finish and applies the takeover rule (`symphony_master::takeover`):
+//! an attempt whose escrow was paid is completed from the replicated state and its
+//! staged result delivered; any other is aborted (the Vault reservations released —
+//! every round's, for `train` — the task rejected if its lifecycle still allows it,
+//! what is left in its escrow refunded; a payout already made is never repeated: one
+//! payout per escrow) and the next attempt starts with the caller's next pre-signed
+//! nonce.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -22,25 +29,33 @@ use symphony_consensus::transport::{MutualTls, TransportSecurity};
 use symphony_consensus::{ConsensusConfig, ConsensusError, ConsensusNode, MemberConfig, Tuning};
 use symphony_core::encoding::{canonical_bytes, tagged_hash};
 use symphony_core::ids::{ActorId, TaskId, VaultId};
-use symphony_core::lifecycle::{SettlementState, TaskEvent, TaskState};
+use symphony_core::lifecycle::TaskEvent;
 use symphony_economics::{PolicyParams, PolicyRegistry};
 use symphony_enclave::{SoftwareAttestationVerifier, SoftwareEnclave};
 use symphony_ledger::{AccountId, EscrowId, Genesis, LedgerConfig};
+use symphony_master::takeover::{self, Takeover};
 use symphony_master::Command;
 use symphony_node::bundle::{aggregation_code_identity, slice_code_identity};
 use symphony_node::enterprise::EnterpriseEndpoint;
 use symphony_node::network::{
-    recovered_outcome, CampaignOutcome, CampaignSpec, MasterServices, Observer, ResultStage,
-    SignedRequest,
+    recovered_outcome, CampaignSpec, MasterServices, Observer, ResultStage, SignedRequest,
 };
 use symphony_node::replication::ReplicationError;
+use symphony_node::task::{SignedTask, TaskOutcome, TaskSpec};
+use symphony_node::training::{
+    recovered_train_outcome, run_training_with, train_task_id, ArtifactStage, NoTap, RoundSummary,
+    TrainObserver, TrainingEndpoint, TrainingRequest,
+};
 use symphony_node::NodeError;
 use symphony_semantic::SemanticRegistry;
 
 use crate::config::{parse_addr, parse_public_key, read_signing_key, MasterConfig};
 use crate::replicator::{Cluster, ConsensusReplicator, ReplicatedLedger};
 use crate::rpc::RemoteEnterprise;
-use crate::state::{DeployCommand, DeployResponse, RequestRecord, RequestStatus, MAX_ATTEMPTS};
+use crate::state::{
+    DeployCommand, DeployResponse, ModelArtifacts, RequestRecord, RequestStatus, StagedResult,
+    MAX_ATTEMPTS,
+};
 use crate::tls::TlsMaterial;
 use crate::DeployError;
 
@@ -191,6 +206,22 @@ impl Observer for LogObserver {
     fn progress(&mut self, _: &str, _: u64, _: u64) {}
 }
 
+impl TrainObserver for LogObserver {
+    fn round(&mut self, s: &RoundSummary, max_rounds: u32) {
+        tracing::info!(
+            request = %self.request,
+            round = s.round,
+            max_rounds,
+            vaults = s.vaults,
+            examples = s.examples,
+            train_loss = s.train_loss,
+            holdout_auc = s.holdout_auc,
+            epsilon = s.epsilon_cumulative,
+            "training round"
+        );
+    }
+}
+
 fn services(cluster: &Cluster, config: &MasterConfig) -> Result<MasterServices, DeployError> {
     let aggregator = SoftwareEnclave::new(
         read_signing_key("aggregator_key_file", &config.aggregator_key_file)?,
@@ -250,18 +281,48 @@ impl ResultStage for ReplicatedResultStage {
         audience: &[String],
     ) -> Result<(), NodeError> {
         // The state machine checks the audience against the recorded aggregate.
-        let (response, _) = self
-            .0
-            .write_blocking(&DeployCommand::StageResult {
-                task_id: task_id.to_string(),
-                audience: audience.to_vec(),
-            })
-            .map_err(|e| NodeError::Replication(ReplicationError::Encoding(e.to_string())))?;
-        match response {
-            DeployResponse::Queue(Ok(_)) => Ok(()),
-            DeployResponse::Queue(Err(e)) => Err(NodeError::Refused(e)),
-            other => Err(NodeError::Refused(format!("unexpected response {other:?}"))),
-        }
+        stage_result(&self.0, task_id, StagedResult::Audience(audience.to_vec()))
+    }
+}
+
+/// Stages a `train` task's verified model artifacts in the replicated state.
+struct ReplicatedArtifactStage(Cluster);
+
+impl ArtifactStage for ReplicatedArtifactStage {
+    fn stage(
+        &mut self,
+        task: &TaskId,
+        _model_hash: &symphony_core::encoding::Digest,
+        model: &[u8],
+        card: &[u8],
+    ) -> Result<(), NodeError> {
+        // The state machine checks the model against the composite result's hash.
+        stage_result(
+            &self.0,
+            task,
+            StagedResult::Model(ModelArtifacts {
+                model: model.to_vec(),
+                card: card.to_vec(),
+            }),
+        )
+    }
+}
+
+fn stage_result(
+    cluster: &Cluster,
+    task_id: &TaskId,
+    result: StagedResult,
+) -> Result<(), NodeError> {
+    let (response, _) = cluster
+        .write_blocking(&DeployCommand::StageResult {
+            task_id: task_id.to_string(),
+            result,
+        })
+        .map_err(|e| NodeError::Replication(ReplicationError::Encoding(e.to_string())))?;
+    match response {
+        DeployResponse::Queue(Ok(_)) => Ok(()),
+        DeployResponse::Queue(Err(e)) => Err(NodeError::Refused(e)),
+        other => Err(NodeError::Refused(format!("unexpected response {other:?}"))),
     }
 }
 
@@ -272,16 +333,15 @@ pub fn attempt_nonce(nonce: u64, attempt: usize) -> u64 {
         .wrapping_add(attempt as u64)
 }
 
-/// The task id `MasterServices::run_campaign` gives a request after
-/// `set_task_counter(counter)` (same derivation as `symphony_node::network`).
-pub fn attempt_task_id(
-    spec: &CampaignSpec,
-    nonce: u64,
-    counter: u64,
-) -> Result<String, DeployError> {
-    let bytes =
-        canonical_bytes(&(spec, nonce)).map_err(|e| DeployError::Encoding(e.to_string()))?;
-    let hash = tagged_hash("scp/request/v1", &bytes).to_hex();
+/// The task id the class flow gives an attempt signed for `nonce` after
+/// `set_task_counter(counter)`: `query` and `compute` as `MasterServices` numbers
+/// them (`task-<request hash>-<counter + 1>`), `train` as its admission names it
+/// (`train-<request hash>-<nonce>`).
+pub fn attempt_task_id(spec: &TaskSpec, nonce: u64, counter: u64) -> Result<String, DeployError> {
+    if let TaskSpec::Train(s) = spec {
+        return Ok(train_task_id(s, nonce)?.to_string());
+    }
+    let hash = spec.request_hash(nonce)?.to_hex();
     Ok(format!("task-{}-{:04}", &hash[..12], counter + 1))
 }
 
@@ -304,10 +364,16 @@ fn worker_loop(
             Duration::from_secs(30),
         ));
     }
-    let endpoints: Vec<&dyn EnterpriseEndpoint> = endpoints
-        .iter()
-        .map(|e| e as &dyn EnterpriseEndpoint)
-        .collect();
+    let vaults = Vaults {
+        enterprise: endpoints
+            .iter()
+            .map(|e| e as &dyn EnterpriseEndpoint)
+            .collect(),
+        training: endpoints
+            .iter()
+            .map(|e| e as &dyn TrainingEndpoint)
+            .collect(),
+    };
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(20));
         if !cluster.node.metrics().is_leader {
@@ -327,7 +393,7 @@ fn worker_loop(
             continue;
         };
         let mut svc = services(cluster, config)?;
-        if let Err(e) = process(cluster, config, &mut svc, &endpoints, &request_id, &record) {
+        if let Err(e) = process(cluster, config, &mut svc, &vaults, &request_id, &record) {
             tracing::warn!(request = %request_id, error = %e, "attempt interrupted; will retry");
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -335,11 +401,17 @@ fn worker_loop(
     Ok(())
 }
 
+/// The enterprise nodes as each class flow reaches them (one client per node).
+struct Vaults<'a> {
+    enterprise: Vec<&'a dyn EnterpriseEndpoint>,
+    training: Vec<&'a dyn TrainingEndpoint>,
+}
+
 fn finish(
     cluster: &Cluster,
     request_id: &str,
     status: RequestStatus,
-    outcome: Option<CampaignOutcome>,
+    outcome: Option<TaskOutcome>,
     error: Option<String>,
 ) -> Result<(), DeployError> {
     let (response, _) = cluster.write_blocking(&DeployCommand::Finish {
@@ -354,28 +426,29 @@ fn finish(
     Ok(())
 }
 
-/// What a master taking over does with the attempt a failed leader left.
-enum Takeover {
+/// What this master did with the attempt a failed leader left.
+enum TakenOver {
     /// The result was paid for and is delivered now (from the staged copy).
-    Delivered(Box<CampaignOutcome>),
+    Delivered(Box<TaskOutcome>),
     /// Completed, but no staged result exists (a leader of an older version).
     CompletedWithoutResult,
     /// Nothing was paid: the attempt is aborted and the request retried.
     Aborted,
 }
 
-/// Takes over an attempt a previous leader left unfinished. If the escrow was
-/// already paid out (or the task completed), the attempt is completed instead of
-/// aborted: settlement `finalized`, task `completed`, delivery recorded, and the
-/// outcome rebuilt from the replicated state and the staged result — so a leader
-/// crash between payout and `Finish` neither loses the result nor charges twice.
+/// Takes over an attempt a previous leader left unfinished, executing the takeover
+/// rule (`symphony_master::takeover::decide`): if the escrow was already paid out
+/// (or the task completed), the attempt is completed instead of aborted —
+/// settlement `finalized`, task `completed`, delivery recorded, and the outcome
+/// rebuilt from the replicated state and the staged result — so a leader crash
+/// between payout and `Finish` neither loses the result nor charges twice.
 fn take_over(
     cluster: &Cluster,
     svc: &mut MasterServices,
-    endpoints: &[&dyn EnterpriseEndpoint],
+    vaults: &Vaults<'_>,
     task_id: &str,
     now_ms: u64,
-) -> Result<Takeover, DeployError> {
+) -> Result<TakenOver, DeployError> {
     let tid = TaskId::new(task_id.to_owned()).map_err(|e| DeployError::Encoding(e.to_string()))?;
     let escrow = EscrowId::new(format!("escrow-{task_id}"))
         .map_err(|e| DeployError::Ledger(e.to_string()))?;
@@ -383,27 +456,17 @@ fn take_over(
         .ledger
         .escrow(&escrow)
         .is_some_and(|e| e.payout_id.is_some());
-    let record = svc.masters.state().task(&tid).cloned();
-    let staged = cluster.with_state(|s| s.staged(task_id).cloned());
-    let (Some(record), Some(audience)) = (record, staged) else {
-        return Ok(if abort_attempt(svc, endpoints, task_id)? {
-            Takeover::CompletedWithoutResult
-        } else {
-            Takeover::Aborted
-        });
+    let staged = cluster.with_state(|s| s.staged_items(task_id));
+    let decision = takeover::decide(svc.masters.state(), &tid, paid, staged)
+        .map_err(|e| DeployError::Node(NodeError::Refused(e.to_string())))?;
+    let completion = match decision {
+        Takeover::Abort { reject } => {
+            abort_attempt(svc, vaults, task_id, reject)?;
+            return Ok(TakenOver::Aborted);
+        }
+        Takeover::CompletedWithoutResult => return Ok(TakenOver::CompletedWithoutResult),
+        Takeover::Complete(c) => c,
     };
-    let settlement = record.settlement.as_ref().map(|s| s.state);
-    let completable = record.state == TaskState::Completed
-        || (paid
-            && record.state == TaskState::AwaitingSettlement
-            && matches!(
-                settlement,
-                Some(SettlementState::Finalizing | SettlementState::Finalized)
-            ));
-    if !completable {
-        abort_attempt(svc, endpoints, task_id)?;
-        return Ok(Takeover::Aborted);
-    }
     // The payout of the escrow set was made; its remainder goes back to the
     // submitter (the ledger pays and refunds an escrow at most once).
     if let Some(rec) = svc.ledger.escrow(&escrow) {
@@ -413,13 +476,7 @@ fn take_over(
                 .map_err(|e| DeployError::Ledger(e.to_string()))?;
         }
     }
-    if let Some(s) = record
-        .settlement
-        .as_ref()
-        .filter(|s| s.state == SettlementState::Finalizing)
-    {
-        let mut finalized = s.clone();
-        finalized.state = SettlementState::Finalized;
+    if let Some(finalized) = completion.finalize_settlement {
         svc.masters
             .submit(Command::RecordSettlement {
                 task_id: tid.clone(),
@@ -427,7 +484,7 @@ fn take_over(
             })
             .map_err(NodeError::from)?;
     }
-    if record.state != TaskState::Completed {
+    if completion.advance_to_completed {
         svc.masters
             .submit(Command::Advance {
                 task_id: tid.clone(),
@@ -436,22 +493,13 @@ fn take_over(
             })
             .map_err(NodeError::from)?;
     }
-    let delivered = svc
-        .masters
-        .state()
-        .audit_log()
-        .iter()
-        .any(|e| e.task_id == tid && e.kind == "result_delivered");
-    if !delivered {
-        let aggregate = record.aggregate.as_ref().ok_or_else(|| {
-            DeployError::Node(NodeError::Refused(format!("{task_id} has no aggregate")))
-        })?;
+    if let Some(d) = completion.delivery {
         svc.masters
             .submit(Command::RecordDelivery {
                 task_id: tid.clone(),
-                recipient: record.envelope.body().caller.actor_id.clone(),
-                result_hash: aggregate.result_hash,
-                count: audience.len() as u64,
+                recipient: d.recipient,
+                result_hash: d.result_hash,
+                count: d.count,
                 at_ms: now_ms,
             })
             .map_err(NodeError::from)?;
@@ -462,33 +510,96 @@ fn take_over(
         .final_index()
         .and_then(|i| cluster.node.collector().certificate(i))
         .map_or(0, |c| c.signatures.len());
-    let outcome =
-        recovered_outcome(svc.masters.state(), &tid, audience, signatures).ok_or_else(|| {
-            DeployError::Node(NodeError::Refused(format!(
-                "{task_id} did not reach completed with a finalized settlement"
-            )))
-        })?;
+    let state = svc.masters.state();
+    let not_completed = || {
+        DeployError::Node(NodeError::Refused(format!(
+            "{task_id} did not reach completed with a finalized settlement"
+        )))
+    };
+    let outcome = if let Some(a) = cluster.with_state(|s| s.artifacts(task_id).cloned()) {
+        let card: serde_json::Value =
+            serde_json::from_slice(&a.card).map_err(|e| DeployError::Encoding(e.to_string()))?;
+        let outcome = recovered_train_outcome(state, &tid, &card).ok_or_else(not_completed)?;
+        // The staged card predates the settlement: fill it in from the state.
+        let mut card = card;
+        if let Some(s) = card.get_mut("settlement").and_then(|v| v.as_object_mut()) {
+            s.insert("state".into(), serde_json::json!(outcome.settlement_state));
+            s.insert(
+                "fee_total_micro_sym".into(),
+                serde_json::json!(outcome.fee_total),
+            );
+            s.insert(
+                "round_settlements".into(),
+                serde_json::json!(outcome.round_settlements),
+            );
+        }
+        let card =
+            serde_json::to_vec_pretty(&card).map_err(|e| DeployError::Encoding(e.to_string()))?;
+        stage_result(
+            cluster,
+            &tid,
+            StagedResult::Model(ModelArtifacts {
+                model: a.model,
+                card,
+            }),
+        )?;
+        TaskOutcome::Train(Box::new(outcome))
+    } else {
+        let audience = cluster
+            .with_state(|s| s.staged(task_id).cloned())
+            .ok_or_else(not_completed)?;
+        TaskOutcome::Query(
+            recovered_outcome(state, &tid, audience, signatures).ok_or_else(not_completed)?,
+        )
+    };
     tracing::info!(task = %task_id, "completed and delivered the attempt of a failed leader");
-    Ok(Takeover::Delivered(Box::new(outcome)))
+    Ok(TakenOver::Delivered(Box::new(outcome)))
 }
 
-/// Aborts an attempt that did not complete: releases the Vault reservations, rejects
-/// the task if its lifecycle allows it and refunds what is left in its escrow (a
-/// payout already made is never repeated); true if the task had completed.
+/// Aborts an attempt that did not complete: releases the Vault reservations (a
+/// `train` attempt: its session in every Vault and every round's reservation),
+/// rejects the task if `reject` (its lifecycle allows it) and refunds what is left
+/// in its escrow (a payout already made is never repeated).
 fn abort_attempt(
     svc: &mut MasterServices,
-    endpoints: &[&dyn EnterpriseEndpoint],
+    vaults: &Vaults<'_>,
     task_id: &str,
-) -> Result<bool, DeployError> {
+    reject: bool,
+) -> Result<(), DeployError> {
     let tid = TaskId::new(task_id.to_owned()).map_err(|e| DeployError::Encoding(e.to_string()))?;
-    let state = svc.masters.state().task(&tid).map(|r| r.state);
-    if state == Some(TaskState::Completed) {
-        return Ok(true);
+    let record = svc.masters.state().task(&tid).cloned();
+    let train_rounds = if task_id.starts_with("train-") {
+        Some(
+            record
+                .as_ref()
+                .and_then(|r| r.envelope.body().iteration_policy.as_ref())
+                .map_or(0, |p| p.max_rounds),
+        )
+    } else {
+        None
+    };
+    match train_rounds {
+        Some(rounds) => {
+            for e in &vaults.training {
+                let _ = e.train_release_unused(&tid);
+            }
+            // A Vault that restarted lost its session: release each round's
+            // reservation by its budget task id (a no-op where none is held).
+            for e in &vaults.enterprise {
+                for r in 0..rounds {
+                    if let Ok(id) = symphony_node::training::vault::round_task_id(&tid, r) {
+                        let _ = e.release(&id);
+                    }
+                }
+            }
+        }
+        None => {
+            for e in &vaults.enterprise {
+                let _ = e.release(&tid);
+            }
+        }
     }
-    for e in endpoints {
-        let _ = e.release(&tid);
-    }
-    if state.is_some_and(|s| !s.is_terminal()) {
+    if reject {
         let r = svc.masters.submit(Command::Advance {
             task_id: tid.clone(),
             event: TaskEvent::Reject,
@@ -507,22 +618,39 @@ fn abort_attempt(
                 .map_err(|e| DeployError::Ledger(e.to_string()))?;
         }
     }
-    tracing::info!(task = %task_id, "aborted attempt of a failed leader");
-    Ok(false)
+    tracing::info!(task = %task_id, "aborted attempt");
+    Ok(())
+}
+
+/// A 64-bit run seed for a `train` attempt: a function of its task id, so every
+/// leader running the attempt uses the same one.
+fn run_seed(task_id: &str) -> u64 {
+    let d = tagged_hash("scp/deploy/train-run-seed/v1", task_id.as_bytes());
+    u64::from_le_bytes([
+        d.0[0], d.0[1], d.0[2], d.0[3], d.0[4], d.0[5], d.0[6], d.0[7],
+    ])
+}
+
+fn status_of(states: &[String]) -> RequestStatus {
+    if states.last().map(String::as_str) == Some("completed") {
+        RequestStatus::Completed
+    } else {
+        RequestStatus::Rejected
+    }
 }
 
 fn process(
     cluster: &Cluster,
     config: &MasterConfig,
     svc: &mut MasterServices,
-    endpoints: &[&dyn EnterpriseEndpoint],
+    vaults: &Vaults<'_>,
     request_id: &str,
     record: &RequestRecord,
 ) -> Result<(), DeployError> {
     if let Some(previous) = record.attempts.last() {
         let now = config.fixed_now_ms.unwrap_or_else(now_ms);
-        match take_over(cluster, svc, endpoints, previous, now)? {
-            Takeover::Delivered(outcome) => {
+        match take_over(cluster, svc, vaults, previous, now)? {
+            TakenOver::Delivered(outcome) => {
                 return finish(
                     cluster,
                     request_id,
@@ -531,7 +659,7 @@ fn process(
                     None,
                 )
             }
-            Takeover::CompletedWithoutResult => {
+            TakenOver::CompletedWithoutResult => {
                 return finish(
                     cluster,
                     request_id,
@@ -540,7 +668,7 @@ fn process(
                     Some("completed before a leader change; no staged result to deliver".into()),
                 )
             }
-            Takeover::Aborted => {}
+            TakenOver::Aborted => {}
         }
     }
     let attempt = record.attempts.len();
@@ -562,7 +690,8 @@ fn process(
         .unwrap_or_default();
     let nonce = attempt_nonce(record.submission.nonce, attempt);
     let counter = record.seq * MAX_ATTEMPTS as u64 + attempt as u64;
-    let task_id = attempt_task_id(&record.submission.spec, nonce, counter)?;
+    let spec = &record.submission.spec;
+    let task_id = attempt_task_id(spec, nonce, counter)?;
     let (response, _) = cluster.write_blocking(&DeployCommand::Start {
         request_id: request_id.to_owned(),
         task_id: task_id.clone(),
@@ -570,26 +699,72 @@ fn process(
     if let DeployResponse::Queue(Err(e)) = response {
         return Err(DeployError::Node(NodeError::Refused(e)));
     }
-    let request = SignedRequest {
-        spec: record.submission.spec.clone(),
-        nonce,
-        public_key,
-        signature: hex::decode(sig_hex).unwrap_or_default(),
-    };
+    let signature = hex::decode(sig_hex).unwrap_or_default();
     svc.set_task_counter(counter);
     svc.now_ms = config.fixed_now_ms.unwrap_or_else(now_ms);
     let mut obs = LogObserver {
         request: request_id.to_owned(),
         fault_marker: config.data_dir.join("fault-injected"),
     };
-    match svc.run_campaign(endpoints, &request, &mut obs) {
-        Ok(outcome) => {
-            let status = if outcome.states.last().map(String::as_str) == Some("completed") {
-                RequestStatus::Completed
-            } else {
-                RequestStatus::Rejected
+    let result: Result<TaskOutcome, NodeError> = match spec {
+        TaskSpec::Query(campaign) => {
+            let request = SignedRequest {
+                spec: campaign.clone(),
+                nonce,
+                public_key,
+                signature,
             };
-            tracing::info!(request = %request_id, task = %outcome.task_id, ?status, "campaign finished");
+            svc.run_campaign(&vaults.enterprise, &request, &mut obs)
+                .map(TaskOutcome::Query)
+        }
+        TaskSpec::Compute(_) => {
+            let request = SignedTask {
+                spec: spec.clone(),
+                nonce,
+                public_key,
+                signature,
+            };
+            svc.run_compute(&vaults.enterprise, &request, &mut obs)
+                .map(TaskOutcome::Compute)
+        }
+        TaskSpec::Train(train) => {
+            let request = TrainingRequest {
+                spec: train.clone(),
+                nonce,
+                public_key,
+                signature,
+            };
+            let registry = config.data_dir.join("registry");
+            let mut stage = ReplicatedArtifactStage(cluster.clone());
+            run_training_with(
+                svc,
+                &vaults.training,
+                &request,
+                &registry,
+                run_seed(&task_id),
+                &mut obs,
+                &mut NoTap,
+                Some(&mut stage),
+            )
+            .and_then(|outcome| {
+                restage_final_card(cluster, &outcome)?;
+                Ok(TaskOutcome::Train(Box::new(outcome)))
+            })
+        }
+    };
+    match result {
+        Ok(outcome) => {
+            let (states, produced) = match &outcome {
+                TaskOutcome::Query(o) => (o.states.clone(), o.task_id.clone()),
+                TaskOutcome::Compute(o) => (o.states.clone(), o.task_id.clone()),
+                TaskOutcome::Train(o) => (o.states.clone(), o.task_id.clone()),
+            };
+            if produced != task_id {
+                tracing::warn!(request = %request_id, started = %task_id, produced = %produced,
+                    "the class flow named the task differently from its Start record");
+            }
+            let status = status_of(&states);
+            tracing::info!(request = %request_id, task = %produced, ?status, "task finished");
             finish(cluster, request_id, status, Some(outcome), None)
         }
         // Lost quorum or leadership mid-flow: the next leader (or this one) aborts
@@ -597,7 +772,15 @@ fn process(
         Err(e @ NodeError::Replication(_)) => Err(e.into()),
         Err(NodeError::Ledger(msg)) if msg.contains("replication") => Err(DeployError::Ledger(msg)),
         Err(e) => {
-            abort_attempt(svc, endpoints, &task_id)?;
+            let reject = svc
+                .masters
+                .state()
+                .task(
+                    &TaskId::new(task_id.clone())
+                        .map_err(|e| DeployError::Encoding(e.to_string()))?,
+                )
+                .is_some_and(|r| !r.state.is_terminal());
+            abort_attempt(svc, vaults, &task_id, reject)?;
             finish(
                 cluster,
                 request_id,
@@ -607,6 +790,28 @@ fn process(
             )
         }
     }
+}
+
+/// After delivery, replaces the staged model card (written before settlement) with
+/// the delivered one, which carries the settlement.
+fn restage_final_card(
+    cluster: &Cluster,
+    outcome: &symphony_node::training::TrainOutcome,
+) -> Result<(), NodeError> {
+    let (Some(model), Some(card)) = (&outcome.model_path, &outcome.model_card_path) else {
+        return Ok(()); // not accepted: nothing was delivered
+    };
+    let io = |e: std::io::Error| NodeError::Io(e.to_string());
+    let task =
+        TaskId::new(outcome.task_id.clone()).map_err(|e| NodeError::Refused(e.to_string()))?;
+    stage_result(
+        cluster,
+        &task,
+        StagedResult::Model(ModelArtifacts {
+            model: std::fs::read(model).map_err(io)?,
+            card: std::fs::read(card).map_err(io)?,
+        }),
+    )
 }
 
 /// The hash a caller signs for a `SignedRequest` of `(spec, nonce)` (same as

@@ -19,7 +19,14 @@ use symphony_core::envelope::TaskClass;
 use symphony_core::ids::{ActorId, TaskId, VaultId};
 use symphony_node::bundle::{ComputeBody, SliceAssignment, SliceResultBundle};
 use symphony_node::enterprise::{AdmissionReply, EnterpriseEndpoint, EnterpriseNode};
+use symphony_node::training::model::GlobalModel;
+use symphony_node::training::vault::{
+    EvaluationBundle, Prepared, RoundAssignment, TrainSliceBundle,
+};
+use symphony_node::training::{AssignmentWire, ModelWire, RosterKeys, ShareWire, TrainingEndpoint};
 use symphony_node::NodeError;
+use symphony_semantic::SemanticRegistry;
+use symphony_train::secagg::{ParticipantId, ShareFor};
 use tokio::net::TcpListener;
 
 /// A request to an enterprise node.
@@ -48,6 +55,86 @@ pub enum EnterpriseRequest {
     Release(TaskId),
     /// Health and identity.
     Ping,
+    /// Training admission: authorization and per-round reservations.
+    TrainAdmissionReserve {
+        /// Task.
+        task_id: TaskId,
+        /// Model operator.
+        actor: ActorId,
+        /// ε of each scheduled round.
+        schedule: Vec<Epsilon>,
+        /// Consent evaluation time.
+        at_ms: u64,
+    },
+    /// Feature construction for a round.
+    TrainPrepareRound(#[serde(with = "crate::wire")] Box<AssignmentWire>),
+    /// This Vault's participant id in the round's roster.
+    TrainSetParticipantId {
+        /// Roster index.
+        id: u32,
+        /// The round's slice.
+        #[serde(with = "crate::wire")]
+        assignment: Box<AssignmentWire>,
+    },
+    /// Deal Shamir shares of the round's secagg secret.
+    TrainDealShares {
+        /// Roster.
+        roster: RosterKeys,
+        /// Recovery threshold.
+        threshold: u8,
+        /// The round's slice.
+        #[serde(with = "crate::wire")]
+        assignment: Box<AssignmentWire>,
+    },
+    /// Keep a share another Vault dealt.
+    TrainHoldShare {
+        /// Task.
+        task_id: TaskId,
+        /// The share.
+        share: ShareWire,
+    },
+    /// Hand over the share of a dropped participant.
+    TrainRecoveryShare {
+        /// Task.
+        task_id: TaskId,
+        /// The dropped participant.
+        dropped: u32,
+    },
+    /// Local DP-SGD, masking, in the enclave.
+    TrainRound {
+        /// The round's slice.
+        #[serde(with = "crate::wire")]
+        assignment: Box<AssignmentWire>,
+        /// The global model.
+        #[serde(with = "crate::wire")]
+        model: ModelWire,
+        /// Its hash.
+        model_hash: Digest,
+        /// Roster.
+        roster: RosterKeys,
+        /// Examples of the round across Vaults.
+        total_examples: u64,
+    },
+    /// Release one round's reservation.
+    TrainReleaseRound {
+        /// Task.
+        task_id: TaskId,
+        /// Round.
+        round: u32,
+    },
+    /// Release unused reservations; ends the Vault's session of the run.
+    TrainReleaseUnused(TaskId),
+    /// Final evaluation of the model.
+    TrainEvaluate {
+        /// The slice.
+        #[serde(with = "crate::wire")]
+        assignment: Box<AssignmentWire>,
+        /// The final model.
+        #[serde(with = "crate::wire")]
+        model: ModelWire,
+        /// Its hash.
+        model_hash: Digest,
+    },
 }
 
 /// A reply.
@@ -72,11 +159,39 @@ pub enum EnterpriseReply {
     Released(u64),
     /// The hosted Vault.
     Pong(VaultId),
+    /// Training reservations: count per round and round-0 commitment.
+    TrainReserved {
+        /// Reserved subjects per round.
+        counts: Vec<u64>,
+        /// Commitment to the round-0 set.
+        commitment: Digest,
+    },
+    /// A prepared round.
+    TrainPrepared {
+        /// Train-split examples.
+        examples: u64,
+        /// Round secagg public key.
+        public_key: [u8; 32],
+    },
+    /// Shares dealt.
+    TrainShares(Vec<ShareWire>),
+    /// A recovery share, if held.
+    TrainShare(Option<ShareWire>),
+    /// A round slice's bundle.
+    TrainSlice(Box<TrainSliceBundle>),
+    /// An evaluation bundle.
+    TrainEvaluation(#[serde(with = "crate::wire")] Box<EvaluationBundle>),
+    /// Done.
+    Done,
     /// Refused (message says why).
     Refused(String),
 }
 
-fn handle(node: &EnterpriseNode, request: EnterpriseRequest) -> EnterpriseReply {
+fn handle(
+    node: &EnterpriseNode,
+    registry: &SemanticRegistry,
+    request: EnterpriseRequest,
+) -> EnterpriseReply {
     let refused = |e: NodeError| EnterpriseReply::Refused(e.to_string());
     match request {
         EnterpriseRequest::AdmissionReserve {
@@ -108,18 +223,119 @@ fn handle(node: &EnterpriseNode, request: EnterpriseRequest) -> EnterpriseReply 
             Err(e) => refused(e),
         },
         EnterpriseRequest::Ping => EnterpriseReply::Pong(node.vault_id().clone()),
+        training => match handle_training(node, registry, training) {
+            Ok(reply) => reply,
+            Err(e) => refused(e),
+        },
     }
 }
 
-async fn serve_connection(mut stream: BoxStream, node: Arc<EnterpriseNode>) {
+fn handle_training(
+    node: &EnterpriseNode,
+    registry: &SemanticRegistry,
+    request: EnterpriseRequest,
+) -> Result<EnterpriseReply, NodeError> {
+    let t: &dyn TrainingEndpoint = node;
+    let slice = |a: Box<AssignmentWire>| a.assignment(registry);
+    Ok(match request {
+        EnterpriseRequest::TrainAdmissionReserve {
+            task_id,
+            actor,
+            schedule,
+            at_ms,
+        } => {
+            let (counts, commitment) =
+                t.train_admission_reserve(&task_id, &actor, &schedule, at_ms)?;
+            EnterpriseReply::TrainReserved { counts, commitment }
+        }
+        EnterpriseRequest::TrainPrepareRound(a) => {
+            let p = t.train_prepare_round(&slice(a)?)?;
+            EnterpriseReply::TrainPrepared {
+                examples: p.examples,
+                public_key: p.public_key,
+            }
+        }
+        EnterpriseRequest::TrainSetParticipantId { id, assignment } => {
+            t.train_set_participant_id(ParticipantId(id), &slice(assignment)?)?;
+            EnterpriseReply::Done
+        }
+        EnterpriseRequest::TrainDealShares {
+            roster,
+            threshold,
+            assignment,
+        } => EnterpriseReply::TrainShares(
+            t.train_deal_shares(&roster, threshold, &slice(assignment)?)?
+                .iter()
+                .map(ShareWire::from)
+                .collect(),
+        ),
+        EnterpriseRequest::TrainHoldShare { task_id, share } => {
+            t.train_hold_share(&task_id, share.share()?)?;
+            EnterpriseReply::Done
+        }
+        EnterpriseRequest::TrainRecoveryShare { task_id, dropped } => EnterpriseReply::TrainShare(
+            t.train_recovery_share(&task_id, ParticipantId(dropped))?
+                .as_ref()
+                .map(ShareWire::from),
+        ),
+        EnterpriseRequest::TrainRound {
+            assignment,
+            model,
+            model_hash,
+            roster,
+            total_examples,
+        } => {
+            let model = model.model()?;
+            // The quantized update before masking stays in this process.
+            let b = t.train_round(
+                &slice(assignment)?,
+                &model,
+                &model_hash,
+                &roster,
+                total_examples,
+                &mut |_| {},
+            )?;
+            EnterpriseReply::TrainSlice(Box::new(b))
+        }
+        EnterpriseRequest::TrainReleaseRound { task_id, round } => {
+            EnterpriseReply::Released(t.train_release_round(&task_id, round)?)
+        }
+        EnterpriseRequest::TrainReleaseUnused(task_id) => {
+            EnterpriseReply::Released(t.train_release_unused(&task_id)?)
+        }
+        EnterpriseRequest::TrainEvaluate {
+            assignment,
+            model,
+            model_hash,
+        } => {
+            let model = model.model()?;
+            EnterpriseReply::TrainEvaluation(Box::new(t.train_evaluate(
+                &slice(assignment)?,
+                &model,
+                &model_hash,
+            )?))
+        }
+        other => {
+            return Err(NodeError::Refused(format!(
+                "not a training request: {other:?}"
+            )))
+        }
+    })
+}
+
+async fn serve_connection(
+    mut stream: BoxStream,
+    node: Arc<EnterpriseNode>,
+    registry: Arc<SemanticRegistry>,
+) {
     loop {
         let Ok(frame) = read_frame(&mut stream).await else {
             return;
         };
         let reply = match bcs::from_bytes::<EnterpriseRequest>(&frame) {
             Ok(request) => {
-                let node = node.clone();
-                tokio::task::spawn_blocking(move || handle(&node, request))
+                let (node, registry) = (node.clone(), registry.clone());
+                tokio::task::spawn_blocking(move || handle(&node, &registry, request))
                     .await
                     .unwrap_or_else(|e| EnterpriseReply::Refused(format!("handler failed: {e}")))
             }
@@ -136,15 +352,17 @@ async fn serve_connection(mut stream: BoxStream, node: Arc<EnterpriseNode>) {
 
 /// Serves `node` on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, security: TransportSecurity, node: Arc<EnterpriseNode>) {
+    // The Vault resolves training feature plans with its own registry copy.
+    let registry = Arc::new(SemanticRegistry::catalog_v1());
     loop {
         let Ok((tcp, peer)) = listener.accept().await else {
             continue;
         };
         let security = security.clone();
-        let node = node.clone();
+        let (node, registry) = (node.clone(), registry.clone());
         tokio::spawn(async move {
             match security.accept(tcp).await {
-                Ok(stream) => serve_connection(stream, node).await,
+                Ok(stream) => serve_connection(stream, node, registry).await,
                 Err(e) => tracing::warn!(%peer, error = %e, "TLS handshake refused"),
             }
         });
@@ -273,6 +491,155 @@ impl EnterpriseEndpoint for RemoteEnterprise {
     fn release(&self, task_id: &TaskId) -> Result<u64, NodeError> {
         match self.call(&EnterpriseRequest::Release(task_id.clone()))? {
             EnterpriseReply::Released(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+impl TrainingEndpoint for RemoteEnterprise {
+    fn vault_id(&self) -> &VaultId {
+        &self.vault_id
+    }
+
+    fn train_admission_reserve(
+        &self,
+        task: &TaskId,
+        actor: &ActorId,
+        schedule: &[Epsilon],
+        at_ms: u64,
+    ) -> Result<(Vec<u64>, Digest), NodeError> {
+        match self.call(&EnterpriseRequest::TrainAdmissionReserve {
+            task_id: task.clone(),
+            actor: actor.clone(),
+            schedule: schedule.to_vec(),
+            at_ms,
+        })? {
+            EnterpriseReply::TrainReserved { counts, commitment } => Ok((counts, commitment)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn train_prepare_round(&self, a: &RoundAssignment) -> Result<Prepared, NodeError> {
+        match self.call(&EnterpriseRequest::TrainPrepareRound(Box::new(
+            AssignmentWire::from(a),
+        )))? {
+            EnterpriseReply::TrainPrepared {
+                examples,
+                public_key,
+            } => Ok(Prepared {
+                examples,
+                public_key,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn train_set_participant_id(
+        &self,
+        id: ParticipantId,
+        a: &RoundAssignment,
+    ) -> Result<(), NodeError> {
+        match self.call(&EnterpriseRequest::TrainSetParticipantId {
+            id: id.0,
+            assignment: Box::new(AssignmentWire::from(a)),
+        })? {
+            EnterpriseReply::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn train_deal_shares(
+        &self,
+        roster: &RosterKeys,
+        threshold: u8,
+        a: &RoundAssignment,
+    ) -> Result<Vec<ShareFor>, NodeError> {
+        match self.call(&EnterpriseRequest::TrainDealShares {
+            roster: roster.clone(),
+            threshold,
+            assignment: Box::new(AssignmentWire::from(a)),
+        })? {
+            EnterpriseReply::TrainShares(shares) => shares.iter().map(ShareWire::share).collect(),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn train_hold_share(&self, task: &TaskId, share: ShareFor) -> Result<(), NodeError> {
+        match self.call(&EnterpriseRequest::TrainHoldShare {
+            task_id: task.clone(),
+            share: ShareWire::from(&share),
+        })? {
+            EnterpriseReply::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn train_recovery_share(
+        &self,
+        task: &TaskId,
+        dropped: ParticipantId,
+    ) -> Result<Option<ShareFor>, NodeError> {
+        match self.call(&EnterpriseRequest::TrainRecoveryShare {
+            task_id: task.clone(),
+            dropped: dropped.0,
+        })? {
+            EnterpriseReply::TrainShare(s) => s.as_ref().map(ShareWire::share).transpose(),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn train_round(
+        &self,
+        a: &RoundAssignment,
+        global: &GlobalModel,
+        model_hash: &Digest,
+        roster: &RosterKeys,
+        total_examples: u64,
+        _audit: &mut dyn FnMut(&[u32]),
+    ) -> Result<TrainSliceBundle, NodeError> {
+        // The unmasked update never leaves the Vault's process: `_audit` is the
+        // in-process Vault's sink and is not called for a remote one.
+        match self.call(&EnterpriseRequest::TrainRound {
+            assignment: Box::new(AssignmentWire::from(a)),
+            model: ModelWire::from(global),
+            model_hash: *model_hash,
+            roster: roster.clone(),
+            total_examples,
+        })? {
+            EnterpriseReply::TrainSlice(b) => Ok(*b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn train_release_round(&self, task: &TaskId, round: u32) -> Result<u64, NodeError> {
+        match self.call(&EnterpriseRequest::TrainReleaseRound {
+            task_id: task.clone(),
+            round,
+        })? {
+            EnterpriseReply::Released(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn train_release_unused(&self, task: &TaskId) -> Result<u64, NodeError> {
+        match self.call(&EnterpriseRequest::TrainReleaseUnused(task.clone()))? {
+            EnterpriseReply::Released(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn train_evaluate(
+        &self,
+        a: &RoundAssignment,
+        model: &GlobalModel,
+        model_hash: &Digest,
+    ) -> Result<EvaluationBundle, NodeError> {
+        match self.call(&EnterpriseRequest::TrainEvaluate {
+            assignment: Box::new(AssignmentWire::from(a)),
+            model: ModelWire::from(model),
+            model_hash: *model_hash,
+        })? {
+            EnterpriseReply::TrainEvaluation(b) => Ok(*b),
             other => Err(unexpected(other)),
         }
     }

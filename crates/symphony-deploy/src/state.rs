@@ -19,10 +19,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use symphony_consensus::{ReplicatedStateMachine, RestoreError, StateRoot};
 use symphony_core::encoding::content_hash;
+use symphony_core::encoding::tagged_hash;
+use symphony_core::envelope::TaskClass;
 use symphony_ledger::{Genesis, LedgerEvent, MemoryLedger, SettlementLedger};
 use symphony_master::{Command, Event, MasterState};
 use symphony_node::aggregation::AUDIENCE_HASH_TAG;
-use symphony_node::network::{CampaignOutcome, CampaignSpec};
+use symphony_node::task::{TaskOutcome, TaskSpec};
+use symphony_node::training::MODEL_ARTIFACT_TAG;
 
 /// Where a submitted request is in its life at the gateway.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,15 +48,17 @@ impl RequestStatus {
     }
 }
 
-/// A task submission as the caller signed it: the campaign, a nonce, and one
-/// signature per allowed attempt (attempt `i` signs `(spec, nonce * 4 + i)`).
+/// A task submission as the caller signed it: the task of any class, a nonce, and
+/// one signature per allowed attempt (attempt `i` signs
+/// `TaskSpec::request_hash(nonce * 4 + i)`).
 /// Extra attempts let a new leader re-run a task that a crashed leader left
 /// half-done, without the masters ever signing for the caller.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSubmission {
-    /// The campaign.
-    pub spec: CampaignSpec,
+    /// The task, tagged by class (`{"query": …}`, `{"compute": …}`, `{"train": …}`).
+    #[serde(with = "crate::wire")]
+    pub spec: TaskSpec,
     /// The caller's nonce (< 2^62).
     pub nonce: u64,
     /// Hex ed25519 signatures, attempt 0 first (1 to [`MAX_ATTEMPTS`]).
@@ -79,7 +84,8 @@ pub struct RequestRecord {
     /// Task ids of the attempts started, in order.
     pub attempts: Vec<String>,
     /// The outcome (completed or rejected by the protocol).
-    pub outcome: Option<CampaignOutcome>,
+    #[serde(with = "crate::wire")]
+    pub outcome: Option<TaskOutcome>,
     /// Why the request was rejected outside the protocol flow (e.g. admission refused).
     pub error: Option<String>,
 }
@@ -110,13 +116,14 @@ pub enum DeployCommand {
         task_id: String,
     },
     /// The leader stages a verified result before settlement moves money, so any
-    /// master can deliver it if the leader crashes. Refused unless the audience
-    /// hashes to the aggregate the master state recorded for the task.
+    /// master can deliver it if the leader crashes. Refused unless it hashes to
+    /// what the master state recorded for the task (the aggregate's result hash;
+    /// for a model, the accepted composite result's model hash).
     StageResult {
         /// The task.
         task_id: String,
-        /// The selected contact handles.
-        audience: Vec<String>,
+        /// The result.
+        result: StagedResult,
     },
     /// The request reached its final status (exactly once).
     Finish {
@@ -125,10 +132,29 @@ pub enum DeployCommand {
         /// Completed or rejected.
         status: RequestStatus,
         /// The outcome, when the protocol flow produced one.
-        outcome: Option<CampaignOutcome>,
+        #[serde(with = "crate::wire")]
+        outcome: Option<TaskOutcome>,
         /// Why, when it did not.
         error: Option<String>,
     },
+}
+
+/// A verified result staged in the replicated state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StagedResult {
+    /// A `query` audience (contact handles).
+    Audience(Vec<String>),
+    /// A `train` task's model artifacts.
+    Model(ModelArtifacts),
+}
+
+/// A trained model as delivered: the safetensors file and its model card.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelArtifacts {
+    /// `model.safetensors` bytes.
+    pub model: Vec<u8>,
+    /// `model_card.json` bytes (a JSON object naming the task).
+    pub card: Vec<u8>,
 }
 
 /// What a [`DeployCommand`] returned.
@@ -157,6 +183,9 @@ pub struct DeployState {
     /// Verified results staged for delivery, by task id (dropped when the request
     /// finishes: its outcome then carries the result).
     staged: BTreeMap<String, Vec<String>>,
+    /// Model artifacts of `train` tasks, by task id: staged before the payout and
+    /// kept, so any master serves them after completion.
+    artifacts: BTreeMap<String, ModelArtifacts>,
     root: StateRoot,
     applied: u64,
 }
@@ -168,6 +197,7 @@ struct SnapshotRepr {
     ledger_log: Vec<symphony_ledger::Command>,
     requests: BTreeMap<String, RequestRecord>,
     staged: BTreeMap<String, Vec<String>>,
+    artifacts: BTreeMap<String, ModelArtifacts>,
     root: StateRoot,
     applied: u64,
 }
@@ -195,6 +225,7 @@ impl DeployState {
             by_seq: BTreeMap::new(),
             pending: 0,
             staged: BTreeMap::new(),
+            artifacts: BTreeMap::new(),
             root: [0u8; 32],
             applied: 0,
         })
@@ -233,9 +264,23 @@ impl DeployState {
         self.pending
     }
 
-    /// The result staged for `task_id`, if its request has not finished yet.
+    /// The audience staged for `task_id`, if its request has not finished yet.
     pub fn staged(&self, task_id: &str) -> Option<&Vec<String>> {
         self.staged.get(task_id)
+    }
+
+    /// The model artifacts staged for the `train` task `task_id`.
+    pub fn artifacts(&self, task_id: &str) -> Option<&ModelArtifacts> {
+        self.artifacts.get(task_id)
+    }
+
+    /// Items of the verified result staged for `task_id` (audience size, or 1 for a
+    /// model); `None` if nothing is staged.
+    pub fn staged_items(&self, task_id: &str) -> Option<u64> {
+        self.staged
+            .get(task_id)
+            .map(|a| a.len() as u64)
+            .or_else(|| self.artifacts.get(task_id).map(|_| 1))
     }
 
     /// Commands applied.
@@ -268,9 +313,10 @@ impl DeployState {
                 request_id,
                 task_id,
             } => DeployResponse::Queue(self.start(&request_id, task_id)),
-            DeployCommand::StageResult { task_id, audience } => {
-                DeployResponse::Queue(self.stage(task_id, audience))
-            }
+            DeployCommand::StageResult { task_id, result } => DeployResponse::Queue(match result {
+                StagedResult::Audience(audience) => self.stage(task_id, audience),
+                StagedResult::Model(artifacts) => self.stage_model(task_id, artifacts),
+            }),
             DeployCommand::Finish {
                 request_id,
                 status,
@@ -299,6 +345,42 @@ impl DeployState {
         let n = audience.len() as u64;
         self.staged.insert(task_id, audience);
         Ok(n)
+    }
+
+    fn stage_model(&mut self, task_id: String, artifacts: ModelArtifacts) -> Result<u64, String> {
+        let tid = symphony_core::ids::TaskId::new(task_id.clone()).map_err(|e| e.to_string())?;
+        let task = self
+            .master
+            .task(&tid)
+            .ok_or_else(|| format!("unknown task {task_id}"))?;
+        if task.envelope.body().task_class != TaskClass::Train {
+            return Err(format!("task {task_id} is not a train task"));
+        }
+        let result = self
+            .master
+            .composite(&tid)
+            .and_then(|c| c.result.as_ref())
+            .filter(|r| r.accepted)
+            .ok_or_else(|| format!("task {task_id} has no accepted composite result to stage"))?;
+        if tagged_hash(MODEL_ARTIFACT_TAG, &artifacts.model) != result.model_hash {
+            return Err(format!(
+                "staged model of {task_id} does not hash to the recorded composite result"
+            ));
+        }
+        let card: serde_json::Value = serde_json::from_slice(&artifacts.card)
+            .map_err(|e| format!("model card of {task_id} is not JSON: {e}"))?;
+        if card.get("task_id").and_then(serde_json::Value::as_str) != Some(task_id.as_str()) {
+            return Err(format!("model card does not name task {task_id}"));
+        }
+        // The card may be re-staged with the settlement filled in; the model never
+        // changes once staged.
+        if let Some(prev) = self.artifacts.get(&task_id) {
+            if prev.model != artifacts.model {
+                return Err(format!("a different model of {task_id} is already staged"));
+            }
+        }
+        self.artifacts.insert(task_id, artifacts);
+        Ok(1)
     }
 
     fn submit(
@@ -359,7 +441,7 @@ impl DeployState {
         &mut self,
         request_id: &str,
         status: RequestStatus,
-        outcome: Option<CampaignOutcome>,
+        outcome: Option<TaskOutcome>,
         error: Option<String>,
     ) -> Result<u64, String> {
         let r = self
@@ -409,6 +491,7 @@ impl ReplicatedStateMachine for DeployState {
             ledger_log: self.ledger_log.clone(),
             requests: self.requests.clone(),
             staged: self.staged.clone(),
+            artifacts: self.artifacts.clone(),
             root: self.root,
             applied: self.applied,
         };
@@ -441,6 +524,7 @@ impl ReplicatedStateMachine for DeployState {
             by_seq,
             pending,
             staged: repr.staged,
+            artifacts: repr.artifacts,
             root: repr.root,
             applied: repr.applied,
         };
@@ -461,7 +545,7 @@ mod tests {
     }
 
     fn submit(nonce: u64) -> DeployCommand {
-        let spec: CampaignSpec = toml::from_str(
+        let spec = TaskSpec::from_toml(
             "advertiser = \"a:b\"\nbrand = \"B\"\ncountry = \"SG\"\nwindow_days = 30\naudience_cap = 10\nselection = \"random_sampling\"\nusage_scope = \"marketing\"\n",
         )
         .unwrap();
@@ -539,7 +623,7 @@ mod tests {
         let mut s = state();
         let stage = DeployCommand::StageResult {
             task_id: "task-unknown".into(),
-            audience: vec!["+6580000000".into()],
+            result: StagedResult::Audience(vec!["+6580000000".into()]),
         };
         match apply(&mut s, &stage) {
             DeployResponse::Queue(Err(e)) => assert!(e.contains("no recorded aggregate"), "{e}"),
@@ -548,12 +632,116 @@ mod tests {
         assert!(s.staged("task-unknown").is_none());
         let bad = DeployCommand::StageResult {
             task_id: "not a task id!".into(),
-            audience: vec![],
+            result: StagedResult::Audience(vec![]),
         };
+        assert!(matches!(apply(&mut s, &bad), DeployResponse::Queue(Err(_))));
+        // A model for a task the masters never admitted is refused too.
+        let model = DeployCommand::StageResult {
+            task_id: "train-unknown-1".into(),
+            result: StagedResult::Model(ModelArtifacts {
+                model: vec![1, 2, 3],
+                card: b"{}".to_vec(),
+            }),
+        };
+        match apply(&mut s, &model) {
+            DeployResponse::Queue(Err(e)) => assert!(e.contains("unknown task"), "{e}"),
+            other => panic!("model staged for an unknown task: {other:?}"),
+        }
+        assert!(s.artifacts("train-unknown-1").is_none());
         assert!(matches!(apply(&mut s, &bad), DeployResponse::Queue(Err(_))));
         // Snapshots carry staged results (none here) and restore to the same root.
         let mut restored = state();
         restored.restore(&s.snapshot()).unwrap();
         assert_eq!(restored.state_root(), s.state_root());
+    }
+
+    /// A train outcome as a leader reports it (floats included).
+    fn train_outcome(task: &str) -> TaskOutcome {
+        let o: symphony_node::training::TrainOutcome = serde_json::from_value(serde_json::json!({
+            "task_id": task, "envelope_hash": "ab", "states": ["accepted", "completed"],
+            "reason": null, "rounds_run": 2, "max_rounds": 3, "rounds_budgeted": 3,
+            "converged": false, "convergence_not_reached": true,
+            "stop_reason": "convergence_not_reached", "epsilon_spent": 0.30000000000000004,
+            "epsilon_spent_micro": 300000, "epsilon_allocation": 0.9, "delta": 1e-5,
+            "auc_holdout": 0.6123456789, "accuracy_holdout": 0.7, "mia_advantage": 0.01,
+            "accepted": true, "n_slices": 8, "n_objects": 11, "round_states": ["closed"],
+            "attestations_verified": 11, "fee_locked": 10, "fee_total": 7, "refund": 3,
+            "fee_shares": {"treasury": 7}, "round_settlements": {"0": [0, 1]},
+            "settlement_state": "finalized", "composite_link": "cd",
+            "rounds": [{"round": 0, "epoch_id": 0, "vaults": 4, "examples": 100,
+                        "train_loss": 0.123_456_789_012_345_68, "holdout_loss": 0.69, "holdout_auc": 0.5,
+                        "epsilon_round_micro": 150000, "epsilon_cumulative": 0.15}],
+            "model_path": "/x/model.safetensors", "model_card_path": null,
+            "curve_path": null, "model_sha256": null,
+        }))
+        .unwrap();
+        TaskOutcome::Train(Box::new(o))
+    }
+
+    #[test]
+    fn a_train_submission_and_outcome_survive_the_log_and_a_snapshot_exactly() {
+        let mut s = state();
+        let spec = TaskSpec::from_toml(include_str!("../../../examples/train.toml")).unwrap();
+        let caller = spec.submitter().to_owned();
+        let submit = DeployCommand::Submit {
+            request_id: request_id(&caller, 3),
+            caller: caller.clone(),
+            submission: TaskSubmission {
+                spec: spec.clone(),
+                nonce: 3,
+                attempt_signatures: vec!["00".into()],
+            },
+            received_at_ms: 1,
+        };
+        assert!(matches!(
+            apply(&mut s, &submit),
+            DeployResponse::Queue(Ok(0))
+        ));
+        let id = request_id(&caller, 3);
+        let start = DeployCommand::Start {
+            request_id: id.clone(),
+            task_id: "train-abc-3".into(),
+        };
+        assert!(matches!(
+            apply(&mut s, &start),
+            DeployResponse::Queue(Ok(1))
+        ));
+        let finish = DeployCommand::Finish {
+            request_id: id.clone(),
+            status: RequestStatus::Completed,
+            outcome: Some(train_outcome("train-abc-3")),
+            error: None,
+        };
+        assert!(matches!(
+            apply(&mut s, &finish),
+            DeployResponse::Queue(Ok(0))
+        ));
+        let mut restored = state();
+        restored.restore(&s.snapshot()).unwrap();
+        assert_eq!(restored.state_root(), s.state_root());
+        let r = restored.request(&id).unwrap();
+        assert_eq!(r.submission.spec, spec);
+        let Some(TaskOutcome::Train(o)) = &r.outcome else {
+            panic!("train outcome lost: {:?}", r.outcome)
+        };
+        assert_eq!(o.epsilon_spent.to_bits(), 0.30000000000000004f64.to_bits());
+        assert_eq!(
+            o.rounds[0].train_loss.to_bits(),
+            0.123_456_789_012_345_68f64.to_bits()
+        );
+        assert_eq!(
+            serde_json::to_value(o.as_ref()).unwrap(),
+            serde_json::to_value(match &train_outcome("train-abc-3") {
+                TaskOutcome::Train(x) => x.as_ref().clone(),
+                _ => unreachable!(),
+            })
+            .unwrap()
+        );
+        // The JSON view of the record keeps the class tag of the spec.
+        let j = serde_json::to_value(r).unwrap();
+        assert!(
+            j["submission"]["spec"]["train"]["dp_sgd"].is_object(),
+            "{j}"
+        );
     }
 }

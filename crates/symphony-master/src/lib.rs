@@ -43,6 +43,7 @@ mod governance;
 pub use governance::GovernanceState;
 
 mod composite;
+pub mod takeover;
 pub use composite::{CompositeRecord, CompositeResultRecord, RoundRecord, RoundSliceRecord};
 
 /// Hash tag of the state root.

@@ -147,6 +147,8 @@ pub struct EnterpriseNode {
     pub(crate) enclave: SoftwareEnclave,
     /// Reservations this node made, by task (kept to release or commit them).
     reservations: Mutex<BTreeMap<TaskId, (UsageScope, Vec<SubjectId>)>>,
+    /// Training runs' Vault-side secrets, by task (`training::endpoint`).
+    pub(crate) training: crate::training::TrainerSessions,
 }
 
 impl EnterpriseNode {
@@ -156,6 +158,7 @@ impl EnterpriseNode {
             vault,
             enclave,
             reservations: Mutex::new(BTreeMap::new()),
+            training: Default::default(),
         }
     }
 

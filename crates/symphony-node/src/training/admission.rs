@@ -19,10 +19,9 @@ use symphony_semantic::{FeatureIntent, FeaturePlan};
 
 use super::control;
 use super::coordinator::{micro, refused};
+use super::endpoint::TrainingEndpoint;
 use super::outcome::TrainObserver;
 use super::spec::TrainingSpec;
-use super::vault::VaultTrainer;
-use crate::enterprise::EnterpriseNode;
 use crate::network::{EmbeddedNetwork, MasterServices};
 use crate::NodeError;
 
@@ -44,6 +43,12 @@ pub fn request_message(spec: &TrainingSpec, nonce: u64) -> Result<Digest, NodeEr
     let mut bytes = super::spec_hash(spec)?.0.to_vec();
     bytes.extend_from_slice(&nonce.to_le_bytes());
     Ok(tagged_hash("scp/train-request/v1", &bytes))
+}
+
+/// The task id a training request of `(spec, nonce)` is admitted under.
+pub fn train_task_id(spec: &TrainingSpec, nonce: u64) -> Result<TaskId, NodeError> {
+    let msg = request_message(spec, nonce)?;
+    TaskId::new(format!("train-{}-{}", &msg.to_hex()[..12], nonce)).map_err(refused)
 }
 
 impl TrainingRequest {
@@ -83,8 +88,8 @@ pub(super) struct Admitted {
 
 pub(super) fn admit(
     m: &mut MasterServices,
-    all: &[&EnterpriseNode],
-    trainers: &mut [VaultTrainer<'_>],
+    all: &[VaultId],
+    trainers: &[&dyn TrainingEndpoint],
     req: &TrainingRequest,
     obs: &mut dyn TrainObserver,
 ) -> Result<Admitted, NodeError> {
@@ -159,27 +164,26 @@ pub(super) fn admit(
         )));
     }
     let planned: u64 = schedule.iter().map(|e| e.micro).sum();
-    let task_id =
-        TaskId::new(format!("train-{}-{}", &msg.to_hex()[..12], req.nonce)).map_err(refused)?;
+    let task_id = train_task_id(spec, req.nonce)?;
     // Consent and per-round budget reservation in each Vault.
     let mut consent_refs = Vec::new();
     let mut per_round_counts = vec![0u64; schedule.len()];
-    for t in trainers.iter_mut() {
-        let (counts, commitment) = match t.admission_reserve(&task_id, &actor, &schedule, m.now_ms)
-        {
-            Ok(r) => r,
-            Err(e) => {
-                for t in trainers.iter_mut() {
-                    let _ = t.release_unused(&task_id);
+    for t in trainers {
+        let (counts, commitment) =
+            match t.train_admission_reserve(&task_id, &actor, &schedule, m.now_ms) {
+                Ok(r) => r,
+                Err(e) => {
+                    for t in trainers {
+                        let _ = t.train_release_unused(&task_id);
+                    }
+                    return Err(e);
                 }
-                return Err(e);
-            }
-        };
+            };
         for (acc, c) in per_round_counts.iter_mut().zip(&counts) {
             *acc += c;
         }
         consent_refs.push(ConsentRef {
-            vault_id: t.node.vault_id().clone(),
+            vault_id: t.vault_id().clone(),
             usage_scope: UsageScope::Training,
             snapshot_commitment: commitment,
             eligible_subjects: counts.first().copied().unwrap_or(0),
@@ -246,10 +250,7 @@ pub(super) fn admit(
             subjects_reserved: per_round_counts.first().copied().unwrap_or(0),
         },
         coordination_envelope: CoordinationEnvelope {
-            participating_vault_ids: all
-                .iter()
-                .map(|e| e.vault_id().clone())
-                .collect::<BTreeSet<_>>(),
+            participating_vault_ids: all.iter().cloned().collect::<BTreeSet<_>>(),
             minimum_vault_quorum: quorum.min(n),
             aggregation_method: AggregationMethod::FederatedAverage,
         },
@@ -283,8 +284,8 @@ pub(super) fn admit(
     if let Err(e) = m.masters.submit(Command::AdmitTask {
         envelope: Box::new(envelope.clone()),
     }) {
-        for t in trainers.iter_mut() {
-            let _ = t.release_unused(&task_id);
+        for t in trainers {
+            let _ = t.train_release_unused(&task_id);
         }
         let _ = m.ledger.refund(
             &EscrowId::new(escrow_id.clone()).map_err(|e| NodeError::Ledger(e.to_string()))?,

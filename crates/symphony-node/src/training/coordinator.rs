@@ -15,14 +15,14 @@ use symphony_train::dpsgd::{LogisticRegression, Mlp};
 
 use super::admission::{admit, Admitted, TrainingRequest};
 use super::control::{self, Decision, StopReason};
+use super::endpoint::TrainingEndpoint;
 use super::finish::finish;
 use super::model::{train_err, GlobalModel};
 use super::outcome::{RoundSummary, TrainObserver, TrainOutcome};
 use super::round::run_round;
 use super::spec::{ModelType, TrainingSpec};
 use super::tap::{NoTap, RoundTap};
-use super::vault::{RoundAssignment, VaultTrainer};
-use crate::enterprise::EnterpriseNode;
+use super::vault::RoundAssignment;
 use crate::network::{EmbeddedNetwork, MasterServices};
 use crate::verify::SliceEvidence;
 use crate::NodeError;
@@ -66,25 +66,94 @@ pub fn run_training_tapped(
         down,
         ..
     } = net;
-    let mut trainers: Vec<VaultTrainer<'_>> = enterprises
+    // Every Vault participates in the envelope; a Vault that is down never answers.
+    let participants: Vec<VaultId> = enterprises.iter().map(|e| e.vault_id().clone()).collect();
+    let trainers: Vec<&dyn TrainingEndpoint> = enterprises
         .iter()
         .filter(|e| !down.contains(e.vault_id()))
-        .map(VaultTrainer::new)
+        .map(|e| e as &dyn TrainingEndpoint)
         .collect();
-    let all: Vec<&EnterpriseNode> = enterprises.iter().collect();
-    let adm = admit(master, &all, &mut trainers, req, obs)?;
+    run_over(
+        master,
+        &participants,
+        &trainers,
+        req,
+        registry_dir,
+        run_seed,
+        obs,
+        tap,
+        None,
+    )
+}
+
+/// Stages a run's verified model artifacts where every master can serve them,
+/// before settlement moves any money (a deployed master replicates them).
+pub trait ArtifactStage {
+    /// Stages the model file (hashing to the composite result's model hash under
+    /// [`super::MODEL_ARTIFACT_TAG`]) and its model card (JSON) for `task`.
+    fn stage(
+        &mut self,
+        task: &TaskId,
+        model_hash: &Digest,
+        model: &[u8],
+        card: &[u8],
+    ) -> Result<(), NodeError>;
+}
+
+/// Runs the training task of `req` over the Vaults behind `endpoints` (in-process
+/// nodes or remote ones), delivering to `registry_dir`; `stage`, when given,
+/// receives the verified artifacts before the payout.
+#[allow(clippy::too_many_arguments)]
+pub fn run_training_with(
+    master: &mut MasterServices,
+    endpoints: &[&dyn TrainingEndpoint],
+    req: &TrainingRequest,
+    registry_dir: &Path,
+    run_seed: u64,
+    obs: &mut dyn TrainObserver,
+    tap: &mut dyn RoundTap,
+    stage: Option<&mut dyn ArtifactStage>,
+) -> Result<TrainOutcome, NodeError> {
+    let participants: Vec<VaultId> = endpoints.iter().map(|e| e.vault_id().clone()).collect();
+    run_over(
+        master,
+        &participants,
+        endpoints,
+        req,
+        registry_dir,
+        run_seed,
+        obs,
+        tap,
+        stage,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_over(
+    master: &mut MasterServices,
+    participants: &[VaultId],
+    trainers: &[&dyn TrainingEndpoint],
+    req: &TrainingRequest,
+    registry_dir: &Path,
+    run_seed: u64,
+    obs: &mut dyn TrainObserver,
+    tap: &mut dyn RoundTap,
+    stage: Option<&mut dyn ArtifactStage>,
+) -> Result<TrainOutcome, NodeError> {
+    let adm = admit(master, participants, trainers, req, obs)?;
     let result = execute(
         master,
-        &mut trainers,
+        trainers,
         &adm,
         req,
         registry_dir,
         run_seed,
         obs,
         tap,
+        stage,
     );
-    for t in trainers.iter_mut() {
-        let _ = t.release_unused(&adm.task_id);
+    for t in trainers {
+        let _ = t.train_release_unused(&adm.task_id);
     }
     result
 }
@@ -194,13 +263,14 @@ pub(super) fn round_budgeted(adm: &Admitted, next: usize) -> bool {
 #[allow(clippy::too_many_arguments)]
 pub(super) fn execute(
     m: &mut MasterServices,
-    trainers: &mut [VaultTrainer<'_>],
+    trainers: &[&dyn TrainingEndpoint],
     adm: &Admitted,
     req: &TrainingRequest,
     registry_dir: &Path,
     seed: u64,
     obs: &mut dyn TrainObserver,
     tap: &mut dyn RoundTap,
+    stage: Option<&mut dyn ArtifactStage>,
 ) -> Result<TrainOutcome, NodeError> {
     let spec = &req.spec;
     let task = &adm.task_id;
@@ -249,7 +319,7 @@ pub(super) fn execute(
         &format!("stopped after {round} rounds: {}", st.stop.as_str()),
     );
     advance(m, task, TaskEvent::ExecutionFinished, None, obs)?;
-    finish(m, trainers, adm, spec, st, registry_dir, seed, obs)
+    finish(m, trainers, adm, spec, st, registry_dir, seed, obs, stage)
 }
 
 pub(super) fn refund_all(m: &mut MasterServices, adm: &Admitted) -> Result<(), NodeError> {

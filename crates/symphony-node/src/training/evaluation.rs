@@ -8,9 +8,9 @@ use symphony_train::metrics;
 
 use super::admission::Admitted;
 use super::coordinator::{assignment, micro, model_hash, refused};
+use super::endpoint::TrainingEndpoint;
 use super::model::GlobalModel;
 use super::spec::TrainingSpec;
-use super::vault::VaultTrainer;
 use crate::network::MasterServices;
 use crate::verify::{verify_evidence, SliceEvidence};
 use crate::NodeError;
@@ -27,7 +27,7 @@ pub(super) struct Quality {
 #[allow(clippy::too_many_arguments)]
 pub(super) fn evaluate(
     m: &MasterServices,
-    trainers: &[VaultTrainer<'_>],
+    trainers: &[&dyn TrainingEndpoint],
     adm: &Admitted,
     spec: &TrainingSpec,
     model: &GlobalModel,
@@ -39,8 +39,8 @@ pub(super) fn evaluate(
     let at_ms = m.now_ms + u64::from(round) * spec.round_duration_ms;
     let mut bundles = Vec::new();
     for t in trainers {
-        let a = assignment(adm, spec, t.node.vault_id(), round, at_ms, seed);
-        let Ok(b) = t.evaluate(&a, model, &hash) else {
+        let a = assignment(adm, spec, t.vault_id(), round, at_ms, seed);
+        let Ok(b) = t.train_evaluate(&a, model, &hash) else {
             continue;
         };
         let ev = SliceEvidence {
@@ -48,8 +48,7 @@ pub(super) fn evaluate(
             inputs_commitment: b.inputs_commitment,
             attestation: b.attestation.clone(),
         };
-        verify_evidence(&m.verifier, &adm.envelope, &ev, t.node.vault_id().as_str())
-            .map_err(refused)?;
+        verify_evidence(&m.verifier, &adm.envelope, &ev, t.vault_id().as_str()).map_err(refused)?;
         evidence.push(ev);
         bundles.push(b);
     }

@@ -9,13 +9,14 @@ use symphony_master::{Command, CompositeResultRecord};
 
 use super::admission::Admitted;
 use super::control::{self, StopReason};
+use super::coordinator::ArtifactStage;
 use super::coordinator::{advance, refund_all, refused, RunState};
+use super::endpoint::TrainingEndpoint;
 use super::evaluation::evaluate;
 use super::outcome::{fill, TrainObserver, TrainOutcome};
 use super::registry;
 use super::settle::settle;
 use super::spec::TrainingSpec;
-use super::vault::VaultTrainer;
 use crate::network::MasterServices;
 use crate::verify::verify_evidence;
 use crate::NodeError;
@@ -23,13 +24,14 @@ use crate::NodeError;
 #[allow(clippy::too_many_arguments)]
 pub(super) fn finish(
     m: &mut MasterServices,
-    trainers: &mut [VaultTrainer<'_>],
+    trainers: &[&dyn TrainingEndpoint],
     adm: &Admitted,
     spec: &TrainingSpec,
     mut st: RunState,
     registry_dir: &Path,
     seed: u64,
     obs: &mut dyn TrainObserver,
+    stage: Option<&mut dyn ArtifactStage>,
 ) -> Result<TrainOutcome, NodeError> {
     let task = &adm.task_id;
     let rounds_run = st.summaries.len() as u32;
@@ -93,7 +95,7 @@ pub(super) fn finish(
     let accepted = failures.is_empty();
     let file =
         registry::model_file_bytes(&st.model, &registry::card_metadata(task, spec, &adm.plan))?;
-    let model_digest = tagged_hash("scp/model-artifact/v1", &file);
+    let model_digest = tagged_hash(registry::MODEL_ARTIFACT_TAG, &file);
     m.masters.submit(Command::RecordCompositeResult {
         task_id: task.clone(),
         record: CompositeResultRecord {
@@ -166,6 +168,16 @@ pub(super) fn finish(
         return Ok(out);
     }
     advance(m, task, TaskEvent::VerificationAccepted, None, obs)?;
+    if let Some(stage) = stage {
+        // The verified model (and its card as known before settlement) where every
+        // master can deliver it, before any money moves.
+        fill(m, task, &mut out);
+        let card = registry::model_card(task, spec, &adm.plan, &st.model, &out, &adm.envelope);
+        let card =
+            serde_json::to_vec_pretty(&card).map_err(|e| NodeError::Encoding(e.to_string()))?;
+        stage.stage(task, &model_digest, &file, &card)?;
+        obs.step("staged", "model artifact and card staged before settlement");
+    }
     settle(m, adm, &st, &mut out, obs)?;
     // --- Delivery to the model registry
     fill(m, task, &mut out); // the card carries the round settlements

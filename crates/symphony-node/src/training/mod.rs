@@ -34,6 +34,7 @@
 //! settlement); `outcome` holds the reported types. Vault side: [`vault`].
 
 pub mod control;
+pub mod endpoint;
 pub mod model;
 pub mod registry;
 pub mod spec;
@@ -49,10 +50,14 @@ mod round;
 mod settle;
 pub mod tap;
 
-pub use admission::{permit_training, request_message, TrainingRequest};
-pub use coordinator::{run_training, run_training_tapped};
+pub use admission::{permit_training, request_message, train_task_id, TrainingRequest};
+pub use coordinator::{run_training, run_training_tapped, run_training_with, ArtifactStage};
+pub use endpoint::{
+    AssignmentWire, ModelWire, RosterKeys, ShareWire, TrainerSessions, TrainingEndpoint,
+};
 pub use model::GlobalModel;
-pub use outcome::{RoundSummary, TrainObserver, TrainOutcome};
+pub use outcome::{recovered_train_outcome, RoundSummary, TrainObserver, TrainOutcome};
+pub use registry::MODEL_ARTIFACT_TAG;
 pub use settle::{composite_settlement, round_settlement_refs, ROUND_SETTLEMENT_TAG};
 pub use spec::TrainingSpec;
 pub use tap::{NoTap, RoundTap};

@@ -133,3 +133,86 @@ pub(super) fn fill(m: &MasterServices, task: &TaskId, out: &mut TrainOutcome) {
             .collect();
     }
 }
+
+/// The outcome of a completed training task, rebuilt from the replicated master
+/// state and the staged model card: what a master that takes over after the leader
+/// crashed between payout and delivery reports. `None` unless the task completed
+/// with a finalized settlement and an accepted composite result.
+pub fn recovered_train_outcome(
+    state: &symphony_master::MasterState,
+    task: &TaskId,
+    card: &serde_json::Value,
+) -> Option<TrainOutcome> {
+    use symphony_core::lifecycle::{SettlementState, TaskState};
+    let rec = state.task(task)?;
+    let settlement = rec.settlement.as_ref()?;
+    let c = state.composite(task)?;
+    let result = c.result.as_ref()?;
+    if rec.state != TaskState::Completed
+        || settlement.state != SettlementState::Finalized
+        || !result.accepted
+    {
+        return None;
+    }
+    let body = rec.envelope.body();
+    let f = |path: &[&str]| {
+        path.iter()
+            .try_fold(card, |v, k| v.get(*k))
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.0)
+    };
+    let rounds: Vec<RoundSummary> = card
+        .get("rounds")
+        .and_then(|r| serde_json::from_value(r.clone()).ok())
+        .unwrap_or_default();
+    Some(TrainOutcome {
+        task_id: task.to_string(),
+        envelope_hash: rec.envelope.hash().to_hex(),
+        states: rec.history.iter().map(|s| s.to_string()).collect(),
+        reason: rec.reason.clone(),
+        rounds_run: result.rounds_run,
+        max_rounds: body.iteration_policy.as_ref().map_or(0, |p| p.max_rounds),
+        rounds_budgeted: body.constraints.get("schedule_micro").map_or(0, |s| {
+            s.trim_matches(['[', ']'])
+                .split(',')
+                .filter(|x| !x.trim().is_empty())
+                .count() as u32
+        }),
+        converged: result.stop_reason == "converged",
+        convergence_not_reached: result.stop_reason == "convergence_not_reached",
+        stop_reason: result.stop_reason.clone(),
+        epsilon_spent: result.epsilon_spent_micro as f64 / 1e6,
+        epsilon_spent_micro: result.epsilon_spent_micro,
+        epsilon_allocation: f(&["privacy", "epsilon_allocation"]),
+        delta: f(&["privacy", "delta"]),
+        auc_holdout: f(&["metrics", "auc_holdout"]),
+        accuracy_holdout: f(&["metrics", "accuracy_holdout"]),
+        mia_advantage: f(&["metrics", "mia_advantage"]),
+        accepted: result.accepted,
+        n_slices: c.tree.rounds.iter().map(|r| r.slices.len()).sum(),
+        n_objects: c.tree.object_count(),
+        round_states: c.tree.rounds.iter().map(|r| r.state.to_string()).collect(),
+        attestations_verified: 0,
+        fee_locked: body
+            .budget_lock_ref
+            .as_ref()
+            .map_or(0, |b| b.amount_base_units),
+        fee_total: settlement.fee_total,
+        refund: settlement.refund,
+        fee_shares: settlement.fee_shares.clone(),
+        round_settlements: c
+            .round_settlements
+            .iter()
+            .map(|(r, (e, f))| (*r, (e.0, *f)))
+            .collect(),
+        settlement_state: Some(settlement.state.to_string()),
+        composite_link: super::composite_settlement(state, task)
+            .ok()
+            .map(|l| l.link.to_hex()),
+        rounds,
+        model_path: None,
+        model_card_path: None,
+        curve_path: None,
+        model_sha256: None,
+    })
+}

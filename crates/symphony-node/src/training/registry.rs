@@ -22,6 +22,9 @@ fn io(e: impl std::fmt::Display) -> NodeError {
     NodeError::Io(e.to_string())
 }
 
+/// Tag of the model artifact's hash (the composite result's `model_hash`).
+pub const MODEL_ARTIFACT_TAG: &str = "scp/model-artifact/v1";
+
 /// Metadata stored in the safetensors header (`__metadata__`).
 pub fn card_metadata(
     task: &TaskId,
@@ -90,8 +93,25 @@ pub fn deliver(
     let card_path = base.join("model_card.json");
     let curve_path = base.join("training_curve.png");
     std::fs::write(&model_path, file).map_err(io)?;
+    let card = model_card(task, spec, plan, model, out, envelope);
+    let text =
+        serde_json::to_string_pretty(&card).map_err(|e| NodeError::Encoding(e.to_string()))?;
+    std::fs::write(&card_path, text).map_err(io)?;
+    draw_curve(&curve_path, out)?;
+    Ok((model_path, card_path, curve_path))
+}
+
+/// The model card of a run (what `model_card.json` holds).
+pub fn model_card(
+    task: &TaskId,
+    spec: &TrainingSpec,
+    plan: &FeaturePlan,
+    model: &GlobalModel,
+    out: &TrainOutcome,
+    envelope: &TaskEnvelope,
+) -> serde_json::Value {
     let body = envelope.body();
-    let card = json!({
+    json!({
         "task_id": task.to_string(),
         "task_class": "train",
         "target": spec.target,
@@ -121,12 +141,7 @@ pub fn deliver(
         "rounds": out.rounds,
         "model_file": "model.safetensors",
         "curve": {"file": "training_curve.png", "panels": ["training loss (red)", "held-out AUC (blue)", "cumulative epsilon (green)"]},
-    });
-    let text =
-        serde_json::to_string_pretty(&card).map_err(|e| NodeError::Encoding(e.to_string()))?;
-    std::fs::write(&card_path, text).map_err(io)?;
-    draw_curve(&curve_path, out)?;
-    Ok((model_path, card_path, curve_path))
+    })
 }
 
 /// The training curve: three panels (loss, AUC, ε), no text.

@@ -9,16 +9,17 @@ use symphony_core::encoding::{content_hash, Digest};
 use symphony_core::ids::*;
 use symphony_core::lifecycle::SliceState;
 use symphony_master::{Command, RoundRecord, RoundSliceRecord};
-use symphony_train::secagg::{ParticipantId, Roster};
+use symphony_train::secagg::ParticipantId;
 
 use super::admission::Admitted;
 use super::aggregation::aggregate;
 use super::coordinator::{assignment, micro, model_hash, refused, RunState};
+use super::endpoint::{RosterKeys, TrainingEndpoint};
 use super::model::train_err;
 use super::outcome::{RoundSummary, TrainObserver};
 use super::spec::TrainingSpec;
 use super::tap::RoundTap;
-use super::vault::{VaultTrainer, METRIC_SLOTS};
+use super::vault::METRIC_SLOTS;
 use crate::network::MasterServices;
 use crate::verify::{verify_evidence, SliceEvidence};
 use crate::NodeError;
@@ -26,7 +27,7 @@ use crate::NodeError;
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run_round(
     m: &mut MasterServices,
-    trainers: &mut [VaultTrainer<'_>],
+    trainers: &[&dyn TrainingEndpoint],
     adm: &Admitted,
     spec: &TrainingSpec,
     st: &mut RunState,
@@ -53,31 +54,32 @@ pub(super) fn run_round(
         .collect();
     // Prepare: per-Vault feature construction in the enclaves.
     let mut ready: Vec<(usize, u64, [u8; 32])> = Vec::new();
-    for (i, t) in trainers.iter_mut().enumerate() {
-        let a = assignment(adm, spec, t.node.vault_id(), round, at_ms, seed);
-        match t.prepare_round(&a) {
+    for (i, t) in trainers.iter().enumerate() {
+        let a = assignment(adm, spec, t.vault_id(), round, at_ms, seed);
+        match t.train_prepare_round(&a) {
             Ok(p) => ready.push((i, p.examples, p.public_key)),
-            Err(e) => obs.step("slice_failed", &format!("{}: {e}", t.node.vault_id())),
+            Err(e) => obs.step("slice_failed", &format!("{}: {e}", t.vault_id())),
         }
     }
-    let roster = Roster::new(
+    let keys = RosterKeys(
         ready
             .iter()
             .enumerate()
-            .map(|(k, (_, _, pk))| (ParticipantId(k as u32), x25519_dalek::PublicKey::from(*pk))),
-    )
-    .map_err(train_err)?;
+            .map(|(k, (_, _, pk))| (k as u32, *pk))
+            .collect(),
+    );
+    let roster = keys.roster()?;
     let threshold = ((roster.len() / 2 + 1).max(2)).min(roster.len()) as u8;
     let total: u64 = ready.iter().map(|r| r.1).sum();
     for (k, (i, _, _)) in ready.iter().enumerate() {
-        let a = assignment(adm, spec, trainers[*i].node.vault_id(), round, at_ms, seed);
-        trainers[*i].set_participant_id(ParticipantId(k as u32), &a);
+        let a = assignment(adm, spec, trainers[*i].vault_id(), round, at_ms, seed);
+        trainers[*i].train_set_participant_id(ParticipantId(k as u32), &a)?;
     }
     for (i, _, _) in &ready {
-        let a = assignment(adm, spec, trainers[*i].node.vault_id(), round, at_ms, seed);
-        for share in trainers[*i].deal_shares(&roster, threshold, &a)? {
+        let a = assignment(adm, spec, trainers[*i].vault_id(), round, at_ms, seed);
+        for share in trainers[*i].train_deal_shares(&keys, threshold, &a)? {
             if let Some((j, _, _)) = ready.get(share.holder.0 as usize) {
-                trainers[*j].hold_share(share);
+                trainers[*j].train_hold_share(task, share)?;
             }
         }
     }
@@ -87,7 +89,7 @@ pub(super) fn run_round(
     let mut dropped = Vec::new();
     let mut recorded: BTreeSet<VaultId> = BTreeSet::new();
     for (k, (i, _, _)) in ready.iter().enumerate() {
-        let vault_id = trainers[*i].node.vault_id().clone();
+        let vault_id = trainers[*i].vault_id().clone();
         let a = assignment(adm, spec, &vault_id, round, at_ms, seed);
         // The Vault may drop out now that the masks are agreed and the shares dealt:
         // its update never arrives.
@@ -98,13 +100,13 @@ pub(super) fn run_round(
             );
             dropped.push(ParticipantId(k as u32));
             // Failure before execution releases the round's reservation (seed 002).
-            trainers[*i].release_round(task, round)?;
+            trainers[*i].train_release_round(task, round)?;
             m.masters.submit(timed_out(task, round, &vault_id))?;
             recorded.insert(vault_id);
             continue;
         }
         let res = trainers[*i]
-            .train_round_audited(&a, &st.model, &global_hash, &roster, total, &mut |w| {
+            .train_round(&a, &st.model, &global_hash, &keys, total, &mut |w| {
                 tap.vault_update(round, &vault_id, w)
             })
             .and_then(|b| {
@@ -174,7 +176,7 @@ pub(super) fn run_round(
             if dropped.contains(&ParticipantId(k as u32)) {
                 continue;
             }
-            if let Some(s) = trainers[*i].recovery_share(*d) {
+            if let Ok(Some(s)) = trainers[*i].train_recovery_share(task, *d) {
                 recovery.push((*d, ParticipantId(k as u32), s.share));
             }
         }
@@ -190,7 +192,7 @@ pub(super) fn run_round(
     let dropped_vaults: Vec<VaultId> = dropped
         .iter()
         .filter_map(|d| ready.get(d.0 as usize))
-        .map(|(i, _, _)| trainers[*i].node.vault_id().clone())
+        .map(|(i, _, _)| trainers[*i].vault_id().clone())
         .collect();
     tap.aggregation_inputs(round, &inputs, &dropped_vaults);
     // Bundles are tagged with roster ids in order; dropped ids are skipped.

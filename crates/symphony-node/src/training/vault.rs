@@ -68,7 +68,7 @@ pub struct RoundAssignment {
 }
 
 /// The slice's public output of the prepare phase.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Prepared {
     /// Training examples (train split).
     pub examples: u64,
@@ -129,14 +129,23 @@ struct LocalData {
     used: Vec<SubjectId>,
 }
 
-/// One enterprise node's training runtime for one task.
-pub struct VaultTrainer<'a> {
-    /// The node.
-    pub node: &'a EnterpriseNode,
+/// The secrets one enterprise node holds for one training run: per-round
+/// reservations, the local train/held-out datasets, the round's secagg key pair and
+/// the Shamir shares dealt to it. Kept inside the node (see
+/// [`super::endpoint::TrainerSessions`]); never sent anywhere.
+#[derive(Default)]
+pub struct TrainerState {
     reserved: BTreeMap<u32, Vec<SubjectId>>,
     data: Option<LocalData>,
     participant: Option<Participant>,
     shares_held: BTreeMap<ParticipantId, ShareFor>,
+}
+
+/// One enterprise node's training runtime for one task.
+pub struct VaultTrainer<'a> {
+    /// The node.
+    pub node: &'a EnterpriseNode,
+    st: TrainerState,
 }
 
 /// Commitment over a training slice's inputs (public: the verifier recomputes it).
@@ -244,13 +253,17 @@ pub fn local_split(
 impl<'a> VaultTrainer<'a> {
     /// A runtime over `node`.
     pub fn new(node: &'a EnterpriseNode) -> Self {
-        VaultTrainer {
-            node,
-            reserved: BTreeMap::new(),
-            data: None,
-            participant: None,
-            shares_held: BTreeMap::new(),
-        }
+        Self::with_state(node, TrainerState::default())
+    }
+
+    /// A runtime over `node` resuming a run's state.
+    pub fn with_state(node: &'a EnterpriseNode, state: TrainerState) -> Self {
+        VaultTrainer { node, st: state }
+    }
+
+    /// The run's state, to keep until the next operation.
+    pub fn into_state(self) -> TrainerState {
+        self.st
     }
 
     /// Admission: authorization for `train`, then a reservation of each scheduled
@@ -280,9 +293,9 @@ impl<'a> VaultTrainer<'a> {
                 ReserveMode::SkipInsufficient,
             )?;
             counts.push(report.reserved.len() as u64);
-            self.reserved.insert(r as u32, report.reserved);
+            self.st.reserved.insert(r as u32, report.reserved);
         }
-        let first = self.reserved.get(&0).cloned().unwrap_or_default();
+        let first = self.st.reserved.get(&0).cloned().unwrap_or_default();
         let commitment = content_hash("scp/consent-snapshot/v1", &first)
             .map_err(|e| NodeError::Encoding(e.to_string()))?;
         Ok((counts, commitment))
@@ -335,6 +348,7 @@ impl<'a> VaultTrainer<'a> {
             .vault
             .consented_subjects(UsageScope::Training, a.evaluate_at_ms)?;
         let reserved: BTreeSet<SubjectId> = self
+            .st
             .reserved
             .get(&round)
             .map(|v| v.iter().cloned().collect())
@@ -375,7 +389,7 @@ impl<'a> VaultTrainer<'a> {
         });
         scan?;
         let examples = tr.len() as u64;
-        self.data = Some(LocalData {
+        self.st.data = Some(LocalData {
             train: dataset(tr, trl, d)?,
             holdout: dataset(ho, hol, d)?,
             used,
@@ -383,7 +397,7 @@ impl<'a> VaultTrainer<'a> {
         let mut rng = ChaCha20Rng::from_seed(self.enclave_seed(a, "secagg"));
         let participant = Participant::from_rng(ParticipantId(0), &mut rng);
         let public_key = participant.public_key().to_bytes();
-        self.participant = Some(participant);
+        self.st.participant = Some(participant);
         Ok(Prepared {
             examples,
             public_key,
@@ -393,7 +407,7 @@ impl<'a> VaultTrainer<'a> {
     /// Sets this Vault's participant id in the round's roster (its index).
     pub fn set_participant_id(&mut self, id: ParticipantId, a: &RoundAssignment) {
         let mut rng = ChaCha20Rng::from_seed(self.enclave_seed(a, "secagg"));
-        self.participant = Some(Participant::from_rng(id, &mut rng));
+        self.st.participant = Some(Participant::from_rng(id, &mut rng));
     }
 
     /// Secret randomness of this Vault's enclave for one slice (secagg secret, Shamir
@@ -420,6 +434,7 @@ impl<'a> VaultTrainer<'a> {
         a: &RoundAssignment,
     ) -> Result<Vec<ShareFor>, NodeError> {
         let p = self
+            .st
             .participant
             .as_ref()
             .ok_or_else(|| NodeError::Refused("round not prepared".into()))?;
@@ -430,12 +445,12 @@ impl<'a> VaultTrainer<'a> {
 
     /// Keeps a share another Vault dealt to this one.
     pub fn hold_share(&mut self, share: ShareFor) {
-        self.shares_held.insert(share.owner, share);
+        self.st.shares_held.insert(share.owner, share);
     }
 
     /// Hands over the share of a dropped participant.
     pub fn recovery_share(&self, dropped: ParticipantId) -> Option<ShareFor> {
-        self.shares_held.get(&dropped).cloned()
+        self.st.shares_held.get(&dropped).cloned()
     }
 
     /// Local DP-SGD from `global`, pre-scaled by `examples / total_examples`,
@@ -464,7 +479,7 @@ impl<'a> VaultTrainer<'a> {
         audit: &mut dyn FnMut(&[u32]),
     ) -> Result<TrainSliceBundle, NodeError> {
         self.check(a)?;
-        let (Some(data), Some(participant)) = (self.data.as_ref(), self.participant.as_ref())
+        let (Some(data), Some(participant)) = (self.st.data.as_ref(), self.st.participant.as_ref())
         else {
             return Err(NodeError::Refused("round not prepared".into()));
         };
@@ -539,12 +554,14 @@ impl<'a> VaultTrainer<'a> {
     fn finish_round(&mut self, task: &TaskId, round: u32, eps: Epsilon) -> Result<(), NodeError> {
         let id = round_task_id(task, round)?;
         let used: Vec<SubjectId> = self
+            .st
             .data
             .as_ref()
             .map(|d| d.used.clone())
             .unwrap_or_default();
         let used_set: BTreeSet<&SubjectId> = used.iter().collect();
         let unused: Vec<SubjectId> = self
+            .st
             .reserved
             .remove(&round)
             .unwrap_or_default()
@@ -572,7 +589,7 @@ impl<'a> VaultTrainer<'a> {
     /// before executing: failure before execution releases, seed 002). Returns the
     /// number of subjects released.
     pub fn release_round(&mut self, task: &TaskId, round: u32) -> Result<u64, NodeError> {
-        let subjects = self.reserved.remove(&round).unwrap_or_default();
+        let subjects = self.st.reserved.remove(&round).unwrap_or_default();
         let id = round_task_id(task, round)?;
         self.node.vault.finish_task(
             UsageScope::Training,
@@ -585,7 +602,7 @@ impl<'a> VaultTrainer<'a> {
     /// Releases every reservation of rounds that never ran (end of the run).
     pub fn release_unused(&mut self, task: &TaskId) -> Result<u64, NodeError> {
         let mut released = 0;
-        for (round, subjects) in std::mem::take(&mut self.reserved) {
+        for (round, subjects) in std::mem::take(&mut self.st.reserved) {
             let id = round_task_id(task, round)?;
             self.node.vault.finish_task(
                 UsageScope::Training,
@@ -606,7 +623,7 @@ impl<'a> VaultTrainer<'a> {
         model_hash: &Digest,
     ) -> Result<EvaluationBundle, NodeError> {
         self.check(a)?;
-        let Some(data) = self.data.as_ref() else {
+        let Some(data) = self.st.data.as_ref() else {
             return Err(NodeError::Refused("no local data to evaluate".into()));
         };
         let holdout_scores = model.predict(&data.holdout)?;

@@ -91,6 +91,9 @@ fn leader_killed_with_tasks_in_flight_then_one_and_two_masters_down() {
     net.spawn(&format!("master-{follower}"));
     net.spawn(&format!("master-{second}"));
     net.wait_leader(None, Duration::from_secs(30));
+    // A master that just restarted serves reads from its own replica: wait until
+    // every replica has applied the same log before reading results from any.
+    net.wait_converged(Duration::from_secs(60));
     for id in ids.iter().chain(std::iter::once(&id)) {
         assert_eq!(net.result(id)["status"], "completed");
     }

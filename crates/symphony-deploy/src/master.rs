@@ -446,6 +446,7 @@ fn take_over(
     cluster: &Cluster,
     svc: &mut MasterServices,
     vaults: &Vaults<'_>,
+    spec: &TaskSpec,
     task_id: &str,
     now_ms: u64,
 ) -> Result<TakenOver, DeployError> {
@@ -461,7 +462,7 @@ fn take_over(
         .map_err(|e| DeployError::Node(NodeError::Refused(e.to_string())))?;
     let completion = match decision {
         Takeover::Abort { reject } => {
-            abort_attempt(svc, vaults, task_id, reject)?;
+            abort_attempt(svc, vaults, spec, task_id, reject)?;
             return Ok(TakenOver::Aborted);
         }
         Takeover::CompletedWithoutResult => return Ok(TakenOver::CompletedWithoutResult),
@@ -563,20 +564,14 @@ fn take_over(
 fn abort_attempt(
     svc: &mut MasterServices,
     vaults: &Vaults<'_>,
+    spec: &TaskSpec,
     task_id: &str,
     reject: bool,
 ) -> Result<(), DeployError> {
     let tid = TaskId::new(task_id.to_owned()).map_err(|e| DeployError::Encoding(e.to_string()))?;
-    let record = svc.masters.state().task(&tid).cloned();
-    let train_rounds = if task_id.starts_with("train-") {
-        Some(
-            record
-                .as_ref()
-                .and_then(|r| r.envelope.body().iteration_policy.as_ref())
-                .map_or(0, |p| p.max_rounds),
-        )
-    } else {
-        None
+    let train_rounds = match spec {
+        TaskSpec::Train(s) => Some(s.iteration_policy.max_rounds),
+        _ => None,
     };
     match train_rounds {
         Some(rounds) => {
@@ -649,7 +644,7 @@ fn process(
 ) -> Result<(), DeployError> {
     if let Some(previous) = record.attempts.last() {
         let now = config.fixed_now_ms.unwrap_or_else(now_ms);
-        match take_over(cluster, svc, vaults, previous, now)? {
+        match take_over(cluster, svc, vaults, &record.submission.spec, previous, now)? {
             TakenOver::Delivered(outcome) => {
                 return finish(
                     cluster,
@@ -780,7 +775,7 @@ fn process(
                         .map_err(|e| DeployError::Encoding(e.to_string()))?,
                 )
                 .is_some_and(|r| !r.state.is_terminal());
-            abort_attempt(svc, vaults, &task_id, reject)?;
+            abort_attempt(svc, vaults, spec, &task_id, reject)?;
             finish(
                 cluster,
                 request_id,

@@ -11,7 +11,7 @@ use serde_json::Value;
 use symphony_deploy::client::GatewayClient;
 use symphony_deploy::config::{read_signing_key, EnterpriseConfig, MasterConfig};
 use symphony_deploy::devnet::{DevnetLayout, DevnetParams};
-use symphony_node::network::{CampaignSpec, Quiet};
+use symphony_node::network::CampaignSpec;
 use symphony_node::task::TaskSpec;
 
 /// `--config FILE` of a node process.
@@ -323,7 +323,7 @@ pub fn devnet(cmd: DevnetCmd, now_ms: u64) -> Result<()> {
                         advertiser: "advertiser:luckin".into(),
                         rate_limit_per_s: 100,
                     },
-                    &mut Quiet,
+                    &mut ConsentReport,
                 )?
             };
             start_processes(&mut layout)?;
@@ -366,6 +366,9 @@ pub fn devnet(cmd: DevnetCmd, now_ms: u64) -> Result<()> {
                 layout.ca.display(),
                 layout.advertiser_key.display()
             );
+            for (caller, key) in &layout.callers {
+                println!("  caller {caller:<30} key {}", key.display());
+            }
             println!("  pids and manifest: {}/devnet.json", layout.dir.display());
             Ok(())
         }
@@ -455,6 +458,18 @@ pub fn devnet(cmd: DevnetCmd, now_ms: u64) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Prints the devnet's per-Vault consent counts while it is written.
+struct ConsentReport;
+
+impl symphony_node::network::Observer for ConsentReport {
+    fn step(&mut self, name: &str, detail: &str) {
+        if name == "consent" {
+            println!("  {detail}");
+        }
+    }
+    fn progress(&mut self, _: &str, _: u64, _: u64) {}
 }
 
 fn print_reply(r: &symphony_deploy::client::HttpReply, json: bool) -> Result<Value> {

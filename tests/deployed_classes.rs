@@ -253,6 +253,18 @@ fn a_train_task_whose_leader_crashes_after_payout_is_completed_and_served_by_eve
         let card = &v["artifacts"]["model_card.json"];
         assert_eq!(card["task_id"], task_id.as_str(), "{card}");
         assert_eq!(card["settlement"]["state"], "finalized", "{card}");
+        // The rounds settled in their epochs, linked under the parent.
+        let rounds = v["outcome"]["rounds_run"].as_u64().unwrap() as usize;
+        assert_eq!(
+            v["outcome"]["round_settlements"].as_object().unwrap().len(),
+            rounds,
+            "{v}"
+        );
+        assert!(v["outcome"]["composite_link"].is_string(), "{v}");
+        assert_eq!(
+            card["settlement"]["round_settlements"],
+            v["outcome"]["round_settlements"]
+        );
         models.push(v["artifacts"]["model.safetensors"]["data"].clone());
     }
     assert!(models[0].is_string());

@@ -485,6 +485,36 @@ fn take_over(
             })
             .map_err(NodeError::from)?;
     }
+    if !completion.settle_rounds.is_empty() {
+        // Each round settles in its dispatch epoch for its compute and aggregation
+        // fee, priced as the training flow prices it.
+        let body = svc
+            .masters
+            .state()
+            .task(&tid)
+            .map(|r| r.envelope.body().clone())
+            .ok_or_else(|| DeployError::Node(NodeError::Refused(format!("{task_id} unknown"))))?;
+        let prices = svc
+            .policy
+            .resolve(body.epoch_id, body.semantic_version, body.policy_version)
+            .map_err(|e| DeployError::Node(NodeError::Refused(e.to_string())))?
+            .params
+            .prices
+            .train;
+        for (round, vaults) in &completion.settle_rounds {
+            let fee = prices
+                .per_round_vault_compute_fee_micro_sym
+                .saturating_mul(u64::from(*vaults))
+                .saturating_add(prices.per_round_aggregation_fee_micro_sym);
+            svc.masters
+                .submit(Command::SettleRound {
+                    task_id: tid.clone(),
+                    round: *round,
+                    fee_micro_sym: fee,
+                })
+                .map_err(NodeError::from)?;
+        }
+    }
     if completion.advance_to_completed {
         svc.masters
             .submit(Command::Advance {

@@ -95,7 +95,31 @@ fn every_example_class_runs_on_the_devnet_and_the_model_is_delivered() {
         );
     assert!(train_text.contains(&format!("max_rounds = {TEST_MAX_ROUNDS}")));
     let train_file = dir.path().join("train.toml");
-    std::fs::write(&train_file, train_text).unwrap();
+    std::fs::write(&train_file, &train_text).unwrap();
+
+    // A spec whose fields do not belong to its class: 400 naming the field.
+    let train_spec = symphony_node::task::TaskSpec::from_toml(&train_text).unwrap();
+    let mut body = serde_json::json!({
+        "spec": {"query": serde_json::to_value(&train_spec).unwrap()["train"]},
+        "nonce": 5,
+        "attempt_signatures": ["00"],
+    });
+    body["spec"]["query"]["advertiser"] = "advertiser:luckin".into();
+    let r = net
+        .rt
+        .block_on(net.client.signed_with_nonce(
+            "POST",
+            "/v1/tasks",
+            serde_json::to_vec(&body).unwrap(),
+            5,
+        ))
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    let e = r.json()["error"].as_str().unwrap().to_owned();
+    assert!(
+        e.starts_with("spec.query: unknown field `acceptance`"),
+        "{e}"
+    );
 
     let query = submit(&net, Path::new(&format!("{EXAMPLES}/luckin.toml")));
     let train = submit(&net, &train_file);
@@ -229,6 +253,18 @@ fn a_train_task_whose_leader_crashes_after_payout_is_completed_and_served_by_eve
         let card = &v["artifacts"]["model_card.json"];
         assert_eq!(card["task_id"], task_id.as_str(), "{card}");
         assert_eq!(card["settlement"]["state"], "finalized", "{card}");
+        // The rounds settled in their epochs, linked under the parent.
+        let rounds = v["outcome"]["rounds_run"].as_u64().unwrap() as usize;
+        assert_eq!(
+            v["outcome"]["round_settlements"].as_object().unwrap().len(),
+            rounds,
+            "{v}"
+        );
+        assert!(v["outcome"]["composite_link"].is_string(), "{v}");
+        assert_eq!(
+            card["settlement"]["round_settlements"],
+            v["outcome"]["round_settlements"]
+        );
         models.push(v["artifacts"]["model.safetensors"]["data"].clone());
     }
     assert!(models[0].is_string());

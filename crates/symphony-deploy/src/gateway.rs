@@ -540,7 +540,13 @@ fn status_view(state: &AppState, r: &RequestRecord, id: &str) -> Value {
         "attempt_task_ids": r.attempts,
         "task_id": task,
         "lifecycle": lifecycle,
-        "reason": reason,
+        // A train run that failed composite verification stays `verifying` in the
+        // lifecycle: its reason is in the outcome.
+        "reason": reason.or_else(|| r.outcome.as_ref().and_then(|o| match o {
+            TaskOutcome::Query(x) => x.reason.clone(),
+            TaskOutcome::Compute(x) => x.reason.clone(),
+            TaskOutcome::Train(x) => x.reason.clone(),
+        })),
         "error": r.error,
     })
 }

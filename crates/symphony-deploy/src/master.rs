@@ -446,6 +446,7 @@ fn take_over(
     cluster: &Cluster,
     svc: &mut MasterServices,
     vaults: &Vaults<'_>,
+    spec: &TaskSpec,
     task_id: &str,
     now_ms: u64,
 ) -> Result<TakenOver, DeployError> {
@@ -461,7 +462,7 @@ fn take_over(
         .map_err(|e| DeployError::Node(NodeError::Refused(e.to_string())))?;
     let completion = match decision {
         Takeover::Abort { reject } => {
-            abort_attempt(svc, vaults, task_id, reject)?;
+            abort_attempt(svc, vaults, spec, task_id, reject)?;
             return Ok(TakenOver::Aborted);
         }
         Takeover::CompletedWithoutResult => return Ok(TakenOver::CompletedWithoutResult),
@@ -483,6 +484,36 @@ fn take_over(
                 record: finalized,
             })
             .map_err(NodeError::from)?;
+    }
+    if !completion.settle_rounds.is_empty() {
+        // Each round settles in its dispatch epoch for its compute and aggregation
+        // fee, priced as the training flow prices it.
+        let body = svc
+            .masters
+            .state()
+            .task(&tid)
+            .map(|r| r.envelope.body().clone())
+            .ok_or_else(|| DeployError::Node(NodeError::Refused(format!("{task_id} unknown"))))?;
+        let prices = svc
+            .policy
+            .resolve(body.epoch_id, body.semantic_version, body.policy_version)
+            .map_err(|e| DeployError::Node(NodeError::Refused(e.to_string())))?
+            .params
+            .prices
+            .train;
+        for (round, vaults) in &completion.settle_rounds {
+            let fee = prices
+                .per_round_vault_compute_fee_micro_sym
+                .saturating_mul(u64::from(*vaults))
+                .saturating_add(prices.per_round_aggregation_fee_micro_sym);
+            svc.masters
+                .submit(Command::SettleRound {
+                    task_id: tid.clone(),
+                    round: *round,
+                    fee_micro_sym: fee,
+                })
+                .map_err(NodeError::from)?;
+        }
     }
     if completion.advance_to_completed {
         svc.masters
@@ -563,20 +594,14 @@ fn take_over(
 fn abort_attempt(
     svc: &mut MasterServices,
     vaults: &Vaults<'_>,
+    spec: &TaskSpec,
     task_id: &str,
     reject: bool,
 ) -> Result<(), DeployError> {
     let tid = TaskId::new(task_id.to_owned()).map_err(|e| DeployError::Encoding(e.to_string()))?;
-    let record = svc.masters.state().task(&tid).cloned();
-    let train_rounds = if task_id.starts_with("train-") {
-        Some(
-            record
-                .as_ref()
-                .and_then(|r| r.envelope.body().iteration_policy.as_ref())
-                .map_or(0, |p| p.max_rounds),
-        )
-    } else {
-        None
+    let train_rounds = match spec {
+        TaskSpec::Train(s) => Some(s.iteration_policy.max_rounds),
+        _ => None,
     };
     match train_rounds {
         Some(rounds) => {
@@ -649,7 +674,7 @@ fn process(
 ) -> Result<(), DeployError> {
     if let Some(previous) = record.attempts.last() {
         let now = config.fixed_now_ms.unwrap_or_else(now_ms);
-        match take_over(cluster, svc, vaults, previous, now)? {
+        match take_over(cluster, svc, vaults, &record.submission.spec, previous, now)? {
             TakenOver::Delivered(outcome) => {
                 return finish(
                     cluster,
@@ -780,7 +805,7 @@ fn process(
                         .map_err(|e| DeployError::Encoding(e.to_string()))?,
                 )
                 .is_some_and(|r| !r.state.is_terminal());
-            abort_attempt(svc, vaults, &task_id, reject)?;
+            abort_attempt(svc, vaults, spec, &task_id, reject)?;
             finish(
                 cluster,
                 request_id,

@@ -24,7 +24,7 @@
 use symphony_core::encoding::Digest;
 use symphony_core::envelope::TaskClass;
 use symphony_core::ids::{ActorId, TaskId};
-use symphony_core::lifecycle::{SettlementState, TaskState};
+use symphony_core::lifecycle::{SettlementState, SliceState, TaskState};
 
 use crate::{MasterState, SettlementRecord};
 
@@ -45,6 +45,9 @@ pub struct Completion {
     /// The `finalized` settlement record to replicate, when the settlement stopped
     /// at `finalizing`.
     pub finalize_settlement: Option<SettlementRecord>,
+    /// `train`: the rounds still to settle in their dispatch epochs (each with
+    /// its verified slices, which its fee is priced by), before `completed`.
+    pub settle_rounds: Vec<(u32, u32)>,
     /// Whether the task still has to move to `completed` (`SettlementFinalized`).
     pub advance_to_completed: bool,
     /// The delivery to record, unless one is already in the audit log.
@@ -128,10 +131,10 @@ pub fn decide(
         task_id: task_id.to_string(),
         reason: reason.to_owned(),
     };
+    let body = rec.envelope.body();
     let delivery = if delivered {
         None
     } else {
-        let body = rec.envelope.body();
         let result_hash = match body.task_class {
             TaskClass::Train => {
                 state
@@ -154,8 +157,25 @@ pub fn decide(
             count: items,
         })
     };
+    let settle_rounds = match (body.task_class, state.composite(task_id)) {
+        (TaskClass::Train, Some(c)) => c
+            .rounds
+            .keys()
+            .filter(|r| !c.round_settlements.contains_key(r))
+            .map(|r| {
+                let verified = c
+                    .slices
+                    .iter()
+                    .filter(|((round, _), s)| round == r && s.state == SliceState::Verified)
+                    .count() as u32;
+                (*r, verified)
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     Ok(Takeover::Complete(Completion {
         finalize_settlement,
+        settle_rounds,
         advance_to_completed: rec.state != TaskState::Completed,
         delivery,
     }))
@@ -452,8 +472,18 @@ mod tests {
         };
         assert_eq!(c.finalize_settlement, None);
         assert!(c.advance_to_completed);
+        // Round 0 (two verified slices) still settles in its epoch.
+        assert_eq!(c.settle_rounds, vec![(0, 2)]);
         // The model artifact, not an aggregate, is what is delivered.
         assert_eq!(c.delivery.unwrap().result_hash, Digest([7; 32]));
+        apply(
+            &mut s,
+            Command::SettleRound {
+                task_id: t.clone(),
+                round: 0,
+                fee_micro_sym: 100,
+            },
+        );
         // Completed and delivered: nothing left but to report it.
         advance(&mut s, &t, TaskEvent::SettlementFinalized);
         apply(
@@ -470,6 +500,7 @@ mod tests {
             decide(&s, &t, true, Some(1)).unwrap(),
             Takeover::Complete(Completion {
                 finalize_settlement: None,
+                settle_rounds: vec![],
                 advance_to_completed: false,
                 delivery: None,
             })

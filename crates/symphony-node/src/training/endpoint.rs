@@ -436,3 +436,47 @@ impl TrainingEndpoint for EnterpriseNode {
         self.with_trainer(parent(a), false, |t| t.evaluate(a, model, model_hash))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_and_rosters_travel_bit_for_bit_and_bad_ones_are_refused() {
+        let mut mlp = GlobalModel::Mlp(Mlp::new(5, 3, [7u8; 32]).unwrap());
+        let delta: Vec<f64> = (0..mlp.n_parameters())
+            .map(|i| (i as f64 * 0.37).sin() * 1e-3)
+            .collect();
+        mlp.add(&delta).unwrap();
+        let back = ModelWire::from(&mlp).model().unwrap();
+        let bits = |m: &GlobalModel| {
+            m.parameters()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bits(&back), bits(&mlp));
+        let logistic = GlobalModel::Logistic(
+            LogisticRegression::from_parameters(&[0.1, -0.2, 0.30000000000000004]).unwrap(),
+        );
+        assert_eq!(
+            bits(&ModelWire::from(&logistic).model().unwrap()),
+            bits(&logistic)
+        );
+        let wrong = ModelWire::Mlp {
+            n_features: 5,
+            hidden: 3,
+            params: vec![0.0; 4],
+        };
+        let e = wrong.model().unwrap_err().to_string();
+        assert!(e.contains("4 parameters for an MLP of 5×3"), "{e}");
+        // A roster of one participant is refused (secure aggregation needs two).
+        assert!(RosterKeys(vec![(0, [9u8; 32])]).roster().is_err());
+        let bad_share = ShareWire {
+            owner: 0,
+            holder: 1,
+            share: vec![0; 3],
+        };
+        assert!(bad_share.share().is_err());
+    }
+}

@@ -70,14 +70,11 @@ fn wait_final(net: &Net, id: &str, timeout: Duration) -> Value {
     }
 }
 
-/// The compute task reaches a final status. The compute flow is being wired into
-/// the master pipeline (`MasterServices::run_compute`); once it is, tighten this to
-/// `"completed"` with a groups table.
-fn assert_compute_reached_a_final_status(v: &Value) {
-    assert!(
-        matches!(v["status"].as_str(), Some("completed" | "rejected")),
-        "{v}"
-    );
+/// The compute task completes with a noisy groups table (one row per released home
+/// city, each with a count at or above the composition's threshold) and fee shares
+/// that add up to the fee.
+fn assert_compute_completed_with_a_table(v: &Value) {
+    assert_eq!(v["status"], "completed", "{v}");
     assert_eq!(v["task_class"], "compute", "{v}");
 }
 
@@ -134,7 +131,24 @@ fn every_example_class_runs_on_the_devnet_and_the_model_is_delivered() {
     let task_id = t["task_id"].as_str().unwrap().to_owned();
     assert!(task_id.starts_with("train-"), "{t}");
     let c = wait_final(&net, &compute, Duration::from_secs(60));
-    assert_compute_reached_a_final_status(&c);
+    assert_compute_completed_with_a_table(&c);
+    let (ok, stdout, stderr) = cli(&net, &["task", "result", &compute, "--json"]);
+    assert!(ok, "task result {compute}: {stderr}{stdout}");
+    let reply: Value = serde_json::from_str(&stdout).unwrap();
+    let r = &reply["outcome"];
+    let groups = r["groups"].as_array().unwrap_or_else(|| panic!("{r}"));
+    assert!(!groups.is_empty(), "{r}");
+    for g in groups {
+        assert!(g["count"].as_i64().unwrap() >= 20, "{g}");
+    }
+    let fee: u64 = r["fee_total"].as_u64().unwrap();
+    let shares: u64 = r["fee_shares"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|x| x.as_u64().unwrap())
+        .sum();
+    assert_eq!(shares, fee, "{r}");
 
     // The model, from the replicated state through the CLI.
     let out = dir.path().join("model-out");

@@ -7,3 +7,4 @@
 pub mod compute;
 pub mod parse;
 pub mod query;
+pub mod train;

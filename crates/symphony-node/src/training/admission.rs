@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey};
 use serde::{Deserialize, Serialize};
 use symphony_core::budget::Epsilon;
 use symphony_core::consent::UsageScope;
@@ -23,6 +23,7 @@ use super::endpoint::TrainingEndpoint;
 use super::outcome::TrainObserver;
 use super::spec::TrainingSpec;
 use crate::network::{EmbeddedNetwork, MasterServices};
+use crate::planes::admission::{authenticate_parts, lock_escrow, policy_in_force};
 use crate::NodeError;
 
 /// A model operator's signed submission.
@@ -95,20 +96,15 @@ pub(super) fn admit(
 ) -> Result<Admitted, NodeError> {
     let spec = &req.spec;
     spec.validate()?;
-    let actor = ActorId::new(spec.model_operator.clone()).map_err(refused)?;
-    let known = m
-        .advertisers
-        .get(&actor)
-        .ok_or_else(|| refused(format!("unknown caller {actor}")))?;
-    if *known != req.public_key {
-        return Err(refused(format!("public key is not registered for {actor}")));
-    }
+    // Admission Plane steps shared with every class (`crate::planes::admission`).
     let msg = request_message(spec, req.nonce)?;
-    let vk =
-        VerifyingKey::from_bytes(&req.public_key).map_err(|_| refused("malformed public key"))?;
-    let sig = Signature::from_slice(&req.signature).map_err(|_| refused("malformed signature"))?;
-    vk.verify(&msg.0, &sig)
-        .map_err(|_| refused("request signature does not verify"))?;
+    let actor = authenticate_parts(
+        m,
+        &spec.model_operator,
+        &req.public_key,
+        &req.signature,
+        &msg,
+    )?;
     obs.step(
         "admission",
         &format!("model operator {actor} authenticated (ed25519); task_class: train"),
@@ -121,16 +117,7 @@ pub(super) fn admit(
             window_days: spec.window_days,
         })
         .map_err(|e| refused(format!("semantic resolution blocked the task: {e}")))?;
-    let epoch = m.masters.state().current_epoch();
-    let resolved = m
-        .policy
-        .resolve(
-            epoch,
-            plan.body().semantic_version,
-            m.masters.state().active_policy_version(),
-        )
-        .map_err(refused)?;
-    let params = resolved.params.clone();
+    let (epoch, policy_version, params) = policy_in_force(m, plan.body().semantic_version)?;
     obs.step(
         "semantics",
         &format!(
@@ -138,7 +125,7 @@ pub(super) fn admit(
             &plan.plan_hash().to_hex()[..12],
             plan.dimension(),
             plan.body().semantic_version,
-            resolved.policy_version.0
+            policy_version.0
         ),
     );
     let allocation = spec.epsilon_total()?;
@@ -212,20 +199,11 @@ pub(super) fn admit(
         )),
     )
     .map_err(refused)?;
-    let escrow_id = format!("escrow-{task_id}");
-    let owner = symphony_ledger::AccountId::new(format!("actor:{actor}"))
-        .map_err(|e| NodeError::Ledger(e.to_string()))?;
-    m.ledger
-        .lock(
-            &EscrowId::new(escrow_id.clone()).map_err(|e| NodeError::Ledger(e.to_string()))?,
-            &owner,
-            estimate,
-        )
-        .map_err(|e| NodeError::Ledger(e.to_string()))?;
-    obs.step(
-        "escrow",
-        &format!("{estimate} µSYM locked in {escrow_id} (train formula)"),
-    );
+    let lock = lock_escrow(m, &task_id, &actor, estimate, obs)?;
+    let escrow_id = lock
+        .as_ref()
+        .map(|l| l.escrow_id.clone())
+        .unwrap_or_default();
     let envelope = TaskEnvelope::seal(EnvelopeBody {
         task_id: task_id.clone(),
         task_class: TaskClass::Train,
@@ -242,7 +220,7 @@ pub(super) fn admit(
         },
         consent_refs: consent_refs.clone(),
         semantic_version: plan.body().semantic_version,
-        policy_version: resolved.policy_version,
+        policy_version,
         epoch_id: epoch,
         budget_reservation: BudgetReservation {
             usage_scope: UsageScope::Training,
@@ -254,11 +232,7 @@ pub(super) fn admit(
             minimum_vault_quorum: quorum.min(n),
             aggregation_method: AggregationMethod::FederatedAverage,
         },
-        budget_lock_ref: Some(BudgetLockRef {
-            ledger: "embedded-redb".into(),
-            escrow_id: escrow_id.clone(),
-            amount_base_units: estimate,
-        }),
+        budget_lock_ref: lock,
         iteration_policy: Some(IterationPolicy {
             max_rounds: spec.iteration_policy.max_rounds,
             convergence_threshold_micro: micro(spec.iteration_policy.convergence_threshold),

@@ -180,18 +180,20 @@ fn every_example_class_runs_on_the_devnet_and_the_model_is_delivered() {
     );
 }
 
-/// The leader exits abruptly (as if killed) right after a `train` task's payout
-/// (`settlement:finalized`: escrow paid, task not yet completed, nothing delivered).
-/// The next leader completes the attempt from the replicated state — no second
-/// payout, no re-run — and every master serves the staged model and its card.
-#[test]
-fn a_train_task_whose_leader_crashes_after_payout_is_completed_and_served_by_every_master() {
+/// Submits `spec` as `caller` to a devnet whose masters each exit abruptly (as if
+/// killed) right after the first payout (`settlement:finalized`: escrow paid, task
+/// not yet completed, nothing delivered); waits for the request's final status,
+/// checks the next leader completed the one attempt (one payout, one delivery, no
+/// escrow left) and restarts the crashed master. Returns the net, the request id,
+/// its final status and the caller's key.
+fn leader_crashes_after_payout(
+    caller: &str,
+    spec: symphony_node::task::TaskSpec,
+) -> (Net, String, Value, ed25519_dalek::SigningKey) {
     use std::collections::BTreeMap;
-    use symphony_deploy::client::{sign_submission, GatewayClient};
+    use symphony_deploy::client::sign_submission;
     use symphony_deploy::master::FAULT_EXIT_AT;
-    use symphony_node::task::TaskSpec;
 
-    let started = Instant::now();
     let env: BTreeMap<String, Vec<(String, String)>> = (1..=3)
         .map(|m| {
             (
@@ -201,11 +203,9 @@ fn a_train_task_whose_leader_crashes_after_payout_is_completed_and_served_by_eve
         })
         .collect();
     let mut net = Net::start_sized(4, SUBJECTS, RECORDS, env);
-    let operator = "model-operator:luckin-growth";
-    let client = net.client_of(operator);
-    let spec = TaskSpec::from_toml(include_str!("../examples/train.toml")).unwrap();
+    let client = net.client_of(caller);
     let key =
-        symphony_deploy::config::read_signing_key("k", net.layout.caller_key(operator).unwrap())
+        symphony_deploy::config::read_signing_key("k", net.layout.caller_key(caller).unwrap())
             .unwrap();
     let nonce = 77;
     let body = serde_json::to_vec(&sign_submission(spec, nonce, &key).unwrap()).unwrap();
@@ -248,19 +248,48 @@ fn a_train_task_whose_leader_crashes_after_payout_is_completed_and_served_by_eve
     assert_eq!(views[0]["escrows_paid_out"], 1, "{}", views[0]);
     assert_eq!(views[0]["deliveries_recorded"], 1, "{}", views[0]);
     assert_eq!(views[0]["escrow_remaining_micro_sym"], 0, "{}", views[0]);
+    (net, id, status, key)
+}
+
+/// The result of request `id` as every master's gateway serves it to `caller`.
+fn results_from_every_master(
+    net: &Net,
+    caller: &str,
+    key: &ed25519_dalek::SigningKey,
+    id: &str,
+) -> Vec<Value> {
+    use symphony_deploy::client::GatewayClient;
+    net.layout
+        .masters
+        .iter()
+        .map(|m| {
+            let roots = symphony_deploy::tls::load_roots(&net.layout.ca).unwrap();
+            let tls = symphony_deploy::tls::public_client(roots).unwrap();
+            let one = GatewayClient::new(vec![m.gateway], tls, caller.to_owned(), key.clone());
+            let r = net
+                .rt
+                .block_on(one.signed("GET", &format!("/v1/tasks/{id}/result"), Vec::new()))
+                .unwrap();
+            assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            r.json()
+        })
+        .collect()
+}
+
+/// A `train` task whose leader crashes after the payout is completed by the next
+/// leader from the replicated state — no second payout, no re-run — and every
+/// master serves the staged model and its card.
+#[test]
+fn a_train_task_whose_leader_crashes_after_payout_is_completed_and_served_by_every_master() {
+    use symphony_node::task::TaskSpec;
+    let started = Instant::now();
+    let operator = "model-operator:luckin-growth";
+    let spec = TaskSpec::from_toml(include_str!("../examples/train.toml")).unwrap();
+    let (net, id, status, key) = leader_crashes_after_payout(operator, spec);
     let task_id = status["task_id"].as_str().unwrap().to_owned();
     // Every master serves the same model and a card naming the task, settled.
     let mut models = Vec::new();
-    for m in &net.layout.masters {
-        let roots = symphony_deploy::tls::load_roots(&net.layout.ca).unwrap();
-        let tls = symphony_deploy::tls::public_client(roots).unwrap();
-        let one = GatewayClient::new(vec![m.gateway], tls, operator.to_owned(), key.clone());
-        let r = net
-            .rt
-            .block_on(one.signed("GET", &format!("/v1/tasks/{id}/result"), Vec::new()))
-            .unwrap();
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        let v = r.json();
+    for v in results_from_every_master(&net, operator, &key, &id) {
         assert_eq!(v["task_class"], "train");
         assert_eq!(v["outcome"]["task_id"], task_id.as_str(), "{v}");
         assert_eq!(v["outcome"]["settlement_state"], "finalized", "{v}");
@@ -287,4 +316,26 @@ fn a_train_task_whose_leader_crashes_after_payout_is_completed_and_served_by_eve
         "train takeover after payout: {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// A `compute` task whose leader crashes after the payout is completed by the next
+/// leader with the table the crashed leader staged (checked by the state machine
+/// against the recorded aggregate's hash); every master serves the same table.
+#[test]
+fn a_compute_task_whose_leader_crashes_after_payout_delivers_the_staged_table() {
+    use symphony_node::task::TaskSpec;
+    let analyst = "analyst:luckin-insights";
+    let spec = TaskSpec::from_toml(include_str!("../examples/compute.toml")).unwrap();
+    let (net, id, status, key) = leader_crashes_after_payout(analyst, spec);
+    let tables: Vec<Value> = results_from_every_master(&net, analyst, &key, &id)
+        .into_iter()
+        .map(|v| {
+            assert_eq!(v["task_class"], "compute", "{v}");
+            assert_eq!(v["outcome"]["task_id"], status["task_id"], "{v}");
+            assert_eq!(v["outcome"]["settlement_state"], "finalized", "{v}");
+            v["outcome"]["groups"].clone()
+        })
+        .collect();
+    assert!(!tables[0].as_array().unwrap().is_empty(), "{}", tables[0]);
+    assert!(tables.iter().all(|t| t == &tables[0]));
 }

@@ -283,6 +283,24 @@ impl ResultStage for ReplicatedResultStage {
         // The state machine checks the audience against the recorded aggregate.
         stage_result(&self.0, task_id, StagedResult::Audience(audience.to_vec()))
     }
+
+    fn stage_table(
+        &mut self,
+        task_id: &TaskId,
+        _result_hash: &symphony_core::encoding::Digest,
+        groups: &[symphony_node::task::GroupValue],
+        suppressed_groups: &[String],
+    ) -> Result<(), NodeError> {
+        // The state machine checks the table against the recorded aggregate.
+        stage_result(
+            &self.0,
+            task_id,
+            StagedResult::Table(crate::state::StagedTable {
+                groups: groups.to_vec(),
+                suppressed_groups: suppressed_groups.to_vec(),
+            }),
+        )
+    }
 }
 
 /// Stages a `train` task's verified model artifacts in the replicated state.
@@ -575,6 +593,17 @@ fn take_over(
             }),
         )?;
         TaskOutcome::Train(Box::new(outcome))
+    } else if let Some(table) = cluster.with_state(|s| s.table(task_id).cloned()) {
+        TaskOutcome::Compute(
+            symphony_node::classes::compute::recovered_compute_outcome(
+                state,
+                &tid,
+                table.groups,
+                table.suppressed_groups,
+                signatures,
+            )
+            .ok_or_else(not_completed)?,
+        )
     } else {
         let audience = cluster
             .with_state(|s| s.staged(task_id).cloned())

@@ -24,6 +24,8 @@ use symphony_core::envelope::TaskClass;
 use symphony_ledger::{Genesis, LedgerEvent, MemoryLedger, SettlementLedger};
 use symphony_master::{Command, Event, MasterState};
 use symphony_node::aggregation::AUDIENCE_HASH_TAG;
+use symphony_node::classes::compute::table_hash;
+use symphony_node::task::GroupValue;
 use symphony_node::task::{TaskOutcome, TaskSpec};
 use symphony_node::training::MODEL_ARTIFACT_TAG;
 
@@ -146,6 +148,17 @@ pub enum StagedResult {
     Audience(Vec<String>),
     /// A `train` task's model artifacts.
     Model(ModelArtifacts),
+    /// A `compute` task's released (noisy) table.
+    Table(StagedTable),
+}
+
+/// A `compute` task's released table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedTable {
+    /// Released groups.
+    pub groups: Vec<GroupValue>,
+    /// Suppressed groups.
+    pub suppressed_groups: Vec<String>,
 }
 
 /// A trained model as delivered: the safetensors file and its model card.
@@ -186,6 +199,9 @@ pub struct DeployState {
     /// Model artifacts of `train` tasks, by task id: staged before the payout and
     /// kept, so any master serves them after completion.
     artifacts: BTreeMap<String, ModelArtifacts>,
+    /// Released tables of `compute` tasks, by task id (dropped when the request
+    /// finishes, like audiences).
+    tables: BTreeMap<String, StagedTable>,
     root: StateRoot,
     applied: u64,
 }
@@ -198,6 +214,7 @@ struct SnapshotRepr {
     requests: BTreeMap<String, RequestRecord>,
     staged: BTreeMap<String, Vec<String>>,
     artifacts: BTreeMap<String, ModelArtifacts>,
+    tables: BTreeMap<String, StagedTable>,
     root: StateRoot,
     applied: u64,
 }
@@ -226,6 +243,7 @@ impl DeployState {
             pending: 0,
             staged: BTreeMap::new(),
             artifacts: BTreeMap::new(),
+            tables: BTreeMap::new(),
             root: [0u8; 32],
             applied: 0,
         })
@@ -274,6 +292,12 @@ impl DeployState {
         self.artifacts.get(task_id)
     }
 
+    /// The table staged for the `compute` task `task_id`, if its request has not
+    /// finished yet.
+    pub fn table(&self, task_id: &str) -> Option<&StagedTable> {
+        self.tables.get(task_id)
+    }
+
     /// Items of the verified result staged for `task_id` (audience size, or 1 for a
     /// model); `None` if nothing is staged.
     pub fn staged_items(&self, task_id: &str) -> Option<u64> {
@@ -281,6 +305,7 @@ impl DeployState {
             .get(task_id)
             .map(|a| a.len() as u64)
             .or_else(|| self.artifacts.get(task_id).map(|_| 1))
+            .or_else(|| self.tables.get(task_id).map(|t| t.groups.len() as u64))
     }
 
     /// Commands applied.
@@ -316,6 +341,7 @@ impl DeployState {
             DeployCommand::StageResult { task_id, result } => DeployResponse::Queue(match result {
                 StagedResult::Audience(audience) => self.stage(task_id, audience),
                 StagedResult::Model(artifacts) => self.stage_model(task_id, artifacts),
+                StagedResult::Table(table) => self.stage_table(task_id, table),
             }),
             DeployCommand::Finish {
                 request_id,
@@ -324,6 +350,26 @@ impl DeployState {
                 error,
             } => DeployResponse::Queue(self.finish(&request_id, status, outcome, error)),
         }
+    }
+
+    fn stage_table(&mut self, task_id: String, table: StagedTable) -> Result<u64, String> {
+        let tid = symphony_core::ids::TaskId::new(task_id.clone()).map_err(|e| e.to_string())?;
+        let aggregate = self
+            .master
+            .task(&tid)
+            .and_then(|t| t.aggregate.as_ref())
+            .ok_or_else(|| format!("task {task_id} has no recorded aggregate to stage"))?;
+        if table_hash(&table.groups, &table.suppressed_groups) != aggregate.result_hash {
+            return Err(format!(
+                "staged table of {task_id} does not hash to the recorded aggregate"
+            ));
+        }
+        if self.tables.contains_key(&task_id) {
+            return Err(format!("a result of {task_id} is already staged"));
+        }
+        let n = table.groups.len() as u64;
+        self.tables.insert(task_id, table);
+        Ok(n)
     }
 
     fn stage(&mut self, task_id: String, audience: Vec<String>) -> Result<u64, String> {
@@ -459,6 +505,7 @@ impl DeployState {
         r.error = error;
         for t in &r.attempts {
             self.staged.remove(t);
+            self.tables.remove(t);
         }
         self.pending = self.pending.saturating_sub(1);
         Ok(r.seq)
@@ -492,6 +539,7 @@ impl ReplicatedStateMachine for DeployState {
             requests: self.requests.clone(),
             staged: self.staged.clone(),
             artifacts: self.artifacts.clone(),
+            tables: self.tables.clone(),
             root: self.root,
             applied: self.applied,
         };
@@ -525,6 +573,7 @@ impl ReplicatedStateMachine for DeployState {
             pending,
             staged: repr.staged,
             artifacts: repr.artifacts,
+            tables: repr.tables,
             root: repr.root,
             applied: repr.applied,
         };

@@ -266,6 +266,22 @@ pub trait ResultStage {
         result_hash: &Digest,
         audience: &[String],
     ) -> Result<(), NodeError>;
+
+    /// Stages a `compute` task's released table (hashing to `result_hash`, the
+    /// aggregate recorded for `task_id`). A stage that keeps audiences only refuses,
+    /// so a compute result is never paid for without being staged.
+    fn stage_table(
+        &mut self,
+        task_id: &TaskId,
+        result_hash: &Digest,
+        groups: &[crate::task::GroupValue],
+        suppressed_groups: &[String],
+    ) -> Result<(), NodeError> {
+        let _ = (result_hash, groups, suppressed_groups);
+        Err(NodeError::Refused(format!(
+            "this result stage keeps audiences only; the table of {task_id} was not staged"
+        )))
+    }
 }
 
 /// The outcome of a completed task, rebuilt from the replicated master state and

@@ -206,8 +206,7 @@ pub fn aggregate_compute(
                     (Vec::new(), Vec::new())
                 }
             };
-        let result_hash =
-            content_hash(COMPUTE_RESULT_TAG, &(&groups, &suppressed)).unwrap_or_default();
+        let result_hash = table_hash(&groups, &suppressed);
         ((exact, groups, suppressed, result_hash), result_hash.0)
     });
     if let Some(e) = failure {
@@ -368,17 +367,88 @@ impl ClassModule for Compute<'_> {
     }
     fn stage(
         &self,
-        _master: &mut MasterServices,
-        _task_id: &TaskId,
-        _agg: &ComputeAggregate,
-        _obs: &mut dyn Observer,
+        master: &mut MasterServices,
+        task_id: &TaskId,
+        agg: &ComputeAggregate,
+        obs: &mut dyn Observer,
     ) -> Result<(), NodeError> {
+        if let Some(stage) = master.result_stage.as_mut() {
+            stage.stage_table(
+                task_id,
+                &agg.result_hash,
+                &agg.groups,
+                &agg.suppressed_groups,
+            )?;
+            obs.step(
+                "staged",
+                &format!("{} noisy groups staged with the masters", agg.groups.len()),
+            );
+        }
         Ok(())
     }
     fn delivery(&self, agg: &ComputeAggregate) -> (Digest, u64, String) {
         let n = agg.groups.len() as u64;
         (agg.result_hash, n, format!("{n} noisy groups"))
     }
+}
+
+/// The hash of a released table (what the aggregate records as its result hash).
+pub fn table_hash(groups: &[GroupValue], suppressed_groups: &[String]) -> Digest {
+    content_hash(COMPUTE_RESULT_TAG, &(groups, suppressed_groups)).unwrap_or_default()
+}
+
+/// The outcome of a completed `compute` task rebuilt from the replicated master
+/// state and the staged table: what a master that takes over after the leader
+/// crashed between payout and delivery returns. `None` unless the task is
+/// completed with a finalized settlement and an aggregate whose result hash is the
+/// table's.
+pub fn recovered_compute_outcome(
+    state: &symphony_master::MasterState,
+    task_id: &TaskId,
+    groups: Vec<GroupValue>,
+    suppressed_groups: Vec<String>,
+    certificate_signatures: usize,
+) -> Option<ComputeOutcome> {
+    use symphony_core::lifecycle::{SettlementState, SliceState, TaskState};
+    let rec = state.task(task_id)?;
+    let settlement = rec.settlement.as_ref()?;
+    let aggregate = rec.aggregate.as_ref()?;
+    if rec.state != TaskState::Completed
+        || settlement.state != SettlementState::Finalized
+        || table_hash(&groups, &suppressed_groups) != aggregate.result_hash
+    {
+        return None;
+    }
+    let body = rec.envelope.body();
+    let verified = rec
+        .slices
+        .values()
+        .filter(|s| s.state == SliceState::Verified)
+        .count() as u32;
+    Some(ComputeOutcome {
+        task_id: task_id.to_string(),
+        envelope_hash: rec.envelope.hash().to_hex(),
+        states: rec.history.iter().map(|s| s.to_string()).collect(),
+        reason: rec.reason.clone(),
+        groups,
+        suppressed_groups,
+        exact_customers: 0,
+        epsilon_committed: body.budget_reservation.epsilon_per_subject.to_string(),
+        fee_locked: body
+            .budget_lock_ref
+            .as_ref()
+            .map_or(0, |b| b.amount_base_units),
+        fee_total: settlement.fee_total,
+        fee_shares: settlement.fee_shares.clone(),
+        refund: settlement.refund,
+        attestations_verified: verified + 1,
+        vaults_responded: verified,
+        subjects_evaluated: rec.slices.values().map(|s| s.subjects_evaluated).sum(),
+        settlement_state: Some(settlement.state.to_string()),
+        epoch_id: settlement.epoch_id.0,
+        certificate_signatures,
+        result_hash: aggregate.result_hash.to_hex(),
+    })
 }
 
 /// The compute outcome of a pipeline run (the noise-free table is dropped here).

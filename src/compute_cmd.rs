@@ -8,7 +8,10 @@ use anyhow::{bail, Context, Result};
 use symphony_node::network::advertiser_key;
 use symphony_node::task::{ComputeOutcome, SignedTask, TaskSpec};
 
-use crate::{ConsensusSummary, Embedded, NetArgs, Story};
+use crate::{
+    head_rows, money_rows, print_reason_and_shares, print_table, ConsensusSummary, Embedded,
+    NetArgs, Story,
+};
 
 const DEFAULT_COMPUTE_SPEC: &str = include_str!("../examples/compute.toml");
 
@@ -91,43 +94,26 @@ pub fn demo_compute(args: ComputeArgs) -> Result<()> {
 }
 
 fn summary(o: &ComputeOutcome, c: &ConsensusSummary, secs: f64) {
-    println!();
-    println!("  ┌──────────────────────────────┬──────────────────────────────────────────┐");
-    let row = |k: &str, v: String| println!("  │ {k:<28} │ {v:<40} │");
-    row("task_id", o.task_id.clone());
-    row("final state", o.states.last().cloned().unwrap_or_default());
-    row("lifecycle", o.states.join(" → ").chars().take(40).collect());
-    row(
-        "groups released / suppressed",
-        format!("{} / {}", o.groups.len(), o.suppressed_groups.len()),
-    );
-    row("vaults responded", o.vaults_responded.to_string());
-    row("subjects evaluated", o.subjects_evaluated.to_string());
-    row("ε committed per subject", o.epsilon_committed.clone());
-    row("attestations verified", o.attestations_verified.to_string());
-    row(
-        "fee locked / charged (µSYM)",
-        format!("{} / {}", o.fee_locked, o.fee_total),
-    );
-    row("refund (µSYM)", o.refund.to_string());
-    row(
-        "settlement",
-        o.settlement_state.clone().unwrap_or_else(|| "-".into()),
-    );
-    row(
-        "master consensus (openraft)",
-        format!(
-            "{} replicas at log {}, roots {}",
-            c.masters,
-            c.log_index,
-            if c.roots_agree { "agree" } else { "DIVERGE" }
+    let mut rows = head_rows(&o.task_id, &o.states);
+    rows.extend([
+        (
+            "groups released / suppressed",
+            format!("{} / {}", o.groups.len(), o.suppressed_groups.len()),
         ),
-    );
-    row("wall time", format!("{secs:.2} s"));
-    println!("  └──────────────────────────────┴──────────────────────────────────────────┘");
-    if let Some(r) = &o.reason {
-        println!("  reason: {r}");
-    }
+        ("vaults responded", o.vaults_responded.to_string()),
+        ("subjects evaluated", o.subjects_evaluated.to_string()),
+        ("ε committed per subject", o.epsilon_committed.clone()),
+        ("attestations verified", o.attestations_verified.to_string()),
+    ]);
+    rows.extend(money_rows(
+        o.fee_locked,
+        o.fee_total,
+        o.refund,
+        o.settlement_state.as_deref(),
+        c,
+        secs,
+    ));
+    print_table(&rows);
     if !o.groups.is_empty() {
         println!("  released (noisy) table:");
         println!(
@@ -144,10 +130,5 @@ fn summary(o: &ComputeOutcome, c: &ConsensusSummary, secs: f64) {
             o.suppressed_groups.join(", ")
         );
     }
-    if !o.fee_shares.is_empty() {
-        println!("  fee shares (µSYM):");
-        for (k, v) in &o.fee_shares {
-            println!("    {k:<40} {v:>12}");
-        }
-    }
+    print_reason_and_shares(o.reason.as_deref(), &o.fee_shares);
 }

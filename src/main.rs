@@ -348,58 +348,100 @@ pub(crate) struct ConsensusSummary {
     roots_agree: bool,
 }
 
-fn summary(o: &CampaignOutcome, c: &ConsensusSummary, secs: f64) {
+/// A demo's summary table: one row per `(label, value)`, boxed.
+pub(crate) fn print_table(rows: &[(&str, String)]) {
     println!();
     println!("  ┌──────────────────────────────┬──────────────────────────────────────────┐");
-    let row = |k: &str, v: String| println!("  │ {k:<28} │ {v:<40} │");
-    row("task_id", o.task_id.clone());
-    row("final state", o.states.last().cloned().unwrap_or_default());
-    row("lifecycle", o.states.join(" → ").chars().take(40).collect());
-    row("eligible (before cap)", o.eligible_count.to_string());
-    row(
-        "delivered / cap",
-        format!("{} / {}", o.delivered_count, o.audience_cap),
-    );
-    row(
-        "vaults responded / quorum",
-        format!("{} / {}", o.vaults_responded, o.minimum_vault_quorum),
-    );
-    row("subjects evaluated", o.subjects_evaluated.to_string());
-    row("ε committed per subject", o.epsilon_committed.clone());
-    row("attestations verified", o.attestations_verified.to_string());
-    row(
-        "fee locked / charged (µSYM)",
-        format!("{} / {}", o.fee_locked, o.fee_total),
-    );
-    row("refund (µSYM)", o.refund.to_string());
-    row(
-        "settlement",
-        o.settlement_state.clone().unwrap_or_else(|| "-".into()),
-    );
-    row(
-        "commit certificate",
-        format!("{}/3 master signatures", o.certificate_signatures),
-    );
-    row(
-        "master consensus (openraft)",
-        format!(
-            "{} replicas at log {}, roots {}",
-            c.masters,
-            c.log_index,
-            if c.roots_agree { "agree" } else { "DIVERGE" }
-        ),
-    );
-    row("wall time", format!("{secs:.2} s"));
+    for (k, v) in rows {
+        println!("  │ {k:<28} │ {v:<40} │");
+    }
     println!("  └──────────────────────────────┴──────────────────────────────────────────┘");
-    if let Some(r) = &o.reason {
+}
+
+/// The rows every single-round task's summary shows: identity and lifecycle first.
+pub(crate) fn head_rows(task_id: &str, states: &[String]) -> Vec<(&'static str, String)> {
+    vec![
+        ("task_id", task_id.to_owned()),
+        ("final state", states.last().cloned().unwrap_or_default()),
+        ("lifecycle", states.join(" → ").chars().take(40).collect()),
+    ]
+}
+
+/// The money and consensus rows every task's summary ends with.
+pub(crate) fn money_rows(
+    fee_locked: u64,
+    fee_total: u64,
+    refund: u64,
+    settlement_state: Option<&str>,
+    c: &ConsensusSummary,
+    secs: f64,
+) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "fee locked / charged (µSYM)",
+            format!("{fee_locked} / {fee_total}"),
+        ),
+        ("refund (µSYM)", refund.to_string()),
+        ("settlement", settlement_state.unwrap_or("-").to_owned()),
+        (
+            "master consensus (openraft)",
+            format!(
+                "{} replicas at log {}, roots {}",
+                c.masters,
+                c.log_index,
+                if c.roots_agree { "agree" } else { "DIVERGE" }
+            ),
+        ),
+        ("wall time", format!("{secs:.2} s")),
+    ]
+}
+
+/// The rejection reason and the fee split under a summary table.
+pub(crate) fn print_reason_and_shares(
+    reason: Option<&str>,
+    shares: &std::collections::BTreeMap<String, u64>,
+) {
+    if let Some(r) = reason {
         println!("  reason: {r}");
     }
-    if !o.fee_shares.is_empty() {
+    if !shares.is_empty() {
         println!("  fee shares (µSYM):");
-        for (k, v) in &o.fee_shares {
+        for (k, v) in shares {
             println!("    {k:<40} {v:>12}");
         }
     }
+}
+
+fn summary(o: &CampaignOutcome, c: &ConsensusSummary, secs: f64) {
+    let mut rows = head_rows(&o.task_id, &o.states);
+    rows.extend([
+        ("eligible (before cap)", o.eligible_count.to_string()),
+        (
+            "delivered / cap",
+            format!("{} / {}", o.delivered_count, o.audience_cap),
+        ),
+        (
+            "vaults responded / quorum",
+            format!("{} / {}", o.vaults_responded, o.minimum_vault_quorum),
+        ),
+        ("subjects evaluated", o.subjects_evaluated.to_string()),
+        ("ε committed per subject", o.epsilon_committed.clone()),
+        ("attestations verified", o.attestations_verified.to_string()),
+        (
+            "commit certificate",
+            format!("{}/3 master signatures", o.certificate_signatures),
+        ),
+    ]);
+    rows.extend(money_rows(
+        o.fee_locked,
+        o.fee_total,
+        o.refund,
+        o.settlement_state.as_deref(),
+        c,
+        secs,
+    ));
+    print_table(&rows);
+    print_reason_and_shares(o.reason.as_deref(), &o.fee_shares);
     if !o.audience.is_empty() {
         let sample: Vec<&str> = o.audience.iter().take(3).map(String::as_str).collect();
         println!("  first delivered handles: {}", sample.join(", "));

@@ -12,7 +12,6 @@ use symphony_core::consent::UsageScope;
 use symphony_core::encoding::{canonical_bytes, tagged_hash, Digest};
 use symphony_core::envelope::*;
 use symphony_core::ids::*;
-use symphony_core::lifecycle::SliceState;
 use symphony_economics::{PolicyParams, PolicyRegistry};
 use symphony_enclave::{SoftwareAttestationVerifier, SoftwareEnclave};
 use symphony_ledger::{AccountId, Genesis, LedgerConfig, RedbLedger, SettlementLedger};
@@ -294,47 +293,35 @@ pub fn recovered_outcome(
     audience: Vec<String>,
     certificate_signatures: usize,
 ) -> Option<CampaignOutcome> {
-    use symphony_core::lifecycle::{SettlementState, TaskState};
-    let rec = state.task(task_id)?;
-    let settlement = rec.settlement.as_ref()?;
-    let aggregate = rec.aggregate.as_ref()?;
-    if rec.state != TaskState::Completed || settlement.state != SettlementState::Finalized {
-        return None;
-    }
-    let body = rec.envelope.body();
-    let verified = rec
-        .slices
-        .values()
-        .filter(|s| s.state == SliceState::Verified)
-        .count() as u32;
+    let (r, aggregate) = crate::planes::Report::recovered(state, task_id, certificate_signatures)?;
+    let audience_cap = state
+        .task(task_id)?
+        .envelope
+        .body()
+        .constraints
+        .get("audience_cap")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     Some(CampaignOutcome {
-        task_id: task_id.to_string(),
-        envelope_hash: rec.envelope.hash().to_hex(),
-        states: rec.history.iter().map(|s| s.to_string()).collect(),
-        reason: rec.reason.clone(),
+        task_id: r.task_id,
+        envelope_hash: r.envelope_hash,
+        states: r.states,
+        reason: r.reason,
         eligible_count: aggregate.eligible_count,
         delivered_count: audience.len() as u64,
-        audience_cap: body
-            .constraints
-            .get("audience_cap")
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0),
-        vaults_responded: verified,
-        minimum_vault_quorum: body.coordination_envelope.minimum_vault_quorum,
-        fee_locked: body
-            .budget_lock_ref
-            .as_ref()
-            .map_or(0, |b| b.amount_base_units),
-        fee_total: settlement.fee_total,
-        fee_shares: settlement.fee_shares.clone(),
-        refund: settlement.refund,
-        // The slices' attestations and the aggregation enclave's.
-        attestations_verified: verified + 1,
-        epsilon_committed: body.budget_reservation.epsilon_per_subject.to_string(),
-        subjects_evaluated: rec.slices.values().map(|s| s.subjects_evaluated).sum(),
-        settlement_state: Some(settlement.state.to_string()),
-        epoch_id: settlement.epoch_id.0,
-        certificate_signatures,
+        audience_cap,
+        vaults_responded: r.vaults_responded,
+        minimum_vault_quorum: r.minimum_vault_quorum,
+        fee_locked: r.fee_locked,
+        fee_total: r.fee_total,
+        fee_shares: r.fee_shares,
+        refund: r.refund,
+        attestations_verified: r.attestations_verified,
+        epsilon_committed: r.epsilon_committed,
+        subjects_evaluated: r.subjects_evaluated,
+        settlement_state: r.settlement_state,
+        epoch_id: r.epoch_id,
+        certificate_signatures: r.certificate_signatures,
         audience,
     })
 }

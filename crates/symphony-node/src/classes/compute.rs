@@ -409,60 +409,43 @@ pub fn recovered_compute_outcome(
     suppressed_groups: Vec<String>,
     certificate_signatures: usize,
 ) -> Option<ComputeOutcome> {
-    use symphony_core::lifecycle::{SettlementState, SliceState, TaskState};
-    let rec = state.task(task_id)?;
-    let settlement = rec.settlement.as_ref()?;
-    let aggregate = rec.aggregate.as_ref()?;
-    if rec.state != TaskState::Completed
-        || settlement.state != SettlementState::Finalized
-        || table_hash(&groups, &suppressed_groups) != aggregate.result_hash
-    {
+    let (report, aggregate) = Report::recovered(state, task_id, certificate_signatures)?;
+    if table_hash(&groups, &suppressed_groups) != aggregate.result_hash {
         return None;
     }
-    let body = rec.envelope.body();
-    let verified = rec
-        .slices
-        .values()
-        .filter(|s| s.state == SliceState::Verified)
-        .count() as u32;
-    Some(ComputeOutcome {
-        task_id: task_id.to_string(),
-        envelope_hash: rec.envelope.hash().to_hex(),
-        states: rec.history.iter().map(|s| s.to_string()).collect(),
-        reason: rec.reason.clone(),
+    Some(outcome_of(
+        report,
         groups,
         suppressed_groups,
-        exact_customers: 0,
-        epsilon_committed: body.budget_reservation.epsilon_per_subject.to_string(),
-        fee_locked: body
-            .budget_lock_ref
-            .as_ref()
-            .map_or(0, |b| b.amount_base_units),
-        fee_total: settlement.fee_total,
-        fee_shares: settlement.fee_shares.clone(),
-        refund: settlement.refund,
-        attestations_verified: verified + 1,
-        vaults_responded: verified,
-        subjects_evaluated: rec.slices.values().map(|s| s.subjects_evaluated).sum(),
-        settlement_state: Some(settlement.state.to_string()),
-        epoch_id: settlement.epoch_id.0,
-        certificate_signatures,
-        result_hash: aggregate.result_hash.to_hex(),
-    })
+        0,
+        aggregate.result_hash,
+    ))
 }
 
 /// The compute outcome of a pipeline run (the noise-free table is dropped here).
 pub fn outcome(run: Run<ComputeAggregate>) -> ComputeOutcome {
-    let r = run.report;
-    let (groups, suppressed_groups, exact_customers, result_hash) = match run.aggregate {
-        Some(a) if r.delivered => (
-            a.groups,
-            a.suppressed_groups,
-            a.exact.values().map(|g| g.count).sum(),
-            a.result_hash.to_hex(),
-        ),
-        _ => (Vec::new(), Vec::new(), 0, String::new()),
-    };
+    match run.aggregate {
+        Some(a) if run.report.delivered => {
+            let exact = a.exact.values().map(|g| g.count).sum();
+            outcome_of(
+                run.report,
+                a.groups,
+                a.suppressed_groups,
+                exact,
+                a.result_hash,
+            )
+        }
+        _ => outcome_of(run.report, Vec::new(), Vec::new(), 0, Digest::default()),
+    }
+}
+
+fn outcome_of(
+    r: Report,
+    groups: Vec<GroupValue>,
+    suppressed_groups: Vec<String>,
+    exact_customers: u64,
+    result_hash: Digest,
+) -> ComputeOutcome {
     ComputeOutcome {
         task_id: r.task_id,
         envelope_hash: r.envelope_hash,
@@ -482,7 +465,11 @@ pub fn outcome(run: Run<ComputeAggregate>) -> ComputeOutcome {
         settlement_state: r.settlement_state,
         epoch_id: r.epoch_id,
         certificate_signatures: r.certificate_signatures,
-        result_hash,
+        result_hash: if result_hash == Digest::default() {
+            String::new()
+        } else {
+            result_hash.to_hex()
+        },
     }
 }
 

@@ -149,6 +149,56 @@ pub struct Report {
     pub delivered: bool,
 }
 
+impl Report {
+    /// The report of a task that completed with a finalized settlement, rebuilt
+    /// from the replicated master state (a master taking over after the leader
+    /// crashed between payout and delivery), with the recorded aggregate. `None`
+    /// for any other task.
+    pub fn recovered(
+        state: &symphony_master::MasterState,
+        task_id: &TaskId,
+        certificate_signatures: usize,
+    ) -> Option<(Report, AggregateRecord)> {
+        use symphony_core::lifecycle::{SettlementState, SliceState, TaskState};
+        let rec = state.task(task_id)?;
+        let settlement = rec.settlement.as_ref()?;
+        let aggregate = rec.aggregate.clone()?;
+        if rec.state != TaskState::Completed || settlement.state != SettlementState::Finalized {
+            return None;
+        }
+        let body = rec.envelope.body();
+        let verified = rec
+            .slices
+            .values()
+            .filter(|s| s.state == SliceState::Verified)
+            .count() as u32;
+        let report = Report {
+            task_id: task_id.to_string(),
+            envelope_hash: rec.envelope.hash().to_hex(),
+            states: rec.history.iter().map(|s| s.to_string()).collect(),
+            reason: rec.reason.clone(),
+            vaults_responded: verified,
+            minimum_vault_quorum: body.coordination_envelope.minimum_vault_quorum,
+            fee_locked: body
+                .budget_lock_ref
+                .as_ref()
+                .map_or(0, |b| b.amount_base_units),
+            fee_total: settlement.fee_total,
+            fee_shares: settlement.fee_shares.clone(),
+            refund: settlement.refund,
+            // The slices' attestations and the aggregation enclave's.
+            attestations_verified: verified + 1,
+            epsilon_committed: body.budget_reservation.epsilon_per_subject.to_string(),
+            subjects_evaluated: rec.slices.values().map(|s| s.subjects_evaluated).sum(),
+            settlement_state: Some(settlement.state.to_string()),
+            epoch_id: settlement.epoch_id.0,
+            certificate_signatures,
+            delivered: true,
+        };
+        Some((report, aggregate))
+    }
+}
+
 /// A finished run: the report and, when aggregation ran, the aggregate.
 pub struct Run<A> {
     /// The report.

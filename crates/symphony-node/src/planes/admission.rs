@@ -129,9 +129,10 @@ pub fn reserve(
     class: TaskClass,
     c: &ClassAdmission,
     obs: &mut dyn Observer,
-) -> Result<(Vec<ConsentRef>, u64), NodeError> {
+) -> Result<Reserved, NodeError> {
     let mut consent_refs = Vec::new();
     let mut reserved_total = 0u64;
+    let mut excluded_total = 0u64;
     for e in endpoints {
         let r = match e.admission_reserve(
             task_id,
@@ -152,6 +153,7 @@ pub fn reserve(
             }
         };
         reserved_total += r.subjects_reserved;
+        excluded_total += r.subjects_excluded;
         consent_refs.push(ConsentRef {
             vault_id: r.vault_id,
             usage_scope: c.usage_scope,
@@ -167,7 +169,57 @@ pub fn reserve(
             consent_refs.len()
         ),
     );
-    Ok((consent_refs, reserved_total))
+    Ok(Reserved {
+        consent_refs,
+        subjects_reserved: reserved_total,
+        subjects_without_budget: excluded_total,
+    })
+}
+
+/// What the Vaults reserved at admission.
+pub struct Reserved {
+    /// One consent reference per Vault that answered.
+    pub consent_refs: Vec<ConsentRef>,
+    /// Subjects with consent and budget, now holding a reservation.
+    pub subjects_reserved: u64,
+    /// Subjects with consent whose budget for the scope is exhausted.
+    pub subjects_without_budget: u64,
+}
+
+/// A task that cannot reach its composition's `minimum_result_cardinality` with the
+/// subjects the Vaults could reserve is refused at admission — before any escrow is
+/// locked, so it costs nothing — and says why and when budgets replenish.
+pub fn refuse_if_too_few(
+    master: &MasterServices,
+    endpoints: &[&dyn EnterpriseEndpoint],
+    task_id: &TaskId,
+    c: &ClassAdmission,
+    r: &Reserved,
+    minimum_result_cardinality: u64,
+    params: &PolicyParams,
+) -> Result<(), NodeError> {
+    if r.subjects_reserved >= minimum_result_cardinality {
+        return Ok(());
+    }
+    release_all(endpoints, task_id);
+    let g = master.masters.state().governance();
+    Err(refused(format!(
+        "admission refused, nothing charged: {} subjects have {} consent and ε {} of \
+         budget left across {} Vaults ({} more consented but their {} budget is \
+         exhausted), below the composition's minimum_result_cardinality {}; budgets \
+         replenish at the next epoch boundary ({} is current; epochs last {} h under \
+         {})",
+        r.subjects_reserved,
+        c.usage_scope,
+        c.epsilon,
+        r.consent_refs.len(),
+        r.subjects_without_budget,
+        c.usage_scope,
+        minimum_result_cardinality,
+        g.epoch,
+        params.epochs.epoch_length_ms / 3_600_000,
+        g.policy_version,
+    )))
 }
 
 /// Releases every Vault's reservation of the task (failure before execution).
@@ -239,8 +291,21 @@ pub fn admit<C: ClassModule>(
         .minimum_vault_quorum
         .unwrap_or(n / 2 + 1)
         .clamp(1, n.max(1));
-    let (consent_refs, reserved_total) =
-        reserve(master, endpoints, &task_id, &actor, class.class(), &c, obs)?;
+    let reserved = reserve(master, endpoints, &task_id, &actor, class.class(), &c, obs)?;
+    refuse_if_too_few(
+        master,
+        endpoints,
+        &task_id,
+        &c,
+        &reserved,
+        plan.minimum_result_cardinality(),
+        &params,
+    )?;
+    let Reserved {
+        consent_refs,
+        subjects_reserved: reserved_total,
+        ..
+    } = reserved;
     let usage = class.estimate(&c, n, reserved_total);
     let estimate = estimate_fee(&params.prices, &usage).map_err(refused)?;
     let lock = lock_escrow(master, &task_id, &actor, estimate, obs)?;

@@ -1,0 +1,92 @@
+//! Privacy budgets exhausted: a task that cannot reach its composition's
+//! `minimum_result_cardinality` with the subjects the Vaults can still reserve is
+//! refused at admission — nothing charged, nothing reserved, a message naming the
+//! scope, the counts and when budgets replenish (issue #12, exhaustion).
+
+use symphony_core::consent::UsageScope;
+use symphony_core::ids::SubjectId;
+use symphony_ledger::AccountId;
+use symphony_node::aggregation::SelectionPolicy;
+use symphony_node::network::{
+    advertiser_key, CampaignSpec, EmbeddedNetwork, NetworkParams, Quiet, SignedRequest,
+};
+
+const NOW_MS: u64 = 1_795_219_200_000;
+const ADVERTISER: &str = "advertiser:luckin";
+
+fn spec() -> CampaignSpec {
+    CampaignSpec {
+        advertiser: ADVERTISER.into(),
+        brand: "Luckin Coffee".into(),
+        country: "SG".into(),
+        city: None,
+        window_days: 30,
+        audience_cap: 5_000,
+        selection: SelectionPolicy::RandomSampling,
+        usage_scope: UsageScope::Marketing,
+        selection_seed: 7,
+        minimum_vault_quorum: None,
+    }
+}
+
+#[test]
+fn exhausted_budgets_are_refused_at_admission_for_free_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = 21;
+    let params = NetworkParams {
+        subjects: 400,
+        vaults: 2,
+        records: 4_000,
+        seed,
+        now_ms: NOW_MS,
+    };
+    let mut net = EmbeddedNetwork::build(dir.path(), &params, &[ADVERTISER], &mut Quiet).unwrap();
+    let key = advertiser_key(seed, ADVERTISER);
+    let payer = AccountId::new(format!("actor:{ADVERTISER}")).unwrap();
+    // Every campaign commits ε 0.1 for every consenting subject with budget: after
+    // ten, every marketing budget (capacity 1.0) is spent.
+    let mut nonce = 0;
+    let refusal = loop {
+        nonce += 1;
+        assert!(nonce <= 12, "budgets never ran out");
+        let req = SignedRequest::sign(spec(), nonce, &key).unwrap();
+        let tasks_before = net.master.masters.state().tasks().count();
+        let balance_before = net.master.ledger.balance(&payer);
+        match net.run_campaign(&req, &mut Quiet) {
+            Ok(out) => assert!(out.subjects_evaluated > 0),
+            Err(e) => {
+                // Refused at admission: no task, no escrow, no fee.
+                assert_eq!(net.master.masters.state().tasks().count(), tasks_before);
+                assert_eq!(net.master.ledger.balance(&payer), balance_before);
+                break e.to_string();
+            }
+        }
+    };
+    eprintln!("campaign {nonce}: {refusal}");
+    assert!(nonce >= 10, "refused after {nonce} campaigns: {refusal}");
+    for expected in [
+        "admission refused, nothing charged",
+        "marketing consent",
+        "below the composition's minimum_result_cardinality 20",
+        "budget is exhausted",
+        "replenish at the next epoch boundary (epoch-0 is current",
+    ] {
+        assert!(refusal.contains(expected), "{refusal:?} lacks {expected:?}");
+    }
+    // Nothing stays reserved by the refused attempt: every subject of the data set
+    // holds no marketing reservation in any Vault.
+    let (files, _) = net.data_files();
+    for (e, file) in net.enterprises.iter().zip(files) {
+        let text = std::fs::read_to_string(file).unwrap();
+        let subjects: std::collections::BTreeSet<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|r| r["subject"].as_str().unwrap().to_owned())
+            .collect();
+        for s in subjects {
+            let s = SubjectId::new(s).unwrap();
+            let account = e.vault().budget_account(&s, UsageScope::Marketing).unwrap();
+            assert_eq!(account.reserved().micro, 0, "{s} still reserved");
+        }
+    }
+}

@@ -153,6 +153,23 @@ enum VaultCmd {
         /// Files to import.
         files: Vec<PathBuf>,
     },
+    /// A subject's privacy budget per usage scope: capacity, reserved, committed,
+    /// remaining, and what replenishes at the next epoch boundary.
+    Budget {
+        /// The Vault file (not open in a running enterprise node: redb allows one
+        /// process at a time).
+        #[arg(long)]
+        vault: PathBuf,
+        /// The Vault key file (default: the Vault file with extension `key`).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// The subject (its pseudonymous id in this Vault).
+        #[arg(long)]
+        subject: String,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -499,6 +516,15 @@ fn main() -> Result<()> {
         Cmd::Vault {
             action: VaultCmd::Import { vault, id, files },
         } => vault_import(vault, id, files),
+        Cmd::Vault {
+            action:
+                VaultCmd::Budget {
+                    vault,
+                    key,
+                    subject,
+                    json,
+                },
+        } => vault_budget(vault, key, subject, json),
         Cmd::Policy {
             action: PolicyCmd::Show,
         } => {
@@ -508,6 +534,73 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn vault_budget(path: PathBuf, key: Option<PathBuf>, subject: String, json: bool) -> Result<()> {
+    use symphony_core::consent::UsageScope;
+    let key_path = key.unwrap_or_else(|| path.with_extension("key"));
+    if !path.exists() {
+        bail!("--vault {}: no such Vault file", path.display());
+    }
+    let key = symphony_vault::VaultKey::load(&key_path)
+        .with_context(|| format!("--key {}: reading the Vault key", key_path.display()))?;
+    // Entropy for nonces of anything the Vault writes (this command only reads).
+    let mut entropy = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut entropy))
+        .context("OS randomness")?;
+    let vault = symphony_vault::Vault::open(&path, &key, entropy).with_context(|| {
+        format!(
+            "--vault {}: opening (a running enterprise node holds it open)",
+            path.display()
+        )
+    })?;
+    let subject_id = symphony_core::ids::SubjectId::new(subject.clone())
+        .with_context(|| format!("--subject {subject:?}"))?;
+    let policy = symphony_economics::PolicyParams::default_v1();
+    let mut scopes = serde_json::Map::new();
+    for scope in UsageScope::ALL {
+        let a = vault.budget_account(&subject_id, scope)?;
+        scopes.insert(
+            scope.to_string(),
+            serde_json::json!({
+                "capacity": a.capacity().to_string(),
+                "reserved": a.reserved().to_string(),
+                "committed": a.committed().to_string(),
+                "remaining": a.remaining().to_string(),
+                "last_replenished_epoch": a.last_replenished().0,
+                "replenishes_per_epoch": policy.privacy.epsilon_replenish_per_epoch.get(scope).to_string(),
+            }),
+        );
+    }
+    let v = serde_json::json!({
+        "vault": vault.vault_id().to_string(),
+        "subject": subject,
+        "scopes": scopes,
+        "replenishment": "at the next epoch boundary, under the Governance Service's policy",
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("privacy budget of {subject} in {}", vault.vault_id());
+    println!(
+        "  {:<10} {:>10} {:>10} {:>10} {:>10} {:>14}",
+        "scope", "capacity", "reserved", "committed", "remaining", "+ per epoch"
+    );
+    for (scope, a) in &scopes {
+        println!(
+            "  {:<10} {:>10} {:>10} {:>10} {:>10} {:>14}",
+            scope,
+            a["capacity"].as_str().unwrap_or(""),
+            a["reserved"].as_str().unwrap_or(""),
+            a["committed"].as_str().unwrap_or(""),
+            a["remaining"].as_str().unwrap_or(""),
+            a["replenishes_per_epoch"].as_str().unwrap_or(""),
+        );
+    }
+    println!("  budgets replenish at the next epoch boundary (Governance Service)");
+    Ok(())
 }
 
 fn vault_import(path: PathBuf, id: String, files: Vec<PathBuf>) -> Result<()> {

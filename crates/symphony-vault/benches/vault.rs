@@ -46,7 +46,7 @@ fn write_only(dir: &std::path::Path, file: &std::path::Path, batch_records: usiz
     let config = VaultConfig {
         vault_id: VaultId::new("vault-01").unwrap(),
         default_budget: Epsilon::from_micro(1_000_000),
-        initial_epoch: EpochId(0),
+        initial_epoch: EpochId::GENESIS,
     };
     let vault = Vault::create(&path, config, &VaultKey::from_bytes([7; 32]), [1; 32]).unwrap();
     let text = std::fs::read_to_string(file).unwrap();
@@ -106,7 +106,7 @@ fn single_pass(dir: &std::path::Path, file: &std::path::Path, batch_records: usi
     let config = VaultConfig {
         vault_id: VaultId::new("vault-01").unwrap(),
         default_budget: Epsilon::from_micro(1_000_000),
-        initial_epoch: EpochId(0),
+        initial_epoch: EpochId::GENESIS,
     };
     let vault = Vault::create(&path, config, &VaultKey::from_bytes([7; 32]), [1; 32]).unwrap();
     let options = ImportOptions {
@@ -181,7 +181,7 @@ fn main() {
     let config = VaultConfig {
         vault_id: VaultId::new("vault-01").unwrap(),
         default_budget: Epsilon::from_micro(1_000_000),
-        initial_epoch: EpochId(0),
+        initial_epoch: EpochId::GENESIS,
     };
     let vault = Vault::create(&path, config, &VaultKey::from_bytes([7; 32]), [1; 32]).unwrap();
     let (t, c) = (Instant::now(), cpu_secs());

@@ -90,3 +90,51 @@ fn exhausted_budgets_are_refused_at_admission_for_free_with_a_clear_message() {
         }
     }
 }
+
+/// A training run whose first round cannot reach the feature composition's
+/// `minimum_result_cardinality` is refused at admission too: no escrow, no task,
+/// every round's reservation released.
+#[test]
+fn a_training_run_with_too_few_consenting_subjects_is_refused_at_admission() {
+    use symphony_node::training::{permit_training, run_training, TrainingRequest, TrainingSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let seed = 5;
+    let params = NetworkParams {
+        subjects: 120, // about 35 % give training consent: well below 100
+        vaults: 2,
+        records: 1_200,
+        seed,
+        now_ms: NOW_MS,
+    };
+    let spec: TrainingSpec = toml::from_str(include_str!("../../../examples/train.toml")).unwrap();
+    let operator = spec.model_operator.clone();
+    let mut net =
+        EmbeddedNetwork::build(dir.path(), &params, &[operator.as_str()], &mut Quiet).unwrap();
+    permit_training(&net, &operator).unwrap();
+    let payer = AccountId::new(format!("actor:{operator}")).unwrap();
+    let before = net.master.ledger.balance(&payer);
+    let req = TrainingRequest::sign(spec, 1, &advertiser_key(seed, &operator)).unwrap();
+    let registry = dir.path().join("registry");
+    let e = run_training(&mut net, &req, &registry, seed, &mut Quiet).unwrap_err();
+    let msg = e.to_string();
+    for expected in [
+        "admission refused, nothing charged",
+        "training consent and budget for round 0",
+        "minimum_result_cardinality 100",
+        "replenish at the next epoch boundary",
+    ] {
+        assert!(msg.contains(expected), "{msg:?} lacks {expected:?}");
+    }
+    assert_eq!(net.master.masters.state().tasks().count(), 0);
+    assert_eq!(net.master.ledger.balance(&payer), before);
+    let (files, _) = net.data_files();
+    for (e, file) in net.enterprises.iter().zip(files) {
+        let text = std::fs::read_to_string(file).unwrap();
+        for line in text.lines().filter(|l| l.contains("\"identity\"")) {
+            let r: serde_json::Value = serde_json::from_str(line).unwrap();
+            let s = SubjectId::new(r["subject"].as_str().unwrap()).unwrap();
+            let account = e.vault().budget_account(&s, UsageScope::Training).unwrap();
+            assert_eq!(account.reserved().micro, 0, "{s} still reserved");
+        }
+    }
+}

@@ -202,24 +202,44 @@ pub fn refuse_if_too_few(
         return Ok(());
     }
     release_all(endpoints, task_id);
-    let g = master.masters.state().governance();
-    Err(refused(format!(
-        "admission refused, nothing charged: {} subjects have {} consent and ε {} of \
-         budget left across {} Vaults ({} more consented but their {} budget is \
-         exhausted), below the composition's minimum_result_cardinality {}; budgets \
-         replenish at the next epoch boundary ({} is current; epochs last {} h under \
-         {})",
+    Err(refused(too_few_message(
+        master,
+        c.usage_scope,
+        &format!("ε {} of budget left", c.epsilon),
         r.subjects_reserved,
-        c.usage_scope,
-        c.epsilon,
         r.consent_refs.len(),
-        r.subjects_without_budget,
-        c.usage_scope,
+        Some(r.subjects_without_budget),
         minimum_result_cardinality,
+        params,
+    )))
+}
+
+/// Why a task is refused at admission for too few subjects with consent and budget,
+/// and when budgets replenish (every class says it the same way).
+#[allow(clippy::too_many_arguments)]
+pub fn too_few_message(
+    master: &MasterServices,
+    scope: symphony_core::consent::UsageScope,
+    budget: &str,
+    reserved: u64,
+    vaults: usize,
+    without_budget: Option<u64>,
+    minimum_result_cardinality: u64,
+    params: &PolicyParams,
+) -> String {
+    let g = master.masters.state().governance();
+    let exhausted = without_budget
+        .map(|n| format!(" ({n} more consented but their {scope} budget is exhausted)"))
+        .unwrap_or_default();
+    format!(
+        "admission refused, nothing charged: {reserved} subjects have {scope} consent and \
+         {budget} across {vaults} Vaults{exhausted}, below the composition's \
+         minimum_result_cardinality {minimum_result_cardinality}; budgets replenish at the \
+         next epoch boundary ({} is current; epochs last {} h under {})",
         g.epoch,
         params.epochs.epoch_length_ms / 3_600_000,
         g.policy_version,
-    )))
+    )
 }
 
 /// Releases every Vault's reservation of the task (failure before execution).

@@ -23,7 +23,7 @@ use super::endpoint::TrainingEndpoint;
 use super::outcome::TrainObserver;
 use super::spec::TrainingSpec;
 use crate::network::{EmbeddedNetwork, MasterServices};
-use crate::planes::admission::{authenticate_parts, lock_escrow, policy_in_force};
+use crate::planes::admission::{authenticate_parts, lock_escrow, policy_in_force, too_few_message};
 use crate::NodeError;
 
 /// A model operator's signed submission.
@@ -185,6 +185,23 @@ pub(super) fn admit(
             per_round_counts.first().copied().unwrap_or(0)
         ),
     );
+    let round0 = per_round_counts.first().copied().unwrap_or(0);
+    if round0 < plan.minimum_result_cardinality() {
+        // Refused before any escrow: nothing charged, every reservation released.
+        for t in trainers {
+            let _ = t.train_release_unused(&task_id);
+        }
+        return Err(refused(too_few_message(
+            m,
+            UsageScope::Training,
+            "budget for round 0",
+            round0,
+            consent_refs.len(),
+            None,
+            plan.minimum_result_cardinality(),
+            &params,
+        )));
+    }
     let n = all.len() as u32;
     let quorum = spec
         .minimum_vault_quorum

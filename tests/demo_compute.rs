@@ -3,11 +3,10 @@
 //! exactly what the in-process replicas release for the same seed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Command;
-
-use serde_json::Value;
 use symphony_node::network::{advertiser_key, EmbeddedNetwork, NetworkParams, Quiet};
 use symphony_node::task::{SignedTask, TaskSpec};
+
+mod deployed;
 
 const SEED: u64 = 13;
 const SUBJECTS: u64 = 3_000;
@@ -15,27 +14,9 @@ const RECORDS: u64 = 30_000;
 const NOW_MS: u64 = 1_795_219_200_000;
 const SPEC: &str = include_str!("../examples/compute.toml");
 
-fn demo_json() -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_symphony"))
-        .args(["demo", "compute", "--json", "--subjects"])
-        .arg(SUBJECTS.to_string())
-        .arg("--records")
-        .arg(RECORDS.to_string())
-        .arg("--seed")
-        .arg(SEED.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "demo failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[test]
 fn demo_compute_json_reports_the_noisy_table_and_matches_the_in_process_run() {
-    let demo = demo_json();
+    let demo = deployed::demo_json("compute", SUBJECTS, RECORDS, SEED);
     let states: Vec<&str> = demo["states"]
         .as_array()
         .unwrap()

@@ -3,9 +3,6 @@
 //! replicas deliver for the same seed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Command;
-
-use serde_json::Value;
 use symphony_core::encoding::content_hash;
 use symphony_node::aggregation::AUDIENCE_HASH_TAG;
 use symphony_node::network::{advertiser_key, Quiet, SignedRequest};
@@ -16,27 +13,9 @@ use deployed::{embedded_network, luckin, RECORDS, SUBJECTS};
 
 const SEED: u64 = 11;
 
-fn demo_json() -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_symphony"))
-        .args(["demo", "luckin", "--json", "--subjects"])
-        .arg(SUBJECTS.to_string())
-        .arg("--records")
-        .arg(RECORDS.to_string())
-        .arg("--seed")
-        .arg(SEED.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "demo failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[test]
 fn demo_on_openraft_delivers_what_the_in_process_replicas_deliver() {
-    let demo = demo_json();
+    let demo = deployed::demo_json("luckin", SUBJECTS, RECORDS, SEED);
     // The same campaign on the in-process replicas (LocalReplicator).
     let spec = luckin();
     let dir = tempfile::tempdir().unwrap();
@@ -73,7 +52,7 @@ fn demo_on_openraft_delivers_what_the_in_process_replicas_deliver() {
     assert!(c["log_index"].as_u64().unwrap() >= 15, "{c}");
     assert!(demo["certificate_signatures"].as_u64().unwrap() >= 2);
     // Replay: same seed, same consensus state root and result.
-    let again = demo_json();
+    let again = deployed::demo_json("luckin", SUBJECTS, RECORDS, SEED);
     assert_eq!(again["result_hash"], demo["result_hash"]);
     assert_eq!(again["consensus"]["state_root"], c["state_root"]);
 }

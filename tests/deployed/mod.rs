@@ -353,3 +353,22 @@ impl Net {
         held
     }
 }
+
+/// `symphony demo SCENARIO --json` on `subjects` people, `records` records and `seed`.
+pub fn demo_json(scenario: &str, subjects: u64, records: u64, seed: u64) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_symphony"))
+        .args(["demo", scenario, "--json", "--subjects"])
+        .arg(subjects.to_string())
+        .arg("--records")
+        .arg(records.to_string())
+        .arg("--seed")
+        .arg(seed.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "demo {scenario} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

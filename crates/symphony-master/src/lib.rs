@@ -476,6 +476,28 @@ impl MasterState {
             .ok_or_else(|| MasterError::UnknownTask(task_id.clone()))
     }
 
+    /// A lifecycle step through the core transition table.
+    fn advance(
+        &mut self,
+        task_id: &TaskId,
+        event: TaskEvent,
+        reason: &Option<String>,
+    ) -> Result<Vec<Event>, MasterError> {
+        let rec = self.record_mut(task_id)?;
+        let from = rec.state;
+        let to = from.next(event)?;
+        rec.state = to;
+        rec.history.push(to);
+        if reason.is_some() {
+            rec.reason.clone_from(reason);
+        }
+        Ok(vec![Event::TaskStateChanged {
+            task_id: task_id.clone(),
+            from,
+            to,
+        }])
+    }
+
     fn apply_inner(&mut self, command: &Command) -> Result<Vec<Event>, MasterError> {
         match command {
             Command::AdmitTask { envelope } => self.admit(envelope),
@@ -484,21 +506,7 @@ impl MasterState {
                 task_id,
                 event,
                 reason,
-            } => {
-                let rec = self.record_mut(task_id)?;
-                let from = rec.state;
-                let to = from.next(*event)?;
-                rec.state = to;
-                rec.history.push(to);
-                if reason.is_some() {
-                    rec.reason.clone_from(reason);
-                }
-                Ok(vec![Event::TaskStateChanged {
-                    task_id: task_id.clone(),
-                    from,
-                    to,
-                }])
-            }
+            } => self.advance(task_id, *event, reason),
             Command::RecordSlice {
                 task_id,
                 vault_id,

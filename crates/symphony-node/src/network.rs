@@ -451,6 +451,22 @@ fn account(s: impl Into<String>) -> Result<AccountId, NodeError> {
     AccountId::new(s).map_err(|e| NodeError::Ledger(e.to_string()))
 }
 
+/// An empty Vault of the embedded network, keyed from the seed.
+fn create_vault(dir: &Path, seed: u64, vid: &str, vault_id: VaultId) -> Result<Vault, NodeError> {
+    let key = VaultKey::from_bytes(key_from(seed, &format!("scp/vault-key/{vid}")).to_bytes());
+    let path = dir.join("vaults").join(format!("{vid}.redb"));
+    Ok(Vault::create(
+        &path,
+        VaultConfig {
+            vault_id,
+            default_budget: Epsilon::from_micro(symphony_vault::generate::BUDGET_CAPACITY_MICRO),
+            initial_epoch: EpochId::GENESIS,
+        },
+        &key,
+        tagged_hash("scp/vault-entropy", vid.as_bytes()).0,
+    )?)
+}
+
 impl EmbeddedNetwork {
     /// Generates data, creates and imports the Vaults, sets up masters and ledger.
     pub fn build(
@@ -496,22 +512,7 @@ impl EmbeddedNetwork {
         {
             let vault_id =
                 VaultId::new(vid.clone()).map_err(|e| NodeError::Refused(e.to_string()))?;
-            let key = VaultKey::from_bytes(
-                key_from(params.seed, &format!("scp/vault-key/{vid}")).to_bytes(),
-            );
-            let path = dir.join("vaults").join(format!("{vid}.redb"));
-            let vault = Vault::create(
-                &path,
-                VaultConfig {
-                    vault_id: vault_id.clone(),
-                    default_budget: Epsilon::from_micro(
-                        symphony_vault::generate::BUDGET_CAPACITY_MICRO,
-                    ),
-                    initial_epoch: EpochId::GENESIS,
-                },
-                &key,
-                tagged_hash("scp/vault-entropy", vid.as_bytes()).0,
-            )?;
+            let vault = create_vault(dir, params.seed, vid, vault_id)?;
             let base = rows_done;
             let summary =
                 symphony_vault::import_file(&vault, file, &ImportOptions::default(), &mut |p| {
@@ -526,10 +527,12 @@ impl EmbeddedNetwork {
                 &ImportOptions::default(),
                 &mut |_| {},
             )?;
+            // The operator permits the network's submitters for the single-round
+            // classes (training is permitted per operator: `permit_training`).
             for a in &advertiser_ids {
-                vault.permit(a, TaskClass::Query)?;
-                vault.permit(a, TaskClass::Compute)?;
-                vault.permit(a, TaskClass::Parse)?;
+                for class in [TaskClass::Query, TaskClass::Compute, TaskClass::Parse] {
+                    vault.permit(a, class)?;
+                }
             }
             let platform = key_from(params.seed, &format!("scp/enterprise-platform/{i}"));
             let enclave = SoftwareEnclave::new(platform, &slice_code_identity());

@@ -38,7 +38,7 @@ use symphony_economics::pricing::{data_volume_units, ComputeUsage};
 use symphony_economics::{PolicyParams, TaskUsage};
 use symphony_enclave::{AttestationReport, SoftwareEnclave, Tee};
 use symphony_master::{link_commitment, AggregateRecord};
-use symphony_semantic::{AudienceIntent, ResolvedAudiencePlan, SemanticRegistry};
+use symphony_semantic::{ResolvedAudiencePlan, SemanticRegistry};
 
 use crate::bundle::{ComputeBody, Contribution, SliceAssignment, SliceResultBundle};
 use crate::enterprise::EnterpriseEndpoint;
@@ -239,16 +239,15 @@ impl ClassModule for Compute<'_> {
         crate::task::TaskSpec::Compute(self.spec.clone()).request_hash(nonce)
     }
     fn resolve(&self, semantic: &SemanticRegistry) -> Result<ResolvedAudiencePlan, NodeError> {
-        let spec = self.spec;
-        semantic
-            .resolve_customer_statistics(&AudienceIntent {
-                brand: spec.brand.clone(),
-                country: spec.country.clone(),
-                city: spec.city.clone(),
-                window_days: spec.window_days,
-                usage_scope: spec.usage_scope,
-            })
-            .map_err(|e| NodeError::Refused(format!("semantic resolution blocked the task: {e}")))
+        let s = self.spec;
+        super::resolve_population(
+            |i| semantic.resolve_customer_statistics(i),
+            &s.brand,
+            &s.country,
+            &s.city,
+            s.window_days,
+            s.usage_scope,
+        )
     }
     fn admission(
         &self,

@@ -8,3 +8,28 @@ pub mod compute;
 pub mod parse;
 pub mod query;
 pub mod train;
+
+use symphony_core::consent::UsageScope;
+use symphony_semantic::{AudienceIntent, ResolutionError, ResolvedAudiencePlan};
+
+use crate::NodeError;
+
+/// A brand's recent customers in a place under a usage scope, resolved by one of
+/// the registry's membership resolvers; a block names the concept that blocked it.
+pub(crate) fn resolve_population(
+    resolve: impl FnOnce(&AudienceIntent) -> Result<ResolvedAudiencePlan, ResolutionError>,
+    brand: &str,
+    country: &str,
+    city: &Option<String>,
+    window_days: u32,
+    usage_scope: UsageScope,
+) -> Result<ResolvedAudiencePlan, NodeError> {
+    resolve(&AudienceIntent {
+        brand: brand.to_owned(),
+        country: country.to_owned(),
+        city: city.clone(),
+        window_days,
+        usage_scope,
+    })
+    .map_err(|e| NodeError::Refused(format!("semantic resolution blocked the task: {e}")))
+}

@@ -13,7 +13,7 @@ use symphony_core::ids::TaskId;
 use symphony_economics::pricing::QueryUsage;
 use symphony_economics::{PolicyParams, TaskUsage};
 use symphony_master::AggregateRecord;
-use symphony_semantic::{AudienceIntent, ResolvedAudiencePlan, SemanticRegistry};
+use symphony_semantic::{ResolvedAudiencePlan, SemanticRegistry};
 
 use crate::aggregation::{aggregate, AggregateResult, AggregationParams};
 use crate::bundle::{BundleBody, SliceAssignment, SliceResultBundle};
@@ -43,16 +43,15 @@ impl ClassModule for Query<'_> {
         crate::network::request_hash(self.spec, nonce)
     }
     fn resolve(&self, semantic: &SemanticRegistry) -> Result<ResolvedAudiencePlan, NodeError> {
-        let spec = self.spec;
-        semantic
-            .resolve_audience(&AudienceIntent {
-                brand: spec.brand.clone(),
-                country: spec.country.clone(),
-                city: spec.city.clone(),
-                window_days: spec.window_days,
-                usage_scope: spec.usage_scope,
-            })
-            .map_err(|e| NodeError::Refused(format!("semantic resolution blocked the task: {e}")))
+        let s = self.spec;
+        super::resolve_population(
+            |i| semantic.resolve_audience(i),
+            &s.brand,
+            &s.country,
+            &s.city,
+            s.window_days,
+            s.usage_scope,
+        )
     }
     fn admission(
         &self,

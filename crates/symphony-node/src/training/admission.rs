@@ -152,56 +152,17 @@ pub(super) fn admit(
     }
     let planned: u64 = schedule.iter().map(|e| e.micro).sum();
     let task_id = train_task_id(spec, req.nonce)?;
-    // Consent and per-round budget reservation in each Vault.
-    let mut consent_refs = Vec::new();
-    let mut per_round_counts = vec![0u64; schedule.len()];
-    for t in trainers {
-        let (counts, commitment) =
-            match t.train_admission_reserve(&task_id, &actor, &schedule, m.now_ms) {
-                Ok(r) => r,
-                Err(e) => {
-                    for t in trainers {
-                        let _ = t.train_release_unused(&task_id);
-                    }
-                    return Err(e);
-                }
-            };
-        for (acc, c) in per_round_counts.iter_mut().zip(&counts) {
-            *acc += c;
-        }
-        consent_refs.push(ConsentRef {
-            vault_id: t.vault_id().clone(),
-            usage_scope: UsageScope::Training,
-            snapshot_commitment: commitment,
-            eligible_subjects: counts.first().copied().unwrap_or(0),
-        });
-    }
-    obs.step(
-        "budget",
-        &format!(
-            "{} rounds scheduled within ε {allocation} (δ {}); round 0 reserved for {} subjects with training consent",
-            schedule.len(),
-            spec.privacy.delta,
-            per_round_counts.first().copied().unwrap_or(0)
-        ),
-    );
-    let round0 = per_round_counts.first().copied().unwrap_or(0);
-    if round0 < plan.minimum_result_cardinality() {
-        // Refused before any escrow: nothing charged, every reservation released.
-        for t in trainers {
-            let _ = t.train_release_unused(&task_id);
-        }
-        return Err(refused(too_few_message(
-            m,
-            UsageScope::Training,
-            "budget for round 0",
-            round0,
-            consent_refs.len(),
-            None,
-            plan.minimum_result_cardinality(),
-            &params,
-        )));
-    }
+    let (consent_refs, per_round_counts) = reserve_rounds(
+        m,
+        trainers,
+        &task_id,
+        &actor,
+        &schedule,
+        (allocation, spec.privacy.delta),
+        &plan,
+        &params,
+        obs,
+    )?;
     let n = all.len() as u32;
     let quorum = spec
         .minimum_vault_quorum
@@ -250,38 +211,15 @@ pub(super) fn admit(
             aggregation_method: AggregationMethod::FederatedAverage,
         },
         budget_lock_ref: lock,
-        iteration_policy: Some(IterationPolicy {
-            max_rounds: spec.iteration_policy.max_rounds,
-            convergence_threshold_micro: micro(spec.iteration_policy.convergence_threshold),
-            early_stop_patience: spec.iteration_policy.early_stop_patience,
-            stop_on_budget_exhaustion: true,
-        }),
+        iteration_policy: Some(iteration_policy(spec)),
         resolved_plan_hash: plan.plan_hash(),
-        constraints: [
-            ("spec_hash".to_string(), super::spec_hash(spec)?.to_hex()),
-            ("target".to_string(), spec.target.clone()),
-            ("model".to_string(), format!("{:?}", spec.model)),
-            ("delta".to_string(), spec.privacy.delta.to_string()),
-            ("epsilon_allocation".to_string(), allocation.to_string()),
-            (
-                "schedule_micro".to_string(),
-                format!("{:?}", schedule.iter().map(|e| e.micro).collect::<Vec<_>>()),
-            ),
-        ]
-        .into_iter()
-        .collect(),
+        constraints: train_constraints(spec, allocation, &schedule)?,
         deadline_ms: m.now_ms + 86_400_000,
     })?;
     if let Err(e) = m.masters.submit(Command::AdmitTask {
         envelope: Box::new(envelope.clone()),
     }) {
-        for t in trainers {
-            let _ = t.train_release_unused(&task_id);
-        }
-        let _ = m.ledger.refund(
-            &EscrowId::new(escrow_id.clone()).map_err(|e| NodeError::Ledger(e.to_string()))?,
-            estimate,
-        );
+        undo_admission(m, trainers, &task_id, &escrow_id, estimate);
         return Err(e.into());
     }
     obs.step(
@@ -303,4 +241,119 @@ pub(super) fn admit(
 
         prices: params,
     })
+}
+
+/// Consent and per-round budget reservation in each Vault (every round of the
+/// schedule), refused — everything released, nothing charged — when round 0 cannot
+/// reach the feature composition's `minimum_result_cardinality`.
+#[allow(clippy::too_many_arguments)]
+fn reserve_rounds(
+    m: &MasterServices,
+    trainers: &[&dyn TrainingEndpoint],
+    task_id: &TaskId,
+    actor: &ActorId,
+    schedule: &[Epsilon],
+    (allocation, delta): (Epsilon, f64),
+    plan: &FeaturePlan,
+    params: &symphony_economics::PolicyParams,
+    obs: &mut dyn TrainObserver,
+) -> Result<(Vec<ConsentRef>, Vec<u64>), NodeError> {
+    let mut consent_refs = Vec::new();
+    let mut per_round_counts = vec![0u64; schedule.len()];
+    for t in trainers {
+        let (counts, commitment) =
+            match t.train_admission_reserve(task_id, actor, schedule, m.now_ms) {
+                Ok(r) => r,
+                Err(e) => {
+                    for t in trainers {
+                        let _ = t.train_release_unused(task_id);
+                    }
+                    return Err(e);
+                }
+            };
+        for (acc, c) in per_round_counts.iter_mut().zip(&counts) {
+            *acc += c;
+        }
+        consent_refs.push(ConsentRef {
+            vault_id: t.vault_id().clone(),
+            usage_scope: UsageScope::Training,
+            snapshot_commitment: commitment,
+            eligible_subjects: counts.first().copied().unwrap_or(0),
+        });
+    }
+    obs.step(
+        "budget",
+        &format!(
+            "{} rounds scheduled within ε {allocation} (δ {}); round 0 reserved for {} subjects with training consent",
+            schedule.len(),
+            delta,
+            per_round_counts.first().copied().unwrap_or(0)
+        ),
+    );
+    let round0 = per_round_counts.first().copied().unwrap_or(0);
+    if round0 < plan.minimum_result_cardinality() {
+        // Refused before any escrow: nothing charged, every reservation released.
+        for t in trainers {
+            let _ = t.train_release_unused(task_id);
+        }
+        return Err(refused(too_few_message(
+            m,
+            UsageScope::Training,
+            "budget for round 0",
+            round0,
+            consent_refs.len(),
+            None,
+            plan.minimum_result_cardinality(),
+            params,
+        )));
+    }
+    Ok((consent_refs, per_round_counts))
+}
+
+/// The envelope's iteration policy of a training spec.
+fn iteration_policy(spec: &TrainingSpec) -> IterationPolicy {
+    IterationPolicy {
+        max_rounds: spec.iteration_policy.max_rounds,
+        convergence_threshold_micro: micro(spec.iteration_policy.convergence_threshold),
+        early_stop_patience: spec.iteration_policy.early_stop_patience,
+        stop_on_budget_exhaustion: true,
+    }
+}
+
+/// The envelope's class constraints of a training run.
+fn train_constraints(
+    spec: &TrainingSpec,
+    allocation: Epsilon,
+    schedule: &[Epsilon],
+) -> Result<std::collections::BTreeMap<String, String>, NodeError> {
+    Ok([
+        ("spec_hash".to_string(), super::spec_hash(spec)?.to_hex()),
+        ("target".to_string(), spec.target.clone()),
+        ("model".to_string(), format!("{:?}", spec.model)),
+        ("delta".to_string(), spec.privacy.delta.to_string()),
+        ("epsilon_allocation".to_string(), allocation.to_string()),
+        (
+            "schedule_micro".to_string(),
+            format!("{:?}", schedule.iter().map(|e| e.micro).collect::<Vec<_>>()),
+        ),
+    ]
+    .into_iter()
+    .collect())
+}
+
+/// The masters refused the envelope: every Vault's reservations are released and
+/// the escrow goes back to the operator.
+fn undo_admission(
+    m: &mut MasterServices,
+    trainers: &[&dyn TrainingEndpoint],
+    task_id: &TaskId,
+    escrow_id: &str,
+    estimate: u64,
+) {
+    for t in trainers {
+        let _ = t.train_release_unused(task_id);
+    }
+    if let Ok(escrow) = EscrowId::new(escrow_id) {
+        let _ = m.ledger.refund(&escrow, estimate);
+    }
 }

@@ -92,10 +92,6 @@ pub struct ComputeOutcome {
     pub groups: Vec<GroupValue>,
     /// Groups whose noisy count fell below `minimum_result_cardinality`.
     pub suppressed_groups: Vec<String>,
-    /// Distinct customers before noise and suppression (stays with the masters'
-    /// aggregation enclave; not released to the submitter).
-    #[serde(skip)]
-    pub exact_customers: u64,
     /// ε committed per evaluated subject.
     pub epsilon_committed: String,
     /// Escrow locked at admission.

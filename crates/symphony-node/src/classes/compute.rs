@@ -416,7 +416,6 @@ pub fn recovered_compute_outcome(
         report,
         groups,
         suppressed_groups,
-        0,
         aggregate.result_hash,
     ))
 }
@@ -425,16 +424,9 @@ pub fn recovered_compute_outcome(
 pub fn outcome(run: Run<ComputeAggregate>) -> ComputeOutcome {
     match run.aggregate {
         Some(a) if run.report.delivered => {
-            let exact = a.exact.values().map(|g| g.count).sum();
-            outcome_of(
-                run.report,
-                a.groups,
-                a.suppressed_groups,
-                exact,
-                a.result_hash,
-            )
+            outcome_of(run.report, a.groups, a.suppressed_groups, a.result_hash)
         }
-        _ => outcome_of(run.report, Vec::new(), Vec::new(), 0, Digest::default()),
+        _ => outcome_of(run.report, Vec::new(), Vec::new(), Digest::default()),
     }
 }
 
@@ -442,7 +434,6 @@ fn outcome_of(
     r: Report,
     groups: Vec<GroupValue>,
     suppressed_groups: Vec<String>,
-    exact_customers: u64,
     result_hash: Digest,
 ) -> ComputeOutcome {
     ComputeOutcome {
@@ -452,7 +443,6 @@ fn outcome_of(
         reason: r.reason,
         groups,
         suppressed_groups,
-        exact_customers,
         epsilon_committed: r.epsilon_committed,
         fee_locked: r.fee_locked,
         fee_total: r.fee_total,

@@ -89,8 +89,8 @@ impl TrainObserver for Progress {
         });
         bar.set_position(u64::from(s.round) + 1);
         bar.set_message(format!(
-            "loss {:.4}  AUC {:.3}  ε {:.3}  ({} Vaults, {} examples, epoch {})",
-            s.train_loss, s.holdout_auc, s.epsilon_cumulative, s.vaults, s.examples, s.epoch_id
+            "loss {:.3}  held-out loss {:.3}  ε {:.3}  ({} Vaults, ~{} examples, epoch {})",
+            s.train_loss, s.holdout_loss, s.epsilon_cumulative, s.vaults, s.examples, s.epoch_id
         ));
     }
 }

@@ -215,7 +215,7 @@ impl TrainObserver for LogObserver {
             vaults = s.vaults,
             examples = s.examples,
             train_loss = s.train_loss,
-            holdout_auc = s.holdout_auc,
+            holdout_loss = s.holdout_loss,
             epsilon = s.epsilon_cumulative,
             "training round"
         );
@@ -634,8 +634,13 @@ fn abort_attempt(
     };
     match train_rounds {
         Some(rounds) => {
+            let opened = svc
+                .masters
+                .state()
+                .composite(&tid)
+                .map_or(0, |c| c.tree.rounds.len() as u32);
             for e in &vaults.training {
-                let _ = e.train_release_unused(&tid);
+                let _ = e.train_release_unused(&tid, opened);
             }
             // A Vault that restarted lost its session: release each round's
             // reservation by its budget task id (a no-op where none is held).

@@ -20,6 +20,7 @@ use symphony_core::ids::{ActorId, TaskId, VaultId};
 use symphony_node::bundle::{ComputeBody, SliceAssignment, SliceResultBundle};
 use symphony_node::enterprise::{AdmissionReply, EnterpriseEndpoint, EnterpriseNode};
 use symphony_node::training::model::GlobalModel;
+use symphony_node::training::persons::{PersonCandidate, PersonSelection};
 use symphony_node::training::vault::{
     EvaluationBundle, Prepared, RoundAssignment, TrainSliceBundle,
 };
@@ -55,7 +56,21 @@ pub enum EnterpriseRequest {
     Release(TaskId),
     /// Health and identity.
     Ping,
-    /// Training admission: authorization and per-round reservations.
+    /// Training admission, first step: authorization and the person candidates.
+    TrainAdmissionPersons {
+        /// Task.
+        task_id: TaskId,
+        /// Model operator.
+        actor: ActorId,
+        /// ε of the whole run.
+        total: Epsilon,
+        /// The spec's market scope.
+        countries: Vec<String>,
+        /// Consent evaluation time.
+        at_ms: u64,
+    },
+    /// Training admission, second step: per-round reservations of the assigned
+    /// persons.
     TrainAdmissionReserve {
         /// Task.
         task_id: TaskId,
@@ -63,8 +78,8 @@ pub enum EnterpriseRequest {
         actor: ActorId,
         /// ε of each scheduled round.
         schedule: Vec<Epsilon>,
-        /// Consent evaluation time.
-        at_ms: u64,
+        /// The persons assigned to this Vault.
+        selection: PersonSelection,
     },
     /// Feature construction for a round.
     TrainPrepareRound(#[serde(with = "crate::wire")] Box<AssignmentWire>),
@@ -112,8 +127,6 @@ pub enum EnterpriseRequest {
         model_hash: Digest,
         /// Roster.
         roster: RosterKeys,
-        /// Examples of the round across Vaults.
-        total_examples: u64,
     },
     /// Release one round's reservation.
     TrainReleaseRound {
@@ -122,8 +135,14 @@ pub enum EnterpriseRequest {
         /// Round.
         round: u32,
     },
-    /// Release unused reservations; ends the Vault's session of the run.
-    TrainReleaseUnused(TaskId),
+    /// Ends the Vault's session of the run: charged persons commit the rounds
+    /// opened, every other reservation left is released.
+    TrainReleaseUnused {
+        /// Task.
+        task_id: TaskId,
+        /// Rounds the run opened.
+        rounds_run: u32,
+    },
     /// Final evaluation of the model.
     TrainEvaluate {
         /// The slice.
@@ -159,6 +178,8 @@ pub enum EnterpriseReply {
     Released(u64),
     /// The hosted Vault.
     Pong(VaultId),
+    /// Training admission candidates.
+    TrainPersons(Vec<PersonCandidate>),
     /// Training reservations: count per round and round-0 commitment.
     TrainReserved {
         /// Reserved subjects per round.
@@ -168,8 +189,6 @@ pub enum EnterpriseReply {
     },
     /// A prepared round.
     TrainPrepared {
-        /// Train-split examples.
-        examples: u64,
         /// Round secagg public key.
         public_key: [u8; 32],
     },
@@ -238,20 +257,28 @@ fn handle_training(
     let t: &dyn TrainingEndpoint = node;
     let slice = |a: Box<AssignmentWire>| a.assignment(registry);
     Ok(match request {
+        EnterpriseRequest::TrainAdmissionPersons {
+            task_id,
+            actor,
+            total,
+            countries,
+            at_ms,
+        } => EnterpriseReply::TrainPersons(
+            t.train_admission_persons(&task_id, &actor, total, &countries, at_ms)?,
+        ),
         EnterpriseRequest::TrainAdmissionReserve {
             task_id,
             actor,
             schedule,
-            at_ms,
+            selection,
         } => {
             let (counts, commitment) =
-                t.train_admission_reserve(&task_id, &actor, &schedule, at_ms)?;
+                t.train_admission_reserve(&task_id, &actor, &schedule, &selection)?;
             EnterpriseReply::TrainReserved { counts, commitment }
         }
         EnterpriseRequest::TrainPrepareRound(a) => {
             let p = t.train_prepare_round(&slice(a)?)?;
             EnterpriseReply::TrainPrepared {
-                examples: p.examples,
                 public_key: p.public_key,
             }
         }
@@ -283,7 +310,6 @@ fn handle_training(
             model,
             model_hash,
             roster,
-            total_examples,
         } => {
             let model = model.model()?;
             // The quantized update before masking stays in this process.
@@ -292,7 +318,6 @@ fn handle_training(
                 &model,
                 &model_hash,
                 &roster,
-                total_examples,
                 &mut |_| {},
             )?;
             EnterpriseReply::TrainSlice(Box::new(b))
@@ -300,9 +325,10 @@ fn handle_training(
         EnterpriseRequest::TrainReleaseRound { task_id, round } => {
             EnterpriseReply::Released(t.train_release_round(&task_id, round)?)
         }
-        EnterpriseRequest::TrainReleaseUnused(task_id) => {
-            EnterpriseReply::Released(t.train_release_unused(&task_id)?)
-        }
+        EnterpriseRequest::TrainReleaseUnused {
+            task_id,
+            rounds_run,
+        } => EnterpriseReply::Released(t.train_release_unused(&task_id, rounds_run)?),
         EnterpriseRequest::TrainEvaluate {
             assignment,
             model,
@@ -501,18 +527,38 @@ impl TrainingEndpoint for RemoteEnterprise {
         &self.vault_id
     }
 
+    fn train_admission_persons(
+        &self,
+        task: &TaskId,
+        actor: &ActorId,
+        total: Epsilon,
+        countries: &[String],
+        at_ms: u64,
+    ) -> Result<Vec<PersonCandidate>, NodeError> {
+        match self.call(&EnterpriseRequest::TrainAdmissionPersons {
+            task_id: task.clone(),
+            actor: actor.clone(),
+            total,
+            countries: countries.to_vec(),
+            at_ms,
+        })? {
+            EnterpriseReply::TrainPersons(c) => Ok(c),
+            other => Err(unexpected(other)),
+        }
+    }
+
     fn train_admission_reserve(
         &self,
         task: &TaskId,
         actor: &ActorId,
         schedule: &[Epsilon],
-        at_ms: u64,
+        selection: &PersonSelection,
     ) -> Result<(Vec<u64>, Digest), NodeError> {
         match self.call(&EnterpriseRequest::TrainAdmissionReserve {
             task_id: task.clone(),
             actor: actor.clone(),
             schedule: schedule.to_vec(),
-            at_ms,
+            selection: selection.clone(),
         })? {
             EnterpriseReply::TrainReserved { counts, commitment } => Ok((counts, commitment)),
             other => Err(unexpected(other)),
@@ -523,13 +569,7 @@ impl TrainingEndpoint for RemoteEnterprise {
         match self.call(&EnterpriseRequest::TrainPrepareRound(Box::new(
             AssignmentWire::from(a),
         )))? {
-            EnterpriseReply::TrainPrepared {
-                examples,
-                public_key,
-            } => Ok(Prepared {
-                examples,
-                public_key,
-            }),
+            EnterpriseReply::TrainPrepared { public_key } => Ok(Prepared { public_key }),
             other => Err(unexpected(other)),
         }
     }
@@ -594,7 +634,6 @@ impl TrainingEndpoint for RemoteEnterprise {
         global: &GlobalModel,
         model_hash: &Digest,
         roster: &RosterKeys,
-        total_examples: u64,
         _audit: &mut dyn FnMut(&[u32]),
     ) -> Result<TrainSliceBundle, NodeError> {
         // The unmasked update never leaves the Vault's process: `_audit` is the
@@ -604,7 +643,6 @@ impl TrainingEndpoint for RemoteEnterprise {
             model: ModelWire::from(global),
             model_hash: *model_hash,
             roster: roster.clone(),
-            total_examples,
         })? {
             EnterpriseReply::TrainSlice(b) => Ok(*b),
             other => Err(unexpected(other)),
@@ -621,8 +659,11 @@ impl TrainingEndpoint for RemoteEnterprise {
         }
     }
 
-    fn train_release_unused(&self, task: &TaskId) -> Result<u64, NodeError> {
-        match self.call(&EnterpriseRequest::TrainReleaseUnused(task.clone()))? {
+    fn train_release_unused(&self, task: &TaskId, rounds_run: u32) -> Result<u64, NodeError> {
+        match self.call(&EnterpriseRequest::TrainReleaseUnused {
+            task_id: task.clone(),
+            rounds_run,
+        })? {
             EnterpriseReply::Released(n) => Ok(n),
             other => Err(unexpected(other)),
         }

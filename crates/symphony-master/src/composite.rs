@@ -29,8 +29,6 @@ pub struct RoundSliceRecord {
     pub state: SliceState,
     /// Commitment of the slice's result bundle (zero if none).
     pub commitment: Digest,
-    /// Training examples the slice used.
-    pub examples: u64,
     /// ε committed per used subject in this round, micro-units.
     pub epsilon_committed_micro: u64,
 }
@@ -42,7 +40,8 @@ pub struct RoundRecord {
     pub aggregate_commitment: Digest,
     /// Hash of the global model after the round.
     pub model_hash: Digest,
-    /// Examples across the Vaults.
+    /// Noisy count of training examples across the Vaults (the aggregation
+    /// enclave's release; no per-Vault count is recorded).
     pub examples: u64,
     /// ε this round added to the run's cumulative ε (accountant), micro-units.
     pub epsilon_micro: u64,
@@ -274,15 +273,6 @@ impl MasterState {
                     "round {round}: {} slices verified, below minimum_vault_quorum {quorum}",
                     verified.len()
                 ),
-            ));
-        }
-        let examples = verified
-            .iter()
-            .try_fold(0u64, |acc, s| acc.checked_add(s.examples));
-        if examples != Some(record.examples) {
-            return Err(refused(
-                task_id,
-                format!("round {round}: examples do not sum to the verified slices'"),
             ));
         }
         if verified

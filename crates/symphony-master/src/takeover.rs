@@ -363,7 +363,6 @@ mod tests {
                     record: crate::RoundSliceRecord {
                         state: SliceState::Verified,
                         commitment: Digest([9; 32]),
-                        examples: 10,
                         epsilon_committed_micro: 100_000,
                     },
                 },

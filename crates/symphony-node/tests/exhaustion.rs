@@ -119,7 +119,7 @@ fn a_training_run_with_too_few_consenting_subjects_is_refused_at_admission() {
     let msg = e.to_string();
     for expected in [
         "admission refused, nothing charged",
-        "training consent and budget for round 0",
+        "training consent and budget for the whole run",
         "minimum_result_cardinality 100",
         "replenish at the next epoch boundary",
     ] {

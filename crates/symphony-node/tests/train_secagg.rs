@@ -232,14 +232,14 @@ fn aggregator_sees_only_masked_vectors_and_only_the_sum_unmasks() {
     }
 }
 
-/// Per Vault: the largest ε (micro) committed by any of its training-consented
-/// subjects, after checking that none of them keeps a reservation.
-fn committed_by_vault(net: &EmbeddedNetwork) -> Vec<u64> {
+/// Per Vault: the distinct ε (micro) committed by its training-consented subjects,
+/// after checking that none of them keeps a reservation.
+fn committed_by_vault(net: &EmbeddedNetwork) -> Vec<BTreeSet<u64>> {
     net.enterprises
         .iter()
         .map(|e| {
             let vault = e.vault();
-            let mut max = 0;
+            let mut amounts = BTreeSet::new();
             for s in &vault
                 .consented_subjects(UsageScope::Training, NOW_MS)
                 .unwrap()
@@ -251,9 +251,9 @@ fn committed_by_vault(net: &EmbeddedNetwork) -> Vec<u64> {
                     "{} keeps a reservation",
                     e.vault_id()
                 );
-                max = max.max(acc.committed().micro);
+                amounts.insert(acc.committed().micro);
             }
-            max
+            amounts
         })
         .collect()
 }
@@ -281,9 +281,12 @@ fn a_vault_dropping_after_mask_agreement_is_recovered_from_survivor_shares() {
     assert_eq!(tap.dropped[&1], std::slice::from_ref(&gone));
     assert!(tap.dropped[&0].is_empty() && tap.dropped[&2].is_empty());
     assert!(!tap.updates.contains_key(&(1, gone.clone())));
+    // Its subjects missed round 1, so their participation is no longer a prefix of
+    // the run: they are out for good (charging them round 2 alone would undercount
+    // their composed loss), and the Vault has no one left to train on.
     assert!(
-        tap.updates.contains_key(&(2, gone.clone())),
-        "back in round 2"
+        !tap.updates.contains_key(&(2, gone.clone())),
+        "not back in round 2"
     );
     let inputs = &tap.inputs[&1];
     let got: Vec<&VaultId> = inputs.iter().map(|(v, _)| v).collect();
@@ -315,7 +318,7 @@ fn a_vault_dropping_after_mask_agreement_is_recovered_from_survivor_shares() {
         let r = &c.tree.rounds[round as usize];
         assert_eq!(r.state.to_string(), "completed");
         for (v, slice) in &r.slices {
-            let expected = if round == 1 && *v == gone {
+            let expected = if round >= 1 && *v == gone {
                 SliceState::TimedOut
             } else {
                 SliceState::Verified
@@ -323,21 +326,23 @@ fn a_vault_dropping_after_mask_agreement_is_recovered_from_survivor_shares() {
             assert_eq!(slice.state, expected, "round {round} {v}");
         }
     }
-    let survivors: u64 = vaults[..2]
-        .iter()
-        .map(|v| c.slices[&(1, v.clone())].examples)
-        .sum();
-    assert_eq!(c.rounds[&1].examples, survivors);
-    assert!(c.rounds[&1].examples < c.rounds[&0].examples);
     assert_eq!(o.rounds[1].vaults, 2);
     assert!(o.round_settlements[&1].1 < o.round_settlements[&0].1);
-    // Budget: the dropped Vault released round 1 (failure before execution) and
-    // committed rounds 0 and 2; the others committed every round; nothing reserved.
+    // Budget: the dropped Vault's own trainees committed round 0 only (round 1 was
+    // released: failure before execution) and the others' every round. Persons
+    // charged in a Vault while training through another commit every round;
+    // nobody commits anything else, and nothing stays reserved.
     let eps: Vec<u64> = (0..3u32).map(|r| c.rounds[&r].epsilon_micro).collect();
+    let all = eps[0] + eps[1] + eps[2];
     let committed = committed_by_vault(&net);
-    assert_eq!(committed[0], eps[0] + eps[1] + eps[2]);
-    assert_eq!(committed[1], eps[0] + eps[1] + eps[2]);
-    assert_eq!(committed[2], eps[0] + eps[2]);
+    assert!(committed[2].contains(&eps[0]), "{:?}", committed[2]);
+    for (k, amounts) in committed.iter().enumerate() {
+        assert!(amounts.contains(&all) || k == 2, "{k}: {amounts:?}");
+        assert!(
+            amounts.is_subset(&[0, eps[0], all].into()),
+            "{k}: {amounts:?}"
+        );
+    }
     assert!(eps[1] > 0);
 }
 
@@ -408,7 +413,8 @@ fn below_the_shamir_threshold_the_round_fails_cleanly() {
     }
     // Budget: round 0 committed everywhere; round 1 committed by the survivor, which
     // executed (failure after execution commits at the estimate), released by the
-    // two that dropped before executing; round 2 released; nothing reserved.
+    // two that dropped before executing (persons only charged there commit every
+    // round that opened); round 2 released; nothing reserved.
     let schedule: Vec<u64> = body.constraints["schedule_micro"]
         .trim_matches(|ch| ch == '[' || ch == ']')
         .split(", ")
@@ -416,8 +422,11 @@ fn below_the_shamir_threshold_the_round_fails_cleanly() {
         .collect();
     assert_eq!(c.rounds[&0].epsilon_micro, schedule[0]);
     let committed = committed_by_vault(&net);
-    assert_eq!(
-        committed,
-        [schedule[0] + schedule[1], schedule[0], schedule[0]]
-    );
+    let both = schedule[0] + schedule[1];
+    assert!(committed[0].contains(&both), "{:?}", committed[0]);
+    assert!(committed[0].is_subset(&[0, both].into()));
+    for amounts in &committed[1..] {
+        assert!(amounts.contains(&schedule[0]), "{amounts:?}");
+        assert!(amounts.is_subset(&[0, schedule[0], both].into()));
+    }
 }

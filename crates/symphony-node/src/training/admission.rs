@@ -21,6 +21,7 @@ use super::control;
 use super::coordinator::{micro, refused};
 use super::endpoint::TrainingEndpoint;
 use super::outcome::TrainObserver;
+use super::persons::{assign_persons, unaffordable_persons};
 use super::spec::TrainingSpec;
 use crate::network::{EmbeddedNetwork, MasterServices};
 use crate::planes::admission::{authenticate_parts, lock_escrow, policy_in_force, too_few_message};
@@ -157,6 +158,7 @@ pub(super) fn admit(
         trainers,
         &task_id,
         &actor,
+        spec,
         &schedule,
         (allocation, spec.privacy.delta),
         &plan,
@@ -243,31 +245,57 @@ pub(super) fn admit(
     })
 }
 
-/// Consent and per-round budget reservation in each Vault (every round of the
-/// schedule), refused — everything released, nothing charged — when round 0 cannot
-/// reach the feature composition's `minimum_result_cardinality`.
+/// One account per person ([`super::persons`]): every Vault reports its candidates'
+/// person tokens and whether each can afford the whole run; each person is assigned
+/// to one Vault (charged in every Vault that holds it), and each Vault reserves every
+/// round for its assigned persons, all rounds or none. Refused — everything
+/// released, nothing charged — when fewer persons than the feature composition's
+/// `minimum_result_cardinality` can take part.
 #[allow(clippy::too_many_arguments)]
 fn reserve_rounds(
     m: &MasterServices,
     trainers: &[&dyn TrainingEndpoint],
     task_id: &TaskId,
     actor: &ActorId,
+    spec: &TrainingSpec,
     schedule: &[Epsilon],
     (allocation, delta): (Epsilon, f64),
     plan: &FeaturePlan,
     params: &symphony_economics::PolicyParams,
     obs: &mut dyn TrainObserver,
 ) -> Result<(Vec<ConsentRef>, Vec<u64>), NodeError> {
+    let release = || {
+        for t in trainers {
+            let _ = t.train_release_unused(task_id, 0);
+        }
+    };
+    let total = Epsilon::from_micro(schedule.iter().map(|e| e.micro).sum());
+    let mut reports = Vec::with_capacity(trainers.len());
+    for t in trainers {
+        match t.train_admission_persons(
+            task_id,
+            actor,
+            total,
+            &spec.market_scope.countries,
+            m.now_ms,
+        ) {
+            Ok(c) => reports.push((t.vault_id().clone(), c)),
+            Err(e) => {
+                release();
+                return Err(e);
+            }
+        }
+    }
+    let selections = assign_persons(&reports);
+    let without_budget = unaffordable_persons(&reports);
     let mut consent_refs = Vec::new();
     let mut per_round_counts = vec![0u64; schedule.len()];
-    for t in trainers {
+    for (t, selection) in trainers.iter().zip(&selections) {
         let (counts, commitment) =
-            match t.train_admission_reserve(task_id, actor, schedule, m.now_ms) {
+            match t.train_admission_reserve(task_id, actor, schedule, selection) {
                 Ok(r) => r,
                 Err(e) => {
-                    for t in trainers {
-                        let _ = t.train_release_unused(task_id);
-                    }
+                    release();
                     return Err(e);
                 }
             };
@@ -281,28 +309,24 @@ fn reserve_rounds(
             eligible_subjects: counts.first().copied().unwrap_or(0),
         });
     }
+    let persons = per_round_counts.first().copied().unwrap_or(0);
     obs.step(
         "budget",
         &format!(
-            "{} rounds scheduled within ε {allocation} (δ {}); round 0 reserved for {} subjects with training consent",
+            "{} rounds scheduled within ε {allocation} (δ {delta}); the whole run reserved for {persons} persons with training consent (each trains through one Vault, charged in every Vault that holds it; {without_budget} lack budget for the whole run)",
             schedule.len(),
-            delta,
-            per_round_counts.first().copied().unwrap_or(0)
         ),
     );
-    let round0 = per_round_counts.first().copied().unwrap_or(0);
-    if round0 < plan.minimum_result_cardinality() {
+    if persons < plan.minimum_result_cardinality() {
         // Refused before any escrow: nothing charged, every reservation released.
-        for t in trainers {
-            let _ = t.train_release_unused(task_id);
-        }
+        release();
         return Err(refused(too_few_message(
             m,
             UsageScope::Training,
-            "budget for round 0",
-            round0,
+            "budget for the whole run",
+            persons,
             consent_refs.len(),
-            None,
+            Some(without_budget),
             plan.minimum_result_cardinality(),
             params,
         )));
@@ -351,7 +375,7 @@ fn undo_admission(
     estimate: u64,
 ) {
     for t in trainers {
-        let _ = t.train_release_unused(task_id);
+        let _ = t.train_release_unused(task_id, 0);
     }
     if let Ok(escrow) = EscrowId::new(escrow_id) {
         let _ = m.ledger.refund(&escrow, estimate);

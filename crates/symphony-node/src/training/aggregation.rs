@@ -1,6 +1,18 @@
 //! The aggregation runtime of a round: the secure sum inside the master's enclave.
+//!
+//! The unmasked sum carries, divided by the run's public scale, the example-weighted
+//! update and four metric sums (train examples, clipped train loss, held-out
+//! examples, clipped held-out loss). The exact sums never leave the enclave run:
+//! Gaussian noise ([`super::control::METRICS_NOISE_MULTIPLIER`], seeded by the
+//! enclave's key) is added to the four metric sums, and what leaves is the noisy
+//! example count, the noisy mean losses and the FedAvg update divided by the noisy
+//! count — all post-processing of the DP-SGD updates and of the noisy release the
+//! accountant charges each round.
 
-use symphony_core::encoding::Digest;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use serde::{Deserialize, Serialize};
+use symphony_core::encoding::{tagged_hash, Digest};
 use symphony_core::envelope::*;
 use symphony_enclave::{SoftwareEnclave, Tee};
 use symphony_master::link_commitment;
@@ -12,10 +24,66 @@ use crate::verify::SliceEvidence;
 use crate::NodeError;
 
 pub(super) struct RoundAggregate {
-    /// The unmasked sum in `Z_2^32` (what `decoded` decodes).
+    /// The unmasked sum in `Z_2^32` (handed only to a [`super::tap::RoundTap`]).
     pub(super) sum: Vec<u32>,
-    pub(super) decoded: Vec<f64>,
+    /// The FedAvg update (example-weighted mean of the Vaults' local updates).
+    pub(super) update: Vec<f64>,
+    /// The round's released metrics (noisy).
+    pub(super) metrics: RoundMetrics,
     pub(super) evidence: SliceEvidence,
+}
+
+/// What a round releases about the data, with Gaussian noise.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoundMetrics {
+    /// Noisy count of training examples across the Vaults.
+    pub examples: u64,
+    /// Noisy mean of the per-example training loss (clipped) before the update.
+    pub train_loss: f64,
+    /// Noisy mean of the per-example held-out loss (clipped) before the update.
+    pub holdout_loss: f64,
+}
+
+/// The metrics noise seed only the aggregation enclave can derive for a round.
+fn noise_seed(enclave: &SoftwareEnclave, envelope: &TaskEnvelope, round: u32) -> [u8; 32] {
+    let mut msg = b"scp/train/metrics-noise/v1".to_vec();
+    msg.extend_from_slice(&envelope.hash().0);
+    msg.extend_from_slice(&round.to_le_bytes());
+    let signature = enclave.sign(&msg);
+    tagged_hash("scp/train/metrics-noise/v1", &signature.to_bytes()).0
+}
+
+/// Noisy metrics and the FedAvg update from the decoded sum (scaled back by the
+/// run's public `scale`). Runs inside the aggregation enclave.
+fn release(
+    decoded: &[f64],
+    n_params: usize,
+    scale: f64,
+    rng: &mut ChaCha20Rng,
+) -> (Vec<f64>, RoundMetrics) {
+    use super::control::{LOSS_CLIP, METRICS_NOISE_MULTIPLIER};
+    use symphony_train::dpsgd::standard_normal;
+    let sd = METRICS_NOISE_MULTIPLIER * std::f64::consts::SQRT_2;
+    let exact = |i: usize| decoded.get(n_params + i).copied().unwrap_or(0.0) * scale;
+    let mut noisy = |i: usize, unit: f64| exact(i) + sd * unit * standard_normal(rng);
+    let train_n = noisy(0, 1.0);
+    let train_loss = noisy(1, LOSS_CLIP);
+    let holdout_n = noisy(2, 1.0);
+    let holdout_loss = noisy(3, LOSS_CLIP);
+    let count = train_n.round().max(1.0);
+    let mean = |sum: f64, n: f64| (sum / n.round().max(1.0)).clamp(0.0, LOSS_CLIP);
+    let update = decoded[..n_params.min(decoded.len())]
+        .iter()
+        .map(|x| x * scale / count)
+        .collect();
+    (
+        update,
+        RoundMetrics {
+            examples: count as u64,
+            train_loss: mean(train_loss, train_n),
+            holdout_loss: mean(holdout_loss, holdout_n),
+        },
+    )
 }
 
 /// The aggregation runtime: inside the master's enclave, sums the masked updates
@@ -35,15 +103,18 @@ pub(super) fn aggregate(
         symphony_train::secagg::SecretShare,
     )>,
     participants: u32,
-    len: usize,
+    n_params: usize,
     at_ms: u64,
 ) -> Result<RoundAggregate, NodeError> {
+    let len = n_params + super::vault::METRIC_SLOTS;
+    let scale = super::vault::run_scale(envelope);
+    let mut rng = ChaCha20Rng::from_seed(noise_seed(aggregator, envelope, round));
     let mut commitments: Vec<Digest> = bundles.iter().map(|(_, b)| b.commitment).collect();
     commitments.sort();
     let inputs = link_commitment("scp/aggregation-inputs/v1", &commitments);
     let mut failure = None;
     let run = aggregator.run(&inputs.0, envelope.hash().0, at_ms, || {
-        let out = (|| -> Result<(Vec<u32>, Vec<f64>), NodeError> {
+        let out = (|| -> Result<(Vec<u32>, Vec<f64>, RoundMetrics), NodeError> {
             let mut agg = Aggregator::new(roster.clone(), u64::from(round), threshold, len)
                 .map_err(train_err)?;
             for (from, b) in bundles {
@@ -60,12 +131,18 @@ pub(super) fn aggregate(
             }
             let sum = agg.finish().map_err(train_err)?;
             let decoded = super::vault::quantizer(participants)?.decode(&sum);
-            Ok((sum, decoded))
+            let (update, metrics) = release(&decoded, n_params, scale, &mut rng);
+            Ok((sum, update, metrics))
         })();
         match out {
-            Ok((sum, v)) => {
-                let h = super::f64_hash("scp/train-aggregate/v1", &[&v]);
-                (Some((sum, v, h)), h.0)
+            Ok((sum, update, metrics)) => {
+                let released = [
+                    metrics.examples as f64,
+                    metrics.train_loss,
+                    metrics.holdout_loss,
+                ];
+                let h = super::f64_hash("scp/train-aggregate/v2", &[&update, &released]);
+                (Some((sum, update, metrics, h)), h.0)
             }
             Err(e) => {
                 failure = Some(e);
@@ -74,12 +151,13 @@ pub(super) fn aggregate(
         }
     });
     let (out, attestation) = run.map_err(|e| NodeError::Enclave(e.to_string()))?;
-    let Some((sum, decoded, result_hash)) = out else {
+    let Some((sum, update, metrics, result_hash)) = out else {
         return Err(failure.unwrap_or_else(|| NodeError::Enclave("aggregation failed".into())));
     };
     Ok(RoundAggregate {
         sum,
-        decoded,
+        update,
+        metrics,
         evidence: SliceEvidence {
             commitment: result_hash,
             inputs_commitment: inputs,

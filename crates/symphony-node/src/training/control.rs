@@ -1,10 +1,19 @@
 //! The Composite Iteration Controller and the run's privacy schedule: pure functions
 //! (no IO, no clock) so that composite verification can replay them.
 //!
-//! * [`epsilon_schedule`]: ε of each round from the RDP accountant. Round `r` spends
+//! * [`epsilon_schedule`]: ε of each round from the RDP accountant. A round is the
+//!   Vault's DP-SGD steps plus the round's released metrics ([`compose_round`]: one
+//!   Gaussian release of the noisy loss sums and example counts, noise multiplier
+//!   [`METRICS_NOISE_MULTIPLIER`]). Round `r` spends
 //!   `ceil(ε(r + 1 rounds)) − ceil(ε(r rounds))` in micro-ε, so the per-round records
 //!   sum exactly to the cumulative ε of the rounds run. Rounds whose cumulative ε would
 //!   exceed the run's allocation are not scheduled.
+//! * Per person, the charge is exact because participation is a **prefix**: a person
+//!   takes part in round `r` only if it took part in every round before (a subject who
+//!   misses a round, for any reason, is out for the rest of the run and its later
+//!   reservations are released), so a person in `k` rounds is charged
+//!   `ceil(ε(k rounds))`, its composed loss. Admission reserves the whole run for a
+//!   person or nothing ([`super::persons`]).
 //! * [`decide`]: after each round, continue or stop (converged, no improvement for
 //!   `patience` rounds, budget exhausted, or max rounds → `convergence_not_reached`).
 
@@ -51,8 +60,53 @@ pub enum Decision {
     Stop(StopReason),
 }
 
+/// Noise multiplier of each round's released metrics: the aggregation enclave adds
+/// Gaussian noise of standard deviation `METRICS_NOISE_MULTIPLIER × √2` (in units of
+/// one example and of [`LOSS_CLIP`]) to the round's four sums (train examples, train
+/// loss, held-out examples, held-out loss). One person moves one count by 1 and one
+/// loss sum by at most `LOSS_CLIP`: ℓ2 sensitivity √2 in those units.
+pub const METRICS_NOISE_MULTIPLIER: f64 = 50.0;
+
+/// Per-example log loss is clipped to this before it is summed for the metrics.
+pub const LOSS_CLIP: f64 = 2.0;
+
+/// Composes one round into `accountant`: `steps` DP-SGD steps at Poisson rate `q`
+/// and noise `sigma`, then the round's Gaussian metrics release.
+pub fn compose_round(
+    accountant: &mut RdpAccountant,
+    q: f64,
+    sigma: f64,
+    steps: u64,
+) -> Result<(), NodeError> {
+    let acc = |e| NodeError::Refused(format!("accountant: {e}"));
+    accountant
+        .compose_poisson_gaussian(q, sigma, steps)
+        .map_err(acc)?;
+    accountant
+        .compose_poisson_gaussian(1.0, METRICS_NOISE_MULTIPLIER, 1)
+        .map_err(acc)
+}
+
+/// ε of `rounds` rounds (DP-SGD and released metrics) at `delta`.
+pub fn composed_epsilon(
+    q: f64,
+    sigma: f64,
+    steps: u64,
+    rounds: u32,
+    delta: f64,
+) -> Result<f64, NodeError> {
+    let mut accountant = RdpAccountant::new();
+    for _ in 0..rounds {
+        compose_round(&mut accountant, q, sigma, steps)?;
+    }
+    accountant
+        .epsilon(delta)
+        .map_err(|e| NodeError::Refused(format!("accountant: {e}")))
+}
+
 /// Per-round ε (micro) for up to `max_rounds` rounds of `steps_per_round` DP-SGD
-/// steps at Poisson rate `q` and noise `sigma`, within `allocation` at `delta`.
+/// steps at Poisson rate `q` and noise `sigma` plus each round's metrics release,
+/// within `allocation` at `delta`.
 pub fn epsilon_schedule(
     q: f64,
     sigma: f64,
@@ -65,9 +119,7 @@ pub fn epsilon_schedule(
     let mut out = Vec::new();
     let mut previous_micro = 0u64;
     for _ in 0..max_rounds {
-        accountant
-            .compose_poisson_gaussian(q, sigma, steps_per_round)
-            .map_err(|e| NodeError::Refused(format!("accountant: {e}")))?;
+        compose_round(&mut accountant, q, sigma, steps_per_round)?;
         let eps = accountant
             .epsilon(delta)
             .map_err(|e| NodeError::Refused(format!("accountant: {e}")))?;
@@ -200,12 +252,15 @@ mod tests {
     fn schedule_sums_to_cumulative_and_respects_allocation() {
         let all =
             epsilon_schedule(0.05, 1.1, 5, 1e-5, 50, Epsilon::from_micro(u64::MAX / 2)).unwrap();
-        let capped = epsilon_schedule(0.05, 1.1, 5, 1e-5, 50, Epsilon::from_milli(500)).unwrap();
-        assert!(capped.len() < all.len());
+        let capped = epsilon_schedule(0.05, 1.1, 5, 1e-5, 50, Epsilon::from_milli(2_000)).unwrap();
+        assert!(!capped.is_empty() && capped.len() < all.len());
         let total: u64 = capped.iter().map(|e| e.micro).sum();
-        assert!(total <= 500_000);
-        let eps =
-            symphony_train::accountant::epsilon(0.05, 1.1, 5 * capped.len() as u64, 1e-5).unwrap();
+        assert!(total <= 2_000_000);
+        let eps = composed_epsilon(0.05, 1.1, 5, capped.len() as u32, 1e-5).unwrap();
         assert_eq!(total, (eps * 1e6).ceil() as u64);
+        // The metrics release costs something: more than DP-SGD alone.
+        let sgd_only =
+            symphony_train::accountant::epsilon(0.05, 1.1, 5 * capped.len() as u64, 1e-5).unwrap();
+        assert!(eps > sgd_only);
     }
 }

@@ -152,8 +152,15 @@ fn run_over(
         tap,
         stage,
     );
+    // Rounds opened (a round that failed still opened: persons charged in a Vault
+    // that never heard of it may have trained in it elsewhere).
+    let rounds_run = master
+        .masters
+        .state()
+        .composite(&adm.task_id)
+        .map_or(0, |c| c.tree.rounds.len() as u32);
     for t in trainers {
-        let _ = t.train_release_unused(&adm.task_id);
+        let _ = t.train_release_unused(&adm.task_id, rounds_run);
     }
     result
 }

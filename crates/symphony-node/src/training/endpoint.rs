@@ -6,9 +6,10 @@
 //! `RemoteEnterprise`). Either way the per-run secrets — the Vault's local datasets,
 //! its secure-aggregation key pair and the Shamir shares it holds — stay inside the
 //! enterprise node (its [`TrainerSessions`], keyed by task id); what crosses the
-//! interface is what the protocol lets leave a Vault: reservation counts and
-//! commitments, the round's public key, shares dealt to other Vaults, masked
-//! updates and attested evaluation outputs.
+//! interface is what the protocol lets leave a Vault: task-scoped person tokens
+//! (for one account per person across Vaults), reservation counts and commitments,
+//! the round's public key, shares dealt to other Vaults, masked updates and attested
+//! evaluation outputs.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
@@ -23,6 +24,7 @@ use symphony_train::dpsgd::{LogisticRegression, Mlp};
 use symphony_train::secagg::{ParticipantId, Roster, SecretShare, ShareFor};
 
 use super::model::{train_err, GlobalModel};
+use super::persons::{PersonCandidate, PersonSelection};
 use super::spec::TrainingSpec;
 use super::vault::{
     EvaluationBundle, Prepared, RoundAssignment, TrainSliceBundle, TrainerState, VaultTrainer,
@@ -39,15 +41,27 @@ pub trait TrainingEndpoint {
     /// The Vault served.
     fn vault_id(&self) -> &VaultId;
 
-    /// Authorization for `train`, then a reservation of each scheduled round's ε
-    /// for every subject with `training` consent and budget. Returns the reserved
-    /// count per round and a commitment to the round-0 set.
+    /// Authorization for `train`, then one candidate per person with `training`
+    /// consent in the market scope: its task-scoped token and whether its account
+    /// can afford the whole run's `total` ε.
+    fn train_admission_persons(
+        &self,
+        task: &TaskId,
+        actor: &ActorId,
+        total: Epsilon,
+        countries: &[String],
+        at_ms: u64,
+    ) -> Result<Vec<PersonCandidate>, NodeError>;
+
+    /// Reserves every scheduled round's ε, all rounds or none per subject, for the
+    /// persons `selection` assigns to this Vault. Returns the count of subjects to
+    /// train on per round and a commitment to that set.
     fn train_admission_reserve(
         &self,
         task: &TaskId,
         actor: &ActorId,
         schedule: &[Epsilon],
-        at_ms: u64,
+        selection: &PersonSelection,
     ) -> Result<(Vec<u64>, Digest), NodeError>;
 
     /// Feature construction for a round; returns the train-split size and this
@@ -89,15 +103,16 @@ pub trait TrainingEndpoint {
         global: &GlobalModel,
         model_hash: &Digest,
         roster: &RosterKeys,
-        total_examples: u64,
         audit: &mut dyn FnMut(&[u32]),
     ) -> Result<TrainSliceBundle, NodeError>;
 
-    /// Releases this Vault's reservation of `round` (dropped before executing).
+    /// Releases this Vault's reservations from `round` on (dropped before executing;
+    /// its subjects are out of the run).
     fn train_release_round(&self, task: &TaskId, round: u32) -> Result<u64, NodeError>;
 
-    /// Releases every reservation of rounds that never ran and ends the session.
-    fn train_release_unused(&self, task: &TaskId) -> Result<u64, NodeError>;
+    /// Ends the session after `rounds_run` rounds: persons only charged here
+    /// commit those rounds, every other reservation left is released.
+    fn train_release_unused(&self, task: &TaskId, rounds_run: u32) -> Result<u64, NodeError>;
 
     /// Held-out scores and member losses of the final model, attested.
     fn train_evaluate(
@@ -356,15 +371,28 @@ impl TrainingEndpoint for EnterpriseNode {
         EnterpriseNode::vault_id(self)
     }
 
+    fn train_admission_persons(
+        &self,
+        task: &TaskId,
+        actor: &ActorId,
+        total: Epsilon,
+        countries: &[String],
+        at_ms: u64,
+    ) -> Result<Vec<PersonCandidate>, NodeError> {
+        self.with_trainer(task, false, |t| {
+            t.admission_persons(task, actor, total, countries, at_ms)
+        })
+    }
+
     fn train_admission_reserve(
         &self,
         task: &TaskId,
         actor: &ActorId,
         schedule: &[Epsilon],
-        at_ms: u64,
+        selection: &PersonSelection,
     ) -> Result<(Vec<u64>, Digest), NodeError> {
         self.with_trainer(task, false, |t| {
-            t.admission_reserve(task, actor, schedule, at_ms)
+            t.admission_reserve(task, actor, schedule, selection)
         })
     }
 
@@ -410,12 +438,11 @@ impl TrainingEndpoint for EnterpriseNode {
         global: &GlobalModel,
         model_hash: &Digest,
         roster: &RosterKeys,
-        total_examples: u64,
         audit: &mut dyn FnMut(&[u32]),
     ) -> Result<TrainSliceBundle, NodeError> {
         let roster = roster.roster()?;
         self.with_trainer(parent(a), false, |t| {
-            t.train_round_audited(a, global, model_hash, &roster, total_examples, audit)
+            t.train_round_audited(a, global, model_hash, &roster, audit)
         })
     }
 
@@ -423,8 +450,8 @@ impl TrainingEndpoint for EnterpriseNode {
         self.with_trainer(task, false, |t| t.release_round(task, round))
     }
 
-    fn train_release_unused(&self, task: &TaskId) -> Result<u64, NodeError> {
-        self.with_trainer(task, true, |t| t.release_unused(task))
+    fn train_release_unused(&self, task: &TaskId, rounds_run: u32) -> Result<u64, NodeError> {
+        self.with_trainer(task, true, |t| t.release_unused(task, rounds_run))
     }
 
     fn train_evaluate(

@@ -46,6 +46,7 @@ mod coordinator;
 mod evaluation;
 mod finish;
 mod outcome;
+pub mod persons;
 mod round;
 mod settle;
 pub mod tap;

@@ -16,18 +16,87 @@ pub struct RoundSummary {
     pub epoch_id: u64,
     /// Vaults whose slice verified.
     pub vaults: u32,
-    /// Training examples across Vaults.
+    /// Training examples across Vaults (noisy release of the aggregation enclave).
     pub examples: u64,
-    /// Example-weighted mean training loss before the round's update.
+    /// Mean per-example training loss (clipped) before the round's update (noisy).
     pub train_loss: f64,
-    /// Example-weighted mean held-out loss before the update.
+    /// Mean per-example held-out loss (clipped) before the update (noisy).
     pub holdout_loss: f64,
-    /// Example-weighted mean per-Vault held-out AUC before the update.
-    pub holdout_auc: f64,
     /// ε of this round (micro).
     pub epsilon_round_micro: u64,
     /// Cumulative ε after the round.
     pub epsilon_cumulative: f64,
+}
+
+/// One kind of number a training run releases, and what protects it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReleasedMetric {
+    /// What is released.
+    pub name: String,
+    /// To whom and how often.
+    pub released: String,
+    /// How it is protected.
+    pub mechanism: String,
+    /// ε charged for it over the run (composed with everything else in the run's
+    /// per-person ε); `None` when not charged (see `mechanism`).
+    pub epsilon: Option<f64>,
+}
+
+/// The releases of a run of `rounds` rounds: the composed ε of the whole run is
+/// `epsilon_spent`; the per-release figures are each release alone (RDP composes,
+/// so they do not add up to the total).
+pub(super) fn released_metrics(
+    spec: &super::spec::TrainingSpec,
+    rounds: u32,
+) -> Result<Vec<ReleasedMetric>, crate::NodeError> {
+    use super::control::{LOSS_CLIP, METRICS_NOISE_MULTIPLIER};
+    use symphony_train::accountant::RdpAccountant;
+    let d = &spec.dp_sgd;
+    let delta = spec.privacy.delta;
+    let acc = |e| crate::NodeError::Refused(format!("accountant: {e}"));
+    let alone = |q: f64, sigma: f64, steps: u64| -> Result<f64, crate::NodeError> {
+        let mut a = RdpAccountant::new();
+        a.compose_poisson_gaussian(q, sigma, steps).map_err(acc)?;
+        a.epsilon(delta).map_err(acc)
+    };
+    let rounds64 = u64::from(rounds);
+    Ok(vec![
+        ReleasedMetric {
+            name: "model".into(),
+            released: format!("to the model operator, updated in each of {rounds} rounds"),
+            mechanism: format!(
+                "DP-SGD: {} steps per round, Poisson rate {}, clip {}, noise multiplier {}",
+                d.local_steps, d.sampling_rate, d.clip_norm, d.noise_multiplier
+            ),
+            epsilon: Some(alone(d.sampling_rate, d.noise_multiplier, d.local_steps * rounds64)?),
+        },
+        ReleasedMetric {
+            name: "round metrics: training examples, training loss, held-out loss".into(),
+            released: "to the masters and the model operator, once per round".into(),
+            mechanism: format!(
+                "per-Vault counts and loss sums (loss clipped at {LOSS_CLIP}) travel only inside the masked update; the aggregation enclave adds Gaussian noise, multiplier {METRICS_NOISE_MULTIPLIER} on sensitivity √2"
+            ),
+            epsilon: Some(alone(1.0, METRICS_NOISE_MULTIPLIER, rounds64)?),
+        },
+        ReleasedMetric {
+            name: "stop decision (rounds run, stop reason)".into(),
+            released: "to the masters and the model operator".into(),
+            mechanism: "decided on the noisy training loss: post-processing, free".into(),
+            epsilon: Some(0.0),
+        },
+        ReleasedMetric {
+            name: "acceptance report: final held-out AUC, accuracy, MIA advantage".into(),
+            released: "to the model operator, once".into(),
+            mechanism: "computed in the aggregation enclave over every Vault's held-out subjects; released exact, not ε-charged (a known gap: one release of three aggregate statistics)".into(),
+            epsilon: None,
+        },
+        ReleasedMetric {
+            name: "subjects used per Vault".into(),
+            released: "to the settlement ledger, per round".into(),
+            mechanism: "needed to pay each Vault's contributors (the train formula); not in the model card's rounds".into(),
+            epsilon: None,
+        },
+    ])
 }
 
 /// A training observer: protocol steps plus one call per finished round.
@@ -71,6 +140,14 @@ pub struct TrainOutcome {
     pub epsilon_allocation: f64,
     /// δ.
     pub delta: f64,
+    /// The largest ε any one person lost in this run: the composition of the rounds
+    /// it took part in (participation is a prefix of the run, so at most every round
+    /// run); ≤ the spec's ε. The unit of privacy is a person, across Vaults.
+    #[serde(default)]
+    pub per_person_epsilon_max: f64,
+    /// Everything the run released about the data, and at what ε.
+    #[serde(default)]
+    pub released_metrics: Vec<ReleasedMetric>,
     /// Held-out AUC of the final model.
     pub auc_holdout: f64,
     /// Held-out accuracy at 0.5.
@@ -185,6 +262,12 @@ pub fn recovered_train_outcome(
         epsilon_spent_micro: result.epsilon_spent_micro,
         epsilon_allocation: f(&["privacy", "epsilon_allocation"]),
         delta: f(&["privacy", "delta"]),
+        per_person_epsilon_max: f(&["privacy", "per_person_epsilon_max"]),
+        released_metrics: card
+            .get("privacy")
+            .and_then(|p| p.get("released"))
+            .and_then(|r| serde_json::from_value(r.clone()).ok())
+            .unwrap_or_default(),
         auc_holdout: f(&["metrics", "auc_holdout"]),
         accuracy_holdout: f(&["metrics", "accuracy_holdout"]),
         mia_advantage: f(&["metrics", "mia_advantage"]),

@@ -129,8 +129,10 @@ pub fn model_card(
         "stop_reason": out.stop_reason,
         "converged": out.converged,
         "convergence_not_reached": out.convergence_not_reached,
-        "privacy": {"epsilon_spent": out.epsilon_spent, "epsilon_allocation": out.epsilon_allocation, "delta": out.delta,
-                    "accountant": "RDP, Poisson-subsampled Gaussian (Mironov et al. 2019), Balle et al. 2020 conversion",
+        "privacy": {"unit": "person (one account per person across Vaults; a person trains through one Vault and is charged in every Vault that holds it)",
+                    "epsilon_spent": out.epsilon_spent, "epsilon_allocation": out.epsilon_allocation, "delta": out.delta,
+                    "per_person_epsilon_max": out.per_person_epsilon_max, "released": out.released_metrics,
+                    "accountant": "RDP, Poisson-subsampled Gaussian (Mironov et al. 2019) per DP-SGD step plus one Gaussian metrics release per round, Balle et al. 2020 conversion",
                     "dp_sgd": {"local_steps": spec.dp_sgd.local_steps, "sampling_rate": spec.dp_sgd.sampling_rate,
                                "noise_multiplier": spec.dp_sgd.noise_multiplier, "clip_norm": spec.dp_sgd.clip_norm}},
         "metrics": {"auc_holdout": out.auc_holdout, "accuracy_holdout": out.accuracy_holdout, "mia_advantage": out.mia_advantage},
@@ -140,15 +142,15 @@ pub fn model_card(
                        "round_settlements": out.round_settlements},
         "rounds": out.rounds,
         "model_file": "model.safetensors",
-        "curve": {"file": "training_curve.png", "panels": ["training loss (red)", "held-out AUC (blue)", "cumulative epsilon (green)"]},
+        "curve": {"file": "training_curve.png", "panels": ["training loss, noisy (red)", "held-out loss, noisy (blue)", "cumulative epsilon (green)"]},
     })
 }
 
-/// The training curve: three panels (loss, AUC, ε), no text.
+/// The training curve: three panels (training loss, held-out loss, ε), no text.
 pub fn draw_curve(path: &Path, out: &TrainOutcome) -> Result<(), NodeError> {
     let series: [(Vec<f64>, RGBColor); 3] = [
         (out.rounds.iter().map(|r| r.train_loss).collect(), RED),
-        (out.rounds.iter().map(|r| r.holdout_auc).collect(), BLUE),
+        (out.rounds.iter().map(|r| r.holdout_loss).collect(), BLUE),
         (
             out.rounds.iter().map(|r| r.epsilon_cumulative).collect(),
             GREEN,

@@ -19,7 +19,6 @@ use super::model::train_err;
 use super::outcome::{RoundSummary, TrainObserver};
 use super::spec::TrainingSpec;
 use super::tap::RoundTap;
-use super::vault::METRIC_SLOTS;
 use crate::network::MasterServices;
 use crate::verify::{verify_evidence, SliceEvidence};
 use crate::NodeError;
@@ -53,11 +52,11 @@ pub(super) fn run_round(
         .cloned()
         .collect();
     // Prepare: per-Vault feature construction in the enclaves.
-    let mut ready: Vec<(usize, u64, [u8; 32])> = Vec::new();
+    let mut ready: Vec<(usize, [u8; 32])> = Vec::new();
     for (i, t) in trainers.iter().enumerate() {
         let a = assignment(adm, spec, t.vault_id(), round, at_ms, seed);
         match t.train_prepare_round(&a) {
-            Ok(p) => ready.push((i, p.examples, p.public_key)),
+            Ok(p) => ready.push((i, p.public_key)),
             Err(e) => obs.step("slice_failed", &format!("{}: {e}", t.vault_id())),
         }
     }
@@ -65,20 +64,19 @@ pub(super) fn run_round(
         ready
             .iter()
             .enumerate()
-            .map(|(k, (_, _, pk))| (k as u32, *pk))
+            .map(|(k, (_, pk))| (k as u32, *pk))
             .collect(),
     );
     let roster = keys.roster()?;
     let threshold = ((roster.len() / 2 + 1).max(2)).min(roster.len()) as u8;
-    let total: u64 = ready.iter().map(|r| r.1).sum();
-    for (k, (i, _, _)) in ready.iter().enumerate() {
+    for (k, (i, _)) in ready.iter().enumerate() {
         let a = assignment(adm, spec, trainers[*i].vault_id(), round, at_ms, seed);
         trainers[*i].train_set_participant_id(ParticipantId(k as u32), &a)?;
     }
-    for (i, _, _) in &ready {
+    for (i, _) in &ready {
         let a = assignment(adm, spec, trainers[*i].vault_id(), round, at_ms, seed);
         for share in trainers[*i].train_deal_shares(&keys, threshold, &a)? {
-            if let Some((j, _, _)) = ready.get(share.holder.0 as usize) {
+            if let Some((j, _)) = ready.get(share.holder.0 as usize) {
                 trainers[*j].train_hold_share(task, share)?;
             }
         }
@@ -88,7 +86,7 @@ pub(super) fn run_round(
     let mut bundles = Vec::new();
     let mut dropped = Vec::new();
     let mut recorded: BTreeSet<VaultId> = BTreeSet::new();
-    for (k, (i, _, _)) in ready.iter().enumerate() {
+    for (k, (i, _)) in ready.iter().enumerate() {
         let vault_id = trainers[*i].vault_id().clone();
         let a = assignment(adm, spec, &vault_id, round, at_ms, seed);
         // The Vault may drop out now that the masks are agreed and the shares dealt:
@@ -106,7 +104,7 @@ pub(super) fn run_round(
             continue;
         }
         let res = trainers[*i]
-            .train_round(&a, &st.model, &global_hash, &keys, total, &mut |w| {
+            .train_round(&a, &st.model, &global_hash, &keys, &mut |w| {
                 tap.vault_update(round, &vault_id, w)
             })
             .and_then(|b| {
@@ -141,7 +139,6 @@ pub(super) fn run_round(
                 let r = RoundSliceRecord {
                     state: SliceState::Verified,
                     commitment: b.commitment,
-                    examples: b.body.examples,
                     epsilon_committed_micro: b.body.epsilon_committed_micro,
                 };
                 bundles.push((ParticipantId(k as u32), b));
@@ -153,7 +150,6 @@ pub(super) fn run_round(
                 RoundSliceRecord {
                     state: SliceState::Failed,
                     commitment: Digest::default(),
-                    examples: 0,
                     epsilon_committed_micro: 0,
                 }
             }
@@ -172,7 +168,7 @@ pub(super) fn run_round(
     // Dropout recovery: survivors hand the aggregator their shares of dropped Vaults.
     let mut recovery = Vec::new();
     for d in &dropped {
-        for (k, (i, _, _)) in ready.iter().enumerate() {
+        for (k, (i, _)) in ready.iter().enumerate() {
             if dropped.contains(&ParticipantId(k as u32)) {
                 continue;
             }
@@ -181,7 +177,6 @@ pub(super) fn run_round(
             }
         }
     }
-    let examples: u64 = bundles.iter().map(|(_, b)| b.body.examples).sum();
     let n_params = st.model.n_parameters();
     let vaults = bundles.len() as u32;
     // What reaches the aggregation runtime: masked vectors only.
@@ -192,7 +187,7 @@ pub(super) fn run_round(
     let dropped_vaults: Vec<VaultId> = dropped
         .iter()
         .filter_map(|d| ready.get(d.0 as usize))
-        .map(|(i, _, _)| trainers[*i].vault_id().clone())
+        .map(|(i, _)| trainers[*i].vault_id().clone())
         .collect();
     tap.aggregation_inputs(round, &inputs, &dropped_vaults);
     // Bundles are tagged with roster ids in order; dropped ids are skipped.
@@ -205,42 +200,27 @@ pub(super) fn run_round(
         bundles,
         recovery,
         ready.len() as u32,
-        n_params + METRIC_SLOTS,
+        n_params,
         at_ms,
     )?;
     verify_evidence(&m.verifier, &adm.envelope, &agg.evidence, "aggregation").map_err(refused)?;
     tap.aggregate_sum(round, &agg.sum);
     st.evidence.push(agg.evidence.clone());
-    // The sum of pre-scaled updates over the round's total examples is the FedAvg
-    // update; when a Vault dropped, rescale to the survivors' examples.
-    let scale = if examples > 0 {
-        total as f64 / examples as f64
-    } else {
-        0.0
-    };
-    let v: Vec<f64> = agg.decoded.iter().map(|x| x * scale).collect();
-    let (delta, tail) = v.split_at(n_params);
-    let train_loss = tail.first().copied().unwrap_or(0.0);
-    let holdout_loss = tail.get(1).copied().unwrap_or(0.0);
-    let auc_weight = tail.get(3).copied().unwrap_or(0.0);
-    let holdout_auc = if auc_weight > 0.0 {
-        tail.get(2).copied().unwrap_or(0.0) / auc_weight
-    } else {
-        0.0
-    };
-    st.model.add(delta)?;
+    let metrics = agg.metrics;
+    let (train_loss, holdout_loss, examples) =
+        (metrics.train_loss, metrics.holdout_loss, metrics.examples);
+    st.model.add(&agg.update)?;
     let eps = adm
         .schedule
         .get(round as usize)
         .copied()
         .unwrap_or(Epsilon::ZERO);
-    st.accountant
-        .compose_poisson_gaussian(
-            spec.dp_sgd.sampling_rate,
-            spec.dp_sgd.noise_multiplier,
-            spec.dp_sgd.local_steps,
-        )
-        .map_err(train_err)?;
+    super::control::compose_round(
+        &mut st.accountant,
+        spec.dp_sgd.sampling_rate,
+        spec.dp_sgd.noise_multiplier,
+        spec.dp_sgd.local_steps,
+    )?;
     let cumulative = st
         .accountant
         .epsilon(spec.privacy.delta)
@@ -266,7 +246,6 @@ pub(super) fn run_round(
         examples,
         train_loss,
         holdout_loss,
-        holdout_auc,
         epsilon_round_micro: eps.micro,
         epsilon_cumulative: cumulative,
     };
@@ -284,7 +263,6 @@ fn timed_out(task: &TaskId, round: u32, vault_id: &VaultId) -> Command {
         record: RoundSliceRecord {
             state: SliceState::TimedOut,
             commitment: Digest::default(),
-            examples: 0,
             epsilon_committed_micro: 0,
         },
     }

@@ -5,9 +5,18 @@
 //! with `training` consent at the round's evaluation time, a budget reservation for
 //! the round and a home country in the market scope), the held-out split, local
 //! DP-SGD, quantization, FedAvg pre-scaling and pairwise masking. What leaves is a
-//! masked vector (indistinguishable from uniform without the other Vaults' masks),
-//! the example count and the attestation. Budget: each round commits its ε for the
-//! subjects it used and releases the reservation of those it did not.
+//! masked vector (indistinguishable from uniform without the other Vaults' masks)
+//! and the attestation: the Vault's example counts and loss sums travel only inside
+//! the masked vector, so the aggregation enclave learns their sums across Vaults and
+//! releases those only with noise ([`super::control::METRICS_NOISE_MULTIPLIER`]).
+//!
+//! Budget, per person ([`super::persons`]): admission reports each candidate's
+//! person token and whether it can afford the whole run, then reserves every round
+//! for the persons the coordinator assigned here (to train on, or only to charge).
+//! Participation is a prefix: a subject that misses a round (consent withdrawn, the
+//! Vault dropped out or its slice failed) is out for the rest of the run and its
+//! later reservations are released. Each round commits its ε for the subjects it
+//! used, and for the persons charged here (they train through another Vault).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
@@ -26,17 +35,23 @@ use symphony_semantic::{FeaturePlan, PurchaseFact, SubjectFacts};
 use symphony_train::dpsgd::{Dataset, DpSgdConfig, Sampling};
 use symphony_train::metrics;
 use symphony_train::secagg::{
-    fedavg_prescale, MaskedUpdate, Participant, ParticipantId, Quantizer, Roster, ShareFor,
+    MaskedUpdate, Participant, ParticipantId, Quantizer, Roster, ShareFor,
 };
 use symphony_vault::{ReserveMode, SubjectView};
 
+use super::control::LOSS_CLIP;
 use super::model::{train_err, GlobalModel};
+use super::persons::{
+    person_key, Participation, PersonCandidate, PersonSelection, PersonToken, RoundOp,
+};
 use super::spec::TrainingSpec;
+use crate::bundle::dedup_token;
 use crate::enterprise::EnterpriseNode;
 use crate::NodeError;
 
-/// Extra coordinates appended to the update: weighted train loss, weighted held-out
-/// loss, weighted held-out AUC, weight of the Vaults whose held-out AUC is defined.
+/// Extra coordinates appended to the update, each divided by the run's public scale
+/// (the subjects reserved at admission): train examples, clipped train loss sum,
+/// held-out examples, clipped held-out loss sum.
 pub const METRIC_SLOTS: usize = 4;
 
 /// The budget task id of round `round` of `task` (each round reserves and commits
@@ -67,11 +82,10 @@ pub struct RoundAssignment {
     pub run_seed: u64,
 }
 
-/// The slice's public output of the prepare phase.
+/// The slice's public output of the prepare phase (no count: the Vault's example
+/// count travels only inside its masked update).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Prepared {
-    /// Training examples (train split).
-    pub examples: u64,
     /// The Vault's secagg public key for this round.
     pub public_key: [u8; 32],
 }
@@ -85,11 +99,10 @@ pub struct TrainSliceBody {
     pub envelope_hash: Digest,
     /// Masked, quantized, pre-scaled update and metrics.
     pub masked: Vec<u32>,
-    /// Training examples.
-    pub examples: u64,
     /// ε committed per used subject.
     pub epsilon_committed_micro: u64,
-    /// Subjects whose records were used (train and held-out).
+    /// Subjects whose records were used (train and held-out). Settlement only: the
+    /// train formula pays each Vault's contributors by it.
     pub subjects_used: u64,
 }
 
@@ -135,7 +148,12 @@ struct LocalData {
 /// [`super::endpoint::TrainerSessions`]); never sent anywhere.
 #[derive(Default)]
 pub struct TrainerState {
-    reserved: BTreeMap<u32, Vec<SubjectId>>,
+    /// Admission's candidates: person token → this Vault's subjects with it.
+    persons: BTreeMap<PersonToken, Vec<SubjectId>>,
+    /// Who trains, who is only charged, and what each round still holds.
+    participation: Participation<SubjectId>,
+    /// ε of each round (admission's schedule).
+    schedule: Vec<Epsilon>,
     data: Option<LocalData>,
     participant: Option<Participant>,
     shares_held: BTreeMap<ParticipantId, ShareFor>,
@@ -223,6 +241,27 @@ pub fn dpsgd_config(spec: &TrainingSpec) -> DpSgdConfig {
     }
 }
 
+/// The run's public scale: the subjects reserved at admission (in the envelope).
+/// Each Vault divides its example-weighted update and its metric sums by it, so the
+/// secure sum carries the example-weighted total without any per-Vault count.
+pub fn run_scale(envelope: &TaskEnvelope) -> f64 {
+    envelope.body().budget_reservation.subjects_reserved.max(1) as f64
+}
+
+/// Σ of per-example log loss, each clipped to [`LOSS_CLIP`].
+fn clipped_loss_sum(model: &GlobalModel, data: &Dataset) -> Result<f64, NodeError> {
+    let scores = model.predict(data)?;
+    Ok(scores
+        .iter()
+        .zip(data.labels())
+        .map(|(p, y)| {
+            metrics::example_log_loss(*p, *y)
+                .unwrap_or(LOSS_CLIP)
+                .min(LOSS_CLIP)
+        })
+        .sum())
+}
+
 /// The quantizer of a run with `participants` Vaults: values clipped to ±8.
 pub fn quantizer(participants: u32) -> Result<Quantizer, NodeError> {
     let clip = 8.0;
@@ -266,39 +305,161 @@ impl<'a> VaultTrainer<'a> {
         self.st
     }
 
-    /// Admission: authorization for `train`, then a reservation of each scheduled
-    /// round's ε for every subject with `training` consent and enough budget.
-    /// Returns the reserved count per round and a commitment to the round-0 set.
+    /// Admission, first step: authorization for `train`, then one candidate per
+    /// person of this Vault: its task-scoped token, whether it is eligible
+    /// (`training` consent, a home country in `countries`) and whether its account
+    /// can afford the whole run (`total`).
+    pub fn admission_persons(
+        &mut self,
+        task: &TaskId,
+        actor: &ActorId,
+        total: Epsilon,
+        countries: &[String],
+        at_ms: u64,
+    ) -> Result<Vec<PersonCandidate>, NodeError> {
+        let vault = &self.node.vault;
+        let auth = vault.authorize(actor, TaskClass::Train)?;
+        let consented = vault.consented_subjects(UsageScope::Training, at_ms)?;
+        let key = person_key(task);
+        let vault_id = self.node.vault_id().clone();
+        let mut persons: BTreeMap<PersonToken, Vec<SubjectId>> = BTreeMap::new();
+        let mut eligible: BTreeSet<PersonToken> = BTreeSet::new();
+        vault.for_each_subject(&auth, |view| {
+            let Ok(subject) = SubjectId::new(view.subject) else {
+                return ControlFlow::Continue(());
+            };
+            let in_market = view.geography.is_some_and(|g| {
+                countries
+                    .iter()
+                    .any(|c| c.eq_ignore_ascii_case(g.home_country))
+            });
+            // A subject without a contact handle cannot be matched across Vaults:
+            // its token is unique to this Vault.
+            let token = match view.identity {
+                Some(identity) => dedup_token(&key, identity.contact),
+                None => {
+                    tagged_hash(
+                        "scp/train/person-local/v1",
+                        format!("{vault_id}/{subject}").as_bytes(),
+                    )
+                    .0
+                }
+            };
+            if consented.contains(&subject) && in_market {
+                eligible.insert(token);
+            }
+            persons.entry(token).or_default().push(subject);
+            ControlFlow::Continue(())
+        })?;
+        let mut out = Vec::with_capacity(persons.len());
+        for (token, subjects) in &persons {
+            let mut affordable = true;
+            for s in subjects {
+                affordable &= vault.budget_account(s, UsageScope::Training)?.remaining() >= total;
+            }
+            out.push(PersonCandidate {
+                token: *token,
+                eligible: eligible.contains(token),
+                affordable,
+            });
+        }
+        self.st.persons = persons;
+        Ok(out)
+    }
+
+    /// Admission, second step: reserves each scheduled round's ε for the persons
+    /// `selection` assigns here (to train on or only to charge), all rounds or none
+    /// per subject. Returns the subjects to train on per round and a commitment to
+    /// that set.
     pub fn admission_reserve(
         &mut self,
         task: &TaskId,
         actor: &ActorId,
         schedule: &[Epsilon],
-        at_ms: u64,
+        selection: &PersonSelection,
     ) -> Result<(Vec<u64>, Digest), NodeError> {
         let vault = &self.node.vault;
         vault.authorize(actor, TaskClass::Train)?;
-        let consented: Vec<SubjectId> = vault
-            .consented_subjects(UsageScope::Training, at_ms)?
-            .into_iter()
-            .collect();
-        let mut counts = Vec::with_capacity(schedule.len());
+        let subjects_of = |tokens: &BTreeSet<PersonToken>| -> BTreeSet<SubjectId> {
+            tokens
+                .iter()
+                .filter_map(|t| self.st.persons.get(t))
+                .flatten()
+                .cloned()
+                .collect()
+        };
+        let train = subjects_of(&selection.train);
+        let charge = subjects_of(&selection.charge);
+        let all: Vec<SubjectId> = train.union(&charge).cloned().collect();
+        let mut per_round = Vec::with_capacity(schedule.len());
         for (r, eps) in schedule.iter().enumerate() {
-            let id = round_task_id(task, r as u32)?;
             let report = vault.reserve_for_task(
-                &id,
+                &round_task_id(task, r as u32)?,
                 UsageScope::Training,
-                &consented,
+                &all,
                 *eps,
                 ReserveMode::SkipInsufficient,
             )?;
-            counts.push(report.reserved.len() as u64);
-            self.st.reserved.insert(r as u32, report.reserved);
+            per_round.push(report.reserved.into_iter().collect::<BTreeSet<_>>());
         }
-        let first = self.st.reserved.get(&0).cloned().unwrap_or_default();
-        let commitment = content_hash("scp/consent-snapshot/v1", &first)
+        // The whole run or nothing: a subject some round could not reserve (budget
+        // spent since the candidates were reported) gives back every round.
+        let full: BTreeSet<SubjectId> = per_round
+            .iter()
+            .skip(1)
+            .fold(per_round.first().cloned().unwrap_or_default(), |acc, r| {
+                acc.intersection(r).cloned().collect()
+            });
+        for (r, reserved) in per_round.into_iter().enumerate() {
+            let partial: Vec<SubjectId> = reserved.difference(&full).cloned().collect();
+            vault.finish_task(
+                UsageScope::Training,
+                &partial,
+                &BudgetOp::Release {
+                    task: round_task_id(task, r as u32)?,
+                },
+            )?;
+        }
+        self.st.participation = Participation::new(schedule.len() as u32, &full, &train, &charge);
+        self.st.schedule = schedule.to_vec();
+        self.st.persons.clear();
+        let trained: Vec<&SubjectId> = self.st.participation.trainees().iter().collect();
+        let commitment = content_hash("scp/consent-snapshot/v1", &trained)
             .map_err(|e| NodeError::Encoding(e.to_string()))?;
-        Ok((counts, commitment))
+        Ok((vec![trained.len() as u64; schedule.len()], commitment))
+    }
+
+    /// Applies the participation rules' budget operations (a commit is of the
+    /// round's scheduled ε).
+    fn apply(&self, task: &TaskId, ops: Vec<RoundOp<SubjectId>>) -> Result<(), NodeError> {
+        for op in ops {
+            let (subjects, op) =
+                match op {
+                    RoundOp::Commit { round, subjects } => (
+                        subjects,
+                        BudgetOp::Commit {
+                            task: round_task_id(task, round)?,
+                            actual: self.st.schedule.get(round as usize).copied().ok_or_else(
+                                || {
+                                    NodeError::Refused(format!(
+                                        "round {round} is not in the run's schedule"
+                                    ))
+                                },
+                            )?,
+                        },
+                    ),
+                    RoundOp::Release { round, subjects } => (
+                        subjects,
+                        BudgetOp::Release {
+                            task: round_task_id(task, round)?,
+                        },
+                    ),
+                };
+            self.node
+                .vault
+                .finish_task(UsageScope::Training, &subjects, &op)?;
+        }
+        Ok(())
     }
 
     fn check(&self, a: &RoundAssignment) -> Result<(), NodeError> {
@@ -331,14 +492,19 @@ impl<'a> VaultTrainer<'a> {
         Ok(())
     }
 
-    /// Per-Vault feature construction for a round (inside the enclave); returns the
-    /// train-split size and this round's secagg public key. Subjects without consent
-    /// at evaluation time, without a reservation for the round or outside the market
-    /// scope are skipped before their records are read into features.
+    /// Per-Vault feature construction for a round (inside the enclave); returns this
+    /// round's secagg public key. Only subjects still in the run (every earlier round
+    /// taken part in), with consent at evaluation time, a reservation for the round
+    /// and a home country in the market scope are read into features. The round is
+    /// committed here for the persons only charged in this Vault.
     pub fn prepare_round(&mut self, a: &RoundAssignment) -> Result<Prepared, NodeError> {
         self.check(a)?;
         let body = a.envelope.body();
         let round = a.slice_id.sub_task.round;
+        let task = body.task_id.clone();
+        self.st.data = None;
+        let ops = self.st.participation.open_round(round);
+        self.apply(&task, ops)?;
         let auth = self
             .node
             .vault
@@ -347,16 +513,15 @@ impl<'a> VaultTrainer<'a> {
             .node
             .vault
             .consented_subjects(UsageScope::Training, a.evaluate_at_ms)?;
-        let reserved: BTreeSet<SubjectId> = self
+        let eligible: BTreeSet<SubjectId> = self
             .st
-            .reserved
-            .get(&round)
-            .map(|v| v.iter().cloned().collect())
-            .unwrap_or_default();
-        let eligible: BTreeSet<&SubjectId> = reserved.intersection(&consented).collect();
+            .participation
+            .eligible(round)
+            .intersection(&consented)
+            .cloned()
+            .collect();
         let countries = &a.spec.market_scope.countries;
         let d = a.plan.dimension();
-        let task = &body.task_id;
         let (mut tr, mut trl, mut ho, mut hol, mut used) = (vec![], vec![], vec![], vec![], vec![]);
         let scan = self.node.vault.for_each_subject(&auth, |view| {
             let Ok(subject) = SubjectId::new(view.subject) else {
@@ -377,7 +542,7 @@ impl<'a> VaultTrainer<'a> {
             let (x, y) = a
                 .plan
                 .training_example(&facts, a.cutoff_ms, a.spec.horizon_days);
-            if held_out(task, &subject, a.spec.holdout_fraction) {
+            if held_out(&task, &subject, a.spec.holdout_fraction) {
                 ho.push(x);
                 hol.push(y > 0.5);
             } else {
@@ -388,7 +553,14 @@ impl<'a> VaultTrainer<'a> {
             ControlFlow::Continue(())
         });
         scan?;
-        let examples = tr.len() as u64;
+        if tr.is_empty() {
+            let ops = self.st.participation.dropped(round);
+            self.apply(&task, ops)?;
+            return Err(NodeError::Refused(format!(
+                "{}: no subject left to train on in round {round}",
+                self.node.vault_id()
+            )));
+        }
         self.st.data = Some(LocalData {
             train: dataset(tr, trl, d)?,
             holdout: dataset(ho, hol, d)?,
@@ -398,10 +570,7 @@ impl<'a> VaultTrainer<'a> {
         let participant = Participant::from_rng(ParticipantId(0), &mut rng);
         let public_key = participant.public_key().to_bytes();
         self.st.participant = Some(participant);
-        Ok(Prepared {
-            examples,
-            public_key,
-        })
+        Ok(Prepared { public_key })
     }
 
     /// Sets this Vault's participant id in the round's roster (its index).
@@ -453,18 +622,18 @@ impl<'a> VaultTrainer<'a> {
         self.st.shares_held.get(&dropped).cloned()
     }
 
-    /// Local DP-SGD from `global`, pre-scaled by `examples / total_examples`,
-    /// quantized and masked, inside the enclave; then the round's budget is committed
-    /// for the used subjects and released for the others.
+    /// Local DP-SGD from `global`, pre-scaled by `examples / scale` (the run's
+    /// public scale, see [`run_scale`]) with the metric sums appended, quantized and
+    /// masked, inside the enclave; then the round's budget is committed for the used
+    /// subjects, and the subjects that did not take part are out of the run.
     pub fn train_round(
         &mut self,
         a: &RoundAssignment,
         global: &GlobalModel,
         model_hash: &Digest,
         roster: &Roster,
-        total_examples: u64,
     ) -> Result<TrainSliceBundle, NodeError> {
-        self.train_round_audited(a, global, model_hash, roster, total_examples, &mut |_| {})
+        self.train_round_audited(a, global, model_hash, roster, &mut |_| {})
     }
 
     /// [`Self::train_round`], handing the Vault's own `audit` sink a copy of the
@@ -475,7 +644,6 @@ impl<'a> VaultTrainer<'a> {
         global: &GlobalModel,
         model_hash: &Digest,
         roster: &Roster,
-        total_examples: u64,
         audit: &mut dyn FnMut(&[u32]),
     ) -> Result<TrainSliceBundle, NodeError> {
         self.check(a)?;
@@ -488,7 +656,7 @@ impl<'a> VaultTrainer<'a> {
         let config = dpsgd_config(&a.spec);
         // The noise must be secret to be private: seeded by the enclave, not the run.
         let seed = self.enclave_seed(a, "dpsgd");
-        let examples = data.train.len() as u64;
+        let scale = run_scale(&a.envelope);
         let quant = quantizer(roster.len() as u32)?;
         let mut failure = None;
         let run = self
@@ -496,23 +664,13 @@ impl<'a> VaultTrainer<'a> {
             .enclave
             .run(&inputs.0, a.envelope.hash().0, a.evaluate_at_ms, || {
                 let out = (|| -> Result<TrainSliceBody, NodeError> {
-                    let train_scores = global.predict(&data.train)?;
-                    let train_loss =
-                        metrics::log_loss(&train_scores, data.train.labels()).map_err(train_err)?;
-                    let ho_scores = global.predict(&data.holdout)?;
-                    let ho_loss =
-                        metrics::log_loss(&ho_scores, data.holdout.labels()).map_err(train_err)?;
-                    let ho_auc = metrics::auc(&ho_scores, data.holdout.labels()).ok();
+                    let train_loss = clipped_loss_sum(global, &data.train)?;
+                    let ho_loss = clipped_loss_sum(global, &data.holdout)?;
                     let (delta, _) = global.train_local(&data.train, &config, seed)?;
-                    let mut vector = delta;
-                    vector.extend([
-                        train_loss,
-                        ho_loss,
-                        ho_auc.unwrap_or(0.0),
-                        if ho_auc.is_some() { 1.0 } else { 0.0 },
-                    ]);
-                    let scaled =
-                        fedavg_prescale(&vector, examples, total_examples).map_err(train_err)?;
+                    let n = data.train.len() as f64;
+                    let mut vector: Vec<f64> = delta.iter().map(|x| x * n).collect();
+                    vector.extend([n, train_loss, data.holdout.len() as f64, ho_loss]);
+                    let scaled: Vec<f64> = vector.iter().map(|x| x / scale).collect();
                     let words = quant.encode(&scaled).map_err(train_err)?;
                     audit(&words);
                     let MaskedUpdate { masked, .. } = participant
@@ -522,7 +680,6 @@ impl<'a> VaultTrainer<'a> {
                         slice_id: a.slice_id.clone(),
                         envelope_hash: a.envelope.hash(),
                         masked,
-                        examples,
                         epsilon_committed_micro: a.epsilon.micro,
                         subjects_used: data.used.len() as u64,
                     })
@@ -542,7 +699,7 @@ impl<'a> VaultTrainer<'a> {
         let Some((body, commitment)) = out else {
             return Err(failure.unwrap_or_else(|| NodeError::Enclave("slice failed".into())));
         };
-        self.finish_round(&body.slice_id.sub_task.parent, round, a.epsilon)?;
+        self.finish_round(&body.slice_id.sub_task.parent, round)?;
         Ok(TrainSliceBundle {
             body,
             commitment,
@@ -551,66 +708,40 @@ impl<'a> VaultTrainer<'a> {
         })
     }
 
-    fn finish_round(&mut self, task: &TaskId, round: u32, eps: Epsilon) -> Result<(), NodeError> {
-        let id = round_task_id(task, round)?;
-        let used: Vec<SubjectId> = self
+    fn finish_round(&mut self, task: &TaskId, round: u32) -> Result<(), NodeError> {
+        let used: BTreeSet<SubjectId> = self
             .st
             .data
             .as_ref()
-            .map(|d| d.used.clone())
+            .map(|d| d.used.iter().cloned().collect())
             .unwrap_or_default();
-        let used_set: BTreeSet<&SubjectId> = used.iter().collect();
-        let unused: Vec<SubjectId> = self
-            .st
-            .reserved
-            .remove(&round)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|s| !used_set.contains(s))
-            .collect();
-        let vault = &self.node.vault;
-        vault.finish_task(
-            UsageScope::Training,
-            &used,
-            &BudgetOp::Commit {
-                task: id.clone(),
-                actual: eps,
-            },
-        )?;
-        vault.finish_task(
-            UsageScope::Training,
-            &unused,
-            &BudgetOp::Release { task: id },
-        )?;
-        Ok(())
+        let ops = self.st.participation.trained(round, &used);
+        self.apply(task, ops)
     }
 
-    /// Releases this Vault's reservation of `round` (the Vault dropped out of it
-    /// before executing: failure before execution releases, seed 002). Returns the
-    /// number of subjects released.
+    /// This Vault dropped out of `round` before executing: its subjects were not
+    /// used (failure before execution releases, seed 002) and are out of the run
+    /// from here on. Returns the number of subjects released.
     pub fn release_round(&mut self, task: &TaskId, round: u32) -> Result<u64, NodeError> {
-        let subjects = self.st.reserved.remove(&round).unwrap_or_default();
-        let id = round_task_id(task, round)?;
-        self.node.vault.finish_task(
-            UsageScope::Training,
-            &subjects,
-            &BudgetOp::Release { task: id },
-        )?;
-        Ok(subjects.len() as u64)
+        let out = self.st.participation.trainees().len() as u64;
+        let ops = self.st.participation.dropped(round);
+        self.apply(task, ops)?;
+        Ok(out)
     }
 
-    /// Releases every reservation of rounds that never ran (end of the run).
-    pub fn release_unused(&mut self, task: &TaskId) -> Result<u64, NodeError> {
-        let mut released = 0;
-        for (round, subjects) in std::mem::take(&mut self.st.reserved) {
-            let id = round_task_id(task, round)?;
-            self.node.vault.finish_task(
-                UsageScope::Training,
-                &subjects,
-                &BudgetOp::Release { task: id },
-            )?;
-            released += subjects.len() as u64;
-        }
+    /// End of the run after `rounds_run` rounds: persons only charged here commit
+    /// the rounds that ran, every other reservation left is released.
+    pub fn release_unused(&mut self, task: &TaskId, rounds_run: u32) -> Result<u64, NodeError> {
+        let ops = self.st.participation.finish(rounds_run);
+        let released = ops
+            .iter()
+            .map(|op| match op {
+                RoundOp::Commit { subjects, .. } | RoundOp::Release { subjects, .. } => {
+                    subjects.len() as u64
+                }
+            })
+            .sum();
+        self.apply(task, ops)?;
         Ok(released)
     }
 

@@ -1,14 +1,176 @@
-//! The Governance Service's part of the replicated master state: the current epoch
-//! and the active policy version. Admission reads both from here (never a literal)
-//! and the master state machine refuses an envelope that names another epoch or
-//! policy version than the ones in force, so a replay reproduces the same values.
+//! The Governance Service's part of the replicated master state (seed 002,
+//! "Governance", "Epoch", "Policy Version"): the current epoch and when it opened,
+//! the active policy version, the epoch close triggers, proposals with 2-of-3 votes
+//! signed by the master keys, the approved enterprise members and the history of
+//! closed epochs.
+//!
+//! * **Epoch close** ([`CloseTrigger`]): by time (the epoch length of the active
+//!   policy has passed; the clock is the leader's injected time), by capacity (the
+//!   policy's bound on tasks admitted per epoch is reached) or by an approved
+//!   `close_epoch` proposal. Closing is one replicated step: the epoch is sealed in
+//!   the history, the next opens, and a policy version approved during the closed
+//!   epoch activates — so a task keeps the policy of its admission.
+//!   [`Event::EpochClosed`] is the event each Vault applies once (replenishment,
+//!   idempotent by epoch) and settlement groups payouts by.
+//! * **Proposals**: submitted by a master (its signature is its approval), voted by
+//!   the others; two approvals approve, two rejections reject. A `close_epoch`
+//!   proposal closes the epoch when approved; a `policy_change` waits for the epoch
+//!   boundary; an `enterprise_membership` admits the Vault at once.
+//!
+//! Admission reads the epoch and policy version from here (never a literal); the
+//! state machine refuses an envelope naming another epoch or policy version.
 
+use std::collections::BTreeMap;
+
+use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use symphony_core::ids::{EpochId, PolicyVersion, TaskId};
+use symphony_core::encoding::{content_hash, Digest};
+use symphony_core::ids::{ActorId, EpochId, PolicyVersion, TaskId, VaultId};
 
 use crate::{Event, MasterError};
 
-/// Current epoch and active policy version.
+/// The epoch length at genesis when none is configured (policy v1: one hour).
+pub const DEFAULT_EPOCH_LENGTH_MS: u64 = 3_600_000;
+
+/// A proposal's id (its position in the log of proposals).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+pub struct ProposalId(pub u64);
+
+impl std::fmt::Display for ProposalId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "proposal-{}", self.0)
+    }
+}
+
+/// What a proposal asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum ProposalKind {
+    /// Close the current epoch now.
+    CloseEpoch,
+    /// A new policy version, active from the epoch after the approval. The full
+    /// parameters live in each master's policy registry under `params_hash`; the
+    /// fields governance itself enforces are carried here.
+    PolicyChange {
+        /// The new version (greater than the active one).
+        version: PolicyVersion,
+        /// Hash of the full policy parameters.
+        params_hash: Digest,
+        /// Epoch length under the new version, ms.
+        epoch_length_ms: u64,
+        /// Tasks admitted per epoch before the capacity trigger closes it.
+        max_tasks_per_epoch: Option<u64>,
+    },
+    /// An enterprise joins with its Vault and stake.
+    EnterpriseMembership {
+        /// The Vault.
+        vault: VaultId,
+        /// Its operator.
+        operator: ActorId,
+        /// Stake, µSYM.
+        stake_micro_sym: u64,
+    },
+}
+
+impl ProposalKind {
+    /// The protocol name of the kind.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProposalKind::CloseEpoch => "close_epoch",
+            ProposalKind::PolicyChange { .. } => "policy_change",
+            ProposalKind::EnterpriseMembership { .. } => "enterprise_membership",
+        }
+    }
+}
+
+/// Where a proposal is in its lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProposalStatus {
+    /// Collecting votes.
+    Voting,
+    /// Approved by 2 of 3; waiting for its effect (a policy change: the boundary).
+    Approved,
+    /// Rejected by 2 of 3.
+    Rejected,
+    /// In effect.
+    Enacted,
+}
+
+/// A proposal and its votes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Id.
+    pub id: ProposalId,
+    /// What it asks for.
+    pub kind: ProposalKind,
+    /// The proposing master (index in the master keys).
+    pub proposed_by: u8,
+    /// The epoch it was submitted in.
+    pub proposed_in: EpochId,
+    /// When, ms.
+    pub at_ms: u64,
+    /// Master index → approve.
+    pub votes: BTreeMap<u8, bool>,
+    /// Lifecycle.
+    pub status: ProposalStatus,
+    /// The epoch its effect began in.
+    pub enacted_in: Option<EpochId>,
+}
+
+/// Why an epoch closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "trigger", content = "proposal")]
+pub enum CloseTrigger {
+    /// The active policy's epoch length has passed.
+    Time,
+    /// The policy's bound on tasks admitted per epoch is reached.
+    Capacity,
+    /// An approved `close_epoch` proposal.
+    Proposal(ProposalId),
+}
+
+impl std::fmt::Display for CloseTrigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseTrigger::Time => f.write_str("time"),
+            CloseTrigger::Capacity => f.write_str("capacity"),
+            CloseTrigger::Proposal(p) => write!(f, "{p}"),
+        }
+    }
+}
+
+/// A closed epoch (sealed once).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// The epoch.
+    pub epoch: EpochId,
+    /// The policy version it ran under.
+    pub policy_version: PolicyVersion,
+    /// Opened at, ms.
+    pub opened_at_ms: u64,
+    /// Closed at, ms.
+    pub closed_at_ms: u64,
+    /// Why.
+    pub trigger: CloseTrigger,
+    /// Tasks admitted in it.
+    pub tasks_admitted: u64,
+}
+
+/// An enterprise admitted by governance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Its operator.
+    pub operator: ActorId,
+    /// Stake, µSYM.
+    pub stake_micro_sym: u64,
+    /// Admitted in.
+    pub since: EpochId,
+}
+
+/// Current epoch, active policy version, proposals, members, epoch history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GovernanceState {
     /// The epoch tasks are admitted in now.
@@ -17,12 +179,42 @@ pub struct GovernanceState {
     pub policy_version: PolicyVersion,
     /// When the current epoch opened, ms (0 at genesis).
     pub epoch_opened_at_ms: u64,
+    /// Epoch length of the active policy, ms.
+    pub epoch_length_ms: u64,
+    /// Tasks admitted per epoch before the capacity trigger closes it.
+    pub max_tasks_per_epoch: Option<u64>,
+    /// Tasks admitted in the current epoch.
+    pub tasks_in_epoch: u64,
+    /// The masters' ed25519 keys (index = master number); set once at genesis.
+    pub master_keys: Vec<[u8; 32]>,
+    /// Every proposal.
+    pub proposals: BTreeMap<ProposalId, Proposal>,
+    /// Enterprises admitted by governance.
+    pub members: BTreeMap<VaultId, Member>,
+    /// Closed epochs, oldest first.
+    pub history: Vec<EpochRecord>,
 }
 
 impl Default for GovernanceState {
     fn default() -> Self {
         GovernanceState::genesis()
     }
+}
+
+/// The message a master signs to propose `kind` at `at_ms`.
+pub fn proposal_message(kind: &ProposalKind, at_ms: u64) -> Result<Digest, MasterError> {
+    content_hash("scp/gov/propose/v1", &(kind, at_ms))
+        .map_err(|e| MasterError::Governance(format!("proposal encoding: {e}")))
+}
+
+/// The message a master signs to vote on `id`.
+pub fn vote_message(id: ProposalId, approve: bool) -> Result<Digest, MasterError> {
+    content_hash("scp/gov/vote/v1", &(id.0, approve))
+        .map_err(|e| MasterError::Governance(format!("vote encoding: {e}")))
+}
+
+fn gov(msg: impl Into<String>) -> MasterError {
+    MasterError::Governance(msg.into())
 }
 
 impl GovernanceState {
@@ -32,33 +224,293 @@ impl GovernanceState {
             epoch: EpochId::GENESIS,
             policy_version: PolicyVersion::GENESIS,
             epoch_opened_at_ms: 0,
+            epoch_length_ms: DEFAULT_EPOCH_LENGTH_MS,
+            max_tasks_per_epoch: None,
+            tasks_in_epoch: 0,
+            master_keys: Vec::new(),
+            proposals: BTreeMap::new(),
+            members: BTreeMap::new(),
+            history: Vec::new(),
         }
     }
 
-    /// Opens `epoch`: epochs only move forward.
-    pub(crate) fn open_epoch(
+    /// Genesis configuration: the master keys, the epoch length and the capacity
+    /// bound. Accepted once, before anything else happened in governance.
+    pub(crate) fn configure(
         &mut self,
-        epoch: EpochId,
-        at_ms: u64,
+        master_keys: &[[u8; 32]],
+        epoch_length_ms: u64,
+        max_tasks_per_epoch: Option<u64>,
+        opened_at_ms: u64,
     ) -> Result<Vec<Event>, MasterError> {
-        if epoch <= self.epoch {
-            return Err(MasterError::Governance(format!(
-                "{epoch} cannot open: {} is current and epochs only move forward",
-                self.epoch
+        if !self.master_keys.is_empty() || !self.history.is_empty() || !self.proposals.is_empty() {
+            return Err(gov("governance is configured once, at genesis"));
+        }
+        if master_keys.len() != 3 {
+            return Err(gov(format!(
+                "governance needs 3 master keys, got {}",
+                master_keys.len()
             )));
         }
+        for (i, k) in master_keys.iter().enumerate() {
+            VerifyingKey::from_bytes(k)
+                .map_err(|e| gov(format!("master key {i} is not an ed25519 key: {e}")))?;
+        }
+        if epoch_length_ms == 0 || max_tasks_per_epoch == Some(0) {
+            return Err(gov("epoch length and capacity must be positive"));
+        }
+        self.master_keys = master_keys.to_vec();
+        self.epoch_length_ms = epoch_length_ms;
+        self.max_tasks_per_epoch = max_tasks_per_epoch;
+        self.epoch_opened_at_ms = opened_at_ms;
+        Ok(vec![Event::GovernanceConfigured {
+            epoch_length_ms,
+            max_tasks_per_epoch,
+        }])
+    }
+
+    fn check_signature(&self, master: u8, msg: &Digest, sig: &[u8]) -> Result<(), MasterError> {
+        let key = self
+            .master_keys
+            .get(usize::from(master))
+            .ok_or_else(|| gov(format!("master-{master} is not a master of this network")))?;
+        let key = VerifyingKey::from_bytes(key)
+            .map_err(|e| gov(format!("master-{master}'s key: {e}")))?;
+        let sig = Signature::from_slice(sig)
+            .map_err(|_| gov(format!("master-{master}'s signature is malformed")))?;
+        key.verify_strict(&msg.0, &sig)
+            .map_err(|_| gov(format!("master-{master}'s signature does not verify")))
+    }
+
+    /// A master proposes `kind` (its signature counts as its approval).
+    pub(crate) fn propose(
+        &mut self,
+        kind: &ProposalKind,
+        master: u8,
+        at_ms: u64,
+        signature: &[u8],
+    ) -> Result<Vec<Event>, MasterError> {
+        self.check_signature(master, &proposal_message(kind, at_ms)?, signature)?;
+        match kind {
+            ProposalKind::CloseEpoch => {}
+            ProposalKind::PolicyChange {
+                version,
+                epoch_length_ms,
+                max_tasks_per_epoch,
+                ..
+            } => {
+                if *version <= self.policy_version {
+                    return Err(gov(format!(
+                        "{version} is not newer than the active {}",
+                        self.policy_version
+                    )));
+                }
+                if *epoch_length_ms == 0 || *max_tasks_per_epoch == Some(0) {
+                    return Err(gov("epoch length and capacity must be positive"));
+                }
+                let open = self.proposals.values().any(|p| {
+                    matches!(p.kind, ProposalKind::PolicyChange { .. })
+                        && matches!(p.status, ProposalStatus::Voting | ProposalStatus::Approved)
+                });
+                if open {
+                    return Err(gov(
+                        "another policy change is being voted on or waits for the epoch boundary",
+                    ));
+                }
+            }
+            ProposalKind::EnterpriseMembership { vault, .. } => {
+                if self.members.contains_key(vault) {
+                    return Err(gov(format!("{vault} is already a member")));
+                }
+            }
+        }
+        let id = ProposalId(self.proposals.len() as u64);
+        self.proposals.insert(
+            id,
+            Proposal {
+                id,
+                kind: kind.clone(),
+                proposed_by: master,
+                proposed_in: self.epoch,
+                at_ms,
+                votes: [(master, true)].into(),
+                status: ProposalStatus::Voting,
+                enacted_in: None,
+            },
+        );
+        Ok(vec![Event::ProposalSubmitted {
+            id,
+            kind: kind.as_str().to_string(),
+            by: master,
+        }])
+    }
+
+    /// A master votes; the second approval (or rejection) decides.
+    pub(crate) fn vote(
+        &mut self,
+        id: ProposalId,
+        master: u8,
+        approve: bool,
+        at_ms: u64,
+        signature: &[u8],
+    ) -> Result<Vec<Event>, MasterError> {
+        self.check_signature(master, &vote_message(id, approve)?, signature)?;
+        let p = self
+            .proposals
+            .get_mut(&id)
+            .ok_or_else(|| gov(format!("{id} does not exist")))?;
+        if p.status != ProposalStatus::Voting {
+            return Err(gov(format!("{id} is already decided ({:?})", p.status)));
+        }
+        if p.votes.contains_key(&master) {
+            return Err(gov(format!("master-{master} already voted on {id}")));
+        }
+        p.votes.insert(master, approve);
+        let mut events = vec![Event::ProposalVoted {
+            id,
+            by: master,
+            approve,
+        }];
+        let yes = p.votes.values().filter(|v| **v).count();
+        let no = p.votes.len() - yes;
+        if no >= 2 {
+            p.status = ProposalStatus::Rejected;
+            events.push(Event::ProposalDecided {
+                id,
+                approved: false,
+            });
+        } else if yes >= 2 {
+            p.status = ProposalStatus::Approved;
+            events.push(Event::ProposalDecided { id, approved: true });
+            let kind = p.kind.clone();
+            match kind {
+                ProposalKind::CloseEpoch => {
+                    events.extend(self.close(CloseTrigger::Proposal(id), at_ms)?);
+                }
+                ProposalKind::EnterpriseMembership {
+                    vault,
+                    operator,
+                    stake_micro_sym,
+                } => {
+                    self.enact(id);
+                    self.members.insert(
+                        vault.clone(),
+                        Member {
+                            operator,
+                            stake_micro_sym,
+                            since: self.epoch,
+                        },
+                    );
+                    events.push(Event::ProposalEnacted {
+                        id,
+                        epoch: self.epoch,
+                    });
+                }
+                ProposalKind::PolicyChange { .. } => {} // at the epoch boundary
+            }
+        }
+        Ok(events)
+    }
+
+    fn enact(&mut self, id: ProposalId) {
+        if let Some(p) = self.proposals.get_mut(&id) {
+            p.status = ProposalStatus::Enacted;
+            p.enacted_in = Some(self.epoch);
+        }
+    }
+
+    /// Closes the current epoch by `trigger` at `at_ms` (refused unless the trigger
+    /// holds) and opens the next, activating an approved policy change.
+    pub(crate) fn close(
+        &mut self,
+        trigger: CloseTrigger,
+        at_ms: u64,
+    ) -> Result<Vec<Event>, MasterError> {
         if at_ms < self.epoch_opened_at_ms {
-            return Err(MasterError::Governance(format!(
-                "{epoch} cannot open at {at_ms} ms, before {} opened ({} ms)",
+            return Err(gov(format!(
+                "{} cannot close at {at_ms} ms, before it opened ({} ms)",
                 self.epoch, self.epoch_opened_at_ms
             )));
         }
-        self.epoch = epoch;
+        match trigger {
+            CloseTrigger::Time => {
+                let due = self.epoch_opened_at_ms.saturating_add(self.epoch_length_ms);
+                if at_ms < due {
+                    return Err(gov(format!(
+                        "{} closes by time at {due} ms, not {at_ms} ms",
+                        self.epoch
+                    )));
+                }
+            }
+            CloseTrigger::Capacity => match self.max_tasks_per_epoch {
+                Some(max) if self.tasks_in_epoch >= max => {}
+                Some(max) => {
+                    return Err(gov(format!(
+                        "{} has {} of {max} tasks: not at capacity",
+                        self.epoch, self.tasks_in_epoch
+                    )))
+                }
+                None => return Err(gov("the active policy sets no epoch capacity")),
+            },
+            CloseTrigger::Proposal(id) => {
+                let approved = self.proposals.get(&id).is_some_and(|p| {
+                    p.kind == ProposalKind::CloseEpoch && p.status == ProposalStatus::Approved
+                });
+                if !approved {
+                    return Err(gov(format!("{id} is not an approved close_epoch proposal")));
+                }
+                self.enact(id);
+            }
+        }
+        let closed = self.epoch;
+        self.history.push(EpochRecord {
+            epoch: closed,
+            policy_version: self.policy_version,
+            opened_at_ms: self.epoch_opened_at_ms,
+            closed_at_ms: at_ms,
+            trigger,
+            tasks_admitted: self.tasks_in_epoch,
+        });
+        self.epoch = EpochId(closed.0 + 1);
         self.epoch_opened_at_ms = at_ms;
-        Ok(vec![Event::EpochOpened { epoch, at_ms }])
+        self.tasks_in_epoch = 0;
+        let mut events = vec![Event::EpochClosed {
+            epoch: closed,
+            next: self.epoch,
+            at_ms,
+            trigger,
+        }];
+        let pending = self.proposals.values().find_map(|p| match &p.kind {
+            ProposalKind::PolicyChange {
+                version,
+                epoch_length_ms,
+                max_tasks_per_epoch,
+                ..
+            } if p.status == ProposalStatus::Approved => {
+                Some((p.id, *version, *epoch_length_ms, *max_tasks_per_epoch))
+            }
+            _ => None,
+        });
+        if let Some((id, version, length, max)) = pending {
+            self.policy_version = version;
+            self.epoch_length_ms = length;
+            self.max_tasks_per_epoch = max;
+            self.enact(id);
+            events.push(Event::ProposalEnacted {
+                id,
+                epoch: self.epoch,
+            });
+        }
+        Ok(events)
     }
 
-    /// An envelope is admitted only in the current epoch under the active policy.
+    /// A task was admitted in the current epoch.
+    pub(crate) fn count_admission(&mut self) {
+        self.tasks_in_epoch += 1;
+    }
+
+    /// An envelope is admitted only in the current epoch under the active policy,
+    /// and not beyond the epoch's capacity.
     pub(crate) fn check_admission(
         &self,
         task_id: &TaskId,
@@ -83,6 +535,17 @@ impl GovernanceState {
                 ),
             });
         }
+        if let Some(max) = self.max_tasks_per_epoch {
+            if self.tasks_in_epoch >= max {
+                return Err(MasterError::Refused {
+                    task_id: task_id.clone(),
+                    reason: format!(
+                        "{} is at its capacity of {max} tasks; admission resumes when it closes",
+                        self.epoch
+                    ),
+                });
+            }
+        }
         Ok(())
     }
 }
@@ -90,6 +553,43 @@ impl GovernanceState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ed25519_dalek::{Signer, SigningKey};
+
+    fn keys() -> Vec<SigningKey> {
+        (1..=3u8)
+            .map(|i| SigningKey::from_bytes(&[i; 32]))
+            .collect()
+    }
+
+    fn configured(keys: &[SigningKey], max: Option<u64>) -> GovernanceState {
+        let mut g = GovernanceState::genesis();
+        let pks: Vec<[u8; 32]> = keys.iter().map(|k| k.verifying_key().to_bytes()).collect();
+        g.configure(&pks, 1_000, max, 0).unwrap();
+        g
+    }
+
+    fn propose(
+        g: &mut GovernanceState,
+        k: &[SigningKey],
+        by: u8,
+        kind: ProposalKind,
+        at: u64,
+    ) -> Result<Vec<Event>, MasterError> {
+        let sig = k[usize::from(by)].sign(&proposal_message(&kind, at).unwrap().0);
+        g.propose(&kind, by, at, &sig.to_bytes())
+    }
+
+    fn vote(
+        g: &mut GovernanceState,
+        k: &[SigningKey],
+        id: u64,
+        by: u8,
+        yes: bool,
+        at: u64,
+    ) -> Result<Vec<Event>, MasterError> {
+        let sig = k[usize::from(by)].sign(&vote_message(ProposalId(id), yes).unwrap().0);
+        g.vote(ProposalId(id), by, yes, at, &sig.to_bytes())
+    }
 
     #[test]
     fn admission_outside_the_current_epoch_or_policy_is_refused() {
@@ -109,14 +609,145 @@ mod tests {
     }
 
     #[test]
-    fn epochs_only_move_forward() {
-        let mut g = GovernanceState::genesis();
-        assert!(g.open_epoch(EpochId(2), 10).is_ok());
+    fn epochs_close_by_time_capacity_or_approved_proposal_only() {
+        let k = keys();
+        let mut g = configured(&k, Some(2));
+        let e = g.close(CloseTrigger::Time, 999).unwrap_err();
+        assert!(e.to_string().contains("closes by time at 1000 ms"), "{e}");
+        assert!(g.close(CloseTrigger::Capacity, 5).is_err());
+        g.count_admission();
+        g.count_admission();
+        let t = TaskId::new("t-3").unwrap();
+        let e = g
+            .check_admission(&t, g.epoch, g.policy_version)
+            .unwrap_err();
+        assert!(e.to_string().contains("capacity of 2 tasks"), "{e}");
+        g.close(CloseTrigger::Capacity, 5).unwrap();
+        assert_eq!(
+            (g.epoch, g.epoch_opened_at_ms, g.tasks_in_epoch),
+            (EpochId(1), 5, 0)
+        );
+        g.close(CloseTrigger::Time, 1_005).unwrap();
         assert_eq!(g.epoch, EpochId(2));
-        let e = g.open_epoch(EpochId(2), 20).unwrap_err();
-        assert!(e.to_string().contains("only move forward"), "{e}");
-        let e = g.open_epoch(EpochId(3), 5).unwrap_err();
-        assert!(e.to_string().contains("before epoch-2 opened"), "{e}");
-        assert_eq!(g.epoch, EpochId(2));
+        // A close proposal closes the epoch when the second master approves.
+        propose(&mut g, &k, 0, ProposalKind::CloseEpoch, 1_010).unwrap();
+        assert!(g
+            .close(CloseTrigger::Proposal(ProposalId(0)), 1_011)
+            .is_err());
+        let ev = vote(&mut g, &k, 0, 2, true, 1_020).unwrap();
+        assert!(ev.iter().any(|e| matches!(
+            e,
+            Event::EpochClosed {
+                epoch: EpochId(2),
+                ..
+            }
+        )));
+        assert_eq!(g.epoch, EpochId(3));
+        assert_eq!(g.proposals[&ProposalId(0)].status, ProposalStatus::Enacted);
+        let triggers: Vec<CloseTrigger> = g.history.iter().map(|h| h.trigger).collect();
+        assert_eq!(
+            triggers,
+            [
+                CloseTrigger::Capacity,
+                CloseTrigger::Time,
+                CloseTrigger::Proposal(ProposalId(0))
+            ]
+        );
+        // A decided proposal cannot be voted again, nor enacted twice.
+        assert!(vote(&mut g, &k, 0, 1, true, 1_030).is_err());
+        assert!(g
+            .close(CloseTrigger::Proposal(ProposalId(0)), 1_040)
+            .is_err());
+    }
+
+    #[test]
+    fn votes_must_be_signed_by_a_master_once() {
+        let k = keys();
+        let mut g = configured(&k, None);
+        propose(&mut g, &k, 1, ProposalKind::CloseEpoch, 10).unwrap();
+        // Signed by another key than the voter's.
+        let sig = k[0].sign(&vote_message(ProposalId(0), true).unwrap().0);
+        let e = g
+            .vote(ProposalId(0), 2, true, 11, &sig.to_bytes())
+            .unwrap_err();
+        assert!(e.to_string().contains("does not verify"), "{e}");
+        // Signed for "no", presented as "yes".
+        let sig = k[2].sign(&vote_message(ProposalId(0), false).unwrap().0);
+        assert!(g.vote(ProposalId(0), 2, true, 11, &sig.to_bytes()).is_err());
+        assert!(vote(&mut g, &k, 0, 1, true, 11)
+            .unwrap_err()
+            .to_string()
+            .contains("already voted"));
+        let sig = k[0].sign(&vote_message(ProposalId(0), true).unwrap().0);
+        let e = g
+            .vote(ProposalId(0), 7, true, 11, &sig.to_bytes())
+            .unwrap_err();
+        assert!(e.to_string().contains("not a master"), "{e}");
+        assert_eq!(g.epoch, EpochId::GENESIS);
+        // Two rejections reject.
+        vote(&mut g, &k, 0, 0, false, 12).unwrap();
+        vote(&mut g, &k, 0, 2, false, 12).unwrap();
+        assert_eq!(g.proposals[&ProposalId(0)].status, ProposalStatus::Rejected);
+        assert_eq!(g.epoch, EpochId::GENESIS);
+    }
+
+    #[test]
+    fn a_policy_change_applies_from_the_next_epoch() {
+        let k = keys();
+        let mut g = configured(&k, None);
+        let change = ProposalKind::PolicyChange {
+            version: PolicyVersion(2),
+            params_hash: Digest([7; 32]),
+            epoch_length_ms: 500,
+            max_tasks_per_epoch: Some(9),
+        };
+        propose(&mut g, &k, 0, change.clone(), 10).unwrap();
+        assert!(
+            propose(&mut g, &k, 1, change, 11).is_err(),
+            "one policy change at a time"
+        );
+        vote(&mut g, &k, 0, 1, true, 12).unwrap();
+        assert_eq!(
+            g.policy_version,
+            PolicyVersion::GENESIS,
+            "not before the boundary"
+        );
+        let t = TaskId::new("t").unwrap();
+        assert!(g
+            .check_admission(&t, EpochId::GENESIS, PolicyVersion::GENESIS)
+            .is_ok());
+        let ev = g.close(CloseTrigger::Time, 1_000).unwrap();
+        assert!(ev
+            .iter()
+            .any(|e| matches!(e, Event::ProposalEnacted { .. })));
+        assert_eq!(
+            (g.policy_version, g.epoch_length_ms),
+            (PolicyVersion(2), 500)
+        );
+        assert_eq!(g.history[0].policy_version, PolicyVersion::GENESIS);
+        assert!(g
+            .check_admission(&t, EpochId(1), PolicyVersion::GENESIS)
+            .is_err());
+        assert!(g.close(CloseTrigger::Time, 1_499).is_err());
+        assert!(g.close(CloseTrigger::Time, 1_500).is_ok());
+    }
+
+    #[test]
+    fn membership_is_admitted_on_approval_and_genesis_configures_once() {
+        let k = keys();
+        let mut g = configured(&k, None);
+        let vault = VaultId::new("vault-09").unwrap();
+        let kind = ProposalKind::EnterpriseMembership {
+            vault: vault.clone(),
+            operator: ActorId::new("operator:vault-09").unwrap(),
+            stake_micro_sym: 5_000_000,
+        };
+        propose(&mut g, &k, 2, kind.clone(), 1).unwrap();
+        assert!(!g.members.contains_key(&vault));
+        vote(&mut g, &k, 0, 0, true, 2).unwrap();
+        assert!(g.members.contains_key(&vault));
+        assert!(propose(&mut g, &k, 1, kind, 3).is_err());
+        let pks: Vec<[u8; 32]> = k.iter().map(|k| k.verifying_key().to_bytes()).collect();
+        assert!(g.configure(&pks, 10, None, 0).is_err());
     }
 }

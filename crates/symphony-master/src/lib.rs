@@ -40,7 +40,10 @@ pub use challenge::{
 };
 
 mod governance;
-pub use governance::GovernanceState;
+pub use governance::{
+    proposal_message, vote_message, CloseTrigger, EpochRecord, GovernanceState, Member, Proposal,
+    ProposalId, ProposalKind, ProposalStatus, DEFAULT_EPOCH_LENGTH_MS,
+};
 
 mod composite;
 pub mod takeover;
@@ -255,12 +258,49 @@ pub enum Command {
         /// The penalty (with `record_penalty` only).
         penalty: Option<PenaltyRecord>,
     },
-    /// Governance Service: a new epoch opens (epochs only move forward; admission
-    /// then runs in it and budgets replenish at this boundary).
-    OpenEpoch {
-        /// The new epoch (greater than the current one).
-        epoch: EpochId,
-        /// When it opened, ms (the leader's injected time).
+    /// Governance Service, at genesis: the master keys that sign proposals and
+    /// votes, the epoch length and the epoch capacity (accepted once).
+    ConfigureGovernance {
+        /// The three masters' ed25519 public keys, by master index.
+        master_keys: Vec<[u8; 32]>,
+        /// Epoch length, ms.
+        epoch_length_ms: u64,
+        /// Tasks admitted per epoch before the capacity trigger.
+        max_tasks_per_epoch: Option<u64>,
+        /// When the genesis epoch opened, ms.
+        at_ms: u64,
+    },
+    /// A master proposes (signed over [`proposal_message`]).
+    Propose {
+        /// What.
+        kind: ProposalKind,
+        /// The proposing master's index.
+        by: u8,
+        /// When, ms.
+        at_ms: u64,
+        /// Its ed25519 signature.
+        signature: Vec<u8>,
+    },
+    /// A master votes (signed over [`vote_message`]); an approved `close_epoch`
+    /// closes the epoch at `at_ms`.
+    Vote {
+        /// The proposal.
+        proposal: ProposalId,
+        /// The voting master's index.
+        by: u8,
+        /// Approve or reject.
+        approve: bool,
+        /// When, ms.
+        at_ms: u64,
+        /// Its ed25519 signature.
+        signature: Vec<u8>,
+    },
+    /// The epoch closes by time or capacity (refused unless the trigger holds) and
+    /// the next opens.
+    CloseEpoch {
+        /// Why.
+        trigger: CloseTrigger,
+        /// When, ms (the leader's injected time).
         at_ms: u64,
     },
 }
@@ -328,12 +368,55 @@ pub enum Event {
         /// New state.
         state: ChallengeState,
     },
-    /// A new epoch opened.
-    EpochOpened {
-        /// The epoch.
+    /// Governance was configured at genesis.
+    GovernanceConfigured {
+        /// Epoch length, ms.
+        epoch_length_ms: u64,
+        /// Epoch capacity in tasks.
+        max_tasks_per_epoch: Option<u64>,
+    },
+    /// A proposal was submitted.
+    ProposalSubmitted {
+        /// Id.
+        id: ProposalId,
+        /// Its kind.
+        kind: String,
+        /// Proposing master.
+        by: u8,
+    },
+    /// A master voted.
+    ProposalVoted {
+        /// Id.
+        id: ProposalId,
+        /// Voting master.
+        by: u8,
+        /// Approve.
+        approve: bool,
+    },
+    /// 2 of 3 decided.
+    ProposalDecided {
+        /// Id.
+        id: ProposalId,
+        /// Approved or rejected.
+        approved: bool,
+    },
+    /// A proposal took effect.
+    ProposalEnacted {
+        /// Id.
+        id: ProposalId,
+        /// In this epoch.
         epoch: EpochId,
+    },
+    /// An epoch closed and the next opened (each Vault replenishes once per epoch).
+    EpochClosed {
+        /// The closed epoch.
+        epoch: EpochId,
+        /// The epoch now open.
+        next: EpochId,
         /// When, ms.
         at_ms: u64,
+        /// Why.
+        trigger: CloseTrigger,
     },
 }
 
@@ -501,7 +584,40 @@ impl MasterState {
     fn apply_inner(&mut self, command: &Command) -> Result<Vec<Event>, MasterError> {
         match command {
             Command::AdmitTask { envelope } => self.admit(envelope),
-            Command::OpenEpoch { epoch, at_ms } => self.governance.open_epoch(*epoch, *at_ms),
+            Command::ConfigureGovernance {
+                master_keys,
+                epoch_length_ms,
+                max_tasks_per_epoch,
+                at_ms,
+            } => self.governance.configure(
+                master_keys,
+                *epoch_length_ms,
+                *max_tasks_per_epoch,
+                *at_ms,
+            ),
+            Command::Propose {
+                kind,
+                by,
+                at_ms,
+                signature,
+            } => self.governance.propose(kind, *by, *at_ms, signature),
+            Command::Vote {
+                proposal,
+                by,
+                approve,
+                at_ms,
+                signature,
+            } => self
+                .governance
+                .vote(*proposal, *by, *approve, *at_ms, signature),
+            Command::CloseEpoch { trigger, at_ms } => {
+                if matches!(trigger, CloseTrigger::Proposal(_)) {
+                    return Err(MasterError::Governance(
+                        "a close_epoch proposal closes the epoch when it is approved".into(),
+                    ));
+                }
+                self.governance.close(*trigger, *at_ms)
+            }
             Command::Advance {
                 task_id,
                 event,
@@ -660,6 +776,7 @@ impl MasterState {
         self.governance
             .check_admission(&body.task_id, body.epoch_id, body.policy_version)?;
         self.used_nonces.insert(key);
+        self.governance.count_admission();
         self.tasks.insert(
             body.task_id.clone(),
             TaskRecord {

@@ -175,8 +175,17 @@ pub fn build(
     let mut masters = LocalReplicator::new(seed);
     let submit =
         |m: &mut LocalReplicator, c: Command| m.submit(c).map(|_| ()).map_err(NodeError::from);
-    if epoch > masters.state().current_epoch() {
-        submit(&mut masters, Command::OpenEpoch { epoch, at_ms: 0 })?;
+    // Time-triggered closes up to `epoch` (the default epoch length apart).
+    while masters.state().current_epoch() < epoch {
+        let g = masters.state().governance();
+        let at_ms = g.epoch_opened_at_ms + g.epoch_length_ms;
+        submit(
+            &mut masters,
+            Command::CloseEpoch {
+                trigger: symphony_master::CloseTrigger::Time,
+                at_ms,
+            },
+        )?;
     }
     submit(
         &mut masters,

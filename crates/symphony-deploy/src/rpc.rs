@@ -16,7 +16,7 @@ use symphony_core::budget::Epsilon;
 use symphony_core::consent::UsageScope;
 use symphony_core::encoding::Digest;
 use symphony_core::envelope::TaskClass;
-use symphony_core::ids::{ActorId, TaskId, VaultId};
+use symphony_core::ids::{ActorId, EpochId, TaskId, VaultId};
 use symphony_node::bundle::{ComputeBody, SliceAssignment, SliceResultBundle};
 use symphony_node::enterprise::{AdmissionReply, EnterpriseEndpoint, EnterpriseNode};
 use symphony_node::training::model::GlobalModel;
@@ -54,6 +54,13 @@ pub enum EnterpriseRequest {
     ExecuteComputeSlice(Box<SliceAssignment>),
     /// Release a task's reservations.
     Release(TaskId),
+    /// The replicated epoch event: replenish every account of each scope once.
+    OpenEpoch {
+        /// The epoch that opened.
+        epoch: EpochId,
+        /// Scope → ε added to each subject's budget.
+        replenish: Vec<(UsageScope, Epsilon)>,
+    },
     /// Health and identity.
     Ping,
     /// Training admission, first step: authorization and the person candidates.
@@ -241,6 +248,12 @@ fn handle(
             Ok(n) => EnterpriseReply::Released(n),
             Err(e) => refused(e),
         },
+        EnterpriseRequest::OpenEpoch { epoch, replenish } => {
+            match node.open_epoch(epoch, &replenish) {
+                Ok(n) => EnterpriseReply::Released(n),
+                Err(e) => refused(e),
+            }
+        }
         EnterpriseRequest::Ping => EnterpriseReply::Pong(node.vault_id().clone()),
         training => match handle_training(node, registry, training) {
             Ok(reply) => reply,
@@ -516,6 +529,20 @@ impl EnterpriseEndpoint for RemoteEnterprise {
 
     fn release(&self, task_id: &TaskId) -> Result<u64, NodeError> {
         match self.call(&EnterpriseRequest::Release(task_id.clone()))? {
+            EnterpriseReply::Released(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn open_epoch(
+        &self,
+        epoch: EpochId,
+        replenish: &[(UsageScope, Epsilon)],
+    ) -> Result<u64, NodeError> {
+        match self.call(&EnterpriseRequest::OpenEpoch {
+            epoch,
+            replenish: replenish.to_vec(),
+        })? {
             EnterpriseReply::Released(n) => Ok(n),
             other => Err(unexpected(other)),
         }

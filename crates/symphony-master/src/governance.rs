@@ -234,17 +234,16 @@ impl GovernanceState {
         }
     }
 
-    /// Genesis configuration: the master keys, the epoch length and the capacity
-    /// bound. Accepted once, before anything else happened in governance.
+    /// Configuration: the master keys, the epoch length and the capacity bound of
+    /// the genesis policy. Accepted once (before the first proposal).
     pub(crate) fn configure(
         &mut self,
         master_keys: &[[u8; 32]],
         epoch_length_ms: u64,
         max_tasks_per_epoch: Option<u64>,
-        opened_at_ms: u64,
     ) -> Result<Vec<Event>, MasterError> {
-        if !self.master_keys.is_empty() || !self.history.is_empty() || !self.proposals.is_empty() {
-            return Err(gov("governance is configured once, at genesis"));
+        if !self.master_keys.is_empty() {
+            return Err(gov("governance is configured once"));
         }
         if master_keys.len() != 3 {
             return Err(gov(format!(
@@ -262,7 +261,6 @@ impl GovernanceState {
         self.master_keys = master_keys.to_vec();
         self.epoch_length_ms = epoch_length_ms;
         self.max_tasks_per_epoch = max_tasks_per_epoch;
-        self.epoch_opened_at_ms = opened_at_ms;
         Ok(vec![Event::GovernanceConfigured {
             epoch_length_ms,
             max_tasks_per_epoch,
@@ -564,7 +562,7 @@ mod tests {
     fn configured(keys: &[SigningKey], max: Option<u64>) -> GovernanceState {
         let mut g = GovernanceState::genesis();
         let pks: Vec<[u8; 32]> = keys.iter().map(|k| k.verifying_key().to_bytes()).collect();
-        g.configure(&pks, 1_000, max, 0).unwrap();
+        g.configure(&pks, 1_000, max).unwrap();
         g
     }
 
@@ -748,6 +746,6 @@ mod tests {
         assert!(g.members.contains_key(&vault));
         assert!(propose(&mut g, &k, 1, kind, 3).is_err());
         let pks: Vec<[u8; 32]> = k.iter().map(|k| k.verifying_key().to_bytes()).collect();
-        assert!(g.configure(&pks, 10, None, 0).is_err());
+        assert!(g.configure(&pks, 10, None).is_err());
     }
 }

@@ -258,8 +258,9 @@ pub enum Command {
         /// The penalty (with `record_penalty` only).
         penalty: Option<PenaltyRecord>,
     },
-    /// Governance Service, at genesis: the master keys that sign proposals and
-    /// votes, the epoch length and the epoch capacity (accepted once).
+    /// Governance Service: the master keys that sign proposals and votes, the
+    /// epoch length and the epoch capacity of the genesis policy (accepted once,
+    /// before the first proposal).
     ConfigureGovernance {
         /// The three masters' ed25519 public keys, by master index.
         master_keys: Vec<[u8; 32]>,
@@ -267,8 +268,6 @@ pub enum Command {
         epoch_length_ms: u64,
         /// Tasks admitted per epoch before the capacity trigger.
         max_tasks_per_epoch: Option<u64>,
-        /// When the genesis epoch opened, ms.
-        at_ms: u64,
     },
     /// A master proposes (signed over [`proposal_message`]).
     Propose {
@@ -588,13 +587,9 @@ impl MasterState {
                 master_keys,
                 epoch_length_ms,
                 max_tasks_per_epoch,
-                at_ms,
-            } => self.governance.configure(
-                master_keys,
-                *epoch_length_ms,
-                *max_tasks_per_epoch,
-                *at_ms,
-            ),
+            } => self
+                .governance
+                .configure(master_keys, *epoch_length_ms, *max_tasks_per_epoch),
             Command::Propose {
                 kind,
                 by,

@@ -112,7 +112,6 @@ proptest! {
             master_keys,
             epoch_length_ms: 1_000,
             max_tasks_per_epoch: Some(3),
-            at_ms: 0,
         }];
         state.apply(&log[0]).unwrap();
         for (n, op) in ops.iter().enumerate() {

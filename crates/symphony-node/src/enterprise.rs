@@ -14,7 +14,7 @@ use symphony_core::budget::{BudgetOp, Epsilon};
 use symphony_core::consent::UsageScope;
 use symphony_core::encoding::{content_hash, Digest};
 use symphony_core::envelope::TaskClass;
-use symphony_core::ids::{ActorId, SubjectId, TaskId, VaultId};
+use symphony_core::ids::{ActorId, EpochId, SubjectId, TaskId, VaultId};
 use symphony_enclave::{SoftwareEnclave, Tee};
 use symphony_vault::{ReserveMode, Vault};
 
@@ -75,6 +75,14 @@ pub trait EnterpriseEndpoint {
     ) -> Result<SliceResultBundle<ComputeBody>, NodeError>;
     /// Releases the task's reservations (failure before execution).
     fn release(&self, task_id: &TaskId) -> Result<u64, NodeError>;
+    /// The replicated epoch event: `epoch` opened; every subject's budget in each
+    /// scope is replenished by the policy's amount, once per epoch (a retry is a
+    /// no-op). Returns the accounts replenished.
+    fn open_epoch(
+        &self,
+        epoch: EpochId,
+        replenish: &[(UsageScope, Epsilon)],
+    ) -> Result<u64, NodeError>;
     /// Admission of a `parse` task: the operator permits the producer to parse, and
     /// the subject consents to `personal` use. Not served over the enterprise RPC yet.
     fn parse_admit(
@@ -126,6 +134,17 @@ impl EnterpriseEndpoint for EnterpriseNode {
     }
     fn release(&self, task_id: &TaskId) -> Result<u64, NodeError> {
         EnterpriseNode::release(self, task_id)
+    }
+    fn open_epoch(
+        &self,
+        epoch: EpochId,
+        replenish: &[(UsageScope, Epsilon)],
+    ) -> Result<u64, NodeError> {
+        let mut applied = 0;
+        for (scope, amount) in replenish {
+            applied += self.vault.replenish_scope(*scope, epoch, *amount)?.applied;
+        }
+        Ok(applied)
     }
     fn parse_admit(
         &self,

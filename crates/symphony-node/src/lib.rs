@@ -19,6 +19,7 @@ pub mod bundle;
 pub mod challenge;
 pub mod classes;
 pub mod enterprise;
+pub mod governance;
 pub mod network;
 pub mod planes;
 pub mod replication;

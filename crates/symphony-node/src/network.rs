@@ -371,6 +371,9 @@ impl EnterpriseEndpoint for Unreachable<'_> {
     fn release(&self, _: &TaskId) -> Result<u64, NodeError> {
         Err(NodeError::Unavailable(self.0.to_string()))
     }
+    fn open_epoch(&self, _: EpochId, _: &[(UsageScope, Epsilon)]) -> Result<u64, NodeError> {
+        Err(NodeError::Unavailable(self.0.to_string()))
+    }
 }
 
 /// An endpoint whose bundles are corrupted in transit.
@@ -416,6 +419,13 @@ impl EnterpriseEndpoint for Tampering<'_> {
             }
         }
         Ok(b)
+    }
+    fn open_epoch(
+        &self,
+        epoch: EpochId,
+        replenish: &[(UsageScope, Epsilon)],
+    ) -> Result<u64, NodeError> {
+        self.inner.open_epoch(epoch, replenish)
     }
     fn release(&self, task: &TaskId) -> Result<u64, NodeError> {
         EnterpriseEndpoint::release(self.inner, task)
@@ -625,6 +635,12 @@ impl EmbeddedNetwork {
 
     /// This network's enterprise endpoints as the masters reach them, with the
     /// configured faults (nodes down, a tampered first bundle).
+    /// Closes the current epoch through governance (master 0 proposes, master 1
+    /// approves) and replenishes every reachable Vault's budgets by the policy.
+    pub fn close_epoch(&mut self) -> Result<crate::governance::EpochClose, NodeError> {
+        self.with_endpoints(|m, vaults| crate::governance::close_epoch_by_proposal(m, vaults))
+    }
+
     fn with_endpoints<T>(
         &mut self,
         f: impl FnOnce(&mut MasterServices, &[&dyn EnterpriseEndpoint]) -> T,

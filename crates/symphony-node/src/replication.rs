@@ -119,6 +119,12 @@ pub trait Replicator {
     fn state(&self) -> &MasterState;
     /// The masters' public keys, by index.
     fn master_keys(&self) -> Vec<VerifyingKey>;
+    /// Master `index` signs `msg` (governance proposals and votes), if its key is
+    /// held here: a deployed master holds only its own.
+    fn sign_as(&self, index: u8, msg: &[u8]) -> Option<ed25519_dalek::Signature> {
+        let _ = (index, msg);
+        None
+    }
 }
 
 /// Three in-process replicas with their own signing keys.
@@ -232,5 +238,10 @@ impl Replicator for LocalReplicator {
 
     fn master_keys(&self) -> Vec<VerifyingKey> {
         self.keys.iter().map(|k| k.verifying_key()).collect()
+    }
+
+    fn sign_as(&self, index: u8, msg: &[u8]) -> Option<ed25519_dalek::Signature> {
+        let i = usize::from(index);
+        (i < self.keys.len() && self.up[i]).then(|| self.keys[i].sign(msg))
     }
 }

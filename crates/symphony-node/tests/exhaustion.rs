@@ -89,6 +89,26 @@ fn exhausted_budgets_are_refused_at_admission_for_free_with_a_clear_message() {
             assert_eq!(account.reserved().micro, 0, "{s} still reserved");
         }
     }
+    // The epoch closes through governance (2 of 3 masters sign): budgets
+    // replenish once, and the next campaign runs in epoch 1 with subjects again.
+    let closed = net.close_epoch().unwrap();
+    assert_eq!((closed.closed.0, closed.opened.0), (0, 1));
+    assert!(closed.replenished.iter().all(|(_, n)| *n > 0), "{closed:?}");
+    assert_eq!(net.master.masters.state().current_epoch().0, 1);
+    let req = SignedRequest::sign(spec(), nonce + 1, &key).unwrap();
+    let out = net.run_campaign(&req, &mut Quiet).unwrap();
+    assert!(
+        out.subjects_evaluated > 0 && out.eligible_count >= 20,
+        "{out:?}"
+    );
+    assert_eq!(out.states.last().map(String::as_str), Some("completed"));
+    // Replenishment is once per epoch: applying the event again changes nothing.
+    use symphony_node::enterprise::EnterpriseEndpoint;
+    let amount = symphony_core::budget::Epsilon::from_milli(1_000);
+    let again = net.enterprises[0]
+        .open_epoch(closed.opened, &[(UsageScope::Marketing, amount)])
+        .unwrap();
+    assert_eq!(again, 0);
 }
 
 /// A training run whose first round cannot reach the feature composition's

@@ -1,0 +1,197 @@
+//! The Governance Service as the masters run it (seed 002, "Governance"): the
+//! replicated rules live in `symphony_master` (proposals, 2-of-3 signed votes, epoch
+//! close triggers); here the masters configure them from the genesis policy, file
+//! and vote proposals with their keys, and apply a closed epoch to the Vaults
+//! (each replenishes every subject's budget by the policy, once per epoch).
+
+use symphony_core::budget::Epsilon;
+use symphony_core::consent::UsageScope;
+use symphony_core::ids::EpochId;
+use symphony_master::{
+    proposal_message, vote_message, CloseTrigger, Command, Event, ProposalId, ProposalKind,
+};
+
+use crate::enterprise::EnterpriseEndpoint;
+use crate::network::MasterServices;
+use crate::NodeError;
+
+/// What closing an epoch did.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EpochClose {
+    /// The closed epoch.
+    pub closed: EpochId,
+    /// The epoch now open.
+    pub opened: EpochId,
+    /// Why.
+    pub trigger: CloseTrigger,
+    /// Budget accounts replenished, per Vault.
+    pub replenished: Vec<(String, u64)>,
+    /// Vaults that could not be reached (they replenish when the event is
+    /// re-applied: replenishment is idempotent by epoch).
+    pub unreachable: Vec<String>,
+}
+
+fn scopes() -> [UsageScope; 4] {
+    [
+        UsageScope::Personal,
+        UsageScope::Marketing,
+        UsageScope::Analytics,
+        UsageScope::Training,
+    ]
+}
+
+/// Configures governance from the masters' keys and the active policy (epoch
+/// length), once; a no-op when already configured.
+pub fn ensure_configured(m: &mut MasterServices) -> Result<(), NodeError> {
+    if !m.masters.state().governance().master_keys.is_empty() {
+        return Ok(());
+    }
+    let params = active_params(m, m.masters.state().current_epoch())?;
+    let master_keys = m
+        .masters
+        .master_keys()
+        .iter()
+        .map(|k| k.to_bytes())
+        .collect();
+    m.masters.submit(Command::ConfigureGovernance {
+        master_keys,
+        epoch_length_ms: params.epochs.epoch_length_ms,
+        max_tasks_per_epoch: None,
+    })?;
+    Ok(())
+}
+
+fn active_params(
+    m: &MasterServices,
+    epoch: EpochId,
+) -> Result<symphony_economics::PolicyParams, NodeError> {
+    let version = m.masters.state().active_policy_version();
+    let semantic = m.semantic.semantic_version();
+    m.policy
+        .resolve(epoch, semantic, version)
+        .map(|r| r.params.clone())
+        .map_err(|e| NodeError::Refused(format!("policy: {e}")))
+}
+
+fn gov(e: symphony_master::MasterError) -> NodeError {
+    NodeError::Refused(e.to_string())
+}
+
+fn signed(m: &MasterServices, by: u8, msg: &[u8]) -> Result<Vec<u8>, NodeError> {
+    m.masters
+        .sign_as(by, msg)
+        .map(|s| s.to_bytes().to_vec())
+        .ok_or_else(|| NodeError::Refused(format!("master-{by}'s key is not held here")))
+}
+
+/// Master `by` files a proposal (its signature is its approval).
+pub fn propose(
+    m: &mut MasterServices,
+    kind: ProposalKind,
+    by: u8,
+) -> Result<(ProposalId, Vec<Event>), NodeError> {
+    ensure_configured(m)?;
+    let at_ms = m.now_ms;
+    let signature = signed(m, by, &proposal_message(&kind, at_ms).map_err(gov)?.0)?;
+    let id = ProposalId(m.masters.state().governance().proposals.len() as u64);
+    let c = m.masters.submit(Command::Propose {
+        kind,
+        by,
+        at_ms,
+        signature,
+    })?;
+    Ok((id, c.events))
+}
+
+/// Master `by` votes on `id`.
+pub fn vote(
+    m: &mut MasterServices,
+    id: ProposalId,
+    by: u8,
+    approve: bool,
+) -> Result<Vec<Event>, NodeError> {
+    let signature = signed(m, by, &vote_message(id, approve).map_err(gov)?.0)?;
+    let c = m.masters.submit(Command::Vote {
+        proposal: id,
+        by,
+        approve,
+        at_ms: m.now_ms,
+        signature,
+    })?;
+    Ok(c.events)
+}
+
+/// Closes the epoch through governance: master 0 proposes `close_epoch`, master 1
+/// approves (2 of 3), and the closed epoch is applied to every Vault.
+pub fn close_epoch_by_proposal(
+    m: &mut MasterServices,
+    vaults: &[&dyn EnterpriseEndpoint],
+) -> Result<EpochClose, NodeError> {
+    let (id, _) = propose(m, ProposalKind::CloseEpoch, 0)?;
+    let events = vote(m, id, 1, true)?;
+    applied(m, vaults, &events)
+}
+
+/// Closes the epoch by time or capacity (refused unless the trigger holds) and
+/// applies it to every Vault.
+pub fn close_epoch(
+    m: &mut MasterServices,
+    trigger: CloseTrigger,
+    vaults: &[&dyn EnterpriseEndpoint],
+) -> Result<EpochClose, NodeError> {
+    let c = m.masters.submit(Command::CloseEpoch {
+        trigger,
+        at_ms: m.now_ms,
+    })?;
+    applied(m, vaults, &c.events)
+}
+
+fn applied(
+    m: &MasterServices,
+    vaults: &[&dyn EnterpriseEndpoint],
+    events: &[Event],
+) -> Result<EpochClose, NodeError> {
+    let Some((closed, opened, trigger)) = events.iter().find_map(|e| match e {
+        Event::EpochClosed {
+            epoch,
+            next,
+            trigger,
+            ..
+        } => Some((*epoch, *next, *trigger)),
+        _ => None,
+    }) else {
+        return Err(NodeError::Refused("the epoch did not close".into()));
+    };
+    let (replenished, unreachable) = apply_epoch(m, vaults, opened)?;
+    Ok(EpochClose {
+        closed,
+        opened,
+        trigger,
+        replenished,
+        unreachable,
+    })
+}
+
+/// Applies the opening of `epoch` to every Vault: each scope is replenished by the
+/// policy in force in `epoch` (`epsilon_replenish_per_epoch`), once per epoch.
+pub fn apply_epoch(
+    m: &MasterServices,
+    vaults: &[&dyn EnterpriseEndpoint],
+    epoch: EpochId,
+) -> Result<(Vec<(String, u64)>, Vec<String>), NodeError> {
+    let params = active_params(m, epoch)?;
+    let replenish: Vec<(UsageScope, Epsilon)> = scopes()
+        .into_iter()
+        .map(|s| (s, params.privacy.epsilon_replenish_per_epoch.get(s)))
+        .collect();
+    let mut done = Vec::new();
+    let mut unreachable = Vec::new();
+    for v in vaults {
+        match v.open_epoch(epoch, &replenish) {
+            Ok(n) => done.push((v.vault_id().to_string(), n)),
+            Err(NodeError::Unavailable(_)) => unreachable.push(v.vault_id().to_string()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((done, unreachable))
+}

@@ -26,6 +26,7 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use symphony_core::encoding::{content_hash, Digest};
 use symphony_core::ids::{ActorId, EpochId, PolicyVersion, TaskId, VaultId};
+use symphony_economics::PolicyParams;
 
 use crate::{Event, MasterError};
 
@@ -50,16 +51,13 @@ impl std::fmt::Display for ProposalId {
 pub enum ProposalKind {
     /// Close the current epoch now.
     CloseEpoch,
-    /// A new policy version, active from the epoch after the approval. The full
-    /// parameters live in each master's policy registry under `params_hash`; the
-    /// fields governance itself enforces are carried here.
+    /// A new policy version (the next number), active from the epoch after the
+    /// approval; every master builds its policy registry from these.
     PolicyChange {
-        /// The new version (greater than the active one).
+        /// The new version: the active one + 1.
         version: PolicyVersion,
-        /// Hash of the full policy parameters.
-        params_hash: Digest,
-        /// Epoch length under the new version, ms.
-        epoch_length_ms: u64,
+        /// Every parameter of the version (validated when proposed).
+        params: Box<PolicyParams>,
         /// Tasks admitted per epoch before the capacity trigger closes it.
         max_tasks_per_epoch: Option<u64>,
     },
@@ -293,18 +291,20 @@ impl GovernanceState {
             ProposalKind::CloseEpoch => {}
             ProposalKind::PolicyChange {
                 version,
-                epoch_length_ms,
+                params,
                 max_tasks_per_epoch,
-                ..
             } => {
-                if *version <= self.policy_version {
+                if version.0 != self.policy_version.0 + 1 {
                     return Err(gov(format!(
-                        "{version} is not newer than the active {}",
+                        "{version} is not the next version after the active {}",
                         self.policy_version
                     )));
                 }
-                if *epoch_length_ms == 0 || *max_tasks_per_epoch == Some(0) {
-                    return Err(gov("epoch length and capacity must be positive"));
+                params
+                    .validate()
+                    .map_err(|e| gov(format!("{version}: {e}")))?;
+                if *max_tasks_per_epoch == Some(0) {
+                    return Err(gov("epoch capacity must be positive"));
                 }
                 let open = self.proposals.values().any(|p| {
                     matches!(p.kind, ProposalKind::PolicyChange { .. })
@@ -481,12 +481,14 @@ impl GovernanceState {
         let pending = self.proposals.values().find_map(|p| match &p.kind {
             ProposalKind::PolicyChange {
                 version,
-                epoch_length_ms,
+                params,
                 max_tasks_per_epoch,
-                ..
-            } if p.status == ProposalStatus::Approved => {
-                Some((p.id, *version, *epoch_length_ms, *max_tasks_per_epoch))
-            }
+            } if p.status == ProposalStatus::Approved => Some((
+                p.id,
+                *version,
+                params.epochs.epoch_length_ms,
+                *max_tasks_per_epoch,
+            )),
             _ => None,
         });
         if let Some((id, version, length, max)) = pending {
@@ -693,10 +695,11 @@ mod tests {
     fn a_policy_change_applies_from_the_next_epoch() {
         let k = keys();
         let mut g = configured(&k, None);
+        let mut params = PolicyParams::default_v1();
+        params.epochs.epoch_length_ms = 500;
         let change = ProposalKind::PolicyChange {
             version: PolicyVersion(2),
-            params_hash: Digest([7; 32]),
-            epoch_length_ms: 500,
+            params: Box::new(params),
             max_tasks_per_epoch: Some(9),
         };
         propose(&mut g, &k, 0, change.clone(), 10).unwrap();

@@ -5,7 +5,6 @@
 
 use ed25519_dalek::{Signer, SigningKey};
 use proptest::prelude::*;
-use symphony_core::encoding::Digest;
 use symphony_core::envelope::TaskEnvelope;
 use symphony_core::ids::*;
 use symphony_master::*;
@@ -53,12 +52,15 @@ fn command(state: &MasterState, keys: &[SigningKey], op: &Op, n: usize) -> Comma
         Op::Propose { by, kind } => {
             let kind = match kind {
                 0 => ProposalKind::CloseEpoch,
-                1 => ProposalKind::PolicyChange {
-                    version: PolicyVersion(g.policy_version.0 + 1),
-                    params_hash: Digest([n as u8; 32]),
-                    epoch_length_ms: 500 + n as u64,
-                    max_tasks_per_epoch: Some(1 + (n as u64 % 4)),
-                },
+                1 => {
+                    let mut params = symphony_economics::PolicyParams::default_v1();
+                    params.epochs.epoch_length_ms = [500, 1_000, 2_000][n % 3];
+                    ProposalKind::PolicyChange {
+                        version: PolicyVersion(g.policy_version.0 + 1),
+                        params: Box::new(params),
+                        max_tasks_per_epoch: Some(1 + (n as u64 % 4)),
+                    }
+                }
                 _ => ProposalKind::EnterpriseMembership {
                     vault: VaultId::new(format!("vault-{}", n % 5)).unwrap(),
                     operator: ActorId::new(format!("operator:vault-{}", n % 5)).unwrap(),

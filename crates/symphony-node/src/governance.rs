@@ -103,6 +103,70 @@ pub fn propose(
     Ok((id, c.events))
 }
 
+/// Master `by` proposes the next policy version with `params`, active from the
+/// epoch after its approval (tasks keep the version of their admission).
+pub fn propose_policy(
+    m: &mut MasterServices,
+    params: symphony_economics::PolicyParams,
+    max_tasks_per_epoch: Option<u64>,
+    by: u8,
+) -> Result<ProposalId, NodeError> {
+    let version =
+        symphony_core::ids::PolicyVersion(m.masters.state().active_policy_version().0 + 1);
+    let (id, _) = propose(
+        m,
+        ProposalKind::PolicyChange {
+            version,
+            params: Box::new(params),
+            max_tasks_per_epoch,
+        },
+        by,
+    )?;
+    Ok(id)
+}
+
+/// Brings this master's policy registry up to the replicated state: every enacted
+/// policy change is registered with the epoch it activated in (the registry then
+/// resolves each task by the version of its admission).
+pub fn sync_policy(m: &mut MasterServices) -> Result<(), NodeError> {
+    let enacted: Vec<(
+        symphony_core::ids::PolicyVersion,
+        symphony_economics::PolicyParams,
+        EpochId,
+        EpochId,
+    )> = m
+        .masters
+        .state()
+        .governance()
+        .proposals
+        .values()
+        .filter_map(|p| match (&p.kind, p.enacted_in) {
+            (
+                ProposalKind::PolicyChange {
+                    version, params, ..
+                },
+                Some(active),
+            ) => Some((*version, (**params).clone(), p.proposed_in, active)),
+            _ => None,
+        })
+        .collect();
+    for (version, params, proposed_in, active) in enacted {
+        if m.policy.record(version).is_some() {
+            continue;
+        }
+        let registered = m
+            .policy
+            .propose(params, proposed_in, active)
+            .map_err(|e| NodeError::Refused(format!("policy registry: {e}")))?;
+        if registered != version {
+            return Err(NodeError::Refused(format!(
+                "policy registry registered {registered}, the replicated state enacted {version}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Master `by` votes on `id`.
 pub fn vote(
     m: &mut MasterServices,
@@ -147,7 +211,7 @@ pub fn close_epoch(
 }
 
 fn applied(
-    m: &MasterServices,
+    m: &mut MasterServices,
     vaults: &[&dyn EnterpriseEndpoint],
     events: &[Event],
 ) -> Result<EpochClose, NodeError> {
@@ -162,6 +226,7 @@ fn applied(
     }) else {
         return Err(NodeError::Refused("the epoch did not close".into()));
     };
+    sync_policy(m)?;
     let (replenished, unreachable) = apply_epoch(m, vaults, opened)?;
     Ok(EpochClose {
         closed,

@@ -1,4 +1,5 @@
-//! Real processes on 127.0.0.1: master crashes (SIGKILL) and enterprise outages.
+//! Real processes on 127.0.0.1: master crashes (SIGKILL), a stalled leader (SIGSTOP,
+//! then SIGCONT) and enterprise outages.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod deployed;
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 use std::collections::BTreeMap;
 
 use deployed::{embedded_audiences, luckin, Net};
-use symphony_deploy::master::FAULT_EXIT_AT;
+use symphony_deploy::master::{FAULT_ARM_FILE, FAULT_EXIT_AT, FAULT_STOP_AT};
 
 fn completed_once(net: &Net, ids: &[String]) {
     for id in ids {
@@ -103,6 +104,133 @@ fn leader_killed_with_tasks_in_flight_then_one_and_two_masters_down() {
     assert_eq!(views.len(), 3);
     assert_ne!(views[0]["state_root"], root_before);
     assert_eq!(views[0]["escrow_remaining_micro_sym"], 0);
+}
+
+/// Every attempt of every request, in order.
+fn attempts_of(net: &Net, id: &str) -> Vec<String> {
+    net.get(&format!("/v1/tasks/{id}")).json()["attempt_task_ids"]
+        .as_array()
+        .map(|a| a.iter().map(|t| t.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// No Vault holds a reservation of any attempt of `ids`: the aborted ones were
+/// released (and stayed released), the completed ones committed. Returns how many
+/// attempts were aborted.
+fn no_reservation_left(net: &Net, ids: &[String]) -> usize {
+    let mut aborted = 0;
+    for id in ids {
+        let attempts = attempts_of(net, id);
+        aborted += attempts.len() - 1;
+        for t in &attempts {
+            let held = net.release_on_vaults(t);
+            assert!(
+                held.iter().all(|n| *n == 0),
+                "{t} kept reservations: {held:?}"
+            );
+        }
+    }
+    aborted
+}
+
+/// Exactly once: one payout and one delivery per request, nothing left in escrow,
+/// and every master (a resumed one too) agrees on the state root.
+fn paid_and_delivered_once(net: &Net, requests: u64) {
+    let views = net.wait_converged(Duration::from_secs(60));
+    assert_eq!(views.len(), 3);
+    let v = &views[0];
+    assert_eq!(v["escrows_paid_out"].as_u64().unwrap(), requests, "{v}");
+    assert_eq!(v["deliveries_recorded"].as_u64().unwrap(), requests, "{v}");
+    assert_eq!(v["escrow_remaining_micro_sym"], 0, "{v}");
+}
+
+/// Waits until one of `ids` has an attempt beyond its first (a leader took over).
+fn wait_taken_over(net: &Net, ids: &[String], timeout: Duration) {
+    let t = Instant::now();
+    while !ids.iter().any(|id| attempts_of(net, id).len() >= 2) {
+        assert!(
+            t.elapsed() < timeout,
+            "no attempt was taken over: {}",
+            net.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const STALL: Duration = Duration::from_secs(10);
+
+/// The leader stalls (SIGSTOP, as a paused VM or a long pause would) in the middle of
+/// an attempt with Luckin tasks in flight; a new leader takes over, aborts that
+/// attempt (releasing what it holds) and runs the request again; ~10 s later the
+/// stalled master resumes (SIGCONT) and carries on with the attempt it was running.
+///
+/// First at a fixed point — after `Start`, before any Vault reservation (the master
+/// stops itself there: `SYMPHONY_FAULT_STOP_AT=semantics`): the resumed master asks
+/// the Vaults to reserve for the attempt the new leader aborted, and they refuse (it
+/// was released there; before the fix each Vault reserved it again, ~1,900 subjects
+/// in all, and kept them). Then wherever the next leader happens to be when the test
+/// stops it from outside. Either way no Vault ends with a reservation of any attempt
+/// — each was released or committed — and every task completes exactly once.
+#[test]
+fn leader_stalled_mid_attempt_then_resumed_leaves_no_reservation_behind() {
+    let arm_dir = tempfile::tempdir().unwrap();
+    let arm = arm_dir.path().join("stall-next-attempt");
+    let env: BTreeMap<String, Vec<(String, String)>> = (1..=3)
+        .map(|m| {
+            (
+                format!("master-{m}"),
+                vec![
+                    (FAULT_STOP_AT.to_owned(), "semantics".to_owned()),
+                    (FAULT_ARM_FILE.to_owned(), arm.display().to_string()),
+                ],
+            )
+        })
+        .collect();
+    let mut net = Net::start_with_env(4, env);
+    // Tasks in flight (acknowledged: a stalled leader acknowledges nothing), then the
+    // next attempt to pass `semantics` stalls its leader.
+    let mut ids: Vec<String> = (0..3).map(|_| net.submit_ok(luckin())).collect();
+    std::fs::write(&arm, b"").unwrap();
+    let stalled = net.wait_self_stopped(Duration::from_secs(60));
+    let stalled_at = Instant::now();
+    let old: u64 = stalled.strip_prefix("master-").unwrap().parse().unwrap();
+    let new_leader = net.wait_leader(Some(old), Duration::from_secs(15));
+    eprintln!(
+        "{stalled} stalled; master-{new_leader} leads after {:?}",
+        stalled_at.elapsed()
+    );
+    wait_taken_over(&net, &ids, Duration::from_secs(30));
+    std::thread::sleep(STALL.saturating_sub(stalled_at.elapsed()));
+    net.cont(&stalled);
+    completed_once(&net, &ids);
+    assert!(
+        no_reservation_left(&net, &ids) >= 1,
+        "the stall aborted no attempt"
+    );
+    // The resumed master went on with its attempt, and the Vaults refused it.
+    let log = std::fs::read_to_string(net.layout.dir.join(format!("{stalled}.log"))).unwrap();
+    assert!(
+        log.contains("fault injection: resumed") && log.contains("superseded"),
+        "{stalled} did not carry on with its attempt after SIGCONT: {}",
+        net.logs()
+    );
+    paid_and_delivered_once(&net, ids.len() as u64);
+
+    // The same, stopped from outside at whatever step the leader is in.
+    let more: Vec<String> = (0..3).map(|_| net.submit_ok(luckin())).collect();
+    let leader = format!("master-{}", net.wait_leader(None, Duration::from_secs(15)));
+    std::thread::sleep(Duration::from_millis(300));
+    net.stop(&leader);
+    let stopped_at = Instant::now();
+    let old: u64 = leader.strip_prefix("master-").unwrap().parse().unwrap();
+    net.wait_leader(Some(old), Duration::from_secs(15));
+    std::thread::sleep(STALL.saturating_sub(stopped_at.elapsed()));
+    net.cont(&leader);
+    completed_once(&net, &more);
+    ids.extend(more);
+    let aborted = no_reservation_left(&net, &ids);
+    eprintln!("{leader} stopped from outside; {aborted} attempt(s) aborted in all");
+    paid_and_delivered_once(&net, ids.len() as u64);
 }
 
 #[test]

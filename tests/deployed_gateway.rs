@@ -177,3 +177,54 @@ fn luckin_through_the_gateway_matches_the_embedded_demo_and_bad_requests_change_
         .unwrap();
     assert!(String::from_utf8_lossy(&metrics.body).contains("symphony_raft_term"));
 }
+
+/// Budgets exhausted on a devnet: every Luckin task spends ε 0.1 of each consenting
+/// subject's 1 ε marketing budget, so after ten tasks the Vaults can reserve nobody.
+/// The next task is refused at admission — status `rejected`, with the refusal in
+/// `error` naming the scope, how many subjects consented but lack budget, and when
+/// budgets replenish — and costs nothing: no escrow locked, fee 0, no reservation
+/// left in any Vault.
+#[test]
+fn an_exhausted_budget_is_refused_at_admission_for_free() {
+    let net = Net::start(4);
+    let t = std::time::Instant::now();
+    let ids: Vec<String> = (0..10).map(|_| net.submit_ok(luckin())).collect();
+    for id in &ids {
+        let s = net.wait_final(id, Duration::from_secs(120));
+        assert_eq!(s["status"], "completed", "{s}");
+        assert!(s["fee_charged_micro_sym"].as_u64().unwrap() > 0, "{s}");
+    }
+    eprintln!("{} tasks completed in {:?}", ids.len(), t.elapsed());
+    let before = net.wait_converged(Duration::from_secs(20))[0].clone();
+
+    let id = net.submit_ok(luckin());
+    let s = net.wait_final(&id, Duration::from_secs(60));
+    assert_eq!(s["status"], "rejected", "{s}");
+    assert_eq!(s["attempts"], 1, "{s}");
+    // Never admitted: no envelope, no lifecycle, nothing locked or charged.
+    assert_eq!(s["lifecycle"].as_array().map(Vec::len), Some(0), "{s}");
+    assert_eq!(s["fee_charged_micro_sym"], 0, "{s}");
+    assert_eq!(s["escrow_locked_micro_sym"], 0, "{s}");
+    let error = s["error"].as_str().unwrap();
+    eprintln!("refused: {error}");
+    for needle in [
+        "admission refused, nothing charged",
+        "0 subjects have marketing consent",
+        "marketing budget is exhausted",
+        "minimum_result_cardinality 20",
+        "budgets replenish",
+    ] {
+        assert!(error.contains(needle), "{needle:?} not in {error:?}");
+    }
+    let exhausted: u64 = error
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(" more consented"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of exhausted subjects in {error:?}"));
+    assert!(exhausted > 1_000, "{error}");
+    let after = net.wait_converged(Duration::from_secs(20))[0].clone();
+    assert_eq!(after["escrows"], before["escrows"], "an escrow was locked");
+    assert_eq!(after["escrow_remaining_micro_sym"], 0);
+    let task = s["task_id"].as_str().unwrap();
+    assert_eq!(net.release_on_vaults(task), vec![0, 0, 0, 0]);
+}

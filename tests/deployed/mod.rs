@@ -2,7 +2,7 @@
 //! killed when the harness is dropped, also when a test fails.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,9 @@ pub struct Net {
     pub client: GatewayClient,
     pub rt: tokio::runtime::Runtime,
     pub dir: TempDir,
+    /// Masters stopped (SIGSTOP) and not yet continued: not asked anything (a stopped
+    /// master accepts connections but never answers).
+    pub stopped: BTreeSet<String>,
 }
 
 impl Drop for Net {
@@ -121,10 +124,7 @@ impl Net {
             &mut Quiet,
         )
         .unwrap();
-        let roots = symphony_deploy::tls::load_roots(&layout.ca).unwrap();
-        let tls = symphony_deploy::tls::public_client(roots).unwrap();
-        let key = symphony_deploy::config::read_signing_key("k", &layout.advertiser_key).unwrap();
-        let client = GatewayClient::new(layout.gateways(), tls, layout.advertiser.clone(), key);
+        let client = advertiser_client(&layout, &BTreeSet::new());
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -136,6 +136,7 @@ impl Net {
             client,
             rt,
             dir,
+            stopped: BTreeSet::new(),
         };
         for i in 0..enterprises {
             net.spawn(&format!("enterprise-{i}"));
@@ -181,12 +182,59 @@ impl Net {
         }
     }
 
+    /// SIGSTOP: the process stalls (all its threads), as a paused VM or a long GC
+    /// pause would; requests go to the other masters until [`Net::cont`].
+    pub fn stop(&mut self, name: &str) {
+        signal(self.pid(name), "-STOP");
+        self.mark_stopped(name);
+    }
+
+    /// SIGCONT to a stopped process.
+    pub fn cont(&mut self, name: &str) {
+        signal(self.pid(name), "-CONT");
+        self.stopped.remove(name);
+        self.client = advertiser_client(&self.layout, &self.stopped);
+    }
+
+    fn mark_stopped(&mut self, name: &str) {
+        self.stopped.insert(name.to_owned());
+        self.client = advertiser_client(&self.layout, &self.stopped);
+    }
+
+    pub fn pid(&self, name: &str) -> u32 {
+        self.children[name].id()
+    }
+
+    /// Waits until a master stops itself (`SYMPHONY_FAULT_STOP_AT`); returns its name.
+    pub fn wait_self_stopped(&mut self, timeout: Duration) -> String {
+        let t = Instant::now();
+        loop {
+            let found = self
+                .children
+                .iter()
+                .filter(|(n, _)| n.starts_with("master-") && !self.stopped.contains(*n))
+                .find(|(_, c)| process_state(c.id()) == Some('T'))
+                .map(|(n, _)| n.clone());
+            if let Some(name) = found {
+                self.mark_stopped(&name);
+                return name;
+            }
+            assert!(
+                t.elapsed() < timeout,
+                "no master stopped within {timeout:?}: {}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn views(&self) -> Vec<Option<Value>> {
         self.layout
             .masters
             .iter()
             .map(|m| {
-                let alive = self.children.contains_key(&format!("master-{}", m.id));
+                let name = format!("master-{}", m.id);
+                let alive = self.children.contains_key(&name) && !self.stopped.contains(&name);
                 if !alive {
                     return None;
                 }
@@ -303,7 +351,7 @@ impl Net {
             let running = self
                 .children
                 .keys()
-                .filter(|k| k.starts_with("master-"))
+                .filter(|k| k.starts_with("master-") && !self.stopped.contains(*k))
                 .count();
             if views.len() == running
                 && views.windows(2).all(|w| {
@@ -352,6 +400,36 @@ impl Net {
         }
         held
     }
+}
+
+/// The advertiser's client of every gateway but those of `stopped` masters.
+fn advertiser_client(layout: &DevnetLayout, stopped: &BTreeSet<String>) -> GatewayClient {
+    let roots = symphony_deploy::tls::load_roots(&layout.ca).unwrap();
+    let tls = symphony_deploy::tls::public_client(roots).unwrap();
+    let key = symphony_deploy::config::read_signing_key("k", &layout.advertiser_key).unwrap();
+    let gateways = layout
+        .masters
+        .iter()
+        .filter(|m| !stopped.contains(&format!("master-{}", m.id)))
+        .map(|m| m.gateway)
+        .collect();
+    GatewayClient::new(gateways, tls, layout.advertiser.clone(), key)
+}
+
+/// `kill <signal> <pid>` (the workspace forbids the unsafe signal call).
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}: {status}");
+}
+
+/// A process's state letter from `/proc/<pid>/stat` (`T`: stopped).
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) S ...`: the state follows the last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 /// `symphony demo SCENARIO --json` on `subjects` people, `records` records and `seed`.

@@ -34,6 +34,7 @@ use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
 use symphony_consensus::ConsensusError;
 use symphony_core::ids::TaskId;
+use symphony_ledger::EscrowId;
 use symphony_node::task::{TaskOutcome, TaskSpec};
 use tokio::net::TcpListener;
 
@@ -531,10 +532,27 @@ fn status_view(state: &AppState, r: &RequestRecord, id: &str) -> Value {
             })
         })
         .unwrap_or_default();
+    // What the request cost the caller so far, over every attempt's escrow (an
+    // attempt refused at admission locked none).
+    let (fee_charged, escrow_locked) = state.cluster.with_state(|s| {
+        let ledger = s.ledger().state();
+        r.attempts
+            .iter()
+            .filter_map(|t| EscrowId::new(format!("escrow-{t}")).ok())
+            .filter_map(|e| ledger.escrows.get(&e))
+            .fold((0u64, 0u64), |(paid, locked), e| {
+                (
+                    paid.saturating_add(e.paid_out),
+                    locked.saturating_add(e.remaining()),
+                )
+            })
+    });
     json!({
         "request_id": id,
         "task_class": class_of(&r.submission.spec),
         "status": r.status,
+        "fee_charged_micro_sym": fee_charged,
+        "escrow_locked_micro_sym": escrow_locked,
         "seq": r.seq,
         "attempts": r.attempts.len(),
         "attempt_task_ids": r.attempts,
@@ -817,7 +835,7 @@ pub fn openapi_document() -> Value {
                 "responses": merge(json!({"202": {"description": "acknowledged: replicated and final"}}), &errors)
             }},
             "/v1/tasks/{id}": {"get": {"summary": "Task status and lifecycle", "parameters": with_params(Some(id_param.clone())),
-                "responses": merge(json!({"200": {"description": "status"}}), &errors)}},
+                "responses": merge(json!({"200": {"description": "status (queued, running, completed, rejected), attempts, lifecycle, reason or error (a task refused at admission: rejected, with the refusal in `error`), fee_charged_micro_sym and escrow_locked_micro_sym over its attempts"}}), &errors)}},
             "/v1/tasks/{id}/result": {"get": {"summary": "Settled result (submitter only, after completion)", "parameters": with_params(Some(id_param.clone())),
                 "responses": merge(json!({"200": {"description": "outcome"}}), &errors)}},
             "/v1/tasks/{id}/evidence": {"get": {"summary": "Task record, attestations, commit certificate", "parameters": with_params(Some(id_param)),

@@ -17,7 +17,10 @@
 //! every round's, for `train` — the task rejected if its lifecycle still allows it,
 //! what is left in its escrow refunded; a payout already made is never repeated: one
 //! payout per escrow) and the next attempt starts with the caller's next pre-signed
-//! nonce.
+//! nonce. A master that was merely stalled (not crashed) resumes inside the attempt
+//! it was running: the Vaults, which released that attempt, refuse to reserve or
+//! execute for it, and the master leaves the request to the current leader
+//! (`still_current_attempt`) rather than finishing it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -189,6 +192,18 @@ pub async fn run(
 /// once per data directory. Unset in normal operation.
 pub const FAULT_EXIT_AT: &str = "SYMPHONY_FAULT_EXIT_AT";
 
+/// Fault injection for the stall tests: with `SYMPHONY_FAULT_STOP_AT=<step>` a master
+/// stops its whole process (SIGSTOP, as a paused VM or a long pause would) right
+/// after the step `<step>` of an attempt (e.g. `semantics`: after `Start`, before
+/// any Vault reservation), until something sends it SIGCONT. It fires only while the
+/// file named by [`FAULT_ARM_FILE`] exists, and removes it: the test arms it when it
+/// wants the next attempt stalled, and of several masters exactly one stops. Without
+/// that variable, once per data directory. Unset in normal operation.
+pub const FAULT_STOP_AT: &str = "SYMPHONY_FAULT_STOP_AT";
+
+/// The file that arms [`FAULT_STOP_AT`] (consumed when it fires).
+pub const FAULT_ARM_FILE: &str = "SYMPHONY_FAULT_ARM_FILE";
+
 struct LogObserver {
     request: String,
     fault_marker: std::path::PathBuf,
@@ -202,8 +217,35 @@ impl Observer for LogObserver {
             tracing::error!(step = name, "fault injection: exiting as if killed");
             std::process::exit(137);
         }
+        if std::env::var(FAULT_STOP_AT).is_ok_and(|s| s == name) {
+            self.stop_if_armed(name);
+        }
     }
     fn progress(&mut self, _: &str, _: u64, _: u64) {}
+}
+
+impl LogObserver {
+    /// [`FAULT_STOP_AT`]: SIGSTOP to this process if armed.
+    fn stop_if_armed(&self, step: &str) {
+        let armed = match std::env::var_os(FAULT_ARM_FILE) {
+            // Removing the file is atomic: one master wins it.
+            Some(arm) => std::fs::remove_file(arm).is_ok(),
+            None => std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(self.fault_marker.with_file_name("fault-stopped"))
+                .is_ok(),
+        };
+        if !armed {
+            return;
+        }
+        tracing::error!(request = %self.request, step, "fault injection: stopping (SIGSTOP) until SIGCONT");
+        // `kill` rather than a signal call: the workspace forbids unsafe code.
+        let stopped = std::process::Command::new("kill")
+            .args(["-STOP", &std::process::id().to_string()])
+            .status();
+        tracing::warn!(request = %self.request, step, ?stopped, "fault injection: resumed");
+    }
 }
 
 impl TrainObserver for LogObserver {
@@ -831,6 +873,15 @@ fn process(
         Err(e @ NodeError::Replication(_)) => Err(e.into()),
         Err(NodeError::Ledger(msg)) if msg.contains("replication") => Err(DeployError::Ledger(msg)),
         Err(e) => {
+            // A master that stalled mid-attempt (or lost leadership) and carries on
+            // must not decide for an attempt another leader already took over: the
+            // Vaults refuse it, and rejecting the request here would end the
+            // request while the new leader's attempt runs.
+            if !still_current_attempt(cluster, request_id, &task_id) {
+                return Err(DeployError::Node(NodeError::Refused(format!(
+                    "attempt {task_id} was superseded ({e}); leaving it to the leader"
+                ))));
+            }
             let reject = svc
                 .masters
                 .state()
@@ -849,6 +900,20 @@ fn process(
             )
         }
     }
+}
+
+/// Whether this master still leads (a linearizable read barrier) and `task_id` is
+/// still the request's latest attempt, not yet final.
+fn still_current_attempt(cluster: &Cluster, request_id: &str, task_id: &str) -> bool {
+    let barrier = cluster
+        .runtime()
+        .block_on(cluster.node.read_barrier(Duration::from_secs(5)));
+    barrier.is_ok()
+        && cluster.with_state(|s| {
+            s.request(request_id).is_some_and(|r| {
+                !r.status.is_final() && r.attempts.last().map(String::as_str) == Some(task_id)
+            })
+        })
 }
 
 /// After delivery, replaces the staged model card (written before settlement) with

@@ -198,7 +198,9 @@ impl EnterpriseNode {
 
     /// Admission: checks authorization, then reserves `epsilon` for every subject
     /// with consent for `scope` at `at_ms` and enough budget (all in one Vault
-    /// transaction). Idempotent by task id.
+    /// transaction). Idempotent by task id. Refused for a task this Vault already
+    /// released ([`EnterpriseNode::release`]): a master that stalled mid-attempt and
+    /// resumed after another master aborted the attempt reserves nothing.
     pub fn admission_reserve(
         &self,
         task_id: &TaskId,
@@ -214,6 +216,9 @@ impl EnterpriseNode {
             .consented_subjects(scope, at_ms)?
             .into_iter()
             .collect();
+        // Held across the reservation and its record, so that a release of the task
+        // sees both or neither.
+        let mut reservations = self.lock();
         let report = self.vault.reserve_for_task(
             task_id,
             scope,
@@ -229,8 +234,7 @@ impl EnterpriseNode {
             subjects_excluded: report.excluded.len() as u64,
             snapshot_commitment,
         };
-        self.lock()
-            .insert(task_id.clone(), (scope, report.reserved));
+        reservations.insert(task_id.clone(), (scope, report.reserved));
         Ok(reply)
     }
 
@@ -241,19 +245,15 @@ impl EnterpriseNode {
         }
     }
 
-    /// Failure before execution: every reservation of the task is released.
+    /// Failure before execution (or an aborted attempt): every reservation the task
+    /// holds in the Vault is released — found in the Vault's budget ledger, so also
+    /// what this process reserved before a restart — and the task can not reserve
+    /// here again. Returns how many subjects' reservations were released (0 for a
+    /// second call, or a task whose slice already committed).
     pub fn release(&self, task_id: &TaskId) -> Result<u64, NodeError> {
-        let Some((scope, subjects)) = self.lock().remove(task_id) else {
-            return Ok(0);
-        };
-        self.vault.finish_task(
-            scope,
-            &subjects,
-            &BudgetOp::Release {
-                task: task_id.clone(),
-            },
-        )?;
-        Ok(subjects.len() as u64)
+        let mut reservations = self.lock();
+        reservations.remove(task_id);
+        Ok(self.vault.release_task(task_id)?)
     }
 
     /// Remaining ε of a subject for a scope (for reports and tests).
@@ -523,6 +523,13 @@ impl EnterpriseNode {
         let auth = self
             .vault
             .authorize(&body.caller.actor_id, body.task_class)?;
+        if self.vault.is_task_released(&body.task_id)? {
+            // An aborted attempt (e.g. a stalled leader that resumed): nothing runs.
+            return Err(NodeError::Refused(format!(
+                "task {} was released in {vault_id}: its attempt was aborted",
+                body.task_id
+            )));
+        }
         let scope = body.budget_reservation.usage_scope;
         let epsilon = body.budget_reservation.epsilon_per_subject;
         let reserved: BTreeSet<SubjectId> = match self.lock().get(&body.task_id) {

@@ -92,6 +92,10 @@ pub enum VaultError {
         /// The core's reason.
         source: ConsentError,
     },
+    /// A reservation for a task this Vault already released (its attempt was aborted
+    /// or refused); nothing was reserved.
+    #[error("task {0} was released in this Vault (its attempt was aborted or refused); it can not reserve budget again")]
+    TaskReleased(String),
     /// A budget operation was refused by the core rules; the whole batch was rolled back.
     #[error("privacy budget of subject {subject} for {scope}: {source}")]
     Budget {

@@ -21,6 +21,10 @@ use crate::store::{read_u64, Vault, META};
 pub(crate) const CONSENT: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("consent");
 /// (scope, subject) → BCS `BudgetAccount`.
 pub(crate) const BUDGET: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("budget");
+/// Task ids released in this Vault (their attempt was aborted or refused): such a
+/// task never reserves again here. Written by [`Vault::release_task`]; read by
+/// [`Vault::reserve_for_task`] in its own write transaction.
+pub(crate) const RELEASED_TASKS: TableDefinition<&str, ()> = TableDefinition::new("released_tasks");
 
 /// How a batch reservation treats subjects whose budget can not cover the amount.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,6 +217,9 @@ impl Vault {
     }
 
     /// Reserves `amount` for `task` on every subject, in one write transaction.
+    /// Refused with [`VaultError::TaskReleased`] (nothing written) if `task` was
+    /// released here before ([`Vault::release_task`]): a master that resumes an
+    /// attempt another master already aborted can not reserve for it again.
     pub fn reserve_for_task(
         &self,
         task: &TaskId,
@@ -227,6 +234,9 @@ impl Vault {
         };
         let mut report = ReserveReport::default();
         let tx = self.db.begin_write()?;
+        if tx.open_table(RELEASED_TASKS)?.get(task.as_str())?.is_some() {
+            return Err(VaultError::TaskReleased(task.to_string()));
+        }
         {
             let epoch = current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
             let mut table = tx.open_table(BUDGET)?;
@@ -275,6 +285,64 @@ impl Vault {
         let ops: Vec<(SubjectId, BudgetOp)> =
             subjects.iter().map(|s| (s.clone(), op.clone())).collect();
         self.apply_budget_ops(scope, &ops)
+    }
+
+    /// Releases every reservation `task` holds in this Vault, in any scope, and
+    /// marks the task released so that it never reserves here again; one write
+    /// transaction. Returns how many subjects' reservations were released (0 if
+    /// none was held: a second call, a task that never reserved here, or one whose
+    /// reservations were committed).
+    ///
+    /// It finds the reservations in the budget ledger itself, not from what the
+    /// caller remembers reserving, so it also releases what an enterprise process
+    /// reserved before it restarted, or what a reservation racing this release
+    /// wrote (redb serializes the two transactions: the reservation either
+    /// commits first and is found here, or comes second and is refused).
+    pub fn release_task(&self, task: &TaskId) -> Result<u64, VaultError> {
+        let op = BudgetOp::Release { task: task.clone() };
+        let tx = self.db.begin_write()?;
+        let released;
+        {
+            tx.open_table(RELEASED_TASKS)?.insert(task.as_str(), ())?;
+            let mut table = tx.open_table(BUDGET)?;
+            let mut updates: Vec<(String, String, Vec<u8>)> = Vec::new();
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                let mut account: BudgetAccount = bcs::from_bytes(v.value())?;
+                if account.reservation_of(task).is_none() {
+                    continue;
+                }
+                let (scope, subject) = k.value();
+                account.apply(&op).map_err(|source| VaultError::Budget {
+                    subject: subject.to_owned(),
+                    // A stored key's scope always parses; the fallback only names it.
+                    scope: scope.parse().unwrap_or(UsageScope::Personal),
+                    source,
+                })?;
+                updates.push((
+                    scope.to_owned(),
+                    subject.to_owned(),
+                    bcs::to_bytes(&account)?,
+                ));
+            }
+            released = updates.len() as u64;
+            for (scope, subject, bytes) in updates {
+                table.insert((scope.as_str(), subject.as_str()), bytes.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(released)
+    }
+
+    /// Whether `task` was released in this Vault ([`Vault::release_task`]).
+    pub fn is_task_released(&self, task: &TaskId) -> Result<bool, VaultError> {
+        let tx = self.db.begin_read()?;
+        match tx.open_table(RELEASED_TASKS) {
+            Ok(t) => Ok(t.get(task.as_str())?.is_some()),
+            // A Vault created before the table existed, with nothing released yet.
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Epoch boundary: replenishes every stored account of `scope` by `amount` and

@@ -18,6 +18,8 @@
 //! - Budget: [`Vault::reserve_for_task`] (one write transaction for thousands of
 //!   subjects, [`ReserveMode::AllOrNothing`] or [`ReserveMode::SkipInsufficient`]),
 //!   [`Vault::finish_task`] (commit / release / commit-at-estimate),
+//!   [`Vault::release_task`] (every reservation of an aborted task, found in the
+//!   ledger; the task never reserves again here), [`Vault::is_task_released`],
 //!   [`Vault::apply_budget_ops`], [`Vault::replenish_scope`], [`Vault::budget_account`].
 //! - Data: [`generate()`], [`import_file`] / [`import_records`] / [`import_consent`]
 //!   (progress callback), [`validate_records`] (dry run).
@@ -33,7 +35,8 @@
 //!   re-importing the subject's rows is skipped.
 //! - Budget changes go only through `symphony_core::BudgetAccount::apply`, inside
 //!   redb write transactions (serialized by redb), so concurrent reservations can
-//!   not overspend; a batch is all or nothing.
+//!   not overspend; a batch is all or nothing. A task released with
+//!   [`Vault::release_task`] (an aborted attempt) never reserves again in this Vault.
 //! - An import either fails before writing anything (malformed row, reported with
 //!   file, line and field) or commits whole batches; a crash leaves a prefix of
 //!   whole batches, and re-import completes it without duplicates.
@@ -49,6 +52,7 @@
 //! | `consent` | (scope, subject) → BCS `ConsentHistory` |
 //! | `budget` | (scope, subject) → BCS `BudgetAccount` |
 //! | `permits` | (actor, task class) → () |
+//! | `released_tasks` | task id → () (released here: refused by `reserve_for_task`) |
 //!
 //! Reasons:
 //! - **One AEAD block per subject per import batch**, not per record: the audience

@@ -210,6 +210,7 @@ impl Vault {
             tx.open_table(BLOCKS)?;
             tx.open_table(crate::ledger::CONSENT)?;
             tx.open_table(crate::ledger::BUDGET)?;
+            tx.open_table(crate::ledger::RELEASED_TASKS)?;
             tx.open_table(crate::auth::PERMITS)?;
         }
         tx.commit()?;

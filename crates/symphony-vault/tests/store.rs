@@ -332,6 +332,76 @@ fn budget_batches_are_all_or_nothing_and_idempotent() {
     );
 }
 
+/// An aborted attempt's release is final in the Vault: it releases what the task
+/// holds in any scope from the ledger itself (whoever reserved it, even a process
+/// that restarted since), leaves committed budget alone, and a task released once
+/// never reserves again — also for subjects it never reserved before, which is what
+/// a master resuming after a stall would ask for.
+#[test]
+fn a_released_task_is_released_from_the_ledger_and_never_reserves_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.redb");
+    let vault = create(&path, "vault-a");
+    let (m, a) = (UsageScope::Marketing, UsageScope::Analytics);
+    let subjects: Vec<_> = ["a", "b", "c"].iter().map(|s| sid(s)).collect();
+    let eps = Epsilon::from_milli;
+    let reserve = |v: &Vault, t: &str, scope, who: &[_]| {
+        v.reserve_for_task(
+            &task(t),
+            scope,
+            who,
+            eps(100),
+            ReserveMode::SkipInsufficient,
+        )
+    };
+    reserve(&vault, "aborted", m, &subjects[..2]).unwrap();
+    reserve(&vault, "aborted", a, &subjects[2..]).unwrap();
+    reserve(&vault, "done", m, &subjects).unwrap();
+    let commit = BudgetOp::Commit {
+        task: task("done"),
+        actual: eps(100),
+    };
+    vault.finish_task(m, &subjects, &commit).unwrap();
+    // Reopened: nothing but the ledger remembers the reservations.
+    drop(vault);
+    let vault = Vault::open(&path, &key(7), [1; 32]).unwrap();
+    assert!(!vault.is_task_released(&task("aborted")).unwrap());
+    assert_eq!(vault.release_task(&task("aborted")).unwrap(), 3);
+    assert!(vault.is_task_released(&task("aborted")).unwrap());
+    for s in &subjects {
+        for scope in [m, a] {
+            assert_eq!(
+                vault.budget_account(s, scope).unwrap().reserved(),
+                Epsilon::ZERO
+            );
+        }
+        assert_eq!(vault.budget_account(s, m).unwrap().committed(), eps(100));
+    }
+    // Idempotent; a committed task has nothing to release.
+    assert_eq!(vault.release_task(&task("aborted")).unwrap(), 0);
+    assert_eq!(vault.release_task(&task("done")).unwrap(), 0);
+    assert_eq!(
+        vault.budget_account(&subjects[0], m).unwrap().committed(),
+        eps(100)
+    );
+    // Never again, for any subject, and nothing is written.
+    for who in [&subjects[..1], &[sid("new")][..]] {
+        let err = reserve(&vault, "aborted", m, who).unwrap_err();
+        assert!(
+            matches!(err, VaultError::TaskReleased(ref t) if t == "aborted"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        vault.budget_account(&sid("new"), m).unwrap().reserved(),
+        Epsilon::ZERO
+    );
+    // A task released before it ever reserved here is refused too.
+    assert_eq!(vault.release_task(&task("never")).unwrap(), 0);
+    assert!(reserve(&vault, "never", m, &subjects).is_err());
+    assert!(reserve(&vault, "fresh", m, &subjects).is_ok());
+}
+
 #[test]
 fn concurrent_reserves_never_overspend() {
     let dir = tempfile::tempdir().unwrap();

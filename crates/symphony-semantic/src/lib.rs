@@ -38,6 +38,7 @@ pub mod features;
 pub mod model;
 pub mod registry;
 pub mod resolve;
+pub mod vocabulary;
 
 pub use composition::{AttributeComposition, CompositionError, CompositionOperator};
 pub use derivation::{

@@ -24,6 +24,19 @@ pub(crate) fn resolve_population(
     window_days: u32,
     usage_scope: UsageScope,
 ) -> Result<ResolvedAudiencePlan, NodeError> {
+    use symphony_semantic::vocabulary::{check_brand, check_country};
+    let invalid = |e: symphony_semantic::vocabulary::VocabularyError| {
+        NodeError::Refused(format!("invalid spec, nothing reserved or charged: {e}"))
+    };
+    check_brand("brand", brand).map_err(invalid)?;
+    check_country("country", country).map_err(invalid)?;
+    if let Some(c) = city {
+        if c.trim().is_empty() {
+            return Err(NodeError::Refused(
+                "invalid spec, nothing reserved or charged: city must not be empty".into(),
+            ));
+        }
+    }
     resolve(&AudienceIntent {
         brand: brand.to_owned(),
         country: country.to_owned(),

@@ -59,6 +59,11 @@ impl ClassModule for Query<'_> {
         _n_vaults: u32,
     ) -> Result<ClassAdmission, NodeError> {
         let spec = self.spec;
+        if spec.audience_cap == 0 {
+            return Err(NodeError::Refused(
+                "invalid spec, nothing reserved or charged: audience_cap must be >= 1".into(),
+            ));
+        }
         let epsilon = params.privacy.epsilon_per_query;
         Ok(ClassAdmission {
             usage_scope: spec.usage_scope,

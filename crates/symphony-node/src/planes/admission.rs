@@ -306,11 +306,18 @@ pub fn admit<C: ClassModule>(
             plan.minimum_result_cardinality()
         ),
     );
+    let majority = n / 2 + 1;
+    let quorum = match c.minimum_vault_quorum {
+        None => majority.min(n.max(1)),
+        Some(q) if (majority..=n).contains(&q) => q,
+        Some(q) => {
+            return Err(NodeError::Refused(format!(
+                "invalid spec, nothing reserved or charged: minimum_vault_quorum {q} is outside \
+                 {majority}..={n} (a majority of the network's {n} Vaults up to all of them)"
+            )))
+        }
+    };
     let task_id = master.next_task_id(&request_hash)?;
-    let quorum = c
-        .minimum_vault_quorum
-        .unwrap_or(n / 2 + 1)
-        .clamp(1, n.max(1));
     let reserved = reserve(master, endpoints, &task_id, &actor, class.class(), &c, obs)?;
     refuse_if_too_few(
         master,

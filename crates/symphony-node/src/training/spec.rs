@@ -209,6 +209,16 @@ impl TrainingSpec {
         if self.epsilon_total()? == Epsilon::ZERO {
             return Err(refused("privacy.epsilon must be > 0"));
         }
+        use symphony_semantic::vocabulary::{check_brand, check_country};
+        check_brand("brand", &self.brand).map_err(|e| refused(&e.to_string()))?;
+        for c in &self.market_scope.countries {
+            check_country("market_scope.countries", c).map_err(|e| refused(&e.to_string()))?;
+        }
+        if let Some(q) = self.minimum_vault_quorum {
+            if q == 0 {
+                return Err(refused("minimum_vault_quorum must be >= 1"));
+            }
+        }
         Ok(())
     }
 }

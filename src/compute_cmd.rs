@@ -90,7 +90,7 @@ pub fn demo_compute(args: ComputeArgs) -> Result<()> {
     } else {
         summary(&outcome, &consensus, story.started.elapsed().as_secs_f64());
     }
-    Ok(())
+    crate::ended(&outcome.task_id, &outcome.states, outcome.reason.as_deref())
 }
 
 fn summary(o: &ComputeOutcome, c: &ConsensusSummary, secs: f64) {

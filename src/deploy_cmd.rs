@@ -565,11 +565,12 @@ pub fn task(cmd: TaskCmd) -> Result<()> {
                 }
                 shown = states.len();
                 let status = v["status"].as_str().unwrap_or("");
-                if status == "completed" || status == "rejected" {
+                if status == "completed" || status == "rejected" || status == "timed_out" {
                     if !json {
                         println!("{id}: {status}");
                     }
-                    return Ok(());
+                    let reason = v["error"].as_str().or(v["reason"].as_str());
+                    return crate::ended(&id, &[status.to_owned()], reason);
                 }
                 std::thread::sleep(Duration::from_millis(200));
             }
@@ -579,13 +580,16 @@ pub fn task(cmd: TaskCmd) -> Result<()> {
             let r = get_as_owner(&rt, &layout, &format!("/v1/tasks/{id}/result"))?;
             let v = print_reply(&r, json)?;
             let o = &v["outcome"];
+            let status = v["status"].as_str().unwrap_or("?").to_owned();
+            let reason = o["reason"].as_str().or(v["error"].as_str());
+            let end = || crate::ended(&id, std::slice::from_ref(&status), reason);
             let written = if v["task_class"] == "train" && !v["artifacts"].is_null() {
                 write_artifacts(&v, &out)?
             } else {
                 Vec::new()
             };
             if json {
-                return Ok(());
+                return end();
             }
             println!(
                 "{id}: {} ({})",
@@ -597,7 +601,7 @@ pub fn task(cmd: TaskCmd) -> Result<()> {
                 if let Some(e) = v["error"].as_str() {
                     println!("  reason: {e}");
                 }
-                return Ok(());
+                return end();
             }
             println!(
                 "  task {}  lifecycle {}",
@@ -638,10 +642,10 @@ pub fn task(cmd: TaskCmd) -> Result<()> {
                 "  fee {} µSYM (locked {}, refund {})",
                 o["fee_total"], o["fee_locked"], o["refund"]
             );
-            if let Some(reason) = o["reason"].as_str().or(v["error"].as_str()) {
+            if let Some(reason) = reason {
                 println!("  reason: {reason}");
             }
-            Ok(())
+            end()
         }
     }
 }

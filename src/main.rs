@@ -262,7 +262,7 @@ fn demo_luckin(args: LuckinArgs) -> Result<()> {
     } else {
         summary(&outcome, &consensus, story.started.elapsed().as_secs_f64());
     }
-    Ok(())
+    ended(&outcome.task_id, &outcome.states, outcome.reason.as_deref())
 }
 
 /// The size and place of an embedded network.
@@ -465,7 +465,49 @@ fn summary(o: &CampaignOutcome, c: &ConsensusSummary, secs: f64) {
     }
 }
 
-fn main() -> Result<()> {
+/// A task that ended without a result: `symphony` exits with [`EXIT_REJECTED`] or
+/// [`EXIT_TIMED_OUT`] after printing what it has (README, "Exit codes").
+#[derive(Debug, thiserror::Error)]
+#[error("task {task} ended {status}{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+pub(crate) struct TaskEnded {
+    pub(crate) task: String,
+    pub(crate) status: String,
+    pub(crate) reason: Option<String>,
+}
+
+/// Exit code of a task that ended `rejected`.
+pub(crate) const EXIT_REJECTED: u8 = 3;
+/// Exit code of a task that ended `timed_out`.
+pub(crate) const EXIT_TIMED_OUT: u8 = 4;
+
+/// `Err(TaskEnded)` when the lifecycle's last state is not `completed`.
+pub(crate) fn ended(task: &str, states: &[String], reason: Option<&str>) -> Result<()> {
+    match states.last().map(String::as_str) {
+        Some("rejected") | Some("timed_out") => Err(TaskEnded {
+            task: task.to_owned(),
+            status: states.last().cloned().unwrap_or_default(),
+            reason: reason.map(str::to_owned),
+        }
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            match e.downcast_ref::<TaskEnded>() {
+                Some(t) if t.status == "timed_out" => std::process::ExitCode::from(EXIT_TIMED_OUT),
+                Some(_) => std::process::ExitCode::from(EXIT_REJECTED),
+                None => std::process::ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Ledger { action } => ledger_cmd::run(action),

@@ -210,5 +210,5 @@ pub fn demo_train(args: TrainArgs, now_ms: u64) -> Result<()> {
     } else {
         summary(&outcome);
     }
-    Ok(())
+    crate::ended(&outcome.task_id, &outcome.states, outcome.reason.as_deref())
 }

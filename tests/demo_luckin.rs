@@ -56,3 +56,56 @@ fn demo_on_openraft_delivers_what_the_in_process_replicas_deliver() {
     assert_eq!(again["result_hash"], demo["result_hash"]);
     assert_eq!(again["consensus"]["state_root"], c["state_root"]);
 }
+
+/// Exit codes (README): a task that ends `rejected` exits 3 after printing its
+/// summary; a spec refused before anything is spent exits 1 naming the field.
+#[test]
+fn a_rejected_task_exits_3_and_an_invalid_spec_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |window_days: u32, brand: &str| {
+        let p = dir.path().join(format!("spec-{window_days}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "advertiser = \"advertiser:luckin\"\nbrand = \"{brand}\"\ncountry = \"SG\"\n\
+                 window_days = {window_days}\naudience_cap = 5000\nselection = \"random_sampling\"\n\
+                 usage_scope = \"marketing\"\nselection_seed = 7\n"
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let run = |p: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_symphony"))
+            .args([
+                "demo",
+                "luckin",
+                "--subjects",
+                "2000",
+                "--records",
+                "20000",
+                "--spec",
+            ])
+            .arg(p)
+            .output()
+            .unwrap()
+    };
+    // One day of purchases: fewer than 20 eligible, suppressed, rejected.
+    let out = run(&spec(1, "Luckin Coffee"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("ended rejected"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("suppressed"));
+    let out = run(&spec(30, "Luckin Cofee"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("did you mean \"Luckin Coffee\""),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("Luckin Cofee").count(),
+        1,
+        "cause printed once: {stderr}"
+    );
+}

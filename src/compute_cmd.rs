@@ -36,6 +36,10 @@ pub struct ComputeArgs {
     /// Keep the network's files here (default: a temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Keep the generated plaintext import files (`data/*.jsonl`) after the Vaults
+    /// imported them (default: deleted, only the encrypted Vaults stay).
+    #[arg(long)]
+    keep_plaintext: bool,
     /// Print one JSON object instead of the story.
     #[arg(long)]
     json: bool,
@@ -74,6 +78,7 @@ pub fn demo_compute(args: ComputeArgs) -> Result<()> {
         vaults: args.vaults,
         seed: args.seed,
         dir: args.dir.clone(),
+        keep_plaintext: args.keep_plaintext,
     };
     let submitter = compute.submitter.clone();
     let mut emb = Embedded::start(&net_args, &[submitter.as_str()], &mut story)?;

@@ -4,7 +4,7 @@ mod deploy_cmd;
 mod ledger_cmd;
 mod train_cmd;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -118,6 +118,10 @@ struct LuckinArgs {
     /// Keep the network's files here (default: a temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Keep the generated plaintext import files (`data/*.jsonl`) after the Vaults
+    /// imported them (default: deleted, only the encrypted Vaults stay).
+    #[arg(long)]
+    keep_plaintext: bool,
     /// Print one JSON object instead of the story.
     #[arg(long)]
     json: bool,
@@ -244,6 +248,7 @@ fn demo_luckin(args: LuckinArgs) -> Result<()> {
         vaults: args.vaults,
         seed: args.seed,
         dir: args.dir.clone(),
+        keep_plaintext: args.keep_plaintext,
     };
     let mut emb = Embedded::start(&net_args, &[spec.advertiser.as_str()], &mut story)?;
     let key = advertiser_key(args.seed, &spec.advertiser);
@@ -272,6 +277,7 @@ pub(crate) struct NetArgs {
     pub(crate) vaults: u32,
     pub(crate) seed: u64,
     pub(crate) dir: Option<PathBuf>,
+    pub(crate) keep_plaintext: bool,
 }
 
 /// An embedded network whose masters are three openraft nodes over mutual TLS on
@@ -308,6 +314,9 @@ impl Embedded {
             now_ms: DEMO_NOW_MS,
         };
         let mut net = EmbeddedNetwork::build(&dir, &params, submitters, story)?;
+        if !args.keep_plaintext {
+            net.remove_plaintext()?;
+        }
         let masters = LoopbackCluster::start(
             &dir.join("masters"),
             &LoopbackOptions {
@@ -650,15 +659,30 @@ fn vault_import(path: PathBuf, id: String, files: Vec<PathBuf>) -> Result<()> {
         bail!("name at least one file to import");
     }
     let key_path = path.with_extension("key");
+    let (new_key, new_db) = (!key_path.exists(), !path.exists());
+    let result = import_into(&path, &key_path, id, &files);
+    if result.is_err() {
+        // A failed first import leaves nothing behind: no empty Vault, no unused key.
+        if new_db {
+            let _ = std::fs::remove_file(&path);
+        }
+        if new_key {
+            let _ = std::fs::remove_file(&key_path);
+        }
+    }
+    result
+}
+
+fn import_into(path: &Path, key_path: &Path, id: String, files: &[PathBuf]) -> Result<()> {
     let key = if key_path.exists() {
-        symphony_vault::VaultKey::load(&key_path)?
+        symphony_vault::VaultKey::load(key_path)?
     } else {
         let mut seed = [0u8; 32];
         std::fs::File::open("/dev/urandom")
             .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed))
             .context("reading OS randomness for a new Vault key")?;
         let k = symphony_vault::VaultKey::from_bytes(seed);
-        k.save(&key_path)?;
+        k.save(key_path)?;
         k
     };
     let entropy = {
@@ -669,10 +693,10 @@ fn vault_import(path: PathBuf, id: String, files: Vec<PathBuf>) -> Result<()> {
         e
     };
     let vault = if path.exists() {
-        symphony_vault::Vault::open(&path, &key, entropy)?
+        symphony_vault::Vault::open(path, &key, entropy)?
     } else {
         symphony_vault::Vault::create(
-            &path,
+            path,
             symphony_vault::VaultConfig {
                 vault_id: symphony_core::VaultId::new(id)?,
                 default_budget: symphony_core::Epsilon::from_micro(
@@ -684,7 +708,7 @@ fn vault_import(path: PathBuf, id: String, files: Vec<PathBuf>) -> Result<()> {
             entropy,
         )?
     };
-    for f in &files {
+    for f in files {
         let bar = ProgressBar::new(0);
         let s = symphony_vault::import_file(
             &vault,

@@ -40,6 +40,10 @@ pub struct TrainArgs {
     /// Keep the network's files here (default: a temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Keep the generated plaintext import files (`data/*.jsonl`) after the Vaults
+    /// imported them (default: deleted, only the encrypted Vaults stay).
+    #[arg(long)]
+    keep_plaintext: bool,
     /// Print one JSON object instead of the story.
     #[arg(long)]
     json: bool,
@@ -202,6 +206,9 @@ pub fn demo_train(args: TrainArgs, now_ms: u64) -> Result<()> {
         &mut progress,
     )?;
     permit_training(&net, &spec.model_operator)?;
+    if !args.keep_plaintext {
+        net.remove_plaintext()?;
+    }
     let key = advertiser_key(args.seed, &spec.model_operator);
     let req = TrainingRequest::sign(spec, 1, &key)?;
     let outcome = run_training(&mut net, &req, &args.registry, args.seed, &mut progress)?;

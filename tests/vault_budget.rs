@@ -107,3 +107,106 @@ fn vault_budget_shows_what_the_import_recorded_and_names_bad_input() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such Vault file"));
 }
+
+/// A failed first import leaves no Vault and no key behind; a new Vault key is
+/// readable by its owner only; a demo keeps no plaintext import files unless asked.
+#[test]
+fn no_plaintext_or_loose_keys_at_rest() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("purchases.csv");
+    std::fs::write(&bad, "subject,brand\ns-1,Luckin Coffee\n").unwrap();
+    let vault = dir.path().join("new.redb");
+    let out = symphony(&[
+        "vault",
+        "import",
+        "--vault",
+        vault.to_str().unwrap(),
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("purchases.csv"));
+    assert!(!vault.exists(), "an empty Vault was left behind");
+    assert!(
+        !vault.with_extension("key").exists(),
+        "an unused key was left behind"
+    );
+
+    let data = dir.path().join("data");
+    let out = symphony(&[
+        "data",
+        "generate",
+        "--subjects",
+        "30",
+        "--vaults",
+        "1",
+        "--records",
+        "100",
+        "--out",
+        data.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let out = symphony(&[
+        "vault",
+        "import",
+        "--vault",
+        vault.to_str().unwrap(),
+        data.join("vault-01.jsonl").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = std::fs::metadata(vault.with_extension("key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "key mode {mode:o}");
+
+    for keep in [false, true] {
+        let net = dir.path().join(format!("net-{keep}"));
+        let mut args = vec![
+            "demo",
+            "luckin",
+            "--subjects",
+            "300",
+            "--records",
+            "3000",
+            "--dir",
+            net.to_str().unwrap(),
+            "--json",
+        ];
+        if keep {
+            args.push("--keep-plaintext");
+        }
+        let out = symphony(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let jsonl = walk(&net)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .count();
+        if keep {
+            assert!(jsonl > 0);
+        } else {
+            assert_eq!(jsonl, 0, "plaintext left in {}", net.display());
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -628,7 +628,29 @@ impl EmbeddedNetwork {
         })
     }
 
-    /// The data directory of the generated plaintext files.
+    /// Deletes the generated plaintext import files once the Vaults hold the data
+    /// encrypted (the demos do, unless asked to keep them). Returns the files removed.
+    pub fn remove_plaintext(&self) -> std::io::Result<u64> {
+        let mut removed = 0;
+        let files = self
+            .generated
+            .vault_files
+            .iter()
+            .chain(std::iter::once(&self.generated.consent_file));
+        for f in files {
+            match std::fs::remove_file(f) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(dir) = self.generated.consent_file.parent() {
+            let _ = std::fs::remove_dir(dir); // only if empty
+        }
+        Ok(removed)
+    }
+
+    /// The generated plaintext import files (until [`Self::remove_plaintext`]).
     pub fn data_files(&self) -> (&[PathBuf], &Path) {
         (&self.generated.vault_files, &self.generated.consent_file)
     }

@@ -59,10 +59,28 @@ impl VaultKey {
 
     /// Writes the key as 64 hex characters (the caller sets file permissions).
     pub fn save(&self, path: &Path) -> Result<(), VaultError> {
-        std::fs::write(path, hex::encode(self.0)).map_err(|source| VaultError::Io {
+        use std::io::Write;
+        let io = |source| VaultError::Io {
             path: path.to_owned(),
             source,
-        })
+        };
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600); // readable by its owner only
+        }
+        let mut f = options.open(path).map_err(io)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // An existing file keeps its mode on open: tighten it too.
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(io)?;
+        }
+        f.write_all(hex::encode(self.0).as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)
     }
 
     pub(crate) fn cipher(&self) -> Aes256Gcm {

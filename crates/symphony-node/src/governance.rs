@@ -237,13 +237,16 @@ fn applied(
     })
 }
 
+/// Per Vault the accounts replenished, and the Vaults that could not be reached.
+pub type Replenished = (Vec<(String, u64)>, Vec<String>);
+
 /// Applies the opening of `epoch` to every Vault: each scope is replenished by the
 /// policy in force in `epoch` (`epsilon_replenish_per_epoch`), once per epoch.
 pub fn apply_epoch(
     m: &MasterServices,
     vaults: &[&dyn EnterpriseEndpoint],
     epoch: EpochId,
-) -> Result<(Vec<(String, u64)>, Vec<String>), NodeError> {
+) -> Result<Replenished, NodeError> {
     let params = active_params(m, epoch)?;
     let replenish: Vec<(UsageScope, Epsilon)> = scopes()
         .into_iter()

@@ -108,7 +108,13 @@ fn summary(o: &ComputeOutcome, c: &ConsensusSummary, secs: f64) {
         ("vaults responded", o.vaults_responded.to_string()),
         ("subjects evaluated", o.subjects_evaluated.to_string()),
         ("ε committed per subject", o.epsilon_committed.clone()),
-        ("attestations verified", o.attestations_verified.to_string()),
+        (
+            "attestations verified",
+            format!(
+                "{} (software enclave: development backend)",
+                o.attestations_verified
+            ),
+        ),
     ]);
     rows.extend(money_rows(
         o.fee_locked,

@@ -1,4 +1,5 @@
 //! `symphony`: the command line of Symphony (SCP).
+mod attest_cmd;
 mod compute_cmd;
 mod deploy_cmd;
 mod ledger_cmd;
@@ -82,6 +83,11 @@ enum Cmd {
     Bench {
         #[command(subcommand)]
         action: deploy_cmd::BenchCmd,
+    },
+    /// Verify real TEE evidence (Intel SGX / TDX DCAP quotes).
+    Attest {
+        #[command(subcommand)]
+        action: attest_cmd::AttestCmd,
     },
 }
 
@@ -452,7 +458,13 @@ fn summary(o: &CampaignOutcome, c: &ConsensusSummary, secs: f64) {
         ),
         ("subjects evaluated", o.subjects_evaluated.to_string()),
         ("ε committed per subject", o.epsilon_committed.clone()),
-        ("attestations verified", o.attestations_verified.to_string()),
+        (
+            "attestations verified",
+            format!(
+                "{} (software enclave: development backend)",
+                o.attestations_verified
+            ),
+        ),
         (
             "commit certificate",
             format!("{}/3 master signatures", o.certificate_signatures),
@@ -520,6 +532,7 @@ fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Ledger { action } => ledger_cmd::run(action),
+        Cmd::Attest { action } => attest_cmd::run(action),
         Cmd::Demo {
             scenario: Demo::Train(args),
         } => train_cmd::demo_train(args, DEMO_NOW_MS),

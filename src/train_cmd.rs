@@ -131,7 +131,13 @@ fn summary(o: &TrainOutcome) {
         ("held-out AUC", format!("{:.4}", o.auc_holdout)),
         ("held-out accuracy", format!("{:.4}", o.accuracy_holdout)),
         ("MIA advantage", format!("{:.4}", o.mia_advantage)),
-        ("attestations", o.attestations_verified.to_string()),
+        (
+            "attestations",
+            format!(
+                "{} (software enclave: development backend)",
+                o.attestations_verified
+            ),
+        ),
         (
             "fee",
             format!(

@@ -228,3 +228,30 @@ fn an_exhausted_budget_is_refused_at_admission_for_free() {
     let task = s["task_id"].as_str().unwrap();
     assert_eq!(net.release_on_vaults(task), vec![0, 0, 0, 0]);
 }
+
+/// A devnet whose masters run the production attestation policy refuses the
+/// software enclave's evidence: the task is rejected at verification, and the
+/// status names the reason.
+#[test]
+fn a_production_attestation_policy_rejects_software_evidence() {
+    let env: std::collections::BTreeMap<String, Vec<(String, String)>> = (1..=3)
+        .map(|m| {
+            (
+                format!("master-{m}"),
+                vec![(
+                    "SYMPHONY_ATTESTATION_POLICY".to_owned(),
+                    "production".to_owned(),
+                )],
+            )
+        })
+        .collect();
+    let net = Net::start_with_env(4, env);
+    let id = net.submit_ok(luckin());
+    let s = net.wait_final(&id, Duration::from_secs(90));
+    assert_eq!(s["status"], "rejected", "{s}");
+    let text = s.to_string();
+    assert!(
+        text.contains("software evidence is not accepted by the attestation policy"),
+        "{text}"
+    );
+}

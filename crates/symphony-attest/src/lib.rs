@@ -34,27 +34,7 @@ use dcap_qvl::QuoteCollateralV3;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha512};
 
-/// What produced a piece of evidence.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EnclaveKind {
-    /// The software development backend (no hardware isolation).
-    Software,
-    /// An Intel SGX enclave.
-    Sgx,
-    /// An Intel TDX trust domain.
-    Tdx,
-}
-
-impl std::fmt::Display for EnclaveKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            EnclaveKind::Software => "software",
-            EnclaveKind::Sgx => "sgx",
-            EnclaveKind::Tdx => "tdx",
-        })
-    }
-}
+pub use symphony_enclave::EnclaveKind;
 
 /// The measurements a quote reports (hex).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

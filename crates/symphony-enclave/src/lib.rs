@@ -71,8 +71,8 @@ mod verify;
 
 pub use identity::{CodeIdentity, Measurement};
 pub use report::{
-    run_commitment, AttestationReport, Commitment, DecodeError, Nonce, REPORT_LAYOUT_VERSION,
-    REPORT_SIGNING_DOMAIN, REPORT_WIRE_LEN,
+    run_commitment, AttestationReport, Commitment, DecodeError, EnclaveKind, Nonce,
+    REPORT_LAYOUT_VERSION, REPORT_SIGNING_DOMAIN, REPORT_WIRE_LEN,
 };
 pub use tee::{SoftwareEnclave, Tee, TeeError};
 pub use verify::{

@@ -56,6 +56,8 @@ pub fn run_commitment(
 /// itself to `report_data` under `nonce` at `issued_at_ms`", signed by the platform key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttestationReport {
+    // (The software backend's layout; real SGX/TDX quotes are verified by
+    // `symphony-attest`.)
     /// Layout version; see [`REPORT_LAYOUT_VERSION`].
     pub version: u16,
     /// Code identity hash of the enclave.
@@ -175,5 +177,36 @@ impl Reader<'_> {
         }
         self.pos += N;
         out
+    }
+}
+
+/// What produced a piece of evidence.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum EnclaveKind {
+    /// The software development backend (no hardware isolation).
+    Software,
+    /// An Intel SGX enclave.
+    Sgx,
+    /// An Intel TDX trust domain.
+    Tdx,
+}
+
+impl std::fmt::Display for EnclaveKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EnclaveKind::Software => "software",
+            EnclaveKind::Sgx => "sgx",
+            EnclaveKind::Tdx => "tdx",
+        })
+    }
+}
+
+impl AttestationReport {
+    /// What produced this report: the software backend's report layout.
+    pub fn kind(&self) -> EnclaveKind {
+        EnclaveKind::Software
     }
 }

@@ -69,6 +69,14 @@ pub enum VerifyError {
     /// The nonce differs from the one the verifier issued.
     #[error("nonce mismatch")]
     NonceMismatch,
+    /// The attestation policy does not accept evidence of this kind.
+    #[error(
+        "{kind} evidence is not accepted by the attestation policy (it requires real TEE hardware)"
+    )]
+    KindRefused {
+        /// What produced the evidence.
+        kind: crate::EnclaveKind,
+    },
 }
 
 /// Verifies attestation reports. Implemented by the software verifier today and by
@@ -90,6 +98,9 @@ pub struct SoftwareAttestationVerifier {
     pub allowed_measurements: BTreeSet<[u8; 32]>,
     /// Platform public keys trusted to sign reports.
     pub trusted_platform_keys: BTreeSet<[u8; 32]>,
+    /// The attestation policy refuses software evidence (production: only real
+    /// hardware attests).
+    pub refuse_software: bool,
 }
 
 impl SoftwareAttestationVerifier {
@@ -101,6 +112,7 @@ impl SoftwareAttestationVerifier {
         Self {
             allowed_measurements: allowed_measurements.into_iter().map(|m| m.0).collect(),
             trusted_platform_keys: trusted_platform_keys.into_iter().collect(),
+            refuse_software: false,
         }
     }
 }
@@ -114,6 +126,11 @@ impl AttestationVerifier for SoftwareAttestationVerifier {
         if report.version != REPORT_LAYOUT_VERSION {
             return Err(VerifyError::UnsupportedVersion {
                 found: report.version,
+            });
+        }
+        if self.refuse_software && report.kind() == crate::EnclaveKind::Software {
+            return Err(VerifyError::KindRefused {
+                kind: report.kind(),
             });
         }
         if !self

@@ -151,6 +151,10 @@ pub struct CampaignOutcome {
     pub refund: u64,
     /// Attestation reports verified.
     pub attestations_verified: u32,
+    /// What produced each piece of evidence: Vault id → `software` / `sgx` /
+    /// `tdx`, and `aggregation` → the masters' aggregation enclave.
+    #[serde(default)]
+    pub enclave_kinds: std::collections::BTreeMap<String, symphony_enclave::EnclaveKind>,
     /// ε committed per evaluated subject.
     pub epsilon_committed: String,
     /// Subjects evaluated across Vaults.
@@ -317,6 +321,7 @@ pub fn recovered_outcome(
         fee_shares: r.fee_shares,
         refund: r.refund,
         attestations_verified: r.attestations_verified,
+        enclave_kinds: r.enclave_kinds,
         epsilon_committed: r.epsilon_committed,
         subjects_evaluated: r.subjects_evaluated,
         settlement_state: r.settlement_state,

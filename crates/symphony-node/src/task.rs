@@ -104,6 +104,9 @@ pub struct ComputeOutcome {
     pub refund: u64,
     /// Attestation reports verified (slices + aggregation).
     pub attestations_verified: u32,
+    /// What produced each piece of evidence (Vault id → kind; `aggregation`).
+    #[serde(default)]
+    pub enclave_kinds: std::collections::BTreeMap<String, symphony_enclave::EnclaveKind>,
     /// Slices verified.
     pub vaults_responded: u32,
     /// Subjects evaluated across Vaults.

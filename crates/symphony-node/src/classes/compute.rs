@@ -449,6 +449,7 @@ fn outcome_of(
         fee_shares: r.fee_shares,
         refund: r.refund,
         attestations_verified: r.attestations_verified,
+        enclave_kinds: r.enclave_kinds,
         vaults_responded: r.vaults_responded,
         subjects_evaluated: r.subjects_evaluated,
         settlement_state: r.settlement_state,

@@ -200,6 +200,7 @@ pub fn outcome(spec: &CampaignSpec, run: Run<AggregateResult>) -> CampaignOutcom
         fee_shares: r.fee_shares,
         refund: r.refund,
         attestations_verified: r.attestations_verified,
+        enclave_kinds: r.enclave_kinds,
         epsilon_committed: r.epsilon_committed,
         subjects_evaluated: r.subjects_evaluated,
         settlement_state: r.settlement_state,

@@ -103,12 +103,16 @@ pub fn fan_out<C: ClassModule>(
                     epsilon_committed_micro: bundle.body.epsilon_committed_micro(),
                 };
                 report.subjects_evaluated += bundle.body.subjects_evaluated();
+                report
+                    .enclave_kinds
+                    .insert(vault_id.to_string(), ev.attestation.kind());
                 evidence.push(ev);
                 bundles.push(bundle);
                 r
             }
             Err(err) => {
                 obs.step("slice_failed", &format!("{vault_id}: {err}"));
+                report.slice_failures.push(format!("{vault_id}: {err}"));
                 let state = match err {
                     NodeError::Unavailable(_) => SliceState::TimedOut,
                     _ => SliceState::Failed,
@@ -172,8 +176,13 @@ pub fn execute<C: ClassModule>(
     advance(master, &a.task_id, TaskEvent::Dispatch, None, obs)?;
     let (bundles, evidence) = fan_out(master, endpoints, class, a, report, obs)?;
     if evidence.len() < a.quorum as usize {
+        let failures = if report.slice_failures.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", report.slice_failures.join("; "))
+        };
         let reason = format!(
-            "{} slices verified, below minimum_vault_quorum {}",
+            "{} slices verified, below minimum_vault_quorum {}{failures}",
             evidence.len(),
             a.quorum
         );

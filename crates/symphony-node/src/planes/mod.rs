@@ -135,6 +135,12 @@ pub struct Report {
     pub refund: u64,
     /// Attestation reports verified.
     pub attestations_verified: u32,
+    /// What produced each verified piece of evidence: Vault id → kind, and
+    /// `aggregation` → the masters' aggregation enclave (empty when rebuilt from
+    /// the replicated state, which keeps commitments, not reports).
+    pub enclave_kinds: BTreeMap<String, symphony_enclave::EnclaveKind>,
+    /// Why slices failed (Vault id: reason), named in a quorum rejection.
+    pub slice_failures: Vec<String>,
     /// ε committed per evaluated subject.
     pub epsilon_committed: String,
     /// Subjects evaluated across Vaults.
@@ -188,6 +194,8 @@ impl Report {
             refund: settlement.refund,
             // The slices' attestations and the aggregation enclave's.
             attestations_verified: verified + 1,
+            enclave_kinds: BTreeMap::new(),
+            slice_failures: Vec::new(),
             epsilon_committed: body.budget_reservation.epsilon_per_subject.to_string(),
             subjects_evaluated: rec.slices.values().map(|s| s.subjects_evaluated).sum(),
             settlement_state: Some(settlement.state.to_string()),

@@ -88,14 +88,14 @@ pub fn settle_and_deliver<C: ClassModule>(
         evidence,
         aggregate,
     } = executed;
-    verify_aggregate_claim(
-        &master.verifier,
-        &a.envelope,
-        &evidence,
-        class.claim(&aggregate),
-    )
-    .map_err(|e| NodeError::Refused(e.to_string()))?;
+    let claim = class.claim(&aggregate);
+    let aggregation_kind = claim.attestation.kind();
+    verify_aggregate_claim(&master.verifier, &a.envelope, &evidence, claim)
+        .map_err(|e| NodeError::Refused(e.to_string()))?;
     report.attestations_verified += 1;
+    report
+        .enclave_kinds
+        .insert("aggregation".into(), aggregation_kind);
     advance(
         master,
         &a.task_id,

@@ -122,15 +122,15 @@ fn every_example_class_runs_on_the_devnet_and_the_model_is_delivered() {
     let train = submit(&net, &train_file);
     let compute = submit(&net, Path::new(&format!("{EXAMPLES}/compute.toml")));
 
-    let q = wait_final(&net, &query, Duration::from_secs(60));
+    let q = wait_final(&net, &query, Duration::from_secs(120));
     assert_eq!(q["status"], "completed", "{q}");
     assert_eq!(q["task_class"], "query");
-    let t = wait_final(&net, &train, Duration::from_secs(90));
+    let t = wait_final(&net, &train, Duration::from_secs(240));
     assert_eq!(t["status"], "completed", "{t}\n{}", net.logs());
     assert_eq!(t["task_class"], "train");
     let task_id = t["task_id"].as_str().unwrap().to_owned();
     assert!(task_id.starts_with("train-"), "{t}");
-    let c = wait_final(&net, &compute, Duration::from_secs(60));
+    let c = wait_final(&net, &compute, Duration::from_secs(120));
     assert_compute_completed_with_a_table(&c);
     let (ok, stdout, stderr) = cli(&net, &["task", "result", &compute, "--json"]);
     assert!(ok, "task result {compute}: {stderr}{stdout}");
@@ -226,7 +226,7 @@ fn leader_crashes_after_payout(
                 break v;
             }
         }
-        assert!(t.elapsed() < Duration::from_secs(120), "{}", net.logs());
+        assert!(t.elapsed() < Duration::from_secs(300), "{}", net.logs());
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(status["status"], "completed", "{status}\n{}", net.logs());

@@ -85,11 +85,13 @@ pub fn demo_compute(args: ComputeArgs) -> Result<()> {
     let key = advertiser_key(args.seed, &submitter);
     let req = SignedTask::sign(spec, 1, &key)?;
     let outcome = emb.net.run_compute(&req, &mut story)?;
-    let consensus = emb.stop()?;
+    let epoch = crate::epoch_of(&emb.net, &outcome.task_id);
+    let consensus = emb.stop()?.with_epoch(epoch);
     if args.json {
         let mut v = serde_json::to_value(&outcome)?;
         if let Some(o) = v.as_object_mut() {
             o.insert("consensus".into(), serde_json::to_value(&consensus)?);
+            o.insert("epoch".into(), epoch.json());
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {

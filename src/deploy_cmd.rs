@@ -60,6 +60,13 @@ pub enum DevnetCmd {
         /// Seed of data and derived keys.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Epoch length in ms (default: policy v1's hour); short epochs close by
+        /// time while you watch (`symphony epoch show`). Must divide a 365-day year.
+        #[arg(long)]
+        epoch_length_ms: Option<u64>,
+        /// Tasks admitted per epoch before the epoch closes by capacity.
+        #[arg(long)]
+        max_tasks_per_epoch: Option<u64>,
         #[command(flatten)]
         dir: DirArg,
     },
@@ -300,6 +307,8 @@ pub fn devnet(cmd: DevnetCmd, now_ms: u64) -> Result<()> {
             subjects,
             records,
             seed,
+            epoch_length_ms,
+            max_tasks_per_epoch,
             dir,
         } => {
             if masters != 3 {
@@ -324,6 +333,8 @@ pub fn devnet(cmd: DevnetCmd, now_ms: u64) -> Result<()> {
                         now_ms,
                         advertiser: "advertiser:luckin".into(),
                         rate_limit_per_s: 100,
+                        epoch_length_ms,
+                        max_tasks_per_epoch,
                     },
                     &mut ConsentReport,
                 )?

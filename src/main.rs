@@ -2,6 +2,7 @@
 mod attest_cmd;
 mod compute_cmd;
 mod deploy_cmd;
+mod gov_cmd;
 mod ledger_cmd;
 mod train_cmd;
 
@@ -78,6 +79,16 @@ enum Cmd {
     Task {
         #[command(subcommand)]
         action: deploy_cmd::TaskCmd,
+    },
+    /// The current epoch of a devnet, and closing it through governance.
+    Epoch {
+        #[command(subcommand)]
+        action: gov_cmd::EpochCmd,
+    },
+    /// Governance proposals of a devnet: list, propose, vote (as a master).
+    Gov {
+        #[command(subcommand)]
+        action: gov_cmd::GovCmd,
     },
     /// Benchmarks of the deployed network.
     Bench {
@@ -260,7 +271,8 @@ fn demo_luckin(args: LuckinArgs) -> Result<()> {
     let key = advertiser_key(args.seed, &spec.advertiser);
     let req = SignedRequest::sign(spec, 1, &key)?;
     let outcome = emb.net.run_campaign(&req, &mut story)?;
-    let consensus = emb.stop()?;
+    let epoch = epoch_of(&emb.net, &outcome.task_id);
+    let consensus = emb.stop()?.with_epoch(epoch);
     let result_hash = content_hash(AUDIENCE_HASH_TAG, &outcome.audience)?.to_hex();
     if args.json {
         let mut v = serde_json::to_value(&outcome)?;
@@ -268,6 +280,7 @@ fn demo_luckin(args: LuckinArgs) -> Result<()> {
             o.remove("audience");
             o.insert("result_hash".into(), result_hash.into());
             o.insert("consensus".into(), serde_json::to_value(&consensus)?);
+            o.insert("epoch".into(), epoch.json());
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -362,6 +375,7 @@ impl Embedded {
             log_index: roots.first().and_then(|r| r.0).unwrap_or(0),
             state_root: roots.first().map(|r| hex::encode(r.1)).unwrap_or_default(),
             roots_agree: agree,
+            epoch: None,
         };
         self.masters.shutdown()?;
         if !agree {
@@ -378,6 +392,56 @@ pub(crate) struct ConsensusSummary {
     log_index: u64,
     state_root: String,
     roots_agree: bool,
+    /// The epoch the task ran in (a summary row; in JSON as the top-level `epoch`).
+    #[serde(skip)]
+    epoch: Option<EpochInfo>,
+}
+
+impl ConsensusSummary {
+    /// The summary with the epoch its task ran in.
+    pub(crate) fn with_epoch(mut self, epoch: EpochInfo) -> Self {
+        self.epoch = Some(epoch);
+        self
+    }
+}
+
+/// The epoch and policy version a demo's task ran in (its envelope's: the
+/// Governance Service's epoch and active policy at admission).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EpochInfo {
+    epoch_id: u64,
+    policy_version: u32,
+}
+
+impl EpochInfo {
+    /// `{"epoch_id": …, "policy_version": …}`.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::json!({"epoch_id": self.epoch_id, "policy_version": self.policy_version})
+    }
+
+    /// The summary row.
+    pub(crate) fn row(&self) -> (&'static str, String) {
+        (
+            "epoch / policy",
+            format!("epoch-{} / policy-v{}", self.epoch_id, self.policy_version),
+        )
+    }
+}
+
+/// The epoch and policy version `task_id` was admitted in (the current ones if
+/// the task was never admitted).
+pub(crate) fn epoch_of(net: &EmbeddedNetwork, task_id: &str) -> EpochInfo {
+    let state = net.master.masters.state();
+    let admitted = symphony_core::ids::TaskId::new(task_id.to_owned())
+        .ok()
+        .and_then(|t| state.task(&t))
+        .map(|r| (r.envelope.body().epoch_id, r.envelope.body().policy_version));
+    let (epoch, policy) =
+        admitted.unwrap_or((state.current_epoch(), state.active_policy_version()));
+    EpochInfo {
+        epoch_id: epoch.0,
+        policy_version: policy.0,
+    }
 }
 
 /// A demo's summary table: one row per `(label, value)`, boxed.
@@ -408,13 +472,16 @@ pub(crate) fn money_rows(
     c: &ConsensusSummary,
     secs: f64,
 ) -> Vec<(&'static str, String)> {
-    vec![
+    let mut rows = vec![
         (
             "fee locked / charged (µSYM)",
             format!("{fee_locked} / {fee_total}"),
         ),
         ("refund (µSYM)", refund.to_string()),
         ("settlement", settlement_state.unwrap_or("-").to_owned()),
+    ];
+    rows.extend(c.epoch.map(|e| e.row()));
+    rows.extend([
         (
             "master consensus (openraft)",
             format!(
@@ -425,7 +492,8 @@ pub(crate) fn money_rows(
             ),
         ),
         ("wall time", format!("{secs:.2} s")),
-    ]
+    ]);
+    rows
 }
 
 /// The rejection reason and the fee split under a summary table.
@@ -548,6 +616,8 @@ fn run() -> Result<()> {
         Cmd::Devnet { action } => deploy_cmd::devnet(action, DEMO_NOW_MS),
         Cmd::Task { action } => deploy_cmd::task(action),
         Cmd::Bench { action } => deploy_cmd::bench(action, DEFAULT_SPEC),
+        Cmd::Epoch { action } => gov_cmd::epoch(action),
+        Cmd::Gov { action } => gov_cmd::gov(action),
         Cmd::Data {
             action:
                 DataCmd::Generate {

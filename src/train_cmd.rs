@@ -99,10 +99,12 @@ impl TrainObserver for Progress {
     }
 }
 
-fn summary(o: &TrainOutcome) {
+fn summary(o: &TrainOutcome, epoch: crate::EpochInfo) {
+    let (epoch_label, epoch_value) = epoch.row();
     let rows: Vec<(&str, String)> = vec![
         ("task", o.task_id.clone()),
         ("states", o.states.join(" → ")),
+        (epoch_label, epoch_value),
         (
             "rounds run",
             format!(
@@ -218,10 +220,15 @@ pub fn demo_train(args: TrainArgs, now_ms: u64) -> Result<()> {
     let key = advertiser_key(args.seed, &spec.model_operator);
     let req = TrainingRequest::sign(spec, 1, &key)?;
     let outcome = run_training(&mut net, &req, &args.registry, args.seed, &mut progress)?;
+    let epoch = crate::epoch_of(&net, &outcome.task_id);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        let mut v = serde_json::to_value(&outcome)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("epoch".into(), epoch.json());
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        summary(&outcome);
+        summary(&outcome, epoch);
     }
     crate::ended(&outcome.task_id, &outcome.states, outcome.reason.as_deref())
 }

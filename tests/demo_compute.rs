@@ -52,6 +52,8 @@ fn demo_compute_json_reports_the_noisy_table_and_matches_the_in_process_run() {
         assert!(g["group"].is_string() && g["count"].is_i64() && g["value"].is_i64());
     }
     assert_eq!(demo["consensus"]["roots_agree"], true);
+    assert_eq!(demo["epoch"]["epoch_id"], 0);
+    assert_eq!(demo["epoch"]["policy_version"], 1);
     assert!(
         demo.get("exact_customers").is_none(),
         "the noise-free figure is not released"

@@ -51,6 +51,11 @@ fn demo_on_openraft_delivers_what_the_in_process_replicas_deliver() {
     assert_eq!(c["roots_agree"], true, "{c}");
     assert!(c["log_index"].as_u64().unwrap() >= 15, "{c}");
     assert!(demo["certificate_signatures"].as_u64().unwrap() >= 2);
+    // The epoch and policy version the task was admitted in (its envelope's).
+    assert_eq!(
+        demo["epoch"],
+        serde_json::json!({"epoch_id": 0, "policy_version": 1})
+    );
     // Replay: same seed, same consensus state root and result.
     let again = deployed::demo_json("luckin", SUBJECTS, RECORDS, SEED);
     assert_eq!(again["result_hash"], demo["result_hash"]);

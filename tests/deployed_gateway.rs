@@ -7,7 +7,7 @@ mod deployed;
 
 use std::time::Duration;
 
-use deployed::{embedded_audience, luckin, Net, SEED};
+use deployed::{cli_json, embedded_audience, luckin, Net, SEED};
 use ed25519_dalek::SigningKey;
 use symphony_deploy::auth::sign_headers;
 use symphony_deploy::client::{https_request, sign_submission};
@@ -183,7 +183,9 @@ fn luckin_through_the_gateway_matches_the_embedded_demo_and_bad_requests_change_
 /// The next task is refused at admission — status `rejected`, with the refusal in
 /// `error` naming the scope, how many subjects consented but lack budget, and when
 /// budgets replenish — and costs nothing: no escrow locked, fee 0, no reservation
-/// left in any Vault.
+/// left in any Vault. Then `symphony epoch close` (a close_epoch proposal of
+/// master-0 approved by master-1) raises `epoch show --json`'s epoch_id by one, the
+/// leader replenishes every Vault, and the next submission completes.
 #[test]
 fn an_exhausted_budget_is_refused_at_admission_for_free() {
     let net = Net::start(4);
@@ -227,6 +229,36 @@ fn an_exhausted_budget_is_refused_at_admission_for_free() {
     assert_eq!(after["escrow_remaining_micro_sym"], 0);
     let task = s["task_id"].as_str().unwrap();
     assert_eq!(net.release_on_vaults(task), vec![0, 0, 0, 0]);
+
+    // The epoch closes through governance; budgets replenish in every Vault.
+    let t = std::time::Instant::now();
+    let before = cli_json(&net, &["epoch", "show"]);
+    assert_eq!(before["configured"], true, "{before}");
+    let e = before["epoch_id"].as_u64().unwrap();
+    assert_eq!(before["tasks_in_epoch"], 10, "{before}");
+    let closed = cli_json(&net, &["epoch", "close"]);
+    let shown = cli_json(&net, &["epoch", "show"]);
+    assert_eq!(shown["epoch_id"].as_u64(), Some(e + 1), "{shown}");
+    assert_eq!(closed["epoch_id"], shown["epoch_id"]);
+    assert_eq!(shown["tasks_in_epoch"], 0, "{shown}");
+    let last = &shown["history"][e as usize];
+    assert_eq!(last["epoch"].as_u64(), Some(e), "{shown}");
+    assert!(last["trigger"]["proposal"].is_u64(), "{shown}");
+    for v in &net.layout.enterprises {
+        let applied = &shown["vaults"][v.vault_id.as_str()];
+        assert_eq!(applied["epoch_applied"].as_u64(), Some(e + 1), "{shown}");
+        assert!(
+            applied["accounts_replenished"].as_u64().unwrap() > 0,
+            "{shown}"
+        );
+    }
+    eprintln!("epoch closed and Vaults replenished in {:?}", t.elapsed());
+    let id = net.submit_ok(luckin());
+    let s = net.wait_final(&id, Duration::from_secs(60));
+    assert_eq!(s["status"], "completed", "{s}");
+    let outcome = &net.result(&id)["outcome"];
+    assert!(outcome["eligible_count"].as_u64().unwrap() > 0, "{outcome}");
+    assert_eq!(outcome["epoch_id"].as_u64(), Some(e + 1), "{outcome}");
 }
 
 /// A devnet whose masters run the production attestation policy refuses the

@@ -80,6 +80,8 @@ fn devnet_start_moves_ports_taken_after_they_were_chosen() {
             now_ms: NOW_MS,
             advertiser: "advertiser:luckin".into(),
             rate_limit_per_s: 100,
+            epoch_length_ms: None,
+            max_tasks_per_epoch: None,
         },
         &mut Quiet,
     )

@@ -109,6 +109,19 @@ impl Net {
         records: u64,
         env: BTreeMap<String, Vec<(String, String)>>,
     ) -> Net {
+        Net::start_governed(enterprises, subjects, records, env, None, None)
+    }
+
+    /// [`Net::start_sized`] with the genesis policy's epoch length `epoch_length_ms`
+    /// (`None`: policy v1's hour) and epoch capacity `max_tasks_per_epoch`.
+    pub fn start_governed(
+        enterprises: u32,
+        subjects: u64,
+        records: u64,
+        env: BTreeMap<String, Vec<(String, String)>>,
+        epoch_length_ms: Option<u64>,
+        max_tasks_per_epoch: Option<u64>,
+    ) -> Net {
         let dir = tempfile::tempdir().unwrap();
         let layout = symphony_deploy::devnet::prepare(
             dir.path(),
@@ -120,6 +133,8 @@ impl Net {
                 now_ms: NOW_MS,
                 advertiser: "advertiser:luckin".into(),
                 rate_limit_per_s: 1_000,
+                epoch_length_ms,
+                max_tasks_per_epoch,
             },
             &mut Quiet,
         )
@@ -449,4 +464,35 @@ pub fn demo_json(scenario: &str, subjects: u64, records: u64, seed: u64) -> Valu
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `symphony ARGS… --dir <the devnet>`: `(success, stdout, stderr)`.
+pub fn cli(net: &Net, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_symphony"))
+        .args(args)
+        .arg("--dir")
+        .arg(&net.layout.dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `symphony ARGS… --dir <the devnet> --json`, which must succeed: its JSON.
+pub fn cli_json(net: &Net, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let (ok, out, err) = cli(net, &all);
+    assert!(ok, "symphony {args:?} failed: {err}\n{out}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+/// The envelope of the task a request ran (its latest attempt), from `/evidence`.
+pub fn envelope_of(net: &Net, request_id: &str) -> Value {
+    let r = net.get(&format!("/v1/tasks/{request_id}/evidence"));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["task"]["envelope"]["body"].clone()
 }

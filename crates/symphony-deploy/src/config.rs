@@ -11,6 +11,13 @@
 //! | `body_limit_bytes` | largest request body (1 KiB..=16 MiB); over it `413` |
 //! | `request_window_ms` | accepted clock skew of a signed request; outside it `401` |
 //! | `max_pending_requests` | most task requests acknowledged and not yet final in the cluster (optional, default [`DEFAULT_MAX_PENDING_REQUESTS`]); a submission arriving when the queue holds that many is refused with `503` and nothing is proposed |
+//!
+//! Governance keys (optional; every master of a cluster must carry the same values):
+//!
+//! | key | meaning |
+//! |---|---|
+//! | `epoch_length_ms` | the genesis policy's epoch length (default: policy v1's, one hour); must divide a 365-day year. The leader closes an epoch by time when its clock passes the epoch's opening + this length |
+//! | `max_tasks_per_epoch` | the genesis policy's epoch capacity: tasks admitted per epoch before the leader closes it by capacity (default: none) |
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -109,6 +116,14 @@ pub struct MasterConfig {
     /// proposed. Optional; default [`DEFAULT_MAX_PENDING_REQUESTS`]; must be > 0.
     #[serde(default = "default_max_pending_requests")]
     pub max_pending_requests: usize,
+    /// Epoch length of the genesis policy, ms (a devnet may run short epochs);
+    /// `None` = policy v1's (one hour). Must divide a 365-day year.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch_length_ms: Option<u64>,
+    /// Tasks admitted per epoch before the capacity trigger closes it; `None` = no
+    /// bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tasks_per_epoch: Option<u64>,
     /// TLS files.
     pub tls: TlsFiles,
     /// All masters, this one included.
@@ -288,12 +303,34 @@ impl MasterConfig {
                 "must be > 0 (the most task requests acknowledged and not yet final)",
             ));
         }
+        self.genesis_policy()?;
+        if self.max_tasks_per_epoch == Some(0) {
+            return Err(invalid(
+                "max_tasks_per_epoch",
+                "must be > 0 (tasks admitted per epoch before it closes by capacity)",
+            ));
+        }
         check_path("signing_key_file", &self.signing_key_file)?;
         check_path("aggregator_key_file", &self.aggregator_key_file)?;
         check_path("tls.ca", &self.tls.ca)?;
         check_path("tls.cert", &self.tls.cert)?;
         check_path("tls.key", &self.tls.key)?;
         Ok(())
+    }
+
+    /// The genesis policy of the cluster: policy v1 with this file's epoch length.
+    pub fn genesis_policy(&self) -> Result<symphony_economics::PolicyParams, DeployError> {
+        let mut params = symphony_economics::PolicyParams::default_v1();
+        if let Some(length) = self.epoch_length_ms {
+            params.epochs.epoch_length_ms = length;
+            params.validate().map_err(|e| {
+                invalid(
+                    "epoch_length_ms",
+                    format!("{length} ms: must be positive and divide a 365-day year ({e})"),
+                )
+            })?;
+        }
+        Ok(params)
     }
 
     /// This master's entry.

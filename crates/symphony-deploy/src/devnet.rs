@@ -50,6 +50,11 @@ pub struct DevnetParams {
     pub advertiser: String,
     /// Gateway rate limit per caller.
     pub rate_limit_per_s: u32,
+    /// Epoch length of the genesis policy, ms (`None`: policy v1's hour); short
+    /// epochs let a devnet close epochs by time.
+    pub epoch_length_ms: Option<u64>,
+    /// Tasks admitted per epoch before it closes by capacity (`None`: no bound).
+    pub max_tasks_per_epoch: Option<u64>,
 }
 
 /// One master of a devnet.
@@ -130,6 +135,21 @@ impl DevnetLayout {
             .get(actor)
             .map(PathBuf::as_path)
             .or_else(|| (actor == self.advertiser).then_some(self.advertiser_key.as_path()))
+    }
+
+    /// The commit signing key file of the master with governance index `index`
+    /// (0, 1, 2: the masters in node-id order, as the state machine numbers
+    /// their votes; index 0 is node 1 in a devnet).
+    pub fn governance_key(&self, index: u8) -> Result<PathBuf, DeployError> {
+        let mut masters: Vec<&DevnetMaster> = self.masters.iter().collect();
+        masters.sort_by_key(|m| m.id);
+        let m = masters.get(usize::from(index)).ok_or_else(|| {
+            DeployError::Config(format!(
+                "master-{index}: this devnet has masters 0 to {} (governance index = node id - 1)",
+                masters.len().saturating_sub(1)
+            ))
+        })?;
+        Ok(read_toml::<MasterConfig>(&m.config)?.signing_key_file)
     }
 
     /// Every caller with a key in this devnet (the advertiser first).
@@ -364,6 +384,8 @@ pub fn prepare(
             body_limit_bytes: 64 * 1024,
             request_window_ms: 60_000,
             max_pending_requests: crate::config::DEFAULT_MAX_PENDING_REQUESTS,
+            epoch_length_ms: params.epoch_length_ms,
+            max_tasks_per_epoch: params.max_tasks_per_epoch,
             tls: node_tls(&dir, &ca_key, &format!("master-{id}"))?,
             masters: entries.clone(),
             enterprises: enterprise_entries.clone(),

@@ -11,6 +11,9 @@
 //! before anything is proposed. The count is read from this master's applied state,
 //! so concurrent submissions arriving at once may overshoot the bound by at most the
 //! number in flight.
+//! The governance routes (`/v1/epoch`, `/v1/governance/proposals`,
+//! `/v1/governance/votes`) are in `gov_routes`: the same checks, callers or
+//! masters as signers.
 //! Submissions are replicated through consensus (any master accepts them; a
 //! follower forwards to the leader inside `symphony-consensus`); reads are served
 //! from this master's applied state.
@@ -48,10 +51,17 @@ use crate::state::{
 use crate::tls::TlsMaterial;
 use crate::DeployError;
 
+mod gov_routes;
+
 struct AppState {
     cluster: Cluster,
     node_id: u64,
     callers: BTreeMap<String, VerifyingKey>,
+    /// The masters as gateway callers (`master-0`..`master-2`, governance index
+    /// order), with their commit keys: they file proposals and votes.
+    masters: BTreeMap<String, VerifyingKey>,
+    /// Callers and masters: who may read the governance state.
+    readers: BTreeMap<String, VerifyingKey>,
     window_ms: u64,
     body_limit: usize,
     max_pending: usize,
@@ -131,10 +141,22 @@ impl Gateway {
         tls: Arc<rustls::ServerConfig>,
     ) -> Self {
         let body_limit = settings.body_limit_bytes;
+        let masters: BTreeMap<String, VerifyingKey> = cluster
+            .keys()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| {
+                Some((crate::governance::master_caller(u8::try_from(i).ok()?), *k))
+            })
+            .collect();
+        let mut readers = settings.callers.clone();
+        readers.extend(masters.clone());
         let state = Arc::new(AppState {
             cluster,
             node_id: settings.node_id,
             callers: settings.callers,
+            masters,
+            readers,
             window_ms: settings.request_window_ms,
             body_limit,
             max_pending: settings.max_pending_requests,
@@ -150,6 +172,12 @@ impl Gateway {
             .route("/v1/tasks/{id}", get(status))
             .route("/v1/tasks/{id}/result", get(result))
             .route("/v1/tasks/{id}/evidence", get(evidence))
+            .route("/v1/epoch", get(gov_routes::epoch))
+            .route(
+                "/v1/governance/proposals",
+                get(gov_routes::proposals).post(gov_routes::propose),
+            )
+            .route("/v1/governance/votes", post(gov_routes::vote))
             .route("/v1/cluster", get(cluster_view))
             .route("/metrics", get(metrics))
             .route("/openapi.json", get(openapi))
@@ -196,9 +224,22 @@ impl AppState {
         *c.entry((route.to_owned(), status.as_u16())).or_default() += 1;
     }
 
-    /// Authentication, replay and rate checks; the error is the finished response.
+    /// Authentication, replay and rate checks of a registered caller; the error is
+    /// the finished response.
     fn authenticate(
         &self,
+        headers: &HeaderMap,
+        method: &Method,
+        path: &str,
+        body: &[u8],
+    ) -> Result<auth::Authenticated, Response> {
+        self.authenticate_in(&self.callers, headers, method, path, body)
+    }
+
+    /// [`AppState::authenticate`] against the keys of `keys` (callers, masters).
+    fn authenticate_in(
+        &self,
+        keys: &BTreeMap<String, VerifyingKey>,
         headers: &HeaderMap,
         method: &Method,
         path: &str,
@@ -221,7 +262,7 @@ impl AppState {
             error(status, e)
         };
         let a = auth::verify(
-            &self.callers,
+            keys,
             header,
             method.as_str(),
             path,
@@ -840,6 +881,21 @@ pub fn openapi_document() -> Value {
                 "responses": merge(json!({"200": {"description": "outcome"}}), &errors)}},
             "/v1/tasks/{id}/evidence": {"get": {"summary": "Task record, attestations, commit certificate", "parameters": with_params(Some(id_param)),
                 "responses": merge(json!({"200": {"description": "evidence"}}), &errors)}},
+            "/v1/epoch": {"get": {"summary": "The Governance Service's epoch: epoch_id, policy_version, opened_at_ms, epoch_length_ms, tasks_in_epoch, max_tasks_per_epoch, ms_until_time_close, each close trigger (time, capacity, close_epoch proposals voting), a pending policy change, the epoch each Vault applied (budgets replenished) and the history of closed epochs (signed by any caller or master)",
+                "parameters": with_params(None),
+                "responses": merge(json!({"200": {"description": "epoch view"}}), &errors)}},
+            "/v1/governance/proposals": {
+                "get": {"summary": "Every proposal with its votes and status (voting, approved, rejected, enacted)", "parameters": with_params(None),
+                    "responses": merge(json!({"200": {"description": "proposals"}}), &errors)},
+                "post": {"summary": "A master files a proposal (close_epoch, policy_change, enterprise_membership); its signature counts as its approval. The HTTP caller must be the proposing master (x-scp-caller master-N, signed with its commit key)",
+                    "parameters": with_params(None),
+                    "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ProposalSubmission"}}}},
+                    "responses": merge(json!({"200": {"description": "filed: proposal_id, status voting, events"}, "403": {"description": "the caller is not the master named by `by`, or not a master"}}), &errors)}
+            },
+            "/v1/governance/votes": {"post": {"summary": "A master votes on a proposal; the second approval (or rejection) decides, and an approved close_epoch closes the epoch at once (the leader then replenishes every Vault's budgets). The HTTP caller must be the voting master",
+                "parameters": with_params(None),
+                "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/VoteSubmission"}}}},
+                "responses": merge(json!({"200": {"description": "recorded: status, decided, epoch_closed {closed, opened} when it closed the epoch, events"}, "403": {"description": "the caller is not the master named by `by`, or not a master"}}), &errors)}},
             "/v1/cluster": {"get": {"summary": "This master's Raft view and state root", "responses": {"200": {"description": "view"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition"}}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}}
@@ -863,6 +919,39 @@ pub fn openapi_document() -> Value {
                     properties.insert((*class).to_owned(), json!({"$ref": format!("#/components/schemas/{}", schema_name(class))}));
                     json!({"type": "object", "required": [class], "additionalProperties": false, "properties": properties})
                 }).collect::<Vec<_>>()
+            },
+            "ProposalSubmission": {
+                "type": "object",
+                "required": ["kind", "by", "at_ms", "signature"],
+                "additionalProperties": false,
+                "properties": {
+                    "kind": {"description": "what is proposed, externally tagged",
+                        "oneOf": [
+                            {"type": "string", "enum": ["close_epoch"]},
+                            {"type": "object", "required": ["policy_change"], "additionalProperties": false, "properties": {"policy_change": {"type": "object",
+                                "required": ["version", "params", "max_tasks_per_epoch"],
+                                "properties": {"version": {"type": "integer", "description": "the active version + 1"},
+                                               "params": {"type": "object", "description": "every PolicyParams field (the JSON of `symphony policy show`), validated; active from the epoch after approval"},
+                                               "max_tasks_per_epoch": {"description": "integer > 0 or null: tasks admitted per epoch before it closes by capacity"}}}}},
+                            {"type": "object", "required": ["enterprise_membership"], "additionalProperties": false, "properties": {"enterprise_membership": {"type": "object",
+                                "required": ["vault", "operator", "stake_micro_sym"],
+                                "properties": {"vault": {"type": "string"}, "operator": {"type": "string"}, "stake_micro_sym": {"type": "integer"}}}}}
+                        ]},
+                    "by": {"type": "integer", "minimum": 0, "maximum": 2, "description": "governance index of the proposing master (masters in node-id order)"},
+                    "at_ms": {"type": "integer", "description": "when it was signed, ms since the Unix epoch; within request_window_ms of the gateway's clock"},
+                    "signature": {"type": "string", "description": "hex ed25519 of master `by`'s commit key over symphony_master::proposal_message(kind, at_ms) = content_hash('scp/gov/propose/v1', (kind, at_ms))"}
+                }
+            },
+            "VoteSubmission": {
+                "type": "object",
+                "required": ["proposal", "by", "approve", "signature"],
+                "additionalProperties": false,
+                "properties": {
+                    "proposal": {"type": "integer"},
+                    "by": {"type": "integer", "minimum": 0, "maximum": 2},
+                    "approve": {"type": "boolean"},
+                    "signature": {"type": "string", "description": "hex ed25519 of master `by`'s commit key over symphony_master::vote_message(proposal, approve) = content_hash('scp/gov/vote/v1', (proposal, approve))"}
+                }
             },
             "QuerySpec": class_schema("query"),
             "ComputeSpec": class_schema("compute"),

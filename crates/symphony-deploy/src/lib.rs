@@ -16,6 +16,9 @@
 //! - [`loopback`]: three masters in one process over loopback mutual TLS (the
 //!   embedded demo's consensus and the admission and gateway benchmarks).
 //! - [`devnet`]: writes a local network (CA, keys, configs, seeded Vaults).
+//! - [`governance`]: the leader's epoch duties (genesis, close by time or
+//!   capacity, budgets replenished in every Vault) and the governance routes'
+//!   wire types, views and client.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(
@@ -30,6 +33,7 @@ pub mod config;
 pub mod devnet;
 pub mod enterprise;
 pub mod gateway;
+pub mod governance;
 pub mod loopback;
 pub mod master;
 pub mod replicator;

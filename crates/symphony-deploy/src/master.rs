@@ -308,7 +308,7 @@ fn services(cluster: &Cluster, config: &MasterConfig) -> Result<MasterServices, 
             parse_public_key(&format!("callers[{i}].public_key"), &c.public_key)?.to_bytes(),
         );
     }
-    let policy = PolicyRegistry::genesis(PolicyParams::default_v1())
+    let policy = PolicyRegistry::genesis(config.genesis_policy()?)
         .map_err(|e| DeployError::Config(format!("policy: {e}")))?;
     let mut svc = MasterServices::new(
         Box::new(ConsensusReplicator::new(cluster.clone())),
@@ -321,6 +321,9 @@ fn services(cluster: &Cluster, config: &MasterConfig) -> Result<MasterServices, 
         0,
     );
     svc.result_stage = Some(Box::new(ReplicatedResultStage(cluster.clone())));
+    // Every policy version governance enacted, with the epoch it activated in:
+    // admission and settlement resolve a task by the version of its admission.
+    symphony_node::governance::sync_policy(&mut svc)?;
     Ok(svc)
 }
 
@@ -446,10 +449,18 @@ fn worker_loop(
             .map(|e| e as &dyn TrainingEndpoint)
             .collect(),
     };
+    let mut epochs = crate::governance::EpochDuties::new();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(20));
         if !cluster.node.metrics().is_leader {
             continue;
+        }
+        // Governance first: configure at genesis, close the epoch by time or
+        // capacity, apply a newly opened epoch to the Vaults (each a no-op unless due).
+        if let Err(e) = epochs.run(cluster, config, &vaults.enterprise, || {
+            services(cluster, config)
+        }) {
+            tracing::warn!(error = %e, "epoch duty failed; retrying");
         }
         if cluster.with_state(|s| s.next_pending()).is_none() {
             continue;

@@ -139,6 +139,36 @@ pub enum DeployCommand {
         /// Why, when it did not.
         error: Option<String>,
     },
+    /// Governance is configured at genesis (`command` must be
+    /// `Command::ConfigureGovernance`) and the genesis epoch opens at `opened_at_ms`
+    /// (the leader's wall clock): the time trigger counts the genesis epoch from
+    /// there, not from 0.
+    GovernanceGenesis {
+        /// The master state machine's configuration command.
+        command: Command,
+        /// When the genesis epoch opened, ms since the Unix epoch.
+        opened_at_ms: u64,
+    },
+    /// A Vault applied the opening of `epoch` (its budgets replenished, once per
+    /// epoch): recorded so that every master shows it and a new leader knows
+    /// which Vaults are behind.
+    EpochApplied {
+        /// The Vault.
+        vault_id: String,
+        /// The epoch whose opening it applied.
+        epoch: u64,
+        /// Budget accounts it replenished.
+        accounts: u64,
+    },
+}
+
+/// What a Vault last applied of the epoch events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultEpoch {
+    /// The latest epoch whose opening it applied.
+    pub epoch: u64,
+    /// Budget accounts it replenished for it.
+    pub accounts: u64,
 }
 
 /// A verified result staged in the replicated state.
@@ -202,6 +232,10 @@ pub struct DeployState {
     /// Released tables of `compute` tasks, by task id (dropped when the request
     /// finishes, like audiences).
     tables: BTreeMap<String, StagedTable>,
+    /// When the genesis epoch opened (set once, with the governance configuration).
+    genesis_opened_at_ms: Option<u64>,
+    /// The latest epoch each Vault applied, by Vault id.
+    vault_epochs: BTreeMap<String, VaultEpoch>,
     root: StateRoot,
     applied: u64,
 }
@@ -217,6 +251,8 @@ struct SnapshotRepr {
     tables: BTreeMap<String, StagedTable>,
     root: StateRoot,
     applied: u64,
+    genesis_opened_at_ms: Option<u64>,
+    vault_epochs: BTreeMap<String, VaultEpoch>,
 }
 
 /// The deterministic id of a caller's request.
@@ -244,9 +280,46 @@ impl DeployState {
             staged: BTreeMap::new(),
             artifacts: BTreeMap::new(),
             tables: BTreeMap::new(),
+            genesis_opened_at_ms: None,
+            vault_epochs: BTreeMap::new(),
             root: [0u8; 32],
             applied: 0,
         })
+    }
+
+    /// When the current epoch opened, ms: the genesis epoch counts from the time
+    /// governance was configured ([`DeployCommand::GovernanceGenesis`]), later
+    /// epochs from their close.
+    pub fn epoch_opened_at_ms(&self) -> u64 {
+        let g = self.master.governance();
+        if g.history.is_empty() {
+            g.epoch_opened_at_ms
+                .max(self.genesis_opened_at_ms.unwrap_or(0))
+        } else {
+            g.epoch_opened_at_ms
+        }
+    }
+
+    /// When the genesis epoch opened (governance configured), ms.
+    pub fn genesis_opened_at_ms(&self) -> Option<u64> {
+        self.genesis_opened_at_ms
+    }
+
+    /// When the time trigger closes the current epoch, ms.
+    pub fn epoch_due_at_ms(&self) -> u64 {
+        self.epoch_opened_at_ms()
+            .saturating_add(self.master.governance().epoch_length_ms)
+    }
+
+    /// Whether governance is configured (master keys, epoch length).
+    pub fn governance_configured(&self) -> bool {
+        !self.master.governance().master_keys.is_empty()
+    }
+
+    /// The latest epoch each Vault applied, by Vault id (a Vault not listed has
+    /// applied none since genesis).
+    pub fn vault_epochs(&self) -> &BTreeMap<String, VaultEpoch> {
+        &self.vault_epochs
     }
 
     /// The master state machine.
@@ -349,7 +422,51 @@ impl DeployState {
                 outcome,
                 error,
             } => DeployResponse::Queue(self.finish(&request_id, status, outcome, error)),
+            DeployCommand::GovernanceGenesis {
+                command,
+                opened_at_ms,
+            } => DeployResponse::Master(self.governance_genesis(&command, opened_at_ms)),
+            DeployCommand::EpochApplied {
+                vault_id,
+                epoch,
+                accounts,
+            } => DeployResponse::Queue(self.epoch_applied(vault_id, epoch, accounts)),
         }
+    }
+
+    fn governance_genesis(
+        &mut self,
+        command: &Command,
+        opened_at_ms: u64,
+    ) -> Result<Vec<Event>, String> {
+        if !matches!(command, Command::ConfigureGovernance { .. }) {
+            return Err("governance genesis carries ConfigureGovernance only".into());
+        }
+        let events = self.master.apply(command).map_err(|e| e.to_string())?;
+        self.genesis_opened_at_ms = Some(opened_at_ms);
+        Ok(events)
+    }
+
+    fn epoch_applied(
+        &mut self,
+        vault_id: String,
+        epoch: u64,
+        accounts: u64,
+    ) -> Result<u64, String> {
+        let current = self.master.current_epoch().0;
+        if epoch > current {
+            return Err(format!(
+                "{vault_id} cannot have applied epoch-{epoch}: epoch-{current} is current"
+            ));
+        }
+        let entry = self
+            .vault_epochs
+            .entry(vault_id)
+            .or_insert(VaultEpoch { epoch, accounts });
+        if epoch >= entry.epoch {
+            *entry = VaultEpoch { epoch, accounts };
+        }
+        Ok(entry.epoch)
     }
 
     fn stage_table(&mut self, task_id: String, table: StagedTable) -> Result<u64, String> {
@@ -542,6 +659,8 @@ impl ReplicatedStateMachine for DeployState {
             tables: self.tables.clone(),
             root: self.root,
             applied: self.applied,
+            genesis_opened_at_ms: self.genesis_opened_at_ms,
+            vault_epochs: self.vault_epochs.clone(),
         };
         bcs::to_bytes(&repr).unwrap_or_default()
     }
@@ -574,6 +693,8 @@ impl ReplicatedStateMachine for DeployState {
             staged: repr.staged,
             artifacts: repr.artifacts,
             tables: repr.tables,
+            genesis_opened_at_ms: repr.genesis_opened_at_ms,
+            vault_epochs: repr.vault_epochs,
             root: repr.root,
             applied: repr.applied,
         };

@@ -45,9 +45,11 @@ impl std::fmt::Display for ProposalId {
     }
 }
 
-/// What a proposal asks for.
+/// What a proposal asks for. Externally tagged (`"close_epoch"`,
+/// `{"policy_change": {…}}`): the replicated log and snapshots are BCS, which
+/// cannot decode internally or adjacently tagged enums.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case")]
 pub enum ProposalKind {
     /// Close the current epoch now.
     CloseEpoch,
@@ -118,9 +120,10 @@ pub struct Proposal {
     pub enacted_in: Option<EpochId>,
 }
 
-/// Why an epoch closed.
+/// Why an epoch closed (externally tagged for BCS: `"time"`, `"capacity"`,
+/// `{"proposal": 3}`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "trigger", content = "proposal")]
+#[serde(rename_all = "snake_case")]
 pub enum CloseTrigger {
     /// The active policy's epoch length has passed.
     Time,
@@ -731,6 +734,37 @@ mod tests {
             .is_err());
         assert!(g.close(CloseTrigger::Time, 1_499).is_err());
         assert!(g.close(CloseTrigger::Time, 1_500).is_ok());
+    }
+
+    #[test]
+    fn proposals_and_closed_epochs_survive_the_canonical_encoding() {
+        // The deployed log and snapshots are BCS: every governance type must
+        // decode from its canonical bytes.
+        let k = keys();
+        let mut g = configured(&k, None);
+        let change = ProposalKind::PolicyChange {
+            version: PolicyVersion(2),
+            params: Box::new(PolicyParams::default_v1()),
+            max_tasks_per_epoch: Some(3),
+        };
+        propose(&mut g, &k, 0, change, 10).unwrap();
+        propose(&mut g, &k, 1, ProposalKind::CloseEpoch, 11).unwrap();
+        vote(&mut g, &k, 1, 2, true, 12).unwrap();
+        g.close(CloseTrigger::Time, 2_000).unwrap();
+        let bytes = symphony_core::encoding::canonical_bytes(&g).unwrap();
+        let back: GovernanceState = symphony_core::encoding::from_canonical_bytes(&bytes).unwrap();
+        assert_eq!(back, g);
+        for t in [
+            CloseTrigger::Time,
+            CloseTrigger::Capacity,
+            CloseTrigger::Proposal(ProposalId(4)),
+        ] {
+            let b = symphony_core::encoding::canonical_bytes(&t).unwrap();
+            assert_eq!(
+                symphony_core::encoding::from_canonical_bytes::<CloseTrigger>(&b).unwrap(),
+                t
+            );
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 mod compute_cmd;
 mod deploy_cmd;
 mod ledger_cmd;
+mod sim_cmd;
 mod train_cmd;
 
 use std::path::{Path, PathBuf};
@@ -59,6 +60,9 @@ enum Cmd {
         #[command(subcommand)]
         action: ledger_cmd::LedgerCmd,
     },
+    /// Deterministic fault simulation of the masters, Vault budgets and escrow:
+    /// exits 1 on any violated invariant and prints how to replay the seed.
+    Sim(sim_cmd::SimArgs),
     /// Run a master node process (consensus, API gateway, campaign worker).
     Master(deploy_cmd::NodeArgs),
     /// Run an enterprise node process (Vault + enclave behind mutual TLS).
@@ -520,6 +524,7 @@ fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Ledger { action } => ledger_cmd::run(action),
+        Cmd::Sim(args) => sim_cmd::sim(args),
         Cmd::Demo {
             scenario: Demo::Train(args),
         } => train_cmd::demo_train(args, DEMO_NOW_MS),

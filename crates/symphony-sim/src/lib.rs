@@ -995,6 +995,7 @@ impl Sim {
         let f = self.config.faults.clone();
         if self.rng.per_mille(f.loss_per_mille) {
             self.report.lost += 1;
+            self.log_step(format!("lost on the way to vault-{vault}: {body:?}"));
             return;
         }
         let copies = if self.rng.per_mille(f.dup_per_mille) {
@@ -1030,6 +1031,7 @@ impl Sim {
                         && self.rng.per_mille(self.config.faults.slice_fail_per_mille);
                     let forget = self.config.bug == Some(PlantedBug::VaultForgetsReleased);
                     let reply = self.vaults[msg.vault].handle(&op, fail, forget);
+                    self.log_step(format!("vault-{} {op:?} -> {reply:?}", msg.vault));
                     if let VaultOp::Reserve(t) = &op {
                         if self.ended.contains(t) {
                             let t = t.clone();
@@ -1599,11 +1601,6 @@ impl Sim {
                     return;
                 }
                 if let Proposal::Committed(true) = self.propose(Entry::Finish(r, outcome)) {
-                    match outcome {
-                        Final::Completed => self.report.completed += 1,
-                        Final::Refused => self.report.refused += 1,
-                        Final::Rejected | Final::TimedOut => self.report.rejected += 1,
-                    }
                     self.set_stage(r, Stage::Done);
                 }
             }
@@ -1750,6 +1747,13 @@ impl Sim {
         self.check_step();
         self.compare_roots("end");
         let requests = self.replicas[self.leader].requests.clone();
+        for status in requests.status.values().flatten() {
+            match status {
+                Final::Completed => self.report.completed += 1,
+                Final::Refused => self.report.refused += 1,
+                Final::Rejected | Final::TimedOut => self.report.rejected += 1,
+            }
+        }
         for r in 0..self.config.tasks {
             match requests.status.get(&r) {
                 Some(Some(_)) => {}

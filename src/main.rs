@@ -4,6 +4,7 @@ mod compute_cmd;
 mod deploy_cmd;
 mod gov_cmd;
 mod ledger_cmd;
+mod sim_cmd;
 mod train_cmd;
 
 use std::path::{Path, PathBuf};
@@ -61,6 +62,9 @@ enum Cmd {
         #[command(subcommand)]
         action: ledger_cmd::LedgerCmd,
     },
+    /// Deterministic fault simulation of the masters, Vault budgets and escrow:
+    /// exits 1 on any violated invariant and prints how to replay the seed.
+    Sim(sim_cmd::SimArgs),
     /// Run a master node process (consensus, API gateway, campaign worker).
     Master(deploy_cmd::NodeArgs),
     /// Run an enterprise node process (Vault + enclave behind mutual TLS).
@@ -601,6 +605,7 @@ fn run() -> Result<()> {
     match cli.command {
         Cmd::Ledger { action } => ledger_cmd::run(action),
         Cmd::Attest { action } => attest_cmd::run(action),
+        Cmd::Sim(args) => sim_cmd::sim(args),
         Cmd::Demo {
             scenario: Demo::Train(args),
         } => train_cmd::demo_train(args, DEMO_NOW_MS),

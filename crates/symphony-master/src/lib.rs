@@ -566,6 +566,18 @@ impl MasterState {
         reason: &Option<String>,
     ) -> Result<Vec<Event>, MasterError> {
         let rec = self.record_mut(task_id)?;
+        if event == TaskEvent::SettlementFinalized
+            && !rec
+                .settlement
+                .as_ref()
+                .is_some_and(|s| s.state == SettlementState::Finalized)
+        {
+            // Completion is the settlement's outcome: never before it is final.
+            return Err(refused(
+                task_id,
+                "completion before the settlement is finalized is refused",
+            ));
+        }
         let from = rec.state;
         let to = from.next(event)?;
         rec.state = to;
@@ -701,6 +713,13 @@ impl MasterState {
                         task_id,
                         format!("{recipient} is not the task submitter"),
                     ));
+                }
+                let delivered = self
+                    .audit_log
+                    .iter()
+                    .any(|e| &e.task_id == task_id && e.kind == "result_delivered");
+                if delivered {
+                    return Err(refused(task_id, "the result was already delivered"));
                 }
                 let event = AuditEvent {
                     seq: self.audit_log.len() as u64,

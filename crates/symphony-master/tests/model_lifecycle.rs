@@ -763,13 +763,12 @@ fn planted_abort_keeping_reservations_is_found() {
         .any(|a| matches!(a, Act::Takeover(_))));
 }
 
-/// FINDING: `RecordDelivery` is accepted a second time for the same task (the audit
-/// log gets two `result_delivered` events). Today only the leader's read barrier and
-/// `takeover::decide` (which looks for a delivery in the audit log) prevent it; a
-/// duplicated proposal is not refused by the state machine. When `apply` refuses a
-/// second delivery, this test fails: flip it to `assert_properties`.
+/// Found by this model (fixed in `MasterState::apply`): `RecordDelivery` was accepted
+/// a second time for the same task (two `result_delivered` events); a duplicated
+/// proposal is now refused by the state machine itself, not only by the leader's
+/// read barrier and `takeover::decide`.
 #[test]
-fn finding_state_machine_accepts_a_second_delivery() {
+fn a_second_delivery_is_refused_by_the_state_machine() {
     let checker = LifecycleModel {
         duplicate_deliveries: true,
         tasks: 1,
@@ -779,18 +778,14 @@ fn finding_state_machine_accepts_a_second_delivery() {
     .spawn_bfs()
     .join();
     let path = checker.discovery("at most one delivery per task");
-    let actions = path.map(|p| p.into_actions());
-    println!("{actions:?}");
-    assert!(actions.is_some(), "fixed: make this test assert_properties");
+    assert!(path.is_none(), "{:?}", path.map(|p| p.into_actions()));
 }
 
-/// FINDING: `Advance { SettlementFinalized }` completes a task whose settlement is not
-/// `finalized` (here: `finalizing`, unpaid, after a new leader aborted the attempt,
-/// or with no settlement at all). The planes only send it after the finalized record,
-/// but the state machine does not check it, so nothing but the leader's code keeps a
-/// task from completing unpaid. When `apply` refuses it, this test fails: flip it.
+/// Found by this model (fixed in `MasterState::apply`): `Advance { SettlementFinalized }`
+/// completed a task whose settlement was not `finalized` (e.g. `finalizing`, unpaid,
+/// after a new leader aborted the attempt). It is now refused, state unchanged.
 #[test]
-fn finding_state_machine_completes_without_finalized_settlement() {
+fn completion_without_a_finalized_settlement_is_refused() {
     let checker = LifecycleModel {
         probes: true,
         probe_completion: true,
@@ -801,12 +796,13 @@ fn finding_state_machine_completes_without_finalized_settlement() {
     .spawn_bfs()
     .join();
     let path = checker.discovery("a refused command changes nothing");
-    let actions = path.map(|p| p.into_actions());
-    println!("{actions:?}");
     assert!(
-        actions.is_some_and(|a| a
+        !path.as_ref().is_some_and(|p| p
+            .clone()
+            .into_actions()
             .last()
             .is_some_and(|a| matches!(a, Act::Probe(_, TaskEvent::SettlementFinalized)))),
-        "fixed: make this test assert_properties"
+        "{:?}",
+        path.map(|p| p.into_actions())
     );
 }

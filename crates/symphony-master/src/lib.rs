@@ -567,10 +567,10 @@ impl MasterState {
     ) -> Result<Vec<Event>, MasterError> {
         let rec = self.record_mut(task_id)?;
         if event == TaskEvent::SettlementFinalized
-            && !rec
+            && rec
                 .settlement
                 .as_ref()
-                .is_some_and(|s| s.state == SettlementState::Finalized)
+                .is_none_or(|s| s.state != SettlementState::Finalized)
         {
             // Completion is the settlement's outcome: never before it is final.
             return Err(refused(

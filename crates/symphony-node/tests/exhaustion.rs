@@ -3,44 +3,22 @@
 //! refused at admission — nothing charged, nothing reserved, a message naming the
 //! scope, the counts and when budgets replenish (issue #12, exhaustion).
 
+mod common;
+
+use common::{luckin, ADVERTISER, NOW_MS};
+
 use symphony_core::consent::UsageScope;
 use symphony_core::ids::SubjectId;
 use symphony_ledger::AccountId;
-use symphony_node::aggregation::SelectionPolicy;
 use symphony_node::network::{
-    advertiser_key, CampaignSpec, EmbeddedNetwork, NetworkParams, Quiet, SignedRequest,
+    advertiser_key, EmbeddedNetwork, NetworkParams, Quiet, SignedRequest,
 };
-
-const NOW_MS: u64 = 1_795_219_200_000;
-const ADVERTISER: &str = "advertiser:luckin";
-
-fn spec() -> CampaignSpec {
-    CampaignSpec {
-        advertiser: ADVERTISER.into(),
-        brand: "Luckin Coffee".into(),
-        country: "SG".into(),
-        city: None,
-        window_days: 30,
-        audience_cap: 5_000,
-        selection: SelectionPolicy::RandomSampling,
-        usage_scope: UsageScope::Marketing,
-        selection_seed: 7,
-        minimum_vault_quorum: None,
-    }
-}
 
 #[test]
 fn exhausted_budgets_are_refused_at_admission_for_free_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let seed = 21;
-    let params = NetworkParams {
-        subjects: 400,
-        vaults: 2,
-        records: 4_000,
-        seed,
-        now_ms: NOW_MS,
-    };
-    let mut net = EmbeddedNetwork::build(dir.path(), &params, &[ADVERTISER], &mut Quiet).unwrap();
+    let mut net = common::network(dir.path(), seed, 400, 2);
     let key = advertiser_key(seed, ADVERTISER);
     let payer = AccountId::new(format!("actor:{ADVERTISER}")).unwrap();
     // Every campaign commits ε 0.1 for every consenting subject with budget: after
@@ -49,7 +27,7 @@ fn exhausted_budgets_are_refused_at_admission_for_free_with_a_clear_message() {
     let refusal = loop {
         nonce += 1;
         assert!(nonce <= 12, "budgets never ran out");
-        let req = SignedRequest::sign(spec(), nonce, &key).unwrap();
+        let req = SignedRequest::sign(luckin(), nonce, &key).unwrap();
         let tasks_before = net.master.masters.state().tasks().count();
         let balance_before = net.master.ledger.balance(&payer);
         match net.run_campaign(&req, &mut Quiet) {
@@ -95,7 +73,7 @@ fn exhausted_budgets_are_refused_at_admission_for_free_with_a_clear_message() {
     assert_eq!((closed.closed.0, closed.opened.0), (0, 1));
     assert!(closed.replenished.iter().all(|(_, n)| *n > 0), "{closed:?}");
     assert_eq!(net.master.masters.state().current_epoch().0, 1);
-    let req = SignedRequest::sign(spec(), nonce + 1, &key).unwrap();
+    let req = SignedRequest::sign(luckin(), nonce + 1, &key).unwrap();
     let out = net.run_campaign(&req, &mut Quiet).unwrap();
     assert!(
         out.subjects_evaluated > 0 && out.eligible_count >= 20,

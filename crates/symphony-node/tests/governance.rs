@@ -2,34 +2,16 @@
 //! epoch `e` applies to tasks admitted from `e + 1`; tasks admitted before keep the
 //! version of their admission (no retroactivity).
 
+mod common;
+
+use common::{luckin, ADVERTISER};
+
 use symphony_core::budget::Epsilon;
-use symphony_core::consent::UsageScope;
 use symphony_core::ids::TaskId;
 use symphony_core::ids::{EpochId, PolicyVersion};
 use symphony_economics::PolicyParams;
-use symphony_node::aggregation::SelectionPolicy;
 use symphony_node::governance::{propose_policy, vote};
-use symphony_node::network::{
-    advertiser_key, CampaignSpec, EmbeddedNetwork, NetworkParams, Quiet, SignedRequest,
-};
-
-const NOW_MS: u64 = 1_795_219_200_000;
-const ADVERTISER: &str = "advertiser:luckin";
-
-fn spec() -> CampaignSpec {
-    CampaignSpec {
-        advertiser: ADVERTISER.into(),
-        brand: "Luckin Coffee".into(),
-        country: "SG".into(),
-        city: None,
-        window_days: 30,
-        audience_cap: 5_000,
-        selection: SelectionPolicy::RandomSampling,
-        usage_scope: UsageScope::Marketing,
-        selection_seed: 7,
-        minimum_vault_quorum: None,
-    }
-}
+use symphony_node::network::{advertiser_key, EmbeddedNetwork, Quiet, SignedRequest};
 
 /// (policy version, ε per subject, epoch) of an admitted task.
 fn admitted(net: &EmbeddedNetwork, task: &str) -> (PolicyVersion, Epsilon, EpochId) {
@@ -51,17 +33,10 @@ fn admitted(net: &EmbeddedNetwork, task: &str) -> (PolicyVersion, Epsilon, Epoch
 fn a_policy_change_applies_from_the_next_epoch_and_never_retroactively() {
     let dir = tempfile::tempdir().unwrap();
     let seed = 23;
-    let params = NetworkParams {
-        subjects: 400,
-        vaults: 2,
-        records: 4_000,
-        seed,
-        now_ms: NOW_MS,
-    };
-    let mut net = EmbeddedNetwork::build(dir.path(), &params, &[ADVERTISER], &mut Quiet).unwrap();
+    let mut net = common::network(dir.path(), seed, 400, 2);
     let key = advertiser_key(seed, ADVERTISER);
     let run = |net: &mut EmbeddedNetwork, nonce: u64| {
-        let req = SignedRequest::sign(spec(), nonce, &key).unwrap();
+        let req = SignedRequest::sign(luckin(), nonce, &key).unwrap();
         let out = net.run_campaign(&req, &mut Quiet).unwrap();
         assert_eq!(out.states.last().map(String::as_str), Some("completed"));
         out.task_id

@@ -3,63 +3,39 @@
 //! quorum outside a majority..=all Vaults. The message names the field and what to
 //! use instead; no task, no escrow, no reservation.
 
+mod common;
+
+use common::{luckin, ADVERTISER};
+
 use symphony_core::consent::UsageScope;
 use symphony_core::ids::SubjectId;
 use symphony_ledger::AccountId;
-use symphony_node::aggregation::SelectionPolicy;
-use symphony_node::network::{
-    advertiser_key, CampaignSpec, EmbeddedNetwork, NetworkParams, Quiet, SignedRequest,
-};
-
-const NOW_MS: u64 = 1_795_219_200_000;
-const ADVERTISER: &str = "advertiser:luckin";
-
-fn spec() -> CampaignSpec {
-    CampaignSpec {
-        advertiser: ADVERTISER.into(),
-        brand: "Luckin Coffee".into(),
-        country: "SG".into(),
-        city: None,
-        window_days: 30,
-        audience_cap: 5_000,
-        selection: SelectionPolicy::RandomSampling,
-        usage_scope: UsageScope::Marketing,
-        selection_seed: 7,
-        minimum_vault_quorum: None,
-    }
-}
+use symphony_node::network::{advertiser_key, CampaignSpec, Quiet, SignedRequest};
 
 #[test]
 fn invalid_specs_are_refused_before_any_reservation_or_fee() {
     let dir = tempfile::tempdir().unwrap();
     let seed = 29;
-    let params = NetworkParams {
-        subjects: 300,
-        vaults: 3,
-        records: 3_000,
-        seed,
-        now_ms: NOW_MS,
-    };
-    let mut net = EmbeddedNetwork::build(dir.path(), &params, &[ADVERTISER], &mut Quiet).unwrap();
+    let mut net = common::network(dir.path(), seed, 300, 3);
     let key = advertiser_key(seed, ADVERTISER);
     let payer = AccountId::new(format!("actor:{ADVERTISER}")).unwrap();
     let before = net.master.ledger.balance(&payer);
     let cases: Vec<(CampaignSpec, &str)> = vec![
         (
-            CampaignSpec { brand: "Luckin Cofee".into(), ..spec() },
+            CampaignSpec { brand: "Luckin Cofee".into(), ..luckin() },
             "brand \"Luckin Cofee\" is not known to the semantic registry (did you mean \"Luckin Coffee\"?)",
         ),
         (
-            CampaignSpec { country: "Singapore".into(), ..spec() },
+            CampaignSpec { country: "Singapore".into(), ..luckin() },
             "use the ISO 3166-1 alpha-2 code \"SG\"",
         ),
-        (CampaignSpec { audience_cap: 0, ..spec() }, "audience_cap must be >= 1"),
+        (CampaignSpec { audience_cap: 0, ..luckin() }, "audience_cap must be >= 1"),
         (
-            CampaignSpec { minimum_vault_quorum: Some(0), ..spec() },
+            CampaignSpec { minimum_vault_quorum: Some(0), ..luckin() },
             "minimum_vault_quorum 0 is outside 2..=3",
         ),
         (
-            CampaignSpec { minimum_vault_quorum: Some(99), ..spec() },
+            CampaignSpec { minimum_vault_quorum: Some(99), ..luckin() },
             "minimum_vault_quorum 99 is outside 2..=3",
         ),
     ];
@@ -81,6 +57,6 @@ fn invalid_specs_are_refused_before_any_reservation_or_fee() {
         }
     }
     // A valid spec still runs.
-    let req = SignedRequest::sign(spec(), 10, &key).unwrap();
+    let req = SignedRequest::sign(luckin(), 10, &key).unwrap();
     assert!(net.run_campaign(&req, &mut Quiet).is_ok());
 }

@@ -3,18 +3,25 @@
 //! Flow ([`run_training`]):
 //! 1. **Admission**: the model operator's signed [`TrainingSpec`] is authenticated,
 //!    its features resolved into a [`FeaturePlan`], the ε schedule of the run computed
-//!    by the RDP accountant ([`control::epsilon_schedule`]), each Vault authorizes the
-//!    operator for `train` and reserves every scheduled round's ε for its subjects with
-//!    `training` consent, the train fee estimate is locked in escrow, and the immutable
+//!    by the RDP accountant ([`control::epsilon_schedule`]: DP-SGD steps plus each
+//!    round's noisy metrics release), each Vault authorizes the operator for `train`
+//!    and reports its persons (task-scoped tokens, eligibility, affordability of the
+//!    whole run); [`persons::assign_persons`] gives each person one Vault to train
+//!    through and charges it in every Vault that holds it; each Vault reserves every
+//!    round for its assigned persons, all rounds or none (participation is then a
+//!    prefix of the run: [`persons::Participation`]), the train fee estimate is locked
+//!    in escrow, and the immutable
 //!    `TaskEnvelope` (with `iteration_policy`, `coordination_envelope`
 //!    (`federated_average`), `budget_lock_ref`) is committed by the masters.
 //! 2. **Rounds**: for each round the masters open a sub-task (`OpenRound`, in its
 //!    dispatch epoch) with one slice per Vault; every Vault builds its features in its
 //!    enclave, trains locally with DP-SGD and returns a masked update
 //!    ([`vault::VaultTrainer`]); slices are verified (commitment + attestation) and
-//!    recorded; the aggregation enclave unmasks only the sum ([`aggregate`]), the
-//!    global model moves by the example-weighted FedAvg update, and the round closes
-//!    (`CloseRound`) with its ε. The controller ([`control::decide`]) continues or stops.
+//!    recorded; the aggregation enclave unmasks only the sum ([`aggregate`]), adds
+//!    Gaussian noise to the round's example counts and loss sums (the per-Vault figures
+//!    never leave the masked update), the global model moves by the example-weighted
+//!    FedAvg update, and the round closes (`CloseRound`) with its ε. The controller
+//!    ([`control::decide`], on the noisy loss) continues or stops.
 //! 3. **Composite verification**: every round's attestations, Σ per-round ε = total,
 //!    convergence replayed against the policy, held-out AUC/accuracy and the
 //!    loss-threshold membership-inference advantage against the acceptance criteria.

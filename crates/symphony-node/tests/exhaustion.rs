@@ -47,7 +47,8 @@ fn exhausted_budgets_are_refused_at_admission_for_free_with_a_clear_message() {
         "marketing consent",
         "below the composition's minimum_result_cardinality 20",
         "budget is exhausted",
-        "replenish at the next epoch boundary (epoch-0 is current",
+        "replenish at the next epoch boundary (epoch-0 is current; epochs last 1 h under policy-v1",
+        "each subject then regains up to ε",
     ] {
         assert!(refusal.contains(expected), "{refusal:?} lacks {expected:?}");
     }

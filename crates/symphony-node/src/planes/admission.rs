@@ -235,11 +235,27 @@ pub fn too_few_message(
         "admission refused, nothing charged: {reserved} subjects have {scope} consent and \
          {budget} across {vaults} Vaults{exhausted}, below the composition's \
          minimum_result_cardinality {minimum_result_cardinality}; budgets replenish at the \
-         next epoch boundary ({} is current; epochs last {} h under {})",
+         next epoch boundary ({} is current; epochs last {} under {}; each subject then \
+         regains up to ε {} of {scope} budget)",
         g.epoch,
-        params.epochs.epoch_length_ms / 3_600_000,
+        human_duration(g.epoch_length_ms),
         g.policy_version,
+        params.privacy.epsilon_replenish_per_epoch.get(scope),
     )
+}
+
+/// A duration for people: `500 ms`, `4 s`, `90 min`, `1 h`, `1 h 30 min`.
+pub fn human_duration(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms} ms"),
+        _ if ms.is_multiple_of(3_600_000) => format!("{} h", ms / 3_600_000),
+        _ if ms >= 3_600_000 && ms.is_multiple_of(60_000) => {
+            format!("{} h {} min", ms / 3_600_000, ms % 3_600_000 / 60_000)
+        }
+        _ if ms.is_multiple_of(60_000) => format!("{} min", ms / 60_000),
+        _ if ms.is_multiple_of(1_000) => format!("{} s", ms / 1_000),
+        _ => format!("{:.1} s", ms as f64 / 1_000.0),
+    }
 }
 
 /// Releases every Vault's reservation of the task (failure before execution).
@@ -408,6 +424,27 @@ fn refund_unadmitted(master: &mut MasterServices, lock: Option<&BudgetLockRef>) 
     if let Some(l) = lock {
         if let Ok(id) = EscrowId::new(l.escrow_id.clone()) {
             let _ = master.ledger.refund(&id, l.amount_base_units);
+        }
+    }
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::human_duration;
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        let cases = [
+            (500, "500 ms"),
+            (4_000, "4 s"),
+            (1_500, "1.5 s"),
+            (5_400_000, "1 h 30 min"),
+            (3_600_000, "1 h"),
+            (90_000, "90 s"),
+            (120_000, "2 min"),
+        ];
+        for (ms, want) in cases {
+            assert_eq!(human_duration(ms), want, "{ms}");
         }
     }
 }

@@ -261,23 +261,43 @@ fn an_exhausted_budget_is_refused_at_admission_for_free() {
     assert_eq!(outcome["epoch_id"].as_u64(), Some(e + 1), "{outcome}");
 }
 
-/// A devnet whose masters run the production attestation policy refuses the
-/// software enclave's evidence: the task is rejected at verification, and the
-/// status names the reason.
+/// The attestation policy is governed: task status names the enclave kind of every
+/// slice and of the aggregation; after masters approve a policy version that refuses
+/// the software enclave and the epoch closes, a task is rejected at verification and
+/// its status names the reason.
 #[test]
-fn a_production_attestation_policy_rejects_software_evidence() {
-    let env: std::collections::BTreeMap<String, Vec<(String, String)>> = (1..=3)
-        .map(|m| {
-            (
-                format!("master-{m}"),
-                vec![(
-                    "SYMPHONY_ATTESTATION_POLICY".to_owned(),
-                    "production".to_owned(),
-                )],
-            )
-        })
-        .collect();
-    let net = Net::start_with_env(4, env);
+fn a_governed_production_attestation_policy_rejects_software_evidence() {
+    let net = Net::start(4);
+    let id = net.submit_ok(luckin());
+    let s = net.wait_final(&id, Duration::from_secs(90));
+    assert_eq!(s["status"], "completed", "{s}");
+    let kinds = s["enclave_kinds"].as_object().unwrap();
+    assert_eq!(kinds.len(), 5, "four slices and the aggregation: {s}");
+    assert!(kinds.values().all(|k| k == "software"), "{s}");
+    assert_eq!(kinds["aggregation"], "software", "{s}");
+
+    let mut params = symphony_economics::PolicyParams::default_v1();
+    params.attestation = symphony_economics::AttestationPolicy::production();
+    let file = net.layout.dir.join("policy-production.json");
+    std::fs::write(&file, serde_json::to_vec_pretty(&params).unwrap()).unwrap();
+    let filed = cli_json(
+        &net,
+        &[
+            "gov",
+            "propose",
+            "policy",
+            "--file",
+            file.to_str().unwrap(),
+            "--as",
+            "master-0",
+        ],
+    );
+    let proposal = filed["proposal_id"].as_u64().unwrap().to_string();
+    let voted = cli_json(&net, &["gov", "vote", &proposal, "--as", "master-1"]);
+    assert_eq!(voted["status"], "approved", "{voted}");
+    let closed = cli_json(&net, &["epoch", "close"]);
+    assert_eq!(closed["policy_version"].as_u64(), Some(2), "{closed}");
+
     let id = net.submit_ok(luckin());
     let s = net.wait_final(&id, Duration::from_secs(90));
     assert_eq!(s["status"], "rejected", "{s}");
@@ -286,4 +306,5 @@ fn a_production_attestation_policy_rejects_software_evidence() {
         text.contains("software evidence is not accepted by the attestation policy"),
         "{text}"
     );
+    assert!(s["enclave_kinds"].as_object().unwrap().is_empty(), "{s}");
 }

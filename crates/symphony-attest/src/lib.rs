@@ -34,7 +34,9 @@ use dcap_qvl::QuoteCollateralV3;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha512};
 
-pub use symphony_enclave::EnclaveKind;
+pub use symphony_core::EnclaveKind;
+/// The attestation policy is a governed policy parameter (`PolicyParams::attestation`).
+pub use symphony_economics::AttestationPolicy;
 
 /// The measurements a quote reports (hex).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,79 +113,6 @@ pub enum AttestError {
     /// The report data does not commit to the expected work.
     #[error("report data does not commit to this task, commitment and enclave key")]
     Binding,
-}
-
-/// What the verifier accepts (a governed policy parameter).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttestationPolicy {
-    /// Enclave kinds accepted (a production policy leaves out `software`).
-    pub accepted_kinds: Vec<EnclaveKind>,
-    /// TCB statuses accepted (Intel's names).
-    pub accepted_tcb_statuses: Vec<String>,
-    /// Accepted SGX MRENCLAVE values (hex); empty accepts any.
-    #[serde(default)]
-    pub sgx_mr_enclaves: Vec<String>,
-    /// Accepted SGX MRSIGNER values (hex); empty accepts any.
-    #[serde(default)]
-    pub sgx_mr_signers: Vec<String>,
-    /// Accepted TDX MRTD values (hex); empty accepts any.
-    #[serde(default)]
-    pub tdx_mr_tds: Vec<String>,
-    /// Oldest collateral accepted: seconds since it was issued.
-    pub max_collateral_age_secs: u64,
-}
-
-impl AttestationPolicy {
-    /// Development: every kind (the software enclave included) and every TCB status
-    /// Intel does not call revoked, collateral up to 30 days old.
-    pub fn development() -> Self {
-        AttestationPolicy {
-            accepted_kinds: vec![EnclaveKind::Software, EnclaveKind::Sgx, EnclaveKind::Tdx],
-            accepted_tcb_statuses: [
-                "UpToDate",
-                "SWHardeningNeeded",
-                "ConfigurationNeeded",
-                "ConfigurationAndSWHardeningNeeded",
-                "OutOfDate",
-                "OutOfDateConfigurationNeeded",
-            ]
-            .map(String::from)
-            .to_vec(),
-            sgx_mr_enclaves: vec![],
-            sgx_mr_signers: vec![],
-            tdx_mr_tds: vec![],
-            max_collateral_age_secs: 30 * 86_400,
-        }
-    }
-
-    /// Production: hardware only, `UpToDate` (and `SWHardeningNeeded`), collateral
-    /// at most 7 days old; measurements are pinned by the operator.
-    pub fn production() -> Self {
-        AttestationPolicy {
-            accepted_kinds: vec![EnclaveKind::Sgx, EnclaveKind::Tdx],
-            accepted_tcb_statuses: ["UpToDate", "SWHardeningNeeded"].map(String::from).to_vec(),
-            sgx_mr_enclaves: vec![],
-            sgx_mr_signers: vec![],
-            tdx_mr_tds: vec![],
-            max_collateral_age_secs: 7 * 86_400,
-        }
-    }
-
-    /// Whether evidence of the software backend is accepted.
-    pub fn check_kind(&self, kind: EnclaveKind) -> Result<(), AttestError> {
-        if self.accepted_kinds.contains(&kind) {
-            Ok(())
-        } else {
-            Err(AttestError::Policy(format!(
-                "{kind} evidence is not accepted (accepted: {})",
-                self.accepted_kinds
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )))
-        }
-    }
 }
 
 /// Collateral with its validity window.
@@ -381,7 +310,9 @@ pub fn verify_quote(
         .verify(quote, &collateral.inner, at)
         .map_err(|e| AttestError::Quote(format!("{e:#}")))?;
     let (kind, measurements, report_data) = measurements(&verified.report);
-    policy.check_kind(kind)?;
+    policy
+        .check_kind(kind)
+        .map_err(|e| AttestError::Policy(e.to_string()))?;
     if !policy.accepted_tcb_statuses.contains(&verified.status) {
         return Err(AttestError::Policy(format!(
             "TCB status {} is not accepted (advisories: {})",

@@ -17,6 +17,7 @@ pub mod budget;
 pub mod composite;
 pub mod consent;
 pub mod dp;
+pub mod enclave;
 pub mod encoding;
 pub mod envelope;
 pub mod ids;
@@ -24,6 +25,7 @@ pub mod lifecycle;
 
 pub use budget::{BudgetAccount, BudgetError, BudgetOp, BudgetOutcome, Epsilon};
 pub use consent::{ConsentHistory, UsageScope};
+pub use enclave::EnclaveKind;
 pub use encoding::{canonical_bytes, content_hash, tagged_hash, Digest};
 pub use envelope::{TaskClass, TaskEnvelope};
 pub use ids::{

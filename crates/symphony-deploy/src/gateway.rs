@@ -556,11 +556,21 @@ fn queue_full(pending: usize, max_pending: usize) -> Response {
 
 fn status_view(state: &AppState, r: &RequestRecord, id: &str) -> Value {
     let task = r.attempts.last().cloned();
-    let (lifecycle, reason) = task
+    let (lifecycle, reason, enclave_kinds) = task
         .as_ref()
         .and_then(|t| TaskId::new(t.clone()).ok())
         .and_then(|t| {
             state.cluster.with_state(|s| {
+                // What produced each piece of evidence, from the replicated records
+                // (a train run's are in its composite record).
+                let kinds = match s.master().composite(&t) {
+                    Some(c) => c.enclave_kinds(),
+                    None => s
+                        .master()
+                        .task(&t)
+                        .map(|rec| rec.enclave_kinds())
+                        .unwrap_or_default(),
+                };
                 s.master().task(&t).map(|rec| {
                     (
                         rec.history
@@ -568,6 +578,7 @@ fn status_view(state: &AppState, r: &RequestRecord, id: &str) -> Value {
                             .map(|h| h.to_string())
                             .collect::<Vec<_>>(),
                         rec.reason.clone(),
+                        kinds,
                     )
                 })
             })
@@ -599,6 +610,7 @@ fn status_view(state: &AppState, r: &RequestRecord, id: &str) -> Value {
         "attempt_task_ids": r.attempts,
         "task_id": task,
         "lifecycle": lifecycle,
+        "enclave_kinds": enclave_kinds,
         // A train run that failed composite verification stays `verifying` in the
         // lifecycle: its reason is in the outcome.
         "reason": reason.or_else(|| r.outcome.as_ref().and_then(|o| match o {

@@ -280,25 +280,15 @@ fn services(cluster: &Cluster, config: &MasterConfig) -> Result<MasterServices, 
         );
     }
     platform_keys.push(aggregator.platform_public_key());
-    let mut verifier = SoftwareAttestationVerifier::new(
+    // Which kinds of evidence are accepted is the governed attestation policy of
+    // each task's policy version (`MasterServices::verifier_for`), not a local setting.
+    let verifier = SoftwareAttestationVerifier::new(
         [
             slice_code_identity().measurement(),
             aggregation_code_identity().measurement(),
         ],
         platform_keys,
     );
-    // The attestation policy of this master: `production` accepts only real TEE
-    // hardware (the software enclave's evidence is refused at verification).
-    verifier.refuse_software = match std::env::var("SYMPHONY_ATTESTATION_POLICY") {
-        Ok(p) if p == "production" => true,
-        Ok(p) if p == "development" || p.is_empty() => false,
-        Ok(p) => {
-            return Err(DeployError::Config(format!(
-                "SYMPHONY_ATTESTATION_POLICY={p:?}: expected development or production"
-            )))
-        }
-        Err(_) => false,
-    };
     let mut advertisers = BTreeMap::new();
     for (i, c) in config.callers.iter().enumerate() {
         let actor = ActorId::new(c.actor.clone())

@@ -75,6 +75,12 @@
 //!   start × rate⌋; epoch k mints ⌊A(k+1)/E⌋ − ⌊Ak/E⌋ (exact yearly total).
 //! - **Enterprise credits**: 10% of a Vault's fee earnings become credit; credit pays
 //!   at most 50% of one of the enterprise's own task fees; the Treasury funds it.
+//! - **Attestation**: version 1 accepts every enclave kind (the software enclave
+//!   included: the devnet and demos run it) and every TCB status but `Revoked`, with
+//!   collateral up to 30 days old; a production network approves a policy that
+//!   accepts only `sgx`/`tdx`, `UpToDate`/`SWHardeningNeeded`, 7 days, pinned
+//!   measurements ([`AttestationPolicy::production`]). A task is verified under the
+//!   policy of its admission.
 //! - **Policy activation**: a version proposed in epoch e activates at ≥ e + 1, and
 //!   strictly after every earlier version's activation; resolving a version at an
 //!   epoch before its activation is an error.
@@ -85,6 +91,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod attestation;
 pub mod contribution;
 pub mod error;
 pub mod fees;
@@ -95,6 +102,7 @@ pub mod rewards;
 pub mod split;
 pub mod staking;
 
+pub use attestation::{AttestationPolicy, KindRefused};
 pub use contribution::{contribution_report, AggregationWork, SliceWork};
 pub use error::EconomicsError;
 pub use fees::{

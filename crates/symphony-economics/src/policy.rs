@@ -249,6 +249,9 @@ pub struct PolicyParams {
     pub epochs: EpochParams,
     /// Inflation and credits.
     pub rewards: RewardParams,
+    /// What evidence the settlement plane accepts (enclave kinds, TCB statuses,
+    /// measurements, collateral age).
+    pub attestation: crate::AttestationPolicy,
 }
 
 fn check_bp(field: &'static str, value: u16) -> Result<(), EconomicsError> {
@@ -335,6 +338,7 @@ impl PolicyParams {
                 enterprise_credit_rate_bp: 1_000,
                 enterprise_credit_max_offset_bp: 5_000,
             },
+            attestation: crate::AttestationPolicy::development(),
         }
     }
 
@@ -394,6 +398,6 @@ impl PolicyParams {
             "rewards.enterprise_credit_max_offset_bp",
             rw.enterprise_credit_max_offset_bp,
         )?;
-        Ok(())
+        self.attestation.validate()
     }
 }

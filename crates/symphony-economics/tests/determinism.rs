@@ -53,8 +53,9 @@ fn default_policy_hash_is_golden() {
     assert_eq!(h.to_hex(), GOLDEN_DEFAULT_V1_HASH);
 }
 
+// Changed with issue #17: PolicyParams gained `attestation`.
 const GOLDEN_DEFAULT_V1_HASH: &str =
-    "26fd823005f319fbb3c0c42aea41f30791fab52ff878f54b6b34ec4c08c7ff81";
+    "94bcd05c5464eaa03214cbf458f0cf390218cbaa370ac9e6e5fd7bc4f1b33f83";
 
 #[test]
 fn change_activates_only_at_the_next_epoch_boundary() {

@@ -180,29 +180,7 @@ impl Reader<'_> {
     }
 }
 
-/// What produced a piece of evidence.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum EnclaveKind {
-    /// The software development backend (no hardware isolation).
-    Software,
-    /// An Intel SGX enclave.
-    Sgx,
-    /// An Intel TDX trust domain.
-    Tdx,
-}
-
-impl std::fmt::Display for EnclaveKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            EnclaveKind::Software => "software",
-            EnclaveKind::Sgx => "sgx",
-            EnclaveKind::Tdx => "tdx",
-        })
-    }
-}
+pub use symphony_core::EnclaveKind;
 
 impl AttestationReport {
     /// What produced this report: the software backend's report layout.

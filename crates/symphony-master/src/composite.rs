@@ -31,6 +31,8 @@ pub struct RoundSliceRecord {
     pub commitment: Digest,
     /// ε committed per used subject in this round, micro-units.
     pub epsilon_committed_micro: u64,
+    /// What produced the slice's evidence (none when no bundle was returned).
+    pub enclave_kind: Option<symphony_core::EnclaveKind>,
 }
 
 /// The secure aggregate of one training round.
@@ -47,6 +49,8 @@ pub struct RoundRecord {
     pub epsilon_micro: u64,
     /// Example-weighted mean training loss, micro-units.
     pub loss_micro: u64,
+    /// What produced the round aggregation's evidence.
+    pub enclave_kind: symphony_core::EnclaveKind,
 }
 
 /// The result of a whole composite (`train`) run.
@@ -78,6 +82,22 @@ pub struct CompositeRecord {
     pub result: Option<CompositeResultRecord>,
     /// Per-round settlement: round → (dispatch epoch, fee).
     pub round_settlements: BTreeMap<u32, (EpochId, u64)>,
+}
+
+impl CompositeRecord {
+    /// What produced the run's evidence: each Vault's slices (by Vault id, the kind
+    /// of its latest round) and the rounds' aggregation (`"aggregation"`).
+    pub fn enclave_kinds(&self) -> BTreeMap<String, symphony_core::EnclaveKind> {
+        let mut kinds: BTreeMap<String, symphony_core::EnclaveKind> = self
+            .slices
+            .iter()
+            .filter_map(|((_, v), s)| s.enclave_kind.map(|k| (v.to_string(), k)))
+            .collect();
+        if let Some(r) = self.rounds.values().next_back() {
+            kinds.insert("aggregation".into(), r.enclave_kind);
+        }
+        kinds
+    }
 }
 
 impl MasterState {

@@ -32,6 +32,7 @@ use symphony_core::lifecycle::{
     ChallengeEvent, ChallengeState, SettlementState, SliceState, TaskEvent, TaskState,
     TransitionError,
 };
+use symphony_core::EnclaveKind;
 
 mod challenge;
 pub use challenge::{
@@ -63,6 +64,8 @@ pub struct SliceRecord {
     pub subjects_evaluated: u64,
     /// ε committed per evaluated subject, micro-units.
     pub epsilon_committed_micro: u64,
+    /// What produced the slice's evidence (none when no bundle was returned).
+    pub enclave_kind: Option<EnclaveKind>,
 }
 
 /// The aggregate of a task (never the per-Vault inputs).
@@ -76,6 +79,8 @@ pub struct AggregateRecord {
     pub delivered_count: u64,
     /// Hash of the result.
     pub result_hash: Digest,
+    /// What produced the aggregation's evidence.
+    pub enclave_kind: EnclaveKind,
 }
 
 /// A settlement of a task.
@@ -110,6 +115,22 @@ pub struct TaskRecord {
     pub aggregate: Option<AggregateRecord>,
     /// The settlement, once started.
     pub settlement: Option<SettlementRecord>,
+}
+
+impl TaskRecord {
+    /// What produced each piece of the task's evidence: every slice that returned a
+    /// bundle (by Vault id) and the aggregation (`"aggregation"`).
+    pub fn enclave_kinds(&self) -> BTreeMap<String, EnclaveKind> {
+        let mut kinds: BTreeMap<String, EnclaveKind> = self
+            .slices
+            .iter()
+            .filter_map(|(v, s)| s.enclave_kind.map(|k| (v.to_string(), k)))
+            .collect();
+        if let Some(a) = &self.aggregate {
+            kinds.insert("aggregation".into(), a.enclave_kind);
+        }
+        kinds
+    }
 }
 
 /// An auditable event (delivery and other protocol facts the masters attest to).

@@ -315,6 +315,7 @@ mod tests {
                         commitment: Digest([9; 32]),
                         subjects_evaluated: 3,
                         epsilon_committed_micro: 100_000,
+                        enclave_kind: Some(symphony_core::EnclaveKind::Software),
                     },
                 },
             );
@@ -328,6 +329,7 @@ mod tests {
                     eligible_count: 6,
                     delivered_count: 5,
                     result_hash: Digest([5; 32]),
+                    enclave_kind: symphony_core::EnclaveKind::Software,
                 },
             },
         );
@@ -364,6 +366,7 @@ mod tests {
                         state: SliceState::Verified,
                         commitment: Digest([9; 32]),
                         epsilon_committed_micro: 100_000,
+                        enclave_kind: Some(symphony_core::EnclaveKind::Software),
                     },
                 },
             );
@@ -379,6 +382,7 @@ mod tests {
                     examples: 20,
                     epsilon_micro: 100_000,
                     loss_micro: 600_000,
+                    enclave_kind: symphony_core::EnclaveKind::Software,
                 },
             },
         );

@@ -327,6 +327,7 @@ impl LifecycleModel {
                         eligible_count: 6,
                         delivered_count: 5,
                         result_hash: Digest([5; 32]),
+                        enclave_kind: symphony_core::EnclaveKind::Software,
                     },
                 };
                 self.apply(s, t, cmd)?;

@@ -797,6 +797,28 @@ impl MasterServices {
         }
     }
 
+    /// The attestation verifier under the attestation policy of the policy version
+    /// `envelope` was admitted under (a task keeps the policy of its admission): a
+    /// policy that does not accept `software` refuses the software enclave's reports.
+    pub fn verifier_for(
+        &self,
+        envelope: &TaskEnvelope,
+    ) -> Result<SoftwareAttestationVerifier, NodeError> {
+        let version = envelope.body().policy_version;
+        let record = self.policy.record(version).ok_or_else(|| {
+            NodeError::Refused(format!(
+                "policy version {} of the task is not registered on this master",
+                version.0
+            ))
+        })?;
+        let mut verifier = self.verifier.clone();
+        verifier.refuse_software |= !record
+            .params
+            .attestation
+            .accepts(symphony_core::EnclaveKind::Software);
+        Ok(verifier)
+    }
+
     /// Sets the task counter: the next task id ends in `next + 1`. A deployed
     /// leader derives it from the replicated request sequence, so task ids stay
     /// unique across leader changes.

@@ -254,12 +254,13 @@ fn staged_result_rebuilds_the_delivered_outcome() {
         out.certificate_signatures,
     )
     .unwrap();
-    // The replicated state keeps commitments, not attestation reports: a rebuilt
-    // outcome cannot say which enclave kind produced them, and does not pretend to.
-    assert!(rebuilt.enclave_kinds.is_empty());
-    let mut original = serde_json::to_value(&out).unwrap();
-    original["enclave_kinds"] = serde_json::json!({});
-    assert_eq!(serde_json::to_value(&rebuilt).unwrap(), original);
+    // The replicated records name the enclave kind of every slice and of the
+    // aggregation, so the rebuilt outcome says what produced its evidence too.
+    assert_eq!(rebuilt.enclave_kinds.len(), out.enclave_kinds.len());
+    assert_eq!(
+        serde_json::to_value(&rebuilt).unwrap(),
+        serde_json::to_value(&out).unwrap()
+    );
     // Only a completed task is rebuilt: a rejected one (Vaults below quorum) is not.
     let ids = net.generated.vault_ids.clone();
     for v in &ids[..2] {

@@ -1392,6 +1392,7 @@ impl Sim {
                             commitment: Digest([9; 32]),
                             subjects_evaluated: SUBJECTS as u64,
                             epsilon_committed_micro: ACTUAL_MICRO,
+                            enclave_kind: Some(symphony_core::EnclaveKind::Software),
                         },
                     };
                     let _ = self.command(cmd);
@@ -1425,6 +1426,7 @@ impl Sim {
                         eligible_count: 6,
                         delivered_count: 5,
                         result_hash: Digest([5; 32]),
+                        enclave_kind: symphony_core::EnclaveKind::Software,
                     },
                 };
                 if self.command(cmd) == Some(false) {

@@ -72,6 +72,7 @@ pub fn slice(state: SliceState) -> SliceRecord {
         commitment: Digest([9; 32]),
         subjects_evaluated: 3,
         epsilon_committed_micro: 100_000,
+        enclave_kind: Some(symphony_core::EnclaveKind::Software),
     }
 }
 
@@ -109,6 +110,7 @@ pub fn accepted_task(t: &TaskId) -> Vec<Command> {
             eligible_count: 6,
             delivered_count: 5,
             result_hash: Digest([5; 32]),
+            enclave_kind: symphony_core::EnclaveKind::Software,
         },
     });
     cmds.push(advance(t, TaskEvent::ExecutionFinished));

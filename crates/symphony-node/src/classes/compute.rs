@@ -344,6 +344,7 @@ impl ClassModule for Compute<'_> {
             eligible_count: released.max(0) as u64,
             delivered_count: agg.groups.len() as u64,
             result_hash: agg.result_hash,
+            enclave_kind: agg.attestation.kind(),
         }
     }
     fn claim<'a>(&self, agg: &'a ComputeAggregate) -> AggregateClaim<'a> {

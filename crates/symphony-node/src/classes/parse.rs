@@ -563,11 +563,11 @@ pub fn run_parse(
         evaluate_at_ms: master.now_ms,
     };
     let executed = endpoint.execute_parse_slice(&assignment).and_then(|b| {
-        verify_slice(&master.verifier, &envelope, &b)
+        verify_slice(&master.verifier_for(&envelope)?, &envelope, &b)
             .map(|ev| (b, ev))
             .map_err(|e| NodeError::Refused(e.to_string()))
     });
-    let (bundle, _evidence) = match executed {
+    let (bundle, evidence) = match executed {
         Ok(x) => x,
         Err(e) => {
             master.masters.submit(Command::RecordSlice {
@@ -578,6 +578,7 @@ pub fn run_parse(
                     commitment: Digest::default(),
                     subjects_evaluated: 0,
                     epsilon_committed_micro: 0,
+                    enclave_kind: None,
                 },
             })?;
             obs.step("rejected", &e.to_string());
@@ -600,6 +601,7 @@ pub fn run_parse(
             commitment: bundle.commitment,
             subjects_evaluated: 1,
             epsilon_committed_micro: 0,
+            enclave_kind: Some(evidence.attestation.kind()),
         },
     })?;
     report.attestations_verified = 1;
@@ -612,6 +614,8 @@ pub fn run_parse(
             eligible_count: 1,
             delivered_count: 1,
             result_hash,
+            // Parsing is the slice itself: there is no separate aggregation enclave.
+            enclave_kind: evidence.attestation.kind(),
         },
     })?;
     advance(master, &task_id, TaskEvent::ExecutionFinished, None, obs)?;

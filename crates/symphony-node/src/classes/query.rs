@@ -140,6 +140,7 @@ impl ClassModule for Query<'_> {
             eligible_count: agg.eligible_count,
             delivered_count: agg.audience.len() as u64,
             result_hash: agg.result_hash,
+            enclave_kind: agg.attestation.kind(),
         }
     }
     fn claim<'a>(&self, agg: &'a AggregateResult) -> AggregateClaim<'a> {

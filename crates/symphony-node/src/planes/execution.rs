@@ -72,7 +72,7 @@ fn run_slice<C: ClassModule>(
         evaluate_at_ms: master.now_ms,
     };
     let bundle = class.execute(endpoint, &assignment)?;
-    let evidence = verify_slice(&master.verifier, envelope, &bundle)
+    let evidence = verify_slice(&master.verifier_for(envelope)?, envelope, &bundle)
         .map_err(|err| NodeError::Refused(err.to_string()))?;
     Ok((bundle, evidence))
 }
@@ -101,6 +101,7 @@ pub fn fan_out<C: ClassModule>(
                     commitment: bundle.commitment,
                     subjects_evaluated: bundle.body.subjects_evaluated(),
                     epsilon_committed_micro: bundle.body.epsilon_committed_micro(),
+                    enclave_kind: Some(ev.attestation.kind()),
                 };
                 report.subjects_evaluated += bundle.body.subjects_evaluated();
                 report
@@ -122,6 +123,7 @@ pub fn fan_out<C: ClassModule>(
                     commitment: Digest::default(),
                     subjects_evaluated: 0,
                     epsilon_committed_micro: 0,
+                    enclave_kind: None,
                 }
             }
         };

@@ -194,7 +194,7 @@ impl Report {
             refund: settlement.refund,
             // The slices' attestations and the aggregation enclave's.
             attestations_verified: verified + 1,
-            enclave_kinds: BTreeMap::new(),
+            enclave_kinds: rec.enclave_kinds(),
             slice_failures: Vec::new(),
             epsilon_committed: body.budget_reservation.epsilon_per_subject.to_string(),
             subjects_evaluated: rec.slices.values().map(|s| s.subjects_evaluated).sum(),

@@ -90,8 +90,13 @@ pub fn settle_and_deliver<C: ClassModule>(
     } = executed;
     let claim = class.claim(&aggregate);
     let aggregation_kind = claim.attestation.kind();
-    verify_aggregate_claim(&master.verifier, &a.envelope, &evidence, claim)
-        .map_err(|e| NodeError::Refused(e.to_string()))?;
+    verify_aggregate_claim(
+        &master.verifier_for(&a.envelope)?,
+        &a.envelope,
+        &evidence,
+        claim,
+    )
+    .map_err(|e| NodeError::Refused(e.to_string()))?;
     report.attestations_verified += 1;
     report
         .enclave_kinds

@@ -254,6 +254,7 @@ pub fn build(
                         .map_or(Digest::default(), |e| e.commitment),
                     subjects_evaluated: outcome.subjects_evaluated,
                     epsilon_committed_micro: outcome.epsilon_committed_micro,
+                    enclave_kind: outcome.evidence.as_ref().map(|e| e.attestation.kind()),
                 },
             },
         )?;
@@ -285,6 +286,7 @@ pub fn build(
                 eligible_count: delivered,
                 delivered_count: delivered,
                 result_hash,
+                enclave_kind: attestation.kind(),
             },
         },
     )?;

@@ -48,7 +48,13 @@ pub(super) fn evaluate(
             inputs_commitment: b.inputs_commitment,
             attestation: b.attestation.clone(),
         };
-        verify_evidence(&m.verifier, &adm.envelope, &ev, t.vault_id().as_str()).map_err(refused)?;
+        verify_evidence(
+            &m.verifier_for(&adm.envelope)?,
+            &adm.envelope,
+            &ev,
+            t.vault_id().as_str(),
+        )
+        .map_err(refused)?;
         evidence.push(ev);
         bundles.push(b);
     }
@@ -88,7 +94,13 @@ pub(super) fn evaluate(
         inputs_commitment: inputs,
         attestation,
     };
-    verify_evidence(&m.verifier, &adm.envelope, &ev, "evaluation").map_err(refused)?;
+    verify_evidence(
+        &m.verifier_for(&adm.envelope)?,
+        &adm.envelope,
+        &ev,
+        "evaluation",
+    )
+    .map_err(refused)?;
     evidence.push(ev);
     Ok(Quality {
         auc,

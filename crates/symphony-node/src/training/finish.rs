@@ -48,8 +48,9 @@ pub(super) fn finish(
     )?;
     // --- Composite verification (seed 003, section 5)
     let mut failures = Vec::new();
+    let verifier = m.verifier_for(&adm.envelope)?;
     for (i, ev) in evidence.iter().enumerate() {
-        if verify_evidence(&m.verifier, &adm.envelope, ev, &format!("evidence {i}")).is_err() {
+        if verify_evidence(&verifier, &adm.envelope, ev, &format!("evidence {i}")).is_err() {
             failures.push(format!("attestation {i} does not verify"));
         }
     }

@@ -123,8 +123,13 @@ pub(super) fn run_round(
                     inputs_commitment: b.inputs_commitment,
                     attestation: b.attestation.clone(),
                 };
-                verify_evidence(&m.verifier, &adm.envelope, &ev, vault_id.as_str())
-                    .map_err(refused)?;
+                verify_evidence(
+                    &m.verifier_for(&adm.envelope)?,
+                    &adm.envelope,
+                    &ev,
+                    vault_id.as_str(),
+                )
+                .map_err(refused)?;
                 Ok((b, ev))
             });
         let record = match res {
@@ -140,6 +145,7 @@ pub(super) fn run_round(
                     state: SliceState::Verified,
                     commitment: b.commitment,
                     epsilon_committed_micro: b.body.epsilon_committed_micro,
+                    enclave_kind: Some(b.attestation.kind()),
                 };
                 bundles.push((ParticipantId(k as u32), b));
                 r
@@ -151,6 +157,7 @@ pub(super) fn run_round(
                     state: SliceState::Failed,
                     commitment: Digest::default(),
                     epsilon_committed_micro: 0,
+                    enclave_kind: None,
                 }
             }
         };
@@ -203,7 +210,13 @@ pub(super) fn run_round(
         n_params,
         at_ms,
     )?;
-    verify_evidence(&m.verifier, &adm.envelope, &agg.evidence, "aggregation").map_err(refused)?;
+    verify_evidence(
+        &m.verifier_for(&adm.envelope)?,
+        &adm.envelope,
+        &agg.evidence,
+        "aggregation",
+    )
+    .map_err(refused)?;
     tap.aggregate_sum(round, &agg.sum);
     st.evidence.push(agg.evidence.clone());
     let metrics = agg.metrics;
@@ -235,6 +248,7 @@ pub(super) fn run_round(
             examples,
             epsilon_micro: eps.micro,
             loss_micro,
+            enclave_kind: agg.evidence.attestation.kind(),
         },
     })?;
     st.losses_micro.push(loss_micro);
@@ -264,6 +278,7 @@ fn timed_out(task: &TaskId, round: u32, vault_id: &VaultId) -> Command {
             state: SliceState::TimedOut,
             commitment: Digest::default(),
             epsilon_committed_micro: 0,
+            enclave_kind: None,
         },
     }
 }

@@ -28,7 +28,8 @@ const DEMO_NOW_MS: u64 = 1_795_219_200_000;
 #[command(
     name = "symphony",
     version,
-    about = "Symphony: SCP privacy data platform"
+    about = "Symphony: SCP privacy data platform",
+    after_help = "Examples:\n  symphony demo luckin                       the Luckin campaign on the embedded network\n  symphony demo train --json                 federated training, one JSON object\n  symphony devnet up                         3 masters + 4 enterprise nodes on 127.0.0.1\n  symphony task submit examples/luckin.toml  submit to the devnet, then `task watch req-…`\n  symphony completions bash                  tab completion for bash (zsh, fish, …)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -103,6 +104,14 @@ enum Cmd {
     Attest {
         #[command(subcommand)]
         action: attest_cmd::AttestCmd,
+    },
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Example:\n  symphony completions bash > ~/.local/share/bash-completion/completions/symphony"
+    )]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -605,6 +614,16 @@ fn run() -> Result<()> {
     match cli.command {
         Cmd::Ledger { action } => ledger_cmd::run(action),
         Cmd::Attest { action } => attest_cmd::run(action),
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "symphony",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Cmd::Sim(args) => sim_cmd::sim(args),
         Cmd::Demo {
             scenario: Demo::Train(args),

@@ -125,12 +125,33 @@ fn composite_hierarchy_lifecycles_and_delivery() {
     .unwrap();
     assert_eq!(card["rounds_run"], 4);
     assert_eq!(card["semantic_version"], "sem-v1");
-    assert!(
-        std::fs::metadata(o.curve_path.as_ref().unwrap())
-            .unwrap()
-            .len()
-            > 1_000
-    );
+    // What a data scientist needs to read the metrics: held-out size and class
+    // balance, the majority-class baseline, each feature's definition.
+    let n = card["holdout_size"].as_u64().unwrap();
+    assert!(n > 0 && n == o.holdout_size, "{card}");
+    let pos = card["class_balance"]["positive_rate"].as_f64().unwrap();
+    assert!(pos > 0.0 && pos < 1.0, "{card}");
+    let base = card["baseline_accuracy"].as_f64().unwrap();
+    assert!((base - pos.max(1.0 - pos)).abs() < 1e-12, "{card}");
+    let features = card["features"].as_array().unwrap();
+    assert_eq!(features.len(), 14, "{card}");
+    assert!(features
+        .iter()
+        .all(|f| f["name"].is_string() && f["definition"].as_str().unwrap().len() > 20));
+    // The curve: the PNG and the CSV of exactly the plotted values, from round 1.
+    let curve = o.curve_path.as_ref().unwrap();
+    assert!(std::fs::metadata(curve).unwrap().len() > 10_000);
+    let csv = std::fs::read_to_string(std::path::Path::new(curve).with_extension("csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows[0], "round,train_loss,holdout_loss,epsilon_cumulative");
+    assert_eq!(rows.len(), 1 + 4, "{csv}");
+    assert!(rows[1].starts_with("1,"), "{csv}");
+    // Round 1's losses are those released at the start of round 2 (the model after
+    // one round); the model after the last round has none.
+    let first: Vec<&str> = rows[1].split(',').collect();
+    assert_eq!(first[1], format!("{:.6}", o.rounds[1].train_loss));
+    assert_eq!(first[3], format!("{:.6}", o.rounds[0].epsilon_cumulative));
+    assert!(rows[4].starts_with("4,,,"), "{csv}");
 }
 
 #[test]

@@ -164,6 +164,66 @@ impl FeaturePlan {
             .filter(|p| same_value(&p.brand, &self.body.brand))
     }
 
+    /// What each vector position means, in vector order: `(label, definition)` with the
+    /// label of [`Self::feature_labels`]. Windows count back from the cutoff.
+    pub fn feature_definitions(&self) -> Vec<(String, String)> {
+        let brand = &self.body.brand;
+        let window = self.body.window_days;
+        let buckets = |b: &[u64], unit: &str| -> Vec<String> {
+            let mut out = Vec::with_capacity(b.len() + 2);
+            for (i, hi) in b.iter().enumerate() {
+                out.push(match i {
+                    0 => format!("at most {hi} {unit}"),
+                    _ => format!("more than {} and at most {hi} {unit}", b[i - 1]),
+                });
+            }
+            out.push(match b.last() {
+                Some(last) => format!("more than {last} {unit}"),
+                None => format!("any {unit}"),
+            });
+            out
+        };
+        let mut defs = Vec::with_capacity(self.dimension());
+        for f in &self.body.features {
+            let a = f.attribute.to_string();
+            match &f.kind {
+                FeatureKind::RecentPurchase => defs.push((
+                    a,
+                    format!("1 if {brand} was bought in the {window} days before the cutoff, else 0"),
+                )),
+                FeatureKind::Frequency => defs.push((
+                    a,
+                    format!("number of {brand} purchases in the {window} days before the cutoff"),
+                )),
+                FeatureKind::Affinity => defs.push((
+                    a,
+                    format!("{brand}'s share of the person's purchases in its categories over the {window} days before the cutoff (0..1)"),
+                )),
+                FeatureKind::RecencyBucket { boundaries_days } => {
+                    let mut names = buckets(boundaries_days, "days");
+                    names.push(format!("never bought {brand}"));
+                    for (i, n) in names.into_iter().enumerate() {
+                        defs.push((
+                            format!("{a}[{i}]"),
+                            format!("one-hot: days since the last {brand} purchase: {n}"),
+                        ));
+                    }
+                }
+                FeatureKind::AmountBucket { boundaries_minor } => {
+                    let mut names = buckets(boundaries_minor, "minor currency units");
+                    names.push(format!("no {brand} purchase in the window"));
+                    for (i, n) in names.into_iter().enumerate() {
+                        defs.push((
+                            format!("{a}[{i}]"),
+                            format!("one-hot: mean {brand} purchase amount over the {window} days before the cutoff: {n}"),
+                        ));
+                    }
+                }
+            }
+        }
+        defs
+    }
+
     /// The feature vector at `now_ms`: deterministic, finite, of [`Self::dimension`].
     pub fn features(&self, facts: &SubjectFacts, now_ms: u64) -> Vec<f64> {
         let window = self.body.window_days;

@@ -156,3 +156,29 @@ proptest! {
         prop_assert_eq!(plan.features(&facts, NOW_MS), v);
     }
 }
+
+#[test]
+fn every_vector_position_has_a_definition_under_its_label() {
+    let plan = SemanticRegistry::catalog_v1()
+        .resolve_features(&intent(&ALL))
+        .unwrap();
+    let defs = plan.feature_definitions();
+    let labels: Vec<String> = defs.iter().map(|(l, _)| l.clone()).collect();
+    assert_eq!(labels, plan.feature_labels());
+    assert!(defs.iter().all(|(_, d)| d.contains("luckin")), "{defs:?}");
+    // The recency one-hot: one bucket per boundary, one above the last, one for
+    // never; the windowed features name the window.
+    let recency: Vec<&String> = defs
+        .iter()
+        .filter(|(l, _)| l.starts_with("purchase_recency_bucket["))
+        .map(|(_, d)| d)
+        .collect();
+    assert!(recency.first().unwrap().contains("at most"), "{recency:?}");
+    assert!(
+        recency.last().unwrap().contains("never bought"),
+        "{recency:?}"
+    );
+    assert!(defs
+        .iter()
+        .any(|(l, d)| l == "purchase_frequency" && d.contains("90 days")));
+}

@@ -19,6 +19,10 @@ pub(super) struct Quality {
     pub(super) auc: f64,
     pub(super) accuracy: f64,
     pub(super) mia_advantage: f64,
+    /// Held-out examples across the Vaults.
+    pub(super) holdout_size: u64,
+    /// Held-out examples with a positive label.
+    pub(super) holdout_positives: u64,
 }
 
 /// Final evaluation: every Vault scores the final model on its held-out split and its
@@ -79,15 +83,17 @@ pub(super) fn evaluate(
                 metrics::auc(&scores, &labels).unwrap_or(0.0),
                 metrics::accuracy(&scores, &labels, 0.5).unwrap_or(0.0),
                 metrics::membership_advantage(&members, &nonmembers).unwrap_or(1.0),
+                labels.len() as u64,
+                labels.iter().filter(|y| **y).count() as u64,
             );
             let h = content_hash(
-                "scp/train-quality/v1",
-                &(micro(q.0), micro(q.1), micro(q.2)),
+                "scp/train-quality/v2",
+                &(micro(q.0), micro(q.1), micro(q.2), q.3, q.4),
             )
             .unwrap_or_default();
             ((q, h), h.0)
         });
-    let (((auc, accuracy, mia_advantage), h), attestation) =
+    let (((auc, accuracy, mia_advantage, holdout_size, holdout_positives), h), attestation) =
         run.map_err(|e| NodeError::Enclave(e.to_string()))?;
     let ev = SliceEvidence {
         commitment: h,
@@ -106,5 +112,7 @@ pub(super) fn evaluate(
         auc,
         accuracy,
         mia_advantage,
+        holdout_size,
+        holdout_positives,
     })
 }

@@ -146,6 +146,19 @@ pub(super) fn finish(
         auc_holdout: q.auc,
         accuracy_holdout: q.accuracy,
         mia_advantage: q.mia_advantage,
+        holdout_size: q.holdout_size,
+        holdout_positive_rate: if q.holdout_size == 0 {
+            0.0
+        } else {
+            q.holdout_positives as f64 / q.holdout_size as f64
+        },
+        baseline_accuracy: if q.holdout_size == 0 {
+            0.0
+        } else {
+            q.holdout_positives
+                .max(q.holdout_size - q.holdout_positives) as f64
+                / q.holdout_size as f64
+        },
         accepted,
         n_slices: 0,
         n_objects: 0,

@@ -85,9 +85,9 @@ pub(super) fn released_metrics(
             epsilon: Some(0.0),
         },
         ReleasedMetric {
-            name: "acceptance report: final held-out AUC, accuracy, MIA advantage".into(),
+            name: "acceptance report: final held-out AUC, accuracy, MIA advantage, held-out size and class balance".into(),
             released: "to the model operator, once".into(),
-            mechanism: "computed in the aggregation enclave over every Vault's held-out subjects; released exact, not ε-charged (a known gap: one release of three aggregate statistics)".into(),
+            mechanism: "computed in the aggregation enclave over every Vault's held-out subjects; released exact, not ε-charged (a known gap: one release of five aggregate statistics)".into(),
             epsilon: None,
         },
         ReleasedMetric {
@@ -154,6 +154,16 @@ pub struct TrainOutcome {
     pub accuracy_holdout: f64,
     /// Loss-threshold MIA advantage (members vs held-out).
     pub mia_advantage: f64,
+    /// Held-out examples the final metrics were computed on (all Vaults).
+    #[serde(default)]
+    pub holdout_size: u64,
+    /// Share of positive labels among them.
+    #[serde(default)]
+    pub holdout_positive_rate: f64,
+    /// Accuracy of always predicting the majority class on the held-out split: what
+    /// `accuracy_holdout` has to beat.
+    #[serde(default)]
+    pub baseline_accuracy: f64,
     /// Composite verification verdict.
     pub accepted: bool,
     /// Execution slices (N×M).
@@ -271,6 +281,9 @@ pub fn recovered_train_outcome(
         auc_holdout: f(&["metrics", "auc_holdout"]),
         accuracy_holdout: f(&["metrics", "accuracy_holdout"]),
         mia_advantage: f(&["metrics", "mia_advantage"]),
+        holdout_size: f(&["holdout_size"]) as u64,
+        holdout_positive_rate: f(&["class_balance", "positive_rate"]),
+        baseline_accuracy: f(&["baseline_accuracy"]),
         accepted: result.accepted,
         n_slices: c.tree.rounds.iter().map(|r| r.slices.len()).sum(),
         n_objects: c.tree.object_count(),

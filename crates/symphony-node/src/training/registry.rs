@@ -1,8 +1,9 @@
 //! Delivery to the model registry: the model as `safetensors` (written here, byte for
 //! byte deterministic: tensors and metadata in name order, little-endian `F64`), a JSON
-//! model card, and a training-curve PNG (loss, held-out AUC and cumulative ε per round,
-//! drawn without text so no font is needed: red = training loss, blue = held-out AUC,
-//! green = cumulative ε, one panel each, x = round).
+//! model card, and the training curve: `training_curve.png` (three panels — training
+//! loss, held-out loss, cumulative ε — of the model after each round, with a title,
+//! axes, ticks, labels and legends in DejaVu Sans, which is bundled into the binary) and
+//! `training_curve.csv` with exactly the plotted values.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -75,7 +76,8 @@ pub fn model_file_bytes(
     Ok(out)
 }
 
-/// Writes model, card and curve under `dir/<task>/`; returns their paths.
+/// Writes model, card and curve (PNG and CSV) under `dir/<task>/`; returns the
+/// paths of the model, the card and the PNG.
 #[allow(clippy::too_many_arguments)]
 pub fn deliver(
     dir: &Path,
@@ -97,7 +99,9 @@ pub fn deliver(
     let text =
         serde_json::to_string_pretty(&card).map_err(|e| NodeError::Encoding(e.to_string()))?;
     std::fs::write(&card_path, text).map_err(io)?;
-    draw_curve(&curve_path, out)?;
+    let points = curve_points(out);
+    std::fs::write(base.join("training_curve.csv"), curve_csv(&points)).map_err(io)?;
+    draw_curve(&curve_path, task, &points)?;
     Ok((model_path, card_path, curve_path))
 }
 
@@ -111,14 +115,22 @@ pub fn model_card(
     envelope: &TaskEnvelope,
 ) -> serde_json::Value {
     let body = envelope.body();
+    let features: Vec<serde_json::Value> = plan
+        .feature_definitions()
+        .into_iter()
+        .map(|(name, definition)| json!({"name": name, "definition": definition}))
+        .collect();
     json!({
         "task_id": task.to_string(),
         "task_class": "train",
         "target": spec.target,
+        "label": format!("1 if {} was bought in the {} days after the cutoff, else 0", plan.body().brand, spec.horizon_days),
+        "horizon_days": spec.horizon_days,
+        "window_days": spec.window_days,
         "model_operator": spec.model_operator,
         "model_type": spec.model,
         "n_parameters": model.n_parameters(),
-        "features": plan.feature_labels(),
+        "features": features,
         "feature_plan_hash": plan.plan_hash().to_hex(),
         "market_scope": spec.market_scope.countries,
         "semantic_version": body.semantic_version.to_string(),
@@ -129,12 +141,18 @@ pub fn model_card(
         "stop_reason": out.stop_reason,
         "converged": out.converged,
         "convergence_not_reached": out.convergence_not_reached,
+        "delivered_model": "the model after the last round run",
         "privacy": {"unit": "person (one account per person across Vaults; a person trains through one Vault and is charged in every Vault that holds it)",
                     "epsilon_spent": out.epsilon_spent, "epsilon_allocation": out.epsilon_allocation, "delta": out.delta,
                     "per_person_epsilon_max": out.per_person_epsilon_max, "released": out.released_metrics,
                     "accountant": "RDP, Poisson-subsampled Gaussian (Mironov et al. 2019) per DP-SGD step plus one Gaussian metrics release per round, Balle et al. 2020 conversion",
                     "dp_sgd": {"local_steps": spec.dp_sgd.local_steps, "sampling_rate": spec.dp_sgd.sampling_rate,
                                "noise_multiplier": spec.dp_sgd.noise_multiplier, "clip_norm": spec.dp_sgd.clip_norm}},
+        "holdout_size": out.holdout_size,
+        "class_balance": {"positive_rate": out.holdout_positive_rate, "negative_rate": if out.holdout_size == 0 { 0.0 } else { 1.0 - out.holdout_positive_rate },
+                          "of": "the held-out split across all Vaults"},
+        "baseline_accuracy": out.baseline_accuracy,
+        "baseline": "always predict the majority class of the held-out split",
         "metrics": {"auc_holdout": out.auc_holdout, "accuracy_holdout": out.accuracy_holdout, "mia_advantage": out.mia_advantage},
         "acceptance": spec.acceptance,
         "settlement": {"settlement_ref": task.to_string(), "escrow": body.budget_lock_ref.as_ref().map(|l| l.escrow_id.clone()),
@@ -142,57 +160,183 @@ pub fn model_card(
                        "round_settlements": out.round_settlements},
         "rounds": out.rounds,
         "model_file": "model.safetensors",
-        "curve": {"file": "training_curve.png", "panels": ["training loss, noisy (red)", "held-out loss, noisy (blue)", "cumulative epsilon (green)"]},
+        "curve": {"file": "training_curve.png", "values": "training_curve.csv",
+                  "x": "round k: the model after k rounds (round 0, the untrained model, is not plotted)",
+                  "panels": ["training loss (noisy release)", "held-out loss (noisy release)", "cumulative epsilon"]},
     })
 }
 
-/// The training curve: three panels (training loss, held-out loss, ε), no text.
-pub fn draw_curve(path: &Path, out: &TrainOutcome) -> Result<(), NodeError> {
-    let series: [(Vec<f64>, RGBColor); 3] = [
-        (out.rounds.iter().map(|r| r.train_loss).collect(), RED),
-        (out.rounds.iter().map(|r| r.holdout_loss).collect(), BLUE),
+/// One point of the training curve: the model after `round` rounds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CurvePoint {
+    /// Rounds run (1-based).
+    pub round: u32,
+    /// Mean training loss of the model after the round (noisy), if measured: the
+    /// loss a round releases is that of the model it starts from, so the model after
+    /// the last round has none.
+    pub train_loss: Option<f64>,
+    /// Mean held-out loss of the model after the round (noisy), if measured.
+    pub holdout_loss: Option<f64>,
+    /// Cumulative ε after the round.
+    pub epsilon_cumulative: f64,
+}
+
+/// The curve's points, from round 1: round k's losses are those released at the start
+/// of round k + 1 (measured on the model after k rounds).
+pub fn curve_points(out: &TrainOutcome) -> Vec<CurvePoint> {
+    out.rounds
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let next = out.rounds.get(i + 1);
+            CurvePoint {
+                round: r.round + 1,
+                train_loss: next.map(|n| n.train_loss),
+                holdout_loss: next.map(|n| n.holdout_loss),
+                epsilon_cumulative: r.epsilon_cumulative,
+            }
+        })
+        .collect()
+}
+
+/// `training_curve.csv`: the plotted values, one row per round.
+pub fn curve_csv(points: &[CurvePoint]) -> String {
+    let cell = |v: Option<f64>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
+    let mut s = String::from("round,train_loss,holdout_loss,epsilon_cumulative\n");
+    for p in points {
+        s.push_str(&format!(
+            "{},{},{},{:.6}\n",
+            p.round,
+            cell(p.train_loss),
+            cell(p.holdout_loss),
+            p.epsilon_cumulative
+        ));
+    }
+    s
+}
+
+static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+
+fn register_font() -> Result<(), NodeError> {
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| {
+        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_ok()
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(NodeError::Io(
+            "the bundled DejaVu Sans font does not load".into(),
+        ))
+    }
+}
+
+/// One panel of the curve: caption, y-axis unit, points, colour, legend position.
+type Panel<'a> = (
+    &'a str,
+    &'a str,
+    Vec<(f64, f64)>,
+    RGBColor,
+    SeriesLabelPosition,
+);
+
+/// The training curve: title, then three panels (training loss, held-out loss,
+/// cumulative ε) over rounds, each with axes, ticks, axis labels and a legend.
+pub fn draw_curve(path: &Path, task: &TaskId, points: &[CurvePoint]) -> Result<(), NodeError> {
+    register_font()?;
+    use SeriesLabelPosition::{UpperLeft, UpperRight};
+    let panels: [Panel<'_>; 3] = [
         (
-            out.rounds.iter().map(|r| r.epsilon_cumulative).collect(),
-            GREEN,
+            "training loss (noisy, clipped at 2)",
+            "mean log-loss",
+            points
+                .iter()
+                .filter_map(|p| p.train_loss.map(|v| (f64::from(p.round), v)))
+                .collect(),
+            RED,
+            UpperRight,
+        ),
+        (
+            "held-out loss (noisy, clipped at 2)",
+            "mean log-loss",
+            points
+                .iter()
+                .filter_map(|p| p.holdout_loss.map(|v| (f64::from(p.round), v)))
+                .collect(),
+            BLUE,
+            UpperRight,
+        ),
+        (
+            "cumulative ε (per person)",
+            "ε",
+            points
+                .iter()
+                .map(|p| (f64::from(p.round), p.epsilon_cumulative))
+                .collect(),
+            RGBColor(0, 140, 0),
+            // ε only grows: the legend goes where the curve is not.
+            UpperLeft,
         ),
     ];
-    let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1000, 900)).into_drawing_area();
     root.fill(&WHITE).map_err(io)?;
-    let n = out.rounds.len().max(2) as f64;
-    for (panel, (values, color)) in root.split_evenly((3, 1)).iter().zip(series) {
-        let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let (lo, hi) = if lo.is_finite() && hi > lo {
-            (lo, hi)
-        } else {
-            (0.0, 1.0)
+    let root = root
+        .titled(
+            &format!("Training curve of {task}: the model after each round"),
+            ("sans-serif", 22),
+        )
+        .map_err(io)?;
+    let last = points.last().map_or(1, |p| p.round).max(2);
+    for (area, (name, unit, values, color, legend_at)) in
+        root.split_evenly((3, 1)).iter().zip(panels)
+    {
+        let lo = values.iter().map(|v| v.1).fold(f64::INFINITY, f64::min);
+        let hi = values.iter().map(|v| v.1).fold(f64::NEG_INFINITY, f64::max);
+        let (lo, hi) = match (lo.is_finite(), hi.is_finite()) {
+            (true, true) if hi > lo => (lo, hi),
+            (true, true) => (lo - 0.5, hi + 0.5),
+            _ => (0.0, 1.0),
         };
-        let pad = (hi - lo) * 0.1;
-        let mut chart = ChartBuilder::on(panel)
-            .margin(12)
-            .build_cartesian_2d(-0.5..(n - 0.5), (lo - pad)..(hi + pad))
+        let pad = (hi - lo) * 0.15;
+        let mut chart = ChartBuilder::on(area)
+            .margin(10)
+            .caption(name, ("sans-serif", 17))
+            .x_label_area_size(38)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.5..(f64::from(last) + 0.5), (lo - pad)..(hi + pad))
             .map_err(io)?;
         chart
-            .plotting_area()
-            .draw(&Rectangle::new(
-                [(-0.5, lo - pad), (n - 0.5, hi + pad)],
-                BLACK.stroke_width(1),
-            ))
+            .configure_mesh()
+            .x_desc("round (the model after k rounds)")
+            .y_desc(unit)
+            .x_labels(last.min(12) as usize)
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.3}"))
+            .label_style(("sans-serif", 13))
+            .axis_desc_style(("sans-serif", 14))
+            .draw()
             .map_err(io)?;
-        let points: Vec<(f64, f64)> = values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (i as f64, *v))
-            .collect();
         chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-            .map_err(io)?;
+            .draw_series(LineSeries::new(values.clone(), color.stroke_width(2)))
+            .map_err(io)?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
         chart
             .draw_series(
-                points
+                values
                     .into_iter()
                     .map(|p| Circle::new(p, 3, color.filled())),
             )
+            .map_err(io)?;
+        chart
+            .configure_series_labels()
+            .position(legend_at)
+            .label_font(("sans-serif", 13))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
             .map_err(io)?;
     }
     root.present().map_err(io)?;

@@ -39,11 +39,34 @@ pub struct IterationSpec {
     pub early_stop_patience: u32,
 }
 
+/// A decimal written as a number or a string, kept as its decimal text (parsed
+/// exactly later, with [`Epsilon`]'s fixed-point rules).
+fn decimal_number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Decimal {
+        Text(String),
+        Integer(u64),
+        Number(f64),
+    }
+    match Decimal::deserialize(d)? {
+        Decimal::Text(s) => Ok(s),
+        Decimal::Integer(n) => Ok(n.to_string()),
+        // Rust prints the shortest text that reads back as the same f64: 0.9 → "0.9".
+        Decimal::Number(x) if x.is_finite() => Ok(x.to_string()),
+        Decimal::Number(x) => Err(serde::de::Error::custom(format!(
+            "epsilon must be a finite decimal, not {x}"
+        ))),
+    }
+}
+
 /// Total privacy budget of the run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrivacySpec {
-    /// ε for the whole run (decimal, at most 6 fractional digits).
+    /// ε for the whole run (decimal, at most 6 fractional digits): a number
+    /// (`epsilon = 0.9`) or, as before, a string (`epsilon = "0.9"`).
+    #[serde(deserialize_with = "decimal_number_or_string")]
     pub epsilon: String,
     /// δ for the whole run.
     pub delta: f64,
@@ -220,5 +243,32 @@ impl TrainingSpec {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = include_str!("../../../../examples/train.toml");
+
+    #[test]
+    fn epsilon_is_a_number_or_a_string_and_parses_exactly() {
+        let number = TrainingSpec::parse(SPEC).unwrap();
+        assert_eq!(number.privacy.epsilon, "0.9");
+        assert_eq!(number.epsilon_total().unwrap(), Epsilon::from_milli(900));
+        let text = SPEC.replace("epsilon = 0.9 ", "epsilon = \"0.9\"");
+        assert_ne!(text, SPEC);
+        assert_eq!(TrainingSpec::parse(&text).unwrap(), number);
+        let int = SPEC.replace("epsilon = 0.9 ", "epsilon = 2 ");
+        assert_eq!(
+            TrainingSpec::parse(&int).unwrap().epsilon_total().unwrap(),
+            Epsilon::from_milli(2_000)
+        );
+        let json = serde_json::to_string(&number).unwrap();
+        assert_eq!(TrainingSpec::parse(&json).unwrap(), number);
+        let bad = SPEC.replace("epsilon = 0.9 ", "epsilon = true ");
+        let e = TrainingSpec::parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("training spec"), "{e}");
     }
 }

@@ -683,7 +683,8 @@ fn print_groups(o: &Value) {
     }
 }
 
-/// Writes a `train` result's model.safetensors and model_card.json into `out`.
+/// Writes a `train` result's model.safetensors, model_card.json and the training curve
+/// (PNG and CSV) into `out`.
 fn write_artifacts(v: &Value, out: &std::path::Path) -> Result<Vec<PathBuf>> {
     let a = &v["artifacts"];
     if a.is_null() {
@@ -703,7 +704,19 @@ fn write_artifacts(v: &Value, out: &std::path::Path) -> Result<Vec<PathBuf>> {
     std::fs::write(&model_path, model)
         .with_context(|| format!("writing {}", model_path.display()))?;
     std::fs::write(&card_path, card).with_context(|| format!("writing {}", card_path.display()))?;
-    Ok(vec![model_path, card_path])
+    // The curve is drawn here from the card's rounds (what the masters released).
+    let c = &a["model_card.json"];
+    let rounds: Vec<symphony_node::training::RoundSummary> =
+        serde_json::from_value(c["rounds"].clone()).context("model_card.json: rounds")?;
+    let task = symphony_core::ids::TaskId::new(c["task_id"].as_str().unwrap_or_default())
+        .map_err(|e| anyhow::anyhow!("model_card.json: task_id: {e}"))?;
+    let curve = symphony_node::training::registry::write_curve(out, &task, &rounds)?;
+    Ok(vec![
+        model_path,
+        card_path,
+        curve,
+        out.join("training_curve.csv"),
+    ])
 }
 
 fn lifecycle(v: &Value) -> String {

@@ -170,6 +170,19 @@ fn every_example_class_runs_on_the_devnet_and_the_model_is_delivered() {
     assert_eq!(card["task_id"], task_id.as_str(), "{card}");
     assert_eq!(card["task_class"], "train");
     assert_eq!(card["settlement"]["state"], "finalized", "{card}");
+    // The curve is drawn from the card's rounds, one CSV row per round.
+    assert!(
+        std::fs::metadata(out.join("training_curve.png"))
+            .unwrap()
+            .len()
+            > 10_000
+    );
+    let csv = std::fs::read_to_string(out.join("training_curve.csv")).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        1 + card["rounds"].as_array().unwrap().len(),
+        "{csv}"
+    );
     // The query result is still the audience.
     let (ok, stdout, stderr) = cli(&net, &["task", "result", &query]);
     assert!(ok, "{stderr}");

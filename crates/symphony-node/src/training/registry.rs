@@ -15,7 +15,7 @@ use symphony_core::ids::TaskId;
 use symphony_semantic::FeaturePlan;
 
 use super::model::GlobalModel;
-use super::outcome::TrainOutcome;
+use super::outcome::{RoundSummary, TrainOutcome};
 use super::spec::TrainingSpec;
 use crate::NodeError;
 
@@ -93,16 +93,27 @@ pub fn deliver(
     std::fs::create_dir_all(&base).map_err(io)?;
     let model_path = base.join("model.safetensors");
     let card_path = base.join("model_card.json");
-    let curve_path = base.join("training_curve.png");
     std::fs::write(&model_path, file).map_err(io)?;
     let card = model_card(task, spec, plan, model, out, envelope);
     let text =
         serde_json::to_string_pretty(&card).map_err(|e| NodeError::Encoding(e.to_string()))?;
     std::fs::write(&card_path, text).map_err(io)?;
-    let points = curve_points(out);
-    std::fs::write(base.join("training_curve.csv"), curve_csv(&points)).map_err(io)?;
-    draw_curve(&curve_path, task, &points)?;
+    let curve_path = write_curve(&base, task, &out.rounds)?;
     Ok((model_path, card_path, curve_path))
+}
+
+/// Writes `training_curve.png` and `training_curve.csv` of `rounds` (the model
+/// card's `rounds`) into `dir`; returns the PNG's path.
+pub fn write_curve(
+    dir: &Path,
+    task: &TaskId,
+    rounds: &[RoundSummary],
+) -> Result<PathBuf, NodeError> {
+    let points = curve_points(rounds);
+    std::fs::write(dir.join("training_curve.csv"), curve_csv(&points)).map_err(io)?;
+    let png = dir.join("training_curve.png");
+    draw_curve(&png, task, &points)?;
+    Ok(png)
 }
 
 /// The model card of a run (what `model_card.json` holds).
@@ -183,12 +194,12 @@ pub struct CurvePoint {
 
 /// The curve's points, from round 1: round k's losses are those released at the start
 /// of round k + 1 (measured on the model after k rounds).
-pub fn curve_points(out: &TrainOutcome) -> Vec<CurvePoint> {
-    out.rounds
+pub fn curve_points(rounds: &[RoundSummary]) -> Vec<CurvePoint> {
+    rounds
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let next = out.rounds.get(i + 1);
+            let next = rounds.get(i + 1);
             CurvePoint {
                 round: r.round + 1,
                 train_loss: next.map(|n| n.train_loss),

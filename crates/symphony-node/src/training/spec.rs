@@ -41,7 +41,11 @@ pub struct IterationSpec {
 
 /// A decimal written as a number or a string, kept as its decimal text (parsed
 /// exactly later, with [`Epsilon`]'s fixed-point rules).
+/// Binary encodings (the replicated log) always carry the string.
 fn decimal_number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    if !d.is_human_readable() {
+        return String::deserialize(d);
+    }
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Decimal {
@@ -267,6 +271,12 @@ mod tests {
         );
         let json = serde_json::to_string(&number).unwrap();
         assert_eq!(TrainingSpec::parse(&json).unwrap(), number);
+        // The replicated log encodes specs with bincode (not self-describing).
+        let bytes = bincode::serialize(&number).unwrap();
+        assert_eq!(
+            bincode::deserialize::<TrainingSpec>(&bytes).unwrap(),
+            number
+        );
         let bad = SPEC.replace("epsilon = 0.9 ", "epsilon = true ");
         let e = TrainingSpec::parse(&bad).unwrap_err().to_string();
         assert!(e.contains("training spec"), "{e}");

@@ -2,7 +2,6 @@
 //! embedded network, through the same planes as the Luckin query.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use symphony_node::network::advertiser_key;
@@ -67,11 +66,7 @@ pub fn demo_compute(args: ComputeArgs) -> Result<()> {
             compute.brand, compute.country, compute.window_days, compute.epsilon
         );
     }
-    let mut story = Story {
-        json: args.json,
-        bar: None,
-        started: Instant::now(),
-    };
+    let mut story = Story::new(args.json);
     let net_args = NetArgs {
         subjects: args.subjects,
         records: args.records,

@@ -649,9 +649,12 @@ pub fn task(cmd: TaskCmd) -> Result<()> {
                     o["minimum_vault_quorum"]
                 ),
             }
+            let sym = |k: &str| symphony_economics::format_sym(o[k].as_u64().unwrap_or(0));
             println!(
-                "  fee {} µSYM (locked {}, refund {})",
-                o["fee_total"], o["fee_locked"], o["refund"]
+                "  fee {} (locked {}, refund {})",
+                sym("fee_total"),
+                sym("fee_locked"),
+                sym("refund")
             );
             if let Some(reason) = reason {
                 println!("  reason: {reason}");

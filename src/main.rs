@@ -215,9 +215,26 @@ enum PolicyCmd {
 const DEFAULT_SPEC: &str = include_str!("../examples/luckin.toml");
 
 pub(crate) struct Story {
-    pub(crate) json: bool,
-    pub(crate) bar: Option<ProgressBar>,
-    pub(crate) started: Instant,
+    json: bool,
+    bar: Option<ProgressBar>,
+    started: Instant,
+    /// Progress goes to a terminal (a bar) or elsewhere (plain lines at each quarter).
+    terminal: bool,
+    /// The last quarter printed as a plain line, per label.
+    quarter: Option<(String, u64)>,
+}
+
+impl Story {
+    pub(crate) fn new(json: bool) -> Self {
+        use std::io::IsTerminal;
+        Story {
+            json,
+            bar: None,
+            started: Instant::now(),
+            terminal: std::io::stderr().is_terminal(),
+            quarter: None,
+        }
+    }
 }
 
 impl Observer for Story {
@@ -235,12 +252,28 @@ impl Observer for Story {
         if self.json {
             return;
         }
+        if !self.terminal {
+            // Not a terminal (a log, a pipe): a plain line at 0, 25, 50, 75 and 100 %.
+            let q = (done.saturating_mul(4)).checked_div(total).unwrap_or(4);
+            let new = match &self.quarter {
+                Some((l, last)) => l != label || q > *last,
+                None => true,
+            };
+            if new {
+                let t = self.started.elapsed().as_secs_f64();
+                println!("  [{t:7.2}s] {label:<28} {done}/{total}");
+                self.quarter = Some((label.to_owned(), q));
+            }
+            return;
+        }
         let bar = self.bar.get_or_insert_with(|| {
             let b = ProgressBar::new(total);
             b.set_style(
-                ProgressStyle::with_template("  {msg:<12} [{bar:40}] {pos}/{len} {per_sec}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "  {msg:<12} [{bar:40}] {human_pos}/{human_len} {percent:>3}%  eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
             b.set_message(label.to_owned());
             b
@@ -267,11 +300,7 @@ fn demo_luckin(args: LuckinArgs) -> Result<()> {
             spec.brand, spec.country
         );
     }
-    let mut story = Story {
-        json: args.json,
-        bar: None,
-        started: Instant::now(),
-    };
+    let mut story = Story::new(args.json);
     let net_args = NetArgs {
         subjects: args.subjects,
         records: args.records,
@@ -457,14 +486,66 @@ pub(crate) fn epoch_of(net: &EmbeddedNetwork, task_id: &str) -> EpochInfo {
     }
 }
 
-/// A demo's summary table: one row per `(label, value)`, boxed.
-pub(crate) fn print_table(rows: &[(&str, String)]) {
-    println!();
-    println!("  ┌──────────────────────────────┬──────────────────────────────────────────┐");
-    for (k, v) in rows {
-        println!("  │ {k:<28} │ {v:<40} │");
+/// Widest value cell of a summary table; longer values wrap (at ` → ` or a space).
+const TABLE_VALUE_WIDTH: usize = 64;
+
+/// `text` in lines of at most `width` characters, broken after a space where one is.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_inclusive(' ') {
+        if line.chars().count() + word.trim_end().chars().count() > width && !line.is_empty() {
+            lines.push(line.trim_end().to_owned());
+            line.clear();
+        }
+        line.push_str(word);
+        while line.chars().count() > width {
+            let head: String = line.chars().take(width).collect();
+            let tail: String = line.chars().skip(width).collect();
+            lines.push(head);
+            line = tail;
+        }
     }
-    println!("  └──────────────────────────────┴──────────────────────────────────────────┘");
+    if !line.trim_end().is_empty() || lines.is_empty() {
+        lines.push(line.trim_end().to_owned());
+    }
+    lines
+}
+
+/// A demo's summary table: one row per `(label, value)`, boxed; the columns are as
+/// wide as their widest cell and a long value wraps onto further lines, never cut.
+pub(crate) fn print_table(rows: &[(&str, String)]) {
+    let key_w = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    let wrapped: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(_, v)| wrap(v, TABLE_VALUE_WIDTH))
+        .collect();
+    let val_w = wrapped
+        .iter()
+        .flatten()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(0);
+    let bar = |l: &str, m: &str, r: &str| {
+        format!(
+            "  {l}{}{m}{}{r}",
+            "─".repeat(key_w + 2),
+            "─".repeat(val_w + 2)
+        )
+    };
+    println!();
+    println!("{}", bar("┌", "┬", "┐"));
+    for ((k, _), lines) in rows.iter().zip(&wrapped) {
+        for (i, line) in lines.iter().enumerate() {
+            let key = if i == 0 { *k } else { "" };
+            println!("  │ {key:<key_w$} │ {line:<val_w$} │");
+        }
+    }
+    println!("{}", bar("└", "┴", "┘"));
 }
 
 /// The rows every single-round task's summary shows: identity and lifecycle first.
@@ -472,7 +553,7 @@ pub(crate) fn head_rows(task_id: &str, states: &[String]) -> Vec<(&'static str, 
     vec![
         ("task_id", task_id.to_owned()),
         ("final state", states.last().cloned().unwrap_or_default()),
-        ("lifecycle", states.join(" → ").chars().take(40).collect()),
+        ("lifecycle", states.join(" → ")),
     ]
 }
 
@@ -487,10 +568,14 @@ pub(crate) fn money_rows(
 ) -> Vec<(&'static str, String)> {
     let mut rows = vec![
         (
-            "fee locked / charged (µSYM)",
-            format!("{fee_locked} / {fee_total}"),
+            "fee locked / charged",
+            format!(
+                "{} / {}",
+                symphony_economics::format_sym(fee_locked),
+                symphony_economics::format_sym(fee_total)
+            ),
         ),
-        ("refund (µSYM)", refund.to_string()),
+        ("refund", symphony_economics::format_sym(refund)),
         ("settlement", settlement_state.unwrap_or("-").to_owned()),
     ];
     rows.extend(c.epoch.map(|e| e.row()));
@@ -518,9 +603,10 @@ pub(crate) fn print_reason_and_shares(
         println!("  reason: {r}");
     }
     if !shares.is_empty() {
-        println!("  fee shares (µSYM):");
+        println!("  fee shares:");
+        let w = shares.keys().map(|k| k.chars().count()).max().unwrap_or(0);
         for (k, v) in shares {
-            println!("    {k:<40} {v:>12}");
+            println!("    {k:<w$}  {:>22}", symphony_economics::format_sym(*v));
         }
     }
 }

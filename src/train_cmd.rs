@@ -143,8 +143,10 @@ fn summary(o: &TrainOutcome, epoch: crate::EpochInfo) {
         (
             "fee",
             format!(
-                "{} µSYM charged, {} refunded (locked {})",
-                o.fee_total, o.refund, o.fee_locked
+                "{} charged, {} refunded (locked {})",
+                symphony_economics::format_sym(o.fee_total),
+                symphony_economics::format_sym(o.refund),
+                symphony_economics::format_sym(o.fee_locked)
             ),
         ),
         ("model", o.model_path.clone().unwrap_or_else(|| "-".into())),

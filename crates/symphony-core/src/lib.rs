@@ -22,6 +22,7 @@ pub mod encoding;
 pub mod envelope;
 pub mod ids;
 pub mod lifecycle;
+pub mod time;
 
 pub use budget::{BudgetAccount, BudgetError, BudgetOp, BudgetOutcome, Epsilon};
 pub use consent::{ConsentHistory, UsageScope};

@@ -120,3 +120,24 @@ pub use staking::{slash, Offence, Severity, SlashOutcome, StakeTier};
 pub const SYM_DECIMALS: u32 = 6;
 /// Base units (micro-SYM) per SYM.
 pub const MICRO_SYM_PER_SYM: u64 = 1_000_000;
+
+/// An amount of base units as people read it: SYM with thousands separators and no
+/// trailing zeros (`54 SYM`, `6.3 SYM`, `0.245053 SYM`, `1,234,567.5 SYM`). Exact:
+/// integer arithmetic only (machines get µSYM in `--json`).
+pub fn format_sym(micro: u64) -> String {
+    let (whole, frac) = (micro / MICRO_SYM_PER_SYM, micro % MICRO_SYM_PER_SYM);
+    let digits = whole.to_string();
+    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    if frac == 0 {
+        format!("{grouped} SYM")
+    } else {
+        let f = format!("{frac:06}");
+        format!("{grouped}.{} SYM", f.trim_end_matches('0'))
+    }
+}

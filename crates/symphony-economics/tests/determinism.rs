@@ -152,3 +152,17 @@ fn resolved_digest_is_stable() {
     );
     assert_eq!(a.records().count(), 2);
 }
+
+#[test]
+fn amounts_read_as_sym_with_separators() {
+    use symphony_economics::format_sym;
+    assert_eq!(format_sym(0), "0 SYM");
+    assert_eq!(format_sym(54_000_000), "54 SYM");
+    assert_eq!(format_sym(6_300_000), "6.3 SYM");
+    assert_eq!(format_sym(245_053), "0.245053 SYM");
+    assert_eq!(format_sym(1), "0.000001 SYM");
+    assert_eq!(format_sym(1_234_567_500_000), "1,234,567.5 SYM");
+    assert_eq!(format_sym(999_000_000), "999 SYM");
+    assert_eq!(format_sym(1_000_000_000), "1,000 SYM");
+    assert_eq!(format_sym(u64::MAX), "18,446,744,073,709.551615 SYM");
+}

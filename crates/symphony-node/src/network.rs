@@ -714,7 +714,10 @@ impl EmbeddedNetwork {
         let paid = pay_embedded_vault_dividends(&mut self.master, &self.enterprises, &task, at_ms)?;
         obs.step(
             "dividends",
-            &format!("{paid} µSYM paid to data producers by their Vaults"),
+            &format!(
+                "{} paid to data producers by their Vaults",
+                symphony_economics::format_sym(paid)
+            ),
         );
         Ok(())
     }

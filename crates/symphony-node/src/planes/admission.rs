@@ -287,7 +287,13 @@ pub fn lock_escrow(
             estimate,
         )
         .map_err(|e| NodeError::Ledger(e.to_string()))?;
-    obs.step("escrow", &format!("{estimate} µSYM locked in {escrow_id}"));
+    obs.step(
+        "escrow",
+        &format!(
+            "{} locked in {escrow_id}",
+            symphony_economics::format_sym(estimate)
+        ),
+    );
     Ok(Some(BudgetLockRef {
         ledger: "embedded-redb".into(),
         escrow_id,

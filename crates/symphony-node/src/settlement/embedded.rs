@@ -153,18 +153,27 @@ impl MasterServices {
         let closes_at_ms = row.closes_at_ms.unwrap_or(now_ms);
         obs.step(
             "settlement:candidate_ready",
-            &format!("challenge window open until {closes_at_ms} ms"),
+            &format!(
+                "challenge window open until {}",
+                symphony_core::time::iso8601(closes_at_ms)
+            ),
         );
         let mut certificate_step = |s: FinalizeStep| {
-            let name = match s {
-                FinalizeStep::CertificateStored => "settlement:finalizing",
+            let (name, detail) = match s {
+                FinalizeStep::CertificateStored => (
+                    "settlement:finalizing",
+                    "challenge window closed; commit certificate stored",
+                ),
                 FinalizeStep::EscrowPaidUnrecorded | FinalizeStep::RefundedUnrecorded => return,
-                FinalizeStep::EscrowPaid => "payout",
-                FinalizeStep::Refunded => "refund",
-                FinalizeStep::Paid => "credits",
-                FinalizeStep::Finalized => "settlement:finalized",
+                FinalizeStep::EscrowPaid => ("payout", "fee paid from escrow along the fee split"),
+                FinalizeStep::Refunded => ("refund", "escrow remainder returned to the submitter"),
+                FinalizeStep::Paid => ("credits", "enterprise credits for the Vaults' fee earned"),
+                FinalizeStep::Finalized => (
+                    "settlement:finalized",
+                    "paid exactly once, final with 2 of 3 master signatures",
+                ),
             };
-            obs.step(name, "");
+            obs.step(name, detail);
         };
         let row = ctx.finalize(&inputs.task_id, closes_at_ms, &mut certificate_step)?;
         Ok(Settled::Finalized(Box::new(row)))

@@ -362,8 +362,9 @@ pub(super) fn reject(
             obs.step(
                 "rejection_fee",
                 &format!(
-                    "{} µSYM to the treasury, {} µSYM refunded",
-                    fee.charged_micro_sym, fee.refund_micro_sym
+                    "{} to the treasury, {} refunded",
+                    symphony_economics::format_sym(fee.charged_micro_sym),
+                    symphony_economics::format_sym(fee.refund_micro_sym)
                 ),
             );
         }

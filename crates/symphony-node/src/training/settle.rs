@@ -173,11 +173,19 @@ pub(super) fn settle(
             fee_shares: shares.clone(),
             refund: settled.refund_micro_sym,
         };
+        let (record_fee, record_refund) = (record.fee_total, record.refund);
         let committed = m.masters.submit(Command::RecordSettlement {
             task_id: task.clone(),
             record,
         })?;
-        obs.step(&format!("settlement:{state}"), "");
+        obs.step(
+            &format!("settlement:{state}"),
+            &format!(
+                "{} charged, {} refunded",
+                symphony_economics::format_sym(record_fee),
+                symphony_economics::format_sym(record_refund)
+            ),
+        );
         if state == SettlementState::Finalizing {
             if !committed.certificate.is_final(&m.masters.master_keys()) {
                 return Err(refused("commit certificate not final; payout withheld"));

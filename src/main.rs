@@ -159,16 +159,25 @@ struct LuckinArgs {
 
 #[derive(Subcommand)]
 enum DataCmd {
-    /// Write one import file per Vault plus a consent file.
+    /// Write one import file per Vault plus a consent file (the formats are in
+    /// `symphony vault import --help`).
+    #[command(
+        after_help = "Example:\n  symphony data generate --subjects 20000 --vaults 4 --records 200000 --out data"
+    )]
     Generate {
+        /// People in the synthetic population (each held by one or more Vaults).
         #[arg(long)]
         subjects: u64,
+        /// Vaults (one record file each: vault-01.jsonl …).
         #[arg(long)]
         vaults: u32,
+        /// Purchase records in total, over all Vaults.
         #[arg(long)]
         records: u64,
+        /// Seed: the same seed writes byte-identical files.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Output directory (created if missing).
         #[arg(long)]
         out: PathBuf,
     },
@@ -177,6 +186,7 @@ enum DataCmd {
 #[derive(Subcommand)]
 enum VaultCmd {
     /// Import record or consent files into a Vault (created if missing).
+    #[command(after_help = VAULT_IMPORT_FORMAT)]
     Import {
         /// The Vault file.
         #[arg(long)]
@@ -213,6 +223,27 @@ enum PolicyCmd {
 }
 
 const DEFAULT_SPEC: &str = include_str!("../examples/luckin.toml");
+
+/// `vault import --help`: the file formats (plain JSONL, one object per line).
+const VAULT_IMPORT_FORMAT: &str = "\
+File formats: JSONL (UTF-8, one JSON object per line; blank lines ignored; unknown
+fields are errors). A file is validated whole before anything is written.
+
+Record file (one Vault's rows; a subject's rows contiguous):
+  {\"kind\":\"identity\",\"subject\":\"s-1f2e…\",\"contact_kind\":\"phone\",\"contact\":\"+6581234567\"}
+  {\"kind\":\"geography\",\"subject\":\"s-1f2e…\",\"home_city\":\"Singapore\",\"home_country\":\"SG\"}
+  {\"kind\":\"purchase\",\"subject\":\"s-1f2e…\",\"brand\":\"Luckin Coffee\",\"category\":\"coffee\",
+   \"amount_minor\":460,\"currency\":\"SGD\",\"ts_ms\":1766020511000,\"store_city\":\"Singapore\",\"store_country\":\"SG\"}
+  contact_kind: phone (E.164) or email; countries ISO 3166-1 alpha-2; currency ISO 4217;
+  amount_minor: integer minor units; ts_ms: ms since the Unix epoch.
+
+Consent file (rows name their vault; rows for other Vaults are skipped):
+  {\"kind\":\"consent\",\"vault\":\"vault-01\",\"subject\":\"s-1f2e…\",\"scope\":\"marketing\",\"granted\":true,\"at_ms\":1752000000000}
+  {\"kind\":\"budget\",\"vault\":\"vault-01\",\"subject\":\"s-1f2e…\",\"scope\":\"marketing\",\"capacity_micro\":1000000,\"spent_micro\":0}
+  scope: personal, marketing, analytics or training.
+
+Example:
+  symphony data generate --subjects 1000 --vaults 2 --records 10000 --out data\n  symphony vault import --vault v1.redb --id vault-01 data/vault-01.jsonl data/consent.jsonl";
 
 pub(crate) struct Story {
     json: bool,
@@ -911,15 +942,30 @@ fn import_into(path: &Path, key_path: &Path, id: String, files: &[PathBuf]) -> R
                 bar.set_length(p.lines_total);
                 bar.set_position(p.lines_done);
             },
-        )?;
+        )
+        .map_err(|e| {
+            bar.finish_and_clear();
+            anyhow::anyhow!(
+                "{e}\n(nothing from this file was stored; `symphony vault import --help` shows the JSONL formats)"
+            )
+        })?;
         bar.finish_and_clear();
-        println!(
-            "{}: {} rows, {} inserted, {} duplicates",
-            f.display(),
-            s.rows,
-            s.inserted,
-            s.duplicates
-        );
+        // Every kind of row is counted: records, consent changes, budget rows, and
+        // what was skipped and why.
+        let mut parts = vec![format!("{} rows", s.rows)];
+        for (n, what) in [
+            (s.inserted, "records inserted"),
+            (s.duplicates, "duplicate records skipped"),
+            (s.skipped_erased, "records of erased subjects skipped"),
+            (s.consent_changes, "consent changes recorded"),
+            (s.budget_rows, "budget accounts set"),
+            (s.other_vault_rows, "rows for other Vaults skipped"),
+        ] {
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        }
+        println!("{}: {}", f.display(), parts.join(", "));
     }
     Ok(())
 }

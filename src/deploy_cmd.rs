@@ -96,6 +96,16 @@ pub enum TaskCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Every task request of the devnet's callers, newest first: id, class,
+    /// status, when it was received.
+    #[command(after_help = "Example:\n  symphony task list --dir symphony-devnet")]
+    List {
+        #[command(flatten)]
+        dir: DirArg,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Status and lifecycle of a task request.
     Status {
         /// Request id.
@@ -122,7 +132,9 @@ pub enum TaskCmd {
         dir: DirArg,
         #[arg(long)]
         json: bool,
-        /// Where a `train` task's model.safetensors and model_card.json are written.
+        /// A `train` task: the directory its model.safetensors, model_card.json and
+        /// training curve are written to. A query: a `.csv` file the whole delivered
+        /// audience is written to (one contact handle per line).
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
@@ -529,6 +541,50 @@ pub fn task(cmd: TaskCmd) -> Result<()> {
             }
             Ok(())
         }
+        TaskCmd::List { dir, json } => {
+            let layout = DevnetLayout::load(&dir.dir)?;
+            let mut rows: Vec<Value> = Vec::new();
+            for caller in layout.caller_names() {
+                let client = caller_client(&layout, &caller)?;
+                let r = rt.block_on(client.signed("GET", "/v1/tasks", Vec::new()))?;
+                if r.status != 200 {
+                    bail!(
+                        "listing {caller}'s requests: gateway answered {}: {}",
+                        r.status,
+                        String::from_utf8_lossy(&r.body)
+                    );
+                }
+                let v = r.json();
+                for mut req in v["requests"].as_array().cloned().unwrap_or_default() {
+                    req["caller"] = Value::String(caller.clone());
+                    rows.push(req);
+                }
+            }
+            rows.sort_by_key(|r| std::cmp::Reverse(r["seq"].as_u64().unwrap_or(0)));
+            if json {
+                println!("{}", serde_json::json!({ "requests": rows }));
+                return Ok(());
+            }
+            if rows.is_empty() {
+                println!("no task requests yet (`symphony task submit examples/luckin.toml`)");
+                return Ok(());
+            }
+            println!(
+                "{:<28} {:<8} {:<10} {:<24} caller",
+                "request", "class", "status", "received (UTC)"
+            );
+            for r in &rows {
+                println!(
+                    "{:<28} {:<8} {:<10} {:<24} {}",
+                    r["request_id"].as_str().unwrap_or("?"),
+                    r["task_class"].as_str().unwrap_or("?"),
+                    r["status"].as_str().unwrap_or("?"),
+                    symphony_core::time::iso8601(r["received_at_ms"].as_u64().unwrap_or(0)),
+                    r["caller"].as_str().unwrap_or("?")
+                );
+            }
+            Ok(())
+        }
         TaskCmd::Status { id, dir, json } => {
             let layout = DevnetLayout::load(&dir.dir)?;
             let r = get_as_owner(&rt, &layout, &format!("/v1/tasks/{id}"))?;
@@ -640,14 +696,17 @@ pub fn task(cmd: TaskCmd) -> Result<()> {
                         println!("  no model delivered (the run was not accepted)");
                     }
                 }
-                _ => println!(
-                    "  eligible {}  delivered {} / cap {}  vaults {} / quorum {}",
-                    o["eligible_count"],
-                    o["delivered_count"],
-                    o["audience_cap"],
-                    o["vaults_responded"],
-                    o["minimum_vault_quorum"]
-                ),
+                _ => {
+                    println!(
+                        "  eligible {}  delivered {} / cap {}  vaults {} / quorum {}",
+                        o["eligible_count"],
+                        o["delivered_count"],
+                        o["audience_cap"],
+                        o["vaults_responded"],
+                        o["minimum_vault_quorum"]
+                    );
+                    print_audience(o, &out)?;
+                }
             }
             let sym = |k: &str| symphony_economics::format_sym(o[k].as_u64().unwrap_or(0));
             println!(
@@ -662,6 +721,44 @@ pub fn task(cmd: TaskCmd) -> Result<()> {
             end()
         }
     }
+}
+
+/// The delivered audience of a query: the first handles, and the whole audience in
+/// `out` when it names a `.csv` file.
+fn print_audience(o: &Value, out: &std::path::Path) -> Result<()> {
+    const SHOWN: usize = 10;
+    let audience: Vec<&str> = o["audience"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h.as_str())
+        .collect();
+    if audience.is_empty() {
+        println!("  audience: none delivered");
+        return Ok(());
+    }
+    println!("  audience ({} contact handles):", audience.len());
+    for h in audience.iter().take(SHOWN) {
+        println!("    {h}");
+    }
+    let csv = out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    if csv {
+        let mut text = String::from("contact\n");
+        for h in &audience {
+            text.push_str(h);
+            text.push('\n');
+        }
+        std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
+        println!("  wrote all {} to {}", audience.len(), out.display());
+    } else if audience.len() > SHOWN {
+        println!(
+            "    … {} more (`--out audience.csv` writes them all, `--json` prints them)",
+            audience.len() - SHOWN
+        );
+    }
+    Ok(())
 }
 
 /// The groups table of a `compute` result.

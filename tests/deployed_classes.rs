@@ -39,6 +39,12 @@ fn cli(net: &Net, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+fn cli_json_result(net: &Net, id: &str) -> Value {
+    let (ok, stdout, stderr) = cli(net, &["task", "result", id, "--json"]);
+    assert!(ok, "{stderr}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
 fn submit(net: &Net, spec: &Path) -> String {
     let (ok, stdout, stderr) = cli(net, &["task", "submit", spec.to_str().unwrap(), "--json"]);
     assert!(ok, "task submit {}: {stderr}{stdout}", spec.display());
@@ -187,6 +193,39 @@ fn every_example_class_runs_on_the_devnet_and_the_model_is_delivered() {
     let (ok, stdout, stderr) = cli(&net, &["task", "result", &query]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("delivered"), "{stdout}");
+    // The audience itself: the first handles in the text, all of them in a CSV.
+    assert!(stdout.contains("audience ("), "{stdout}");
+    let csv = out.join("audience.csv");
+    let (ok, stdout, stderr) = cli(
+        &net,
+        &["task", "result", &query, "--out", csv.to_str().unwrap()],
+    );
+    assert!(ok, "{stderr}");
+    let rows: Vec<String> = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let json = cli_json_result(&net, &query);
+    let audience = json["outcome"]["audience"].as_array().unwrap();
+    assert_eq!(rows[0], "contact", "{stdout}");
+    assert_eq!(rows.len(), 1 + audience.len());
+    assert_eq!(rows[1], audience[0].as_str().unwrap());
+    // `task list`: every request of the devnet's callers, newest first.
+    let (ok, stdout, stderr) = cli(&net, &["task", "list", "--json"]);
+    assert!(ok, "{stderr}");
+    let listed: Value = serde_json::from_str(&stdout).unwrap();
+    let ids: Vec<&str> = listed["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap())
+        .collect();
+    for id in [&query, &train] {
+        assert!(ids.contains(&id.as_str()), "{id} not in {listed}");
+    }
+    let (ok, stdout, _) = cli(&net, &["task", "list"]);
+    assert!(ok && stdout.contains("completed") && stdout.contains("train"), "{stdout}");
     eprintln!(
         "every class on the devnet: {:.1} s",
         started.elapsed().as_secs_f64()

@@ -168,7 +168,7 @@ impl Gateway {
             counters: Mutex::new(BTreeMap::new()),
         });
         let router = Router::new()
-            .route("/v1/tasks", post(submit))
+            .route("/v1/tasks", post(submit).get(list_tasks))
             .route("/v1/tasks/{id}", get(status))
             .route("/v1/tasks/{id}/result", get(result))
             .route("/v1/tasks/{id}/evidence", get(evidence))
@@ -642,6 +642,44 @@ async fn status(
         Err(r) => r,
     };
     state.count("status", response.status());
+    response
+}
+
+/// Most requests one listing returns (the newest).
+const LIST_LIMIT: usize = 1_000;
+
+/// The caller's own task requests, newest first (at most [`LIST_LIMIT`]).
+async fn list_tasks(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let a = authed!(state, headers, "/v1/tasks".to_owned());
+    let (total, requests) = state.cluster.with_state(|s| {
+        let mine: Vec<Value> = s
+            .requests_by_id()
+            .filter(|(_, r)| r.caller == a.caller)
+            .map(|(id, r)| {
+                json!({
+                    "request_id": id,
+                    "task_class": class_of(&r.submission.spec),
+                    "status": r.status,
+                    "seq": r.seq,
+                    "received_at_ms": r.received_at_ms,
+                    "attempts": r.attempts.len(),
+                    "task_id": r.attempts.last(),
+                })
+            })
+            .collect();
+        let total = mine.len();
+        (
+            total,
+            mine.into_iter().rev().take(LIST_LIMIT).collect::<Vec<_>>(),
+        )
+    });
+    let response = Json(json!({
+        "caller": a.caller,
+        "total": total,
+        "requests": requests,
+    }))
+    .into_response();
+    state.count("list", response.status());
     response
 }
 

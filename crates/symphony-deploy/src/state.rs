@@ -342,6 +342,13 @@ impl DeployState {
         self.by_seq.values().filter_map(|id| self.requests.get(id))
     }
 
+    /// Every request with its id, in submission order.
+    pub fn requests_by_id(&self) -> impl Iterator<Item = (&String, &RequestRecord)> {
+        self.by_seq
+            .values()
+            .filter_map(|id| self.requests.get_key_value(id))
+    }
+
     /// The oldest request that is not final, with its id.
     pub fn next_pending(&self) -> Option<(String, RequestRecord)> {
         self.by_seq.values().find_map(|id| {

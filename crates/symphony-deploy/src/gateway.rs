@@ -650,7 +650,7 @@ const LIST_LIMIT: usize = 1_000;
 
 /// The caller's own task requests, newest first (at most [`LIST_LIMIT`]).
 async fn list_tasks(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let a = authed!(state, headers, "/v1/tasks".to_owned());
+    let a = authed!(state, headers, "/v1/tasks");
     let (total, requests) = state.cluster.with_state(|s| {
         let mine: Vec<Value> = s
             .requests_by_id()

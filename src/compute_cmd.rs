@@ -52,7 +52,16 @@ pub fn demo_compute(args: ComputeArgs) -> Result<()> {
         }
         None => DEFAULT_COMPUTE_SPEC.to_owned(),
     };
-    let spec = TaskSpec::from_toml(&text).context("compute spec")?;
+    let spec = TaskSpec::from_toml(&text).with_context(|| {
+        format!(
+            "compute spec {}",
+            args.spec
+                .as_ref()
+                .map_or("(the embedded examples/compute.toml)".into(), |p| p
+                    .display()
+                    .to_string())
+        )
+    })?;
     let TaskSpec::Compute(compute) = &spec else {
         bail!(
             "demo compute runs a compute task; the spec is a {} task",

@@ -321,7 +321,16 @@ fn demo_luckin(args: LuckinArgs) -> Result<()> {
         }
         None => DEFAULT_SPEC.to_owned(),
     };
-    let mut spec: CampaignSpec = toml::from_str(&text).context("campaign spec")?;
+    let mut spec: CampaignSpec = toml::from_str(&text).with_context(|| {
+        format!(
+            "campaign spec {}",
+            args.spec
+                .as_ref()
+                .map_or("(the embedded examples/luckin.toml)".into(), |p| p
+                    .display()
+                    .to_string())
+        )
+    })?;
     if let Some(cap) = args.cap {
         spec.audience_cap = cap;
     }

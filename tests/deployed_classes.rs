@@ -225,7 +225,10 @@ fn every_example_class_runs_on_the_devnet_and_the_model_is_delivered() {
         assert!(ids.contains(&id.as_str()), "{id} not in {listed}");
     }
     let (ok, stdout, _) = cli(&net, &["task", "list"]);
-    assert!(ok && stdout.contains("completed") && stdout.contains("train"), "{stdout}");
+    assert!(
+        ok && stdout.contains("completed") && stdout.contains("train"),
+        "{stdout}"
+    );
     eprintln!(
         "every class on the devnet: {:.1} s",
         started.elapsed().as_secs_f64()

@@ -111,9 +111,20 @@ pub struct DevnetLayout {
 impl DevnetLayout {
     /// Reads `DIR/devnet.json`.
     pub fn load(dir: &Path) -> Result<Self, DeployError> {
-        let text = std::fs::read_to_string(dir.join("devnet.json"))
-            .map_err(|e| DeployError::Config(format!("{}/devnet.json: {e}", dir.display())))?;
-        serde_json::from_str(&text).map_err(|e| DeployError::Config(format!("devnet.json: {e}")))
+        let path = dir.join("devnet.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    " (no devnet in {}: run `symphony devnet up` first, or pass --dir)",
+                    dir.display()
+                )
+            } else {
+                String::new()
+            };
+            DeployError::Config(format!("{}: {e}{hint}", path.display()))
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| DeployError::Config(format!("{}: {e}", path.display())))
     }
 
     /// Writes `DIR/devnet.json`.

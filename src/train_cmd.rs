@@ -177,14 +177,11 @@ pub fn demo_train(args: TrainArgs, now_ms: u64) -> Result<()> {
         None => DEFAULT_SPEC.to_owned(),
     };
     let mut spec = TrainingSpec::parse(&text).with_context(|| {
-        format!(
-            "{}",
-            args.spec
-                .as_ref()
-                .map_or("the embedded examples/train.toml".into(), |p| p
-                    .display()
-                    .to_string())
-        )
+        args.spec
+            .as_ref()
+            .map_or("the embedded examples/train.toml".into(), |p| {
+                p.display().to_string()
+            })
     })?;
     if let Some(r) = args.rounds {
         spec.iteration_policy.max_rounds = r;

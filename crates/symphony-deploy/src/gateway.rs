@@ -429,7 +429,11 @@ fn check_submission(
 
 /// Checks every attempt signature of `s` against the caller's key. Public for the
 /// fuzz harness (`symphony-fuzz`).
-pub fn verify_attempts(key: &VerifyingKey, caller: &str, s: &TaskSubmission) -> Result<(), Response> {
+pub fn verify_attempts(
+    key: &VerifyingKey,
+    caller: &str,
+    s: &TaskSubmission,
+) -> Result<(), Response> {
     let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
     // One batch verification for all attempts (same key, one message per attempt
     // nonce): about half the cost of verifying them one by one. On failure, the

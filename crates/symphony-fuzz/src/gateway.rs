@@ -181,7 +181,10 @@ impl Scalar {
 }
 
 /// The object `depth` levels down the first object-valued fields of `v`.
-fn object_at(v: &mut serde_json::Value, depth: u8) -> Option<&mut serde_json::Map<String, serde_json::Value>> {
+fn object_at(
+    v: &mut serde_json::Value,
+    depth: u8,
+) -> Option<&mut serde_json::Map<String, serde_json::Value>> {
     let mut cur = v;
     for _ in 0..depth % 4 {
         let obj = cur.as_object_mut()?;
@@ -274,16 +277,30 @@ fn build(u: &mut Unstructured<'_>) -> arbitrary::Result<Request> {
     let (body, template) = match BodyChoice::arbitrary(u)? {
         BodyChoice::Template(i) => {
             let t = usize::from(i) % n;
-            (f.templates.get(t).map(|t| t.json.clone()).unwrap_or_default(), Some(t))
+            (
+                f.templates
+                    .get(t)
+                    .map(|t| t.json.clone())
+                    .unwrap_or_default(),
+                Some(t),
+            )
         }
         BodyChoice::Edited(i, e) => {
             let t = usize::from(i) % n;
-            let json = f.templates.get(t).map(|t| t.json.clone()).unwrap_or_default();
+            let json = f
+                .templates
+                .get(t)
+                .map(|t| t.json.clone())
+                .unwrap_or_default();
             (edit_json(&json, &e), Some(t))
         }
         BodyChoice::Bytes(i, edits) => {
             let t = usize::from(i) % n;
-            let mut json = f.templates.get(t).map(|t| t.json.clone()).unwrap_or_default();
+            let mut json = f
+                .templates
+                .get(t)
+                .map(|t| t.json.clone())
+                .unwrap_or_default();
             for (pos, byte) in edits {
                 if json.is_empty() {
                     break;
@@ -415,7 +432,10 @@ fn check_attempts(r: &Request, s: &TaskSubmission) -> Result<(), String> {
     let bytes = bcs::to_bytes(s).map_err(|e| format!("harness: bcs: {e}"))?;
     let back: TaskSubmission =
         bcs::from_bytes(&bytes).map_err(|e| format!("harness: bcs decode: {e}"))?;
-    assert_eq!(&back, s, "the log's encoding changed an accepted submission");
+    assert_eq!(
+        &back, s,
+        "the log's encoding changed an accepted submission"
+    );
     let json = serde_json::to_vec(s).map_err(|e| format!("harness: json: {e}"))?;
     let again = parse_submission(&json).map_err(|e| format!("harness: json again: {e}"))?;
     for i in 0..s.attempt_signatures.len() {

@@ -38,7 +38,10 @@ pub(crate) struct Savepoint {
 
 /// The task (and challenge) a command is about; `None` for a command that may reach
 /// beyond one task.
-fn scope<'a>(state: &'a MasterState, command: &'a Command) -> Option<(&'a TaskId, Option<&'a ChallengeId>)> {
+fn scope<'a>(
+    state: &'a MasterState,
+    command: &'a Command,
+) -> Option<(&'a TaskId, Option<&'a ChallengeId>)> {
     match command {
         Command::AdmitTask { envelope } => Some((&envelope.body().task_id, None)),
         Command::Advance { task_id, .. }

@@ -302,7 +302,11 @@ fn the_vocabulary_reaches_settled_query_and_train_tasks() {
         }
     }
     let q = s.task(&TaskId::new("tq").unwrap()).unwrap();
-    assert!(q.settlement.is_some(), "query reached settlement: {:?}", q.state);
+    assert!(
+        q.settlement.is_some(),
+        "query reached settlement: {:?}",
+        q.state
+    );
     assert!(s.challenges().count() > 0, "a challenge was filed");
     let t = s.task(&TaskId::new("tt").unwrap()).unwrap();
     assert_eq!(t.state, TaskState::Completed);

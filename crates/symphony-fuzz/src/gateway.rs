@@ -84,8 +84,8 @@ fn fixture() -> &'static Fixture {
             .map(|((name, _), k)| ((*name).to_owned(), k.verifying_key()))
             .collect();
         let mut templates = Vec::new();
-        for i in 0..SPECS.len() {
-            let Ok(spec) = TaskSpec::from_toml(SPECS[i]) else {
+        for (i, text) in SPECS.iter().enumerate() {
+            let Ok(spec) = TaskSpec::from_toml(text) else {
                 continue;
             };
             let Some(caller) = CALLERS.iter().position(|(c, _)| *c == spec.submitter()) else {

@@ -53,6 +53,7 @@ fn json(r: &SimReport) -> serde_json::Value {
         "epochs": r.epochs,
         "refused_commands": r.refused_commands,
         "checkpoints": r.checkpoints,
+        "invariant_checks": r.invariant_checks,
         "trace_hash": format!("{:016x}", r.trace_hash),
         "violation": r.violation.as_ref().map(|v| serde_json::json!({
             "step": v.step,
@@ -65,7 +66,8 @@ fn json(r: &SimReport) -> serde_json::Value {
 fn line(r: &SimReport) -> String {
     format!(
         "seed {:>6}: {} ({} steps, {} log entries; completed {}, rejected {}, refused {}, \
-         aborted attempts {}; crashes {}, lost {}, duplicated {}, reordered {}, epochs {})",
+         aborted attempts {}; crashes {}, lost {}, duplicated {}, reordered {}, epochs {}; \
+         {} invariant checks)",
         r.seed,
         if r.passed() { "ok" } else { "VIOLATION" },
         r.steps,
@@ -78,7 +80,8 @@ fn line(r: &SimReport) -> String {
         r.lost,
         r.duplicated,
         r.reordered,
-        r.epochs
+        r.epochs,
+        r.invariant_checks
     )
 }
 
@@ -98,6 +101,7 @@ pub fn sim(args: SimArgs) -> Result<()> {
     };
     let started = std::time::Instant::now();
     let mut passed = 0u64;
+    let (mut steps, mut checks, mut entries) = (0u64, 0u64, 0u64);
     for seed in first..first.saturating_add(count) {
         let mut config = SimConfig::new(seed, args.tasks);
         config.bug = bug;
@@ -140,10 +144,14 @@ pub fn sim(args: SimArgs) -> Result<()> {
             );
         }
         passed += 1;
+        steps += r.steps;
+        checks += r.invariant_checks;
+        entries += r.log_entries;
     }
     if !args.json {
         println!(
-            "{passed} seeds x {} requests passed every invariant in {:.1?}",
+            "{passed} seeds x {} requests passed every invariant in {:.1?} \
+             ({steps} steps, {entries} log entries, {checks} invariant checks)",
             args.tasks,
             started.elapsed()
         );

@@ -326,8 +326,9 @@ impl AppState {
 }
 
 /// Parses a submission body; the error names the field that is wrong (for the
-/// spec: `spec.<class>: <serde's message naming the field>`).
-fn parse_submission(body: &[u8]) -> Result<TaskSubmission, String> {
+/// spec: `spec.<class>: <serde's message naming the field>`). Public for the fuzz
+/// harness (`symphony-fuzz`).
+pub fn parse_submission(body: &[u8]) -> Result<TaskSubmission, String> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| format!("malformed JSON body: {e}"))?;
     let Some(spec) = value.get("spec") else {
@@ -426,8 +427,13 @@ fn check_submission(
     verify_attempts(key, caller, s)
 }
 
-/// Checks every attempt signature of `s` against the caller's key.
-fn verify_attempts(key: &VerifyingKey, caller: &str, s: &TaskSubmission) -> Result<(), Response> {
+/// Checks every attempt signature of `s` against the caller's key. Public for the
+/// fuzz harness (`symphony-fuzz`).
+pub fn verify_attempts(
+    key: &VerifyingKey,
+    caller: &str,
+    s: &TaskSubmission,
+) -> Result<(), Response> {
     let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
     // One batch verification for all attempts (same key, one message per attempt
     // nonce): about half the cost of verifying them one by one. On failure, the

@@ -9,7 +9,9 @@
 //! - under cargo-fuzz with libFuzzer (`fuzz/fuzz_targets/*.rs`), which needs a nightly
 //!   toolchain (see `fuzz/README.md`).
 //!
-//! Harnesses: [`campaign_spec`] (the `symphony demo luckin --spec` TOML, `CampaignSpec`),
+//! Harnesses: [`gateway_request`] (the gateway's header parsing, signature
+//! verification, replay cache and JSON body → task spec, see [`gateway`]),
+//! [`campaign_spec`] (the `symphony demo luckin --spec` TOML, `CampaignSpec`),
 //! [`training_spec`] (`TrainingSpec::parse`, TOML or JSON), [`task_spec`]
 //! (`TaskSpec::from_toml`, the class-tagged spec of `symphony task submit`),
 //! [`jsonl_import`] (`symphony_vault::validate_records` over a file of these bytes),
@@ -31,6 +33,9 @@ use symphony_core::envelope::TaskEnvelope;
 use symphony_node::network::CampaignSpec;
 use symphony_node::task::TaskSpec;
 use symphony_node::training::spec::TrainingSpec;
+
+pub mod gateway;
+pub use gateway::gateway_request;
 
 /// What a harness saw: the input was accepted, or refused with a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -239,4 +244,5 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("task_spec", task_spec),
     ("jsonl_import", jsonl_import),
     ("envelope", envelope),
+    ("gateway_request", gateway_request),
 ];

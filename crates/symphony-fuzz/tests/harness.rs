@@ -12,9 +12,18 @@ use symphony_core::encoding::{canonical_bytes, Digest};
 use symphony_core::envelope::*;
 use symphony_core::ids::*;
 use symphony_fuzz::{
-    campaign_spec, envelope, jsonl_import, structured_spec, task_spec, training_spec, Outcome,
-    TARGETS,
+    campaign_spec, envelope, gateway, gateway_request, jsonl_import, structured_spec, task_spec,
+    training_spec, Outcome, TARGETS,
 };
+
+/// Cases per property: `default`, or `SYMPHONY_FUZZ_CASES` for a long local run
+/// (`SYMPHONY_FUZZ_CASES=1000000 cargo test --release -p symphony-fuzz`).
+fn cases(default: u32) -> u32 {
+    std::env::var("SYMPHONY_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -107,6 +116,9 @@ fn valid_inputs_are_accepted() {
     assert_eq!(task_spec(&example("train.toml")), Outcome::Accepted);
     assert_eq!(envelope(&valid_envelope()), Outcome::Accepted);
     assert_eq!(jsonl_import(&valid_jsonl()), Outcome::Accepted);
+    // No input left: every choice takes its first option, a validly signed query.
+    assert_eq!(gateway_request(&[]), Outcome::Accepted);
+    assert_eq!(gateway::example_bodies().len(), 3, "query, compute, train");
 }
 
 #[test]
@@ -126,6 +138,19 @@ fn refusals_say_what_is_wrong() {
     let last = env.len() - 1;
     env[last] ^= 1; // the hash no longer matches the body
     assert!(matches!(envelope(&env), Outcome::Refused(_)));
+    // A request with a missing signature header says which.
+    let mut input = vec![0u8; 64];
+    let refused = (0..64 * 4).find_map(|k| {
+        let (i, byte) = (k / 4, [0x40, 0x80, 0xc0, 0xff][k % 4]);
+        input[i] = byte;
+        let outcome = gateway_request(&input);
+        input[i] = 0;
+        match outcome {
+            Outcome::Refused(m) if m.contains("x-scp-") => Some(m),
+            _ => None,
+        }
+    });
+    assert!(refused.is_some(), "no header refusal near the valid input");
 }
 
 /// Replays every saved input in `fuzz/corpus/<target>/` (what libFuzzer keeps).
@@ -172,7 +197,21 @@ fn edits() -> impl Strategy<Value = Vec<(u8, u16, u8)>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(256), ..ProptestConfig::default() })]
+
+    #[test]
+    fn gateway_requests_never_panic(data in prop::collection::vec(any::<u8>(), 0..768)) {
+        clear("gateway_request", &gateway_request(&data));
+    }
+
+    #[test]
+    fn gateway_requests_near_valid_never_panic(
+        data in prop::collection::vec(0u8..4, 0..96),
+    ) {
+        // Small choice bytes keep most choices on their first, valid options, so
+        // one or two fields differ from a validly signed request.
+        clear("gateway_request", &gateway_request(&data));
+    }
 
     #[test]
     fn specs_never_panic_on_bytes(data in prop::collection::vec(any::<u8>(), 0..512)) {
@@ -216,7 +255,7 @@ proptest! {
 
 proptest! {
     // Each case writes a temp file: fewer cases.
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(64), ..ProptestConfig::default() })]
 
     #[test]
     fn jsonl_never_panics(data in prop::collection::vec(any::<u8>(), 0..512)) {

@@ -47,6 +47,7 @@ pub use governance::{
 };
 
 mod composite;
+mod savepoint;
 pub mod takeover;
 pub use composite::{CompositeRecord, CompositeResultRecord, RoundRecord, RoundSliceRecord};
 
@@ -559,18 +560,27 @@ impl MasterState {
         symphony_core::encoding::from_canonical_bytes(bytes)
     }
 
-    /// Applies one command; on error nothing changes.
+    /// Applies one command; on error nothing changes. A command about one task
+    /// saves only what it may change and puts that back if it is refused
+    /// (`savepoint.rs`); any other command runs on a copy of the whole state.
     pub fn apply(&mut self, command: &Command) -> Result<Vec<Event>, MasterError> {
-        let mut next = self.clone_for(command);
-        let events = next.apply_inner(command)?;
-        next.applied_commands += 1;
-        *self = next;
-        Ok(events)
-    }
-
-    /// Cheap path: commands touch one task, so only validation needs the clone.
-    fn clone_for(&self, _command: &Command) -> MasterState {
-        self.clone()
+        let Some(savepoint) = savepoint::Savepoint::take(self, command) else {
+            let mut next = self.clone();
+            let events = next.apply_inner(command)?;
+            next.applied_commands += 1;
+            *self = next;
+            return Ok(events);
+        };
+        match self.apply_inner(command) {
+            Ok(events) => {
+                self.applied_commands += 1;
+                Ok(events)
+            }
+            Err(e) => {
+                savepoint.restore(self);
+                Err(e)
+            }
+        }
     }
 
     fn record_mut(&mut self, task_id: &TaskId) -> Result<&mut TaskRecord, MasterError> {

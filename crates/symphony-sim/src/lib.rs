@@ -242,6 +242,10 @@ pub struct SimReport {
     pub refused_commands: u64,
     /// Convergence checkpoints passed.
     pub checkpoints: u32,
+    /// Invariant evaluations: the per-step budget check, every refused command's
+    /// before/after comparison, every delivery, every ended attempt's reservations and
+    /// escrow, every replica's root compared, the final checks.
+    pub invariant_checks: u64,
     /// The first violated invariant, if any.
     pub violation: Option<Violation>,
     /// The steps (all of them with `full_trace`, else the last [`TRACE_TAIL`]).
@@ -788,6 +792,7 @@ impl Sim {
                         if let (true, Command::RecordDelivery { task_id, .. }) =
                             (check, cmd.as_ref())
                         {
+                            self.report.invariant_checks += 1;
                             let n = self.replicas[m]
                                 .master
                                 .audit_log()
@@ -803,6 +808,7 @@ impl Sim {
                     Err(e) => {
                         if check {
                             self.report.refused_commands += 1;
+                            self.report.invariant_checks += 1;
                         }
                         if before.is_some_and(|b| b != Touched::of(&self.replicas[m].master, &cmd))
                         {
@@ -1674,6 +1680,7 @@ impl Sim {
         }
         self.log_step(format!("{t} ended"));
         self.check_released(t);
+        self.report.invariant_checks += 1;
         if let Some(e) = self.ledger.escrow(&escrow_id(t)) {
             if e.paid_out + e.refunded != e.locked {
                 self.violate(
@@ -1690,6 +1697,7 @@ impl Sim {
     // ----- invariants --------------------------------------------------------------
 
     fn check_step(&mut self) {
+        self.report.invariant_checks += 1;
         for (v, vault) in self.vaults.iter().enumerate() {
             for (j, a) in vault.accounts.iter().enumerate() {
                 let used = a.committed().checked_add(a.reserved());
@@ -1704,6 +1712,7 @@ impl Sim {
 
     /// No Vault holds a reservation of an ended attempt `t`.
     fn check_released(&mut self, t: &TaskId) {
+        self.report.invariant_checks += 1;
         for (v, vault) in self.vaults.iter().enumerate() {
             for (j, a) in vault.accounts.iter().enumerate() {
                 if a.reservation_of(t).is_some() {
@@ -1724,6 +1733,7 @@ impl Sim {
                 continue;
             }
             self.catch_up(m, None);
+            self.report.invariant_checks += 1;
             let got = self.replicas[m].master.state_root().ok();
             if got != want || self.replicas[m].requests != self.replicas[leader].requests {
                 self.violate(
@@ -1748,6 +1758,8 @@ impl Sim {
         }
         self.check_step();
         self.compare_roots("end");
+        // Below: every request final, no reservation left, the ledger reconciles.
+        self.report.invariant_checks += 3;
         let requests = self.replicas[self.leader].requests.clone();
         for status in requests.status.values().flatten() {
             match status {

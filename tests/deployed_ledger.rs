@@ -90,7 +90,9 @@ fn twenty_tasks_and_a_leader_kill_reconcile_every_payout_once() {
     // the ledger's is named, `ok: false`, non-zero exit.
     for m in &net.layout.masters {
         let cfg = symphony_deploy::config::MasterConfig::load(&m.config).unwrap();
-        let path = cfg.data_dir.join(symphony_deploy::ledger_export::EXPORT_FILE);
+        let path = cfg
+            .data_dir
+            .join(symphony_deploy::ledger_export::EXPORT_FILE);
         let Ok(mut export) = symphony_deploy::ledger_export::LedgerExport::read(&path) else {
             continue;
         };

@@ -53,11 +53,17 @@ fn an_approved_enterprise_receives_slices_and_a_rejected_one_never_does() {
 
     let gov = GovClient::new(net.layout.clone()).unwrap();
     // master-0 proposes the first candidate; master-1 approves.
-    let p = net.rt.block_on(gov.propose(membership(&approved), 0)).unwrap();
+    let p = net
+        .rt
+        .block_on(gov.propose(membership(&approved), 0))
+        .unwrap();
     let id = p["proposal_id"].as_u64().unwrap();
     net.rt.block_on(gov.vote(id, 1, true)).unwrap();
     // master-2 proposes the second; master-0 and master-1 reject it.
-    let p = net.rt.block_on(gov.propose(membership(&rejected), 2)).unwrap();
+    let p = net
+        .rt
+        .block_on(gov.propose(membership(&rejected), 2))
+        .unwrap();
     let id = p["proposal_id"].as_u64().unwrap();
     net.rt.block_on(gov.vote(id, 0, false)).unwrap();
     net.rt.block_on(gov.vote(id, 1, false)).unwrap();

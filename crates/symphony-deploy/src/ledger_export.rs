@@ -151,7 +151,10 @@ pub fn read_devnet(dir: &Path) -> Result<(LedgerExport, PathBuf), DeployError> {
             continue;
         }
         let export = LedgerExport::read(&path)?;
-        if best.as_ref().is_none_or(|(b, _)| export.applied > b.applied) {
+        if best
+            .as_ref()
+            .is_none_or(|(b, _)| export.applied > b.applied)
+        {
             best = Some((export, path));
         }
     }

@@ -463,7 +463,9 @@ fn worker_loop(
         let admitted: Vec<&RemoteEnterprise> = endpoints
             .iter()
             .zip(&config.enterprises)
-            .filter(|(r, e)| e.genesis_member || members.contains_key(EnterpriseEndpoint::vault_id(*r)))
+            .filter(|(r, e)| {
+                e.genesis_member || members.contains_key(EnterpriseEndpoint::vault_id(*r))
+            })
             .map(|(r, _)| r)
             .collect();
         let vaults = Vaults {
@@ -717,7 +719,13 @@ fn resume_payout(svc: &mut MasterServices, tid: &TaskId) -> Result<(), DeployErr
         .is_some_and(|r| r.state == symphony_core::lifecycle::SettlementState::Finalizing);
     if pending {
         let keys = svc.masters.master_keys();
-        symphony_node::settlement::complete_payout(store, &mut *svc.ledger, tid, &keys, &mut |_| {})?;
+        symphony_node::settlement::complete_payout(
+            store,
+            &mut *svc.ledger,
+            tid,
+            &keys,
+            &mut |_| {},
+        )?;
         tracing::info!(task = %tid, "completed the payout of a failed leader");
     }
     Ok(())

@@ -255,7 +255,9 @@ impl ReplicatedSettlements for ReplicatedSettlementStore {
             let mut probe = SettlementTables::default();
             if let StoreWrite::PutRow(row) = &write {
                 if let Some(old) = s.settlement().settlements.get(row.task_id.as_str()) {
-                    probe.settlements.insert(row.task_id.to_string(), old.clone());
+                    probe
+                        .settlements
+                        .insert(row.task_id.to_string(), old.clone());
                 }
             }
             if let StoreWrite::AppendEpochPayout(set) = &write {

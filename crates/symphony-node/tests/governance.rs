@@ -7,15 +7,13 @@ mod common;
 use common::{luckin, ADVERTISER, NOW_MS};
 
 use symphony_core::budget::Epsilon;
+use symphony_core::consent::UsageScope;
 use symphony_core::ids::TaskId;
 use symphony_core::ids::{EpochId, PolicyVersion};
 use symphony_economics::PolicyParams;
-use symphony_core::consent::UsageScope;
 use symphony_ledger::AccountId;
 use symphony_master::{vote_message, Command, MasterState, ProposalId, ProposalKind};
-use symphony_node::governance::{
-    mint_epoch_rewards, node_weights, propose, propose_policy, vote,
-};
+use symphony_node::governance::{mint_epoch_rewards, node_weights, propose, propose_policy, vote};
 use symphony_node::network::{advertiser_key, EmbeddedNetwork, Quiet, SignedRequest};
 use symphony_node::replication::{Committed, LocalReplicator, ReplicationError, Replicator};
 
@@ -209,7 +207,15 @@ fn closing_an_epoch_seals_its_payouts_and_mints_its_node_rewards_once() {
     let fees: u64 = tasks
         .iter()
         .map(|t| {
-            net.master.masters.state().task(t).unwrap().settlement.as_ref().unwrap().fee_total
+            net.master
+                .masters
+                .state()
+                .task(t)
+                .unwrap()
+                .settlement
+                .as_ref()
+                .unwrap()
+                .fee_total
         })
         .sum();
     assert_eq!(sealed.payouts.total_micro_sym, fees);

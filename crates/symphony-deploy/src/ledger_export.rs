@@ -230,16 +230,13 @@ pub fn reconcile(export: &LedgerExport) -> Result<DevnetReconcileReport, DeployE
     let mut minted = 0u64;
     let mut minted_on_ledger: BTreeMap<u64, u64> = BTreeMap::new();
     let mut node_payouts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut mints: Vec<(u64, u64)> = Vec::new();
     for (_, e) in ledger
         .events(0, usize::MAX)
         .map_err(|e| DeployError::Ledger(e.to_string()))?
     {
         match e {
-            LedgerEvent::InflationMinted { epoch, amount, .. } => {
-                if minted_on_ledger.insert(epoch, amount).is_some() {
-                    return Err(fail(format!("epoch {epoch}'s inflation was minted twice")));
-                }
-            }
+            LedgerEvent::InflationMinted { epoch, amount, .. } => mints.push((epoch, amount)),
             LedgerEvent::PayoutExecuted {
                 payout_id,
                 source: PayoutSource::Treasury,
@@ -249,6 +246,11 @@ pub fn reconcile(export: &LedgerExport) -> Result<DevnetReconcileReport, DeployE
                 node_payouts.insert(payout_id.to_string(), total);
             }
             _ => {}
+        }
+    }
+    for (epoch, amount) in mints {
+        if minted_on_ledger.insert(epoch, amount).is_some() {
+            return Err(fail(format!("epoch {epoch}'s inflation was minted twice")));
         }
     }
     for h in &g.history {

@@ -104,6 +104,24 @@ pub enum ProposeCmd {
         #[arg(long)]
         json: bool,
     },
+    /// An enterprise joins with its Vault and stake: once a second master
+    /// approves, its Vault receives slices of the next task.
+    Membership {
+        /// The candidate's Vault id.
+        #[arg(long)]
+        vault: String,
+        /// Its stake, µSYM (default: S_enterprise of policy v1).
+        #[arg(long)]
+        stake: Option<u64>,
+        /// The proposing master: master-0, master-1 or master-2.
+        #[arg(long = "as", value_name = "MASTER")]
+        as_master: String,
+        #[command(flatten)]
+        dir: GovDir,
+        /// One JSON object (the gateway's reply).
+        #[arg(long)]
+        json: bool,
+    },
     /// Close the current epoch once a second master approves.
     CloseEpoch {
         /// The proposing master: master-0, master-1 or master-2.
@@ -337,6 +355,38 @@ pub fn gov(cmd: GovCmd) -> Result<()> {
             }
             println!(
                 "proposal-{} filed by master-{by}: {version} (active from the epoch after its approval; a second master approves with `symphony gov vote {} --as master-N`)",
+                v["proposal_id"], v["proposal_id"]
+            );
+            Ok(())
+        }
+        GovCmd::Propose {
+            kind:
+                ProposeCmd::Membership {
+                    vault,
+                    stake,
+                    as_master,
+                    dir,
+                    json,
+                },
+        } => {
+            let by = parse_master("--as", &as_master).map_err(anyhow::Error::msg)?;
+            let vault_id = symphony_core::ids::VaultId::new(vault.clone())
+                .map_err(|e| anyhow::anyhow!("--vault {vault:?}: {e}"))?;
+            let operator = symphony_core::ids::ActorId::new(format!("operator:{vault}"))
+                .map_err(|e| anyhow::anyhow!("--vault {vault:?}: {e}"))?;
+            let stake_micro_sym =
+                stake.unwrap_or(PolicyParams::default_v1().staking.s_enterprise_micro_sym);
+            let kind = ProposalKind::EnterpriseMembership {
+                vault: vault_id,
+                operator,
+                stake_micro_sym,
+            };
+            let v = rt.block_on(client(&dir)?.propose(kind, by))?;
+            if json {
+                return print_json(&v);
+            }
+            println!(
+                "proposal-{} filed by master-{by}: {vault} joins with {stake_micro_sym} µSYM stake (a second master approves with `symphony gov vote {} --as master-N`)",
                 v["proposal_id"], v["proposal_id"]
             );
             Ok(())

@@ -122,6 +122,27 @@ impl Net {
         epoch_length_ms: Option<u64>,
         max_tasks_per_epoch: Option<u64>,
     ) -> Net {
+        Net::start_with_candidates(
+            enterprises,
+            subjects,
+            records,
+            env,
+            (epoch_length_ms, max_tasks_per_epoch),
+            &[],
+        )
+    }
+
+    /// [`Net::start_governed`] where the enterprises at positions `candidates` run
+    /// but are not genesis members (`devnet::mark_candidates`): they receive slices
+    /// only once a membership proposal for their Vault is approved.
+    pub fn start_with_candidates(
+        enterprises: u32,
+        subjects: u64,
+        records: u64,
+        env: BTreeMap<String, Vec<(String, String)>>,
+        (epoch_length_ms, max_tasks_per_epoch): (Option<u64>, Option<u64>),
+        candidates: &[usize],
+    ) -> Net {
         let dir = tempfile::tempdir().unwrap();
         let layout = symphony_deploy::devnet::prepare(
             dir.path(),
@@ -139,6 +160,11 @@ impl Net {
             &mut Quiet,
         )
         .unwrap();
+        let candidates: Vec<String> = candidates
+            .iter()
+            .map(|i| layout.enterprises[*i].vault_id.clone())
+            .collect();
+        symphony_deploy::devnet::mark_candidates(&layout, &candidates).unwrap();
         let client = advertiser_client(&layout, &BTreeSet::new());
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -64,6 +64,14 @@ pub struct EnterpriseEntry {
     pub addr: String,
     /// Its enclave platform public key (hex), trusted by the attestation verifier.
     pub platform_public_key: String,
+    /// A member from genesis (default). `false`: a candidate that receives slices
+    /// only once an `enterprise_membership` proposal for its Vault is approved.
+    #[serde(default = "genesis_member")]
+    pub genesis_member: bool,
+}
+
+fn genesis_member() -> bool {
+    true
 }
 
 /// A registered task submitter.

@@ -203,6 +203,32 @@ impl PortPicker {
     }
 }
 
+/// Makes the Vaults `vaults` of a prepared devnet candidates instead of genesis
+/// members: every master's configuration keeps them (their processes run and the
+/// masters trust their enclave keys) but sends them slices only once an
+/// `enterprise_membership` proposal for them is approved. Refuses a Vault the
+/// devnet does not have.
+pub fn mark_candidates(layout: &DevnetLayout, vaults: &[String]) -> Result<(), DeployError> {
+    for v in vaults {
+        if !layout.enterprises.iter().any(|e| &e.vault_id == v) {
+            return Err(DeployError::Config(format!(
+                "{v} is not an enterprise of the devnet in {}",
+                layout.dir.display()
+            )));
+        }
+    }
+    for m in &layout.masters {
+        let mut config = MasterConfig::load(&m.config)?;
+        for e in &mut config.enterprises {
+            if vaults.contains(&e.vault_id) {
+                e.genesis_member = false;
+            }
+        }
+        write_toml(&m.config, &config)?;
+    }
+    Ok(())
+}
+
 fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), DeployError> {
     let text = toml::to_string_pretty(value).map_err(|e| DeployError::Encoding(e.to_string()))?;
     std::fs::write(path, text)?;
@@ -358,6 +384,7 @@ pub fn prepare(
             platform_public_key: hex::encode(
                 SigningKey::from_bytes(&platform).verifying_key().to_bytes(),
             ),
+            genesis_member: true,
         });
         enterprises.push(DevnetEnterprise {
             vault_id: vid.clone(),

@@ -225,6 +225,11 @@ pub enum Duty {
     CloseByTime,
     /// The epoch holds its capacity of tasks.
     CloseByCapacity,
+    /// A closed epoch's node operation rewards are not minted yet.
+    Reward {
+        /// The closed epoch.
+        epoch: u64,
+    },
     /// `vault` has not applied the opening of the current epoch.
     Apply {
         /// The Vault.
@@ -245,6 +250,9 @@ pub fn duties(s: &DeployState, vaults: &[String], now_ms: u64) -> Vec<Duty> {
     }
     if g.max_tasks_per_epoch.is_some_and(|m| g.tasks_in_epoch >= m) {
         return vec![Duty::CloseByCapacity];
+    }
+    if let Some(h) = g.history.iter().find(|h| h.rewards.is_none()) {
+        return vec![Duty::Reward { epoch: h.epoch.0 }];
     }
     let epoch = g.epoch.0;
     if epoch == EpochId::GENESIS.0 {
@@ -329,8 +337,8 @@ impl EpochDuties {
             .runtime()
             .block_on(cluster.node.read_barrier(Duration::from_secs(5)))?;
         let mut svc: Option<MasterServices> = None;
-        // At most a configuration and one close, then the Vaults.
-        for _ in 0..3 {
+        // At most a configuration, one close and its rewards, then the Vaults.
+        for _ in 0..4 {
             let due = self.due(cluster, vaults);
             let Some(first) = due.first() else {
                 return Ok(());
@@ -356,6 +364,21 @@ impl EpochDuties {
                         .map_err(symphony_node::NodeError::from)?;
                     tracing::info!(?trigger, events = ?c.events, "epoch closed");
                     svc = None; // a policy version may have activated
+                }
+                Duty::Reward { epoch } => {
+                    let s = match svc.as_mut() {
+                        Some(s) => s,
+                        None => svc.insert(services()?),
+                    };
+                    let vault_ids = vaults
+                        .iter()
+                        .map(|v| symphony_core::ids::VaultId::new(v.clone()))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| DeployError::Config(e.to_string()))?;
+                    let nodes = symphony_node::governance::node_weights(&vault_ids)?;
+                    let minted =
+                        symphony_node::governance::mint_epoch_rewards(s, EpochId(*epoch), &nodes)?;
+                    tracing::info!(epoch, minted, "epoch rewards minted and paid");
                 }
                 Duty::Apply { .. } => {
                     let s = match svc.as_mut() {
@@ -676,6 +699,22 @@ mod tests {
         );
         assert!(matches!(r, DeployResponse::Master(Ok(_))), "{r:?}");
         assert_eq!(s.epoch_opened_at_ms(), 1_010_000);
+        // The closed epoch's node rewards first (recorded once), then the Vaults.
+        assert_eq!(
+            duties(&s, &vaults, 1_010_001),
+            vec![Duty::Reward { epoch: 0 }]
+        );
+        let rewards = DeployCommand::Master(Command::RecordEpochRewards {
+            epoch: symphony_core::ids::EpochId(0),
+            rewards: symphony_master::EpochRewards {
+                minted_micro_sym: 0,
+                recipients: Vec::new(),
+            },
+        });
+        let r = apply(&mut s, &rewards);
+        assert!(matches!(r, DeployResponse::Master(Ok(_))), "{r:?}");
+        let r = apply(&mut s, &rewards);
+        assert!(matches!(r, DeployResponse::Master(Err(_))), "{r:?}");
         assert_eq!(
             duties(&s, &vaults, 1_010_001),
             vec![

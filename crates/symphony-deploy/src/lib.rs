@@ -34,6 +34,7 @@ pub mod devnet;
 pub mod enterprise;
 pub mod gateway;
 pub mod governance;
+pub mod ledger_export;
 pub mod loopback;
 pub mod master;
 pub mod replicator;

@@ -53,7 +53,9 @@ use symphony_node::NodeError;
 use symphony_semantic::SemanticRegistry;
 
 use crate::config::{parse_addr, parse_public_key, read_signing_key, MasterConfig};
-use crate::replicator::{Cluster, ConsensusReplicator, ReplicatedLedger};
+use crate::replicator::{
+    Cluster, ConsensusReplicator, ReplicatedLedger, ReplicatedSettlementStore,
+};
 use crate::rpc::RemoteEnterprise;
 use crate::state::{
     DeployCommand, DeployResponse, ModelArtifacts, RequestRecord, RequestStatus, StagedResult,
@@ -171,6 +173,12 @@ pub async fn run(
                 }
             })?
     };
+    let exporter = crate::ledger_export::spawn_exporter(
+        cluster.clone(),
+        config.node_id,
+        config.data_dir.clone(),
+        stop.clone(),
+    )?;
     let gateway_addr: SocketAddr = parse_addr("masters[].gateway", &config.me()?.gateway)?;
     let gateway = crate::gateway::Gateway::new(&config, cluster.clone())?;
     let listener = tokio::net::TcpListener::bind(gateway_addr).await?;
@@ -181,6 +189,7 @@ pub async fn run(
     }
     stop.store(true, Ordering::SeqCst);
     let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+    let _ = tokio::task::spawn_blocking(move || exporter.join()).await;
     node.shutdown().await?;
     tracing::info!(node_id = config.node_id, "master stopped");
     Ok(())
@@ -311,6 +320,9 @@ fn services(cluster: &Cluster, config: &MasterConfig) -> Result<MasterServices, 
         0,
     );
     svc.result_stage = Some(Box::new(ReplicatedResultStage(cluster.clone())));
+    svc.settlements = Some(symphony_node::settlement::SettlementStore::replicated(
+        Box::new(ReplicatedSettlementStore::new(cluster.clone())),
+    ));
     // Every policy version governance enacted, with the epoch it activated in:
     // admission and settlement resolve a task by the version of its admission.
     symphony_node::governance::sync_policy(&mut svc)?;
@@ -429,22 +441,33 @@ fn worker_loop(
             Duration::from_secs(30),
         ));
     }
-    let vaults = Vaults {
-        enterprise: endpoints
-            .iter()
-            .map(|e| e as &dyn EnterpriseEndpoint)
-            .collect(),
-        training: endpoints
-            .iter()
-            .map(|e| e as &dyn TrainingEndpoint)
-            .collect(),
-    };
     let mut epochs = crate::governance::EpochDuties::new();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(20));
         if !cluster.node.metrics().is_leader {
             continue;
         }
+        // The Vaults that receive slices: genesis members and every candidate an
+        // approved `enterprise_membership` proposal admitted (replicated state).
+        let members = cluster.with_state(|s| s.master().governance().members.clone());
+        let admitted: Vec<&RemoteEnterprise> = endpoints
+            .iter()
+            .zip(&config.enterprises)
+            .filter(|(r, e)| {
+                e.genesis_member || members.contains_key(EnterpriseEndpoint::vault_id(*r))
+            })
+            .map(|(r, _)| r)
+            .collect();
+        let vaults = Vaults {
+            enterprise: admitted
+                .iter()
+                .map(|e| *e as &dyn EnterpriseEndpoint)
+                .collect(),
+            training: admitted
+                .iter()
+                .map(|e| *e as &dyn TrainingEndpoint)
+                .collect(),
+        };
         // Governance first: configure at genesis, close the epoch by time or
         // capacity, apply a newly opened epoch to the Vaults (each a no-op unless due).
         if let Err(e) = epochs.run(cluster, config, &vaults.enterprise, || {
@@ -526,6 +549,7 @@ fn take_over(
     let tid = TaskId::new(task_id.to_owned()).map_err(|e| DeployError::Encoding(e.to_string()))?;
     let escrow = EscrowId::new(format!("escrow-{task_id}"))
         .map_err(|e| DeployError::Ledger(e.to_string()))?;
+    resume_payout(svc, &tid)?;
     let paid = svc
         .ledger
         .escrow(&escrow)
@@ -558,6 +582,7 @@ fn take_over(
             })
             .map_err(NodeError::from)?;
     }
+    mark_finalized(svc, &tid)?;
     if !completion.settle_rounds.is_empty() {
         // Each round settles in its dispatch epoch for its compute and aggregation
         // fee, priced as the training flow prices it.
@@ -669,6 +694,54 @@ fn take_over(
     };
     tracing::info!(task = %task_id, "completed and delivered the attempt of a failed leader");
     Ok(TakenOver::Delivered(Box::new(outcome)))
+}
+
+/// Completes, exactly once, a payout the failed leader started: its `finalizing`
+/// certificate is in the replicated settlement store, so the escrow set (paid once
+/// by payout id), the epoch payout group, the refund and the credits are finished
+/// from there (`complete_payout`, idempotent at every step).
+fn resume_payout(svc: &mut MasterServices, tid: &TaskId) -> Result<(), DeployError> {
+    let Some(store) = svc.settlements.as_ref() else {
+        return Ok(());
+    };
+    let pending = store
+        .row(tid)?
+        .is_some_and(|r| r.state == symphony_core::lifecycle::SettlementState::Finalizing);
+    if pending {
+        let keys = svc.masters.master_keys();
+        symphony_node::settlement::complete_payout(
+            store,
+            &mut *svc.ledger,
+            tid,
+            &keys,
+            &mut |_| {},
+        )?;
+        tracing::info!(task = %tid, "completed the payout of a failed leader");
+    }
+    Ok(())
+}
+
+/// The replicated settlement row follows the master state to `finalized` once its
+/// payout is complete.
+fn mark_finalized(svc: &MasterServices, tid: &TaskId) -> Result<(), DeployError> {
+    use symphony_core::lifecycle::SettlementState;
+    let final_in_state = svc
+        .masters
+        .state()
+        .task(tid)
+        .and_then(|t| t.settlement.as_ref())
+        .is_some_and(|s| s.state == SettlementState::Finalized);
+    let Some(store) = svc.settlements.as_ref() else {
+        return Ok(());
+    };
+    if let Some(mut row) = store.row(tid)? {
+        let paid = row.phase == symphony_node::settlement::PayoutPhase::Paid;
+        if final_in_state && paid && row.state == SettlementState::Finalizing {
+            row.state = SettlementState::Finalized;
+            store.put_row(&row)?;
+        }
+    }
+    Ok(())
 }
 
 /// Aborts an attempt that did not complete: releases the Vault reservations (a

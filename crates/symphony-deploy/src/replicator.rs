@@ -19,6 +19,8 @@ use symphony_ledger::{
 };
 use symphony_master::{Command, MasterState};
 use symphony_node::replication::{CommitCertificate, Committed, ReplicationError, Replicator};
+use symphony_node::settlement::{ReplicatedSettlements, SettlementTables, StoreWrite};
+use symphony_node::NodeError;
 
 use crate::state::{DeployCommand, DeployResponse, DeployState};
 use crate::DeployError;
@@ -228,5 +230,65 @@ impl SettlementLedger for ReplicatedLedger {
     }
     fn reconcile(&self) -> Result<ReconcileReport, ReconcileError> {
         self.read(|l| l.reconcile())
+    }
+}
+
+/// The settlement plane's store in the replicated state
+/// (`symphony_node::settlement::SettlementStore::replicated`): each write is a
+/// [`DeployCommand::Settlement`] committed through consensus, so rows, per-epoch
+/// payout groups, credits and composite links survive the leader.
+pub struct ReplicatedSettlementStore {
+    cluster: Cluster,
+}
+
+impl ReplicatedSettlementStore {
+    /// A store over the cluster's replicated settlement tables.
+    pub fn new(cluster: Cluster) -> Self {
+        Self { cluster }
+    }
+}
+
+impl ReplicatedSettlements for ReplicatedSettlementStore {
+    fn write(&self, write: StoreWrite) -> Result<(), NodeError> {
+        // Refused locally first: a refused write is never proposed.
+        self.cluster.with_state(|s| {
+            let mut probe = SettlementTables::default();
+            if let StoreWrite::PutRow(row) = &write {
+                if let Some(old) = s.settlement().settlements.get(row.task_id.as_str()) {
+                    probe
+                        .settlements
+                        .insert(row.task_id.to_string(), old.clone());
+                }
+            }
+            if let StoreWrite::AppendEpochPayout(set) = &write {
+                let key = (set.epoch_id, set.payout_id.to_string());
+                if let Some(old) = s.settlement().epoch_payouts.get(&key) {
+                    probe.epoch_payouts.insert(key, old.clone());
+                }
+            }
+            if let StoreWrite::PutRowWithCredits(_, credits) = &write {
+                for (a, _) in credits {
+                    if let Some(c) = s.settlement().credits.get(a) {
+                        probe.credits.insert(a.clone(), *c);
+                    }
+                }
+            }
+            probe.apply(&write)
+        })?;
+        let (response, _) = self
+            .cluster
+            .write_blocking(&DeployCommand::Settlement(write))
+            .map_err(|e| NodeError::Replication(ReplicationError::Encoding(e.to_string())))?;
+        match response {
+            DeployResponse::Queue(Ok(_)) => Ok(()),
+            DeployResponse::Queue(Err(e)) => Err(NodeError::Refused(format!(
+                "settlement store refused after replication: {e}"
+            ))),
+            other => Err(NodeError::Refused(format!("unexpected response {other:?}"))),
+        }
+    }
+
+    fn read(&self, f: &mut dyn FnMut(&SettlementTables)) {
+        self.cluster.with_state(|s| f(s.settlement()));
     }
 }

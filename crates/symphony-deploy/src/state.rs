@@ -25,6 +25,7 @@ use symphony_ledger::{Genesis, LedgerEvent, MemoryLedger, SettlementLedger};
 use symphony_master::{Command, Event, MasterState};
 use symphony_node::aggregation::AUDIENCE_HASH_TAG;
 use symphony_node::classes::compute::table_hash;
+use symphony_node::settlement::{SettlementTables, StoreWrite};
 use symphony_node::task::GroupValue;
 use symphony_node::task::{TaskOutcome, TaskSpec};
 use symphony_node::training::MODEL_ARTIFACT_TAG;
@@ -160,6 +161,12 @@ pub enum DeployCommand {
         /// Budget accounts it replenished.
         accounts: u64,
     },
+    /// A write of the settlement plane's store (rows, per-epoch payout groups,
+    /// enterprise credits, composite links, meta), replicated so that a master
+    /// taking over after a leader crash has everything settlement needs
+    /// (`symphony_node::settlement::SettlementTables::apply`: rows only forward,
+    /// payout groups append-only).
+    Settlement(StoreWrite),
 }
 
 /// What a Vault last applied of the epoch events.
@@ -236,6 +243,8 @@ pub struct DeployState {
     genesis_opened_at_ms: Option<u64>,
     /// The latest epoch each Vault applied, by Vault id.
     vault_epochs: BTreeMap<String, VaultEpoch>,
+    /// The settlement plane's tables (rows, epoch payout groups, credits).
+    settlement: SettlementTables,
     root: StateRoot,
     applied: u64,
 }
@@ -253,6 +262,7 @@ struct SnapshotRepr {
     applied: u64,
     genesis_opened_at_ms: Option<u64>,
     vault_epochs: BTreeMap<String, VaultEpoch>,
+    settlement: SettlementTables,
 }
 
 /// The deterministic id of a caller's request.
@@ -282,6 +292,7 @@ impl DeployState {
             tables: BTreeMap::new(),
             genesis_opened_at_ms: None,
             vault_epochs: BTreeMap::new(),
+            settlement: SettlementTables::default(),
             root: [0u8; 32],
             applied: 0,
         })
@@ -330,6 +341,22 @@ impl DeployState {
     /// The settlement ledger.
     pub fn ledger(&self) -> &MemoryLedger {
         &self.ledger
+    }
+
+    /// The ledger's genesis.
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+
+    /// The ledger commands applied (each once), in order: genesis + these rebuild
+    /// the ledger.
+    pub fn ledger_log(&self) -> &[symphony_ledger::Command] {
+        &self.ledger_log
+    }
+
+    /// The settlement plane's replicated tables.
+    pub fn settlement(&self) -> &SettlementTables {
+        &self.settlement
     }
 
     /// A request by id.
@@ -438,6 +465,12 @@ impl DeployState {
                 epoch,
                 accounts,
             } => DeployResponse::Queue(self.epoch_applied(vault_id, epoch, accounts)),
+            DeployCommand::Settlement(write) => DeployResponse::Queue(
+                self.settlement
+                    .apply(&write)
+                    .map(|()| self.settlement.settlements.len() as u64)
+                    .map_err(|e| e.to_string()),
+            ),
         }
     }
 
@@ -668,6 +701,7 @@ impl ReplicatedStateMachine for DeployState {
             applied: self.applied,
             genesis_opened_at_ms: self.genesis_opened_at_ms,
             vault_epochs: self.vault_epochs.clone(),
+            settlement: self.settlement.clone(),
         };
         bcs::to_bytes(&repr).unwrap_or_default()
     }
@@ -702,6 +736,7 @@ impl ReplicatedStateMachine for DeployState {
             tables: repr.tables,
             genesis_opened_at_ms: repr.genesis_opened_at_ms,
             vault_epochs: repr.vault_epochs,
+            settlement: repr.settlement,
             root: repr.root,
             applied: repr.applied,
         };

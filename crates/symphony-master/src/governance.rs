@@ -143,6 +143,43 @@ impl std::fmt::Display for CloseTrigger {
     }
 }
 
+/// A settlement whose payout became final in the open epoch (its `finalizing`
+/// certificate authorizes the payout): an entry of the epoch's payout set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledPayout {
+    /// The epoch the task was dispatched in (its pricing and policy epoch).
+    pub dispatch_epoch: EpochId,
+    /// The fee paid out of escrow, µSYM.
+    pub fee_total_micro_sym: u64,
+    /// Recipient → amount, µSYM (sums to the fee).
+    pub fee_shares: BTreeMap<String, u64>,
+}
+
+/// The sealed payout set of a closed epoch: every settlement whose payout became
+/// final while the epoch was open, committed to by a hash over its
+/// `(recipient, amount)` totals and its task ids.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedPayouts {
+    /// The settled tasks, sorted.
+    pub tasks: Vec<TaskId>,
+    /// Σ fees, µSYM.
+    pub total_micro_sym: u64,
+    /// Recipient → Σ amount over the set, µSYM.
+    pub recipients: BTreeMap<String, u64>,
+    /// `content_hash("scp/epoch-payouts/v1", (epoch, tasks, recipients))`.
+    pub commitment: Digest,
+}
+
+/// The node operation rewards minted for a closed epoch by the inflation
+/// schedule (recorded once per epoch, after the ledger minted and paid them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochRewards {
+    /// Minted, µSYM.
+    pub minted_micro_sym: u64,
+    /// Node actor → reward, µSYM (sums to `minted_micro_sym`).
+    pub recipients: Vec<(ActorId, u64)>,
+}
+
 /// A closed epoch (sealed once).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpochRecord {
@@ -158,6 +195,11 @@ pub struct EpochRecord {
     pub trigger: CloseTrigger,
     /// Tasks admitted in it.
     pub tasks_admitted: u64,
+    /// Its payout set, sealed at the close.
+    pub payouts: SealedPayouts,
+    /// Node operation rewards minted for it (`None` until recorded, then never
+    /// changed).
+    pub rewards: Option<EpochRewards>,
 }
 
 /// An enterprise admitted by governance.
@@ -194,6 +236,9 @@ pub struct GovernanceState {
     pub members: BTreeMap<VaultId, Member>,
     /// Closed epochs, oldest first.
     pub history: Vec<EpochRecord>,
+    /// The payout set of the open epoch, by task (sealed into the history at the
+    /// close).
+    pub open_payouts: BTreeMap<TaskId, ScheduledPayout>,
 }
 
 impl Default for GovernanceState {
@@ -232,6 +277,7 @@ impl GovernanceState {
             proposals: BTreeMap::new(),
             members: BTreeMap::new(),
             history: Vec::new(),
+            open_payouts: BTreeMap::new(),
         }
     }
 
@@ -464,6 +510,9 @@ impl GovernanceState {
             }
         }
         let closed = self.epoch;
+        let payouts = self.seal_payouts(closed)?;
+        let sealed = payouts.tasks.len() as u64;
+        let payout_commitment = payouts.commitment;
         self.history.push(EpochRecord {
             epoch: closed,
             policy_version: self.policy_version,
@@ -471,16 +520,25 @@ impl GovernanceState {
             closed_at_ms: at_ms,
             trigger,
             tasks_admitted: self.tasks_in_epoch,
+            payouts,
+            rewards: None,
         });
         self.epoch = EpochId(closed.0 + 1);
         self.epoch_opened_at_ms = at_ms;
         self.tasks_in_epoch = 0;
-        let mut events = vec![Event::EpochClosed {
-            epoch: closed,
-            next: self.epoch,
-            at_ms,
-            trigger,
-        }];
+        let mut events = vec![
+            Event::EpochPayoutsSealed {
+                epoch: closed,
+                payouts: sealed,
+                commitment: payout_commitment,
+            },
+            Event::EpochClosed {
+                epoch: closed,
+                next: self.epoch,
+                at_ms,
+                trigger,
+            },
+        ];
         let pending = self.proposals.values().find_map(|p| match &p.kind {
             ProposalKind::PolicyChange {
                 version,
@@ -505,6 +563,83 @@ impl GovernanceState {
             });
         }
         Ok(events)
+    }
+
+    /// Seals the open payout set as `epoch`'s (and empties it).
+    fn seal_payouts(&mut self, epoch: EpochId) -> Result<SealedPayouts, MasterError> {
+        let open = std::mem::take(&mut self.open_payouts);
+        let mut sealed = SealedPayouts::default();
+        for (task, p) in open {
+            sealed.total_micro_sym = sealed
+                .total_micro_sym
+                .checked_add(p.fee_total_micro_sym)
+                .ok_or_else(|| gov(format!("{epoch}: payout total overflows")))?;
+            for (who, amount) in p.fee_shares {
+                let slot = sealed.recipients.entry(who).or_default();
+                *slot = slot
+                    .checked_add(amount)
+                    .ok_or_else(|| gov(format!("{epoch}: payout to a recipient overflows")))?;
+            }
+            sealed.tasks.push(task);
+        }
+        sealed.commitment = content_hash(
+            "scp/epoch-payouts/v1",
+            &(epoch, &sealed.tasks, &sealed.recipients),
+        )
+        .map_err(|e| gov(format!("payout set encoding: {e}")))?;
+        Ok(sealed)
+    }
+
+    /// The payout of `task_id` became final (`finalizing` committed): it joins the
+    /// open epoch's payout set. Returns the epoch the payout belongs to.
+    pub(crate) fn schedule_payout(
+        &mut self,
+        task_id: &TaskId,
+        payout: ScheduledPayout,
+    ) -> Result<EpochId, MasterError> {
+        let sealed_before = self
+            .history
+            .iter()
+            .any(|h| h.payouts.tasks.binary_search(task_id).is_ok());
+        if sealed_before || self.open_payouts.contains_key(task_id) {
+            return Err(MasterError::Refused {
+                task_id: task_id.clone(),
+                reason: "its payout is already in an epoch's payout set".into(),
+            });
+        }
+        self.open_payouts.insert(task_id.clone(), payout);
+        Ok(self.epoch)
+    }
+
+    /// Records the node operation rewards minted for the closed `epoch` (once).
+    pub(crate) fn record_rewards(
+        &mut self,
+        epoch: EpochId,
+        rewards: &EpochRewards,
+    ) -> Result<Vec<Event>, MasterError> {
+        let sum = rewards
+            .recipients
+            .iter()
+            .try_fold(0u64, |acc, (_, a)| acc.checked_add(*a));
+        if sum != Some(rewards.minted_micro_sym) {
+            return Err(gov(format!(
+                "{epoch}: node rewards sum to {sum:?}, not the {} minted",
+                rewards.minted_micro_sym
+            )));
+        }
+        let rec = self
+            .history
+            .iter_mut()
+            .find(|h| h.epoch == epoch)
+            .ok_or_else(|| gov(format!("{epoch} is not closed: no rewards yet")))?;
+        if rec.rewards.is_some() {
+            return Err(gov(format!("{epoch}'s rewards were already recorded")));
+        }
+        rec.rewards = Some(rewards.clone());
+        Ok(vec![Event::EpochRewardsRecorded {
+            epoch,
+            minted_micro_sym: rewards.minted_micro_sym,
+        }])
     }
 
     /// A task was admitted in the current epoch.

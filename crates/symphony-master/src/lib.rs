@@ -42,8 +42,9 @@ pub use challenge::{
 
 mod governance;
 pub use governance::{
-    proposal_message, vote_message, CloseTrigger, EpochRecord, GovernanceState, Member, Proposal,
-    ProposalId, ProposalKind, ProposalStatus, DEFAULT_EPOCH_LENGTH_MS,
+    proposal_message, vote_message, CloseTrigger, EpochRecord, EpochRewards, GovernanceState,
+    Member, Proposal, ProposalId, ProposalKind, ProposalStatus, ScheduledPayout, SealedPayouts,
+    DEFAULT_EPOCH_LENGTH_MS,
 };
 
 mod composite;
@@ -324,6 +325,14 @@ pub enum Command {
         /// When, ms (the leader's injected time).
         at_ms: u64,
     },
+    /// The node operation rewards of a closed epoch were minted by the inflation
+    /// schedule and paid on the ledger (idempotent there by epoch); recorded once.
+    RecordEpochRewards {
+        /// The closed epoch.
+        epoch: EpochId,
+        /// What was minted and to whom.
+        rewards: EpochRewards,
+    },
 }
 
 /// What an applied command did.
@@ -427,6 +436,29 @@ pub enum Event {
         id: ProposalId,
         /// In this epoch.
         epoch: EpochId,
+    },
+    /// A settlement's payout became final and joined the open epoch's payout set.
+    PayoutScheduled {
+        /// The task.
+        task_id: TaskId,
+        /// The epoch whose payout set it is in.
+        epoch: EpochId,
+    },
+    /// A closing epoch's payout set was sealed (once).
+    EpochPayoutsSealed {
+        /// The epoch.
+        epoch: EpochId,
+        /// Settlements in the set.
+        payouts: u64,
+        /// Commitment to the set.
+        commitment: Digest,
+    },
+    /// A closed epoch's node operation rewards were recorded.
+    EpochRewardsRecorded {
+        /// The epoch.
+        epoch: EpochId,
+        /// Minted, µSYM.
+        minted_micro_sym: u64,
     },
     /// An epoch closed and the next opened (each Vault replenishes once per epoch).
     EpochClosed {
@@ -655,6 +687,9 @@ impl MasterState {
                     ));
                 }
                 self.governance.close(*trigger, *at_ms)
+            }
+            Command::RecordEpochRewards { epoch, rewards } => {
+                self.governance.record_rewards(*epoch, rewards)
             }
             Command::Advance {
                 task_id,
@@ -904,10 +939,26 @@ impl MasterState {
             ));
         }
         rec.settlement = Some(record.clone());
-        Ok(vec![Event::SettlementChanged {
+        let mut events = vec![Event::SettlementChanged {
             task_id: task_id.clone(),
             state: record.state,
-        }])
+        }];
+        if record.state == SettlementState::Finalizing {
+            // Money moves from here: the payout belongs to the open epoch's set.
+            let epoch = self.governance.schedule_payout(
+                task_id,
+                ScheduledPayout {
+                    dispatch_epoch: record.epoch_id,
+                    fee_total_micro_sym: record.fee_total,
+                    fee_shares: record.fee_shares.clone(),
+                },
+            )?;
+            events.push(Event::PayoutScheduled {
+                task_id: task_id.clone(),
+                epoch,
+            });
+        }
+        Ok(events)
     }
 }
 

@@ -1,12 +1,20 @@
-//! Random sequences of admissions, proposals, votes and epoch closes: epochs are
-//! sealed once each and in order, a policy version only takes effect at a boundary,
-//! a refused command changes nothing, and replaying the accepted log reproduces the
-//! state root.
+//! Random sequences of admissions, task progress (execution, settlement, payout),
+//! proposals, votes, epoch closes and reward records: epochs are sealed once each
+//! and in order, every payout is in exactly one epoch's payout set (the epoch its
+//! `finalizing` was committed in), each closed epoch's rewards are recorded at most
+//! once, a policy version only takes effect at a boundary, a subject's budget
+//! (reserved at admission, committed at payout, replenished at each boundary) never
+//! exceeds its capacity, a refused command changes nothing, and replaying the
+//! accepted log reproduces the state root.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use ed25519_dalek::{Signer, SigningKey};
 use proptest::prelude::*;
+use symphony_core::budget::{BudgetAccount, BudgetOp, Epsilon};
 use symphony_core::envelope::TaskEnvelope;
 use symphony_core::ids::*;
+use symphony_core::lifecycle::{SettlementState, SliceState, TaskEvent, TaskState};
 use symphony_master::*;
 
 #[allow(dead_code)]
@@ -15,10 +23,30 @@ mod common;
 #[derive(Clone, Debug)]
 enum Op {
     Admit,
-    Propose { by: u8, kind: u8 },
-    Vote { id: u8, by: u8, approve: bool },
-    CloseByTime { late_ms: u64 },
+    Propose {
+        by: u8,
+        kind: u8,
+    },
+    Vote {
+        id: u8,
+        by: u8,
+        approve: bool,
+    },
+    CloseByTime {
+        late_ms: u64,
+    },
     CloseByCapacity,
+    /// Moves task number `task` (mod the admitted tasks) up to `steps` commands
+    /// along its path to completion.
+    Progress {
+        task: u8,
+        steps: u8,
+    },
+    /// Records rewards for the closed epoch `epoch` (mod the closed epochs).
+    Rewards {
+        epoch: u8,
+        minted: u16,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -28,6 +56,8 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0..8u8, 0..3u8, any::<bool>()).prop_map(|(id, by, approve)| Op::Vote { id, by, approve }),
         1 => (0..2_000u64).prop_map(|late_ms| Op::CloseByTime { late_ms }),
         1 => Just(Op::CloseByCapacity),
+        4 => (any::<u8>(), 1..8u8).prop_map(|(task, steps)| Op::Progress { task, steps }),
+        1 => (any::<u8>(), any::<u16>()).prop_map(|(epoch, minted)| Op::Rewards { epoch, minted }),
     ]
 }
 
@@ -35,6 +65,61 @@ fn keys() -> Vec<SigningKey> {
     (11..=13u8)
         .map(|i| SigningKey::from_bytes(&[i; 32]))
         .collect()
+}
+
+/// The next command on task `t`'s path to completion (fee 700 of the 1000 locked).
+fn next_step(state: &MasterState, t: &TaskId) -> Option<Command> {
+    let rec = state.task(t)?;
+    let advance = |event| Command::Advance {
+        task_id: t.clone(),
+        event,
+        reason: None,
+    };
+    Some(match rec.state {
+        TaskState::Accepted => advance(TaskEvent::BeginResolution),
+        TaskState::Resolving => advance(TaskEvent::Dispatch),
+        TaskState::Dispatched => {
+            let missing = ["v1", "v2"]
+                .into_iter()
+                .map(common::vault)
+                .find(|v| !rec.slices.contains_key(v));
+            match (missing, &rec.aggregate) {
+                (Some(vault_id), _) => Command::RecordSlice {
+                    task_id: t.clone(),
+                    vault_id,
+                    record: common::slice(SliceState::Verified),
+                },
+                (None, None) => Command::RecordAggregate {
+                    task_id: t.clone(),
+                    record: AggregateRecord {
+                        commitment: symphony_core::encoding::Digest([4; 32]),
+                        eligible_count: 6,
+                        delivered_count: 5,
+                        result_hash: symphony_core::encoding::Digest([5; 32]),
+                    },
+                },
+                (None, Some(_)) => advance(TaskEvent::ExecutionFinished),
+            }
+        }
+        TaskState::Verifying => advance(TaskEvent::VerificationAccepted),
+        TaskState::AwaitingSettlement => {
+            let next = match &rec.settlement {
+                None => SettlementState::Collecting,
+                Some(s) if s.state == SettlementState::Finalized => {
+                    return Some(advance(TaskEvent::SettlementFinalized))
+                }
+                Some(s) => s.state.advance().ok()?,
+            };
+            let mut record =
+                common::settlement(next, 700, &[("treasury", 100), ("actor:operator:v1", 600)]);
+            record.epoch_id = rec.envelope.body().epoch_id;
+            Command::RecordSettlement {
+                task_id: t.clone(),
+                record,
+            }
+        }
+        _ => return None,
+    })
 }
 
 fn command(state: &MasterState, keys: &[SigningKey], op: &Op, n: usize) -> Command {
@@ -100,7 +185,113 @@ fn command(state: &MasterState, keys: &[SigningKey], op: &Op, n: usize) -> Comma
             trigger: CloseTrigger::Capacity,
             at_ms: now,
         },
+        Op::Progress { .. } => unreachable!("progress is expanded by the test"),
+        Op::Rewards { epoch, minted } => {
+            let closed = g.history.len().max(1) as u64;
+            let minted = u64::from(*minted);
+            Command::RecordEpochRewards {
+                epoch: EpochId(u64::from(*epoch) % closed),
+                rewards: EpochRewards {
+                    minted_micro_sym: minted,
+                    recipients: vec![
+                        (ActorId::new("master-0").unwrap(), minted / 2),
+                        (ActorId::new("master-1").unwrap(), minted - minted / 2),
+                    ],
+                },
+            }
+        }
     }
+}
+
+/// The subject every test task reserves budget for (capacity 1.0, ε 0.1 a task,
+/// replenished by 0.3 at each epoch boundary).
+struct Budget {
+    account: BudgetAccount,
+    seen_epoch: EpochId,
+}
+
+impl Budget {
+    fn new() -> Self {
+        Budget {
+            account: BudgetAccount::new(Epsilon::from_milli(1_000), EpochId::GENESIS),
+            seen_epoch: EpochId::GENESIS,
+        }
+    }
+
+    /// Follows the master state: reserve at admission (the Vault refuses what it
+    /// cannot afford, so an admission is only attempted when it can), commit when
+    /// the payout is scheduled, replenish at each boundary.
+    fn follow(&mut self, events: &[Event]) -> Result<(), TestCaseError> {
+        for e in events {
+            let op = match e {
+                Event::TaskAdmitted { task_id, .. } => BudgetOp::Reserve {
+                    task: task_id.clone(),
+                    amount: Epsilon::from_milli(100),
+                },
+                Event::PayoutScheduled { task_id, .. } => BudgetOp::Commit {
+                    task: task_id.clone(),
+                    actual: Epsilon::from_milli(100),
+                },
+                Event::EpochClosed { next, .. } => {
+                    prop_assert!(*next > self.seen_epoch);
+                    self.seen_epoch = *next;
+                    BudgetOp::Replenish {
+                        epoch: *next,
+                        amount: Epsilon::from_milli(300),
+                    }
+                }
+                _ => continue,
+            };
+            self.account
+                .apply(&op)
+                .map_err(|e| TestCaseError::fail(format!("{op:?}: {e}")))?;
+            let used = self
+                .account
+                .committed()
+                .checked_add(self.account.reserved());
+            prop_assert!(
+                used.is_some_and(|u| u <= self.account.capacity()),
+                "budget above capacity"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Every task whose payout became final is in exactly one payout set (a sealed
+/// epoch's or the open one), and no other task is.
+fn payouts_exactly_once(state: &MasterState) -> Result<(), TestCaseError> {
+    let g = state.governance();
+    let mut seen: BTreeMap<TaskId, EpochId> = BTreeMap::new();
+    for h in &g.history {
+        let mut total = 0u64;
+        for t in &h.payouts.tasks {
+            prop_assert!(
+                seen.insert(t.clone(), h.epoch).is_none(),
+                "{t} paid in two sets"
+            );
+            total += 700;
+        }
+        prop_assert_eq!(h.payouts.total_micro_sym, total);
+        prop_assert_eq!(h.payouts.recipients.values().sum::<u64>(), total);
+    }
+    for t in g.open_payouts.keys() {
+        prop_assert!(
+            seen.insert(t.clone(), g.epoch).is_none(),
+            "{t} sealed and open"
+        );
+    }
+    let final_payouts: BTreeSet<TaskId> = state
+        .tasks()
+        .filter(|r| {
+            r.settlement
+                .as_ref()
+                .is_some_and(|s| s.state >= SettlementState::Finalizing)
+        })
+        .map(|r| r.envelope.body().task_id.clone())
+        .collect();
+    prop_assert_eq!(seen.keys().cloned().collect::<BTreeSet<_>>(), final_payouts);
+    Ok(())
 }
 
 proptest! {
@@ -116,13 +307,44 @@ proptest! {
             max_tasks_per_epoch: Some(3),
         }];
         state.apply(&log[0]).unwrap();
+        let mut budget = Budget::new();
+        let mut rewarded: BTreeSet<EpochId> = BTreeSet::new();
+        let mut admitted: Vec<TaskId> = Vec::new();
         for (n, op) in ops.iter().enumerate() {
+            let commands = match op {
+                Op::Progress { task, steps } if !admitted.is_empty() => {
+                    let t = &admitted[usize::from(*task) % admitted.len()];
+                    vec![Some(t.clone()); usize::from(*steps)]
+                }
+                Op::Progress { .. } => continue,
+                // Admission is attempted only when the subject can afford it (the
+                // Vault's reservation precedes the envelope).
+                Op::Admit if !budget.account.can_reserve(Epsilon::from_milli(100)) => continue,
+                _ => vec![None],
+            };
+            for task in commands {
             let before = state.state_root().unwrap();
             let policy_before = state.governance().policy_version;
             let epoch_before = state.governance().epoch;
-            let c = command(&state, &keys, op, n);
+            let c = match &task {
+                Some(t) => match next_step(&state, t) {
+                    Some(c) => c,
+                    None => break,
+                },
+                None => command(&state, &keys, op, n),
+            };
             match state.apply(&c) {
                 Ok(events) => {
+                    budget.follow(&events)?;
+                    for e in &events {
+                        match e {
+                            Event::TaskAdmitted { task_id, .. } => admitted.push(task_id.clone()),
+                            Event::EpochRewardsRecorded { epoch, .. } => {
+                                prop_assert!(rewarded.insert(*epoch), "rewards of {} recorded twice", epoch);
+                            }
+                            _ => {}
+                        }
+                    }
                     log.push(c);
                     let closed = events.iter().filter(|e| matches!(e, Event::EpochClosed { .. })).count();
                     let g = state.governance();
@@ -146,6 +368,8 @@ proptest! {
             for w in g.history.windows(2) {
                 prop_assert!(w[0].policy_version <= w[1].policy_version);
                 prop_assert_eq!(w[0].closed_at_ms, w[1].opened_at_ms);
+            }
+            payouts_exactly_once(&state)?;
             }
         }
         let mut replay = MasterState::new();

@@ -6,9 +6,10 @@
 
 use symphony_core::budget::Epsilon;
 use symphony_core::consent::UsageScope;
-use symphony_core::ids::EpochId;
+use symphony_core::ids::{ActorId, EpochId, VaultId};
 use symphony_master::{
-    proposal_message, vote_message, CloseTrigger, Command, Event, ProposalId, ProposalKind,
+    proposal_message, vote_message, CloseTrigger, Command, EpochRewards, Event, ProposalId,
+    ProposalKind,
 };
 
 use crate::enterprise::EnterpriseEndpoint;
@@ -29,6 +30,8 @@ pub struct EpochClose {
     /// Vaults that could not be reached (they replenish when the event is
     /// re-applied: replenishment is idempotent by epoch).
     pub unreachable: Vec<String>,
+    /// Node operation rewards minted for the closed epoch, µSYM.
+    pub minted_micro_sym: u64,
 }
 
 fn scopes() -> [UsageScope; 4] {
@@ -227,6 +230,8 @@ fn applied(
         return Err(NodeError::Refused("the epoch did not close".into()));
     };
     sync_policy(m)?;
+    let vault_ids: Vec<VaultId> = vaults.iter().map(|v| v.vault_id().clone()).collect();
+    let minted_micro_sym = mint_epoch_rewards(m, closed, &node_weights(&vault_ids)?)?;
     let (replenished, unreachable) = apply_epoch(m, vaults, opened)?;
     Ok(EpochClose {
         closed,
@@ -234,7 +239,86 @@ fn applied(
         trigger,
         replenished,
         unreachable,
+        minted_micro_sym,
     })
+}
+
+/// The nodes that share an epoch's node operation rewards: the three masters and
+/// every Vault's operator, weight 1 each (every node in operation through the
+/// epoch; weighting by verified availability needs uptime evidence we do not
+/// collect yet).
+pub fn node_weights(vaults: &[VaultId]) -> Result<Vec<(ActorId, u64)>, NodeError> {
+    let mut out = Vec::new();
+    for i in 0..3 {
+        out.push((
+            ActorId::new(format!("master-{i}")).map_err(|e| NodeError::Refused(e.to_string()))?,
+            1,
+        ));
+    }
+    for v in vaults {
+        out.push((crate::settlement::vault_operator(v)?, 1));
+    }
+    Ok(out)
+}
+
+/// Node operation rewards of the closed `epoch`: the ledger moves to the next
+/// epoch, mints the epoch's inflation by the schedule of the policy the epoch ran
+/// under and pays it to `nodes` (`settlement::rewards::mint_node_operation_rewards`,
+/// idempotent by epoch), and the masters record it once in the epoch's sealed
+/// record. A second call (a new leader finishing the duty) moves nothing. Returns
+/// what was minted.
+pub fn mint_epoch_rewards(
+    m: &mut MasterServices,
+    epoch: EpochId,
+    nodes: &[(ActorId, u64)],
+) -> Result<u64, NodeError> {
+    let g = m.masters.state().governance();
+    let Some(record) = g.history.iter().find(|h| h.epoch == epoch) else {
+        return Err(NodeError::Refused(format!(
+            "{epoch} is not closed: its rewards cannot be minted yet"
+        )));
+    };
+    if let Some(r) = &record.rewards {
+        return Ok(r.minted_micro_sym);
+    }
+    let params = m
+        .policy
+        .resolve(epoch, m.semantic.semantic_version(), record.policy_version)
+        .map(|r| r.params.clone())
+        .map_err(|e| NodeError::Refused(format!("policy: {e}")))?;
+    let next = epoch.0.saturating_add(1);
+    if m.ledger.current_epoch() < next {
+        m.ledger
+            .advance_epoch(next)
+            .map_err(|e| NodeError::Ledger(e.to_string()))?;
+    }
+    if m.settlements.is_none() {
+        m.settlements = Some(crate::settlement::SettlementStore::in_memory()?);
+    }
+    let Some(store) = m.settlements.as_ref() else {
+        return Err(NodeError::Io("no settlement store".into()));
+    };
+    let minted = crate::settlement::rewards::mint_node_operation_rewards(
+        &mut *m.ledger,
+        store,
+        &params,
+        epoch,
+        nodes,
+    )?;
+    let recipients = if minted == 0 {
+        Vec::new()
+    } else {
+        symphony_economics::rewards::node_operation_rewards(minted, nodes)
+            .map_err(|e| NodeError::Refused(e.to_string()))?
+    };
+    m.masters.submit(Command::RecordEpochRewards {
+        epoch,
+        rewards: EpochRewards {
+            minted_micro_sym: minted,
+            recipients,
+        },
+    })?;
+    Ok(minted)
 }
 
 /// Per Vault the accounts replenished, and the Vaults that could not be reached.

@@ -404,7 +404,10 @@ pub fn admit<C: ClassModule>(
     if let Err(e) = master.masters.submit(Command::AdmitTask {
         envelope: Box::new(envelope.clone()),
     }) {
+        // Refused by the state machine (e.g. the epoch the envelope names closed
+        // while it was being sealed): nothing stays reserved or locked.
         release_all(endpoints, &task_id);
+        refund_unadmitted(master, lock.as_ref());
         return Err(e.into());
     }
     obs.step(

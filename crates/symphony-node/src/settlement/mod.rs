@@ -77,7 +77,7 @@ pub use composite::{
     composite_by_epoch, link_composite, verify_composite, CompositeSettlement,
     SubTaskSettlementRef, COMPOSITE_LINK_TAG,
 };
-pub use store::SettlementStore;
+pub use store::{ReplicatedSettlements, SettlementStore, SettlementTables, StoreWrite};
 
 /// The aggregation step's evidence, kept after the audience was delivered.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -444,6 +444,16 @@ pub struct SettlementContext<'a> {
     pub params: &'a PolicyParams,
 }
 
+/// The epoch whose payout set the masters put `task_id`'s payout in.
+pub fn payout_epoch(events: &[symphony_master::Event], task_id: &TaskId) -> Option<EpochId> {
+    events.iter().find_map(|e| match e {
+        symphony_master::Event::PayoutScheduled { task_id: t, epoch } if t == task_id => {
+            Some(*epoch)
+        }
+        _ => None,
+    })
+}
+
 fn record(row: &SettlementRow, state: SettlementState) -> SettlementRecord {
     SettlementRecord {
         state,
@@ -534,12 +544,22 @@ impl SettlementContext<'_> {
                 task_id: task_id.clone(),
                 at_ms: now_ms,
             })?;
-            let certificate = self.commit_state(&row, SettlementState::Finalizing)?;
+            let committed = self.masters.submit(Command::RecordSettlement {
+                task_id: row.task_id.clone(),
+                record: record(&row, SettlementState::Finalizing),
+            })?;
+            let certificate = committed.certificate;
             // Nothing is paid out before finality: 2 of 3 master signatures.
             if !certificate.is_final(&self.masters.master_keys()) {
                 return Err(NodeError::Refused(
                     "commit certificate not final; payout withheld".into(),
                 ));
+            }
+            // The payout belongs to the payout set of the epoch the masters put it
+            // in (the epoch open at `finalizing`), which the ledger and the epoch
+            // groups record.
+            if let Some(epoch) = payout_epoch(&committed.events, task_id) {
+                row.candidate.escrow_set.epoch_id = epoch.0;
             }
             row.state = SettlementState::Finalizing;
             row.certificate = Some(certificate);

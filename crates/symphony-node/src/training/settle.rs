@@ -192,16 +192,20 @@ pub(super) fn settle(
             }
             let escrow = EscrowId::new(adm.escrow_id.clone())
                 .map_err(|e| NodeError::Ledger(e.to_string()))?;
+            // The payout is in the payout set of the epoch open at `finalizing`.
+            let payout_epoch = crate::settlement::payout_epoch(&committed.events, task)
+                .unwrap_or(adm.envelope.body().epoch_id);
             let set = PayoutInstructionSet {
                 payout_id: PayoutId::new(format!("payout-{task}"))
                     .map_err(|e| NodeError::Ledger(e.to_string()))?,
-                epoch_id: adm.envelope.body().epoch_id.0,
+                epoch_id: payout_epoch.0,
                 settlement_ref: task.to_string(),
                 instructions: instructions.clone(),
             };
             m.ledger
                 .payout(&escrow, &set)
                 .map_err(|e| NodeError::Ledger(e.to_string()))?;
+            settlement_store(m)?.append_epoch_payout(&set)?;
             if settled.refund_micro_sym > 0 {
                 m.ledger
                     .refund(&escrow, settled.refund_micro_sym)

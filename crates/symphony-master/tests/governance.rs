@@ -96,6 +96,7 @@ fn next_step(state: &MasterState, t: &TaskId) -> Option<Command> {
                         eligible_count: 6,
                         delivered_count: 5,
                         result_hash: symphony_core::encoding::Digest([5; 32]),
+                        enclave_kind: symphony_core::EnclaveKind::Software,
                     },
                 },
                 (None, Some(_)) => advance(TaskEvent::ExecutionFinished),

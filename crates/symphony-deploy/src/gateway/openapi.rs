@@ -4,7 +4,7 @@
 //! response types (`views.rs`). Each route is declared once here with its
 //! success body; [`openapi_document`] adds to every operation the signed-request
 //! headers (authenticated routes) and the JSON error body of each refusal status.
-//! `tests/gateway_api.rs` validates real responses against this document.
+//! `symphony-deploy/tests/gateway_api.rs` validates real responses against this document.
 
 use axum::response::{IntoResponse, Response};
 use axum::Json;

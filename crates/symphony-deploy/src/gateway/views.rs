@@ -1,6 +1,6 @@
 //! The response bodies of the gateway, as types: the handlers serialize these, and
 //! the OpenAPI document (`openapi.rs`) derives its response schemas from them, so
-//! the two cannot drift apart (`tests/gateway_api.rs` validates real responses
+//! the two cannot drift apart (`symphony-deploy/tests/gateway_api.rs` validates real responses
 //! against the served document).
 
 use std::collections::BTreeMap;

@@ -66,13 +66,11 @@ fn quote_class<C: ClassModule>(
     let plan = class.resolve(semantic)?;
     let c = class.admission(params, vaults)?;
     let quorum = vault_quorum(&c, vaults)?;
-    let fee = match audience_bound {
-        Some(_) => Some(
-            estimate_fee(&params.prices, &class.estimate(&c, vaults, 0))
-                .map_err(|e| NodeError::Refused(e.to_string()))?,
-        ),
-        None => None,
-    };
+    // The query fee at its caps does not depend on the subjects reserved.
+    let fee = audience_bound
+        .map(|_| estimate_fee(&params.prices, &class.estimate(&c, vaults, 0)))
+        .transpose()
+        .map_err(|e| NodeError::Refused(e.to_string()))?;
     Ok(Quote {
         dry_run: true,
         task_class: class_name(class.class()),

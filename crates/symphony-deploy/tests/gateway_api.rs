@@ -15,15 +15,12 @@
 //!   rate limit holds across the three gateways.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod deployed;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use deployed::luckin;
 use ed25519_dalek::SigningKey;
-use serde_json::Value;
+use serde_json::{json, Value};
 use symphony_deploy::auth::{sign_headers, RequestTarget};
 use symphony_deploy::bench::GatewayBed;
 use symphony_deploy::client::{
@@ -32,6 +29,16 @@ use symphony_deploy::client::{
 use symphony_deploy::gateway::GatewaySettings;
 use symphony_deploy::loopback::LoopbackOptions;
 use symphony_deploy::master::now_ms;
+use symphony_node::network::CampaignSpec;
+use symphony_node::task::TaskSpec;
+
+/// The Luckin campaign of `examples/luckin.toml`.
+fn luckin() -> CampaignSpec {
+    match TaskSpec::from_toml(include_str!("../../../examples/luckin.toml")) {
+        Ok(TaskSpec::Query(spec)) => spec,
+        other => panic!("examples/luckin.toml: {other:?}"),
+    }
+}
 
 // --- a JSON Schema checker for the subset utoipa emits ------------------------
 
@@ -230,7 +237,7 @@ fn submission(who: &(String, SigningKey), nonce: u64) -> Vec<u8> {
     let mut spec = luckin();
     spec.advertiser = who.0.clone();
     serde_json::to_vec(
-        &sign_submission(symphony_node::task::TaskSpec::Query(spec), nonce, &who.1).unwrap(),
+        &sign_submission(TaskSpec::Query(spec), nonce, &who.1).unwrap(),
     )
     .unwrap()
 }
@@ -337,6 +344,26 @@ async fn every_response_matches_the_openapi_document_and_every_refusal_is_json()
         .unwrap();
     let ack = expect("/v1/tasks", "POST", &r, 202, "");
     let id = ack["request_id"].as_str().unwrap().to_owned();
+    // The checker is strict: a body that drifted from the document fails.
+    let schema = response_schema(&doc, "/v1/tasks", "POST", 202);
+    for drift in [
+        json!({"seq": null}),
+        json!({"extra_field": 1}),
+        json!({"status": "done"}),
+        json!({"certificate_signatures": 1}),
+    ] {
+        let mut body = ack.clone();
+        for (k, v) in drift.as_object().unwrap() {
+            if v.is_null() {
+                body.as_object_mut().unwrap().remove(k);
+            } else {
+                body[k] = v.clone();
+            }
+        }
+        let mut errors = Vec::new();
+        check(&doc, schema, &body, "$", &mut errors);
+        assert!(!errors.is_empty(), "{drift} was not detected");
+    }
     let r = ca.signed("GET", &format!("/v1/tasks/{id}"), Vec::new()).await.unwrap();
     let status = expect("/v1/tasks/{id}", "GET", &r, 200, "");
     assert_eq!(status["status"], "queued");

@@ -544,7 +544,11 @@ pub fn task(cmd: TaskCmd) -> Result<()> {
         }
         TaskCmd::Status { id, dir, json } => {
             let layout = DevnetLayout::load(&dir.dir)?;
-            let r = get_as_owner(&rt, &layout, &format!("/v1/tasks/{}", symphony_deploy::client::encode_segment(&id)))?;
+            let r = get_as_owner(
+                &rt,
+                &layout,
+                &format!("/v1/tasks/{}", symphony_deploy::client::encode_segment(&id)),
+            )?;
             let v = print_reply(&r, json)?;
             if !json {
                 println!(
@@ -563,7 +567,11 @@ pub fn task(cmd: TaskCmd) -> Result<()> {
             let started = Instant::now();
             let mut shown = 0usize;
             loop {
-                let r = get_as_owner(&rt, &layout, &format!("/v1/tasks/{}", symphony_deploy::client::encode_segment(&id)))?;
+                let r = get_as_owner(
+                    &rt,
+                    &layout,
+                    &format!("/v1/tasks/{}", symphony_deploy::client::encode_segment(&id)),
+                )?;
                 let v = print_reply(&r, false)?;
                 let states: Vec<String> = v["lifecycle"]
                     .as_array()
@@ -601,7 +609,14 @@ pub fn task(cmd: TaskCmd) -> Result<()> {
         }
         TaskCmd::Result { id, dir, json, out } => {
             let layout = DevnetLayout::load(&dir.dir)?;
-            let r = get_as_owner(&rt, &layout, &format!("/v1/tasks/{}/result", symphony_deploy::client::encode_segment(&id)))?;
+            let r = get_as_owner(
+                &rt,
+                &layout,
+                &format!(
+                    "/v1/tasks/{}/result",
+                    symphony_deploy::client::encode_segment(&id)
+                ),
+            )?;
             let v = print_reply(&r, json)?;
             let o = &v["outcome"];
             let status = v["status"].as_str().unwrap_or("?").to_owned();

@@ -39,7 +39,10 @@ pub(crate) fn print_dry_run(spec: &TaskSpec, vaults: u32, json: bool) -> Result<
         q.minimum_vault_quorum, q.vaults
     );
     match q.fee_estimate_micro_sym {
-        Some(f) => println!("  fee estimate        at most {} (escrow locked at admission)", sym(f)),
+        Some(f) => println!(
+            "  fee estimate        at most {} (escrow locked at admission)",
+            sym(f)
+        ),
         None => println!("  fee estimate        set at admission from the subjects reserved"),
     }
     println!(

@@ -156,7 +156,12 @@ fn a_dry_run_prints_the_figures_and_spends_nothing() {
     assert!(!net_dir.exists(), "a dry run created {}", net_dir.display());
     let text = dry_run(&["--cap", "300"]);
     let text = text.as_str().unwrap();
-    for needle in ["dry run", "at most 300 subjects", "ε per subject       0.1", "fee estimate"] {
+    for needle in [
+        "dry run",
+        "at most 300 subjects",
+        "ε per subject       0.1",
+        "fee estimate",
+    ] {
         assert!(text.contains(needle), "{needle:?} not in {text}");
     }
     let spec = dir.path().join("bad.toml");

@@ -146,7 +146,10 @@ fn luckin_through_the_gateway_matches_the_embedded_demo_and_bad_requests_change_
     let quote = cli_json(&net, &["task", "submit", spec, "--dry-run"]);
     assert_eq!(quote["dry_run"], true, "{quote}");
     assert_eq!(quote["vaults"], 4, "{quote}");
-    assert!(quote["fee_estimate_micro_sym"].as_u64().unwrap() > 0, "{quote}");
+    assert!(
+        quote["fee_estimate_micro_sym"].as_u64().unwrap() > 0,
+        "{quote}"
+    );
     let after = net.wait_converged(Duration::from_secs(10));
     assert_eq!(
         before[0]["state_root"], after[0]["state_root"],
@@ -168,7 +171,14 @@ fn luckin_through_the_gateway_matches_the_embedded_demo_and_bad_requests_change_
         host: &host2,
         ..post
     };
-    let h = sign_headers(&owner, "advertiser:luckin", post2, &body, 2001, now_ms() + 1);
+    let h = sign_headers(
+        &owner,
+        "advertiser:luckin",
+        post2,
+        &body,
+        2001,
+        now_ms() + 1,
+    );
     let r = net
         .rt
         .block_on(https_request(

@@ -286,35 +286,13 @@ mod tests {
             let h = h.to_vec();
             move |name: &'static str| h.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone())
         };
-        assert!(verify(
-            &callers,
-            get(&headers),
-            target,
-            b"{}",
-            1_500,
-            1_000
-        )
-        .is_ok());
+        assert!(verify(&callers, get(&headers), target, b"{}", 1_500, 1_000).is_ok());
         assert!(matches!(
-            verify(
-                &callers,
-                get(&headers),
-                target,
-                b"{ }",
-                1_500,
-                1_000
-            ),
+            verify(&callers, get(&headers), target, b"{ }", 1_500, 1_000),
             Err(AuthError::BadSignature(_))
         ));
         assert!(matches!(
-            verify(
-                &callers,
-                get(&headers),
-                target,
-                b"{}",
-                9_000,
-                1_000
-            ),
+            verify(&callers, get(&headers), target, b"{}", 9_000, 1_000),
             Err(AuthError::Stale { .. })
         ));
         // Signed for one gateway: refused by another (host), and for another path.

@@ -63,8 +63,8 @@ pub mod views;
 pub use openapi::openapi_document;
 use views::{Acknowledged, CertificateView, ClusterView, EvidenceView, ResultView, StatusView};
 
-pub use errors::{MAX_HEADERS, MAX_HEADER_BYTES};
 use errors::{error, refusal};
+pub use errors::{MAX_HEADERS, MAX_HEADER_BYTES};
 
 struct AppState {
     cluster: Cluster,
@@ -225,11 +225,7 @@ impl Gateway {
                 metrics::observe,
             ))
             .with_state(state.clone());
-        Self {
-            router,
-            tls,
-            state,
-        }
+        Self { router, tls, state }
     }
 
     /// Serves HTTPS on `listener` until the future is dropped.

@@ -87,7 +87,9 @@ fn check(doc: &Value, schema: &Value, v: &Value, at: &str, errors: &mut Vec<Stri
                 passing >= 1
             };
             if !ok {
-                errors.push(format!("{at}: {passing} of the {key} alternatives match {v}"));
+                errors.push(format!(
+                    "{at}: {passing} of the {key} alternatives match {v}"
+                ));
             }
         }
     }
@@ -236,10 +238,7 @@ fn client(bed: &GatewayBed, gateway: SocketAddr, who: &(String, SigningKey)) -> 
 fn submission(who: &(String, SigningKey), nonce: u64) -> Vec<u8> {
     let mut spec = luckin();
     spec.advertiser = who.0.clone();
-    serde_json::to_vec(
-        &sign_submission(TaskSpec::Query(spec), nonce, &who.1).unwrap(),
-    )
-    .unwrap()
+    serde_json::to_vec(&sign_submission(TaskSpec::Query(spec), nonce, &who.1).unwrap()).unwrap()
 }
 
 /// Headers of a request signed for `host`.
@@ -318,7 +317,10 @@ async fn every_response_matches_the_openapi_document_and_every_refusal_is_json()
     let tls = bed.client_tls.clone();
     let doc = ca.get_plain(gw, "/openapi.json").await.unwrap().json();
     assert_eq!(doc["openapi"], "3.1.0");
-    let send = |method: &'static str, path: String, headers: Vec<(&'static str, String)>, body: Vec<u8>| {
+    let send = |method: &'static str,
+                path: String,
+                headers: Vec<(&'static str, String)>,
+                body: Vec<u8>| {
         let tls = tls.clone();
         async move {
             https_request(gw, tls, method, &path, &headers, body)
@@ -364,7 +366,10 @@ async fn every_response_matches_the_openapi_document_and_every_refusal_is_json()
         check(&doc, schema, &body, "$", &mut errors);
         assert!(!errors.is_empty(), "{drift} was not detected");
     }
-    let r = ca.signed("GET", &format!("/v1/tasks/{id}"), Vec::new()).await.unwrap();
+    let r = ca
+        .signed("GET", &format!("/v1/tasks/{id}"), Vec::new())
+        .await
+        .unwrap();
     let status = expect("/v1/tasks/{id}", "GET", &r, 200, "");
     assert_eq!(status["status"], "queued");
     let r = ca
@@ -381,7 +386,10 @@ async fn every_response_matches_the_openapi_document_and_every_refusal_is_json()
         assert!(path.contains('%'), "{path}");
         let r = ca.signed("GET", &path, Vec::new()).await.unwrap();
         let body = expect("/v1/tasks/{id}", "GET", &r, 404, "not_found");
-        assert!(body["error"].as_str().unwrap().contains("no task request"), "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("no task request"),
+            "{body}"
+        );
     }
     // The signature covers the path exactly as sent: the same request with the id
     // decoded differently does not verify.
@@ -396,11 +404,23 @@ async fn every_response_matches_the_openapi_document_and_every_refusal_is_json()
         .unwrap();
     expect("/v1/tasks/{id}/result", "GET", &r, 409, "conflict");
     let cb = client(&bed, gw, &b);
-    let r = cb.signed("GET", &format!("/v1/tasks/{id}"), Vec::new()).await.unwrap();
+    let r = cb
+        .signed("GET", &format!("/v1/tasks/{id}"), Vec::new())
+        .await
+        .unwrap();
     expect("/v1/tasks/{id}", "GET", &r, 403, "forbidden");
-    let forger = ("advertiser:api-a".to_owned(), SigningKey::from_bytes(&[99; 32]));
+    let forger = (
+        "advertiser:api-a".to_owned(),
+        SigningKey::from_bytes(&[99; 32]),
+    );
     let body = submission(&a, 2);
-    let r = send("POST", "/v1/tasks".into(), signed(&forger, "POST", gw, "/v1/tasks", &body, 2), body).await;
+    let r = send(
+        "POST",
+        "/v1/tasks".into(),
+        signed(&forger, "POST", gw, "/v1/tasks", &body, 2),
+        body,
+    )
+    .await;
     expect("/v1/tasks", "POST", &r, 401, "bad_signature");
     let r = send("POST", "/v1/tasks".into(), Vec::new(), b"{}".to_vec()).await;
     expect("/v1/tasks", "POST", &r, 401, "missing_header");
@@ -419,7 +439,10 @@ async fn every_response_matches_the_openapi_document_and_every_refusal_is_json()
     let body = expect("/v1/tasks", "POST", &r, 405, "method_not_allowed");
     assert!(body["error"].as_str().unwrap().contains("method"), "{body}");
     // Request headers over the limit.
-    let huge = vec![("x-padding", "p".repeat(symphony_deploy::gateway::MAX_HEADER_BYTES + 1))];
+    let huge = vec![(
+        "x-padding",
+        "p".repeat(symphony_deploy::gateway::MAX_HEADER_BYTES + 1),
+    )];
     let r = send("GET", "/v1/cluster".into(), huge, Vec::new()).await;
     expect("/v1/cluster", "GET", &r, 431, "headers_too_large");
     // An unknown route.
@@ -437,20 +460,47 @@ async fn every_response_matches_the_openapi_document_and_every_refusal_is_json()
     let text = String::from_utf8(ca.get_plain(gw, "/metrics").await.unwrap().body).unwrap();
     let parsed = parse_metrics(&text);
     for (series, at_least) in [
-        ("symphony_gateway_refusals_total{route=\"/v1/tasks/{id}\",reason=\"not_found\"}", 4.0),
-        ("symphony_gateway_refusals_total{route=\"/v1/tasks/{id}\",reason=\"forbidden\"}", 1.0),
-        ("symphony_gateway_refusals_total{route=\"/v1/tasks/{id}/result\",reason=\"conflict\"}", 1.0),
-        ("symphony_gateway_refusals_total{route=\"/v1/tasks\",reason=\"replayed_nonce\"}", 1.0),
-        ("symphony_gateway_refusals_total{route=\"/v1/tasks\",reason=\"method_not_allowed\"}", 1.0),
-        ("symphony_gateway_refusals_total{route=\"unmatched\",reason=\"not_found\"}", 1.0),
-        ("symphony_gateway_requests_total{route=\"/v1/tasks\",method=\"POST\",code=\"202\"}", 1.0),
-        ("symphony_gateway_request_duration_seconds_count{route=\"/v1/tasks\"}", 1.0),
+        (
+            "symphony_gateway_refusals_total{route=\"/v1/tasks/{id}\",reason=\"not_found\"}",
+            4.0,
+        ),
+        (
+            "symphony_gateway_refusals_total{route=\"/v1/tasks/{id}\",reason=\"forbidden\"}",
+            1.0,
+        ),
+        (
+            "symphony_gateway_refusals_total{route=\"/v1/tasks/{id}/result\",reason=\"conflict\"}",
+            1.0,
+        ),
+        (
+            "symphony_gateway_refusals_total{route=\"/v1/tasks\",reason=\"replayed_nonce\"}",
+            1.0,
+        ),
+        (
+            "symphony_gateway_refusals_total{route=\"/v1/tasks\",reason=\"method_not_allowed\"}",
+            1.0,
+        ),
+        (
+            "symphony_gateway_refusals_total{route=\"unmatched\",reason=\"not_found\"}",
+            1.0,
+        ),
+        (
+            "symphony_gateway_requests_total{route=\"/v1/tasks\",method=\"POST\",code=\"202\"}",
+            1.0,
+        ),
+        (
+            "symphony_gateway_request_duration_seconds_count{route=\"/v1/tasks\"}",
+            1.0,
+        ),
         ("symphony_raft_term", 1.0),
     ] {
         let v = sample(&parsed, series);
         assert!(v >= at_least, "{series} = {v} < {at_least}");
     }
-    let count = sample(&parsed, "symphony_gateway_request_duration_seconds_count{route=\"/v1/tasks/{id}\"}");
+    let count = sample(
+        &parsed,
+        "symphony_gateway_request_duration_seconds_count{route=\"/v1/tasks/{id}\"}",
+    );
     let inf = parsed
         .1
         .iter()
@@ -472,8 +522,14 @@ async fn every_response_matches_the_openapi_document_and_every_refusal_is_json()
     ] {
         assert!(parsed.0.contains_key(family), "{family} missing:\n{text}");
     }
-    assert_eq!(parsed.0["symphony_gateway_request_duration_seconds"].1, "histogram");
-    assert_eq!(sample(&parsed, "symphony_task_requests{status=\"queued\"}"), 1.0);
+    assert_eq!(
+        parsed.0["symphony_gateway_request_duration_seconds"].1,
+        "histogram"
+    );
+    assert_eq!(
+        sample(&parsed, "symphony_task_requests{status=\"queued\"}"),
+        1.0
+    );
     bed.shutdown().await.unwrap();
 }
 
@@ -485,16 +541,27 @@ async fn a_signed_request_holds_at_one_gateway_only_and_the_rate_is_shared_by_al
     let (bed, _dir) = bed(settings(std::slice::from_ref(&a), 3, 3)).await;
     let [g0, g1, g2] = [bed.gateways[0], bed.gateways[1], bed.gateways[2]];
     let tls = bed.client_tls.clone();
-    let doc = client(&bed, g0, &a).get_plain(g0, "/openapi.json").await.unwrap().json();
+    let doc = client(&bed, g0, &a)
+        .get_plain(g0, "/openapi.json")
+        .await
+        .unwrap()
+        .json();
 
     // A captured GET signed for g0: accepted once there, refused as a replay there,
     // refused at g1 and g2 whether it names g0 (wrong host) or the gateway it is
     // sent to (the signature names g0).
     let h = signed(&a, "GET", g0, "/v1/epoch", b"", 7);
-    let r = https_request(g0, tls.clone(), "GET", "/v1/epoch", &h, Vec::new()).await.unwrap();
+    let r = https_request(g0, tls.clone(), "GET", "/v1/epoch", &h, Vec::new())
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let r = https_request(g0, tls.clone(), "GET", "/v1/epoch", &h, Vec::new()).await.unwrap();
-    assert_eq!(conforms(&doc, "/v1/epoch", "GET", &r)["code"], "replayed_nonce");
+    let r = https_request(g0, tls.clone(), "GET", "/v1/epoch", &h, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        conforms(&doc, "/v1/epoch", "GET", &r)["code"],
+        "replayed_nonce"
+    );
     for g in [g1, g2] {
         let mut with_host = h.clone();
         with_host.push(("host", g0.to_string()));
@@ -502,10 +569,20 @@ async fn a_signed_request_holds_at_one_gateway_only_and_the_rate_is_shared_by_al
             .await
             .unwrap();
         let body = conforms(&doc, "/v1/epoch", "GET", &r);
-        assert_eq!((r.status, body["code"].as_str()), (401, Some("wrong_host")), "{body}");
-        let r = https_request(g, tls.clone(), "GET", "/v1/epoch", &h, Vec::new()).await.unwrap();
+        assert_eq!(
+            (r.status, body["code"].as_str()),
+            (401, Some("wrong_host")),
+            "{body}"
+        );
+        let r = https_request(g, tls.clone(), "GET", "/v1/epoch", &h, Vec::new())
+            .await
+            .unwrap();
         let body = conforms(&doc, "/v1/epoch", "GET", &r);
-        assert_eq!((r.status, body["code"].as_str()), (401, Some("bad_signature")), "{body}");
+        assert_eq!(
+            (r.status, body["code"].as_str()),
+            (401, Some("bad_signature")),
+            "{body}"
+        );
     }
 
     // The rate is the cluster's: a burst of 4 requests at each gateway gets at most
@@ -524,7 +601,10 @@ async fn a_signed_request_holds_at_one_gateway_only_and_the_rate_is_shared_by_al
             match r.status {
                 200 => accepted += 1,
                 429 => {
-                    assert_eq!(conforms(&doc, "/v1/epoch", "GET", &r)["code"], "rate_limited");
+                    assert_eq!(
+                        conforms(&doc, "/v1/epoch", "GET", &r)["code"],
+                        "rate_limited"
+                    );
                     limited += 1;
                 }
                 s => panic!("{s}: {}", String::from_utf8_lossy(&r.body)),
@@ -532,19 +612,29 @@ async fn a_signed_request_holds_at_one_gateway_only_and_the_rate_is_shared_by_al
         }
     }
     let bound = 3 + 3 * started.elapsed().as_secs();
-    assert!(accepted <= bound, "{accepted} of 12 accepted, bound {bound}");
+    assert!(
+        accepted <= bound,
+        "{accepted} of 12 accepted, bound {bound}"
+    );
     assert!(limited >= 12 - bound, "{limited} limited");
 
     // A submission's nonce at another gateway: refused by the replicated request id.
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     let body = submission(&a, 9);
     let h = signed(&a, "POST", g0, "/v1/tasks", &body, 9);
-    let r = https_request(g0, tls.clone(), "POST", "/v1/tasks", &h, body.clone()).await.unwrap();
+    let r = https_request(g0, tls.clone(), "POST", "/v1/tasks", &h, body.clone())
+        .await
+        .unwrap();
     assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
     let h = signed(&a, "POST", g1, "/v1/tasks", &body, 9);
-    let r = https_request(g1, tls.clone(), "POST", "/v1/tasks", &h, body).await.unwrap();
+    let r = https_request(g1, tls.clone(), "POST", "/v1/tasks", &h, body)
+        .await
+        .unwrap();
     let body = conforms(&doc, "/v1/tasks", "POST", &r);
     assert_eq!(r.status, 409, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("already used"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("already used"),
+        "{body}"
+    );
     bed.shutdown().await.unwrap();
 }

@@ -62,7 +62,10 @@ pub struct ComputeSpec {
     pub contribution_bound_minor: u64,
     /// ε of the whole release per person (decimal, at most 6 fractional digits),
     /// split equally between the counts and the sums.
-    #[cfg_attr(feature = "openapi", schema(pattern = r"^[0-9]+(\.[0-9]{1,6})?$", example = "1.0"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[0-9]+(\.[0-9]{1,6})?$", example = "1.0")
+    )]
     pub epsilon: String,
     /// Usage scope (analytics).
     pub usage_scope: UsageScope,

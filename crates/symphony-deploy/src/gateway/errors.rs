@@ -55,7 +55,11 @@ pub fn reason_of(status: StatusCode) -> &'static str {
 }
 
 /// A refusal with `status`, a machine-readable `code` and a message for people.
-pub fn refusal(status: StatusCode, code: &'static str, message: impl std::fmt::Display) -> Response {
+pub fn refusal(
+    status: StatusCode,
+    code: &'static str,
+    message: impl std::fmt::Display,
+) -> Response {
     let mut response = (
         status,
         Json(json!({
@@ -133,9 +137,10 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
             rewritten.headers_mut().insert(name.clone(), value.clone());
         }
     }
-    rewritten
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    rewritten.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     rewritten
 }
 
@@ -153,9 +158,7 @@ pub async fn read_body(State(limit): State<usize>, request: Request, next: Next)
             ),
         ),
         Ok(Err(e)) => {
-            let too_large = e
-                .into_inner()
-                .is::<http_body_util::LengthLimitError>();
+            let too_large = e.into_inner().is::<http_body_util::LengthLimitError>();
             if too_large {
                 error(
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -165,11 +168,17 @@ pub async fn read_body(State(limit): State<usize>, request: Request, next: Next)
                 error(StatusCode::BAD_REQUEST, "request body could not be read")
             }
         }
-        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
     }
 }
 
 /// The fallback of unknown routes.
 pub async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, default_message(StatusCode::NOT_FOUND))
+    error(
+        StatusCode::NOT_FOUND,
+        default_message(StatusCode::NOT_FOUND),
+    )
 }

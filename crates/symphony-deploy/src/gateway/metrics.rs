@@ -118,7 +118,12 @@ impl Collector for StateCollector {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let e = &mut encoder;
-        gauge(e, "symphony_raft_term", "Raft term seen by this master", s.term)?;
+        gauge(
+            e,
+            "symphony_raft_term",
+            "Raft term seen by this master",
+            s.term,
+        )?;
         gauge(
             e,
             "symphony_raft_is_leader",
@@ -279,7 +284,12 @@ pub async fn observe(State(state): State<Arc<AppState>>, request: Request, next:
 }
 
 fn snapshot_of(s: &DeployState) -> Snapshot {
-    let mut requests = [("queued", 0), ("running", 0), ("completed", 0), ("rejected", 0)];
+    let mut requests = [
+        ("queued", 0),
+        ("running", 0),
+        ("completed", 0),
+        ("rejected", 0),
+    ];
     for r in s.requests() {
         let i = match r.status {
             RequestStatus::Queued => 0,
@@ -299,7 +309,10 @@ fn snapshot_of(s: &DeployState) -> Snapshot {
             .micro
             .saturating_mul(body.budget_reservation.subjects_reserved);
         let committed = task.slices.values().fold(0u64, |a, sl| {
-            a.saturating_add(sl.subjects_evaluated.saturating_mul(sl.epsilon_committed_micro))
+            a.saturating_add(
+                sl.subjects_evaluated
+                    .saturating_mul(sl.epsilon_committed_micro),
+            )
         });
         let fee = task.settlement.as_ref().map_or(0, |st| st.fee_total);
         let entry = match classes.iter().position(|c| c.0 == name) {
@@ -316,7 +329,10 @@ fn snapshot_of(s: &DeployState) -> Snapshot {
     }
     let ledger = s.ledger().state();
     let (locked, paid) = ledger.escrows.values().fold((0u64, 0u64), |(l, p), e| {
-        (l.saturating_add(e.remaining()), p.saturating_add(e.paid_out))
+        (
+            l.saturating_add(e.remaining()),
+            p.saturating_add(e.paid_out),
+        )
     });
     Snapshot {
         requests,

@@ -121,11 +121,28 @@ fn openapi() {}
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Symphony master API gateway", version = "2",
-        description = "Signed HTTPS API of a Symphony master. Every /v1 route needs the x-scp-* headers: ed25519 over SHA-256('scp/gateway-request/v2\\n' | len|method | len|host | len|path | SHA-256(body) | nonce | timestamp), where host is the gateway's host:port as addressed and path the request target exactly as sent (percent-encoded). Rate limits are per caller across all gateways."),
-    paths(submit, status, result, evidence, epoch, proposals, propose, vote, cluster, metrics, openapi),
-    components(schemas(ErrorBody, Acknowledged, StatusView, ResultView, EvidenceView, CertificateView,
-        ClusterView, RequestStatus, TaskSubmission, ProposalSubmission, VoteSubmission))
+    info(
+        title = "Symphony master API gateway",
+        version = "2",
+        description = "Signed HTTPS API of a Symphony master. Every /v1 route needs the x-scp-* headers: ed25519 over SHA-256('scp/gateway-request/v2\\n' | len|method | len|host | len|path | SHA-256(body) | nonce | timestamp), where host is the gateway's host:port as addressed and path the request target exactly as sent (percent-encoded). Rate limits are per caller across all gateways."
+    ),
+    paths(
+        submit, status, result, evidence, epoch, proposals, propose, vote, cluster, metrics,
+        openapi
+    ),
+    components(schemas(
+        ErrorBody,
+        Acknowledged,
+        StatusView,
+        ResultView,
+        EvidenceView,
+        CertificateView,
+        ClusterView,
+        RequestStatus,
+        TaskSubmission,
+        ProposalSubmission,
+        VoteSubmission
+    ))
 )]
 struct ApiDoc;
 
@@ -163,7 +180,8 @@ pub fn openapi_document() -> Value {
         header_param(crate::auth::HEADER_TIMESTAMP, "ms since the Unix epoch, within request_window_ms of the gateway's clock", true),
         header_param(crate::auth::HEADER_SIGNATURE, "hex ed25519 over the v2 signing message (see info.description)", false),
     ];
-    let error_ref = json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}});
+    let error_ref =
+        json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}});
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
         return doc;
     };
@@ -233,9 +251,21 @@ mod tests {
         let doc = openapi_document();
         let schemas = &doc["components"]["schemas"];
         for (class, name, text) in [
-            ("query", "CampaignSpec", include_str!("../../../../examples/luckin.toml")),
-            ("compute", "ComputeSpec", include_str!("../../../../examples/compute.toml")),
-            ("train", "TrainingSpec", include_str!("../../../../examples/train.toml")),
+            (
+                "query",
+                "CampaignSpec",
+                include_str!("../../../../examples/luckin.toml"),
+            ),
+            (
+                "compute",
+                "ComputeSpec",
+                include_str!("../../../../examples/compute.toml"),
+            ),
+            (
+                "train",
+                "TrainingSpec",
+                include_str!("../../../../examples/train.toml"),
+            ),
         ] {
             let spec = serde_json::to_value(TaskSpec::from_toml(text).unwrap()).unwrap();
             let mut fields = Vec::new();
@@ -268,7 +298,10 @@ mod tests {
             schemas["DpSgdSpec"]["properties"]["noise_multiplier"]["exclusiveMinimum"].as_f64(),
             Some(0.0)
         );
-        assert_eq!(schemas["IterationSpec"]["properties"]["max_rounds"]["maximum"], 1000);
+        assert_eq!(
+            schemas["IterationSpec"]["properties"]["max_rounds"]["maximum"],
+            1000
+        );
         assert_eq!(schemas["CampaignSpec"]["additionalProperties"], false);
         // The spec is one of the three classes.
         let alternatives = schemas["TaskSpec"]["oneOf"].as_array().unwrap();

@@ -171,7 +171,10 @@ mod tests {
         assert!(q.dry_run);
         assert_eq!(q.task_class, "query");
         assert_eq!(q.audience_bound, Some(s.audience_cap));
-        assert_eq!(q.epsilon_per_subject, params.privacy.epsilon_per_query.to_string());
+        assert_eq!(
+            q.epsilon_per_subject,
+            params.privacy.epsilon_per_query.to_string()
+        );
         assert_eq!(q.minimum_vault_quorum, 3);
         assert!(q.fee_estimate_micro_sym.unwrap() > q.rejection_fee_micro_sym);
         let mut bad = s.clone();
@@ -184,8 +187,14 @@ mod tests {
         assert!(e.to_string().contains("audience_cap must be >= 1"), "{e}");
         let compute = spec(include_str!("../../../../examples/compute.toml"));
         let q = quote(&compute, &semantic, &params, 1, 4).unwrap();
-        assert_eq!((q.task_class.as_str(), q.fee_estimate_micro_sym), ("compute", None));
+        assert_eq!(
+            (q.task_class.as_str(), q.fee_estimate_micro_sym),
+            ("compute", None)
+        );
         let train = spec(include_str!("../../../../examples/train.toml"));
-        assert_eq!(quote(&train, &semantic, &params, 1, 4).unwrap().task_class, "train");
+        assert_eq!(
+            quote(&train, &semantic, &params, 1, 4).unwrap().task_class,
+            "train"
+        );
     }
 }

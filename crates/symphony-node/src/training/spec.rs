@@ -50,10 +50,16 @@ pub struct IterationSpec {
 #[serde(deny_unknown_fields)]
 pub struct PrivacySpec {
     /// ε for the whole run (decimal, at most 6 fractional digits).
-    #[cfg_attr(feature = "openapi", schema(pattern = r"^[0-9]+(\.[0-9]{1,6})?$", example = "4.0"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[0-9]+(\.[0-9]{1,6})?$", example = "4.0")
+    )]
     pub epsilon: String,
     /// δ for the whole run, in (0, 1).
-    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0, exclusive_maximum = 1))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(exclusive_minimum = 0, exclusive_maximum = 1)
+    )]
     pub delta: f64,
 }
 
@@ -131,7 +137,10 @@ pub struct TrainingSpec {
     /// Acceptance criteria.
     pub acceptance: AcceptanceSpec,
     /// Fraction of each Vault's examples held out for evaluation, in (0, 0.9).
-    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0, exclusive_maximum = 0.9))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(exclusive_minimum = 0, exclusive_maximum = 0.9)
+    )]
     pub holdout_fraction: f64,
     /// Minimum Vaults per round (default: a majority, at least 2).
     #[serde(default)]

@@ -95,6 +95,10 @@ pub enum TaskCmd {
         dir: DirArg,
         #[arg(long)]
         json: bool,
+        /// Print the audience bound, ε and fee estimate over the devnet's Vaults
+        /// without sending anything.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Every task request of the devnet's callers, newest first: id, class,
     /// status, when it was received.
@@ -518,12 +522,21 @@ fn print_reply(r: &symphony_deploy::client::HttpReply, json: bool) -> Result<Val
 pub fn task(cmd: TaskCmd) -> Result<()> {
     let rt = runtime()?;
     match cmd {
-        TaskCmd::Submit { spec, dir, json } => {
+        TaskCmd::Submit {
+            spec,
+            dir,
+            json,
+            dry_run,
+        } => {
             let text = std::fs::read_to_string(&spec)
                 .with_context(|| format!("reading {}", spec.display()))?;
             let spec = TaskSpec::from_toml(&text)
                 .with_context(|| format!("task spec {}", spec.display()))?;
             let layout = DevnetLayout::load(&dir.dir)?;
+            if dry_run {
+                let vaults = u32::try_from(layout.enterprises.len()).unwrap_or(u32::MAX);
+                return crate::quote_cmd::print_dry_run(&spec, vaults, json);
+            }
             let client = caller_client(&layout, spec.submitter())?;
             let r = rt.block_on(client.submit(spec))?;
             let v = print_reply(&r, json)?;
@@ -587,7 +600,11 @@ pub fn task(cmd: TaskCmd) -> Result<()> {
         }
         TaskCmd::Status { id, dir, json } => {
             let layout = DevnetLayout::load(&dir.dir)?;
-            let r = get_as_owner(&rt, &layout, &format!("/v1/tasks/{id}"))?;
+            let r = get_as_owner(
+                &rt,
+                &layout,
+                &format!("/v1/tasks/{}", symphony_deploy::client::encode_segment(&id)),
+            )?;
             let v = print_reply(&r, json)?;
             if !json {
                 println!(
@@ -606,7 +623,11 @@ pub fn task(cmd: TaskCmd) -> Result<()> {
             let started = Instant::now();
             let mut shown = 0usize;
             loop {
-                let r = get_as_owner(&rt, &layout, &format!("/v1/tasks/{id}"))?;
+                let r = get_as_owner(
+                    &rt,
+                    &layout,
+                    &format!("/v1/tasks/{}", symphony_deploy::client::encode_segment(&id)),
+                )?;
                 let v = print_reply(&r, false)?;
                 let states: Vec<String> = v["lifecycle"]
                     .as_array()
@@ -644,7 +665,14 @@ pub fn task(cmd: TaskCmd) -> Result<()> {
         }
         TaskCmd::Result { id, dir, json, out } => {
             let layout = DevnetLayout::load(&dir.dir)?;
-            let r = get_as_owner(&rt, &layout, &format!("/v1/tasks/{id}/result"))?;
+            let r = get_as_owner(
+                &rt,
+                &layout,
+                &format!(
+                    "/v1/tasks/{}/result",
+                    symphony_deploy::client::encode_segment(&id)
+                ),
+            )?;
             let v = print_reply(&r, json)?;
             let o = &v["outcome"];
             let status = v["status"].as_str().unwrap_or("?").to_owned();

@@ -4,6 +4,7 @@ mod compute_cmd;
 mod deploy_cmd;
 mod gov_cmd;
 mod ledger_cmd;
+mod quote_cmd;
 mod sim_cmd;
 mod train_cmd;
 
@@ -155,6 +156,10 @@ struct LuckinArgs {
     /// Print one JSON object instead of the story.
     #[arg(long)]
     json: bool,
+    /// Print the audience bound, ε and fee estimate without starting the network
+    /// or spending anything.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Subcommand)]
@@ -333,6 +338,10 @@ fn demo_luckin(args: LuckinArgs) -> Result<()> {
     })?;
     if let Some(cap) = args.cap {
         spec.audience_cap = cap;
+    }
+    if args.dry_run {
+        let spec = symphony_node::task::TaskSpec::Query(spec);
+        return quote_cmd::print_dry_run(&spec, args.vaults, args.json);
     }
     if !args.json {
         println!(

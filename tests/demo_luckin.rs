@@ -56,6 +56,10 @@ fn demo_on_openraft_delivers_what_the_in_process_replicas_deliver() {
         demo["epoch"],
         serde_json::json!({"epoch_id": 0, "policy_version": 1})
     );
+    // The dry run's fee estimate is the escrow the real run locked.
+    let dry = dry_run(&["--json"]);
+    assert_eq!(dry["fee_estimate_micro_sym"], demo["fee_locked"], "{dry}");
+    assert_eq!(dry["audience_bound"], demo["audience_cap"], "{dry}");
     // Replay: same seed, same consensus state root and result.
     let again = deployed::demo_json("luckin", SUBJECTS, RECORDS, SEED);
     assert_eq!(again["result_hash"], demo["result_hash"]);
@@ -113,4 +117,67 @@ fn a_rejected_task_exits_3_and_an_invalid_spec_exits_1() {
         1,
         "cause printed once: {stderr}"
     );
+}
+
+/// `demo luckin --dry-run` with `extra` arguments: exit 0, stdout (JSON when
+/// `--json` is among them).
+fn dry_run(extra: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_symphony"))
+        .args(["demo", "luckin", "--dry-run"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or(serde_json::Value::String(stdout))
+}
+
+/// A dry run builds nothing and spends nothing: no network, no Vault, no ledger in
+/// its directory; it prints the audience bound, ε and the fee estimate; an invalid
+/// spec is refused the same way as without `--dry-run`.
+#[test]
+fn a_dry_run_prints_the_figures_and_spends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let net_dir = dir.path().join("net");
+    let net_arg = net_dir.to_str().unwrap();
+    let v = dry_run(&["--json", "--dir", net_arg, "--cap", "300"]);
+    assert_eq!(v["dry_run"], true, "{v}");
+    assert_eq!(v["task_class"], "query");
+    assert_eq!(v["audience_bound"], 300);
+    assert_eq!(v["epsilon_per_subject"], "0.1");
+    assert_eq!(v["minimum_vault_quorum"], 3);
+    assert_eq!(v["vaults"], 4);
+    let fee = v["fee_estimate_micro_sym"].as_u64().unwrap();
+    assert!(fee > v["rejection_fee_micro_sym"].as_u64().unwrap(), "{v}");
+    assert!(!net_dir.exists(), "a dry run created {}", net_dir.display());
+    let text = dry_run(&["--cap", "300"]);
+    let text = text.as_str().unwrap();
+    for needle in [
+        "dry run",
+        "at most 300 subjects",
+        "ε per subject       0.1",
+        "fee estimate",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in {text}");
+    }
+    let spec = dir.path().join("bad.toml");
+    std::fs::write(
+        &spec,
+        "advertiser = \"advertiser:luckin\"\nbrand = \"Luckin Coffee\"\ncountry = \"SG\"\n\
+         window_days = 30\naudience_cap = 0\nselection = \"random_sampling\"\n\
+         usage_scope = \"marketing\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_symphony"))
+        .args(["demo", "luckin", "--dry-run", "--spec"])
+        .arg(&spec)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("audience_cap must be >= 1"), "{stderr}");
 }

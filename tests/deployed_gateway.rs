@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use deployed::{cli_json, embedded_audience, luckin, Net, SEED};
 use ed25519_dalek::SigningKey;
-use symphony_deploy::auth::sign_headers;
+use symphony_deploy::auth::{sign_headers, RequestTarget};
 use symphony_deploy::client::{https_request, sign_submission};
 use symphony_deploy::master::now_ms;
 use symphony_node::network::advertiser_key;
@@ -96,9 +96,15 @@ fn luckin_through_the_gateway_matches_the_embedded_demo_and_bad_requests_change_
         assert_eq!(r.status, status, "{msg}");
         assert!(msg.contains(needle), "{msg:?} does not mention {needle:?}");
     };
-    // Headers of a POST /v1/tasks signed by `key` as `caller`.
+    // Headers of a POST /v1/tasks to `gw` signed by `key` as `caller`.
+    let host = gw.to_string();
+    let post = RequestTarget {
+        method: "POST",
+        host: &host,
+        path: "/v1/tasks",
+    };
     let headers = |key: &SigningKey, caller: &str, body: &[u8], nonce: u64, at_ms: u64| {
-        sign_headers(key, caller, "POST", "/v1/tasks", body, nonce, at_ms)
+        sign_headers(key, caller, post, body, nonce, at_ms)
     };
     // Forged signature: signed by another key under the advertiser's name.
     let body = submission(1001);
@@ -135,6 +141,15 @@ fn luckin_through_the_gateway_matches_the_embedded_demo_and_bad_requests_change_
     expect(send(h, body), 409, "replayed");
     let r = net.get("/v1/tasks/req-unknown");
     assert_eq!(r.status, 404);
+    // A dry run prints the figures and sends nothing.
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/luckin.toml");
+    let quote = cli_json(&net, &["task", "submit", spec, "--dry-run"]);
+    assert_eq!(quote["dry_run"], true, "{quote}");
+    assert_eq!(quote["vaults"], 4, "{quote}");
+    assert!(
+        quote["fee_estimate_micro_sym"].as_u64().unwrap() > 0,
+        "{quote}"
+    );
     let after = net.wait_converged(Duration::from_secs(10));
     assert_eq!(
         before[0]["state_root"], after[0]["state_root"],
@@ -151,7 +166,19 @@ fn luckin_through_the_gateway_matches_the_embedded_demo_and_bad_requests_change_
     let h = headers(&owner, "advertiser:luckin", &body, 2001, now_ms());
     assert_eq!(send(h, body.clone()).status, 202);
     let gw2 = net.layout.masters[1].gateway;
-    let h = headers(&owner, "advertiser:luckin", &body, 2001, now_ms() + 1);
+    let host2 = gw2.to_string();
+    let post2 = RequestTarget {
+        host: &host2,
+        ..post
+    };
+    let h = sign_headers(
+        &owner,
+        "advertiser:luckin",
+        post2,
+        &body,
+        2001,
+        now_ms() + 1,
+    );
     let r = net
         .rt
         .block_on(https_request(

@@ -114,8 +114,10 @@ fn error_of(r: &HttpReply) -> String {
 async fn a_caller_over_its_rate_gets_429_another_caller_is_unaffected_and_nothing_changes() {
     let a = caller("advertiser:limits-a", 1);
     let b = caller("advertiser:limits-b", 2);
-    // One token per second and a bucket of one: after its first request, a burst of
-    // requests from A arriving within a second can take at most one more token.
+    // One token per second and a bucket of one across the cluster (each of the
+    // three gateways enforces a third of the rate, at least one token of burst):
+    // after its first request, a burst of requests from A arriving at one gateway
+    // within a second can take at most one more token.
     let (bed, _dir) = bed(settings(&[a.clone(), b.clone()], 1, 1, 10_000)).await;
     let gw = bed.gateways[0];
     let (ca, cb) = (client(&bed, gw, &a), client(&bed, gw, &b));
@@ -199,11 +201,18 @@ async fn a_caller_over_its_rate_gets_429_another_caller_is_unaffected_and_nothin
 
     // The gateway counted every refusal.
     let metrics = String::from_utf8(cb.get_plain(gw, "/metrics").await.unwrap().body).unwrap();
-    let line = format!(
-        "symphony_gateway_requests_total{{route=\"submit\",code=\"429\"}} {}",
-        refused.len()
-    );
-    assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    for line in [
+        format!(
+            "symphony_gateway_requests_total{{route=\"/v1/tasks\",method=\"POST\",code=\"429\"}} {}",
+            refused.len()
+        ),
+        format!(
+            "symphony_gateway_refusals_total{{route=\"/v1/tasks\",reason=\"rate_limited\"}} {}",
+            refused.len()
+        ),
+    ] {
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
     bed.shutdown().await.unwrap();
 }
 

@@ -1,7 +1,15 @@
 //! Gateway request authentication: the caller signs
-//! `(method, path, SHA-256(body), nonce, timestamp)` with ed25519; the gateway refuses
-//! unknown callers, stale or future timestamps, bad signatures and replayed nonces,
-//! and rate-limits each caller with a token bucket.
+//! `(method, host, path, SHA-256(body), nonce, timestamp)` with ed25519; the gateway
+//! refuses unknown callers, stale or future timestamps, bad signatures, requests
+//! signed for another gateway (host) and replayed nonces, and rate-limits each caller
+//! with a token bucket.
+//!
+//! The path is signed and verified exactly as sent on the request line
+//! (percent-encoded, with its query), never decoded: `/v1/tasks/a%20b` is signed as
+//! those bytes. The host is the gateway's address as the caller reached it (the
+//! `host` header, which the gateway checks against its own names): a signed request
+//! is valid at one gateway only, so its nonce, remembered by that gateway for the
+//! whole timestamp window, cannot be replayed at another master's gateway.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -17,12 +25,21 @@ pub const HEADER_TIMESTAMP: &str = "x-scp-timestamp";
 /// Header carrying the hex signature.
 pub const HEADER_SIGNATURE: &str = "x-scp-signature";
 
-/// The bytes a caller signs.
-pub fn signing_message(method: &str, path: &str, body: &[u8], nonce: u64, ts_ms: u64) -> Vec<u8> {
+/// The bytes a caller signs: `path` is the request target as sent (percent-encoded,
+/// with its query), `host` the gateway's `host:port` as the caller addresses it.
+pub fn signing_message(
+    method: &str,
+    host: &str,
+    path: &str,
+    body: &[u8],
+    nonce: u64,
+    ts_ms: u64,
+) -> Vec<u8> {
     let body_hash = Sha256::digest(body);
     let mut h = Sha256::new();
-    h.update(b"scp/gateway-request/v1\n");
-    for part in [method.as_bytes(), path.as_bytes()] {
+    h.update(b"scp/gateway-request/v2\n");
+    let host = host.to_ascii_lowercase();
+    for part in [method.as_bytes(), host.as_bytes(), path.as_bytes()] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part);
     }
@@ -32,17 +49,34 @@ pub fn signing_message(method: &str, path: &str, body: &[u8], nonce: u64, ts_ms:
     h.finalize().to_vec()
 }
 
+/// The parts of one request a caller signs.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestTarget<'a> {
+    /// HTTP method.
+    pub method: &'a str,
+    /// The gateway's `host:port` as the caller addresses it (the `host` header).
+    pub host: &'a str,
+    /// The request target as sent: percent-encoded path and query.
+    pub path: &'a str,
+}
+
 /// Headers `(name, value)` authenticating one request.
 pub fn sign_headers(
     key: &SigningKey,
     caller: &str,
-    method: &str,
-    path: &str,
+    target: RequestTarget<'_>,
     body: &[u8],
     nonce: u64,
     ts_ms: u64,
 ) -> Vec<(&'static str, String)> {
-    let sig = key.sign(&signing_message(method, path, body, nonce, ts_ms));
+    let sig = key.sign(&signing_message(
+        target.method,
+        target.host,
+        target.path,
+        body,
+        nonce,
+        ts_ms,
+    ));
     vec![
         (HEADER_CALLER, caller.to_owned()),
         (HEADER_NONCE, nonce.to_string()),
@@ -74,6 +108,15 @@ pub enum AuthError {
     /// Signature does not verify.
     #[error("signature does not verify for caller {0:?}")]
     BadSignature(String),
+    /// Signed for another gateway (the `host` header names none of this gateway's
+    /// addresses).
+    #[error("request addressed to host {host:?}, which is not this gateway ({expected}); sign each request for the gateway it is sent to")]
+    WrongHost {
+        /// The host the request names.
+        host: String,
+        /// This gateway's names.
+        expected: String,
+    },
     /// Nonce seen before.
     #[error("nonce {nonce} of {caller:?} was already used: replayed request refused")]
     Replayed {
@@ -87,8 +130,9 @@ pub enum AuthError {
     RateLimited(String),
 }
 
-/// Nonces seen inside the window (per gateway; task submissions are additionally
-/// deduplicated by the replicated request id, so a replay to another master fails too).
+/// Nonces seen inside the window, per gateway: a signature names its gateway (host),
+/// so a nonce can only be replayed at the gateway that remembers it; task
+/// submissions are also deduplicated by the replicated request id.
 #[derive(Debug, Default)]
 pub struct NonceCache {
     seen: BTreeMap<(String, u64), u64>,
@@ -140,6 +184,19 @@ impl RateLimiter {
         }
     }
 
+    /// This gateway's share of a cluster-wide limit: `per_s` and `burst` are what a
+    /// caller may send to all `gateways` together, so each enforces `1/gateways` of
+    /// the rate and of the burst (at least one token, so a caller can always send a
+    /// first request: across gateways the burst is `max(burst, gateways)`).
+    pub fn cluster_share(per_s: u32, burst: u32, gateways: usize) -> Self {
+        let n = gateways.max(1) as f64;
+        Self {
+            per_s: f64::from(per_s) / n,
+            burst: (f64::from(burst) / n).max(1.0),
+            buckets: BTreeMap::new(),
+        }
+    }
+
     /// Takes one token for `caller` at `now_ms`; false when empty.
     pub fn allow(&mut self, caller: &str, now_ms: u64) -> bool {
         let (tokens, last) = self
@@ -169,12 +226,11 @@ pub struct Authenticated {
     pub ts_ms: u64,
 }
 
-/// Verifies the headers of one request (no replay or rate check).
+/// Verifies the headers of one request (no host, replay or rate check).
 pub fn verify(
     callers: &BTreeMap<String, VerifyingKey>,
     header: impl Fn(&'static str) -> Option<String>,
-    method: &str,
-    path: &str,
+    target: RequestTarget<'_>,
     body: &[u8],
     now_ms: u64,
     window_ms: u64,
@@ -201,7 +257,7 @@ pub fn verify(
         });
     }
     key.verify(
-        &signing_message(method, path, body, nonce, ts_ms),
+        &signing_message(target.method, target.host, target.path, body, nonce, ts_ms),
         &Signature::from_bytes(&sig_bytes),
     )
     .map_err(|_| AuthError::BadSignature(caller.clone()))?;
@@ -220,45 +276,58 @@ mod tests {
     fn sign_verify_and_refusals() {
         let key = SigningKey::from_bytes(&[7u8; 32]);
         let callers = BTreeMap::from([("a".to_owned(), key.verifying_key())]);
-        let headers = sign_headers(&key, "a", "POST", "/v1/tasks", b"{}", 5, 1_000);
+        let target = RequestTarget {
+            method: "POST",
+            host: "127.0.0.1:7001",
+            path: "/v1/tasks",
+        };
+        let headers = sign_headers(&key, "a", target, b"{}", 5, 1_000);
         let get = |h: &[(&'static str, String)]| {
             let h = h.to_vec();
             move |name: &'static str| h.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone())
         };
-        assert!(verify(
-            &callers,
-            get(&headers),
-            "POST",
-            "/v1/tasks",
-            b"{}",
-            1_500,
-            1_000
-        )
-        .is_ok());
+        assert!(verify(&callers, get(&headers), target, b"{}", 1_500, 1_000).is_ok());
         assert!(matches!(
-            verify(
-                &callers,
-                get(&headers),
-                "POST",
-                "/v1/tasks",
-                b"{ }",
-                1_500,
-                1_000
-            ),
+            verify(&callers, get(&headers), target, b"{ }", 1_500, 1_000),
             Err(AuthError::BadSignature(_))
         ));
         assert!(matches!(
-            verify(
-                &callers,
-                get(&headers),
-                "POST",
-                "/v1/tasks",
-                b"{}",
-                9_000,
-                1_000
-            ),
+            verify(&callers, get(&headers), target, b"{}", 9_000, 1_000),
             Err(AuthError::Stale { .. })
         ));
+        // Signed for one gateway: refused by another (host), and for another path.
+        for other in [
+            RequestTarget {
+                host: "127.0.0.1:7002",
+                ..target
+            },
+            RequestTarget {
+                path: "/v1/tasks?x=1",
+                ..target
+            },
+        ] {
+            assert!(matches!(
+                verify(&callers, get(&headers), other, b"{}", 1_500, 1_000),
+                Err(AuthError::BadSignature(_))
+            ));
+        }
+        // The host is case-insensitive; the path is bytes as sent.
+        let upper = RequestTarget {
+            host: "LOCALHOST:1",
+            path: "/v1/tasks/a%20b",
+            ..target
+        };
+        let h = sign_headers(&key, "a", upper, b"", 6, 1_000);
+        let lower = RequestTarget {
+            host: "localhost:1",
+            ..upper
+        };
+        assert!(verify(&callers, get(&h), lower, b"", 1_000, 1_000).is_ok());
+        let decoded = RequestTarget {
+            path: "/v1/tasks/a b",
+            ..lower
+        };
+        assert!(verify(&callers, get(&h), decoded, b"", 1_000, 1_000).is_err());
         let mut cache = NonceCache::default();
         assert!(cache.check_and_insert("a", 5, 1_000, 1_000));
         assert!(!cache.check_and_insert("a", 5, 1_001, 1_000));
@@ -266,5 +335,12 @@ mod tests {
         assert!(limiter.allow("a", 0) && limiter.allow("a", 0));
         assert!(!limiter.allow("a", 0));
         assert!(limiter.allow("a", 1_000));
+        // Three gateways share 3 per second and a burst of 6: 2 each at once, then
+        // one per second each.
+        let mut share = RateLimiter::cluster_share(3, 6, 3);
+        assert!(share.allow("a", 0) && share.allow("a", 0));
+        assert!(!share.allow("a", 0));
+        assert!(!share.allow("a", 500));
+        assert!(share.allow("a", 1_000));
     }
 }

@@ -44,7 +44,7 @@ use symphony_node::network::CampaignSpec;
 use symphony_node::task::TaskSpec;
 use tokio::sync::{Barrier, Semaphore};
 
-use crate::auth::sign_headers;
+use crate::auth::{sign_headers, RequestTarget};
 use crate::client::{sign_submission, Connection};
 use crate::gateway::{Gateway, GatewaySettings};
 use crate::loopback::{empty_genesis, leader_of, start_nodes, LoopbackOptions, Node};
@@ -367,7 +367,13 @@ async fn send_prepared(
     let (caller, nonce, body) = prepared;
     let (name, key) = &keys[*caller];
     let t = Instant::now();
-    let headers = sign_headers(key, name, "POST", "/v1/tasks", body, *nonce, now_ms());
+    let host = conn.host();
+    let target = RequestTarget {
+        method: "POST",
+        host: &host,
+        path: "/v1/tasks",
+    };
+    let headers = sign_headers(key, name, target, body, *nonce, now_ms());
     let reply = conn
         .request("POST", "/v1/tasks", &headers, body.clone())
         .await?;

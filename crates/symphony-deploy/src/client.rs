@@ -18,7 +18,7 @@ use rustls_pki_types::ServerName;
 use serde_json::Value;
 use symphony_node::task::TaskSpec;
 
-use crate::auth::sign_headers;
+use crate::auth::{sign_headers, RequestTarget};
 use crate::master::{attempt_nonce, now_ms};
 use crate::state::{TaskSubmission, MAX_ATTEMPTS};
 use crate::DeployError;
@@ -77,6 +77,12 @@ impl Connection {
             })?
     }
 
+    /// The gateway's `host:port` as this connection addresses it (the `host` header
+    /// and what a signature names).
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
     /// Sends one request on this connection and reads the whole reply (bounded by
     /// [`REQUEST_TIMEOUT`]).
     pub async fn request(
@@ -89,11 +95,16 @@ impl Connection {
         let addr = self.addr;
         let exchange = async {
             self.sender.ready().await.map_err(http_err)?;
-            let mut builder = Request::builder()
-                .method(method)
-                .uri(path)
-                .header("host", addr.to_string())
-                .header("content-type", "application/json");
+            let mut builder = Request::builder().method(method).uri(path);
+            if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+                builder = builder.header("host", addr.to_string());
+            }
+            if !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            {
+                builder = builder.header("content-type", "application/json");
+            }
             for (k, v) in headers {
                 builder = builder.header(*k, v);
             }
@@ -152,6 +163,21 @@ pub fn sign_submission(
     })
 }
 
+/// `segment` percent-encoded for one path segment: every byte but RFC 3986's
+/// unreserved characters (`A-Z a-z 0-9 - . _ ~`) becomes `%XX`, so any id can be
+/// sent, and is signed exactly as sent.
+pub fn encode_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// A fresh nonce below 2^62.
 pub fn fresh_nonce() -> u64 {
     rand::random::<u64>() >> 2
@@ -185,6 +211,9 @@ impl GatewayClient {
     }
 
     /// A signed request with the given nonce, sent to the first master that answers.
+    /// Each gateway gets its own signature: a signature names the gateway (host) it
+    /// is sent to, so it cannot be replayed at another. `path` is sent and signed as
+    /// given: percent-encode ids in it ([`encode_segment`]).
     pub async fn signed_with_nonce(
         &self,
         method: &str,
@@ -192,17 +221,15 @@ impl GatewayClient {
         body: Vec<u8>,
         nonce: u64,
     ) -> Result<HttpReply, DeployError> {
-        let headers = sign_headers(
-            &self.key,
-            &self.caller,
-            method,
-            path,
-            &body,
-            nonce,
-            now_ms(),
-        );
         let mut last = DeployError::Http("no gateway address".into());
         for addr in &self.addrs {
+            let host = addr.to_string();
+            let target = RequestTarget {
+                method,
+                host: &host,
+                path,
+            };
+            let headers = sign_headers(&self.key, &self.caller, target, &body, nonce, now_ms());
             match https_request(
                 *addr,
                 self.tls.clone(),

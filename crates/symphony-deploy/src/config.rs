@@ -110,9 +110,10 @@ pub struct MasterConfig {
     /// Injected "now" (ms) for the protocol flow; `None` = wall clock at admission.
     #[serde(default)]
     pub fixed_now_ms: Option<u64>,
-    /// Requests per second per caller at the gateway.
+    /// Requests per second per caller across all the cluster's gateways: each
+    /// gateway enforces its share (a third with three masters).
     pub rate_limit_per_s: u32,
-    /// Burst per caller.
+    /// Burst per caller across all gateways (each gateway: its share, at least 1).
     pub rate_limit_burst: u32,
     /// Largest request body accepted.
     pub body_limit_bytes: usize,

@@ -31,7 +31,7 @@ use symphony_node::task::{TaskOutcome, TaskSpec};
 use symphony_node::training::MODEL_ARTIFACT_TAG;
 
 /// Where a submitted request is in its life at the gateway.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RequestStatus {
     /// Acknowledged, waiting for the leader's worker.
@@ -56,15 +56,18 @@ impl RequestStatus {
 /// `TaskSpec::request_hash(nonce * 4 + i)`).
 /// Extra attempts let a new leader re-run a task that a crashed leader left
 /// half-done, without the masters ever signing for the caller.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSubmission {
     /// The task, tagged by class (`{"query": …}`, `{"compute": …}`, `{"train": …}`).
     #[serde(with = "crate::wire")]
     pub spec: TaskSpec,
-    /// The caller's nonce (< 2^62).
+    /// The caller's nonce (< 2^62), equal to the `x-scp-nonce` header.
+    #[schema(maximum = 4611686018427387903_i64)]
     pub nonce: u64,
-    /// Hex ed25519 signatures, attempt 0 first (1 to [`MAX_ATTEMPTS`]).
+    /// Hex ed25519 signatures, attempt 0 first (1 to [`MAX_ATTEMPTS`]): attempt `i`
+    /// signs `TaskSpec::request_hash(nonce * 4 + i)`.
+    #[schema(min_items = 1, max_items = 4)]
     pub attempt_signatures: Vec<String>,
 }
 

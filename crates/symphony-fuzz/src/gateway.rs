@@ -329,7 +329,12 @@ fn build(u: &mut Unstructured<'_>) -> arbitrary::Result<Request> {
     // Inside the window; a header's near miss steps outside it.
     let ts_ms = NOW_MS.wrapping_add_signed(u.int_in_range(-30_000i64..=30_000)?);
     let name = CALLERS[caller].0.to_owned();
-    let valid = auth::sign_headers(&f.keys[caller], &name, &method, &path, &body, nonce, ts_ms);
+    let target = auth::RequestTarget {
+        method: &method,
+        host: FUZZ_HOST,
+        path: &path,
+    };
+    let valid = auth::sign_headers(&f.keys[caller], &name, target, &body, nonce, ts_ms);
     let mut headers = BTreeMap::new();
     let mut signature = HeaderChoice::Valid;
     for (header, value) in valid {
@@ -343,15 +348,8 @@ fn build(u: &mut Unstructured<'_>) -> arbitrary::Result<Request> {
                 auth::HEADER_NONCE => nonce.wrapping_add(1).to_string(),
                 auth::HEADER_TIMESTAMP => (NOW_MS + WINDOW_MS + 1).to_string(),
                 _ => {
-                    let other = auth::sign_headers(
-                        &f.keys[caller],
-                        &name,
-                        &method,
-                        &path,
-                        b"{}",
-                        nonce,
-                        ts_ms,
-                    );
+                    let other =
+                        auth::sign_headers(&f.keys[caller], &name, target, b"{}", nonce, ts_ms);
                     other
                         .into_iter()
                         .find(|(h, _)| *h == auth::HEADER_SIGNATURE)
@@ -378,14 +376,20 @@ fn build(u: &mut Unstructured<'_>) -> arbitrary::Result<Request> {
     })
 }
 
+/// The gateway host the harness's requests are addressed to (signed with them).
+const FUZZ_HOST: &str = "127.0.0.1:8443";
+
 /// Authentication, replay and rate checks, as the gateway runs them.
 fn authenticate(r: &Request) -> Result<auth::Authenticated, String> {
     let f = fixture();
     let header = |name: &'static str| r.headers.get(name).cloned();
-    let a = auth::verify(
-        &f.callers, header, &r.method, &r.path, &r.body, NOW_MS, WINDOW_MS,
-    )
-    .map_err(|e| e.to_string())?;
+    let target = auth::RequestTarget {
+        method: &r.method,
+        host: FUZZ_HOST,
+        path: &r.path,
+    };
+    let a = auth::verify(&f.callers, header, target, &r.body, NOW_MS, WINDOW_MS)
+        .map_err(|e| e.to_string())?;
     // No forgery: what verified is what the harness signed.
     let (caller, nonce, ts_ms) = &r.signed;
     assert!(

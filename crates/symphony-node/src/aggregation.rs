@@ -21,6 +21,7 @@ use crate::bundle::SliceResultBundle;
 pub const AUDIENCE_HASH_TAG: &str = "scp/audience/v1";
 
 /// How the cap is applied when more subjects are eligible than the cap allows.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SelectionPolicy {

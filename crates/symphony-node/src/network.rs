@@ -60,6 +60,7 @@ pub struct NetworkParams {
 }
 
 /// An advertiser's campaign, as written in `examples/luckin.toml`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignSpec {
@@ -75,6 +76,7 @@ pub struct CampaignSpec {
     /// Eligibility window.
     pub window_days: u32,
     /// Audience cap.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub audience_cap: u64,
     /// Selection when more are eligible than the cap.
     pub selection: SelectionPolicy,
@@ -82,9 +84,12 @@ pub struct CampaignSpec {
     pub usage_scope: UsageScope,
     /// Seed of the selection.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(default = 0))]
     pub selection_seed: u64,
-    /// Minimum Vaults that must respond (default: a majority).
+    /// Minimum Vaults that must respond (default: a majority), at most the
+    /// network's Vault count.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub minimum_vault_quorum: Option<u32>,
 }
 

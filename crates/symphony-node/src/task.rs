@@ -16,6 +16,7 @@ use crate::training::{TrainOutcome, TrainingSpec};
 use crate::NodeError;
 
 /// What a `compute` task groups its result by.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GroupBy {
@@ -24,6 +25,7 @@ pub enum GroupBy {
 }
 
 /// The statistic a `compute` task releases per group (besides the group's count).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Statistic {
@@ -35,6 +37,7 @@ pub enum Statistic {
 /// A bounded computation over authorized records returning a noisy aggregate, as
 /// written in `examples/compute.toml`: "number of customers and mean basket value
 /// per home city for customers of brand X in the last N days".
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComputeSpec {
@@ -55,9 +58,14 @@ pub struct ComputeSpec {
     pub statistic: Statistic,
     /// Each person's value is clipped to `[0, contribution_bound_minor]` (minor
     /// currency units): the sensitivity of a group's sum.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub contribution_bound_minor: u64,
     /// ε of the whole release per person (decimal, at most 6 fractional digits),
     /// split equally between the counts and the sums.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[0-9]+(\.[0-9]{1,6})?$", example = "1.0")
+    )]
     pub epsilon: String,
     /// Usage scope (analytics).
     pub usage_scope: UsageScope,
@@ -121,7 +129,8 @@ pub struct ComputeOutcome {
     pub result_hash: String,
 }
 
-/// A task of any class.
+/// A task of any class: an object with exactly one key naming the class.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskSpec {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -29,55 +29,55 @@ use crate::master::now_ms;
 use crate::state::{DeployCommand, DeployResponse};
 use crate::DeployError;
 
-pub(super) async fn epoch(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let response =
-        match state.authenticate_in(&state.readers, &headers, &Method::GET, "/v1/epoch", b"") {
-            Err(r) => r,
-            Ok(_) => Json(state.cluster.with_state(|s| epoch_view(s, now_ms()))).into_response(),
-        };
-    state.count("epoch", response.status());
-    response
+pub(super) async fn epoch(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    match state.authenticate_in(&state.readers, &headers, &Method::GET, &uri, b"") {
+        Err(r) => r,
+        Ok(_) => Json(state.cluster.with_state(|s| epoch_view(s, now_ms()))).into_response(),
+    }
 }
 
-pub(super) async fn proposals(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let path = "/v1/governance/proposals";
-    let response = match state.authenticate_in(&state.readers, &headers, &Method::GET, path, b"") {
+pub(super) async fn proposals(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    match state.authenticate_in(&state.readers, &headers, &Method::GET, &uri, b"") {
         Err(r) => r,
         Ok(_) => Json(state.cluster.with_state(proposals_view)).into_response(),
-    };
-    state.count("proposals", response.status());
-    response
+    }
 }
 
 pub(super) async fn propose(
     State(state): State<Arc<AppState>>,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let response = match propose_inner(&state, &headers, body).await {
+    match propose_inner(&state, &headers, &uri, body).await {
         Ok(r) | Err(r) => r,
-    };
-    state.count("propose", response.status());
-    response
+    }
 }
 
 pub(super) async fn vote(
     State(state): State<Arc<AppState>>,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let response = match vote_inner(&state, &headers, body).await {
+    match vote_inner(&state, &headers, &uri, body).await {
         Ok(r) | Err(r) => r,
-    };
-    state.count("vote", response.status());
-    response
+    }
 }
 
 /// Authenticates a master's POST and parses its body.
 fn master_body<T: serde::de::DeserializeOwned>(
     state: &AppState,
     headers: &HeaderMap,
-    path: &str,
+    uri: &Uri,
     body: Result<Bytes, BytesRejection>,
     by: impl Fn(&T) -> u8,
 ) -> Result<T, Response> {
@@ -92,7 +92,7 @@ fn master_body<T: serde::de::DeserializeOwned>(
             format!("{caller:?} is not a master: only masters (master-0, master-1, master-2) file proposals and votes"),
         ));
     }
-    let a = state.authenticate_in(&state.masters, headers, &Method::POST, path, &body)?;
+    let a = state.authenticate_in(&state.masters, headers, &Method::POST, uri, &body)?;
     let parsed: T = serde_json::from_slice(&body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed JSON body: {e}")))?;
     let by = by(&parsed);
@@ -179,11 +179,11 @@ fn events_json(events: &[Event]) -> Value {
 async fn propose_inner(
     state: &AppState,
     headers: &HeaderMap,
+    uri: &Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Response> {
-    let path = "/v1/governance/proposals";
     let p: ProposalSubmission =
-        master_body(state, headers, path, body, |p: &ProposalSubmission| p.by)?;
+        master_body(state, headers, uri, body, |p: &ProposalSubmission| p.by)?;
     let now = now_ms();
     if p.at_ms.abs_diff(now) > state.window_ms {
         return Err(error(
@@ -234,10 +234,10 @@ async fn propose_inner(
 async fn vote_inner(
     state: &AppState,
     headers: &HeaderMap,
+    uri: &Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Response> {
-    let path = "/v1/governance/votes";
-    let v: VoteSubmission = master_body(state, headers, path, body, |v: &VoteSubmission| v.by)?;
+    let v: VoteSubmission = master_body(state, headers, uri, body, |v: &VoteSubmission| v.by)?;
     let sig = signature(&v.signature)?;
     // The vote takes effect (an approved close_epoch closes the epoch) at this
     // master's clock, never before the current epoch opened.

@@ -328,17 +328,7 @@ pub fn admit<C: ClassModule>(
             plan.minimum_result_cardinality()
         ),
     );
-    let majority = n / 2 + 1;
-    let quorum = match c.minimum_vault_quorum {
-        None => majority.min(n.max(1)),
-        Some(q) if (majority..=n).contains(&q) => q,
-        Some(q) => {
-            return Err(NodeError::Refused(format!(
-                "invalid spec, nothing reserved or charged: minimum_vault_quorum {q} is outside \
-                 {majority}..={n} (a majority of the network's {n} Vaults up to all of them)"
-            )))
-        }
-    };
+    let quorum = vault_quorum(&c, n)?;
     let task_id = master.next_task_id(&request_hash)?;
     let reserved = reserve(master, endpoints, &task_id, &actor, class.class(), &c, obs)?;
     refuse_if_too_few(
@@ -426,6 +416,20 @@ pub fn admit<C: ClassModule>(
         quorum,
         vaults_reserved: consent_refs.len(),
     })
+}
+
+/// The minimum Vault quorum of a task over `n` Vaults: the submitter's, if it lies
+/// between a majority and all of them, or a majority.
+pub fn vault_quorum(c: &ClassAdmission, n: u32) -> Result<u32, NodeError> {
+    let majority = n / 2 + 1;
+    match c.minimum_vault_quorum {
+        None => Ok(majority.min(n.max(1))),
+        Some(q) if (majority..=n).contains(&q) => Ok(q),
+        Some(q) => Err(NodeError::Refused(format!(
+            "invalid spec, nothing reserved or charged: minimum_vault_quorum {q} is outside \
+             {majority}..={n} (a majority of the network's {n} Vaults up to all of them)"
+        ))),
+    }
 }
 
 /// An envelope that could not be sealed was never admitted: its escrow goes back.

@@ -13,6 +13,7 @@
 
 pub mod admission;
 pub mod execution;
+pub mod quote;
 pub mod settlement;
 
 use std::collections::BTreeMap;

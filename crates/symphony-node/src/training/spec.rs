@@ -9,6 +9,7 @@ use symphony_core::budget::Epsilon;
 use crate::NodeError;
 
 /// The model family the run trains.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelType {
@@ -19,6 +20,7 @@ pub enum ModelType {
 }
 
 /// Eligible market scope: subjects whose home country is listed.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MarketScope {
@@ -27,12 +29,15 @@ pub struct MarketScope {
 }
 
 /// Maximum rounds, convergence threshold and early-stop conditions.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IterationSpec {
     /// Hard cap on rounds.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub max_rounds: u32,
     /// Converged when the mean training loss improves by less than this.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub convergence_threshold: f64,
     /// Stop after this many rounds without improvement (0 = never).
     #[serde(default)]
@@ -65,47 +70,67 @@ fn decimal_number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<St
 }
 
 /// Total privacy budget of the run.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrivacySpec {
     /// ε for the whole run (decimal, at most 6 fractional digits): a number
     /// (`epsilon = 0.9`) or, as before, a string (`epsilon = "0.9"`).
     #[serde(deserialize_with = "decimal_number_or_string")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[0-9]+(\.[0-9]{1,6})?$", example = "4.0")
+    )]
     pub epsilon: String,
-    /// δ for the whole run.
+    /// δ for the whole run, in (0, 1).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(exclusive_minimum = 0, exclusive_maximum = 1)
+    )]
     pub delta: f64,
 }
 
 /// DP-SGD hyper-parameters of every Vault's local training.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DpSgdSpec {
     /// Local DP-SGD steps per round.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub local_steps: u64,
-    /// Poisson sampling rate `q`.
+    /// Poisson sampling rate `q`, in (0, 1].
+    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0, maximum = 1))]
     pub sampling_rate: f64,
-    /// Noise multiplier σ.
+    /// Noise multiplier σ (> 0: DP-SGD without noise is not private).
+    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0))]
     pub noise_multiplier: f64,
     /// Per-example clipping norm C.
+    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0))]
     pub clip_norm: f64,
     /// Step size η.
+    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0))]
     pub learning_rate: f64,
 }
 
 /// What the result must reach to be accepted.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AcceptanceSpec {
     /// Minimum AUC on the held-out split.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1))]
     pub min_auc: f64,
     /// Minimum accuracy on the held-out split (0 = not checked).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1))]
     pub min_accuracy: f64,
     /// Maximum loss-threshold membership-inference advantage.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1))]
     pub max_mia_advantage: f64,
 }
 
 /// A model operator's training request.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainingSpec {
@@ -116,6 +141,7 @@ pub struct TrainingSpec {
     /// The brand the propensity is about.
     pub brand: String,
     /// Label horizon: bought the brand within this many days after the cutoff.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub horizon_days: u32,
     /// Window of the windowed features, days before the cutoff.
     pub window_days: u32,
@@ -127,6 +153,7 @@ pub struct TrainingSpec {
     pub model: ModelType,
     /// Hidden units of the MLP (ignored for logistic regression).
     #[serde(default = "default_hidden")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 256, default = 8))]
     pub mlp_hidden: usize,
     /// Iteration policy.
     pub iteration_policy: IterationSpec,
@@ -136,14 +163,20 @@ pub struct TrainingSpec {
     pub dp_sgd: DpSgdSpec,
     /// Acceptance criteria.
     pub acceptance: AcceptanceSpec,
-    /// Fraction of each Vault's examples held out for evaluation.
+    /// Fraction of each Vault's examples held out for evaluation, in (0, 0.9).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(exclusive_minimum = 0, exclusive_maximum = 0.9)
+    )]
     pub holdout_fraction: f64,
     /// Minimum Vaults per round (default: a majority, at least 2).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub minimum_vault_quorum: Option<u32>,
     /// Simulated wall time per round, ms (rounds crossing an epoch boundary settle
     /// in their own dispatch epochs).
     #[serde(default = "default_round_ms")]
+    #[cfg_attr(feature = "openapi", schema(default = 900000))]
     pub round_duration_ms: u64,
 }
 

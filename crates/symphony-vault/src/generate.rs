@@ -347,12 +347,31 @@ fn subject_id(seed: u64, vault: u32, person: u64) -> String {
     format!("s-{}", hex::encode(&h.finalize()[..8]))
 }
 
+/// Largest synthetic population (people).
+pub const MAX_SUBJECTS: u64 = 50_000_000;
+/// Largest number of synthetic purchase records.
+pub const MAX_RECORDS: u64 = 2_000_000_000;
+
 /// Writes one record file per Vault and the consent file into `out_dir`.
 pub fn generate(params: &GenerateParams, out_dir: &Path) -> Result<GenerateSummary, GenerateError> {
     if params.subjects == 0 || params.vaults == 0 || params.vaults > 99 {
         return Err(GenerateError::Params(
             "need subjects ≥ 1 and 1 ≤ vaults ≤ 99".to_owned(),
         ));
+    }
+    // Bounded sizes: every person writes identity, geography and consent rows, so
+    // an absurd population would fill the disk before anything else fails.
+    if params.subjects > MAX_SUBJECTS {
+        return Err(GenerateError::Params(format!(
+            "subjects = {}: at most {MAX_SUBJECTS} people",
+            params.subjects
+        )));
+    }
+    if params.records > MAX_RECORDS {
+        return Err(GenerateError::Params(format!(
+            "records = {}: at most {MAX_RECORDS} purchase records",
+            params.records
+        )));
     }
     if params.now_ms < (WINDOW_DAYS + 400) * DAY_MS {
         return Err(GenerateError::Params("now_ms is too early".to_owned()));
@@ -571,4 +590,30 @@ fn write_consent(
         )?;
     }
     Ok((rows, budget_rows))
+}
+
+#[cfg(test)]
+mod bounds {
+    use super::*;
+
+    #[test]
+    fn absurd_sizes_are_refused_before_anything_is_written() {
+        let dir = std::env::temp_dir().join(format!("symphony-gen-bounds-{}", std::process::id()));
+        let params = |subjects, records| GenerateParams {
+            subjects,
+            vaults: 2,
+            records,
+            seed: 1,
+            now_ms: 1_795_219_200_000,
+        };
+        let e = generate(&params(u64::MAX, 1), &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("subjects = 18446744073709551615"), "{e}");
+        let e = generate(&params(10, u64::MAX), &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("records ="), "{e}");
+        assert!(!dir.exists());
+    }
 }

@@ -74,7 +74,7 @@ pub fn run(cmd: AttestCmd) -> Result<()> {
             let e = verify_quote(&bytes, &c, at, &policy, None)
                 .with_context(|| format!("{}", quote.display()))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&e)?);
+                crate::output::print_json(&e)?;
             } else {
                 println!("{}: accepted", quote.display());
                 println!("  kind          {}", e.kind);

@@ -97,7 +97,7 @@ pub fn demo_compute(args: ComputeArgs) -> Result<()> {
             o.insert("consensus".into(), serde_json::to_value(&consensus)?);
             o.insert("epoch".into(), epoch.json());
         }
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::output::print_json(&v)?;
     } else {
         summary(&outcome, &consensus, story.started.elapsed().as_secs_f64());
     }

@@ -423,10 +423,7 @@ pub fn devnet(cmd: DevnetCmd, now_ms: u64) -> Result<()> {
                 }));
             }
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({ "nodes": nodes }))?
-                );
+                crate::output::print_json(&serde_json::json!({ "nodes": nodes }))?;
                 return Ok(());
             }
             for n in &nodes {
@@ -513,7 +510,7 @@ fn print_reply(r: &symphony_deploy::client::HttpReply, json: bool) -> Result<Val
         );
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::output::print_json(&v)?;
     }
     Ok(v)
 }
@@ -575,7 +572,7 @@ pub fn task(cmd: TaskCmd) -> Result<()> {
             }
             rows.sort_by_key(|r| std::cmp::Reverse(r["seq"].as_u64().unwrap_or(0)));
             if json {
-                println!("{}", serde_json::json!({ "requests": rows }));
+                crate::output::print_json_line(&serde_json::json!({ "requests": rows }))?;
                 return Ok(());
             }
             if rows.is_empty() {
@@ -643,10 +640,9 @@ pub fn task(cmd: TaskCmd) -> Result<()> {
                 }
                 for s in &states[shown..] {
                     if json {
-                        println!(
-                            "{}",
-                            serde_json::json!({"t_s": started.elapsed().as_secs_f64(), "state": s})
-                        );
+                        crate::output::print_json_line(
+                            &serde_json::json!({"t_s": started.elapsed().as_secs_f64(), "state": s}),
+                        )?;
                     } else {
                         println!("  [{:6.2}s] {s}", started.elapsed().as_secs_f64());
                     }
@@ -825,7 +821,7 @@ fn write_artifacts(v: &Value, out: &std::path::Path) -> Result<Vec<PathBuf>> {
         .as_str()
         .context("artifacts: model.safetensors data missing")?;
     let model = hex::decode(model).context("artifacts: model.safetensors is not hex")?;
-    let card = serde_json::to_string_pretty(&a["model_card.json"])?;
+    let card = serde_json::to_string_pretty(&a["model_card.json"])?; // a file
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let model_path = out.join("model.safetensors");
     let card_path = out.join("model_card.json");
@@ -879,7 +875,7 @@ pub fn bench(cmd: BenchCmd, spec_text: &str) -> Result<()> {
                 concurrency,
             ))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&f)?);
+                crate::output::print_json(&f)?;
             } else {
                 println!("admission on 3 masters (loopback, mutual TLS, fsync on): {} tasks, {} in flight", f.tasks, f.concurrency);
                 println!(
@@ -925,7 +921,7 @@ pub fn bench(cmd: BenchCmd, spec_text: &str) -> Result<()> {
                 },
             ))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&f)?);
+                crate::output::print_json(&f)?;
             } else {
                 println!(
                     "admission through the HTTPS gateway, 3 masters (loopback, mutual TLS, fsync on)"

@@ -148,8 +148,7 @@ fn client(dir: &GovDir) -> Result<GovClient> {
 }
 
 fn print_json(v: &Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
+    crate::output::print_json(v)
 }
 
 fn secs(ms: u64) -> String {

@@ -7,7 +7,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use symphony_node::settlement::reconcile::{reconcile_dir, summarize_dir};
+use symphony_node::settlement::reconcile::reconcile_dir;
+use symphony_node::settlement::summary::{
+    summarize, summarize_dir, AccountRole, AccountRow, LedgerFilter, LedgerSummary,
+};
+use symphony_node::settlement::SettlementStore;
 
 /// Ledger audits.
 #[derive(Subcommand)]
@@ -23,11 +27,28 @@ pub enum LedgerCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Print balances, stakes, escrows, settlements and per-epoch payouts.
+    /// Print accounts (role, balance, stake), escrows, settlements and per-epoch
+    /// payout sets, labelled; producers are summed by role unless `--all` or
+    /// `--account` lists them. DIR is a demo's `--dir` or a devnet.
+    #[command(
+        after_help = "Examples:\n  symphony ledger show --dir symphony-devnet\n  symphony ledger show --dir symphony-devnet --account luckin\n  symphony ledger show --dir net --epoch 0 --json"
+    )]
     Show {
-        /// The network directory.
+        /// The network directory (a demo's `--dir`, or a devnet's directory).
         #[arg(long)]
         dir: PathBuf,
+        /// Only accounts whose id contains this text, with each payment they received.
+        #[arg(long)]
+        account: Option<String>,
+        /// Only the settlements and payout sets of this epoch.
+        #[arg(long)]
+        epoch: Option<u64>,
+        /// List every account, producers too.
+        #[arg(long)]
+        all: bool,
+        /// One JSON object (µSYM integers).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -41,7 +62,7 @@ pub fn run(cmd: LedgerCmd) -> Result<()> {
             let r = reconcile_dir(&dir)
                 .with_context(|| format!("reconciling the ledger in {}", dir.display()))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                crate::output::print_json(&r)?;
             } else {
                 println!("ledger reconciled: {}", dir.display());
                 println!("  events replayed           {}", r.ledger_events);
@@ -61,12 +82,194 @@ pub fn run(cmd: LedgerCmd) -> Result<()> {
             }
             Ok(())
         }
-        LedgerCmd::Show { dir } => {
-            let s = summarize_dir(&dir)
-                .with_context(|| format!("reading the ledger in {}", dir.display()))?;
-            println!("{}", serde_json::to_string_pretty(&s)?);
+        LedgerCmd::Show {
+            dir,
+            account,
+            epoch,
+            all,
+            json,
+        } => {
+            let filter = LedgerFilter { account, epoch };
+            let s = if dir.join("devnet.json").exists() {
+                let (export, _) = symphony_deploy::ledger_export::read_devnet(&dir)
+                    .with_context(|| format!("reading the replicated ledger of {}", dir.display()))?;
+                let ledger = export.ledger()?;
+                let store = SettlementStore::frozen(export.settlement.clone());
+                summarize(ledger.state(), &store, &filter)?
+            } else {
+                summarize_dir(&dir, &filter)
+                    .with_context(|| format!("reading the ledger in {}", dir.display()))?
+            };
+            if json {
+                return crate::output::print_json(&s);
+            }
+            print_summary(&dir, &s, all || filter.account.is_some());
             Ok(())
         }
+    }
+}
+
+/// Prints `rows` under `headers` in aligned columns (numbers right-aligned).
+fn columns(title: &str, headers: &[&str], rows: &[Vec<String>]) {
+    println!();
+    println!("{title}");
+    if rows.is_empty() {
+        println!("  (none)");
+        return;
+    }
+    let mut w: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let numeric = |i: usize| {
+        rows.iter().all(|r| {
+            r[i].chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit() || c == '-')
+        })
+    };
+    let right: Vec<bool> = (0..headers.len()).map(numeric).collect();
+    let line = |cells: Vec<&str>| {
+        let mut out = String::from(" ");
+        for (i, c) in cells.iter().enumerate() {
+            let width = w[i];
+            if right[i] {
+                out.push_str(&format!(" {c:>width$}"));
+            } else {
+                out.push_str(&format!(" {c:<width$}"));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(headers.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+fn print_summary(dir: &std::path::Path, s: &LedgerSummary, list_all: bool) {
+    let sym = symphony_economics::format_sym;
+    let supply = s
+        .total_supply_micro_sym
+        .parse::<u64>()
+        .map(sym)
+        .unwrap_or_else(|_| format!("{} µSYM", s.total_supply_micro_sym));
+    println!(
+        "ledger of {}: epoch {}, total supply {supply} (genesis {} + minted {})",
+        dir.display(),
+        s.epoch,
+        sym(s.genesis_supply_micro_sym),
+        sym(s.minted_micro_sym)
+    );
+    if let Some(a) = &s.filter_account {
+        println!("  accounts matching {a:?}");
+    }
+    if let Some(e) = s.filter_epoch {
+        println!("  settlements and payout sets of epoch {e} (balances are current)");
+    }
+    columns(
+        "accounts by role",
+        &["role", "accounts", "balance"],
+        &s.roles
+            .iter()
+            .map(|r| vec![r.role.label().into(), r.accounts.to_string(), sym(r.balance_micro_sym)])
+            .collect::<Vec<_>>(),
+    );
+    let listed: Vec<&AccountRow> = s
+        .accounts
+        .iter()
+        .filter(|a| list_all || a.role != AccountRole::Producer)
+        .collect();
+    let hidden = s.accounts.len() - listed.len();
+    let title = if hidden > 0 {
+        format!("accounts ({hidden} producers summed above; --all or --account lists them)")
+    } else {
+        "accounts".to_owned()
+    };
+    columns(
+        &title,
+        &["account", "role", "balance", "bonded", "unbonding", "tier"],
+        &listed
+            .iter()
+            .map(|a| {
+                vec![
+                    a.account.clone(),
+                    a.role.label().into(),
+                    sym(a.balance_micro_sym),
+                    sym(a.bonded_micro_sym),
+                    sym(a.unbonding_micro_sym),
+                    a.stake_tier.clone().unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    columns(
+        "escrows",
+        &["escrow", "owner", "locked", "paid out", "refunded", "remaining"],
+        &s.escrows
+            .iter()
+            .map(|e| {
+                vec![
+                    e.escrow.clone(),
+                    e.owner.clone(),
+                    sym(e.locked_micro_sym),
+                    sym(e.paid_out_micro_sym),
+                    sym(e.refunded_micro_sym),
+                    sym(e.remaining_micro_sym),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    columns(
+        "settlements",
+        &["task", "epoch", "state", "fee total", "refund"],
+        &s.settlements
+            .iter()
+            .map(|t| {
+                vec![
+                    t.task_id.clone(),
+                    t.epoch.to_string(),
+                    t.state.clone(),
+                    sym(t.fee_total_micro_sym),
+                    sym(t.refund_micro_sym),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    columns(
+        "epoch payout sets",
+        &["epoch", "payout", "recipients", "total"],
+        &s.epoch_payouts
+            .iter()
+            .map(|p| {
+                vec![
+                    p.epoch.to_string(),
+                    p.payout_id.clone(),
+                    p.recipients.to_string(),
+                    sym(p.total_micro_sym),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    if s.filter_account.is_some() {
+        columns(
+            "received",
+            &["account", "epoch", "payout", "kind", "amount"],
+            &s.received
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.account.clone(),
+                        r.epoch.to_string(),
+                        r.payout_id.clone(),
+                        r.kind.clone(),
+                        sym(r.amount_micro_sym),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        );
     }
 }
 
@@ -79,10 +282,9 @@ fn reconcile_devnet(dir: &std::path::Path, json: bool) -> Result<()> {
         Ok(x) => x,
         Err(e) => {
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": false, "error": e.to_string()})
-                );
+                crate::output::print_json_line(
+                    &serde_json::json!({"ok": false, "error": e.to_string()}),
+                )?;
             }
             return Err(e).with_context(|| {
                 format!("reconciling the replicated ledger of {}", dir.display())
@@ -90,7 +292,7 @@ fn reconcile_devnet(dir: &std::path::Path, json: bool) -> Result<()> {
         }
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        crate::output::print_json(&r)?;
         return Ok(());
     }
     println!("replicated ledger reconciled: {}", path.display());

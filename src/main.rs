@@ -2,8 +2,10 @@
 mod attest_cmd;
 mod compute_cmd;
 mod deploy_cmd;
+mod examples;
 mod gov_cmd;
 mod ledger_cmd;
+mod output;
 mod quote_cmd;
 mod sim_cmd;
 mod train_cmd;
@@ -373,7 +375,7 @@ fn demo_luckin(args: LuckinArgs) -> Result<()> {
             o.insert("consensus".into(), serde_json::to_value(&consensus)?);
             o.insert("epoch".into(), epoch.json());
         }
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::output::print_json(&v)?;
     } else {
         summary(&outcome, &consensus, story.started.elapsed().as_secs_f64());
     }
@@ -745,15 +747,16 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> Result<()> {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = examples::with_examples(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Cmd::Ledger { action } => ledger_cmd::run(action),
         Cmd::Attest { action } => attest_cmd::run(action),
         Cmd::Completions { shell } => {
-            use clap::CommandFactory;
             clap_complete::generate(
                 shell,
-                &mut Cli::command(),
+                &mut examples::with_examples(Cli::command()),
                 "symphony",
                 &mut std::io::stdout(),
             );
@@ -823,7 +826,8 @@ fn run() -> Result<()> {
         } => {
             let p = symphony_economics::PolicyParams::default_v1();
             p.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("{}", serde_json::to_string_pretty(&p)?);
+            // The policy document itself (what `gov propose policy --file` reads):
+            println!("{}", serde_json::to_string_pretty(&p)?); // a file, not a --json view
             Ok(())
         }
     }
@@ -873,7 +877,7 @@ fn vault_budget(path: PathBuf, key: Option<PathBuf>, subject: String, json: bool
         "replenishment": "at the next epoch boundary, under the Governance Service's policy",
     });
     if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::output::print_json(&v)?;
         return Ok(());
     }
     println!("privacy budget of {subject} in {}", vault.vault_id());

@@ -16,7 +16,7 @@ fn sym(micro: u64) -> String {
 pub(crate) fn print_dry_run(spec: &TaskSpec, vaults: u32, json: bool) -> Result<()> {
     let q = quote_genesis(spec, vaults)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&q)?);
+        crate::output::print_json(&q)?;
         return Ok(());
     }
     println!(

@@ -109,7 +109,7 @@ pub fn sim(args: SimArgs) -> Result<()> {
         config.faults.dup_log_per_mille = args.dup_log;
         let r = run(&config);
         if args.json {
-            println!("{}", json(&r));
+            crate::output::print_json_line(&json(&r))?;
         } else {
             println!("{}", line(&r));
         }

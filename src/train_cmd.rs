@@ -120,6 +120,17 @@ fn summary(o: &TrainOutcome, epoch: crate::EpochInfo) {
             ),
         ),
         (
+            "delivered model",
+            if o.delivered_round == o.rounds_run {
+                format!("after round {} (the last)", o.rounds_run)
+            } else {
+                format!(
+                    "after round {} of {} (lowest released held-out loss)",
+                    o.delivered_round, o.rounds_run
+                )
+            },
+        ),
+        (
             "objects",
             format!("1 + {} + {} = {}", o.rounds_run, o.n_slices, o.n_objects),
         ),
@@ -234,7 +245,7 @@ pub fn demo_train(args: TrainArgs, now_ms: u64) -> Result<()> {
         if let Some(o) = v.as_object_mut() {
             o.insert("epoch".into(), epoch.json());
         }
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::output::print_json(&v)?;
     } else {
         summary(&outcome, epoch);
     }

@@ -85,6 +85,19 @@ fn twenty_tasks_and_a_leader_kill_reconcile_every_payout_once() {
         stopped["settlements_finalized"],
         running["settlements_finalized"]
     );
+    // `ledger show` reads the same replica: one labelled row per settlement, each
+    // epoch's payouts, and the advertiser's escrows.
+    let (ok, out, err) = cli(&net, &["ledger", "show", "--json", "--account", "luckin"]);
+    assert!(ok, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["schema_version"], 1);
+    let rows = shown["settlements"].as_array().unwrap();
+    assert_eq!(rows.len() as u64, stopped["settlements"].as_u64().unwrap());
+    let finalized = rows.iter().filter(|r| r["state"] == "finalized").count() as u64;
+    assert_eq!(finalized, completed, "{shown}");
+    assert!(shown["epoch_payouts"].as_array().unwrap().len() as u64 >= completed);
+    let escrows = shown["escrows"].as_array().unwrap();
+    assert!(!escrows.is_empty() && escrows.iter().all(|e| e["owner"].as_str().unwrap().contains("luckin")));
 
     // A tampered copy does not reconcile: a settlement whose paid set differs from
     // the ledger's is named, `ok: false`, non-zero exit.

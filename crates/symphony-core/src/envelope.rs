@@ -163,7 +163,8 @@ pub struct BudgetLockRef {
 pub struct IterationPolicy {
     /// Hard cap on rounds.
     pub max_rounds: u32,
-    /// Converged when the loss improves by less than this (micro-units of loss).
+    /// Converged when the held-out loss improves by less than this, or than its
+    /// release noise, over a window of rounds (micro-units of loss; 0 = off).
     pub convergence_threshold_micro: u64,
     /// Stop after this many rounds without improvement (0 = never).
     pub early_stop_patience: u32,

@@ -884,7 +884,7 @@ mod tests {
             "fee_shares": {"treasury": 7}, "round_settlements": {"0": [0, 1]},
             "settlement_state": "finalized", "composite_link": "cd",
             "rounds": [{"round": 0, "epoch_id": 0, "vaults": 4, "examples": 100,
-                        "train_loss": 0.123_456_789_012_345_68, "holdout_loss": 0.69,
+                        "train_loss": 0.123_456_789_012_345_68, "holdout_loss": 0.69, "holdout_examples": 25,
                         "epsilon_round_micro": 150000, "epsilon_cumulative": 0.15}],
             "model_path": "/x/model.safetensors", "model_card_path": null,
             "curve_path": null, "model_sha256": null,

@@ -47,6 +47,7 @@ pub mod fixture;
 pub mod reconcile;
 pub mod rewards;
 pub mod store;
+pub mod summary;
 
 use std::collections::BTreeMap;
 

@@ -182,26 +182,7 @@ pub fn reconcile_settlements(
     })
 }
 
-/// A readable view of a ledger directory (`symphony ledger show`).
-#[derive(Clone, Debug, Serialize)]
-pub struct LedgerSummary {
-    /// Current ledger epoch.
-    pub epoch: u64,
-    /// Total supply (balances + escrows + stakes).
-    pub total_supply: String,
-    /// Non-zero balances.
-    pub balances: BTreeMap<String, u64>,
-    /// Bonded / unbonding stake per actor.
-    pub stakes: BTreeMap<String, (u64, u64)>,
-    /// Escrows: `(locked, paid_out, refunded, remaining)`.
-    pub escrows: BTreeMap<String, (u64, u64, u64, u64)>,
-    /// Settlements: `task → (epoch, state, fee_total, refund)`.
-    pub settlements: BTreeMap<String, (u64, String, u64, u64)>,
-    /// Per-epoch payout sets: `epoch → [(payout id, total)]`.
-    pub epoch_payouts: BTreeMap<u64, Vec<(String, u64)>>,
-}
-
-fn open_dir(
+pub(crate) fn open_dir(
     dir: &std::path::Path,
 ) -> Result<(symphony_ledger::RedbLedger, SettlementStore), NodeError> {
     let ledger_path = dir.join("ledger.redb");
@@ -229,61 +210,3 @@ pub fn reconcile_dir(dir: &std::path::Path) -> Result<SettlementReconcileReport,
     reconcile_settlements(&store, &ledger)
 }
 
-/// Summarizes a ledger directory.
-pub fn summarize_dir(dir: &std::path::Path) -> Result<LedgerSummary, NodeError> {
-    let (ledger, store) = open_dir(dir)?;
-    let state = ledger.state();
-    let mut epoch_payouts: BTreeMap<u64, Vec<(String, u64)>> = BTreeMap::new();
-    for set in store.all_epoch_payouts()? {
-        let total = set.total().map_err(|e| NodeError::Ledger(e.to_string()))?;
-        epoch_payouts
-            .entry(set.epoch_id)
-            .or_default()
-            .push((set.payout_id.to_string(), total));
-    }
-    Ok(LedgerSummary {
-        epoch: state.meta.current_epoch,
-        total_supply: state.total_supply().to_string(),
-        balances: state
-            .balances
-            .iter()
-            .map(|(a, b)| (a.to_string(), *b))
-            .collect(),
-        stakes: state
-            .stakes
-            .iter()
-            .map(|(a, s)| {
-                (
-                    a.to_string(),
-                    (s.bonded, s.total().saturating_sub(s.bonded)),
-                )
-            })
-            .collect(),
-        escrows: state
-            .escrows
-            .iter()
-            .map(|(id, e)| {
-                (
-                    id.to_string(),
-                    (e.locked, e.paid_out, e.refunded, e.remaining()),
-                )
-            })
-            .collect(),
-        settlements: store
-            .rows()?
-            .into_iter()
-            .map(|r| {
-                (
-                    r.task_id.to_string(),
-                    (
-                        r.epoch_id.0,
-                        r.state.to_string(),
-                        r.candidate.fee_total,
-                        r.candidate.refund,
-                    ),
-                )
-            })
-            .collect(),
-        epoch_payouts,
-    })
-}

@@ -42,6 +42,9 @@ pub struct RoundMetrics {
     pub train_loss: f64,
     /// Noisy mean of the per-example held-out loss (clipped) before the update.
     pub holdout_loss: f64,
+    /// Noisy count of held-out examples (post-processing of the same release: it
+    /// tells the controller how noisy `holdout_loss` is).
+    pub holdout_examples: u64,
 }
 
 /// The metrics noise seed only the aggregation enclave can derive for a round.
@@ -82,6 +85,7 @@ fn release(
             examples: count as u64,
             train_loss: mean(train_loss, train_n),
             holdout_loss: mean(holdout_loss, holdout_n),
+            holdout_examples: holdout_n.round().max(1.0) as u64,
         },
     )
 }
@@ -140,8 +144,9 @@ pub(super) fn aggregate(
                     metrics.examples as f64,
                     metrics.train_loss,
                     metrics.holdout_loss,
+                    metrics.holdout_examples as f64,
                 ];
-                let h = super::f64_hash("scp/train-aggregate/v2", &[&update, &released]);
+                let h = super::f64_hash("scp/train-aggregate/v3", &[&update, &released]);
                 (Some((sum, update, metrics, h)), h.0)
             }
             Err(e) => {

@@ -16,6 +16,14 @@
 //!   person or nothing ([`super::persons`]).
 //! * [`decide`]: after each round, continue or stop (converged, no improvement for
 //!   `patience` rounds, budget exhausted, or max rounds → `convergence_not_reached`).
+//!   Both stopping rules read the **held-out** loss each round releases, which carries
+//!   Gaussian noise; the noise's standard deviation is known from the release
+//!   mechanism and the released held-out count ([`HeldOut::noise_sd_micro`]). The run
+//!   has **converged** when, over the last [`CONVERGENCE_WINDOW`] rounds, the best
+//!   held-out loss improved on the best before them by less than
+//!   `max(threshold, CONVERGENCE_Z × sd of that difference)`: no improvement beyond
+//!   what the noise alone could show (a threshold of 0 turns this rule off). A run that stops for lack of improvement
+//!   delivers the model with the lowest released held-out loss ([`delivered_round`]).
 
 use serde::{Deserialize, Serialize};
 use symphony_core::budget::Epsilon;
@@ -141,31 +149,87 @@ pub fn threshold(policy: &IterationPolicy) -> f64 {
     policy.convergence_threshold_micro as f64 / 1e6
 }
 
-/// After `losses.len()` rounds (mean training loss per round, micro-units so the
-/// decision replays exactly): continue or stop. `next_round_budgeted` says whether
-/// the schedule and the subjects' reservations cover another round.
-pub fn decide(
-    policy: &IterationPolicy,
-    losses_micro: &[u64],
-    next_round_budgeted: bool,
-) -> Decision {
-    let rounds = losses_micro.len() as u32;
-    if let [.., before, last] = losses_micro {
-        if before.saturating_sub(*last) < policy.convergence_threshold_micro && last <= before {
-            return Decision::Stop(StopReason::Converged);
+/// Rounds over which the held-out loss must improve beyond its noise (see the
+/// module documentation).
+pub const CONVERGENCE_WINDOW: usize = 3;
+
+/// An improvement counts when it exceeds this many standard deviations of the
+/// difference of two released held-out losses.
+pub const CONVERGENCE_Z: f64 = 2.0;
+
+/// One round's released held-out loss (of the model before the round's update) and
+/// the standard deviation of its noise, in micro-units of loss so that replaying the
+/// decision is exact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldOut {
+    /// The noisy mean held-out loss (clipped to [`LOSS_CLIP`]).
+    pub loss_micro: u64,
+    /// The standard deviation of its noise.
+    pub noise_sd_micro: u64,
+}
+
+impl HeldOut {
+    /// The released mean `loss` over a noisy held-out count `examples`: the noise of
+    /// the mean `(S + e_S) / (N + e_N)`, with `e_S ~ N(0, (sd·LOSS_CLIP)²)` and
+    /// `e_N ~ N(0, sd²)` (`sd = METRICS_NOISE_MULTIPLIER·√2`), is to first order
+    /// `sd · √(LOSS_CLIP² + loss²) / N`.
+    pub fn released(loss: f64, examples: u64) -> Self {
+        let sd = METRICS_NOISE_MULTIPLIER * std::f64::consts::SQRT_2;
+        let n = examples.max(1) as f64;
+        let noise = sd * (LOSS_CLIP * LOSS_CLIP + loss * loss).sqrt() / n;
+        let micro = |x: f64| {
+            if x.is_finite() && x > 0.0 {
+                (x * 1e6).round() as u64
+            } else {
+                0
+            }
+        };
+        Self {
+            loss_micro: micro(loss),
+            noise_sd_micro: micro(noise),
+        }
+    }
+}
+
+/// The smallest improvement of `from` → `to` that the noise does not explain:
+/// `max(threshold, CONVERGENCE_Z · √(sd_from² + sd_to²))` (micro).
+fn margin_micro(policy: &IterationPolicy, from: HeldOut, to: HeldOut) -> u64 {
+    let (a, b) = (from.noise_sd_micro as f64, to.noise_sd_micro as f64);
+    let noise = (CONVERGENCE_Z * (a * a + b * b).sqrt()).ceil() as u64;
+    noise.max(policy.convergence_threshold_micro)
+}
+
+/// The lowest held-out loss of `rounds` and its index (the first on ties).
+fn best(rounds: &[HeldOut]) -> Option<(usize, HeldOut)> {
+    rounds
+        .iter()
+        .copied()
+        .enumerate()
+        .min_by_key(|(i, h)| (h.loss_micro, *i))
+}
+
+/// After `holdout.len()` rounds (each round's released held-out loss of the model
+/// before its update): continue or stop. `next_round_budgeted` says whether the
+/// schedule and the subjects' reservations cover another round.
+pub fn decide(policy: &IterationPolicy, holdout: &[HeldOut], next_round_budgeted: bool) -> Decision {
+    let rounds = holdout.len();
+    // A threshold of 0 turns the convergence rule off (run to patience or max rounds).
+    if policy.convergence_threshold_micro > 0 && rounds > CONVERGENCE_WINDOW {
+        let (earlier, recent) = holdout.split_at(rounds - CONVERGENCE_WINDOW);
+        if let (Some((_, before)), Some((_, now))) = (best(earlier), best(recent)) {
+            let improvement = before.loss_micro.saturating_sub(now.loss_micro);
+            if improvement < margin_micro(policy, before, now) {
+                return Decision::Stop(StopReason::Converged);
+            }
         }
     }
     if policy.early_stop_patience > 0 {
-        let best_at = losses_micro
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, l)| **l)
-            .map_or(0, |(i, _)| i as u32);
-        if rounds.saturating_sub(best_at + 1) >= policy.early_stop_patience {
+        let best_at = best(holdout).map_or(0, |(i, _)| i);
+        if rounds.saturating_sub(best_at + 1) >= policy.early_stop_patience as usize {
             return Decision::Stop(StopReason::NoImprovement);
         }
     }
-    if rounds >= policy.max_rounds {
+    if rounds as u32 >= policy.max_rounds {
         return Decision::Stop(StopReason::ConvergenceNotReached);
     }
     if !next_round_budgeted {
@@ -174,21 +238,34 @@ pub fn decide(
     Decision::Continue
 }
 
+/// Which model a run delivers: `Some(r)` for the model after `r` rounds (the lowest
+/// released held-out loss, `r ≥ 1`) when the run stopped for lack of improvement
+/// and that model is not the last; `None` for the model after the last round.
+pub fn delivered_round(stop: StopReason, holdout: &[HeldOut]) -> Option<u32> {
+    if stop != StopReason::NoImprovement {
+        return None;
+    }
+    // holdout[r] is the loss of the model after r rounds; the untrained model
+    // (r = 0) is never delivered.
+    let (i, _) = best(holdout.get(1..)?)?;
+    Some(i as u32 + 1)
+}
+
 /// Composite verification of convergence: replaying [`decide`] over the recorded
-/// losses and budget availability must continue after every round but the last and
-/// stop with `reason` after the last.
+/// held-out losses and budget availability must continue after every round but the
+/// last and stop with `reason` after the last.
 pub fn convergence_consistent(
     policy: &IterationPolicy,
-    losses_micro: &[u64],
+    holdout: &[HeldOut],
     budgeted_after: &[bool],
     reason: StopReason,
 ) -> bool {
-    if losses_micro.is_empty() || losses_micro.len() != budgeted_after.len() {
+    if holdout.is_empty() || holdout.len() != budgeted_after.len() {
         return false;
     }
-    let n = losses_micro.len();
-    (1..n).all(|k| decide(policy, &losses_micro[..k], budgeted_after[k - 1]) == Decision::Continue)
-        && decide(policy, losses_micro, budgeted_after[n - 1]) == Decision::Stop(reason)
+    let n = holdout.len();
+    (1..n).all(|k| decide(policy, &holdout[..k], budgeted_after[k - 1]) == Decision::Continue)
+        && decide(policy, holdout, budgeted_after[n - 1]) == Decision::Stop(reason)
 }
 
 #[cfg(test)]
@@ -204,24 +281,37 @@ mod tests {
         }
     }
 
+    fn h(losses: &[u64], noise: u64) -> Vec<HeldOut> {
+        losses
+            .iter()
+            .map(|&l| HeldOut {
+                loss_micro: l,
+                noise_sd_micro: noise,
+            })
+            .collect()
+    }
+
     #[test]
     fn decisions_table() {
-        let p = policy(3, 1_000, 0);
-        let table: &[(&[u64], bool, Decision)] = &[
-            (&[690_000], true, Decision::Continue),
-            (&[690_000, 600_000], true, Decision::Continue),
+        let p = policy(6, 1_000, 0);
+        let table: &[(Vec<HeldOut>, bool, Decision)] = &[
+            (h(&[690_000], 0), true, Decision::Continue),
+            (h(&[690_000, 600_000], 0), true, Decision::Continue),
+            // Fewer rounds than the window + 1: never converged yet.
+            (h(&[690_000, 689_900, 689_800], 0), true, Decision::Continue),
+            // The last three rounds improved on the best before them by 600 < 1 000.
             (
-                &[690_000, 689_500],
+                h(&[690_000, 600_000, 599_800, 599_600, 599_400], 0),
                 true,
                 Decision::Stop(StopReason::Converged),
             ),
             (
-                &[690_000, 600_000, 500_000],
+                h(&[690_000, 600_000, 500_000, 400_000, 300_000, 200_000], 0),
                 true,
                 Decision::Stop(StopReason::ConvergenceNotReached),
             ),
             (
-                &[690_000, 600_000],
+                h(&[690_000, 600_000], 0),
                 false,
                 Decision::Stop(StopReason::BudgetExhausted),
             ),
@@ -231,21 +321,54 @@ mod tests {
         }
         let p = policy(10, 0, 2);
         assert_eq!(
-            decide(&p, &[5, 4, 6, 7], true),
+            decide(&p, &h(&[5, 4, 6, 7], 1_000), true),
             Decision::Stop(StopReason::NoImprovement)
         );
         assert!(convergence_consistent(
             &policy(3, 1_000, 0),
-            &[690_000, 600_000, 500_000],
+            &h(&[690_000, 600_000, 500_000], 0),
             &[true, true, true],
             StopReason::ConvergenceNotReached
         ));
         assert!(!convergence_consistent(
-            &policy(3, 1_000, 0),
-            &[690_000, 689_900, 500_000],
-            &[true, true, true],
+            &policy(5, 1_000, 0),
+            &h(&[690_000, 689_900, 689_800, 689_700, 500_000], 0),
+            &[true; 5],
             StopReason::ConvergenceNotReached
         ));
+    }
+
+    /// The same steady improvement converges or not depending on the noise: an
+    /// improvement the noise could explain is not one.
+    #[test]
+    fn convergence_waits_for_improvement_beyond_the_noise() {
+        let p = policy(20, 500, 0);
+        let steady = [690_000, 640_000, 600_000, 595_000, 590_000, 580_000];
+        // Quiet releases: 20 000 µ of improvement over the window is real.
+        assert_eq!(decide(&p, &h(&steady, 100), true), Decision::Continue);
+        // sd 10 000 µ per release: 2·√2·10 000 ≈ 28 285 > 20 000, so it is noise.
+        assert_eq!(
+            decide(&p, &h(&steady, 10_000), true),
+            Decision::Stop(StopReason::Converged)
+        );
+        // The noise of a release shrinks with the held-out count.
+        let small = HeldOut::released(0.4, 500);
+        let large = HeldOut::released(0.4, 50_000);
+        assert!(small.noise_sd_micro > 90 * large.noise_sd_micro);
+        // sd·√(4 + 0.16)/500 with sd = 50·√2.
+        let want = 50.0 * std::f64::consts::SQRT_2 * (4.16f64).sqrt() / 500.0;
+        assert_eq!(small.noise_sd_micro, (want * 1e6).round() as u64);
+    }
+
+    #[test]
+    fn a_run_without_improvement_delivers_its_best_released_model() {
+        let losses = h(&[690_000, 500_000, 450_000, 470_000, 480_000], 0);
+        assert_eq!(delivered_round(StopReason::NoImprovement, &losses), Some(2));
+        assert_eq!(delivered_round(StopReason::Converged, &losses), None);
+        assert_eq!(delivered_round(StopReason::ConvergenceNotReached, &losses), None);
+        // The untrained model is never delivered, even when its loss is the lowest.
+        let worse = h(&[400_000, 500_000, 450_000], 0);
+        assert_eq!(delivered_round(StopReason::NoImprovement, &worse), Some(2));
     }
 
     #[test]

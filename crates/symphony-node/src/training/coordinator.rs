@@ -200,7 +200,11 @@ pub(super) fn model_hash(model: &GlobalModel) -> Result<Digest, NodeError> {
 pub(super) struct RunState {
     pub(super) model: GlobalModel,
     pub(super) summaries: Vec<RoundSummary>,
-    pub(super) losses_micro: Vec<u64>,
+    /// Each round's released held-out loss and its noise (the controller's input).
+    pub(super) holdout: Vec<control::HeldOut>,
+    /// The model before each round's update: `snapshots[r]` is the model after `r`
+    /// rounds, whose held-out loss round `r` released.
+    pub(super) snapshots: Vec<GlobalModel>,
     pub(super) budgeted_after: Vec<bool>,
     pub(super) evidence: Vec<SliceEvidence>,
     pub(super) vaults_per_round: Vec<u32>,
@@ -289,7 +293,8 @@ pub(super) fn execute(
     let mut st = RunState {
         model: initial_model(spec, adm.plan.dimension(), seed)?,
         summaries: vec![],
-        losses_micro: vec![],
+        holdout: vec![],
+        snapshots: vec![],
         budgeted_after: vec![],
         evidence: vec![],
         vaults_per_round: vec![],
@@ -313,7 +318,7 @@ pub(super) fn execute(
         let budgeted = round_budgeted(adm, round as usize);
         st.budgeted_after.push(budgeted);
         if let Some(iter) = adm.envelope.body().iteration_policy.as_ref() {
-            if let Decision::Stop(r) = control::decide(iter, &st.losses_micro, budgeted) {
+            if let Decision::Stop(r) = control::decide(iter, &st.holdout, budgeted) {
                 st.stop = r;
                 break;
             }

@@ -40,6 +40,7 @@ pub(super) fn evaluate(
     evidence: &mut Vec<SliceEvidence>,
 ) -> Result<Quality, NodeError> {
     let hash = model_hash(model)?;
+    let verifier = m.verifier_for(&adm.envelope)?;
     let at_ms = m.now_ms + u64::from(round) * spec.round_duration_ms;
     let mut bundles = Vec::new();
     for t in trainers {
@@ -52,12 +53,7 @@ pub(super) fn evaluate(
             inputs_commitment: b.inputs_commitment,
             attestation: b.attestation.clone(),
         };
-        verify_evidence(
-            &m.verifier_for(&adm.envelope)?,
-            &adm.envelope,
-            &ev,
-            t.vault_id().as_str(),
-        )
+        verify_evidence(&verifier, &adm.envelope, &ev, t.vault_id().as_str())
         .map_err(refused)?;
         evidence.push(ev);
         bundles.push(b);
@@ -100,12 +96,7 @@ pub(super) fn evaluate(
         inputs_commitment: inputs,
         attestation,
     };
-    verify_evidence(
-        &m.verifier_for(&adm.envelope)?,
-        &adm.envelope,
-        &ev,
-        "evaluation",
-    )
+    verify_evidence(&verifier, &adm.envelope, &ev, "evaluation")
     .map_err(refused)?;
     evidence.push(ev);
     Ok(Quality {

@@ -35,6 +35,18 @@ pub(super) fn finish(
 ) -> Result<TrainOutcome, NodeError> {
     let task = &adm.task_id;
     let rounds_run = st.summaries.len() as u32;
+    // A run that stopped for lack of improvement delivers its best released model.
+    let delivered_round = match control::delivered_round(st.stop, &st.holdout) {
+        Some(r) => {
+            st.model = st
+                .snapshots
+                .get(r as usize)
+                .cloned()
+                .ok_or_else(|| refused(format!("no model snapshot of round {r}")))?;
+            r
+        }
+        None => rounds_run,
+    };
     let mut evidence = std::mem::take(&mut st.evidence);
     let q = evaluate(
         m,
@@ -74,7 +86,7 @@ pub(super) fn finish(
         .iteration_policy
         .clone()
         .ok_or_else(|| refused("train without iteration_policy"))?;
-    if !control::convergence_consistent(&policy, &st.losses_micro, &st.budgeted_after, st.stop) {
+    if !control::convergence_consistent(&policy, &st.holdout, &st.budgeted_after, st.stop) {
         failures.push("stop reason is not consistent with the iteration policy".into());
     }
     let a = &spec.acceptance;
@@ -126,6 +138,7 @@ pub(super) fn finish(
         states: vec![],
         reason: None,
         rounds_run,
+        delivered_round,
         max_rounds: spec.iteration_policy.max_rounds,
         rounds_budgeted: adm.schedule.len() as u32,
         converged: st.stop == StopReason::Converged,

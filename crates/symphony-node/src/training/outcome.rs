@@ -22,6 +22,9 @@ pub struct RoundSummary {
     pub train_loss: f64,
     /// Mean per-example held-out loss (clipped) before the update (noisy).
     pub holdout_loss: f64,
+    /// Held-out examples across Vaults (noisy; sets the noise of `holdout_loss`).
+    #[serde(default)]
+    pub holdout_examples: u64,
     /// ε of this round (micro).
     pub epsilon_round_micro: u64,
     /// Cumulative ε after the round.
@@ -122,6 +125,11 @@ pub struct TrainOutcome {
     pub reason: Option<String>,
     /// Rounds run.
     pub rounds_run: u32,
+    /// The delivered model is the one after this many rounds: `rounds_run`, or the
+    /// round with the lowest released held-out loss when the run stopped for lack
+    /// of improvement.
+    #[serde(default)]
+    pub delivered_round: u32,
     /// `iteration_policy.max_rounds`.
     pub max_rounds: u32,
     /// Rounds the ε schedule allowed.
@@ -258,6 +266,10 @@ pub fn recovered_train_outcome(
         states: rec.history.iter().map(|s| s.to_string()).collect(),
         reason: rec.reason.clone(),
         rounds_run: result.rounds_run,
+        delivered_round: card
+            .get("delivered_round")
+            .and_then(serde_json::Value::as_u64)
+            .map_or(result.rounds_run, |r| r as u32),
         max_rounds: body.iteration_policy.as_ref().map_or(0, |p| p.max_rounds),
         rounds_budgeted: body.constraints.get("schedule_micro").map_or(0, |s| {
             s.trim_matches(['[', ']'])

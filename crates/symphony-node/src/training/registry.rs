@@ -152,7 +152,13 @@ pub fn model_card(
         "stop_reason": out.stop_reason,
         "converged": out.converged,
         "convergence_not_reached": out.convergence_not_reached,
-        "delivered_model": "the model after the last round run",
+        "delivered_round": out.delivered_round,
+        "delivered_model": if out.delivered_round == out.rounds_run {
+            format!("the model after the last round run (round {})", out.rounds_run)
+        } else {
+            format!("the model after round {} of {}: the lowest released held-out loss (the run stopped for lack of improvement)", out.delivered_round, out.rounds_run)
+        },
+        "convergence_rule": format!("converged when the best held-out loss of the last {} rounds improves on the best before them by less than max(convergence_threshold, {} standard deviations of the release noise of that difference)", super::control::CONVERGENCE_WINDOW, super::control::CONVERGENCE_Z),
         "privacy": {"unit": "person (one account per person across Vaults; a person trains through one Vault and is charged in every Vault that holds it)",
                     "epsilon_spent": out.epsilon_spent, "epsilon_allocation": out.epsilon_allocation, "delta": out.delta,
                     "per_person_epsilon_max": out.per_person_epsilon_max, "released": out.released_metrics,

@@ -81,7 +81,9 @@ pub(super) fn run_round(
             }
         }
     }
-    // Train and mask.
+    // Train and mask. Every slice of the round is verified under the policy of the
+    // task's admission: resolve that verifier once.
+    let verifier = m.verifier_for(&adm.envelope)?;
     let global_hash = model_hash(&st.model)?;
     let mut bundles = Vec::new();
     let mut dropped = Vec::new();
@@ -123,12 +125,7 @@ pub(super) fn run_round(
                     inputs_commitment: b.inputs_commitment,
                     attestation: b.attestation.clone(),
                 };
-                verify_evidence(
-                    &m.verifier_for(&adm.envelope)?,
-                    &adm.envelope,
-                    &ev,
-                    vault_id.as_str(),
-                )
+                verify_evidence(&verifier, &adm.envelope, &ev, vault_id.as_str())
                 .map_err(refused)?;
                 Ok((b, ev))
             });
@@ -210,18 +207,14 @@ pub(super) fn run_round(
         n_params,
         at_ms,
     )?;
-    verify_evidence(
-        &m.verifier_for(&adm.envelope)?,
-        &adm.envelope,
-        &agg.evidence,
-        "aggregation",
-    )
+    verify_evidence(&verifier, &adm.envelope, &agg.evidence, "aggregation")
     .map_err(refused)?;
     tap.aggregate_sum(round, &agg.sum);
     st.evidence.push(agg.evidence.clone());
     let metrics = agg.metrics;
     let (train_loss, holdout_loss, examples) =
         (metrics.train_loss, metrics.holdout_loss, metrics.examples);
+    st.snapshots.push(st.model.clone());
     st.model.add(&agg.update)?;
     let eps = adm
         .schedule
@@ -251,7 +244,10 @@ pub(super) fn run_round(
             enclave_kind: agg.evidence.attestation.kind(),
         },
     })?;
-    st.losses_micro.push(loss_micro);
+    st.holdout.push(super::control::HeldOut::released(
+        holdout_loss,
+        metrics.holdout_examples,
+    ));
     st.vaults_per_round.push(vaults);
     let summary = RoundSummary {
         round,
@@ -260,6 +256,7 @@ pub(super) fn run_round(
         examples,
         train_loss,
         holdout_loss,
+        holdout_examples: metrics.holdout_examples,
         epsilon_round_micro: eps.micro,
         epsilon_cumulative: cumulative,
     };

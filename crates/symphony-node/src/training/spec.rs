@@ -36,10 +36,13 @@ pub struct IterationSpec {
     /// Hard cap on rounds.
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub max_rounds: u32,
-    /// Converged when the mean training loss improves by less than this.
+    /// Converged when, over the last 3 rounds, the released held-out loss improves
+    /// on the best before them by less than this or than 2 standard deviations of
+    /// its release noise, whichever is larger (0 turns the rule off).
     #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub convergence_threshold: f64,
-    /// Stop after this many rounds without improvement (0 = never).
+    /// Stop after this many rounds without a new best held-out loss (0 = never);
+    /// the best model is then delivered.
     #[serde(default)]
     pub early_stop_patience: u32,
 }

@@ -80,7 +80,10 @@ mod tests {
     fn walk(cmd: &Command, path: &str, missing: &mut Vec<String>) {
         for sub in cmd.get_subcommands() {
             let p = format!("{path} {}", sub.get_name()).trim().to_owned();
-            let help = sub.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+            let help = sub
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
             if !help.contains("Example") || !help.contains("\n  symphony ") {
                 missing.push(p.clone());
             }

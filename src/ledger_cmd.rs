@@ -91,8 +91,10 @@ pub fn run(cmd: LedgerCmd) -> Result<()> {
         } => {
             let filter = LedgerFilter { account, epoch };
             let s = if dir.join("devnet.json").exists() {
-                let (export, _) = symphony_deploy::ledger_export::read_devnet(&dir)
-                    .with_context(|| format!("reading the replicated ledger of {}", dir.display()))?;
+                let (export, _) =
+                    symphony_deploy::ledger_export::read_devnet(&dir).with_context(|| {
+                        format!("reading the replicated ledger of {}", dir.display())
+                    })?;
                 let ledger = export.ledger()?;
                 let store = SettlementStore::frozen(export.settlement.clone());
                 summarize(ledger.state(), &store, &filter)?
@@ -174,7 +176,13 @@ fn print_summary(dir: &std::path::Path, s: &LedgerSummary, list_all: bool) {
         &["role", "accounts", "balance"],
         &s.roles
             .iter()
-            .map(|r| vec![r.role.label().into(), r.accounts.to_string(), sym(r.balance_micro_sym)])
+            .map(|r| {
+                vec![
+                    r.role.label().into(),
+                    r.accounts.to_string(),
+                    sym(r.balance_micro_sym),
+                ]
+            })
             .collect::<Vec<_>>(),
     );
     let listed: Vec<&AccountRow> = s
@@ -207,7 +215,14 @@ fn print_summary(dir: &std::path::Path, s: &LedgerSummary, list_all: bool) {
     );
     columns(
         "escrows",
-        &["escrow", "owner", "locked", "paid out", "refunded", "remaining"],
+        &[
+            "escrow",
+            "owner",
+            "locked",
+            "paid out",
+            "refunded",
+            "remaining",
+        ],
         &s.escrows
             .iter()
             .map(|e| {

@@ -76,6 +76,9 @@ mod tests {
                 }
             }
         }
-        assert!(offenders.is_empty(), "print JSON with output::print_json: {offenders:#?}");
+        assert!(
+            offenders.is_empty(),
+            "print JSON with output::print_json: {offenders:#?}"
+        );
     }
 }

@@ -104,7 +104,9 @@ fn json(out: &std::process::Output) -> serde_json::Value {
 }
 
 fn micro(v: &serde_json::Value) -> u128 {
-    v.as_u64().map(u128::from).unwrap_or_else(|| panic!("not an amount: {v}"))
+    v.as_u64()
+        .map(u128::from)
+        .unwrap_or_else(|| panic!("not an amount: {v}"))
 }
 
 /// `ledger show` after a demo: labelled rows, producers summed unless asked for,
@@ -114,7 +116,15 @@ fn ledger_show_is_labelled_filterable_and_adds_up() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let demo = json(&symphony(&[
-        "demo", "luckin", "--subjects", "1500", "--records", "15000", "--dir", d, "--json",
+        "demo",
+        "luckin",
+        "--subjects",
+        "1500",
+        "--records",
+        "15000",
+        "--dir",
+        d,
+        "--json",
     ]));
     assert_eq!(demo["schema_version"], 1);
 
@@ -125,7 +135,11 @@ fn ledger_show_is_labelled_filterable_and_adds_up() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| micro(&a["balance_micro_sym"]) + micro(&a["bonded_micro_sym"]) + micro(&a["unbonding_micro_sym"]))
+        .map(|a| {
+            micro(&a["balance_micro_sym"])
+                + micro(&a["bonded_micro_sym"])
+                + micro(&a["unbonding_micro_sym"])
+        })
         .sum();
     let escrowed: u128 = all["escrows"]
         .as_array()
@@ -133,7 +147,11 @@ fn ledger_show_is_labelled_filterable_and_adds_up() {
         .iter()
         .map(|e| micro(&e["remaining_micro_sym"]))
         .sum();
-    let supply: u128 = all["total_supply_micro_sym"].as_str().unwrap().parse().unwrap();
+    let supply: u128 = all["total_supply_micro_sym"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(balances + escrowed, supply, "{all}");
     // The settlement is the demo's, labelled.
     let s = &all["settlements"][0];
@@ -152,15 +170,31 @@ fn ledger_show_is_labelled_filterable_and_adds_up() {
 
     // Text: producers summed, not listed; --all lists them.
     let text = String::from_utf8(symphony(&["ledger", "show", "--dir", d]).stdout).unwrap();
-    assert!(text.contains("accounts by role") && text.contains("settlements"), "{text}");
-    assert!(!text.contains("actor:producer:"), "producers listed by default");
-    assert!(text.contains(&format!("{producers} producers summed above")), "{text}");
-    let listed = String::from_utf8(symphony(&["ledger", "show", "--dir", d, "--all"]).stdout).unwrap();
+    assert!(
+        text.contains("accounts by role") && text.contains("settlements"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("actor:producer:"),
+        "producers listed by default"
+    );
+    assert!(
+        text.contains(&format!("{producers} producers summed above")),
+        "{text}"
+    );
+    let listed =
+        String::from_utf8(symphony(&["ledger", "show", "--dir", d, "--all"]).stdout).unwrap();
     assert!(listed.matches("actor:producer:").count() as u64 >= producers);
 
     // One account: only it, and the payments it received add up to its balance.
     let op = json(&symphony(&[
-        "ledger", "show", "--dir", d, "--json", "--account", "operator:vault-01",
+        "ledger",
+        "show",
+        "--dir",
+        d,
+        "--json",
+        "--account",
+        "operator:vault-01",
     ]));
     let accounts = op["accounts"].as_array().unwrap();
     assert_eq!(accounts.len(), 1, "{op}");
@@ -172,7 +206,9 @@ fn ledger_show_is_labelled_filterable_and_adds_up() {
         .sum();
     assert_eq!(received, micro(&accounts[0]["balance_micro_sym"]), "{op}");
     // Another epoch holds nothing yet.
-    let later = json(&symphony(&["ledger", "show", "--dir", d, "--json", "--epoch", "5"]));
+    let later = json(&symphony(&[
+        "ledger", "show", "--dir", d, "--json", "--epoch", "5",
+    ]));
     assert!(later["settlements"].as_array().unwrap().is_empty());
     assert!(later["epoch_payouts"].as_array().unwrap().is_empty());
 }
@@ -185,6 +221,6 @@ fn json_outputs_carry_a_schema_version() {
     let line = String::from_utf8(sim.stdout).unwrap();
     let v: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
     assert_eq!(v["schema_version"], 1, "{v}");
-    let dry = json(&symphony(&["task", "submit", "examples/luckin.toml", "--dry-run", "--json"]));
+    let dry = json(&symphony(&["demo", "luckin", "--dry-run", "--json"]));
     assert_eq!(dry["schema_version"], 1, "{dry}");
 }

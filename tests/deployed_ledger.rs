@@ -97,7 +97,12 @@ fn twenty_tasks_and_a_leader_kill_reconcile_every_payout_once() {
     assert_eq!(finalized, completed, "{shown}");
     assert!(shown["epoch_payouts"].as_array().unwrap().len() as u64 >= completed);
     let escrows = shown["escrows"].as_array().unwrap();
-    assert!(!escrows.is_empty() && escrows.iter().all(|e| e["owner"].as_str().unwrap().contains("luckin")));
+    assert!(
+        !escrows.is_empty()
+            && escrows
+                .iter()
+                .all(|e| e["owner"].as_str().unwrap().contains("luckin"))
+    );
 
     // A tampered copy does not reconcile: a settlement whose paid set differs from
     // the ledger's is named, `ok: false`, non-zero exit.

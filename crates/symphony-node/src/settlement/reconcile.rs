@@ -209,4 +209,3 @@ pub fn reconcile_dir(dir: &std::path::Path) -> Result<SettlementReconcileReport,
     let (ledger, store) = open_dir(dir)?;
     reconcile_settlements(&store, &ledger)
 }
-

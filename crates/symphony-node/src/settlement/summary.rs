@@ -342,8 +342,14 @@ mod tests {
 
     #[test]
     fn roles_are_read_from_account_ids() {
-        assert_eq!(AccountRole::of("actor:producer:v1-s0001"), AccountRole::Producer);
-        assert_eq!(AccountRole::of("actor:operator:vault-01"), AccountRole::VaultOperator);
+        assert_eq!(
+            AccountRole::of("actor:producer:v1-s0001"),
+            AccountRole::Producer
+        );
+        assert_eq!(
+            AccountRole::of("actor:operator:vault-01"),
+            AccountRole::VaultOperator
+        );
         assert_eq!(AccountRole::of("protocol:treasury"), AccountRole::Protocol);
         assert_eq!(AccountRole::of("actor:master-1"), AccountRole::Master);
         assert_eq!(AccountRole::of("actor:luckin"), AccountRole::Actor);

@@ -211,7 +211,11 @@ fn best(rounds: &[HeldOut]) -> Option<(usize, HeldOut)> {
 /// After `holdout.len()` rounds (each round's released held-out loss of the model
 /// before its update): continue or stop. `next_round_budgeted` says whether the
 /// schedule and the subjects' reservations cover another round.
-pub fn decide(policy: &IterationPolicy, holdout: &[HeldOut], next_round_budgeted: bool) -> Decision {
+pub fn decide(
+    policy: &IterationPolicy,
+    holdout: &[HeldOut],
+    next_round_budgeted: bool,
+) -> Decision {
     let rounds = holdout.len();
     // A threshold of 0 turns the convergence rule off (run to patience or max rounds).
     if policy.convergence_threshold_micro > 0 && rounds > CONVERGENCE_WINDOW {
@@ -365,7 +369,10 @@ mod tests {
         let losses = h(&[690_000, 500_000, 450_000, 470_000, 480_000], 0);
         assert_eq!(delivered_round(StopReason::NoImprovement, &losses), Some(2));
         assert_eq!(delivered_round(StopReason::Converged, &losses), None);
-        assert_eq!(delivered_round(StopReason::ConvergenceNotReached, &losses), None);
+        assert_eq!(
+            delivered_round(StopReason::ConvergenceNotReached, &losses),
+            None
+        );
         // The untrained model is never delivered, even when its loss is the lowest.
         let worse = h(&[400_000, 500_000, 450_000], 0);
         assert_eq!(delivered_round(StopReason::NoImprovement, &worse), Some(2));

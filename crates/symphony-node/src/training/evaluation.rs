@@ -53,8 +53,7 @@ pub(super) fn evaluate(
             inputs_commitment: b.inputs_commitment,
             attestation: b.attestation.clone(),
         };
-        verify_evidence(&verifier, &adm.envelope, &ev, t.vault_id().as_str())
-        .map_err(refused)?;
+        verify_evidence(&verifier, &adm.envelope, &ev, t.vault_id().as_str()).map_err(refused)?;
         evidence.push(ev);
         bundles.push(b);
     }
@@ -96,8 +95,7 @@ pub(super) fn evaluate(
         inputs_commitment: inputs,
         attestation,
     };
-    verify_evidence(&verifier, &adm.envelope, &ev, "evaluation")
-    .map_err(refused)?;
+    verify_evidence(&verifier, &adm.envelope, &ev, "evaluation").map_err(refused)?;
     evidence.push(ev);
     Ok(Quality {
         auc,

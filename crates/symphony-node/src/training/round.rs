@@ -126,7 +126,7 @@ pub(super) fn run_round(
                     attestation: b.attestation.clone(),
                 };
                 verify_evidence(&verifier, &adm.envelope, &ev, vault_id.as_str())
-                .map_err(refused)?;
+                    .map_err(refused)?;
                 Ok((b, ev))
             });
         let record = match res {
@@ -207,8 +207,7 @@ pub(super) fn run_round(
         n_params,
         at_ms,
     )?;
-    verify_evidence(&verifier, &adm.envelope, &agg.evidence, "aggregation")
-    .map_err(refused)?;
+    verify_evidence(&verifier, &adm.envelope, &agg.evidence, "aggregation").map_err(refused)?;
     tap.aggregate_sum(round, &agg.sum);
     st.evidence.push(agg.evidence.clone());
     let metrics = agg.metrics;

@@ -742,19 +742,17 @@ const LIST_LIMIT: usize = 1_000;
 async fn list_tasks(State(state): State<Arc<AppState>>, uri: Uri, headers: HeaderMap) -> Response {
     let a = authed!(state, headers, uri);
     let (total, requests) = state.cluster.with_state(|s| {
-        let mine: Vec<Value> = s
+        let mine: Vec<views::TaskListItem> = s
             .requests_by_id()
             .filter(|(_, r)| r.caller == a.caller)
-            .map(|(id, r)| {
-                json!({
-                    "request_id": id,
-                    "task_class": class_of(&r.submission.spec),
-                    "status": r.status,
-                    "seq": r.seq,
-                    "received_at_ms": r.received_at_ms,
-                    "attempts": r.attempts.len(),
-                    "task_id": r.attempts.last(),
-                })
+            .map(|(id, r)| views::TaskListItem {
+                request_id: id.to_string(),
+                task_class: class_of(&r.submission.spec).into(),
+                status: r.status,
+                seq: r.seq,
+                received_at_ms: r.received_at_ms,
+                attempts: r.attempts.len() as u64,
+                task_id: r.attempts.last().map(ToString::to_string),
             })
             .collect();
         let total = mine.len();
@@ -763,11 +761,11 @@ async fn list_tasks(State(state): State<Arc<AppState>>, uri: Uri, headers: Heade
             mine.into_iter().rev().take(LIST_LIMIT).collect::<Vec<_>>(),
         )
     });
-    Json(json!({
-        "caller": a.caller,
-        "total": total,
-        "requests": requests,
-    }))
+    Json(views::TaskList {
+        caller: a.caller,
+        total: total as u64,
+        requests,
+    })
     .into_response()
 }
 

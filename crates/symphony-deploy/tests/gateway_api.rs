@@ -372,6 +372,11 @@ async fn every_response_matches_the_openapi_document_and_every_refusal_is_json()
         .unwrap();
     let status = expect("/v1/tasks/{id}", "GET", &r, 200, "");
     assert_eq!(status["status"], "queued");
+    // The caller's list is typed and documented too, and holds the request.
+    let r = ca.signed("GET", "/v1/tasks", Vec::new()).await.unwrap();
+    let list = expect("/v1/tasks", "GET", &r, 200, "");
+    assert_eq!(list["total"], 1, "{list}");
+    assert_eq!(list["requests"][0]["request_id"], id.as_str(), "{list}");
     let r = ca
         .signed("GET", &format!("/v1/tasks/{id}/evidence"), Vec::new())
         .await

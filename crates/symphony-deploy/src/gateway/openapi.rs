@@ -14,6 +14,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use super::views::{
     Acknowledged, CertificateView, ClusterView, ErrorBody, EvidenceView, ResultView, StatusView,
+    TaskList, TaskListItem,
 };
 use crate::state::{RequestStatus, TaskSubmission};
 
@@ -61,6 +62,12 @@ pub struct VoteSubmission {
     responses((status = 202, description = "acknowledged: replicated and final (2 of 3)", body = Acknowledged)))]
 #[allow(dead_code)]
 fn submit() {}
+
+#[utoipa::path(get, path = "/v1/tasks",
+    summary = "The caller's own task requests, newest first (at most 1,000)",
+    responses((status = 200, description = "request id, class, status and latest task id of each", body = TaskList)))]
+#[allow(dead_code)]
+fn list() {}
 
 #[utoipa::path(get, path = "/v1/tasks/{id}", params(("id" = String, Path, description = "request id, percent-encoded as sent and signed")),
     summary = "Task status and lifecycle",
@@ -127,7 +134,7 @@ fn openapi() {}
         description = "Signed HTTPS API of a Symphony master. Every /v1 route needs the x-scp-* headers: ed25519 over SHA-256('scp/gateway-request/v2\\n' | len|method | len|host | len|path | SHA-256(body) | nonce | timestamp), where host is the gateway's host:port as addressed and path the request target exactly as sent (percent-encoded). Rate limits are per caller across all gateways."
     ),
     paths(
-        submit, status, result, evidence, epoch, proposals, propose, vote, cluster, metrics,
+        submit, list, status, result, evidence, epoch, proposals, propose, vote, cluster, metrics,
         openapi
     ),
     components(schemas(
@@ -138,6 +145,8 @@ fn openapi() {}
         EvidenceView,
         CertificateView,
         ClusterView,
+        TaskList,
+        TaskListItem,
         RequestStatus,
         TaskSubmission,
         ProposalSubmission,

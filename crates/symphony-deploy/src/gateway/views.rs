@@ -153,3 +153,33 @@ pub struct ClusterView {
     /// `result_delivered` audit events.
     pub deliveries_recorded: u64,
 }
+
+/// One of the caller's task requests in `GET /v1/tasks`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct TaskListItem {
+    /// Deterministic id of `(caller, nonce)`.
+    pub request_id: String,
+    /// `query`, `compute` or `train`.
+    pub task_class: String,
+    /// Where the request stands.
+    pub status: RequestStatus,
+    /// Position in submission order.
+    pub seq: u64,
+    /// When the gateway received it, ms since the Unix epoch.
+    pub received_at_ms: u64,
+    /// Attempts started (a leader change starts a new one).
+    pub attempts: u64,
+    /// The latest attempt's task id, once one started.
+    pub task_id: Option<String>,
+}
+
+/// `GET /v1/tasks`: the caller's own task requests, newest first.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct TaskList {
+    /// The authenticated caller.
+    pub caller: String,
+    /// How many requests the caller has (the list holds at most 1,000, the newest).
+    pub total: u64,
+    /// The requests, newest first.
+    pub requests: Vec<TaskListItem>,
+}

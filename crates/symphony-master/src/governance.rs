@@ -74,6 +74,7 @@ pub enum ProposalKind {
         stake_micro_sym: u64,
     },
     /// The verdict on a challenge under review (see `actors.rs`).
+    #[serde(rename = "challenge_adjudication")]
     AdjudicateChallenge {
         /// The challenge.
         challenge: ChallengeId,
@@ -81,6 +82,7 @@ pub enum ProposalKind {
         verdict: Verdict,
     },
     /// Slash a registered actor's stake by the graduated table.
+    #[serde(rename = "slashing")]
     Slash {
         /// The actor.
         actor: ActorId,

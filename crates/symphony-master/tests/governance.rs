@@ -53,6 +53,11 @@ enum Op {
         task: u8,
         steps: u8,
     },
+    /// Proposes `kind` as master `by` and has the next master approve it.
+    Pass {
+        by: u8,
+        kind: u8,
+    },
     /// Records the ledger duties of proposal `id` done.
     LedgerDuty {
         id: u8,
@@ -68,7 +73,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::CloseByCapacity),
         4 => (any::<u8>(), 1..8u8).prop_map(|(task, steps)| Op::Progress { task, steps }),
         1 => (any::<u8>(), any::<u16>()).prop_map(|(epoch, minted)| Op::Rewards { epoch, minted }),
-        2 => (any::<u8>(), 1..4u8).prop_map(|(task, steps)| Op::Challenge { task, steps }),
+        2 => (any::<u8>(), 1..16u8).prop_map(|(task, steps)| Op::Challenge { task, steps }),
+        2 => (0..3u8, 2..5u8).prop_map(|(by, kind)| Op::Pass { by, kind }),
         1 => (0..8u8).prop_map(|id| Op::LedgerDuty { id }),
     ]
 }
@@ -162,7 +168,12 @@ fn challenge_step(state: &MasterState, t: &TaskId) -> Option<Command> {
         .as_ref()
         .is_some_and(|s| s.state == SettlementState::CandidateReady);
     if !ready || rec.state != TaskState::AwaitingSettlement {
-        return None;
+        // Drive the task up to `candidate_ready` first.
+        let past = rec
+            .settlement
+            .as_ref()
+            .is_some_and(|s| s.state >= SettlementState::CandidateReady);
+        return if past { None } else { next_step(state, t) };
     }
     Some(match state.challenge_window(t) {
         None => Command::OpenChallengeWindow {
@@ -194,7 +205,15 @@ fn command(state: &MasterState, keys: &[SigningKey], op: &Op, n: usize) -> Comma
                 envelope: Box::new(TaskEnvelope::seal(body).unwrap()),
             }
         }
-        Op::Propose { by, kind } => {
+        Op::Propose { by, kind } | Op::Pass { by, kind } => {
+            // A registered actor, when there is one (slashing has something to cut).
+            let registered = g
+                .registry
+                .actors
+                .keys()
+                .nth(n % g.registry.actors.len().max(1))
+                .cloned()
+                .unwrap_or_else(|| ActorId::new(format!("operator:vault-{}", n % 5)).unwrap());
             let kind = match kind {
                 0 => ProposalKind::CloseEpoch,
                 1 => {
@@ -212,7 +231,7 @@ fn command(state: &MasterState, keys: &[SigningKey], op: &Op, n: usize) -> Comma
                     stake_micro_sym: STAKE,
                 },
                 3 => ProposalKind::Slash {
-                    actor: ActorId::new(format!("operator:vault-{}", n % 5)).unwrap(),
+                    actor: registered.clone(),
                     offence: [
                         symphony_economics::Offence::Unavailability,
                         symphony_economics::Offence::InvalidResult,
@@ -233,7 +252,7 @@ fn command(state: &MasterState, keys: &[SigningKey], op: &Op, n: usize) -> Comma
                         Verdict::Dismissed
                     } else {
                         Verdict::Upheld {
-                            responsible: ActorId::new(format!("operator:vault-{}", n % 5)).unwrap(),
+                            responsible: registered,
                             offence: symphony_economics::Offence::InvalidResult,
                         }
                     },
@@ -462,12 +481,13 @@ proptest! {
                     vec![Some(t.clone()); usize::from(*steps)]
                 }
                 Op::Challenge { .. } => continue,
+                Op::Pass { .. } => vec![None, None],
                 // Admission is attempted only when the subject can afford it (the
                 // Vault's reservation precedes the envelope).
                 Op::Admit if !budget.account.can_reserve(Epsilon::from_milli(100)) => continue,
                 _ => vec![None],
             };
-            for task in commands {
+            for (k, task) in commands.into_iter().enumerate() {
             let before = state.state_root().unwrap();
             let policy_before = state.governance().policy_version;
             let epoch_before = state.governance().epoch;
@@ -480,7 +500,21 @@ proptest! {
                     Some(c) => c,
                     None => break,
                 },
-                None => command(&state, &keys, op, n),
+                None => match (op, k) {
+                    // The second command of a pass: the next master approves the
+                    // proposal just filed.
+                    (Op::Pass { by, .. }, 1) => command(
+                        &state,
+                        &keys,
+                        &Op::Vote {
+                            id: state.governance().proposals.len().saturating_sub(1) as u8,
+                            by: (by + 1) % 3,
+                            approve: true,
+                        },
+                        n,
+                    ),
+                    _ => command(&state, &keys, op, n),
+                },
             };
             match state.apply(&c) {
                 Ok(events) => {

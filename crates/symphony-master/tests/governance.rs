@@ -154,14 +154,14 @@ fn challenge_step(state: &MasterState, t: &TaskId) -> Option<Command> {
     let id = ChallengeId::new(format!("c-{t}")).ok()?;
     let now = state.governance().epoch_opened_at_ms + 10;
     if let Some(c) = state.challenge(&id) {
-        return (c.state == symphony_core::lifecycle::ChallengeState::Opened).then(|| {
+        return (c.state == symphony_core::lifecycle::ChallengeState::Opened).then_some(
             Command::ChallengeStep {
                 challenge_id: id,
                 event: symphony_core::lifecycle::ChallengeEvent::StartReview,
                 verdict_hash: None,
                 penalty: None,
-            }
-        });
+            },
+        );
     }
     let ready = rec
         .settlement
@@ -248,7 +248,7 @@ fn command(state: &MasterState, keys: &[SigningKey], op: &Op, n: usize) -> Comma
                         })
                         .map(|(id, _)| id.clone())
                         .unwrap_or_else(|| ChallengeId::new("c-none").unwrap()),
-                    verdict: if n % 2 == 0 {
+                    verdict: if n.is_multiple_of(2) {
                         Verdict::Dismissed
                     } else {
                         Verdict::Upheld {

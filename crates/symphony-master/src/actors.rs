@@ -352,6 +352,20 @@ impl MasterState {
         at_ms: u64,
         signature: &[u8],
     ) -> Result<Vec<Event>, MasterError> {
+        // An adjudication whose challenge was decided meanwhile (by the plane's own
+        // replay) can no longer take effect: say so instead of a lifecycle error.
+        if let Some(ProposalKind::AdjudicateChallenge { challenge, .. }) =
+            self.governance.proposals.get(&id).map(|p| &p.kind)
+        {
+            let state = self.challenges.get(challenge).map(|c| c.state);
+            if approve && state != Some(ChallengeState::Reviewing) {
+                return Err(gov(format!(
+                    "{id}: challenge {challenge} is no longer under review ({}); \
+                     vote to reject the adjudication",
+                    state.map_or("missing".to_owned(), |s| s.to_string())
+                )));
+            }
+        }
         let mut events = self.governance.vote(id, by, approve, at_ms, signature)?;
         let approved = events
             .iter()

@@ -506,3 +506,38 @@ fn an_activated_policy_brings_its_slashing_table() {
     vote(&mut s, &k, sl, 1, true).unwrap();
     assert_eq!(bonded(&s, "operator:v1"), STAKE - STAKE * 700 / 10_000);
 }
+
+#[test]
+fn an_adjudication_overtaken_by_the_planes_verdict_is_refused_by_name() {
+    let (mut s, k, _t, c) = under_review();
+    let id = propose(&mut s, &k, 0, upheld(&c)).unwrap();
+    // The settlement plane's replay decides the challenge first.
+    for (event, verdict) in [
+        (ChallengeEvent::Dismiss, true),
+        (ChallengeEvent::Close, false),
+    ] {
+        s.apply(&Command::ChallengeStep {
+            challenge_id: c.clone(),
+            event,
+            verdict_hash: verdict.then_some(Digest([8; 32])),
+            penalty: None,
+        })
+        .unwrap();
+    }
+    let root = s.state_root().unwrap();
+    let e = vote(&mut s, &k, id, 1, true).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("no longer under review (closed_without_penalty)"),
+        "{e}"
+    );
+    assert_eq!(s.state_root().unwrap(), root);
+    assert_eq!(bonded(&s, "operator:v1"), STAKE);
+    // Rejecting it is still possible, and ends it.
+    vote(&mut s, &k, id, 1, false).unwrap();
+    vote(&mut s, &k, id, 2, false).unwrap();
+    assert_eq!(
+        s.governance().proposals[&id].status,
+        ProposalStatus::Rejected
+    );
+}

@@ -122,6 +122,59 @@ pub enum ProposeCmd {
         #[arg(long)]
         json: bool,
     },
+    /// The verdict on a challenge under review: `--upheld` slashes the
+    /// responsible actor by the graduated table and rejects the task (its escrow
+    /// pays the base fee, the rest is refunded); `--dismissed` closes it without
+    /// penalty and the settlement pays out as usual. Decided by 2 of 3 masters.
+    Adjudicate {
+        /// The challenge id.
+        #[arg(long)]
+        challenge: String,
+        /// The fault is confirmed.
+        #[arg(long, conflicts_with = "dismissed")]
+        upheld: bool,
+        /// The fault is not confirmed.
+        #[arg(long)]
+        dismissed: bool,
+        /// With --upheld: who is slashed (e.g. operator:vault-01).
+        #[arg(long)]
+        responsible: Option<String>,
+        /// With --upheld: unavailability, invalid_result, faulty_verification,
+        /// sovereignty_violation or equivocation.
+        #[arg(long)]
+        offence: Option<String>,
+        /// The proposing master: master-0, master-1 or master-2.
+        #[arg(long = "as", value_name = "MASTER")]
+        as_master: String,
+        #[command(flatten)]
+        dir: GovDir,
+        /// One JSON object (the gateway's reply).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Slash a registered actor's stake by the graduated table (the offence's
+    /// severity, doubled per earlier offence in the repeat window); the amount
+    /// moves from its stake to the treasury once a second master approves.
+    Slash {
+        /// The actor (e.g. operator:vault-01).
+        #[arg(long)]
+        actor: String,
+        /// unavailability, invalid_result, faulty_verification,
+        /// sovereignty_violation or equivocation.
+        #[arg(long)]
+        offence: String,
+        /// Why (1 to 256 bytes).
+        #[arg(long)]
+        reason: String,
+        /// The proposing master: master-0, master-1 or master-2.
+        #[arg(long = "as", value_name = "MASTER")]
+        as_master: String,
+        #[command(flatten)]
+        dir: GovDir,
+        /// One JSON object (the gateway's reply).
+        #[arg(long)]
+        json: bool,
+    },
     /// Close the current epoch once a second master approves.
     CloseEpoch {
         /// The proposing master: master-0, master-1 or master-2.
@@ -392,6 +445,56 @@ pub fn gov(cmd: GovCmd) -> Result<()> {
         }
         GovCmd::Propose {
             kind:
+                ProposeCmd::Adjudicate {
+                    challenge,
+                    upheld,
+                    dismissed,
+                    responsible,
+                    offence,
+                    as_master,
+                    dir,
+                    json,
+                },
+        } => {
+            let by = parse_master("--as", &as_master).map_err(anyhow::Error::msg)?;
+            let kind = adjudication_kind(&challenge, upheld, dismissed, responsible, offence)?;
+            let v = rt.block_on(client(&dir)?.propose(kind, by))?;
+            if json {
+                return print_json(&v);
+            }
+            println!(
+                "proposal-{} filed by master-{by}: challenge {challenge} {} (a second master approves with `symphony gov vote {} --as master-N`)",
+                v["proposal_id"],
+                if upheld { "upheld" } else { "dismissed" },
+                v["proposal_id"]
+            );
+            Ok(())
+        }
+        GovCmd::Propose {
+            kind:
+                ProposeCmd::Slash {
+                    actor,
+                    offence,
+                    reason,
+                    as_master,
+                    dir,
+                    json,
+                },
+        } => {
+            let by = parse_master("--as", &as_master).map_err(anyhow::Error::msg)?;
+            let kind = slashing_kind(&actor, &offence, reason)?;
+            let v = rt.block_on(client(&dir)?.propose(kind, by))?;
+            if json {
+                return print_json(&v);
+            }
+            println!(
+                "proposal-{} filed by master-{by}: slash {actor} for {offence} by the graduated table (a second master approves with `symphony gov vote {} --as master-N`)",
+                v["proposal_id"], v["proposal_id"]
+            );
+            Ok(())
+        }
+        GovCmd::Propose {
+            kind:
                 ProposeCmd::CloseEpoch {
                     as_master,
                     dir,
@@ -412,6 +515,55 @@ pub fn gov(cmd: GovCmd) -> Result<()> {
     }
 }
 
+/// The `challenge_adjudication` proposal the flags describe (each fault named).
+fn adjudication_kind(
+    challenge: &str,
+    upheld: bool,
+    dismissed: bool,
+    responsible: Option<String>,
+    offence: Option<String>,
+) -> Result<ProposalKind> {
+    let challenge = symphony_core::ids::ChallengeId::new(challenge)
+        .map_err(|e| anyhow::anyhow!("--challenge {challenge:?}: {e}"))?;
+    let verdict = match (upheld, dismissed, responsible, offence) {
+        (true, false, Some(r), Some(o)) => symphony_deploy::governance::Verdict::Upheld {
+            responsible: symphony_core::ids::ActorId::new(r.clone())
+                .map_err(|e| anyhow::anyhow!("--responsible {r:?}: {e}"))?,
+            offence: symphony_deploy::governance::parse_offence(&o)
+                .map_err(|e| anyhow::anyhow!("--offence: {e}"))?,
+        },
+        (true, false, None, _) | (true, false, _, None) => {
+            bail!("--upheld needs --responsible (who is slashed) and --offence")
+        }
+        (false, true, None, None) => symphony_deploy::governance::Verdict::Dismissed,
+        (false, true, _, _) => {
+            bail!("--dismissed slashes nobody: drop --responsible and --offence")
+        }
+        _ => bail!("give exactly one of --upheld or --dismissed"),
+    };
+    Ok(ProposalKind::AdjudicateChallenge { challenge, verdict })
+}
+
+/// The `slashing` proposal the flags describe (each fault named).
+fn slashing_kind(actor: &str, offence: &str, reason: String) -> Result<ProposalKind> {
+    let actor = symphony_core::ids::ActorId::new(actor)
+        .map_err(|e| anyhow::anyhow!("--actor {actor:?}: {e}"))?;
+    let offence = symphony_deploy::governance::parse_offence(offence)
+        .map_err(|e| anyhow::anyhow!("--offence: {e}"))?;
+    if reason.is_empty() || reason.len() > symphony_deploy::governance::MAX_REASON_BYTES {
+        bail!(
+            "--reason: 1 to {} bytes, got {}",
+            symphony_deploy::governance::MAX_REASON_BYTES,
+            reason.len()
+        );
+    }
+    Ok(ProposalKind::Slash {
+        actor,
+        offence,
+        reason,
+    })
+}
+
 fn print_proposals(v: &Value) {
     let list = v["proposals"].as_array().cloned().unwrap_or_default();
     println!(
@@ -427,6 +579,15 @@ fn print_proposals(v: &Value) {
             format!("policy_change to policy-v{}", c["version"])
         } else if let Some(m) = k.get("enterprise_membership") {
             format!("enterprise_membership of {}", m["vault"])
+        } else if let Some(a) = k.get("challenge_adjudication") {
+            let verdict = if a["verdict"].is_string() {
+                "dismissed".to_owned()
+            } else {
+                format!("upheld against {}", a["verdict"]["upheld"]["responsible"])
+            };
+            format!("challenge_adjudication of {}: {verdict}", a["challenge"])
+        } else if let Some(s) = k.get("slashing") {
+            format!("slashing of {} for {}", s["actor"], s["offence"])
         } else {
             k.as_str().unwrap_or("?").to_owned()
         };

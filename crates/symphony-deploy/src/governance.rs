@@ -38,7 +38,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use symphony_core::ids::EpochId;
-pub use symphony_master::ProposalKind;
+pub use symphony_master::{parse_offence, ProposalKind, Verdict, MAX_REASON_BYTES};
 use symphony_master::{proposal_message, vote_message, CloseTrigger, Command};
 use symphony_node::enterprise::EnterpriseEndpoint;
 use symphony_node::network::MasterServices;

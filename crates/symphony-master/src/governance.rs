@@ -25,9 +25,10 @@ use std::collections::BTreeMap;
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use symphony_core::encoding::{content_hash, Digest};
-use symphony_core::ids::{ActorId, EpochId, PolicyVersion, TaskId, VaultId};
-use symphony_economics::PolicyParams;
+use symphony_core::ids::{ActorId, ChallengeId, EpochId, PolicyVersion, TaskId, VaultId};
+use symphony_economics::{Offence, PolicyParams, StakeTier};
 
+use crate::actors::{ActorRegistry, LedgerDuty, Verdict};
 use crate::{Event, MasterError};
 
 /// The epoch length at genesis when none is configured (policy v1: one hour).
@@ -72,6 +73,24 @@ pub enum ProposalKind {
         /// Stake, µSYM.
         stake_micro_sym: u64,
     },
+    /// The verdict on a challenge under review (see `actors.rs`).
+    #[serde(rename = "challenge_adjudication")]
+    AdjudicateChallenge {
+        /// The challenge.
+        challenge: ChallengeId,
+        /// Upheld (slash the responsible actor, reject the task) or dismissed.
+        verdict: Verdict,
+    },
+    /// Slash a registered actor's stake by the graduated table.
+    #[serde(rename = "slashing")]
+    Slash {
+        /// The actor.
+        actor: ActorId,
+        /// The offence (its severity and the actor's repeats fix the fraction).
+        offence: Offence,
+        /// Why, for the record and the ledger (1..=256 bytes).
+        reason: String,
+    },
 }
 
 impl ProposalKind {
@@ -81,6 +100,8 @@ impl ProposalKind {
             ProposalKind::CloseEpoch => "close_epoch",
             ProposalKind::PolicyChange { .. } => "policy_change",
             ProposalKind::EnterpriseMembership { .. } => "enterprise_membership",
+            ProposalKind::AdjudicateChallenge { .. } => "challenge_adjudication",
+            ProposalKind::Slash { .. } => "slashing",
         }
     }
 }
@@ -239,6 +260,10 @@ pub struct GovernanceState {
     /// The payout set of the open epoch, by task (sealed into the history at the
     /// close).
     pub open_payouts: BTreeMap<TaskId, ScheduledPayout>,
+    /// The actor registry: registered stakes, offences, the slashing table.
+    pub registry: ActorRegistry,
+    /// Ledger moves enacted proposals still owe, by proposal (removed once done).
+    pub pending_duties: BTreeMap<ProposalId, Vec<LedgerDuty>>,
 }
 
 impl Default for GovernanceState {
@@ -278,6 +303,8 @@ impl GovernanceState {
             members: BTreeMap::new(),
             history: Vec::new(),
             open_payouts: BTreeMap::new(),
+            registry: ActorRegistry::default(),
+            pending_duties: BTreeMap::new(),
         }
     }
 
@@ -370,6 +397,8 @@ impl GovernanceState {
                     return Err(gov(format!("{vault} is already a member")));
                 }
             }
+            // Checked against the whole state by `MasterState::propose`.
+            ProposalKind::AdjudicateChallenge { .. } | ProposalKind::Slash { .. } => {}
         }
         let id = ProposalId(self.proposals.len() as u64);
         self.proposals.insert(
@@ -439,7 +468,19 @@ impl GovernanceState {
                     operator,
                     stake_micro_sym,
                 } => {
-                    self.enact(id);
+                    // The operator's stake enters the registry and is bonded on
+                    // the ledger (a leader duty); a rejected application bonds
+                    // nothing.
+                    self.registry
+                        .register(&operator, StakeTier::Enterprise, stake_micro_sym)?;
+                    self.queue_duties(
+                        id,
+                        vec![LedgerDuty::Bond {
+                            actor: operator.clone(),
+                            tier: StakeTier::Enterprise,
+                            amount_micro_sym: stake_micro_sym,
+                        }],
+                    );
                     self.members.insert(
                         vault.clone(),
                         Member {
@@ -448,15 +489,30 @@ impl GovernanceState {
                             since: self.epoch,
                         },
                     );
-                    events.push(Event::ProposalEnacted {
-                        id,
-                        epoch: self.epoch,
-                    });
+                    events.extend(self.enact_now(id));
                 }
                 ProposalKind::PolicyChange { .. } => {} // at the epoch boundary
+                // Enacted by `MasterState::vote`, which sees the challenges.
+                ProposalKind::AdjudicateChallenge { .. } | ProposalKind::Slash { .. } => {}
             }
         }
         Ok(events)
+    }
+
+    /// Enacts `id` in the current epoch and says so.
+    pub(crate) fn enact_now(&mut self, id: ProposalId) -> Vec<Event> {
+        self.enact(id);
+        vec![Event::ProposalEnacted {
+            id,
+            epoch: self.epoch,
+        }]
+    }
+
+    /// Records what `id` still has to move on the ledger.
+    pub(crate) fn queue_duties(&mut self, id: ProposalId, duties: Vec<LedgerDuty>) {
+        if !duties.is_empty() {
+            self.pending_duties.insert(id, duties);
+        }
     }
 
     fn enact(&mut self, id: ProposalId) {
@@ -549,10 +605,12 @@ impl GovernanceState {
                 *version,
                 params.epochs.epoch_length_ms,
                 *max_tasks_per_epoch,
+                params.slashing.clone(),
             )),
             _ => None,
         });
-        if let Some((id, version, length, max)) = pending {
+        if let Some((id, version, length, max, slashing)) = pending {
+            self.registry.slashing = slashing;
             self.policy_version = version;
             self.epoch_length_ms = length;
             self.max_tasks_per_epoch = max;

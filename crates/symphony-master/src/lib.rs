@@ -47,6 +47,12 @@ pub use governance::{
     DEFAULT_EPOCH_LENGTH_MS,
 };
 
+mod actors;
+pub use actors::{
+    adjudication_hash, offence_name, parse_offence, ActorRegistry, LedgerDuty, OffenceRecord,
+    RegisteredStake, Verdict, MAX_REASON_BYTES,
+};
+
 mod composite;
 mod savepoint;
 pub mod takeover;
@@ -325,6 +331,17 @@ pub enum Command {
         /// When, ms (the leader's injected time).
         at_ms: u64,
     },
+    /// Genesis: the stakes the ledger bonded at genesis enter the actor registry
+    /// (accepted before the first proposal only).
+    RegisterStakes {
+        /// Actor, tier, bonded µSYM.
+        stakes: Vec<(ActorId, symphony_economics::StakeTier, u64)>,
+    },
+    /// The leader carried out an enacted proposal's ledger duties (recorded once).
+    RecordLedgerDuty {
+        /// The proposal.
+        proposal: ProposalId,
+    },
     /// The node operation rewards of a closed epoch were minted by the inflation
     /// schedule and paid on the ledger (idempotent there by epoch); recorded once.
     RecordEpochRewards {
@@ -459,6 +476,27 @@ pub enum Event {
         epoch: EpochId,
         /// Minted, µSYM.
         minted_micro_sym: u64,
+    },
+    /// An actor's stake entered the registry at genesis.
+    StakeRegistered {
+        /// The actor.
+        actor: ActorId,
+        /// Bonded, µSYM.
+        bonded_micro_sym: u64,
+    },
+    /// A registered stake was slashed by an enacted proposal.
+    StakeSlashed {
+        /// The actor.
+        actor: ActorId,
+        /// Slashed, µSYM (0 when the actor has no registered stake).
+        amount_micro_sym: u64,
+        /// The proposal.
+        proposal: ProposalId,
+    },
+    /// An enacted proposal's ledger duties were carried out.
+    LedgerDutyDone {
+        /// The proposal.
+        proposal: ProposalId,
     },
     /// An epoch closed and the next opened (each Vault replenishes once per epoch).
     EpochClosed {
@@ -670,16 +708,16 @@ impl MasterState {
                 by,
                 at_ms,
                 signature,
-            } => self.governance.propose(kind, *by, *at_ms, signature),
+            } => self.propose(kind, *by, *at_ms, signature),
             Command::Vote {
                 proposal,
                 by,
                 approve,
                 at_ms,
                 signature,
-            } => self
-                .governance
-                .vote(*proposal, *by, *approve, *at_ms, signature),
+            } => self.vote(*proposal, *by, *approve, *at_ms, signature),
+            Command::RegisterStakes { stakes } => self.register_stakes(stakes),
+            Command::RecordLedgerDuty { proposal } => self.ledger_duty_done(*proposal),
             Command::CloseEpoch { trigger, at_ms } => {
                 if matches!(trigger, CloseTrigger::Proposal(_)) {
                     return Err(MasterError::Governance(

@@ -47,17 +47,35 @@ enum Op {
         epoch: u8,
         minted: u16,
     },
+    /// Moves task number `task` toward a challenge under review: opens its
+    /// window at `candidate_ready`, files a challenge, starts the review.
+    Challenge {
+        task: u8,
+        steps: u8,
+    },
+    /// Proposes `kind` as master `by` and has the next master approve it.
+    Pass {
+        by: u8,
+        kind: u8,
+    },
+    /// Records the ledger duties of proposal `id` done.
+    LedgerDuty {
+        id: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => Just(Op::Admit),
-        2 => (0..3u8, 0..3u8).prop_map(|(by, kind)| Op::Propose { by, kind }),
+        3 => (0..3u8, 0..5u8).prop_map(|(by, kind)| Op::Propose { by, kind }),
         4 => (0..8u8, 0..3u8, any::<bool>()).prop_map(|(id, by, approve)| Op::Vote { id, by, approve }),
         1 => (0..2_000u64).prop_map(|late_ms| Op::CloseByTime { late_ms }),
         1 => Just(Op::CloseByCapacity),
         4 => (any::<u8>(), 1..8u8).prop_map(|(task, steps)| Op::Progress { task, steps }),
         1 => (any::<u8>(), any::<u16>()).prop_map(|(epoch, minted)| Op::Rewards { epoch, minted }),
+        2 => (any::<u8>(), 1..16u8).prop_map(|(task, steps)| Op::Challenge { task, steps }),
+        2 => (0..3u8, 2..5u8).prop_map(|(by, kind)| Op::Pass { by, kind }),
+        1 => (0..8u8).prop_map(|id| Op::LedgerDuty { id }),
     ]
 }
 
@@ -103,6 +121,13 @@ fn next_step(state: &MasterState, t: &TaskId) -> Option<Command> {
             }
         }
         TaskState::Verifying => advance(TaskEvent::VerificationAccepted),
+        TaskState::AwaitingSettlement if state.challenge_window(t).is_some_and(|w| !w.closed) => {
+            let w = state.challenge_window(t)?;
+            Command::CloseChallengeWindow {
+                task_id: t.clone(),
+                at_ms: w.closes_at_ms,
+            }
+        }
         TaskState::AwaitingSettlement => {
             let next = match &rec.settlement {
                 None => SettlementState::Collecting,
@@ -123,6 +148,51 @@ fn next_step(state: &MasterState, t: &TaskId) -> Option<Command> {
     })
 }
 
+/// The next command toward a challenge of `t` under review, if one applies.
+fn challenge_step(state: &MasterState, t: &TaskId) -> Option<Command> {
+    let rec = state.task(t)?;
+    let id = ChallengeId::new(format!("c-{t}")).ok()?;
+    let now = state.governance().epoch_opened_at_ms + 10;
+    if let Some(c) = state.challenge(&id) {
+        return (c.state == symphony_core::lifecycle::ChallengeState::Opened).then_some(
+            Command::ChallengeStep {
+                challenge_id: id,
+                event: symphony_core::lifecycle::ChallengeEvent::StartReview,
+                verdict_hash: None,
+                penalty: None,
+            },
+        );
+    }
+    let ready = rec
+        .settlement
+        .as_ref()
+        .is_some_and(|s| s.state == SettlementState::CandidateReady);
+    if !ready || rec.state != TaskState::AwaitingSettlement {
+        // Drive the task up to `candidate_ready` first.
+        let past = rec
+            .settlement
+            .as_ref()
+            .is_some_and(|s| s.state >= SettlementState::CandidateReady);
+        return if past { None } else { next_step(state, t) };
+    }
+    Some(match state.challenge_window(t) {
+        None => Command::OpenChallengeWindow {
+            task_id: t.clone(),
+            closes_at_ms: now + 100,
+        },
+        Some(w) => Command::FileChallenge {
+            filing: ChallengeFiling {
+                challenge_id: id,
+                task_id: t.clone(),
+                target: ChallengeTarget::Aggregation { round: 0 },
+                challenger: ActorId::new("master-1").ok()?,
+                evidence_hash: symphony_core::encoding::Digest([6; 32]),
+                at_ms: w.closes_at_ms.saturating_sub(50),
+            },
+        },
+    })
+}
+
 fn command(state: &MasterState, keys: &[SigningKey], op: &Op, n: usize) -> Command {
     let g = state.governance();
     let now = g.epoch_opened_at_ms + 10;
@@ -135,7 +205,15 @@ fn command(state: &MasterState, keys: &[SigningKey], op: &Op, n: usize) -> Comma
                 envelope: Box::new(TaskEnvelope::seal(body).unwrap()),
             }
         }
-        Op::Propose { by, kind } => {
+        Op::Propose { by, kind } | Op::Pass { by, kind } => {
+            // A registered actor, when there is one (slashing has something to cut).
+            let registered = g
+                .registry
+                .actors
+                .keys()
+                .nth(n % g.registry.actors.len().max(1))
+                .cloned()
+                .unwrap_or_else(|| ActorId::new(format!("operator:vault-{}", n % 5)).unwrap());
             let kind = match kind {
                 0 => ProposalKind::CloseEpoch,
                 1 => {
@@ -147,10 +225,37 @@ fn command(state: &MasterState, keys: &[SigningKey], op: &Op, n: usize) -> Comma
                         max_tasks_per_epoch: Some(1 + (n as u64 % 4)),
                     }
                 }
-                _ => ProposalKind::EnterpriseMembership {
+                2 => ProposalKind::EnterpriseMembership {
                     vault: VaultId::new(format!("vault-{}", n % 5)).unwrap(),
                     operator: ActorId::new(format!("operator:vault-{}", n % 5)).unwrap(),
-                    stake_micro_sym: 1_000,
+                    stake_micro_sym: STAKE,
+                },
+                3 => ProposalKind::Slash {
+                    actor: registered.clone(),
+                    offence: [
+                        symphony_economics::Offence::Unavailability,
+                        symphony_economics::Offence::InvalidResult,
+                        symphony_economics::Offence::Equivocation,
+                    ][n % 3],
+                    reason: "property test".into(),
+                },
+                // Adjudicates the first challenge under review (or a missing one).
+                _ => ProposalKind::AdjudicateChallenge {
+                    challenge: state
+                        .challenges()
+                        .find(|(_, c)| {
+                            c.state == symphony_core::lifecycle::ChallengeState::Reviewing
+                        })
+                        .map(|(id, _)| id.clone())
+                        .unwrap_or_else(|| ChallengeId::new("c-none").unwrap()),
+                    verdict: if n.is_multiple_of(2) {
+                        Verdict::Dismissed
+                    } else {
+                        Verdict::Upheld {
+                            responsible: registered,
+                            offence: symphony_economics::Offence::InvalidResult,
+                        }
+                    },
                 },
             };
             let signature = keys[usize::from(*by)]
@@ -186,7 +291,12 @@ fn command(state: &MasterState, keys: &[SigningKey], op: &Op, n: usize) -> Comma
             trigger: CloseTrigger::Capacity,
             at_ms: now,
         },
-        Op::Progress { .. } => unreachable!("progress is expanded by the test"),
+        Op::Progress { .. } | Op::Challenge { .. } => {
+            unreachable!("progress and challenges are expanded by the test")
+        }
+        Op::LedgerDuty { id } => Command::RecordLedgerDuty {
+            proposal: ProposalId(u64::from(*id)),
+        },
         Op::Rewards { epoch, minted } => {
             let closed = g.history.len().max(1) as u64;
             let minted = u64::from(*minted);
@@ -295,6 +405,54 @@ fn payouts_exactly_once(state: &MasterState) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Stake registered by membership in the property test, µSYM.
+const STAKE: u64 = 1_000_000;
+
+/// The registry conserves each stake (bonded + slashed = registered, slashed = Σ
+/// offences), each challenge is decided by at most one enacted adjudication and an
+/// enacted one leaves it decided, and only enacted proposals owe ledger duties.
+fn registry_and_verdicts_hold(state: &MasterState) -> Result<(), TestCaseError> {
+    let g = state.governance();
+    for (a, r) in &g.registry.actors {
+        prop_assert_eq!(
+            r.bonded_micro_sym + r.slashed_micro_sym,
+            STAKE,
+            "{} stake not conserved",
+            a
+        );
+        prop_assert_eq!(
+            r.offences.iter().map(|o| o.slashed_micro_sym).sum::<u64>(),
+            r.slashed_micro_sym
+        );
+    }
+    let mut decided: BTreeSet<ChallengeId> = BTreeSet::new();
+    for p in g.proposals.values() {
+        if let ProposalKind::AdjudicateChallenge { challenge, verdict } = &p.kind {
+            if p.status == ProposalStatus::Enacted {
+                prop_assert!(
+                    decided.insert(challenge.clone()),
+                    "{} adjudicated twice",
+                    challenge
+                );
+                let c = state.challenge(challenge).map(|c| c.state);
+                let want = match verdict {
+                    Verdict::Dismissed => {
+                        symphony_core::lifecycle::ChallengeState::ClosedWithoutPenalty
+                    }
+                    Verdict::Upheld { .. } => {
+                        symphony_core::lifecycle::ChallengeState::PenaltyRecorded
+                    }
+                };
+                prop_assert_eq!(c, Some(want));
+            }
+        }
+    }
+    for id in g.pending_duties.keys() {
+        prop_assert_eq!(g.proposals[id].status, ProposalStatus::Enacted);
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
     #[test]
@@ -318,21 +476,45 @@ proptest! {
                     vec![Some(t.clone()); usize::from(*steps)]
                 }
                 Op::Progress { .. } => continue,
+                Op::Challenge { task, steps } if !admitted.is_empty() => {
+                    let t = &admitted[usize::from(*task) % admitted.len()];
+                    vec![Some(t.clone()); usize::from(*steps)]
+                }
+                Op::Challenge { .. } => continue,
+                Op::Pass { .. } => vec![None, None],
                 // Admission is attempted only when the subject can afford it (the
                 // Vault's reservation precedes the envelope).
                 Op::Admit if !budget.account.can_reserve(Epsilon::from_milli(100)) => continue,
                 _ => vec![None],
             };
-            for task in commands {
+            for (k, task) in commands.into_iter().enumerate() {
             let before = state.state_root().unwrap();
             let policy_before = state.governance().policy_version;
             let epoch_before = state.governance().epoch;
+            let step = match op {
+                Op::Challenge { .. } => challenge_step,
+                _ => next_step,
+            };
             let c = match &task {
-                Some(t) => match next_step(&state, t) {
+                Some(t) => match step(&state, t) {
                     Some(c) => c,
                     None => break,
                 },
-                None => command(&state, &keys, op, n),
+                None => match (op, k) {
+                    // The second command of a pass: the next master approves the
+                    // proposal just filed.
+                    (Op::Pass { by, .. }, 1) => command(
+                        &state,
+                        &keys,
+                        &Op::Vote {
+                            id: state.governance().proposals.len().saturating_sub(1) as u8,
+                            by: (by + 1) % 3,
+                            approve: true,
+                        },
+                        n,
+                    ),
+                    _ => command(&state, &keys, op, n),
+                },
             };
             match state.apply(&c) {
                 Ok(events) => {
@@ -371,6 +553,7 @@ proptest! {
                 prop_assert_eq!(w[0].closed_at_ms, w[1].opened_at_ms);
             }
             payouts_exactly_once(&state)?;
+            registry_and_verdicts_hold(&state)?;
             }
         }
         let mut replay = MasterState::new();

@@ -61,7 +61,37 @@ pub fn ensure_configured(m: &mut MasterServices) -> Result<(), NodeError> {
         epoch_length_ms: params.epochs.epoch_length_ms,
         max_tasks_per_epoch: None,
     })?;
+    // The actor registry starts with the stakes the ledger bonded at genesis.
+    let bonded = genesis_bonded_actors(&*m.ledger)?;
+    crate::adjudication::register_genesis_stakes(&mut *m.masters, &*m.ledger, &bonded)?;
     Ok(())
+}
+
+/// The actors whose stake the ledger bonded (`actor:<id>` accounts), in order.
+fn genesis_bonded_actors(
+    ledger: &dyn symphony_ledger::SettlementLedger,
+) -> Result<Vec<ActorId>, NodeError> {
+    let mut out = Vec::new();
+    let mut from = 0u64;
+    loop {
+        let page = ledger
+            .events(from, 1_000)
+            .map_err(|e| NodeError::Ledger(e.to_string()))?;
+        let Some((last, _)) = page.last() else {
+            return Ok(out);
+        };
+        for (_, e) in &page {
+            if let symphony_ledger::LedgerEvent::StakeBonded { actor, .. } = e {
+                if let Some(id) = actor.as_str().strip_prefix("actor:") {
+                    let id = ActorId::new(id).map_err(|e| NodeError::Refused(e.to_string()))?;
+                    if !out.contains(&id) {
+                        out.push(id);
+                    }
+                }
+            }
+        }
+        from = last + 1;
+    }
 }
 
 fn active_params(
@@ -185,6 +215,21 @@ pub fn vote(
         at_ms: m.now_ms,
         signature,
     })?;
+    if c.events
+        .iter()
+        .any(|e| matches!(e, Event::ProposalEnacted { .. }))
+        && !m.masters.state().governance().pending_duties.is_empty()
+    {
+        // What the enacted proposal owes the ledger: a member's bond, a slash, a
+        // rejected task's charge.
+        let params = active_params(m, m.masters.state().current_epoch())?;
+        crate::adjudication::run_ledger_duties(
+            &mut *m.masters,
+            &mut *m.ledger,
+            m.settlements.as_ref(),
+            &params,
+        )?;
+    }
     Ok(c.events)
 }
 

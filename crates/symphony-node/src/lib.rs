@@ -14,6 +14,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod adjudication;
 pub mod aggregation;
 pub mod bundle;
 pub mod challenge;

@@ -40,6 +40,8 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("gov propose policy", "symphony policy show > p.json && symphony gov propose policy --file p.json --as master-0"),
     ("gov propose membership", "symphony gov propose membership --vault vault-05 --as master-0"),
     ("gov propose close-epoch", "symphony gov propose close-epoch --as master-0"),
+    ("gov propose adjudicate", "symphony gov propose adjudicate --challenge challenge-1 --upheld --responsible operator:vault-01 --offence invalid_result --as master-0\nsymphony gov propose adjudicate --challenge challenge-1 --dismissed --as master-0"),
+    ("gov propose slash", "symphony gov propose slash --actor operator:vault-01 --offence unavailability --reason \"missed 3 slices\" --as master-0"),
     ("gov vote", "symphony gov vote proposal-1 --as master-1\nsymphony gov vote proposal-1 --as master-2 --reject"),
     ("bench", "symphony bench admission --tasks 20000 --json\nsymphony bench gateway --tasks 20000 --json"),
     ("bench admission", "symphony bench admission --tasks 50000 --concurrency 512 --json"),

@@ -5,5 +5,7 @@
 
 pub mod bench;
 pub mod corpus;
+pub mod enclave;
 pub mod ocr;
+pub mod personal;
 pub mod receipt;

@@ -360,6 +360,12 @@ fn parse_item(line: &str) -> Option<LineItem> {
 /// field is an error naming it (and the line, when there is one); items that do not
 /// add up to the total are refused.
 pub fn parse_receipt_text(text: &str) -> Result<ReceiptRecord, ReceiptError> {
+    parse_receipt_text_counted(text).map(|(r, _, _)| r)
+}
+
+/// [`parse_receipt_text`], with the number of non-blank lines read and of those
+/// recognised (the parsability of the quality score).
+pub fn parse_receipt_text_counted(text: &str) -> Result<(ReceiptRecord, u32, u32), ReceiptError> {
     let lines: Vec<(usize, &str)> = text
         .lines()
         .enumerate()
@@ -384,7 +390,9 @@ pub fn parse_receipt_text(text: &str) -> Result<ReceiptRecord, ReceiptError> {
     let mut time = None;
     let mut items = Vec::new();
     let mut total = None;
+    let mut recognized = 1u32;
     for &(n, l) in &lines[1..] {
+        recognized += 1;
         let upper = l.to_uppercase();
         if upper.starts_with("TOTAL") || upper.starts_with("T0TAL") {
             let parts: Vec<&str> = l.split_whitespace().collect();
@@ -412,7 +420,11 @@ pub fn parse_receipt_text(text: &str) -> Result<ReceiptRecord, ReceiptError> {
                 let city = nearest(city.trim(), STORES.iter().map(|s| s.0))
                     .map_or_else(|| city.trim().to_owned(), str::to_owned);
                 store = Some((city, country));
+            } else {
+                recognized -= 1;
             }
+        } else {
+            recognized -= 1;
         }
     }
     let (store_city, store_country) =
@@ -438,7 +450,7 @@ pub fn parse_receipt_text(text: &str) -> Result<ReceiptRecord, ReceiptError> {
             ),
         ));
     }
-    Ok(ReceiptRecord {
+    let record = ReceiptRecord {
         merchant,
         category,
         store_city,
@@ -447,7 +459,9 @@ pub fn parse_receipt_text(text: &str) -> Result<ReceiptRecord, ReceiptError> {
         currency,
         items,
         total_minor,
-    })
+    };
+    let read = u32::try_from(lines.len()).unwrap_or(u32::MAX);
+    Ok((record, read, recognized))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod corpus;
+pub mod demo;
 pub mod enclave;
 pub mod ocr;
 pub mod personal;

@@ -108,12 +108,13 @@ fn quality_rewards_are_half_unstaked_and_whole_staked() {
         .deposit_treasury(&foundation, 1_000_000_000)
         .unwrap();
     let receipts = producer_receipts(seed, 4, NOW_MS);
-    let mut pay_epoch = |net: &mut EmbeddedNetwork, batch: &[symphony_node::producer::receipt::ReceiptRecord], first_nonce: u64| {
+    let pay_epoch = |net: &mut EmbeddedNetwork, batch: &[symphony_node::producer::receipt::ReceiptRecord], first_nonce: u64| {
         let mut scores = Vec::new();
         for (i, r) in batch.iter().enumerate() {
             let png = png_bytes(&render(r, Level::Clean, i as u64).unwrap()).unwrap();
             let out = upload(net, pv, &png, first_nonce + i as u64, seed);
-            scores.push(out.quality.unwrap().score_bp);
+            let q = out.quality.unwrap_or_else(|| panic!("receipt {i}: {:?}", out.reason));
+            scores.push(q.score_bp);
         }
         let closed = net.close_epoch().unwrap();
         let EmbeddedNetwork { master, enterprises, .. } = net;

@@ -134,9 +134,7 @@ impl crate::enterprise::EnterpriseNode {
     ) -> Result<(symphony_core::encoding::Digest, Vec<String>, QualityScore), NodeError> {
         if let Some(first) = self.vault.parsed_record(&a.subject, &read.record_hash)? {
             return Err(NodeError::Refused(format!(
-                "duplicate upload: this receipt ({} {}) is already in vault {} (parsed by task {} in epoch {}); nothing was stored",
-                read.purchase.brand,
-                super::receipt::format_time(read.purchase.ts_ms),
+                "duplicate upload: this receipt is already in vault {} (parsed by task {} in epoch {}); nothing was stored",
                 self.vault_id(),
                 first.task_id,
                 first.epoch.0

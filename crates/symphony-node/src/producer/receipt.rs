@@ -334,10 +334,19 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 fn parse_item(line: &str) -> Option<LineItem> {
     let (head, amount) = line.rsplit_once(' ')?;
     let amount_minor = ocr_amount(amount.trim())?;
-    let mut words = head.split_whitespace();
-    let qty = words.next()?;
-    let x = words.next()?;
-    if !matches!(x, "x" | "X" | "×") {
+    // `2 x Name`, also read as `2x Name` or `2 xName`.
+    let head = head.trim();
+    let digits_end = head
+        .char_indices()
+        .find(|(_, c)| !(c.is_ascii_digit() || matches!(c, 'l' | 'I' | 'O' | 'o')))
+        .map_or(head.len(), |(i, _)| i);
+    let (qty, rest) = head.split_at(digits_end);
+    let rest = rest.trim_start();
+    let rest = rest
+        .strip_prefix('x')
+        .or_else(|| rest.strip_prefix('X'))
+        .or_else(|| rest.strip_prefix('×'))?;
+    if qty.is_empty() {
         return None;
     }
     let quantity: u32 = qty
@@ -345,6 +354,7 @@ fn parse_item(line: &str) -> Option<LineItem> {
         .replace(['O', 'o'], "0")
         .parse()
         .ok()?;
+    let words = rest.split_whitespace();
     let name = words.collect::<Vec<_>>().join(" ");
     if name.is_empty() || quantity == 0 {
         return None;
@@ -516,7 +526,8 @@ mod tests {
         let t = text(&sample())
             .replace("Luckin Coffee", "Luckln Coffee")
             .replace("17.70", "17.7O")
-            .replace("Singapore", "Singapcre");
+            .replace("Singapore", "Singapcre")
+            .replace("2 x Latte", "2x Latte");
         let parsed = parse_receipt_text(&t).unwrap();
         assert_eq!(parsed, sample());
     }

@@ -192,13 +192,25 @@ pub fn build_network(
     network: &NetworkParams,
     obs: &mut dyn Observer,
 ) -> Result<(EmbeddedNetwork, usize), NodeError> {
+    let mut net = EmbeddedNetwork::build(dir, network, &SUBMITTERS, obs)?;
+    let pv = add_producer(&mut net, dir, network.now_ms, obs)?;
+    Ok((net, pv))
+}
+
+/// The submitters the demo's network registers: the advertiser, the producer and
+/// the foundation (which funds the quality-reward budget).
+pub const SUBMITTERS: [&str; 3] = [ADVERTISER, "producer:alice", FOUNDATION];
+
+/// Adds the demo producer's Personal Vault (in `dir/vaults`) on enterprise node 0;
+/// returns its index among the network's enterprise nodes.
+pub fn add_producer(
+    net: &mut EmbeddedNetwork,
+    dir: &Path,
+    now_ms: u64,
+    obs: &mut dyn Observer,
+) -> Result<usize, NodeError> {
     let producer = producer_actor_of(PRODUCER_SUBJECT)?;
-    let mut net = EmbeddedNetwork::build(
-        dir,
-        network,
-        &[ADVERTISER, producer.as_str(), FOUNDATION],
-        obs,
-    )?;
+    std::fs::create_dir_all(dir.join("vaults")).map_err(|e| NodeError::Io(e.to_string()))?;
     net.add_personal_vault(
         dir,
         &ProducerProfile {
@@ -209,7 +221,7 @@ pub fn build_network(
             consents: vec![UsageScope::Marketing, UsageScope::Analytics],
         },
         0,
-        network.now_ms,
+        now_ms,
     )?;
     obs.step(
         "personal-vault",
@@ -218,8 +230,7 @@ pub fn build_network(
             net.enterprises[0].vault_id()
         ),
     );
-    let pv = net.enterprises.len() - 1;
-    Ok((net, pv))
+    Ok(net.enterprises.len() - 1)
 }
 
 /// Runs the Luckin campaign (nonce `nonce`) and reports whether the producer was found.
@@ -262,9 +273,19 @@ pub fn run_parse_demo(
     params: &ParseDemoParams,
     obs: &mut dyn Observer,
 ) -> Result<ParseDemoReport, NodeError> {
+    let (mut net, pv) = build_network(dir, &params.network, obs)?;
+    run_scenario(&mut net, pv, params, obs)
+}
+
+/// The scenario on a network that has the producer's Personal Vault at `pv`.
+pub fn run_scenario(
+    net: &mut EmbeddedNetwork,
+    pv: usize,
+    params: &ParseDemoParams,
+    obs: &mut dyn Observer,
+) -> Result<ParseDemoReport, NodeError> {
     let seed = params.network.seed;
     let now_ms = params.network.now_ms;
-    let (mut net, pv) = build_network(dir, &params.network, obs)?;
     let receipts = producer_receipts(seed, params.receipts, now_ms);
     let levels = [Level::Clean, Level::MildRotation, Level::MildBlur];
     let mut tasks = Vec::new();
@@ -275,10 +296,10 @@ pub fn run_parse_demo(
     for (i, truth) in receipts.iter().enumerate() {
         let level = levels[i % levels.len()];
         let png = png_bytes(&render(truth, level, seed.wrapping_add(i as u64))?)?;
-        let before = stored_purchases(&net, pv)?;
-        let req = producer_upload(&net, pv, &png, i as u64 + 1, seed)?;
+        let before = stored_purchases(net, pv)?;
+        let req = producer_upload(net, pv, &png, i as u64 + 1, seed)?;
         let out = net.run_parse(&req, obs)?;
-        let after = stored_purchases(&net, pv)?;
+        let after = stored_purchases(net, pv)?;
         let stored = after.iter().find(|p| !before.contains(p));
         fields += 7;
         if let Some(p) = stored {
@@ -315,13 +336,13 @@ pub fn run_parse_demo(
     let duplicate_refused = match receipts.first() {
         Some(first) => {
             let png = png_bytes(&render(first, Level::MildRotation, seed ^ 0xd0d0)?)?;
-            let req = producer_upload(&net, pv, &png, receipts.len() as u64 + 1, seed)?;
+            let req = producer_upload(net, pv, &png, receipts.len() as u64 + 1, seed)?;
             let out = net.run_parse(&req, obs)?;
             out.reason
         }
         None => None,
     };
-    let stored_records = stored_purchases(&net, pv)?.len();
+    let stored_records = stored_purchases(net, pv)?.len();
     // The epoch closes; the Vault pays its producers' quality rewards from the
     // treasury, which the foundation funded.
     let foundation = crate::settlement::actor_account(
@@ -337,7 +358,7 @@ pub fn run_parse_demo(
             master,
             enterprises,
             ..
-        } = &mut net;
+        } = net;
         pay_quality_rewards(
             &mut *master.ledger,
             master.settlements.as_ref(),
@@ -361,7 +382,7 @@ pub fn run_parse_demo(
             closed.closed.0, payout.records, payout.gross_micro_sym, reward_micro_sym
         ),
     );
-    let (_, luckin) = run_luckin(&mut net, seed, 1, obs)?;
+    let (_, luckin) = run_luckin(net, seed, 1, obs)?;
     obs.step(
         "luckin",
         &format!(

@@ -88,9 +88,18 @@ pub fn demo_parse(args: ParseDemoArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("  receipts uploaded       {}", report.receipts);
-        println!("  parse tasks completed   {} (fee {} µSYM: parse is free)", report.parsed, report.fee_total);
-        println!("  fields correct          {:.4} (stored purchases against the rendered records)", report.fields_correct);
-        println!("  records stored          {} (Personal Vault pv-{PRODUCER_SUBJECT}, encrypted)", report.stored_records);
+        println!(
+            "  parse tasks completed   {} (fee {} µSYM: parse is free)",
+            report.parsed, report.fee_total
+        );
+        println!(
+            "  fields correct          {:.4} (stored purchases against the rendered records)",
+            report.fields_correct
+        );
+        println!(
+            "  records stored          {} (Personal Vault pv-{PRODUCER_SUBJECT}, encrypted)",
+            report.stored_records
+        );
         println!("  quality scores (bp)     {:?}", report.quality_scores);
         println!(
             "  quality reward          {} µSYM of {} µSYM gross (unstaked: 50%)",
@@ -101,7 +110,10 @@ pub fn demo_parse(args: ParseDemoArgs) -> Result<()> {
         }
         println!(
             "  Luckin campaign         {}: {} eligible, {} delivered, producer found: {}",
-            report.luckin.state, report.luckin.eligible, report.luckin.delivered, report.luckin.producer_found
+            report.luckin.state,
+            report.luckin.eligible,
+            report.luckin.delivered,
+            report.luckin.producer_found
         );
         println!(
             "  producer earnings       {} µSYM in {} payments",
@@ -149,11 +161,17 @@ pub fn bench(args: BenchParseArgs) -> Result<()> {
                 })
             })
             .collect();
-        println!("{}", serde_json::json!({ "bench": "parse", "seed": args.seed, "levels": levels }));
+        println!(
+            "{}",
+            serde_json::json!({ "bench": "parse", "seed": args.seed, "levels": levels })
+        );
         return Ok(());
     }
     println!("bench parse: {} seeded receipts per level, tesseract CLI after deskew, one process per receipt", args.receipts);
-    println!("  {:<14} {:>8} {:>7} {:>15} {:>6} {:>11}", "level", "receipts", "parsed", "field accuracy", "exact", "receipts/s");
+    println!(
+        "  {:<14} {:>8} {:>7} {:>15} {:>6} {:>11}",
+        "level", "receipts", "parsed", "field accuracy", "exact", "receipts/s"
+    );
     for r in &reports {
         println!(
             "  {:<14} {:>8} {:>7} {:>15.4} {:>6} {:>11.2}",
@@ -231,7 +249,9 @@ pub enum ProducerCmd {
 }
 
 fn open_personal_vault(dir: &Path) -> Result<symphony_vault::Vault> {
-    let path = dir.join("vaults").join(format!("pv-{PRODUCER_SUBJECT}.redb"));
+    let path = dir
+        .join("vaults")
+        .join(format!("pv-{PRODUCER_SUBJECT}.redb"));
     if !path.exists() {
         bail!(
             "--dir {}: no Personal Vault at {} (keep one with `symphony demo parse --dir DIR`)",
@@ -252,7 +272,10 @@ fn open_personal_vault(dir: &Path) -> Result<symphony_vault::Vault> {
 fn open_ledger(dir: &Path) -> Result<symphony_ledger::RedbLedger> {
     let path = dir.join("ledger.redb");
     if !path.exists() {
-        bail!("--dir {}: no ledger.redb (keep one with `symphony demo parse --dir DIR`)", dir.display());
+        bail!(
+            "--dir {}: no ledger.redb (keep one with `symphony demo parse --dir DIR`)",
+            dir.display()
+        );
     }
     symphony_ledger::RedbLedger::open(&path).with_context(|| format!("opening {}", path.display()))
 }
@@ -261,7 +284,9 @@ fn scope(name: &str, flag: &str) -> Result<UsageScope> {
     UsageScope::ALL
         .into_iter()
         .find(|s| s.as_str() == name)
-        .with_context(|| format!("{flag} {name:?}: expected personal, marketing, analytics or training"))
+        .with_context(|| {
+            format!("{flag} {name:?}: expected personal, marketing, analytics or training")
+        })
 }
 
 fn now_ms() -> u64 {
@@ -275,16 +300,36 @@ pub fn run(cmd: ProducerCmd) -> Result<()> {
     let subject = SubjectId::new(PRODUCER_SUBJECT)?;
     let producer = producer_actor_of(PRODUCER_SUBJECT)?;
     match cmd {
-        ProducerCmd::Upload { file, dir, seed, json } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+        ProducerCmd::Upload {
+            file,
+            dir,
+            seed,
+            json,
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let tmp = tempfile::tempdir()?;
             let dir = dir.unwrap_or_else(|| tmp.path().to_owned());
             if dir.join("ledger.redb").exists() {
-                bail!("--dir {}: already holds a network; upload builds a new one", dir.display());
+                bail!(
+                    "--dir {}: already holds a network; upload builds a new one",
+                    dir.display()
+                );
             }
             std::fs::create_dir_all(&dir)?;
-            let params = NetworkParams { subjects: 400, vaults: 2, records: 4_000, seed, now_ms: DEMO_NOW_MS };
-            let mut net = symphony_node::network::EmbeddedNetwork::build(&dir, &params, &SUBMITTERS, &mut Quiet)?;
+            let params = NetworkParams {
+                subjects: 400,
+                vaults: 2,
+                records: 4_000,
+                seed,
+                now_ms: DEMO_NOW_MS,
+            };
+            let mut net = symphony_node::network::EmbeddedNetwork::build(
+                &dir,
+                &params,
+                &SUBMITTERS,
+                &mut Quiet,
+            )?;
             let pv = add_producer(&mut net, &dir, DEMO_NOW_MS, &mut Quiet)?;
             let req = producer_upload(&net, pv, &bytes, 1, seed)?;
             let out = net.run_parse(&req, &mut Quiet)?;
@@ -306,7 +351,12 @@ pub fn run(cmd: ProducerCmd) -> Result<()> {
             }
             Ok(())
         }
-        ProducerCmd::Consent { dir, grant, revoke, json } => {
+        ProducerCmd::Consent {
+            dir,
+            grant,
+            revoke,
+            json,
+        } => {
             let vault = open_personal_vault(&dir)?;
             let at = now_ms();
             if let Some(s) = &grant {
@@ -321,8 +371,17 @@ pub fn run(cmd: ProducerCmd) -> Result<()> {
             } else {
                 println!("consent of {producer} in pv-{PRODUCER_SUBJECT} (revocation blocks new tasks, not settled work)");
                 for c in &view {
-                    let hist: Vec<String> = c.history.iter().map(|h| format!("{} at {} ms", h.change, h.at_ms)).collect();
-                    println!("  {:<10} {:<8} {}", c.scope, if c.granted { "granted" } else { "no" }, hist.join(", "));
+                    let hist: Vec<String> = c
+                        .history
+                        .iter()
+                        .map(|h| format!("{} at {} ms", h.change, h.at_ms))
+                        .collect();
+                    println!(
+                        "  {:<10} {:<8} {}",
+                        c.scope,
+                        if c.granted { "granted" } else { "no" },
+                        hist.join(", ")
+                    );
                 }
             }
             Ok(())
@@ -333,10 +392,25 @@ pub fn run(cmd: ProducerCmd) -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&view)?);
             } else {
-                println!("privacy budget of {producer} (ε per scope; replenished at each epoch boundary)");
-                println!("  {:<10} {:>9} {:>9} {:>9} {:>9} {:>12}", "scope", "capacity", "reserved", "committed", "remaining", "+ per epoch");
+                let epoch_ms = PolicyParams::default_v1().epochs.epoch_length_ms;
+                println!(
+                    "privacy budget of {producer} (ε per scope; replenished once at the close of the current epoch, every {} min under policy v1)",
+                    epoch_ms / 60_000
+                );
+                println!(
+                    "  {:<10} {:>9} {:>9} {:>9} {:>9} {:>12}",
+                    "scope", "capacity", "reserved", "committed", "remaining", "+ per epoch"
+                );
                 for b in &view {
-                    println!("  {:<10} {:>9} {:>9} {:>9} {:>9} {:>12}", b.scope, b.capacity, b.reserved, b.committed, b.remaining, b.replenishes_per_epoch);
+                    println!(
+                        "  {:<10} {:>9} {:>9} {:>9} {:>9} {:>12}",
+                        b.scope,
+                        b.capacity,
+                        b.reserved,
+                        b.committed,
+                        b.remaining,
+                        b.replenishes_per_epoch
+                    );
                 }
             }
             Ok(())
@@ -347,11 +421,22 @@ pub fn run(cmd: ProducerCmd) -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&e)?);
             } else {
-                println!("earnings of {producer}: {} µSYM received, balance {} µSYM, stake {} µSYM ({})",
-                    e.total_net_micro_sym, e.balance_micro_sym, e.stake_micro_sym,
-                    if e.staked { "staked: 100% of rewards" } else { "unstaked: 50% of rewards" });
+                println!(
+                    "earnings of {producer}: {} µSYM received, balance {} µSYM, stake {} µSYM ({})",
+                    e.total_net_micro_sym,
+                    e.balance_micro_sym,
+                    e.stake_micro_sym,
+                    if e.staked {
+                        "staked: 100% of rewards"
+                    } else {
+                        "unstaked: 50% of rewards"
+                    }
+                );
                 for p in &e.payments {
-                    println!("  epoch {:<4} {:<20} {:>12} µSYM of {:>12} gross  {}", p.epoch, p.kind, p.net_micro_sym, p.gross_micro_sym, p.reference);
+                    println!(
+                        "  epoch {:<4} {:<20} {:>12} µSYM of {:>12} gross  {}",
+                        p.epoch, p.kind, p.net_micro_sym, p.gross_micro_sym, p.reference
+                    );
                 }
             }
             Ok(())
@@ -372,8 +457,16 @@ pub fn run(cmd: ProducerCmd) -> Result<()> {
             if json {
                 println!("{v}");
             } else {
-                println!("{producer}: stake {} µSYM ({}), balance {} µSYM", e.stake_micro_sym,
-                    if e.staked { "S_producer held: rewards 100%" } else { "no S_producer: rewards 50%" }, e.balance_micro_sym);
+                println!(
+                    "{producer}: stake {} µSYM ({}), balance {} µSYM",
+                    e.stake_micro_sym,
+                    if e.staked {
+                        "S_producer held: rewards 100%"
+                    } else {
+                        "no S_producer: rewards 50%"
+                    },
+                    e.balance_micro_sym
+                );
             }
             Ok(())
         }

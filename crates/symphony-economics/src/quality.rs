@@ -205,23 +205,28 @@ pub fn epoch_quality_rewards(
             what: "epoch quality rewards",
         })?;
     let amounts: Vec<u64> = if total > params.epoch_budget_micro_sym {
-        let weights: Vec<(ActorId, u64)> =
-            per.iter().map(|(p, (_, r))| (p.clone(), *r)).collect();
-        split_by_weights(params.epoch_budget_micro_sym, &weights, "epoch quality rewards")?
-            .into_iter()
-            .map(|(_, a)| a)
-            .collect()
+        let weights: Vec<(ActorId, u64)> = per.iter().map(|(p, (_, r))| (p.clone(), *r)).collect();
+        split_by_weights(
+            params.epoch_budget_micro_sym,
+            &weights,
+            "epoch quality rewards",
+        )?
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect()
     } else {
         per.values().map(|(_, r)| *r).collect()
     };
     Ok(per
         .into_iter()
         .zip(amounts)
-        .map(|((producer, (records, _)), gross_micro_sym)| QualityReward {
-            producer,
-            records,
-            gross_micro_sym,
-        })
+        .map(
+            |((producer, (records, _)), gross_micro_sym)| QualityReward {
+                producer,
+                records,
+                gross_micro_sym,
+            },
+        )
         .collect())
 }
 

@@ -31,10 +31,7 @@ struct SliceMeta {
     evaluated: u64,
     epsilon_micro: u64,
 }
-use crate::classes::parse::{
-    open_upload, ParseAssignment, ParseBody, ParseBundle,
-
-};
+use crate::classes::parse::{open_upload, ParseAssignment, ParseBody, ParseBundle};
 use crate::NodeError;
 
 /// What a Vault answers at admission.
@@ -367,9 +364,7 @@ impl EnterpriseNode {
                 let parsed = open_upload(&secret, &a.upload).and_then(|bytes| {
                     crate::producer::enclave::read_upload(&*self.ocr, &bytes, a.evaluate_at_ms)
                 });
-                let body = match parsed.and_then(|read| {
-                    self.store_parsed(a, envelope, read)
-                }) {
+                let body = match parsed.and_then(|read| self.store_parsed(a, envelope, read)) {
                     Ok((record_commitment, fields, quality)) => Some(ParseBody {
                         slice_id: a.slice_id.clone(),
                         vault_id: vault_id.clone(),

@@ -12,12 +12,11 @@ use symphony_economics::PolicyParams;
 use symphony_node::network::{EmbeddedNetwork, NetworkParams, Quiet};
 use symphony_node::producer::corpus::{png_bytes, render, Level};
 use symphony_node::producer::demo::{
-    build_network, producer_receipts, producer_upload, run_luckin, stored_purchases,
-    run_parse_demo, ParseDemoParams, FOUNDATION, PRODUCER_SUBJECT,
+    build_network, producer_receipts, producer_upload, run_luckin, run_parse_demo,
+    stored_purchases, ParseDemoParams, FOUNDATION, PRODUCER_SUBJECT,
 };
 use symphony_node::producer::personal::{
-    budget_view, consent_view, earnings, pay_quality_rewards, producer_actor_of, set_consent,
-    stake,
+    budget_view, consent_view, earnings, pay_quality_rewards, producer_actor_of, set_consent, stake,
 };
 
 const NOW_MS: u64 = 1_795_219_200_000;
@@ -44,7 +43,13 @@ fn subject() -> SubjectId {
     SubjectId::new(PRODUCER_SUBJECT).unwrap()
 }
 
-fn upload(net: &mut EmbeddedNetwork, pv: usize, png: &[u8], nonce: u64, seed: u64) -> symphony_node::classes::parse::ParseOutcome {
+fn upload(
+    net: &mut EmbeddedNetwork,
+    pv: usize,
+    png: &[u8],
+    nonce: u64,
+    seed: u64,
+) -> symphony_node::classes::parse::ParseOutcome {
     let req = producer_upload(net, pv, png, nonce, seed).unwrap();
     net.run_parse(&req, &mut Quiet).unwrap()
 }
@@ -55,16 +60,26 @@ fn receipt_images_are_parsed_into_the_personal_vault_and_duplicates_refused() {
     let seed = 21;
     let (mut net, pv) = build_network(dir.path(), &params(seed), &mut Quiet).unwrap();
     assert_eq!(net.enterprises[pv].vault_id().as_str(), "pv-alice");
-    assert!(dir.path().join("vaults/pv-alice.key").exists(), "the producer holds the key");
+    assert!(
+        dir.path().join("vaults/pv-alice.key").exists(),
+        "the producer holds the key"
+    );
     let receipts = producer_receipts(seed, 2, NOW_MS);
     let png = png_bytes(&render(&receipts[0], Level::MildRotation, 1).unwrap()).unwrap();
     let out = upload(&mut net, pv, &png, 1, seed);
     assert_eq!(out.states, FORWARD, "{:?}", out.reason);
     assert_eq!(out.fee_total, 0);
     let q = out.quality.clone().unwrap();
-    assert!(q.score_bp > 5_000 && q.non_duplication_bp == 10_000, "{q:?}");
+    assert!(
+        q.score_bp > 5_000 && q.non_duplication_bp == 10_000,
+        "{q:?}"
+    );
     let stored = stored_purchases(&net, pv).unwrap();
-    assert_eq!(stored, vec![receipts[0].to_purchase()], "stored = ground truth");
+    assert_eq!(
+        stored,
+        vec![receipts[0].to_purchase()],
+        "stored = ground truth"
+    );
     // Another photo of the same receipt (other bytes): a duplicate, nothing stored.
     let again = png_bytes(&render(&receipts[0], Level::MildBlur, 2).unwrap()).unwrap();
     assert_ne!(again, png);
@@ -108,16 +123,24 @@ fn quality_rewards_are_half_unstaked_and_whole_staked() {
         .deposit_treasury(&foundation, 1_000_000_000)
         .unwrap();
     let receipts = producer_receipts(seed, 4, NOW_MS);
-    let pay_epoch = |net: &mut EmbeddedNetwork, batch: &[symphony_node::producer::receipt::ReceiptRecord], first_nonce: u64| {
+    let pay_epoch = |net: &mut EmbeddedNetwork,
+                     batch: &[symphony_node::producer::receipt::ReceiptRecord],
+                     first_nonce: u64| {
         let mut scores = Vec::new();
         for (i, r) in batch.iter().enumerate() {
             let png = png_bytes(&render(r, Level::Clean, i as u64).unwrap()).unwrap();
             let out = upload(net, pv, &png, first_nonce + i as u64, seed);
-            let q = out.quality.unwrap_or_else(|| panic!("receipt {i}: {:?}", out.reason));
+            let q = out
+                .quality
+                .unwrap_or_else(|| panic!("receipt {i}: {:?}", out.reason));
             scores.push(q.score_bp);
         }
         let closed = net.close_epoch().unwrap();
-        let EmbeddedNetwork { master, enterprises, .. } = net;
+        let EmbeddedNetwork {
+            master,
+            enterprises,
+            ..
+        } = net;
         let paid = pay_quality_rewards(
             &mut *master.ledger,
             master.settlements.as_ref(),
@@ -137,14 +160,21 @@ fn quality_rewards_are_half_unstaked_and_whole_staked() {
         .unwrap();
         let expected: u64 = scores
             .iter()
-            .map(|s| QualityParams::default_v1().reward_per_record_micro_sym * u64::from(*s) / 10_000)
+            .map(|s| {
+                QualityParams::default_v1().reward_per_record_micro_sym * u64::from(*s) / 10_000
+            })
             .sum();
         assert_eq!(paid.gross_micro_sym, expected);
         (closed.closed.0, expected)
     };
     let (e0, gross0) = pay_epoch(&mut net, &receipts[..2], 1);
     let (e1, gross1) = {
-        stake(&mut *net.master.ledger, &producer, &PolicyParams::default_v1()).unwrap();
+        stake(
+            &mut *net.master.ledger,
+            &producer,
+            &PolicyParams::default_v1(),
+        )
+        .unwrap();
         pay_epoch(&mut net, &receipts[2..], 10)
     };
     let earned = earnings(&*net.master.ledger, &producer).unwrap();
@@ -156,9 +186,16 @@ fn quality_rewards_are_half_unstaked_and_whole_staked() {
     assert_eq!(quality.len(), 2, "{earned:?}");
     assert_eq!((quality[0].epoch, quality[0].gross_micro_sym), (e0, gross0));
     assert_eq!(quality[0].net_micro_sym, gross0 / 2, "unstaked: 50%");
-    assert_eq!((quality[1].epoch, quality[1].net_micro_sym), (e1, gross1), "staked: 100%");
+    assert_eq!(
+        (quality[1].epoch, quality[1].net_micro_sym),
+        (e1, gross1),
+        "staked: 100%"
+    );
     assert!(earned.staked);
-    assert_eq!(earned.stake_micro_sym, PolicyParams::default_v1().staking.s_producer_micro_sym);
+    assert_eq!(
+        earned.stake_micro_sym,
+        PolicyParams::default_v1().staking.s_producer_micro_sym
+    );
 }
 
 #[test]
@@ -195,7 +232,10 @@ fn revoking_marketing_consent_excludes_the_producer_from_the_next_campaign_and_k
     let m = consent.iter().find(|c| c.scope == "marketing").unwrap();
     assert!(!m.granted);
     assert_eq!(
-        m.history.iter().map(|h| h.change.as_str()).collect::<Vec<_>>(),
+        m.history
+            .iter()
+            .map(|h| h.change.as_str())
+            .collect::<Vec<_>>(),
         ["grant", "revoke"]
     );
     assert!(set_consent(vault, &subject(), UsageScope::Personal, false, NOW_MS + 3).is_err());

@@ -123,7 +123,9 @@ fn draw_text(img: &mut GrayImage, font: &FontRef<'_>, text: &str, x0: f32, basel
 
 fn text_width(font: &FontRef<'_>, text: &str) -> f32 {
     let scaled = font.as_scaled(PxScale::from(SCALE_PX));
-    text.chars().map(|c| scaled.h_advance(scaled.glyph_id(c))).sum()
+    text.chars()
+        .map(|c| scaled.h_advance(scaled.glyph_id(c)))
+        .sum()
 }
 
 /// Renders a receipt, straight and sharp: one line per field, amounts right-aligned.
@@ -193,10 +195,8 @@ pub fn render(r: &ReceiptRecord, level: Level, seed: u64) -> Result<GrayImage, N
         Level::MildRotation => rotate(&clean, sign * rng.gen_range(1.0..2.5)),
         Level::MildBlur => image::imageops::blur(&clean, 1.0),
         Level::Strong => {
-            let mut img = image::imageops::blur(
-                &rotate(&clean, sign * rng.gen_range(3.5..6.0)),
-                1.6,
-            );
+            let mut img =
+                image::imageops::blur(&rotate(&clean, sign * rng.gen_range(3.5..6.0)), 1.6);
             for p in img.pixels_mut() {
                 if rng.gen_ratio(1, 50) {
                     p.0[0] = if rng.gen_bool(0.5) { 0 } else { 255 };

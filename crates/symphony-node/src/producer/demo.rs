@@ -16,7 +16,9 @@ use symphony_economics::quality::QualityParams;
 use symphony_vault::record::{Purchase, Record};
 
 use super::corpus::{generate_receipts, png_bytes, render, Level};
-use super::personal::{earnings, pay_quality_rewards, producer_actor_of, Earnings, ProducerProfile};
+use super::personal::{
+    earnings, pay_quality_rewards, producer_actor_of, Earnings, ProducerProfile,
+};
 use super::receipt::ReceiptRecord;
 use crate::aggregation::SelectionPolicy;
 use crate::classes::parse::{seal_upload, ParseRequest};
@@ -255,7 +257,8 @@ pub fn run_luckin(
 
 /// The purchases stored in the producer's Personal Vault (read with their key).
 pub fn stored_purchases(net: &EmbeddedNetwork, pv: usize) -> Result<Vec<Purchase>, NodeError> {
-    let subject = SubjectId::new(PRODUCER_SUBJECT).map_err(|e| NodeError::Refused(e.to_string()))?;
+    let subject =
+        SubjectId::new(PRODUCER_SUBJECT).map_err(|e| NodeError::Refused(e.to_string()))?;
     Ok(net.enterprises[pv]
         .vault()
         .subject_records(&subject)?
@@ -346,7 +349,8 @@ pub fn run_scenario(
     // The epoch closes; the Vault pays its producers' quality rewards from the
     // treasury, which the foundation funded.
     let foundation = crate::settlement::actor_account(
-        &symphony_core::ids::ActorId::new(FOUNDATION).map_err(|e| NodeError::Refused(e.to_string()))?,
+        &symphony_core::ids::ActorId::new(FOUNDATION)
+            .map_err(|e| NodeError::Refused(e.to_string()))?,
     )?;
     net.master
         .ledger

@@ -93,7 +93,10 @@ pub fn read_upload(
         .map_err(|e| NodeError::Encoding(e.to_string()))?
         .to_hex();
     let known = record.category != "other";
-    let mut fields: Vec<String> = RECEIPT_RECORD_FIELDS.iter().map(|f| f.to_string()).collect();
+    let mut fields: Vec<String> = RECEIPT_RECORD_FIELDS
+        .iter()
+        .map(|f| f.to_string())
+        .collect();
     if !known {
         fields.retain(|f| f != "category");
     }

@@ -109,7 +109,12 @@ impl EmbeddedNetwork {
             ),
         ])?;
         let mut scopes = vec![UsageScope::Personal];
-        scopes.extend(profile.consents.iter().filter(|s| **s != UsageScope::Personal));
+        scopes.extend(
+            profile
+                .consents
+                .iter()
+                .filter(|s| **s != UsageScope::Personal),
+        );
         let grants: Vec<_> = scopes
             .iter()
             .map(|s| {

@@ -303,7 +303,13 @@ fn parse_clock(s: &str) -> Option<u64> {
             .then(|| x.parse().ok())
             .flatten()
     };
-    let (y, m, day, h, min) = (n(d[0], 4)?, n(d[1], 2)?, n(d[2], 2)?, n(c[0], 2)?, n(c[1], 2)?);
+    let (y, m, day, h, min) = (
+        n(d[0], 4)?,
+        n(d[1], 2)?,
+        n(d[2], 2)?,
+        n(c[0], 2)?,
+        n(c[1], 2)?,
+    );
     if !(1970..=9999).contains(&y)
         || !(1..=12).contains(&m)
         || !(1..=31).contains(&day)

@@ -11,14 +11,14 @@ use symphony_node::network::{NetworkParams, Quiet};
 use symphony_node::producer::bench::bench_parse;
 use symphony_node::producer::corpus::Level;
 use symphony_node::producer::demo::{
-    add_producer, producer_upload, run_scenario, ParseDemoParams, PRODUCER_SUBJECT, SUBMITTERS,
+    add_producer, producer_upload, run_parse_demo, ParseDemoParams, PRODUCER_SUBJECT, SUBMITTERS,
 };
 use symphony_node::producer::ocr::TesseractCli;
 use symphony_node::producer::personal::{
     budget_view, consent_view, earnings, producer_actor_of, set_consent, stake,
 };
 
-use crate::{Embedded, NetArgs, Story, DEMO_NOW_MS};
+use crate::{Story, DEMO_NOW_MS};
 
 /// Options of `symphony demo parse`.
 #[derive(clap::Args)]
@@ -55,19 +55,12 @@ pub fn demo_parse(args: ParseDemoArgs) -> Result<()> {
         );
     }
     let mut story = Story::new(args.json);
-    let net_args = NetArgs {
-        subjects: args.subjects,
-        records: args.records,
-        vaults: args.vaults,
-        seed: args.seed,
-        dir: args.dir.clone(),
-        keep_plaintext: false,
-    };
-    let mut emb = Embedded::start(&net_args, &SUBMITTERS, &mut story)?;
-    // The Personal Vault's files: beside the network's when kept, else temporary.
+    // The masters run on the in-process replicator (2-of-3 certificates), not the
+    // loopback openraft cluster: closing the epoch by proposal signs with the master
+    // keys, which the loopback cluster keeps to itself.
     let tmp = tempfile::tempdir()?;
-    let pv_dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
-    let pv = add_producer(&mut emb.net, &pv_dir, DEMO_NOW_MS, &mut story)?;
+    let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
+    std::fs::create_dir_all(&dir)?;
     let params = ParseDemoParams {
         network: NetworkParams {
             subjects: args.subjects,
@@ -78,14 +71,9 @@ pub fn demo_parse(args: ParseDemoArgs) -> Result<()> {
         },
         receipts: args.receipts,
     };
-    let report = run_scenario(&mut emb.net, pv, &params, &mut story)?;
-    let consensus = emb.stop()?;
+    let report = run_parse_demo(&dir, &params, &mut story)?;
     if args.json {
-        let mut v = serde_json::to_value(&report)?;
-        if let Some(o) = v.as_object_mut() {
-            o.insert("consensus".into(), serde_json::to_value(&consensus)?);
-        }
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("  receipts uploaded       {}", report.receipts);
         println!(

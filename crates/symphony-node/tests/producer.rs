@@ -266,6 +266,8 @@ fn demo_parse_reports_the_scenario() {
         &mut Quiet,
     )
     .unwrap();
+    // The report as `symphony demo parse --json` prints it.
+    println!("{}", serde_json::to_string(&report).unwrap());
     assert_eq!(report.receipts, 3);
     assert_eq!(report.parsed, 3, "{:?}", report.parse_tasks);
     assert!(report.fields_correct >= 0.98, "{}", report.fields_correct);

@@ -253,8 +253,8 @@ fn open_personal_vault(dir: &Path) -> Result<symphony_vault::Vault> {
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut entropy))
         .context("OS randomness")?;
-    Ok(symphony_vault::Vault::open(&path, &key, entropy)
-        .with_context(|| format!("opening {}", path.display()))?)
+    symphony_vault::Vault::open(&path, &key, entropy)
+        .with_context(|| format!("opening {}", path.display()))
 }
 
 fn open_ledger(dir: &Path) -> Result<symphony_ledger::RedbLedger> {

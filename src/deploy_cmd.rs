@@ -146,6 +146,8 @@ pub enum TaskCmd {
 
 #[derive(Subcommand)]
 pub enum BenchCmd {
+    /// Field-level accuracy of receipt OCR per degradation level, and receipts/s.
+    Parse(crate::producer_cmd::BenchParseArgs),
     /// Admitted tasks/s and latency on 3 masters (loopback, mutual TLS, fsync), then
     /// the time to a new leader after the leader is killed.
     Admission {
@@ -858,6 +860,7 @@ fn lifecycle(v: &Value) -> String {
 /// `symphony bench ...`.
 pub fn bench(cmd: BenchCmd, spec_text: &str) -> Result<()> {
     match cmd {
+        BenchCmd::Parse(args) => crate::producer_cmd::bench(args),
         BenchCmd::Admission {
             tasks,
             concurrency,

@@ -6,6 +6,7 @@ mod examples;
 mod gov_cmd;
 mod ledger_cmd;
 mod output;
+mod producer_cmd;
 mod quote_cmd;
 mod sim_cmd;
 mod train_cmd;
@@ -103,6 +104,11 @@ enum Cmd {
         #[command(subcommand)]
         action: deploy_cmd::BenchCmd,
     },
+    /// Data producers: upload receipts, consent, budget, earnings, stake.
+    Producer {
+        #[command(subcommand)]
+        action: producer_cmd::ProducerCmd,
+    },
     /// Verify real TEE evidence (Intel SGX / TDX DCAP quotes).
     Attest {
         #[command(subcommand)]
@@ -126,6 +132,9 @@ enum Demo {
     Train(train_cmd::TrainArgs),
     /// A `compute` task: customers and mean basket per home city, with DP noise.
     Compute(compute_cmd::ComputeArgs),
+    /// Receipt Upload to Personal Vault: receipts OCR'd in the Vault enclave, quality
+    /// rewards, and the Luckin campaign finding the producer.
+    Parse(producer_cmd::ParseDemoArgs),
 }
 
 #[derive(clap::Args)]
@@ -772,6 +781,10 @@ fn run() -> Result<()> {
         Cmd::Demo {
             scenario: Demo::Compute(args),
         } => compute_cmd::demo_compute(args),
+        Cmd::Demo {
+            scenario: Demo::Parse(args),
+        } => producer_cmd::demo_parse(args),
+        Cmd::Producer { action } => producer_cmd::run(action),
         Cmd::Master(args) => deploy_cmd::master(args),
         Cmd::Enterprise(args) => deploy_cmd::enterprise(args),
         Cmd::Keys { action } => deploy_cmd::keys(action),

@@ -97,6 +97,7 @@ pub mod error;
 pub mod fees;
 pub mod policy;
 pub mod pricing;
+pub mod quality;
 pub mod registry;
 pub mod rewards;
 pub mod split;

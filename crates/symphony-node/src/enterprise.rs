@@ -31,10 +31,7 @@ struct SliceMeta {
     evaluated: u64,
     epsilon_micro: u64,
 }
-use crate::classes::parse::{
-    open_upload, parse_receipt, record_commitment, ParseAssignment, ParseBody, ParseBundle,
-    RECEIPT_FIELDS,
-};
+use crate::classes::parse::{open_upload, ParseAssignment, ParseBody, ParseBundle};
 use crate::NodeError;
 
 /// What a Vault answers at admission.
@@ -168,6 +165,8 @@ pub struct EnterpriseNode {
     reservations: Mutex<BTreeMap<TaskId, (UsageScope, Vec<SubjectId>)>>,
     /// Training runs' Vault-side secrets, by task (`training::endpoint`).
     pub(crate) training: crate::training::TrainerSessions,
+    /// The OCR engine the enclave reads receipt images with (`parse`).
+    pub(crate) ocr: std::sync::Arc<dyn crate::producer::ocr::Ocr>,
 }
 
 impl EnterpriseNode {
@@ -178,7 +177,14 @@ impl EnterpriseNode {
             enclave,
             reservations: Mutex::new(BTreeMap::new()),
             training: Default::default(),
+            ocr: std::sync::Arc::new(crate::producer::ocr::TesseractCli::default()),
         }
+    }
+
+    /// The same node reading receipt images with `ocr`.
+    pub fn with_ocr(mut self, ocr: std::sync::Arc<dyn crate::producer::ocr::Ocr>) -> Self {
+        self.ocr = ocr;
+        self
     }
 
     /// The hosted Vault.
@@ -356,25 +362,17 @@ impl EnterpriseNode {
             .enclave
             .run(&inputs.0, envelope.hash().0, a.evaluate_at_ms, || {
                 let parsed = open_upload(&secret, &a.upload).and_then(|bytes| {
-                    let text = String::from_utf8(bytes)
-                        .map_err(|_| NodeError::Refused("the receipt is not UTF-8 text".into()))?;
-                    parse_receipt(&text).map_err(|e| NodeError::Refused(e.to_string()))
+                    crate::producer::enclave::read_upload(&*self.ocr, &bytes, a.evaluate_at_ms)
                 });
-                let body = match parsed.and_then(|p| {
-                    let commitment = record_commitment(envelope, &p)?;
-                    self.vault.insert_batch(&[(
-                        a.subject.clone(),
-                        symphony_vault::record::Record::Purchase(p),
-                    )])?;
-                    Ok(commitment)
-                }) {
-                    Ok(record_commitment) => Some(ParseBody {
+                let body = match parsed.and_then(|read| self.store_parsed(a, envelope, read)) {
+                    Ok((record_commitment, fields, quality)) => Some(ParseBody {
                         slice_id: a.slice_id.clone(),
                         vault_id: vault_id.clone(),
                         envelope_hash: envelope.hash(),
                         record_commitment,
-                        fields: RECEIPT_FIELDS.iter().map(|f| f.to_string()).collect(),
+                        fields,
                         subjects_evaluated: 1,
+                        quality,
                     }),
                     Err(e) => {
                         failure = Some(e);

@@ -23,6 +23,7 @@ pub mod enterprise;
 pub mod governance;
 pub mod network;
 pub mod planes;
+pub mod producer;
 pub mod replication;
 pub mod settlement;
 pub mod task;

@@ -346,7 +346,7 @@ pub struct EmbeddedNetwork {
     pub down: BTreeSet<VaultId>,
     /// Tamper with the first Vault's bundle before verification (fault injection).
     pub tamper: Option<Tamper>,
-    seed: u64,
+    pub(crate) seed: u64,
     /// The generated data set.
     pub generated: GenerateSummary,
 }
@@ -457,7 +457,7 @@ impl EnterpriseEndpoint for Tampering<'_> {
     }
 }
 
-fn key_from(seed: u64, label: &str) -> SigningKey {
+pub(crate) fn key_from(seed: u64, label: &str) -> SigningKey {
     let d = tagged_hash(label, &seed.to_le_bytes());
     SigningKey::from_bytes(&d.0)
 }
@@ -472,7 +472,12 @@ fn account(s: impl Into<String>) -> Result<AccountId, NodeError> {
 }
 
 /// An empty Vault of the embedded network, keyed from the seed.
-fn create_vault(dir: &Path, seed: u64, vid: &str, vault_id: VaultId) -> Result<Vault, NodeError> {
+pub(crate) fn create_vault(
+    dir: &Path,
+    seed: u64,
+    vid: &str,
+    vault_id: VaultId,
+) -> Result<Vault, NodeError> {
     let key = VaultKey::from_bytes(key_from(seed, &format!("scp/vault-key/{vid}")).to_bytes());
     let path = dir.join("vaults").join(format!("{vid}.redb"));
     Ok(Vault::create(

@@ -191,6 +191,7 @@ pub mod error;
 pub mod generate;
 pub mod import;
 pub mod ledger;
+pub mod parsed;
 pub mod record;
 pub mod scan;
 pub mod store;

@@ -306,6 +306,8 @@ pub struct ParseBody {
     pub fields: Vec<String>,
     /// Subjects whose records were touched (1).
     pub subjects_evaluated: u64,
+    /// The stored record's data quality score (seed 002's five factors).
+    pub quality: symphony_economics::quality::QualityScore,
 }
 
 impl SliceBody for ParseBody {
@@ -409,6 +411,8 @@ pub struct ParseOutcome {
     pub attestations_verified: u32,
     /// Epoch.
     pub epoch_id: u64,
+    /// The stored record's data quality score (none when nothing was stored).
+    pub quality: Option<symphony_economics::quality::QualityScore>,
 }
 
 /// The plan a parse task runs: the receipt schema mapped to the canonical
@@ -649,6 +653,7 @@ fn outcome(r: Report, body: Option<ParseBody>) -> ParseOutcome {
             .as_ref()
             .map(|b| b.record_commitment.to_hex())
             .unwrap_or_default(),
+        quality: body.as_ref().map(|b| b.quality.clone()),
         fields: body.map(|b| b.fields).unwrap_or_default(),
         fee_total: 0,
         settlement_state: r.settlement_state,

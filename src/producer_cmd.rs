@@ -1,0 +1,462 @@
+//! Data producers on the command line: `symphony demo parse`, `symphony bench
+//! parse`, and `symphony producer upload|consent|budget|earnings|stake`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use symphony_core::consent::UsageScope;
+use symphony_core::ids::SubjectId;
+use symphony_economics::PolicyParams;
+use symphony_node::network::{NetworkParams, Quiet};
+use symphony_node::producer::bench::bench_parse;
+use symphony_node::producer::corpus::Level;
+use symphony_node::producer::demo::{
+    add_producer, producer_upload, run_parse_demo, ParseDemoParams, PRODUCER_SUBJECT, SUBMITTERS,
+};
+use symphony_node::producer::ocr::TesseractCli;
+use symphony_node::producer::personal::{
+    budget_view, consent_view, earnings, producer_actor_of, set_consent, stake,
+};
+
+use crate::{Story, DEMO_NOW_MS};
+
+/// Options of `symphony demo parse`.
+#[derive(clap::Args)]
+pub struct ParseDemoArgs {
+    /// People in the synthetic population (the enterprise Vaults).
+    #[arg(long, default_value_t = 2_000)]
+    subjects: u64,
+    /// Purchase records in total.
+    #[arg(long, default_value_t = 20_000)]
+    records: u64,
+    /// Enterprise nodes (one Vault each); the Personal Vault is hosted by the first.
+    #[arg(long, default_value_t = 2)]
+    vaults: u32,
+    /// Seed of data, keys, receipts and rendering.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Receipts the producer uploads.
+    #[arg(long, default_value_t = 6)]
+    receipts: usize,
+    /// Keep the network's files here (then `symphony producer … --dir DIR`).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print one JSON object instead of the story.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `symphony demo parse`.
+pub fn demo_parse(args: ParseDemoArgs) -> Result<()> {
+    if !args.json {
+        println!(
+            "Symphony embedded network — Receipt Upload to Personal Vault ({} receipts, OCR in the Vault enclave)",
+            args.receipts
+        );
+    }
+    let mut story = Story::new(args.json);
+    // The masters run on the in-process replicator (2-of-3 certificates), not the
+    // loopback openraft cluster: closing the epoch by proposal signs with the master
+    // keys, which the loopback cluster keeps to itself.
+    let tmp = tempfile::tempdir()?;
+    let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_owned());
+    std::fs::create_dir_all(&dir)?;
+    let params = ParseDemoParams {
+        network: NetworkParams {
+            subjects: args.subjects,
+            vaults: args.vaults,
+            records: args.records,
+            seed: args.seed,
+            now_ms: DEMO_NOW_MS,
+        },
+        receipts: args.receipts,
+    };
+    let report = run_parse_demo(&dir, &params, &mut story)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("  receipts uploaded       {}", report.receipts);
+        println!(
+            "  parse tasks completed   {} (fee {} µSYM: parse is free)",
+            report.parsed, report.fee_total
+        );
+        println!(
+            "  fields correct          {:.4} (stored purchases against the rendered records)",
+            report.fields_correct
+        );
+        println!(
+            "  records stored          {} (Personal Vault pv-{PRODUCER_SUBJECT}, encrypted)",
+            report.stored_records
+        );
+        println!("  quality scores (bp)     {:?}", report.quality_scores);
+        println!(
+            "  quality reward          {} µSYM of {} µSYM gross (unstaked: 50%)",
+            report.reward_micro_sym, report.reward_gross_micro_sym
+        );
+        if let Some(r) = &report.duplicate_refused {
+            println!("  second photo of receipt 1: {r}");
+        }
+        println!(
+            "  Luckin campaign         {}: {} eligible, {} delivered, producer found: {}",
+            report.luckin.state,
+            report.luckin.eligible,
+            report.luckin.delivered,
+            report.luckin.producer_found
+        );
+        println!(
+            "  producer earnings       {} µSYM in {} payments",
+            report.earnings.total_net_micro_sym,
+            report.earnings.payments.len()
+        );
+    }
+    Ok(())
+}
+
+/// Options of `symphony bench parse`.
+#[derive(clap::Args)]
+pub struct BenchParseArgs {
+    /// Receipts per level.
+    #[arg(long, default_value_t = 25)]
+    receipts: usize,
+    /// Seed of the receipts and their rendering.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// One JSON line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `symphony bench parse`.
+pub fn bench(args: BenchParseArgs) -> Result<()> {
+    let reports = bench_parse(
+        &TesseractCli::default(),
+        args.seed,
+        args.receipts,
+        DEMO_NOW_MS,
+        &Level::ALL,
+    )?;
+    if args.json {
+        let levels: Vec<_> = reports
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "level": r.level.as_str(),
+                    "receipts": r.receipts,
+                    "parsed": r.parsed,
+                    "field_accuracy": r.field_accuracy,
+                    "exact": r.exact,
+                    "receipts_per_s": r.receipts_per_s,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "bench": "parse", "seed": args.seed, "levels": levels })
+        );
+        return Ok(());
+    }
+    println!("bench parse: {} seeded receipts per level, tesseract CLI after deskew, one process per receipt", args.receipts);
+    println!(
+        "  {:<14} {:>8} {:>7} {:>15} {:>6} {:>11}",
+        "level", "receipts", "parsed", "field accuracy", "exact", "receipts/s"
+    );
+    for r in &reports {
+        println!(
+            "  {:<14} {:>8} {:>7} {:>15.4} {:>6} {:>11.2}",
+            r.level.as_str(),
+            r.receipts,
+            r.parsed,
+            r.field_accuracy,
+            r.exact,
+            r.receipts_per_s
+        );
+        for e in &r.errors {
+            println!("      refused: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// `symphony producer …`.
+#[derive(clap::Subcommand)]
+pub enum ProducerCmd {
+    /// Upload a receipt (PNG, JPEG, PDF or `field: value` text) to the producer's
+    /// Personal Vault: a free parse task on a new embedded network in --dir.
+    Upload {
+        /// The receipt.
+        file: PathBuf,
+        /// Where to build the network (must not hold one; default: temporary).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Seed of the network and keys.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Consent per scope with its history; `--grant SCOPE` / `--revoke SCOPE` changes it.
+    Consent {
+        /// A network directory kept by `demo parse --dir`.
+        #[arg(long)]
+        dir: PathBuf,
+        /// personal, marketing, analytics or training.
+        #[arg(long, conflicts_with = "revoke")]
+        grant: Option<String>,
+        /// personal, marketing, analytics or training.
+        #[arg(long)]
+        revoke: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remaining ε per scope and when it replenishes.
+    Budget {
+        /// A network directory kept by `demo parse --dir`.
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Quality rewards and data usage dividends by epoch, balance and stake.
+    Earnings {
+        /// A network directory kept by `demo parse --dir`.
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The producer's stake; `--bond` bonds S_producer (rewards become 100%).
+    Stake {
+        /// A network directory kept by `demo parse --dir`.
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        bond: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn open_personal_vault(dir: &Path) -> Result<symphony_vault::Vault> {
+    let path = dir
+        .join("vaults")
+        .join(format!("pv-{PRODUCER_SUBJECT}.redb"));
+    if !path.exists() {
+        bail!(
+            "--dir {}: no Personal Vault at {} (keep one with `symphony demo parse --dir DIR`)",
+            dir.display(),
+            path.display()
+        );
+    }
+    let key = symphony_vault::VaultKey::load(&path.with_extension("key"))
+        .with_context(|| format!("{}: the producer's Vault key", path.display()))?;
+    let mut entropy = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut entropy))
+        .context("OS randomness")?;
+    symphony_vault::Vault::open(&path, &key, entropy)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+fn open_ledger(dir: &Path) -> Result<symphony_ledger::RedbLedger> {
+    let path = dir.join("ledger.redb");
+    if !path.exists() {
+        bail!(
+            "--dir {}: no ledger.redb (keep one with `symphony demo parse --dir DIR`)",
+            dir.display()
+        );
+    }
+    symphony_ledger::RedbLedger::open(&path).with_context(|| format!("opening {}", path.display()))
+}
+
+fn scope(name: &str, flag: &str) -> Result<UsageScope> {
+    UsageScope::ALL
+        .into_iter()
+        .find(|s| s.as_str() == name)
+        .with_context(|| {
+            format!("{flag} {name:?}: expected personal, marketing, analytics or training")
+        })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs `symphony producer …`.
+pub fn run(cmd: ProducerCmd) -> Result<()> {
+    let subject = SubjectId::new(PRODUCER_SUBJECT)?;
+    let producer = producer_actor_of(PRODUCER_SUBJECT)?;
+    match cmd {
+        ProducerCmd::Upload {
+            file,
+            dir,
+            seed,
+            json,
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let tmp = tempfile::tempdir()?;
+            let dir = dir.unwrap_or_else(|| tmp.path().to_owned());
+            if dir.join("ledger.redb").exists() {
+                bail!(
+                    "--dir {}: already holds a network; upload builds a new one",
+                    dir.display()
+                );
+            }
+            std::fs::create_dir_all(&dir)?;
+            let params = NetworkParams {
+                subjects: 400,
+                vaults: 2,
+                records: 4_000,
+                seed,
+                now_ms: DEMO_NOW_MS,
+            };
+            let mut net = symphony_node::network::EmbeddedNetwork::build(
+                &dir,
+                &params,
+                &SUBMITTERS,
+                &mut Quiet,
+            )?;
+            let pv = add_producer(&mut net, &dir, DEMO_NOW_MS, &mut Quiet)?;
+            let req = producer_upload(&net, pv, &bytes, 1, seed)?;
+            let out = net.run_parse(&req, &mut Quiet)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                println!("parse task {}: {}", out.task_id, out.states.join(" → "));
+                match (&out.reason, &out.quality) {
+                    (Some(r), _) => println!("  refused: {r} (nothing stored)"),
+                    (None, Some(q)) => println!(
+                        "  stored in pv-{PRODUCER_SUBJECT}: fields {}; quality {} bp (parsability {}, completeness {}, freshness {}, non-duplication {}, domain demand {}); fee {}",
+                        out.fields.join(", "), q.score_bp, q.parsability_bp, q.completeness_bp, q.freshness_bp, q.non_duplication_bp, q.domain_demand_bp, out.fee_total
+                    ),
+                    _ => {}
+                }
+            }
+            if out.states.last().map(String::as_str) != Some("completed") {
+                std::process::exit(3);
+            }
+            Ok(())
+        }
+        ProducerCmd::Consent {
+            dir,
+            grant,
+            revoke,
+            json,
+        } => {
+            let vault = open_personal_vault(&dir)?;
+            let at = now_ms();
+            if let Some(s) = &grant {
+                set_consent(&vault, &subject, scope(s, "--grant")?, true, at)?;
+            }
+            if let Some(s) = &revoke {
+                set_consent(&vault, &subject, scope(s, "--revoke")?, false, at)?;
+            }
+            let view = consent_view(&vault, &subject, at)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                println!("consent of {producer} in pv-{PRODUCER_SUBJECT} (revocation blocks new tasks, not settled work)");
+                for c in &view {
+                    let hist: Vec<String> = c
+                        .history
+                        .iter()
+                        .map(|h| format!("{} at {} ms", h.change, h.at_ms))
+                        .collect();
+                    println!(
+                        "  {:<10} {:<8} {}",
+                        c.scope,
+                        if c.granted { "granted" } else { "no" },
+                        hist.join(", ")
+                    );
+                }
+            }
+            Ok(())
+        }
+        ProducerCmd::Budget { dir, json } => {
+            let vault = open_personal_vault(&dir)?;
+            let view = budget_view(&vault, &subject, &PolicyParams::default_v1())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                let epoch_ms = PolicyParams::default_v1().epochs.epoch_length_ms;
+                println!(
+                    "privacy budget of {producer} (ε per scope; replenished once at the close of the current epoch, every {} min under policy v1)",
+                    epoch_ms / 60_000
+                );
+                println!(
+                    "  {:<10} {:>9} {:>9} {:>9} {:>9} {:>12}",
+                    "scope", "capacity", "reserved", "committed", "remaining", "+ per epoch"
+                );
+                for b in &view {
+                    println!(
+                        "  {:<10} {:>9} {:>9} {:>9} {:>9} {:>12}",
+                        b.scope,
+                        b.capacity,
+                        b.reserved,
+                        b.committed,
+                        b.remaining,
+                        b.replenishes_per_epoch
+                    );
+                }
+            }
+            Ok(())
+        }
+        ProducerCmd::Earnings { dir, json } => {
+            let ledger = open_ledger(&dir)?;
+            let e = earnings(&ledger, &producer)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&e)?);
+            } else {
+                println!(
+                    "earnings of {producer}: {} µSYM received, balance {} µSYM, stake {} µSYM ({})",
+                    e.total_net_micro_sym,
+                    e.balance_micro_sym,
+                    e.stake_micro_sym,
+                    if e.staked {
+                        "staked: 100% of rewards"
+                    } else {
+                        "unstaked: 50% of rewards"
+                    }
+                );
+                for p in &e.payments {
+                    println!(
+                        "  epoch {:<4} {:<20} {:>12} µSYM of {:>12} gross  {}",
+                        p.epoch, p.kind, p.net_micro_sym, p.gross_micro_sym, p.reference
+                    );
+                }
+            }
+            Ok(())
+        }
+        ProducerCmd::Stake { dir, bond, json } => {
+            let mut ledger = open_ledger(&dir)?;
+            if bond {
+                stake(&mut ledger, &producer, &PolicyParams::default_v1())?;
+            }
+            let e = earnings(&ledger, &producer)?;
+            let v = serde_json::json!({
+                "producer": producer.to_string(),
+                "stake_micro_sym": e.stake_micro_sym,
+                "staked": e.staked,
+                "s_producer_micro_sym": PolicyParams::default_v1().staking.s_producer_micro_sym,
+                "balance_micro_sym": e.balance_micro_sym,
+            });
+            if json {
+                println!("{v}");
+            } else {
+                println!(
+                    "{producer}: stake {} µSYM ({}), balance {} µSYM",
+                    e.stake_micro_sym,
+                    if e.staked {
+                        "S_producer held: rewards 100%"
+                    } else {
+                        "no S_producer: rewards 50%"
+                    },
+                    e.balance_micro_sym
+                );
+            }
+            Ok(())
+        }
+    }
+}

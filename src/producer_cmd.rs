@@ -73,7 +73,7 @@ pub fn demo_parse(args: ParseDemoArgs) -> Result<()> {
     };
     let report = run_parse_demo(&dir, &params, &mut story)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::output::print_json(&report)?;
     } else {
         println!("  receipts uploaded       {}", report.receipts);
         println!(
@@ -149,11 +149,9 @@ pub fn bench(args: BenchParseArgs) -> Result<()> {
                 })
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::json!({ "bench": "parse", "seed": args.seed, "levels": levels })
+        return crate::output::print_json_line(
+            &serde_json::json!({ "bench": "parse", "seed": args.seed, "levels": levels }),
         );
-        return Ok(());
     }
     println!("bench parse: {} seeded receipts per level, tesseract CLI after deskew, one process per receipt", args.receipts);
     println!(
@@ -322,7 +320,7 @@ pub fn run(cmd: ProducerCmd) -> Result<()> {
             let req = producer_upload(&net, pv, &bytes, 1, seed)?;
             let out = net.run_parse(&req, &mut Quiet)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                crate::output::print_json(&out)?;
             } else {
                 println!("parse task {}: {}", out.task_id, out.states.join(" → "));
                 match (&out.reason, &out.quality) {
@@ -355,7 +353,7 @@ pub fn run(cmd: ProducerCmd) -> Result<()> {
             }
             let view = consent_view(&vault, &subject, at)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&view)?);
+                crate::output::print_json(&view)?;
             } else {
                 println!("consent of {producer} in pv-{PRODUCER_SUBJECT} (revocation blocks new tasks, not settled work)");
                 for c in &view {
@@ -378,7 +376,7 @@ pub fn run(cmd: ProducerCmd) -> Result<()> {
             let vault = open_personal_vault(&dir)?;
             let view = budget_view(&vault, &subject, &PolicyParams::default_v1())?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&view)?);
+                crate::output::print_json(&view)?;
             } else {
                 let epoch_ms = PolicyParams::default_v1().epochs.epoch_length_ms;
                 println!(
@@ -407,7 +405,7 @@ pub fn run(cmd: ProducerCmd) -> Result<()> {
             let ledger = open_ledger(&dir)?;
             let e = earnings(&ledger, &producer)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&e)?);
+                crate::output::print_json(&e)?;
             } else {
                 println!(
                     "earnings of {producer}: {} µSYM received, balance {} µSYM, stake {} µSYM ({})",

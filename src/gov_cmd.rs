@@ -204,6 +204,19 @@ fn print_json(v: &Value) -> Result<()> {
     crate::output::print_json(v)
 }
 
+/// Prints a filed proposal: the gateway's reply with `--json`, else one line that
+/// says what was proposed and how a second master approves it.
+fn filed(v: &Value, by: u8, what: &str, json: bool) -> Result<()> {
+    if json {
+        return print_json(v);
+    }
+    println!(
+        "proposal-{} filed by master-{by}: {what} (a second master approves with `symphony gov vote {} --as master-N`)",
+        v["proposal_id"], v["proposal_id"]
+    );
+    Ok(())
+}
+
 fn secs(ms: u64) -> String {
     format!("{:.1} s", ms as f64 / 1000.0)
 }
@@ -402,14 +415,12 @@ pub fn gov(cmd: GovCmd) -> Result<()> {
                 max_tasks_per_epoch: max_tasks,
             };
             let v = rt.block_on(c.propose(kind, by))?;
-            if json {
-                return print_json(&v);
-            }
-            println!(
-                "proposal-{} filed by master-{by}: {version} (active from the epoch after its approval; a second master approves with `symphony gov vote {} --as master-N`)",
-                v["proposal_id"], v["proposal_id"]
-            );
-            Ok(())
+            filed(
+                &v,
+                by,
+                &format!("{version}, active from the epoch after its approval"),
+                json,
+            )
         }
         GovCmd::Propose {
             kind:
@@ -434,14 +445,12 @@ pub fn gov(cmd: GovCmd) -> Result<()> {
                 stake_micro_sym,
             };
             let v = rt.block_on(client(&dir)?.propose(kind, by))?;
-            if json {
-                return print_json(&v);
-            }
-            println!(
-                "proposal-{} filed by master-{by}: {vault} joins with {stake_micro_sym} µSYM stake (a second master approves with `symphony gov vote {} --as master-N`)",
-                v["proposal_id"], v["proposal_id"]
-            );
-            Ok(())
+            filed(
+                &v,
+                by,
+                &format!("{vault} joins with {stake_micro_sym} µSYM stake"),
+                json,
+            )
         }
         GovCmd::Propose {
             kind:
@@ -459,16 +468,15 @@ pub fn gov(cmd: GovCmd) -> Result<()> {
             let by = parse_master("--as", &as_master).map_err(anyhow::Error::msg)?;
             let kind = adjudication_kind(&challenge, upheld, dismissed, responsible, offence)?;
             let v = rt.block_on(client(&dir)?.propose(kind, by))?;
-            if json {
-                return print_json(&v);
-            }
-            println!(
-                "proposal-{} filed by master-{by}: challenge {challenge} {} (a second master approves with `symphony gov vote {} --as master-N`)",
-                v["proposal_id"],
-                if upheld { "upheld" } else { "dismissed" },
-                v["proposal_id"]
-            );
-            Ok(())
+            filed(
+                &v,
+                by,
+                &format!(
+                    "challenge {challenge} {}",
+                    if upheld { "upheld" } else { "dismissed" }
+                ),
+                json,
+            )
         }
         GovCmd::Propose {
             kind:
@@ -484,14 +492,12 @@ pub fn gov(cmd: GovCmd) -> Result<()> {
             let by = parse_master("--as", &as_master).map_err(anyhow::Error::msg)?;
             let kind = slashing_kind(&actor, &offence, reason)?;
             let v = rt.block_on(client(&dir)?.propose(kind, by))?;
-            if json {
-                return print_json(&v);
-            }
-            println!(
-                "proposal-{} filed by master-{by}: slash {actor} for {offence} by the graduated table (a second master approves with `symphony gov vote {} --as master-N`)",
-                v["proposal_id"], v["proposal_id"]
-            );
-            Ok(())
+            filed(
+                &v,
+                by,
+                &format!("slash {actor} for {offence} by the graduated table"),
+                json,
+            )
         }
         GovCmd::Propose {
             kind:
@@ -503,14 +509,7 @@ pub fn gov(cmd: GovCmd) -> Result<()> {
         } => {
             let by = parse_master("--as", &as_master).map_err(anyhow::Error::msg)?;
             let v = rt.block_on(client(&dir)?.propose(ProposalKind::CloseEpoch, by))?;
-            if json {
-                return print_json(&v);
-            }
-            println!(
-                "proposal-{} filed by master-{by}: close the current epoch (a second master approves with `symphony gov vote {} --as master-N`)",
-                v["proposal_id"], v["proposal_id"]
-            );
-            Ok(())
+            filed(&v, by, "close the current epoch", json)
         }
     }
 }

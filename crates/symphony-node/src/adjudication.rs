@@ -15,14 +15,12 @@
 //! that crashed between the ledger and [`Command::RecordLedgerDuty`] finishes it
 //! exactly once.
 
-use symphony_core::encoding::content_hash;
 use symphony_core::ids::{ActorId, ChallengeId};
 use symphony_core::lifecycle::ChallengeEvent;
 use symphony_economics::{PolicyParams, StakeTier};
 use symphony_ledger::{LedgerEvent, SettlementLedger};
 use symphony_master::{
-    proposal_message, vote_message, ChallengeFiling, Command, Event, LedgerDuty, ProposalId,
-    ProposalKind, Verdict,
+    proposal_message, vote_message, Command, Event, LedgerDuty, ProposalId, ProposalKind, Verdict,
 };
 
 use crate::challenge::{replay_verdict, ChallengeRequest};
@@ -158,22 +156,7 @@ impl SettlementContext<'_> {
         req: &ChallengeRequest,
         now_ms: u64,
     ) -> Result<crate::challenge::Verdict, NodeError> {
-        let row = self
-            .store
-            .row(&req.task_id)?
-            .ok_or_else(|| NodeError::Refused(format!("no settlement for {}", req.task_id)))?;
-        let evidence_hash = content_hash("scp/challenge-evidence/v1", &req.evidence)
-            .map_err(|e| NodeError::Encoding(e.0))?;
-        self.masters.submit(Command::FileChallenge {
-            filing: ChallengeFiling {
-                challenge_id: req.challenge_id.clone(),
-                task_id: req.task_id.clone(),
-                target: req.target.clone(),
-                challenger: req.challenger.clone(),
-                evidence_hash,
-                at_ms: now_ms,
-            },
-        })?;
+        let row = self.file_challenge(req, now_ms)?;
         self.masters.submit(Command::ChallengeStep {
             challenge_id: req.challenge_id.clone(),
             event: ChallengeEvent::StartReview,

@@ -255,15 +255,13 @@ impl SettlementContext<'_> {
         Ok(())
     }
 
-    /// Files `req` at `now_ms`, replays it and applies the verdict: a confirmed
-    /// challenge slashes the responsible actor, records the penalty, rejects the task
-    /// and charges only the base fee; a dismissed one returns the task to
-    /// `awaiting_settlement`.
-    pub fn run_challenge(
+    /// Files `req` at `now_ms` with the masters (its evidence committed by hash) and
+    /// returns the task's settlement row.
+    pub(crate) fn file_challenge(
         &mut self,
         req: &ChallengeRequest,
         now_ms: u64,
-    ) -> Result<ChallengeOutcome, NodeError> {
+    ) -> Result<super::settlement::SettlementRow, NodeError> {
         let row = self
             .store
             .row(&req.task_id)?
@@ -280,6 +278,19 @@ impl SettlementContext<'_> {
                 at_ms: now_ms,
             },
         })?;
+        Ok(row)
+    }
+
+    /// Files `req` at `now_ms`, replays it and applies the verdict: a confirmed
+    /// challenge slashes the responsible actor, records the penalty, rejects the task
+    /// and charges only the base fee; a dismissed one returns the task to
+    /// `awaiting_settlement`.
+    pub fn run_challenge(
+        &mut self,
+        req: &ChallengeRequest,
+        now_ms: u64,
+    ) -> Result<ChallengeOutcome, NodeError> {
+        let row = self.file_challenge(req, now_ms)?;
         let id = &req.challenge_id;
         self.step(id, ChallengeEvent::StartReview, None, None)?;
         // Review replays the stored evidence as persisted.

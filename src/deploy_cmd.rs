@@ -148,6 +148,9 @@ pub enum TaskCmd {
 pub enum BenchCmd {
     /// Field-level accuracy of receipt OCR per degradation level, and receipts/s.
     Parse(crate::producer_cmd::BenchParseArgs),
+    /// Federated training on the embedded network at a bench size, timed by phase
+    /// (admission, each part of a round, finish).
+    Train(crate::train_cmd::BenchTrainArgs),
     /// Admitted tasks/s and latency on 3 masters (loopback, mutual TLS, fsync), then
     /// the time to a new leader after the leader is killed.
     Admission {
@@ -861,6 +864,7 @@ fn lifecycle(v: &Value) -> String {
 pub fn bench(cmd: BenchCmd, spec_text: &str) -> Result<()> {
     match cmd {
         BenchCmd::Parse(args) => crate::producer_cmd::bench(args),
+        BenchCmd::Train(args) => crate::train_cmd::bench_train(args, crate::DEMO_NOW_MS),
         BenchCmd::Admission {
             tasks,
             concurrency,
@@ -878,7 +882,7 @@ pub fn bench(cmd: BenchCmd, spec_text: &str) -> Result<()> {
                 concurrency,
             ))?;
             if json {
-                crate::output::print_json(&f)?;
+                crate::output::print_bench_json("admission", &f)?;
             } else {
                 println!("admission on 3 masters (loopback, mutual TLS, fsync on): {} tasks, {} in flight", f.tasks, f.concurrency);
                 println!(
@@ -924,7 +928,7 @@ pub fn bench(cmd: BenchCmd, spec_text: &str) -> Result<()> {
                 },
             ))?;
             if json {
-                crate::output::print_json(&f)?;
+                crate::output::print_bench_json("gateway", &f)?;
             } else {
                 println!(
                     "admission through the HTTPS gateway, 3 masters (loopback, mutual TLS, fsync on)"

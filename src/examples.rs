@@ -17,6 +17,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("producer earnings", "symphony producer earnings --dir pv   quality rewards and dividends by epoch"),
     ("producer stake", "symphony producer stake --dir pv\nsymphony producer stake --dir pv --bond   bond S_producer: rewards become 100 %"),
     ("bench parse", "symphony bench parse --receipts 25 --json   field accuracy per level and receipts/s"),
+    ("bench train", "symphony bench train                        100,000 people, 4 Vaults, 12 rounds, time per phase\nsymphony bench train --subjects 20000 --rounds 3 --json"),
     ("demo compute", "symphony demo compute\nsymphony demo compute --spec examples/compute.toml --json"),
     ("data", "symphony data generate --subjects 1000 --vaults 2 --records 10000 --out data"),
     ("vault", "symphony vault import --vault v1.redb --id vault-01 data/vault-01.jsonl data/consent.jsonl\nsymphony vault budget --vault v1.redb --subject s-0123456789abcdef"),

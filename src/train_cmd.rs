@@ -251,3 +251,154 @@ pub fn demo_train(args: TrainArgs, now_ms: u64) -> Result<()> {
     }
     crate::ended(&outcome.task_id, &outcome.states, outcome.reason.as_deref())
 }
+
+/// Options of `symphony bench train`.
+#[derive(clap::Args)]
+pub struct BenchTrainArgs {
+    /// People in the synthetic population.
+    #[arg(long, default_value_t = 100_000)]
+    subjects: u64,
+    /// Purchase records in total (default: 10 per person).
+    #[arg(long)]
+    records: Option<u64>,
+    /// Enterprise nodes (one Vault each).
+    #[arg(long, default_value_t = 4)]
+    vaults: u32,
+    /// Rounds to run (the convergence and patience rules are off, so all run).
+    #[arg(long, default_value_t = 12)]
+    rounds: u32,
+    /// Seed of data, keys, DP-SGD noise and masks.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Print one JSON line instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Wall-clock seconds per named phase of a run ([`Observer::phase`]).
+#[derive(Default)]
+struct PhaseTimes(std::collections::BTreeMap<&'static str, f64>);
+
+impl Observer for PhaseTimes {
+    fn step(&mut self, _: &str, _: &str) {}
+    fn progress(&mut self, _: &str, _: u64, _: u64) {}
+    fn phase(&mut self, name: &'static str, elapsed: std::time::Duration) {
+        *self.0.entry(name).or_default() += elapsed.as_secs_f64();
+    }
+}
+
+impl TrainObserver for PhaseTimes {
+    fn round(&mut self, _: &RoundSummary, _: u32) {}
+}
+
+/// The parts of one round, in order ([`symphony_node::training`]'s round laps).
+const ROUND_PHASES: &[(&str, &str)] = &[
+    ("round_open", "open the round (consensus)"),
+    ("prepare", "prepare: budget ops + features in each Vault"),
+    ("secagg_setup", "secure aggregation: roster, share dealing"),
+    (
+        "train_and_verify",
+        "DP-SGD + masking + budget commit, verify",
+    ),
+    ("record_slices", "record the round's slices (consensus)"),
+    ("aggregate", "aggregation enclave: unmask, FedAvg"),
+    ("round_close", "update model, accountant, close (consensus)"),
+];
+
+/// Runs `symphony bench train`: the federated training of `demo train` at a bench
+/// size, timed by phase (network build, admission, each part of a round, finish).
+pub fn bench_train(args: BenchTrainArgs, now_ms: u64) -> Result<()> {
+    anyhow::ensure!(args.rounds > 0, "--rounds must be > 0");
+    anyhow::ensure!(args.vaults > 0, "--vaults must be > 0");
+    let records = args.records.unwrap_or(args.subjects.saturating_mul(10));
+    let mut spec = TrainingSpec::parse(DEFAULT_SPEC)?;
+    spec.iteration_policy.max_rounds = args.rounds;
+    spec.iteration_policy.convergence_threshold = 0.0;
+    spec.iteration_policy.early_stop_patience = args.rounds;
+    let dir = tempfile::tempdir()?;
+    let registry = dir.path().join("model-registry");
+    let params = NetworkParams {
+        subjects: args.subjects,
+        vaults: args.vaults,
+        records,
+        seed: args.seed,
+        now_ms,
+    };
+    let mut times = PhaseTimes::default();
+    let started = Instant::now();
+    let mut net = EmbeddedNetwork::build(
+        dir.path(),
+        &params,
+        &[spec.model_operator.as_str()],
+        &mut symphony_node::network::Quiet,
+    )?;
+    permit_training(&net, &spec.model_operator)?;
+    net.remove_plaintext()?;
+    let build_s = started.elapsed().as_secs_f64();
+    let key = advertiser_key(args.seed, &spec.model_operator);
+    let req = TrainingRequest::sign(spec, 1, &key)?;
+    let run_started = Instant::now();
+    let o = run_training(&mut net, &req, &registry, args.seed, &mut times)?;
+    let run_s = run_started.elapsed().as_secs_f64();
+    let t = |k: &str| times.0.get(k).copied().unwrap_or(0.0);
+    let rounds_s = t("rounds");
+    let finish_s = (t("rounds_and_finish") - rounds_s).max(0.0);
+    let round_split: serde_json::Map<String, serde_json::Value> = ROUND_PHASES
+        .iter()
+        .map(|(k, _)| ((*k).to_owned(), round3(t(k)).into()))
+        .collect();
+    let figures = serde_json::json!({
+        "subjects": args.subjects,
+        "records": records,
+        "vaults": args.vaults,
+        "rounds_run": o.rounds_run,
+        "states": o.states,
+        "auc_holdout": o.auc_holdout,
+        "build_s": round3(build_s),
+        "run_s": round3(run_s),
+        "admission_s": round3(t("admission")),
+        "rounds_s": round3(rounds_s),
+        "per_round_s": round3(rounds_s / f64::from(o.rounds_run.max(1))),
+        "round_split_s": round_split,
+        "finish_s": round3(finish_s),
+        "release_unused_s": round3(t("release_unused")),
+    });
+    if args.json {
+        return crate::output::print_bench_json("train", &figures);
+    }
+    println!(
+        "federated training on the embedded network: {} people, {} records, {} Vaults, {} rounds",
+        args.subjects, records, args.vaults, o.rounds_run
+    );
+    println!("  states: {}", o.states.join(" → "));
+    println!("  {:<46} {:>9} {:>7}", "phase", "seconds", "share");
+    let row = |name: &str, s: f64| {
+        println!(
+            "  {name:<46} {s:>9.2} {:>6.1}%",
+            100.0 * s / run_s.max(f64::EPSILON)
+        );
+    };
+    println!(
+        "  {:<46} {build_s:>9.2}",
+        "(network build: generate + import)"
+    );
+    row("admission (persons, reservations, escrow)", t("admission"));
+    row("rounds", rounds_s);
+    for (k, label) in ROUND_PHASES {
+        row(&format!("  {label}"), t(k));
+    }
+    row("finish (verify, settle, deliver)", finish_s);
+    row("release unused reservations", t("release_unused"));
+    println!("  {:<46} {run_s:>9.2}", "run total (admission → delivered)");
+    println!(
+        "  per round {:.2} s; load average {:?}; commit {}",
+        rounds_s / f64::from(o.rounds_run.max(1)),
+        crate::output::load_average(),
+        crate::output::git_commit()
+    );
+    Ok(())
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}

@@ -35,6 +35,26 @@ pub trait Observer {
     fn step(&mut self, name: &str, detail: &str);
     /// Progress of a long step.
     fn progress(&mut self, label: &str, done: u64, total: u64);
+    /// Wall-clock time spent in one named part of a run (benchmarks add these up;
+    /// nothing of the protocol depends on them).
+    fn phase(&mut self, _name: &'static str, _elapsed: std::time::Duration) {}
+}
+
+/// Laps of a wall clock reported to an [`Observer`] as [`Observer::phase`]s.
+pub struct PhaseClock(std::time::Instant);
+
+impl PhaseClock {
+    /// Starts the clock.
+    pub fn start() -> Self {
+        PhaseClock(std::time::Instant::now())
+    }
+
+    /// Reports the time since the last lap (or the start) as `name`.
+    pub fn lap(&mut self, obs: &mut (impl Observer + ?Sized), name: &'static str) {
+        let now = std::time::Instant::now();
+        obs.phase(name, now - self.0);
+        self.0 = now;
+    }
 }
 
 /// An observer that ignores everything.

@@ -274,6 +274,124 @@ impl Vault {
         Ok(report)
     }
 
+    /// Reserves, for each subject, *every* `(task, amount)` of `tasks` or none of
+    /// them, in one write transaction: a subject whose budget can not cover the
+    /// sum is left unchanged and reported in `excluded`. One read and one write per
+    /// subject, whatever the number of tasks (a composite task's rounds reserve
+    /// this way at admission). Refused with [`VaultError::TaskReleased`] (nothing
+    /// written) if any of the tasks was released here before.
+    pub fn reserve_all_or_none(
+        &self,
+        scope: UsageScope,
+        subjects: &[SubjectId],
+        tasks: &[(TaskId, Epsilon)],
+    ) -> Result<ReserveReport, VaultError> {
+        let ops: Vec<BudgetOp> = tasks
+            .iter()
+            .map(|(task, amount)| BudgetOp::Reserve {
+                task: task.clone(),
+                amount: *amount,
+            })
+            .collect();
+        let mut report = ReserveReport::default();
+        let tx = self.db.begin_write()?;
+        {
+            let released = tx.open_table(RELEASED_TASKS)?;
+            for (task, _) in tasks {
+                if released.get(task.as_str())?.is_some() {
+                    return Err(VaultError::TaskReleased(task.to_string()));
+                }
+            }
+        }
+        {
+            let epoch = current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
+            let mut table = tx.open_table(BUDGET)?;
+            'subjects: for subject in subjects {
+                let key = (scope.as_str(), subject.as_str());
+                let mut account: BudgetAccount = match table.get(key)? {
+                    Some(v) => bcs::from_bytes(v.value())?,
+                    None => BudgetAccount::new(self.config.default_budget, epoch),
+                };
+                let (mut applied, mut again) = (false, 0u64);
+                for op in &ops {
+                    match account.apply(op) {
+                        Ok(BudgetOutcome::Applied) => applied = true,
+                        Ok(BudgetOutcome::AlreadyApplied) => again += 1,
+                        Err(BudgetError::Insufficient { .. }) => {
+                            report.excluded.push(subject.clone());
+                            continue 'subjects;
+                        }
+                        Err(source) => {
+                            return Err(VaultError::Budget {
+                                subject: subject.to_string(),
+                                scope,
+                                source,
+                            })
+                        }
+                    }
+                }
+                if applied {
+                    table.insert(key, bcs::to_bytes(&account)?.as_slice())?;
+                }
+                if again == ops.len() as u64 && !ops.is_empty() {
+                    report.already_applied += 1;
+                }
+                report.reserved.push(subject.clone());
+            }
+        }
+        tx.commit()?;
+        Ok(report)
+    }
+
+    /// Applies groups of operations — each `(subjects, op)` applies `op` to every
+    /// subject of its group — in one write transaction, all or nothing, reading and
+    /// writing each subject's account once. A subject's operations apply in the
+    /// order of the groups. Returns the number of operations applied (retries of
+    /// already applied ones are not counted).
+    pub fn apply_op_groups(
+        &self,
+        scope: UsageScope,
+        groups: &[(Vec<SubjectId>, BudgetOp)],
+    ) -> Result<u64, VaultError> {
+        let mut per_subject: std::collections::BTreeMap<&SubjectId, Vec<&BudgetOp>> =
+            std::collections::BTreeMap::new();
+        for (subjects, op) in groups {
+            for subject in subjects {
+                per_subject.entry(subject).or_default().push(op);
+            }
+        }
+        let mut applied = 0u64;
+        let tx = self.db.begin_write()?;
+        {
+            let epoch = current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
+            let mut table = tx.open_table(BUDGET)?;
+            for (subject, ops) in per_subject {
+                let key = (scope.as_str(), subject.as_str());
+                let mut account: BudgetAccount = match table.get(key)? {
+                    Some(v) => bcs::from_bytes(v.value())?,
+                    None => BudgetAccount::new(self.config.default_budget, epoch),
+                };
+                let mut changed = false;
+                for op in ops {
+                    let outcome = account.apply(op).map_err(|source| VaultError::Budget {
+                        subject: subject.to_string(),
+                        scope,
+                        source,
+                    })?;
+                    if outcome == BudgetOutcome::Applied {
+                        changed = true;
+                        applied += 1;
+                    }
+                }
+                if changed {
+                    table.insert(key, bcs::to_bytes(&account)?.as_slice())?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(applied)
+    }
+
     /// Applies the same finishing operation (commit / release / commit-at-estimate)
     /// for a task to every subject, all or nothing.
     pub fn finish_task(

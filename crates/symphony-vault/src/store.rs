@@ -476,6 +476,32 @@ impl Vault {
         Ok(erased)
     }
 
+    /// Those of `subjects` whose records can no longer be read here (erased, or
+    /// unknown to this Vault): a reader that kept their plaintext from an earlier
+    /// scan must drop it.
+    pub fn unreadable_among<'s>(
+        &self,
+        subjects: impl IntoIterator<Item = &'s SubjectId>,
+    ) -> Result<std::collections::BTreeSet<SubjectId>, VaultError> {
+        let tx = self.db.begin_read()?;
+        let nos = tx.open_table(SUBJECT_NOS)?;
+        let rows = tx.open_table(SUBJECTS)?;
+        let mut out = std::collections::BTreeSet::new();
+        for subject in subjects {
+            let readable = match nos.get(subject.as_str())? {
+                Some(no) => match rows.get(no.value())? {
+                    Some(row) => !SubjectRow::decode_head(row.value())?.1.is_empty(),
+                    None => false,
+                },
+                None => false,
+            };
+            if !readable {
+                out.insert(subject.clone());
+            }
+        }
+        Ok(out)
+    }
+
     /// Number of sealed blocks stored for a subject (they stay after erasure).
     pub fn stored_blocks(&self, subject: &SubjectId) -> Result<u64, VaultError> {
         let tx = self.db.begin_read()?;

@@ -513,3 +513,159 @@ fn parallel_scan_sees_what_the_sequential_scan_sees() {
         .unwrap();
     assert!(stats.subjects <= 2);
 }
+
+/// A composite task's rounds reserve all or none per subject in one transaction:
+/// a subject that can not cover the sum keeps its account unchanged; a retry is
+/// idempotent; a released round task refuses the whole reservation.
+#[test]
+fn rounds_reserve_all_or_none_per_subject() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = create(&dir.path().join("v.redb"), "vault-a");
+    let t = UsageScope::Training;
+    let eps = Epsilon::from_milli;
+    let subjects: Vec<_> = ["a", "b", "c"].iter().map(|s| sid(s)).collect();
+    // b has 500 m-ε left: it can cover two rounds of 200, not three.
+    vault
+        .reserve_for_task(
+            &task("old"),
+            t,
+            &subjects[1..2],
+            eps(500),
+            ReserveMode::AllOrNothing,
+        )
+        .unwrap();
+    vault
+        .finish_task(
+            t,
+            &subjects[1..2],
+            &BudgetOp::CommitAtEstimate { task: task("old") },
+        )
+        .unwrap();
+    let rounds: Vec<_> = (0..3)
+        .map(|r| (task(&format!("run/r{r}")), eps(200)))
+        .collect();
+    let before_b = vault.budget_account(&subjects[1], t).unwrap();
+    let report = vault.reserve_all_or_none(t, &subjects, &rounds).unwrap();
+    assert_eq!(
+        report.reserved,
+        vec![subjects[0].clone(), subjects[2].clone()]
+    );
+    assert_eq!(report.excluded, vec![subjects[1].clone()]);
+    assert_eq!(report.already_applied, 0);
+    assert_eq!(
+        vault.budget_account(&subjects[0], t).unwrap().reserved(),
+        eps(600)
+    );
+    assert_eq!(vault.budget_account(&subjects[1], t).unwrap(), before_b);
+    let again = vault
+        .reserve_all_or_none(t, &subjects[..1], &rounds)
+        .unwrap();
+    assert_eq!(again.already_applied, 1);
+    assert_eq!(
+        vault.budget_account(&subjects[0], t).unwrap().reserved(),
+        eps(600)
+    );
+    // Round 1 committed, the others released, in one transaction; then a round
+    // task that was released refuses a new all-or-none reservation.
+    let groups = vec![
+        (
+            subjects[..1].to_vec(),
+            BudgetOp::Commit {
+                task: task("run/r0"),
+                actual: eps(200),
+            },
+        ),
+        (
+            subjects[..1].to_vec(),
+            BudgetOp::Release {
+                task: task("run/r1"),
+            },
+        ),
+        (
+            subjects[..1].to_vec(),
+            BudgetOp::Release {
+                task: task("run/r2"),
+            },
+        ),
+    ];
+    assert_eq!(vault.apply_op_groups(t, &groups).unwrap(), 3);
+    assert_eq!(
+        vault.apply_op_groups(t, &groups).unwrap(),
+        0,
+        "a retry applies nothing"
+    );
+    let a = vault.budget_account(&subjects[0], t).unwrap();
+    assert_eq!((a.committed(), a.reserved()), (eps(200), Epsilon::ZERO));
+    vault.release_task(&task("run/r2")).unwrap();
+    let err = vault
+        .reserve_all_or_none(t, &subjects[2..], &rounds)
+        .unwrap_err();
+    assert!(matches!(err, VaultError::TaskReleased(ref id) if id == "run/r2"));
+}
+
+/// Groups apply all or nothing: a refused operation for one subject leaves every
+/// account of the call as it was.
+#[test]
+fn op_groups_are_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = create(&dir.path().join("v.redb"), "vault-a");
+    let t = UsageScope::Training;
+    let eps = Epsilon::from_milli;
+    let subjects: Vec<_> = ["a", "b"].iter().map(|s| sid(s)).collect();
+    vault
+        .reserve_for_task(
+            &task("x"),
+            t,
+            &subjects,
+            eps(100),
+            ReserveMode::AllOrNothing,
+        )
+        .unwrap();
+    let before: Vec<_> = subjects
+        .iter()
+        .map(|s| vault.budget_account(s, t).unwrap())
+        .collect();
+    let groups = vec![
+        (
+            subjects.clone(),
+            BudgetOp::Commit {
+                task: task("x"),
+                actual: eps(100),
+            },
+        ),
+        // b never reserved for y: committing it is refused.
+        (
+            subjects[1..].to_vec(),
+            BudgetOp::Commit {
+                task: task("y"),
+                actual: eps(100),
+            },
+        ),
+    ];
+    let err = vault.apply_op_groups(t, &groups).unwrap_err();
+    assert!(matches!(err, VaultError::Budget { ref subject, .. } if subject == "b"));
+    let after: Vec<_> = subjects
+        .iter()
+        .map(|s| vault.budget_account(s, t).unwrap())
+        .collect();
+    assert_eq!(before, after);
+}
+
+/// Erased and unknown subjects are unreadable; stored ones are not.
+#[test]
+fn unreadable_among_names_erased_and_unknown_subjects() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = create(&dir.path().join("v.redb"), "vault-a");
+    let batch = vec![
+        (sid("alice"), purchase("Luckin Coffee", 590, 10)),
+        (sid("bob"), purchase("Toast Box", 300, 12)),
+    ];
+    vault.insert_batch(&batch).unwrap();
+    assert!(vault.erase_subject(&sid("bob"), 99).unwrap());
+    let asked = [sid("alice"), sid("bob"), sid("carol")];
+    let out = vault.unreadable_among(asked.iter()).unwrap();
+    assert_eq!(
+        out.into_iter().collect::<Vec<_>>(),
+        vec![sid("bob"), sid("carol")]
+    );
+}

@@ -23,7 +23,7 @@ use super::round::run_round;
 use super::spec::{ModelType, TrainingSpec};
 use super::tap::{NoTap, RoundTap};
 use super::vault::RoundAssignment;
-use crate::network::{EmbeddedNetwork, MasterServices};
+use crate::network::{EmbeddedNetwork, MasterServices, PhaseClock};
 use crate::verify::SliceEvidence;
 use crate::NodeError;
 
@@ -140,7 +140,9 @@ fn run_over(
     tap: &mut dyn RoundTap,
     stage: Option<&mut dyn ArtifactStage>,
 ) -> Result<TrainOutcome, NodeError> {
+    let mut clock = PhaseClock::start();
     let adm = admit(master, participants, trainers, req, obs)?;
+    clock.lap(obs, "admission");
     let result = execute(
         master,
         trainers,
@@ -159,9 +161,11 @@ fn run_over(
         .state()
         .composite(&adm.task_id)
         .map_or(0, |c| c.tree.rounds.len() as u32);
+    clock.lap(obs, "rounds_and_finish");
     for t in trainers {
         let _ = t.train_release_unused(&adm.task_id, rounds_run);
     }
+    clock.lap(obs, "release_unused");
     result
 }
 
@@ -305,6 +309,7 @@ pub(super) fn execute(
         stop: StopReason::ConvergenceNotReached,
     };
     let epoch_len = adm.prices.epochs.epoch_length_ms.max(1);
+    let rounds_started = std::time::Instant::now();
     let mut round = 0u32;
     loop {
         let at_ms = m.now_ms + u64::from(round) * spec.round_duration_ms;
@@ -331,6 +336,7 @@ pub(super) fn execute(
         &format!("stopped after {round} rounds: {}", st.stop.as_str()),
     );
     advance(m, task, TaskEvent::ExecutionFinished, None, obs)?;
+    obs.phase("rounds", rounds_started.elapsed());
     finish(m, trainers, adm, spec, st, registry_dir, seed, obs, stage)
 }
 

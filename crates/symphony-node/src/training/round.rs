@@ -19,7 +19,7 @@ use super::model::train_err;
 use super::outcome::{RoundSummary, TrainObserver};
 use super::spec::TrainingSpec;
 use super::tap::RoundTap;
-use crate::network::MasterServices;
+use crate::network::{MasterServices, PhaseClock};
 use crate::verify::{verify_evidence, SliceEvidence};
 use crate::NodeError;
 
@@ -38,6 +38,7 @@ pub(super) fn run_round(
     tap: &mut dyn RoundTap,
 ) -> Result<(), NodeError> {
     let task = &adm.task_id;
+    let mut clock = PhaseClock::start();
     m.masters.submit(Command::OpenRound {
         task_id: task.clone(),
         round,
@@ -51,6 +52,7 @@ pub(super) fn run_round(
         .iter()
         .cloned()
         .collect();
+    clock.lap(obs, "round_open");
     // Prepare: per-Vault feature construction in the enclaves.
     let mut ready: Vec<(usize, [u8; 32])> = Vec::new();
     for (i, t) in trainers.iter().enumerate() {
@@ -60,6 +62,7 @@ pub(super) fn run_round(
             Err(e) => obs.step("slice_failed", &format!("{}: {e}", t.vault_id())),
         }
     }
+    clock.lap(obs, "prepare");
     let keys = RosterKeys(
         ready
             .iter()
@@ -81,6 +84,7 @@ pub(super) fn run_round(
             }
         }
     }
+    clock.lap(obs, "secagg_setup");
     // Train and mask. Every slice of the round is verified under the policy of the
     // task's admission: resolve that verifier once.
     let verifier = m.verifier_for(&adm.envelope)?;
@@ -129,6 +133,7 @@ pub(super) fn run_round(
                     .map_err(refused)?;
                 Ok((b, ev))
             });
+        clock.lap(obs, "train_and_verify");
         let record = match res {
             Ok((b, ev)) => {
                 *st.contributor.entry(vault_id.clone()).or_default() += b
@@ -165,6 +170,7 @@ pub(super) fn run_round(
             record,
         })?;
         recorded.insert(vault_id);
+        clock.lap(obs, "record_slices");
     }
     for v in participating.iter().filter(|v| !recorded.contains(*v)) {
         m.masters.submit(timed_out(task, round, v))?;
@@ -194,6 +200,7 @@ pub(super) fn run_round(
         .map(|(i, _)| trainers[*i].vault_id().clone())
         .collect();
     tap.aggregation_inputs(round, &inputs, &dropped_vaults);
+    clock.lap(obs, "record_slices");
     // Bundles are tagged with roster ids in order; dropped ids are skipped.
     let agg = aggregate(
         &m.aggregator,
@@ -209,6 +216,7 @@ pub(super) fn run_round(
     )?;
     verify_evidence(&verifier, &adm.envelope, &agg.evidence, "aggregation").map_err(refused)?;
     tap.aggregate_sum(round, &agg.sum);
+    clock.lap(obs, "aggregate");
     st.evidence.push(agg.evidence.clone());
     let metrics = agg.metrics;
     let (train_loss, holdout_loss, examples) =
@@ -259,6 +267,7 @@ pub(super) fn run_round(
         epsilon_round_micro: eps.micro,
         epsilon_cumulative: cumulative,
     };
+    clock.lap(obs, "round_close");
     obs.round(&summary, spec.iteration_policy.max_rounds);
     st.summaries.push(summary);
     Ok(())

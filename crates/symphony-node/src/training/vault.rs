@@ -37,7 +37,7 @@ use symphony_train::metrics;
 use symphony_train::secagg::{
     MaskedUpdate, Participant, ParticipantId, Quantizer, Roster, ShareFor,
 };
-use symphony_vault::{ReserveMode, SubjectView};
+use symphony_vault::SubjectView;
 
 use super::control::LOSS_CLIP;
 use super::model::{train_err, GlobalModel};
@@ -136,6 +136,13 @@ pub struct EvaluationBundle {
     pub attestation: AttestationReport,
 }
 
+/// One subject's plaintext facts, read once per run inside the enclave.
+struct CachedFacts {
+    subject: SubjectId,
+    held_out: bool,
+    facts: SubjectFacts,
+}
+
 struct LocalData {
     train: Dataset,
     holdout: Dataset,
@@ -155,6 +162,9 @@ pub struct TrainerState {
     /// ε of each round (admission's schedule).
     schedule: Vec<Epsilon>,
     data: Option<LocalData>,
+    /// The in-market subjects' facts as the first round read them, in scan order
+    /// (see [`VaultTrainer::prepare_round`]).
+    facts: Option<Vec<CachedFacts>>,
     participant: Option<Participant>,
     shares_held: BTreeMap<ParticipantId, ShareFor>,
 }
@@ -391,35 +401,15 @@ impl<'a> VaultTrainer<'a> {
         let train = subjects_of(&selection.train);
         let charge = subjects_of(&selection.charge);
         let all: Vec<SubjectId> = train.union(&charge).cloned().collect();
-        let mut per_round = Vec::with_capacity(schedule.len());
-        for (r, eps) in schedule.iter().enumerate() {
-            let report = vault.reserve_for_task(
-                &round_task_id(task, r as u32)?,
-                UsageScope::Training,
-                &all,
-                *eps,
-                ReserveMode::SkipInsufficient,
-            )?;
-            per_round.push(report.reserved.into_iter().collect::<BTreeSet<_>>());
-        }
-        // The whole run or nothing: a subject some round could not reserve (budget
-        // spent since the candidates were reported) gives back every round.
-        let full: BTreeSet<SubjectId> = per_round
+        // The whole run or nothing per subject: one that can not reserve every
+        // round (budget spent since the candidates were reported) reserves none.
+        let rounds = schedule
             .iter()
-            .skip(1)
-            .fold(per_round.first().cloned().unwrap_or_default(), |acc, r| {
-                acc.intersection(r).cloned().collect()
-            });
-        for (r, reserved) in per_round.into_iter().enumerate() {
-            let partial: Vec<SubjectId> = reserved.difference(&full).cloned().collect();
-            vault.finish_task(
-                UsageScope::Training,
-                &partial,
-                &BudgetOp::Release {
-                    task: round_task_id(task, r as u32)?,
-                },
-            )?;
-        }
+            .enumerate()
+            .map(|(r, eps)| Ok((round_task_id(task, r as u32)?, *eps)))
+            .collect::<Result<Vec<_>, NodeError>>()?;
+        let report = vault.reserve_all_or_none(UsageScope::Training, &all, &rounds)?;
+        let full: BTreeSet<SubjectId> = report.reserved.into_iter().collect();
         self.st.participation = Participation::new(schedule.len() as u32, &full, &train, &charge);
         self.st.schedule = schedule.to_vec();
         self.st.persons.clear();
@@ -432,10 +422,14 @@ impl<'a> VaultTrainer<'a> {
     /// Applies the participation rules' budget operations (a commit is of the
     /// round's scheduled ε).
     fn apply(&self, task: &TaskId, ops: Vec<RoundOp<SubjectId>>) -> Result<(), NodeError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut groups = Vec::with_capacity(ops.len());
         for op in ops {
-            let (subjects, op) =
-                match op {
-                    RoundOp::Commit { round, subjects } => (
+            groups.push(match op {
+                RoundOp::Commit { round, subjects } => {
+                    (
                         subjects,
                         BudgetOp::Commit {
                             task: round_task_id(task, round)?,
@@ -447,18 +441,20 @@ impl<'a> VaultTrainer<'a> {
                                 },
                             )?,
                         },
-                    ),
-                    RoundOp::Release { round, subjects } => (
-                        subjects,
-                        BudgetOp::Release {
-                            task: round_task_id(task, round)?,
-                        },
-                    ),
-                };
-            self.node
-                .vault
-                .finish_task(UsageScope::Training, &subjects, &op)?;
+                    )
+                }
+                RoundOp::Release { round, subjects } => (
+                    subjects,
+                    BudgetOp::Release {
+                        task: round_task_id(task, round)?,
+                    },
+                ),
+            });
         }
+        // One write transaction for all of them, one read and write per subject.
+        self.node
+            .vault
+            .apply_op_groups(UsageScope::Training, &groups)?;
         Ok(())
     }
 
@@ -520,39 +516,41 @@ impl<'a> VaultTrainer<'a> {
             .intersection(&consented)
             .cloned()
             .collect();
-        let countries = &a.spec.market_scope.countries;
+        if self.st.facts.is_none() {
+            self.st.facts = Some(self.read_facts(a, &auth, &eligible)?);
+        }
+        let cached = self.st.facts.as_deref().unwrap_or_default();
+        // Consent and budget are checked every round (above); erasure too: a
+        // subject erased since the first round is dropped from the cache here.
+        let unreadable = self.node.vault.unreadable_among(
+            cached
+                .iter()
+                .map(|c| &c.subject)
+                .filter(|s| eligible.contains(*s)),
+        )?;
         let d = a.plan.dimension();
         let (mut tr, mut trl, mut ho, mut hol, mut used) = (vec![], vec![], vec![], vec![], vec![]);
-        let scan = self.node.vault.for_each_subject(&auth, |view| {
-            let Ok(subject) = SubjectId::new(view.subject) else {
-                return ControlFlow::Continue(());
-            };
-            if !eligible.contains(&subject) {
-                return ControlFlow::Continue(()); // excluded before computation
+        for c in cached {
+            if !eligible.contains(&c.subject) || unreadable.contains(&c.subject) {
+                continue; // excluded before computation
             }
-            let in_market = view.geography.is_some_and(|g| {
-                countries
-                    .iter()
-                    .any(|c| c.eq_ignore_ascii_case(g.home_country))
-            });
-            if !in_market {
-                return ControlFlow::Continue(());
-            }
-            let facts = facts_of(view);
             let (x, y) = a
                 .plan
-                .training_example(&facts, a.cutoff_ms, a.spec.horizon_days);
-            if held_out(&task, &subject, a.spec.holdout_fraction) {
+                .training_example(&c.facts, a.cutoff_ms, a.spec.horizon_days);
+            if c.held_out {
                 ho.push(x);
                 hol.push(y > 0.5);
             } else {
                 tr.push(x);
                 trl.push(y > 0.5);
             }
-            used.push(subject);
-            ControlFlow::Continue(())
-        });
-        scan?;
+            used.push(c.subject.clone());
+        }
+        if !unreadable.is_empty() {
+            if let Some(f) = self.st.facts.as_mut() {
+                f.retain(|c| !unreadable.contains(&c.subject));
+            }
+        }
         if tr.is_empty() {
             let ops = self.st.participation.dropped(round);
             self.apply(&task, ops)?;
@@ -571,6 +569,44 @@ impl<'a> VaultTrainer<'a> {
         let public_key = participant.public_key().to_bytes();
         self.st.participant = Some(participant);
         Ok(Prepared { public_key })
+    }
+
+    /// Decrypts this Vault's records once per run (the first round): the facts of
+    /// every subject eligible then whose home country is in the market scope, in
+    /// scan order. Later rounds only ever train on a subset of them (a person who
+    /// missed a round is out of the run), so they read this cache instead of
+    /// decrypting everything again; it never leaves the enclave's trainer state.
+    fn read_facts(
+        &self,
+        a: &RoundAssignment,
+        auth: &symphony_vault::Authorized,
+        eligible: &BTreeSet<SubjectId>,
+    ) -> Result<Vec<CachedFacts>, NodeError> {
+        let task = &a.envelope.body().task_id;
+        let countries = &a.spec.market_scope.countries;
+        let mut out = Vec::new();
+        self.node.vault.for_each_subject(auth, |view| {
+            let Ok(subject) = SubjectId::new(view.subject) else {
+                return ControlFlow::Continue(());
+            };
+            if !eligible.contains(&subject) {
+                return ControlFlow::Continue(()); // excluded before computation
+            }
+            let in_market = view.geography.is_some_and(|g| {
+                countries
+                    .iter()
+                    .any(|c| c.eq_ignore_ascii_case(g.home_country))
+            });
+            if in_market {
+                out.push(CachedFacts {
+                    held_out: held_out(task, &subject, a.spec.holdout_fraction),
+                    facts: facts_of(view),
+                    subject,
+                });
+            }
+            ControlFlow::Continue(())
+        })?;
+        Ok(out)
     }
 
     /// Sets this Vault's participant id in the round's roster (its index).

@@ -153,9 +153,10 @@ mod tests {
     #[test]
     fn filters_parse_and_bad_values_are_named() {
         assert_eq!(parse_task_filter(None).unwrap(), TaskFilter::default());
-        let f =
-            parse_task_filter(Some("class=query&status=completed&submitter=advertiser%3Aluckin"))
-                .unwrap();
+        let f = parse_task_filter(Some(
+            "class=query&status=completed&submitter=advertiser%3Aluckin",
+        ))
+        .unwrap();
         assert_eq!(f.class, Some(TaskClass::Query));
         assert_eq!(f.status, Some(TaskState::Completed));
         assert_eq!(f.submitter.as_deref(), Some("advertiser:luckin"));
@@ -167,7 +168,10 @@ mod tests {
         assert!(e.starts_with("class: \"bogus\" is not a task class"), "{e}");
         assert!(e.contains("parse, query, compute, train"), "{e}");
         let e = parse_task_filter(Some("status=done")).unwrap_err();
-        assert!(e.contains("status: \"done\"") && e.contains("awaiting_settlement"), "{e}");
+        assert!(
+            e.contains("status: \"done\"") && e.contains("awaiting_settlement"),
+            "{e}"
+        );
         let e = parse_task_filter(Some("submitter=%3Cscript%3E")).unwrap_err();
         assert!(e.starts_with("submitter: \"<script>\" has '<'"), "{e}");
         let e = parse_task_filter(Some("color=red")).unwrap_err();
@@ -179,6 +183,8 @@ mod tests {
         let e = parse_task_filter(Some("class=%ff")).unwrap_err();
         assert!(e.contains("not UTF-8"), "{e}");
         assert!(parse_epoch("3").is_ok());
-        assert!(parse_epoch("-1").unwrap_err().contains("not an epoch number"));
+        assert!(parse_epoch("-1")
+            .unwrap_err()
+            .contains("not an epoch number"));
     }
 }

@@ -9,8 +9,8 @@ use serde_json::Value;
 use symphony_core::ids::{EpochId, TaskId};
 use symphony_master::{ProposalKind, TaskRecord};
 use symphony_node::task::TaskOutcome;
-use symphony_node::training::RoundSummary;
 use symphony_node::training::registry::curve_points;
+use symphony_node::training::RoundSummary;
 
 use super::filter::TaskFilter;
 use super::svg::{training_curve_svg, CurveSeries};
@@ -506,11 +506,7 @@ fn training_section(
 
 pub(super) fn epochs(s: &DeployState) -> Markup {
     let g = s.master().governance();
-    let open_total: u64 = g
-        .open_payouts
-        .values()
-        .map(|p| p.fee_total_micro_sym)
-        .sum();
+    let open_total: u64 = g.open_payouts.values().map(|p| p.fee_total_micro_sym).sum();
     html! {
         h1 { "Epochs" }
         table.epochs {
@@ -604,19 +600,15 @@ pub(super) fn epoch(s: &DeployState, n: u64) -> Option<Markup> {
     if !s.governance_configured() || g.epoch.0 != n {
         return None;
     }
-    let scheduled: BTreeMap<String, u64> =
-        g.open_payouts
-            .values()
-            .flat_map(|p| p.fee_shares.iter())
-            .fold(BTreeMap::new(), |mut m, (who, x)| {
-                *m.entry(who.clone()).or_insert(0) += x;
-                m
-            });
-    let total: u64 = g
+    let scheduled: BTreeMap<String, u64> = g
         .open_payouts
         .values()
-        .map(|p| p.fee_total_micro_sym)
-        .sum();
+        .flat_map(|p| p.fee_shares.iter())
+        .fold(BTreeMap::new(), |mut m, (who, x)| {
+            *m.entry(who.clone()).or_insert(0) += x;
+            m
+        });
+    let total: u64 = g.open_payouts.values().map(|p| p.fee_total_micro_sym).sum();
     Some(html! {
         h1 { "Epoch " (n) " " (badge("open")) }
         table.summary {

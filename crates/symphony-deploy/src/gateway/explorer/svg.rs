@@ -172,7 +172,10 @@ mod tests {
         assert!(svg.starts_with("<svg"), "{svg}");
         assert_eq!(svg.matches("class=\"axis\"").count(), 2, "{svg}");
         assert_eq!(svg.matches("class=\"axis-title\"").count(), 2, "{svg}");
-        assert!(svg.contains(">round</text>") && svg.contains(">loss</text>"), "{svg}");
+        assert!(
+            svg.contains(">round</text>") && svg.contains(">loss</text>"),
+            "{svg}"
+        );
         assert!(svg.contains("class=\"legend\""), "{svg}");
         assert!(svg.contains(">training loss</text>"), "{svg}");
         assert!(svg.contains(">held-out loss</text>"), "{svg}");
@@ -181,7 +184,10 @@ mod tests {
         for t in [">1</text>", ">2</text>", ">3</text>"] {
             assert!(svg.contains(t), "missing tick {t}: {svg}");
         }
-        assert!(svg.contains(">0.55</text>") && svg.contains(">0.70</text>"), "{svg}");
+        assert!(
+            svg.contains(">0.55</text>") && svg.contains(">0.70</text>"),
+            "{svg}"
+        );
         // The NaN point is skipped, not drawn.
         assert!(!svg.contains("NaN"), "{svg}");
         // No series: still a chart with axes, no panic.

@@ -25,15 +25,15 @@ async fn gateway(dir: &std::path::Path) -> (Gateway, Vec<crate::loopback::Node>)
     for (name, text) in [("ca.pem", &ca), ("gw.pem", &cert), ("gw.key", &key)] {
         std::fs::write(dir.join(name), text).unwrap();
     }
-    let tls = TlsMaterial::load(&dir.join("ca.pem"), &dir.join("gw.pem"), &dir.join("gw.key"))
-        .unwrap()
-        .public_server()
-        .unwrap();
-    let cluster = Cluster::new(
-        nodes[0].clone(),
-        tokio::runtime::Handle::current(),
-        members,
-    );
+    let tls = TlsMaterial::load(
+        &dir.join("ca.pem"),
+        &dir.join("gw.pem"),
+        &dir.join("gw.key"),
+    )
+    .unwrap()
+    .public_server()
+    .unwrap();
+    let cluster = Cluster::new(nodes[0].clone(), tokio::runtime::Handle::current(), members);
     let settings = GatewaySettings {
         node_id: 1,
         callers: Default::default(),
@@ -98,12 +98,27 @@ async fn pages_are_html_and_bad_inputs_get_html_errors_naming_the_parameter() {
 
     // Bad filters: 400 HTML pages naming the parameter and what is expected.
     for (uri, needle) in [
-        ("/explorer/tasks?class=bogus", "class: &quot;bogus&quot; is not a task class"),
-        ("/explorer/tasks?status=done", "status: &quot;done&quot; is not a task lifecycle state"),
-        ("/explorer/tasks?submitter=a%20b", "submitter: &quot;a b&quot; has"),
-        ("/explorer/tasks?colour=red", "unknown parameter &quot;colour&quot;"),
+        (
+            "/explorer/tasks?class=bogus",
+            "class: &quot;bogus&quot; is not a task class",
+        ),
+        (
+            "/explorer/tasks?status=done",
+            "status: &quot;done&quot; is not a task lifecycle state",
+        ),
+        (
+            "/explorer/tasks?submitter=a%20b",
+            "submitter: &quot;a b&quot; has",
+        ),
+        (
+            "/explorer/tasks?colour=red",
+            "unknown parameter &quot;colour&quot;",
+        ),
         ("/explorer/tasks?class=%zz", "malformed percent-escape"),
-        ("/explorer/epochs/abc", "epoch: &quot;abc&quot; is not an epoch number"),
+        (
+            "/explorer/epochs/abc",
+            "epoch: &quot;abc&quot; is not an epoch number",
+        ),
         ("/explorer/epochs?x=1", "takes no query parameters"),
         ("/explorer/tasks/a%3Cb", "task id: &quot;a&lt;b&quot; has"),
     ] {
@@ -127,7 +142,10 @@ async fn pages_are_html_and_bad_inputs_get_html_errors_naming_the_parameter() {
     // Read-only.
     let (status, ct, body) = send(&g, "POST", "/explorer/tasks").await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
-    assert!(ct.starts_with("text/html") && body.contains("read-only"), "{body}");
+    assert!(
+        ct.starts_with("text/html") && body.contains("read-only"),
+        "{body}"
+    );
 
     // The vendored htmx, served as JavaScript.
     let (status, ct, body) = send(&g, "GET", "/explorer/assets/htmx.min.js").await;

@@ -281,6 +281,7 @@ pub(super) fn task(s: &DeployState, id: &str) -> Option<Markup> {
         Some(TaskOutcome::Train(o)) => Some(o.as_ref()),
         _ => None,
     });
+    let row = s.settlement().settlements.get(&task_id).cloned();
     let card: Option<Value> = s
         .artifacts(&task_id)
         .and_then(|a| serde_json::from_slice(&a.card).ok());
@@ -347,7 +348,16 @@ pub(super) fn task(s: &DeployState, id: &str) -> Option<Markup> {
         h2 { "Settlement" }
         @if let Some(st) = &rec.settlement {
             table.settlement {
-                tr { th { "settlement state" } td { (badge(st.state.as_str())) } }
+                tr { th { "settlement lifecycle" } td { ol.timeline.settlement {
+                    @for x in symphony_core::lifecycle::SettlementState::ALL.iter().filter(|x| **x <= st.state) { li { (badge(x.as_str())) } }
+                } } }
+                @if let Some(row) = &row {
+                    tr { th { "payout" } td { (format!("{:?}", row.phase)) } }
+                    @if let Some(at) = row.closes_at_ms { tr { th { "challenge window closed at" } td { (utc(at)) } } }
+                    @if let Some(c) = &row.certificate {
+                        tr { th { "finalizing certificate" } td { "log index " (c.log_index) ", " (c.signatures.len()) " of 3 master signatures over root " (short(&c.state_root.to_hex())) } }
+                    }
+                }
                 tr { th { "settles in epoch" } td { a href={ "/explorer/epochs/" (st.epoch_id.0) } { (st.epoch_id.0) } } }
                 tr { th { "fee" } td.fee { (sym(st.fee_total)) } }
                 tr { th { "refund to the submitter" } td { (sym(st.refund)) } }

@@ -230,8 +230,13 @@ fn the_explorer_shows_a_luckin_task_a_training_run_and_an_epoch_payout_set() {
         "/explorer/epochs/1".to_owned(),
         "/explorer".to_owned(),
     ];
+    // The pages are kept as test output (target/tmp/explorer-pages/).
+    let kept = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("explorer-pages");
+    std::fs::create_dir_all(&kept).unwrap();
     for p in &pages {
         let (_, html) = page(&net, gw, p);
+        let name = p.trim_start_matches('/').replace('/', "_");
+        std::fs::write(kept.join(format!("{name}.html")), &html).unwrap();
         for h in &handles {
             assert!(
                 !html.contains(h.as_str()),

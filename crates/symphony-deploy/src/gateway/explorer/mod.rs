@@ -80,7 +80,7 @@ code{font:12.5px ui-monospace,SFMono-Regular,Menlo,monospace;word-break:break-al
 ol.timeline{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:.3rem}ol.timeline li::after{content:" →";color:var(--mute)}ol.timeline li:last-child::after{content:""}
 .mute{color:var(--mute)}.err{background:#fff;border:1px solid var(--bad);padding:1rem;border-radius:.3rem}
 form.filters{display:flex;gap:.6rem;flex-wrap:wrap;align-items:end;margin:.4rem 0 .8rem}form.filters label{display:flex;flex-direction:column;font-size:.85rem;color:var(--mute)}
-.rounds{margin-left:1.2rem}svg{background:#fff;border:1px solid var(--line)}
+.rounds{margin-left:1.2rem}table.json{margin:0;font-size:.9rem}table.json th{background:#f4f6f9;font-weight:500}svg{background:#fff;border:1px solid var(--line)}
 "#;
 
 /// A whole page: header navigation, and `body` inside the live-refreshed `#live`

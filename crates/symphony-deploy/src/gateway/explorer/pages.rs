@@ -326,7 +326,7 @@ pub(super) fn task(s: &DeployState, id: &str) -> Option<Markup> {
             tr { th { "deadline" } td { (utc(b.deadline_ms)) } }
         }
         @if let Some(c) = composite {
-            (composite_section(c))
+            (composite_section(c, rec))
         } @else {
             h2 { "Slices and attestations" }
             table.slices {
@@ -393,10 +393,10 @@ pub(super) fn task(s: &DeployState, id: &str) -> Option<Markup> {
     })
 }
 
-fn composite_section(c: &symphony_master::CompositeRecord) -> Markup {
+fn composite_section(c: &symphony_master::CompositeRecord, rec: &TaskRecord) -> Markup {
     html! {
         h2 { "Composite: parent → rounds → slices" }
-        p { "Parent " code { (c.tree.task_id.as_str()) } " " (badge(c.tree.state.as_str())) ": "
+        p { "Parent " code { (c.tree.task_id.as_str()) } " " (badge(rec.state.as_str())) ": "
             (c.tree.rounds.len()) " of at most " (c.tree.max_rounds) " rounds over " (c.tree.vaults.len()) " Vaults ("
             (c.slices.len()) " slices; " (1 + c.tree.rounds.len() + c.slices.len()) " protocol objects)." }
         @for (i, sub) in c.tree.rounds.iter().enumerate() {
@@ -496,18 +496,54 @@ fn training_section(
             table.model-card {
                 @for (k, v) in card {
                     @if k != "rounds" {
-                        tr { th { (k) } td { @match v {
-                            Value::String(s) => (s),
-                            Value::Number(n) => (n),
-                            Value::Bool(b) => (b),
-                            Value::Null => span.mute { "-" },
-                            other => code { (serde_json::to_string(other).unwrap_or_default()) },
-                        } } }
+                        tr { th { (k) } td { (json_value(v, 0)) } }
                     }
                 }
             }
         } @else {
             p.mute { "No model delivered (yet): the card is published with the model once the run's composite result is accepted." }
+        }
+    }
+}
+
+/// A JSON value as HTML: scalars as text, arrays of scalars as a list, objects and
+/// arrays of objects as (nested) tables; past depth 3, compact JSON.
+fn json_value(v: &Value, depth: u32) -> Markup {
+    let scalar = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    };
+    let columns = |items: &[Value]| {
+        let mut keys: Vec<String> = Vec::new();
+        for item in items {
+            if let Value::Object(o) = item {
+                for k in o.keys() {
+                    if !keys.contains(k) {
+                        keys.push(k.clone());
+                    }
+                }
+            }
+        }
+        keys
+    };
+    html! {
+        @match v {
+            Value::Array(items) if depth < 3 && !items.is_empty() && items.iter().all(Value::is_object) => {
+                @let keys = columns(items);
+                table.json {
+                    tr { @for k in &keys { th { (k) } } }
+                    @for item in items { tr { @for k in &keys { td { (json_value(item.get(k.as_str()).unwrap_or(&Value::Null), depth + 1)) } } } }
+                }
+            }
+            Value::Array(items) if items.iter().all(|x| !x.is_object() && !x.is_array()) => {
+                (items.iter().map(scalar).collect::<Vec<_>>().join(", "))
+            }
+            Value::Object(o) if depth < 3 => {
+                table.json { @for (k, x) in o { tr { th { (k) } td { (json_value(x, depth + 1)) } } } }
+            }
+            Value::Array(_) | Value::Object(_) => code { (v.to_string()) },
+            other => (scalar(other)),
         }
     }
 }

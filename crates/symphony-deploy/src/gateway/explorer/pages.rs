@@ -152,6 +152,15 @@ pub(super) fn network(state: &AppState) -> Markup {
                     @for (v, e) in others { tr { td { code { (v) } } td.num { (e.epoch) } } }
                 }
             }
+            @if !g.registry.actors.is_empty() {
+                h2 { "Actor registry (staked)" }
+                table.registry {
+                    tr { th { "actor" } th { "tier" } th.num { "bonded" } th.num { "slashed" } th.num { "offences" } }
+                    @for (a, st) in &g.registry.actors {
+                        tr { td { (a.as_str()) } td { (format!("{:?}", st.tier).to_ascii_lowercase()) } td.num { (sym(st.bonded_micro_sym)) } td.num { (sym(st.slashed_micro_sym)) } td.num { (st.offences.len()) } }
+                    }
+                }
+            }
             h2 { "Governance proposals" }
             @if g.proposals.is_empty() {
                 p.mute { "No proposal filed." }

@@ -143,6 +143,8 @@ fn the_explorer_shows_a_luckin_task_a_training_run_and_an_epoch_payout_set() {
     assert_eq!(shares.iter().sum::<u64>(), total);
     assert_eq!(total, fee, "fee split total differs from the fee charged");
     assert!(html.contains("The shares add up to the fee"), "{html}");
+    // A completed task no longer changes: no live refresh.
+    assert!(!html.contains("hx-trigger"), "{html}");
     // The request id leads to the same task.
     let (code, by_request) = page(&net, gw, &format!("/explorer/tasks/{luckin_req}"));
     assert_eq!(code, 200);
@@ -200,6 +202,7 @@ fn the_explorer_shows_a_luckin_task_a_training_run_and_an_epoch_payout_set() {
     let (code, html) = page(&net, gw, "/explorer/epochs/0");
     assert_eq!(code, 200, "{html}");
     assert!(html.contains("Payout set (sealed)"), "{html}");
+    assert!(!html.contains("hx-trigger"), "a closed epoch refreshes: {html}");
     assert!(html.contains(&luckin_task), "{html}");
     let (payouts, payout_total) = split_rows(&html, "recipients");
     assert_eq!(payouts.iter().sum::<u64>(), payout_total);
@@ -219,6 +222,7 @@ fn the_explorer_shows_a_luckin_task_a_training_run_and_an_epoch_payout_set() {
         assert!(html.contains("<b>leader</b>"), "{html}");
         assert!(html.contains("masters agree"), "{html}");
         assert!(html.contains("Governance proposals"), "{html}");
+        assert!(html.contains("hx-trigger=\"every 3s\""), "{html}");
     }
 
     // --- nothing unreleased on any page -------------------------------------------------------

@@ -22,7 +22,9 @@
 //!
 //! Templates are `maud` (compiled, escaped by default); live refresh is htmx
 //! (vendored `htmx.min.js` 2.0.11 from the npm package `htmx.org`, BSD-0 licence
-//! in `htmx-LICENSE`), which re-fetches the page's `#live` part every few seconds.
+//! in `htmx-LICENSE`), which re-fetches the page's `#live` part every few seconds
+//! while the page can change (a task in a terminal state and a closed epoch are
+//! static); the task list's filter form is kept across refreshes.
 //! The routes sit outside the JSON error layer: their refusals are HTML pages.
 
 use std::sync::Arc;
@@ -180,9 +182,14 @@ async fn task(State(state): State<Arc<AppState>>, Path(id): Path<String>, uri: U
         return error_page(StatusCode::BAD_REQUEST, &m);
     }
     match state.cluster.with_state(|s| pages::task(s, &id)) {
-        Some(body) => html_response(
+        // A task in a terminal state no longer changes: no live refresh.
+        Some((body, live)) => html_response(
             StatusCode::OK,
-            layout(&format!("Task {id}"), Some(&self_url(&uri)), body),
+            layout(
+                &format!("Task {id}"),
+                live.then(|| self_url(&uri)).as_deref(),
+                body,
+            ),
         ),
         None => error_page(
             StatusCode::NOT_FOUND,
@@ -211,9 +218,14 @@ async fn epoch(State(state): State<Arc<AppState>>, Path(n): Path<String>, uri: U
         Err(m) => return error_page(StatusCode::BAD_REQUEST, &m),
     };
     match state.cluster.with_state(|s| pages::epoch(s, n)) {
-        Some(body) => html_response(
+        // A closed epoch no longer changes: no live refresh.
+        Some((body, live)) => html_response(
             StatusCode::OK,
-            layout(&format!("Epoch {n}"), Some(&self_url(&uri)), body),
+            layout(
+                &format!("Epoch {n}"),
+                live.then(|| self_url(&uri)).as_deref(),
+                body,
+            ),
         ),
         None => error_page(
             StatusCode::NOT_FOUND,

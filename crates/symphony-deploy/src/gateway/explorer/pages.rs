@@ -211,7 +211,7 @@ pub(super) fn tasks(s: &DeployState, f: &TaskFilter) -> Markup {
     let selected = |v: &str, cur: Option<String>| cur.as_deref() == Some(v);
     html! {
         h1 { "Tasks" }
-        form.filters method="get" action="/explorer/tasks" {
+        form.filters id="filters" hx-preserve="true" method="get" action="/explorer/tasks" {
             label { "class"
                 select name="class" {
                     option value="" { "any" }
@@ -264,7 +264,8 @@ pub(super) fn tasks(s: &DeployState, f: &TaskFilter) -> Markup {
 
 // --- task page ---------------------------------------------------------------------
 
-pub(super) fn task(s: &DeployState, id: &str) -> Option<Markup> {
+/// The page of a task and whether it can still change (not in a terminal state).
+pub(super) fn task(s: &DeployState, id: &str) -> Option<(Markup, bool)> {
     // A request id shows its latest attempt.
     let task_id = match s.request(id) {
         Some(r) => r.attempts.last()?.clone(),
@@ -294,112 +295,116 @@ pub(super) fn task(s: &DeployState, id: &str) -> Option<Markup> {
     let card: Option<Value> = s
         .artifacts(&task_id)
         .and_then(|a| serde_json::from_slice(&a.card).ok());
-    Some(html! {
-        h1 { "Task " code { (task_id) } " " (badge(rec.state.as_str())) }
-        table.summary {
-            tr { th { "class" } td { (b.task_class) } }
-            tr { th { "submitter" } td { a href={ "/explorer/tasks?submitter=" (b.caller.actor_id.as_str()) } { (b.caller.actor_id.as_str()) } } }
-            tr { th { "status" } td.status { (rec.state.as_str()) } }
-            @if let Some(reason) = &rec.reason { tr { th { "reason" } td { (reason) } } }
-            @if let Some((rid, r)) = request {
-                tr { th { "request" } td { code { (rid) } " — " (format!("{:?}", r.status).to_ascii_lowercase()) ", attempt " (r.attempts.iter().position(|t| *t == task_id).map_or(0, |p| p + 1)) " of " (r.attempts.len()) } }
+    let live = !rec.state.is_terminal();
+    Some((
+        html! {
+            h1 { "Task " code { (task_id) } " " (badge(rec.state.as_str())) }
+            table.summary {
+                tr { th { "class" } td { (b.task_class) } }
+                tr { th { "submitter" } td { a href={ "/explorer/tasks?submitter=" (b.caller.actor_id.as_str()) } { (b.caller.actor_id.as_str()) } } }
+                tr { th { "status" } td.status { (rec.state.as_str()) } }
+                @if let Some(reason) = &rec.reason { tr { th { "reason" } td { (reason) } } }
+                @if let Some((rid, r)) = request {
+                    tr { th { "request" } td { code { (rid) } " — " (format!("{:?}", r.status).to_ascii_lowercase()) ", attempt " (r.attempts.iter().position(|t| *t == task_id).map_or(0, |p| p + 1)) " of " (r.attempts.len()) } }
+                }
+                tr { th { "epoch / policy version" } td { a href={ "/explorer/epochs/" (b.epoch_id.0) } { (b.epoch_id.0) } " / " (b.policy_version.0) } }
+                tr { th { "admitted" } td { (utc(b.caller.admitted_at_ms)) } }
             }
-            tr { th { "epoch / policy version" } td { a href={ "/explorer/epochs/" (b.epoch_id.0) } { (b.epoch_id.0) } " / " (b.policy_version.0) } }
-            tr { th { "admitted" } td { (utc(b.caller.admitted_at_ms)) } }
-        }
-        h2 { "Lifecycle" }
-        ol.timeline { @for st in &rec.history { li { (badge(st.as_str())) } } }
-        @if !audit.is_empty() {
-            table.audit {
-                tr { th { "#" } th { "when" } th { "event" } }
-                @for e in &audit { tr { td.num { (e.seq) } td { (utc(e.at_ms)) } td { (e.kind) } } }
-            }
-        }
-        h2 { "Envelope" }
-        table.envelope {
-            tr { th { "envelope hash" } td { code { (rec.envelope.hash().to_hex()) } } }
-            tr { th { "semantic version" } td { (b.semantic_version) } }
-            tr { th { "usage scope" } td { (b.budget_reservation.usage_scope) } }
-            tr { th { "ε per subject" } td { (b.budget_reservation.epsilon_per_subject) } }
-            tr { th { "participating Vaults" } td { @for v in &b.coordination_envelope.participating_vault_ids { code { (v.as_str()) } " " } } }
-            tr { th { "quorum" } td { (b.coordination_envelope.minimum_vault_quorum) " Vaults" } }
-            tr { th { "aggregation" } td { (format!("{:?}", b.coordination_envelope.aggregation_method)) } }
-            tr { th { "authorized by" } td { (b.authorization.granted_by) } }
-            tr { th { "consent snapshots" } td { @for c in &b.consent_refs { code { (c.vault_id.as_str()) } ": " (short(&c.snapshot_commitment.to_hex())) " " } } }
-            @if let Some(l) = &b.budget_lock_ref {
-                tr { th { "escrow" } td { (l.ledger) " " code { (l.escrow_id) } ", locked " (sym(l.amount_base_units)) } }
-            }
-            @if let Some(p) = &b.iteration_policy { tr { th { "iteration policy" } td { code { (serde_json::to_string(p).unwrap_or_default()) } } } }
-            tr { th { "resolved plan hash" } td { code { (b.resolved_plan_hash.to_hex()) } } }
-            @for (k, v) in &b.constraints { tr { th { "constraint " (k) } td { (v) } } }
-            tr { th { "deadline" } td { (utc(b.deadline_ms)) } }
-        }
-        @if let Some(c) = composite {
-            (composite_section(c, rec))
-        } @else {
-            h2 { "Slices and attestations" }
-            table.slices {
-                tr { th { "Vault" } th { "slice state" } th { "attested by" } th { "bundle commitment" } }
-                @for (v, sl) in &rec.slices {
-                    tr { td { code { (v.as_str()) } } td { (badge(sl.state.as_str())) } td.enclave { (sl.enclave_kind.map_or("-".to_owned(), |k| k.to_string())) } td { (short(&sl.commitment.to_hex())) } }
+            h2 { "Lifecycle" }
+            ol.timeline { @for st in &rec.history { li { (badge(st.as_str())) } } }
+            @if !audit.is_empty() {
+                table.audit {
+                    tr { th { "#" } th { "when" } th { "event" } }
+                    @for e in &audit { tr { td.num { (e.seq) } td { (utc(e.at_ms)) } td { (e.kind) } } }
                 }
             }
-            h2 { "Aggregate proof" }
-            @if let Some(a) = &rec.aggregate {
-                table.aggregate {
-                    tr { th { "commitment (over the slices' commitments)" } td { code { (a.commitment.to_hex()) } } }
-                    tr { th { "result hash" } td { code { (a.result_hash.to_hex()) } } }
-                    tr { th { "result size delivered" } td.num { (a.delivered_count) } }
-                    tr { th { "attested by" } td.enclave { (a.enclave_kind) } }
+            h2 { "Envelope" }
+            table.envelope {
+                tr { th { "envelope hash" } td { code { (rec.envelope.hash().to_hex()) } } }
+                tr { th { "semantic version" } td { (b.semantic_version) } }
+                tr { th { "usage scope" } td { (b.budget_reservation.usage_scope) } }
+                tr { th { "ε per subject" } td { (b.budget_reservation.epsilon_per_subject) } }
+                tr { th { "participating Vaults" } td { @for v in &b.coordination_envelope.participating_vault_ids { code { (v.as_str()) } " " } } }
+                tr { th { "quorum" } td { (b.coordination_envelope.minimum_vault_quorum) " Vaults" } }
+                tr { th { "aggregation" } td { (format!("{:?}", b.coordination_envelope.aggregation_method)) } }
+                tr { th { "authorized by" } td { (b.authorization.granted_by) } }
+                tr { th { "consent snapshots" } td { @for c in &b.consent_refs { code { (c.vault_id.as_str()) } ": " (short(&c.snapshot_commitment.to_hex())) " " } } }
+                @if let Some(l) = &b.budget_lock_ref {
+                    tr { th { "escrow" } td { (l.ledger) " " code { (l.escrow_id) } ", locked " (sym(l.amount_base_units)) } }
                 }
-            } @else { p.mute { "No aggregate recorded." } }
-        }
-        h2 { "Settlement" }
-        @if let Some(st) = &rec.settlement {
-            table.settlement {
-                tr { th { "settlement lifecycle" } td { ol.timeline.settlement {
-                    @for x in symphony_core::lifecycle::SettlementState::ALL.iter().filter(|x| **x <= st.state) { li { (badge(x.as_str())) } }
-                } } }
-                @if let Some(row) = &row {
-                    tr { th { "payout" } td { (format!("{:?}", row.phase)) } }
-                    @if let Some(at) = row.closes_at_ms { tr { th { "challenge window closed at" } td { (utc(at)) } } }
-                    @if let Some(c) = &row.certificate {
-                        tr { th { "finalizing certificate" } td { "log index " (c.log_index) ", " (c.signatures.len()) " of 3 master signatures over root " (short(&c.state_root.to_hex())) } }
+                @if let Some(p) = &b.iteration_policy { tr { th { "iteration policy" } td { code { (serde_json::to_string(p).unwrap_or_default()) } } } }
+                tr { th { "resolved plan hash" } td { code { (b.resolved_plan_hash.to_hex()) } } }
+                @for (k, v) in &b.constraints { tr { th { "constraint " (k) } td { (v) } } }
+                tr { th { "deadline" } td { (utc(b.deadline_ms)) } }
+            }
+            @if let Some(c) = composite {
+                (composite_section(c, rec))
+            } @else {
+                h2 { "Slices and attestations" }
+                table.slices {
+                    tr { th { "Vault" } th { "slice state" } th { "attested by" } th { "bundle commitment" } }
+                    @for (v, sl) in &rec.slices {
+                        tr { td { code { (v.as_str()) } } td { (badge(sl.state.as_str())) } td.enclave { (sl.enclave_kind.map_or("-".to_owned(), |k| k.to_string())) } td { (short(&sl.commitment.to_hex())) } }
                     }
                 }
-                tr { th { "settles in epoch" } td { a href={ "/explorer/epochs/" (st.epoch_id.0) } { (st.epoch_id.0) } } }
-                tr { th { "fee" } td.fee { (sym(st.fee_total)) } }
-                tr { th { "refund to the submitter" } td { (sym(st.refund)) } }
+                h2 { "Aggregate proof" }
+                @if let Some(a) = &rec.aggregate {
+                    table.aggregate {
+                        tr { th { "commitment (over the slices' commitments)" } td { code { (a.commitment.to_hex()) } } }
+                        tr { th { "result hash" } td { code { (a.result_hash.to_hex()) } } }
+                        tr { th { "result size delivered" } td.num { (a.delivered_count) } }
+                        tr { th { "attested by" } td.enclave { (a.enclave_kind) } }
+                    }
+                } @else { p.mute { "No aggregate recorded." } }
             }
-            @let sum: u64 = st.fee_shares.values().sum();
-            h2 { "Fee split" }
-            table.fee-split {
-                tr { th { "recipient" } th.num { "amount (µSYM)" } }
-                @for (who, amount) in &st.fee_shares { tr.share { td { (who) } td.num data-micro-sym=(amount) { (amount) } } }
-                tr.total { th { "total" } th.num data-micro-sym=(sum) { (sum) } }
-            }
-            p.fee-check { @if sum == st.fee_total { "The shares add up to the fee (" (st.fee_total) " µSYM)." } @else { b { "The shares (" (sum) ") do not add up to the fee (" (st.fee_total) ")." } } }
-        } @else { p.mute { "No settlement yet." } }
-        h2 { "Challenges" }
-        @if challenges.is_empty() { p.mute { "No challenge filed." } } @else {
-            table.challenges {
-                tr { th { "challenge" } th { "target" } th { "challenger" } th { "filed" } th { "states" } th { "penalty" } }
-                @for (cid, c) in &challenges {
-                    tr {
-                        td { code { (cid.as_str()) } }
-                        td { (format!("{:?}", c.target)) }
-                        td { (c.challenger.as_str()) }
-                        td { (utc(c.filed_at_ms)) }
-                        td { @for h in &c.history { (badge(h.as_str())) " " } }
-                        td { @if let Some(p) = &c.penalty { (p.actor.as_str()) " slashed " (sym(p.slashed)) " (" (p.offence) ")" } @else { "-" } }
+            h2 { "Settlement" }
+            @if let Some(st) = &rec.settlement {
+                table.settlement {
+                    tr { th { "settlement lifecycle" } td { ol.timeline.settlement {
+                        @for x in symphony_core::lifecycle::SettlementState::ALL.iter().filter(|x| **x <= st.state) { li { (badge(x.as_str())) } }
+                    } } }
+                    @if let Some(row) = &row {
+                        tr { th { "payout" } td { (format!("{:?}", row.phase)) } }
+                        @if let Some(at) = row.closes_at_ms { tr { th { "challenge window closed at" } td { (utc(at)) } } }
+                        @if let Some(c) = &row.certificate {
+                            tr { th { "finalizing certificate" } td { "log index " (c.log_index) ", " (c.signatures.len()) " of 3 master signatures over root " (short(&c.state_root.to_hex())) } }
+                        }
+                    }
+                    tr { th { "settles in epoch" } td { a href={ "/explorer/epochs/" (st.epoch_id.0) } { (st.epoch_id.0) } } }
+                    tr { th { "fee" } td.fee { (sym(st.fee_total)) } }
+                    tr { th { "refund to the submitter" } td { (sym(st.refund)) } }
+                }
+                @let sum: u64 = st.fee_shares.values().sum();
+                h2 { "Fee split" }
+                table.fee-split {
+                    tr { th { "recipient" } th.num { "amount (µSYM)" } }
+                    @for (who, amount) in &st.fee_shares { tr.share { td { (who) } td.num data-micro-sym=(amount) { (amount) } } }
+                    tr.total { th { "total" } th.num data-micro-sym=(sum) { (sum) } }
+                }
+                p.fee-check { @if sum == st.fee_total { "The shares add up to the fee (" (st.fee_total) " µSYM)." } @else { b { "The shares (" (sum) ") do not add up to the fee (" (st.fee_total) ")." } } }
+            } @else { p.mute { "No settlement yet." } }
+            h2 { "Challenges" }
+            @if challenges.is_empty() { p.mute { "No challenge filed." } } @else {
+                table.challenges {
+                    tr { th { "challenge" } th { "target" } th { "challenger" } th { "filed" } th { "states" } th { "penalty" } }
+                    @for (cid, c) in &challenges {
+                        tr {
+                            td { code { (cid.as_str()) } }
+                            td { (format!("{:?}", c.target)) }
+                            td { (c.challenger.as_str()) }
+                            td { (utc(c.filed_at_ms)) }
+                            td { @for h in &c.history { (badge(h.as_str())) " " } }
+                            td { @if let Some(p) = &c.penalty { (p.actor.as_str()) " slashed " (sym(p.slashed)) " (" (p.offence) ")" } @else { "-" } }
+                        }
                     }
                 }
             }
-        }
-        @if b.task_class == symphony_core::envelope::TaskClass::Train {
-            (training_section(train_outcome.map(|o| o.rounds.as_slice()), card.as_ref(), composite))
-        }
-    })
+            @if b.task_class == symphony_core::envelope::TaskClass::Train {
+                (training_section(train_outcome.map(|o| o.rounds.as_slice()), card.as_ref(), composite))
+            }
+        },
+        live,
+    ))
 }
 
 fn composite_section(c: &symphony_master::CompositeRecord, rec: &TaskRecord) -> Markup {
@@ -627,30 +632,34 @@ fn recipients_table(rows: &BTreeMap<String, u64>, total: u64) -> Markup {
     }
 }
 
-pub(super) fn epoch(s: &DeployState, n: u64) -> Option<Markup> {
+/// The page of epoch `n` and whether it can still change (open).
+pub(super) fn epoch(s: &DeployState, n: u64) -> Option<(Markup, bool)> {
     let g = s.master().governance();
     if let Some(e) = g.history.iter().find(|e| e.epoch.0 == n) {
-        return Some(html! {
-            h1 { "Epoch " (n) " " (badge("closed")) }
-            table.summary {
-                tr { th { "policy version" } td { (e.policy_version.0) } }
-                tr { th { "opened" } td { (utc(opened_at(s, e))) } }
-                tr { th { "closed" } td { (utc(e.closed_at_ms)) " (" (trigger(&e.trigger)) ")" } }
-                tr { th { "tasks admitted" } td.num { (e.tasks_admitted) } }
-            }
-            h2 { "Payout set (sealed)" }
-            p { (e.payouts.tasks.len()) " settled task(s), " (sym(e.payouts.total_micro_sym)) ", commitment " code { (e.payouts.commitment.to_hex()) } }
-            ul.payout-tasks { @for t in &e.payouts.tasks { li { (task_link(t.as_str())) } } }
-            (recipients_table(&e.payouts.recipients, e.payouts.total_micro_sym))
-            h2 { "Node operation rewards (inflation)" }
-            @if let Some(r) = &e.rewards {
-                p { "Minted for the epoch: " (sym(r.minted_micro_sym)) }
-                @let rows: BTreeMap<String, u64> = r.recipients.iter().map(|(a, x)| (a.as_str().to_owned(), *x)).collect();
-                (recipients_table(&rows, r.minted_micro_sym))
-            } @else {
-                p.mute { "Not minted yet (the leader mints them after the close)." }
-            }
-        });
+        return Some((
+            html! {
+                h1 { "Epoch " (n) " " (badge("closed")) }
+                table.summary {
+                    tr { th { "policy version" } td { (e.policy_version.0) } }
+                    tr { th { "opened" } td { (utc(opened_at(s, e))) } }
+                    tr { th { "closed" } td { (utc(e.closed_at_ms)) " (" (trigger(&e.trigger)) ")" } }
+                    tr { th { "tasks admitted" } td.num { (e.tasks_admitted) } }
+                }
+                h2 { "Payout set (sealed)" }
+                p { (e.payouts.tasks.len()) " settled task(s), " (sym(e.payouts.total_micro_sym)) ", commitment " code { (e.payouts.commitment.to_hex()) } }
+                ul.payout-tasks { @for t in &e.payouts.tasks { li { (task_link(t.as_str())) } } }
+                (recipients_table(&e.payouts.recipients, e.payouts.total_micro_sym))
+                h2 { "Node operation rewards (inflation)" }
+                @if let Some(r) = &e.rewards {
+                    p { "Minted for the epoch: " (sym(r.minted_micro_sym)) }
+                    @let rows: BTreeMap<String, u64> = r.recipients.iter().map(|(a, x)| (a.as_str().to_owned(), *x)).collect();
+                    (recipients_table(&rows, r.minted_micro_sym))
+                } @else {
+                    p.mute { "Not minted yet (the leader mints them after the close)." }
+                }
+            },
+            false,
+        ));
     }
     if !s.governance_configured() || g.epoch.0 != n {
         return None;
@@ -664,16 +673,19 @@ pub(super) fn epoch(s: &DeployState, n: u64) -> Option<Markup> {
             m
         });
     let total: u64 = g.open_payouts.values().map(|p| p.fee_total_micro_sym).sum();
-    Some(html! {
-        h1 { "Epoch " (n) " " (badge("open")) }
-        table.summary {
-            tr { th { "policy version" } td { (g.policy_version.0) } }
-            tr { th { "opened" } td { (utc(s.epoch_opened_at_ms())) } }
-            tr { th { "closes by time" } td { (utc(s.epoch_due_at_ms())) } }
-            tr { th { "tasks admitted" } td.num { (g.tasks_in_epoch) } }
-        }
-        h2 { "Payouts scheduled (sealed at the close)" }
-        ul.payout-tasks { @for t in g.open_payouts.keys() { li { (task_link(t.as_str())) } } }
-        (recipients_table(&scheduled, total))
-    })
+    Some((
+        html! {
+            h1 { "Epoch " (n) " " (badge("open")) }
+            table.summary {
+                tr { th { "policy version" } td { (g.policy_version.0) } }
+                tr { th { "opened" } td { (utc(s.epoch_opened_at_ms())) } }
+                tr { th { "closes by time" } td { (utc(s.epoch_due_at_ms())) } }
+                tr { th { "tasks admitted" } td.num { (g.tasks_in_epoch) } }
+            }
+            h2 { "Payouts scheduled (sealed at the close)" }
+            ul.payout-tasks { @for t in g.open_payouts.keys() { li { (task_link(t.as_str())) } } }
+            (recipients_table(&scheduled, total))
+        },
+        true,
+    ))
 }

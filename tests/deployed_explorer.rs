@@ -202,7 +202,10 @@ fn the_explorer_shows_a_luckin_task_a_training_run_and_an_epoch_payout_set() {
     let (code, html) = page(&net, gw, "/explorer/epochs/0");
     assert_eq!(code, 200, "{html}");
     assert!(html.contains("Payout set (sealed)"), "{html}");
-    assert!(!html.contains("hx-trigger"), "a closed epoch refreshes: {html}");
+    assert!(
+        !html.contains("hx-trigger"),
+        "a closed epoch refreshes: {html}"
+    );
     assert!(html.contains(&luckin_task), "{html}");
     let (payouts, payout_total) = split_rows(&html, "recipients");
     assert_eq!(payouts.iter().sum::<u64>(), payout_total);

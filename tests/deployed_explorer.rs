@@ -100,6 +100,14 @@ fn the_explorer_shows_a_luckin_task_a_training_run_and_an_epoch_payout_set() {
         .collect();
     assert!(!handles.is_empty());
 
+    // The leader closes epoch 0 by capacity once the campaign is done; the training
+    // run is admitted in epoch 1.
+    let t = Instant::now();
+    while cli(&net, &["epoch", "show"])["epoch_id"].as_u64() < Some(1) {
+        assert!(t.elapsed() < Duration::from_secs(30), "no capacity close");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // A short training run whose acceptance criteria the small devnet meets.
     let dir = tempfile::tempdir().unwrap();
     let train_text = include_str!("../examples/train.toml")

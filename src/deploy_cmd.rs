@@ -395,6 +395,19 @@ pub fn devnet(cmd: DevnetCmd, now_ms: u64) -> Result<()> {
             for (i, e) in layout.enterprises.iter().enumerate() {
                 println!("  enterprise-{i} {} rpc {}", e.vault_id, e.addr);
             }
+            // Every master's gateway serves the explorer; the leader's first.
+            let explorer = layout
+                .masters
+                .iter()
+                .find(|m| m.id == leader)
+                .or(layout.masters.first())
+                .map(|m| format!("https://{}/explorer", m.gateway));
+            if let Some(url) = explorer {
+                println!(
+                    "  explorer: {url}   (TLS from the devnet's CA {}; every master's gateway serves it)",
+                    layout.ca.display()
+                );
+            }
             println!(
                 "  CA: {}   advertiser key: {}",
                 layout.ca.display(),

@@ -55,6 +55,7 @@ use crate::tls::TlsMaterial;
 use crate::DeployError;
 
 mod errors;
+pub mod explorer;
 mod gov_routes;
 mod metrics;
 mod openapi;
@@ -220,6 +221,9 @@ impl Gateway {
                 errors::read_body,
             ))
             .layer(axum::middleware::from_fn(errors::json_errors))
+            // The explorer's HTML pages: outside the JSON error layer (their
+            // refusals are HTML pages), inside the metrics layer.
+            .merge(explorer::router())
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 metrics::observe,

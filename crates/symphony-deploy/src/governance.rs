@@ -41,6 +41,7 @@ use symphony_core::ids::{ActorId, EpochId};
 use symphony_economics::PolicyParams;
 use symphony_ledger::{AccountId, SettlementLedger};
 pub use symphony_master::{parse_offence, ProposalKind, Verdict, MAX_REASON_BYTES};
+pub use symphony_semantic::{AttributePromotion, PromotionTarget};
 use symphony_master::{proposal_message, vote_message, CloseTrigger, Command};
 use symphony_node::enterprise::EnterpriseEndpoint;
 use symphony_node::network::MasterServices;

@@ -335,6 +335,8 @@ fn services(cluster: &Cluster, config: &MasterConfig) -> Result<MasterServices, 
     // Every policy version governance enacted, with the epoch it activated in:
     // admission and settlement resolve a task by the version of its admission.
     symphony_node::governance::sync_policy(&mut svc)?;
+    // The semantic registry with every enacted attribute promotion.
+    symphony_node::governance::sync_semantic(&mut svc)?;
     Ok(svc)
 }
 

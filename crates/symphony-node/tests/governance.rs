@@ -248,7 +248,6 @@ fn closing_an_epoch_seals_its_payouts_and_mints_its_node_rewards_once() {
 /// Vault only is refused at filing, with a message, and changes nothing.
 #[test]
 fn an_enacted_promotion_changes_the_semantic_version_of_later_admissions_only() {
-    use symphony_node::enterprise::EnterpriseEndpoint;
     use symphony_semantic::{
         AttributeName, AttributePromotion, AttributeState, DerivationRule, DomainId,
         LocalAttribute, PrivacyClass, PromotionTarget, ValueType,

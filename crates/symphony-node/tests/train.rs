@@ -290,7 +290,7 @@ impl Replicator for CloseEpochAfterRound {
         let committed = self.inner.submit(command)?;
         if closes && !self.closed {
             self.closed = true;
-            let at_ms = NOW_MS + 1;
+            let at_ms = NOW_MS;
             let kind = ProposalKind::CloseEpoch;
             let msg = proposal_message(&kind, at_ms).unwrap();
             let signature = self.inner.sign_as(0, &msg.0).unwrap().to_bytes().to_vec();

@@ -274,3 +274,68 @@ fn enacted_bond_and_slash_move_the_ledger_once_even_when_a_leader_dies_in_betwee
     assert!(ok, "reconcile: {out}{err}");
     eprintln!("ledger duties test: {:?}", t.elapsed());
 }
+
+/// Attribute promotion on real processes through the CLI: a vault-scoped
+/// promotion filed with `gov propose promote` and approved with `gov vote` is one
+/// semantic registry version; the next task is admitted under it, the one before
+/// keeps its own; a canonical promotion derivable in one Vault only is refused
+/// with the reason, before anything is proposed.
+#[test]
+fn a_promotion_through_the_cli_raises_the_semantic_version_of_later_tasks_only() {
+    let t = Instant::now();
+    let net = Net::start_with_candidates(2, 600, 6_000, BTreeMap::new(), (None, None), &[]);
+    let semantic = |id: &str| envelope_of(&net, id)["semantic_version"].as_u64().unwrap();
+    let first = net.submit_ok(luckin());
+    assert_eq!(net.wait_final(&first, Duration::from_secs(90))["status"], "completed");
+    let v0 = semantic(&first);
+
+    let vault = net.layout.enterprises[0].vault_id.clone();
+    let local = serde_json::json!({
+        "name": "oat_milk_preference", "vault": vault, "value_type": "boolean",
+        "privacy_class": "personal", "description": "Prefers oat milk."
+    });
+    let scoped = serde_json::json!({
+        "local": local,
+        "target": {"vault_scoped_query": {
+            "name": "oat_milk_buyer", "domain": "commerce",
+            "rule": {"boolean": {"sources": ["oat_milk_preference"]}},
+            "granularity": {"spatial": null, "temporal": null, "numeric_bucket_width": null,
+                            "cardinality_floor": 0},
+            "value_type": "boolean", "description": "Bought oat milk drinks."
+        }}
+    });
+    let file = net.layout.dir.join("promote.json");
+    std::fs::write(&file, scoped.to_string()).unwrap();
+    let file = file.to_str().unwrap();
+    let filed = deployed::cli_json(
+        &net,
+        &["gov", "propose", "promote", "--file", file, "--as", "master-0"],
+    );
+    let id = filed["proposal_id"].as_u64().unwrap().to_string();
+    deployed::cli_json(&net, &["gov", "vote", &id, "--as", "master-1"]);
+    let listed = deployed::cli_json(&net, &["gov", "list"]);
+    assert_eq!(listed["proposals"][0]["status"], "enacted", "{listed}");
+
+    // Canonical in the origin Vault only: refused by the CLI with the reason.
+    let canonical = serde_json::json!({
+        "local": local,
+        "target": {"canonical": {"domain": "commerce", "directly_queryable": true,
+            "derivations": {vault.clone(): {"boolean": {"sources": ["purchase_category"]}}}}}
+    });
+    let bad = net.layout.dir.join("canonical.json");
+    std::fs::write(&bad, canonical.to_string()).unwrap();
+    let (ok, _, err) = deployed::cli(
+        &net,
+        &["gov", "propose", "promote", "--file", bad.to_str().unwrap(), "--as", "master-2"],
+    );
+    assert!(
+        !ok && err.contains("derivable in 1 Vault(s), 0 besides its origin"),
+        "{err}"
+    );
+
+    let second = net.submit_ok(luckin());
+    assert_eq!(net.wait_final(&second, Duration::from_secs(90))["status"], "completed");
+    assert_eq!(semantic(&second), v0 + 1);
+    assert_eq!(semantic(&first), v0, "no retroactivity");
+    eprintln!("promotion test: {:?}", t.elapsed());
+}

@@ -339,6 +339,14 @@ fn composite_settlement_links_every_round_across_epochs() {
     let operator = s.model_operator.clone();
     let mut net = network(dir.path(), &operator);
     symphony_node::governance::ensure_configured(&mut net.master).unwrap();
+    // A policy change approved in epoch 0 (per-round fees doubled) activates at the
+    // boundary the run crosses; the task keeps policy v1 for every round.
+    let v1 = symphony_economics::PolicyParams::default_v1();
+    let mut v2 = v1.clone();
+    v2.prices.train.per_round_vault_compute_fee_micro_sym *= 2;
+    v2.prices.train.per_round_aggregation_fee_micro_sym *= 2;
+    let id = symphony_node::governance::propose_policy(&mut net.master, v2, None, 2).unwrap();
+    symphony_node::governance::vote(&mut net.master, id, 0, true).unwrap();
     let inner = std::mem::replace(&mut net.master.masters, Box::new(LocalReplicator::new(0)));
     net.master.masters = Box::new(CloseEpochAfterRound {
         inner,
@@ -358,6 +366,17 @@ fn composite_settlement_links_every_round_across_epochs() {
         assert_eq!(round_epochs, [0, 0, 1, 1]);
         let sealed0 = &state.governance().history[0].payouts;
         assert!(!sealed0.tasks.contains(&task), "{sealed0:?}");
+        // Policy v2 is active in epoch 1, yet every round is priced by v1, the
+        // policy of the task's admission (rounds 2-3 settled in epoch 1 too).
+        assert_eq!(state.active_policy_version().0, 2);
+        let c = state.composite(&task).unwrap();
+        let tp = &v1.prices.train;
+        for (r, (_, fee)) in &c.round_settlements {
+            let vaults = c.tree.rounds[*r as usize].slices.len() as u64;
+            let v1_fee = tp.per_round_vault_compute_fee_micro_sym * vaults
+                + tp.per_round_aggregation_fee_micro_sym;
+            assert_eq!(*fee, v1_fee, "round {r}");
+        }
     }
     // Epoch 1 closes: its sealed payout set holds the task, once.
     let vaults: Vec<&dyn EnterpriseEndpoint> = net

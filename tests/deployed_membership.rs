@@ -247,7 +247,11 @@ fn enacted_bond_and_slash_move_the_ledger_once_even_when_a_leader_dies_in_betwee
         .find(|a| a["actor"] == format!("operator:{candidate}"))
         .cloned()
         .unwrap();
-    assert_eq!(entry["slashed_micro_sym"].as_u64(), Some(expected), "{entry}");
+    assert_eq!(
+        entry["slashed_micro_sym"].as_u64(),
+        Some(expected),
+        "{entry}"
+    );
     assert_eq!(entry["bonded_micro_sym"].as_u64(), Some(stake - expected));
     let statuses: Vec<&str> = listed["proposals"]
         .as_array()
@@ -257,7 +261,10 @@ fn enacted_bond_and_slash_move_the_ledger_once_even_when_a_leader_dies_in_betwee
         .collect();
     assert_eq!(statuses, ["enacted", "enacted"], "{listed}");
     let after = account_row(&net, &account);
-    assert_eq!(after["balance_micro_sym"].as_u64(), Some(s_enterprise - stake));
+    assert_eq!(
+        after["balance_micro_sym"].as_u64(),
+        Some(s_enterprise - stake)
+    );
     // The fault fired: a leader died between the ledger and the record at least once.
     let logs: String = (1..=3)
         .map(|m| {
@@ -286,7 +293,10 @@ fn a_promotion_through_the_cli_raises_the_semantic_version_of_later_tasks_only()
     let net = Net::start_with_candidates(2, 600, 6_000, BTreeMap::new(), (None, None), &[]);
     let semantic = |id: &str| envelope_of(&net, id)["semantic_version"].as_u64().unwrap();
     let first = net.submit_ok(luckin());
-    assert_eq!(net.wait_final(&first, Duration::from_secs(90))["status"], "completed");
+    assert_eq!(
+        net.wait_final(&first, Duration::from_secs(90))["status"],
+        "completed"
+    );
     let v0 = semantic(&first);
 
     let vault = net.layout.enterprises[0].vault_id.clone();
@@ -309,7 +319,9 @@ fn a_promotion_through_the_cli_raises_the_semantic_version_of_later_tasks_only()
     let file = file.to_str().unwrap();
     let filed = deployed::cli_json(
         &net,
-        &["gov", "propose", "promote", "--file", file, "--as", "master-0"],
+        &[
+            "gov", "propose", "promote", "--file", file, "--as", "master-0",
+        ],
     );
     let id = filed["proposal_id"].as_u64().unwrap().to_string();
     deployed::cli_json(&net, &["gov", "vote", &id, "--as", "master-1"]);
@@ -326,7 +338,15 @@ fn a_promotion_through_the_cli_raises_the_semantic_version_of_later_tasks_only()
     std::fs::write(&bad, canonical.to_string()).unwrap();
     let (ok, _, err) = deployed::cli(
         &net,
-        &["gov", "propose", "promote", "--file", bad.to_str().unwrap(), "--as", "master-2"],
+        &[
+            "gov",
+            "propose",
+            "promote",
+            "--file",
+            bad.to_str().unwrap(),
+            "--as",
+            "master-2",
+        ],
     );
     assert!(
         !ok && err.contains("derivable in 1 Vault(s), 0 besides its origin"),
@@ -334,7 +354,10 @@ fn a_promotion_through_the_cli_raises_the_semantic_version_of_later_tasks_only()
     );
 
     let second = net.submit_ok(luckin());
-    assert_eq!(net.wait_final(&second, Duration::from_secs(90))["status"], "completed");
+    assert_eq!(
+        net.wait_final(&second, Duration::from_secs(90))["status"],
+        "completed"
+    );
     assert_eq!(semantic(&second), v0 + 1);
     assert_eq!(semantic(&first), v0, "no retroactivity");
     eprintln!("promotion test: {:?}", t.elapsed());

@@ -41,10 +41,10 @@ use symphony_core::ids::{ActorId, EpochId};
 use symphony_economics::PolicyParams;
 use symphony_ledger::{AccountId, SettlementLedger};
 pub use symphony_master::{parse_offence, ProposalKind, Verdict, MAX_REASON_BYTES};
-pub use symphony_semantic::{AttributePromotion, PromotionTarget};
 use symphony_master::{proposal_message, vote_message, CloseTrigger, Command};
 use symphony_node::enterprise::EnterpriseEndpoint;
 use symphony_node::network::MasterServices;
+pub use symphony_semantic::{AttributePromotion, PromotionTarget};
 
 use crate::client::GatewayClient;
 use crate::config::{read_signing_key, MasterConfig};
@@ -489,7 +489,10 @@ impl EpochDuties {
             .map_err(|e| DeployError::Node(symphony_node::NodeError::Refused(e.to_string())))?
             .params
             .clone();
-        let pending: Vec<(symphony_master::ProposalId, Vec<symphony_master::LedgerDuty>)> = svc
+        let pending: Vec<(
+            symphony_master::ProposalId,
+            Vec<symphony_master::LedgerDuty>,
+        )> = svc
             .masters
             .state()
             .governance()
@@ -620,7 +623,10 @@ fn bond_genesis_stakes(
         &*svc.ledger,
         &actors,
     )?;
-    tracing::info!(registered = n, "genesis enterprise stakes bonded and registered");
+    tracing::info!(
+        registered = n,
+        "genesis enterprise stakes bonded and registered"
+    );
     Ok(())
 }
 

@@ -211,7 +211,7 @@ fn promotion(state: &MasterState, n: usize) -> symphony_semantic::AttributePromo
         let rule = DerivationRule::Boolean {
             sources: vec![AttributeName::new("purchase_category").unwrap()],
         };
-        let vaults = if n % 3 == 0 { 1 } else { 2 };
+        let vaults = if n.is_multiple_of(3) { 1 } else { 2 };
         PromotionTarget::Canonical {
             domain: commerce,
             directly_queryable: false,

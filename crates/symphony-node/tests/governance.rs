@@ -339,7 +339,8 @@ fn an_enacted_promotion_changes_the_semantic_version_of_later_admissions_only() 
     )
     .unwrap_err();
     assert!(
-        err.to_string().contains("derivable in 1 Vault(s), 0 besides its origin"),
+        err.to_string()
+            .contains("derivable in 1 Vault(s), 0 besides its origin"),
         "{err}"
     );
     assert_eq!(net.master.masters.state().state_root().unwrap(), root);
@@ -358,7 +359,11 @@ fn an_enacted_promotion_changes_the_semantic_version_of_later_admissions_only() 
     .unwrap();
     vote(&mut net.master, id, 0, true).unwrap();
     assert_eq!(net.master.semantic.semantic_version().0, v0.0 + 2);
-    assert!(net.master.semantic.canonical(&n("oat_milk_preference")).is_some());
+    assert!(net
+        .master
+        .semantic
+        .canonical(&n("oat_milk_preference"))
+        .is_some());
     let third = run(&mut net, 3);
     assert_eq!(semantic_of(&net, &third).0, v0.0 + 2);
     // No retroactivity: the earlier tasks keep the versions of their admission.

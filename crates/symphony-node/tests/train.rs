@@ -9,11 +9,13 @@ use symphony_core::consent::UsageScope;
 use symphony_core::encoding::Digest;
 use symphony_core::envelope::TaskClass;
 use symphony_core::ids::{ActorId, EpochId, SubjectId, TaskId};
-use symphony_master::{proposal_message, vote_message, Command, MasterState, ProposalId, ProposalKind};
-use symphony_node::enterprise::EnterpriseEndpoint;
-use symphony_node::replication::{Committed, LocalReplicator, ReplicationError, Replicator};
 use symphony_core::lifecycle::SliceState;
+use symphony_master::{
+    proposal_message, vote_message, Command, MasterState, ProposalId, ProposalKind,
+};
+use symphony_node::enterprise::EnterpriseEndpoint;
 use symphony_node::network::{advertiser_key, EmbeddedNetwork, NetworkParams, Quiet};
+use symphony_node::replication::{Committed, LocalReplicator, ReplicationError, Replicator};
 use symphony_node::settlement::{composite_by_epoch, verify_composite};
 use symphony_node::training::{
     composite_settlement, permit_training, run_training, TrainOutcome, TrainingRequest,
@@ -362,7 +364,14 @@ fn composite_settlement_links_every_round_across_epochs() {
         assert_eq!(state.current_epoch(), EpochId(1));
         let body = state.task(&task).unwrap().envelope.body().clone();
         assert_eq!((body.epoch_id, body.policy_version.0), (EpochId(0), 1));
-        let round_epochs: Vec<u64> = state.composite(&task).unwrap().tree.rounds.iter().map(|r| r.epoch_id.0).collect();
+        let round_epochs: Vec<u64> = state
+            .composite(&task)
+            .unwrap()
+            .tree
+            .rounds
+            .iter()
+            .map(|r| r.epoch_id.0)
+            .collect();
         assert_eq!(round_epochs, [0, 0, 1, 1]);
         let sealed0 = &state.governance().history[0].payouts;
         assert!(!sealed0.tasks.contains(&task), "{sealed0:?}");
@@ -388,7 +397,11 @@ fn composite_settlement_links_every_round_across_epochs() {
     {
         let state = net.master.masters.state();
         let sealed1 = &state.governance().history[1].payouts;
-        assert_eq!(sealed1.tasks.iter().filter(|t| **t == task).count(), 1, "{sealed1:?}");
+        assert_eq!(
+            sealed1.tasks.iter().filter(|t| **t == task).count(),
+            1,
+            "{sealed1:?}"
+        );
         assert!(sealed1.total_micro_sym > 0);
     }
     let stored = net

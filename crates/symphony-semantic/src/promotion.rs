@@ -89,7 +89,7 @@ pub enum PromotionRefusal {
         /// The local attribute.
         local: AttributeName,
         /// Why.
-        error: RegistryError,
+        error: Box<RegistryError>,
     },
     /// The vault-scoped rule does not read the local attribute.
     #[error("promotion of {local}: the rule of {name} does not read {local}")]
@@ -299,7 +299,7 @@ impl AttributePromotion {
             .apply_batch(changes.clone())
             .map_err(|error| PromotionRefusal::Registry {
                 local: local.name.clone(),
-                error,
+                error: Box::new(error),
             })?;
         Ok(changes)
     }
@@ -315,7 +315,7 @@ impl AttributePromotion {
             .apply_batch(changes)
             .map_err(|error| PromotionRefusal::Registry {
                 local: self.local.name.clone(),
-                error,
+                error: Box::new(error),
             })
     }
 }

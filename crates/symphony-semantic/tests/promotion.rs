@@ -78,7 +78,9 @@ fn local_to_vault_scoped_to_canonical_one_version_each() {
     let mut r = genesis.clone();
 
     // Vault-scoped: the local attribute and its query attribute enter, active.
-    let v1 = vault_scoped(reads_local()).enact(&mut r, "proposal-3").unwrap();
+    let v1 = vault_scoped(reads_local())
+        .enact(&mut r, "proposal-3")
+        .unwrap();
     assert_eq!(v1, SemanticVersion(v0.0 + 1));
     let q = r.query(&name("oat_milk_buyer")).unwrap();
     assert_eq!(q.state, AttributeState::Active);
@@ -128,12 +130,9 @@ fn canonical_promotion_needs_a_consistent_rule_in_the_quorum_of_vaults() {
         "{err}"
     );
     // Two Vaults, but they derive it differently.
-    let err = canonical(&[
-        ("vault-00", from_purchases()),
-        ("vault-01", reads_local()),
-    ])
-    .enact(&mut r, "p2")
-    .unwrap_err();
+    let err = canonical(&[("vault-00", from_purchases()), ("vault-01", reads_local())])
+        .enact(&mut r, "p2")
+        .unwrap_err();
     assert!(
         matches!(&err, PromotionRefusal::InconsistentRules { vault: v, .. } if *v == vault("vault-01")),
         "{err}"
@@ -147,7 +146,9 @@ fn refused_promotions_name_what_is_wrong() {
     let mut r = SemanticRegistry::catalog_v1();
     let before = r.clone();
     // The vault-scoped rule must read the local attribute.
-    let err = vault_scoped(from_purchases()).enact(&mut r, "p1").unwrap_err();
+    let err = vault_scoped(from_purchases())
+        .enact(&mut r, "p1")
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains("the rule of oat_milk_buyer does not read oat_milk_preference"),
@@ -177,5 +178,8 @@ fn refused_promotions_name_what_is_wrong() {
         *n = name("oat_milk_buyer_2");
     }
     let err = other.enact(&mut r, "p2").unwrap_err();
-    assert!(matches!(err, PromotionRefusal::LocalMismatch { .. }), "{err}");
+    assert!(
+        matches!(err, PromotionRefusal::LocalMismatch { .. }),
+        "{err}"
+    );
 }

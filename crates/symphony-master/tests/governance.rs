@@ -617,3 +617,86 @@ proptest! {
         prop_assert_eq!(replay.state_root().unwrap(), state.state_root().unwrap());
     }
 }
+
+fn signed_propose(keys: &[SigningKey], kind: ProposalKind, by: u8) -> Command {
+    let signature = keys[usize::from(by)]
+        .sign(&proposal_message(&kind, 10).unwrap().0)
+        .to_bytes()
+        .to_vec();
+    Command::Propose {
+        kind,
+        by,
+        at_ms: 10,
+        signature,
+    }
+}
+
+fn signed_vote(keys: &[SigningKey], id: u64, by: u8, approve: bool) -> Command {
+    let proposal = ProposalId(id);
+    let signature = keys[usize::from(by)]
+        .sign(&vote_message(proposal, approve).unwrap().0)
+        .to_bytes()
+        .to_vec();
+    Command::Vote {
+        proposal,
+        by,
+        approve,
+        at_ms: 10,
+        signature,
+    }
+}
+
+/// Two promotions of the same local attribute race: the first enacted makes the
+/// second impossible, and its approval is refused by name (vote to reject), with
+/// nothing changed; a rejected promotion leaves the registry version alone.
+#[test]
+fn a_promotion_overtaken_by_another_is_refused_at_approval() {
+    let keys = keys();
+    let mut state = MasterState::new();
+    state
+        .apply(&Command::ConfigureGovernance {
+            master_keys: keys.iter().map(|k| k.verifying_key().to_bytes()).collect(),
+            epoch_length_ms: 1_000,
+            max_tasks_per_epoch: None,
+        })
+        .unwrap();
+    let catalog = state.semantic_registry().unwrap().semantic_version();
+    let p = |n: usize| ProposalKind::AttributePromotion {
+        promotion: Box::new(promotion(&state, n)),
+    };
+    // Proposals 0 and 1: the same vault-scoped promotion (n = 0 and n = 2).
+    let (a, b) = (p(0), p(2));
+    state.apply(&signed_propose(&keys, a, 0)).unwrap();
+    state.apply(&signed_propose(&keys, b, 1)).unwrap();
+    // Proposal 2: rejected by two masters.
+    let c = ProposalKind::AttributePromotion {
+        promotion: Box::new(promotion(&state, 1)),
+    };
+    state.apply(&signed_propose(&keys, c, 2)).unwrap();
+    state.apply(&signed_vote(&keys, 2, 0, false)).unwrap();
+    state.apply(&signed_vote(&keys, 2, 1, false)).unwrap();
+    assert_eq!(
+        state.semantic_registry().unwrap().semantic_version(),
+        catalog
+    );
+
+    let events = state.apply(&signed_vote(&keys, 0, 1, true)).unwrap();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::SemanticVersionEnacted { semantic_version, .. } if semantic_version.0 == catalog.0 + 1
+    )));
+    let root = state.state_root().unwrap();
+    let err = state.apply(&signed_vote(&keys, 1, 0, true)).unwrap_err();
+    assert!(
+        err.to_string().contains("proposal-1") && err.to_string().contains("vote to reject it"),
+        "{err}"
+    );
+    assert_eq!(state.state_root().unwrap(), root);
+    // Rejecting it is fine; the registry stays one version up.
+    state.apply(&signed_vote(&keys, 1, 0, false)).unwrap();
+    state.apply(&signed_vote(&keys, 1, 2, false)).unwrap();
+    assert_eq!(
+        state.semantic_registry().unwrap().semantic_version().0,
+        catalog.0 + 1
+    );
+}

@@ -48,6 +48,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("gov propose", "symphony gov propose policy --file policy-v2.json --as master-0\nsymphony gov propose membership --vault vault-05 --as master-0"),
     ("gov propose policy", "symphony policy show > p.json && symphony gov propose policy --file p.json --as master-0"),
     ("gov propose membership", "symphony gov propose membership --vault vault-05 --as master-0"),
+    ("gov propose promote", "symphony gov propose promote --file oat-milk-vault-scoped.json --as master-0\nsymphony gov propose promote --file oat-milk-canonical.json --as master-2"),
     ("gov propose close-epoch", "symphony gov propose close-epoch --as master-0"),
     ("gov propose adjudicate", "symphony gov propose adjudicate --challenge challenge-1 --upheld --responsible operator:vault-01 --offence invalid_result --as master-0\nsymphony gov propose adjudicate --challenge challenge-1 --dismissed --as master-0"),
     ("gov propose slash", "symphony gov propose slash --actor operator:vault-01 --offence unavailability --reason \"missed 3 slices\" --as master-0"),

@@ -11,7 +11,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 use symphony_deploy::devnet::DevnetLayout;
-use symphony_deploy::governance::{parse_master, parse_proposal_id, GovClient, ProposalKind};
+use symphony_deploy::governance::{
+    parse_master, parse_proposal_id, AttributePromotion, GovClient, ProposalKind,
+};
 use symphony_economics::PolicyParams;
 
 /// `--dir` of the devnet.
@@ -166,6 +168,27 @@ pub enum ProposeCmd {
         /// Why (1 to 256 bytes).
         #[arg(long)]
         reason: String,
+        /// The proposing master: master-0, master-1 or master-2.
+        #[arg(long = "as", value_name = "MASTER")]
+        as_master: String,
+        #[command(flatten)]
+        dir: GovDir,
+        /// One JSON object (the gateway's reply).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Promote a local attribute one step: to a vault-scoped query attribute
+    /// (usable inside its Vault; the rule must read it), or — once it is a local
+    /// attribute in the registry — to canonical, with the rule each Vault derives
+    /// it by (at least 2 Vaults, one besides the origin, all the same rule). Once
+    /// a second master approves, later admissions resolve against the new
+    /// semantic registry version; earlier tasks keep theirs.
+    Promote {
+        /// The promotion as JSON: {"local": {name, vault, value_type,
+        /// privacy_class, description}, "target": {"vault_scoped_query": {…}} or
+        /// {"canonical": {domain, directly_queryable, derivations}}}.
+        #[arg(long)]
+        file: PathBuf,
         /// The proposing master: master-0, master-1 or master-2.
         #[arg(long = "as", value_name = "MASTER")]
         as_master: String,
@@ -501,6 +524,24 @@ pub fn gov(cmd: GovCmd) -> Result<()> {
         }
         GovCmd::Propose {
             kind:
+                ProposeCmd::Promote {
+                    file,
+                    as_master,
+                    dir,
+                    json,
+                },
+        } => {
+            let by = parse_master("--as", &as_master).map_err(anyhow::Error::msg)?;
+            let promotion = read_promotion(&file)?;
+            let what = promotion.summary();
+            let kind = ProposalKind::AttributePromotion {
+                promotion: Box::new(promotion),
+            };
+            let v = rt.block_on(client(&dir)?.propose(kind, by))?;
+            filed(&v, by, &what, json)
+        }
+        GovCmd::Propose {
+            kind:
                 ProposeCmd::CloseEpoch {
                     as_master,
                     dir,
@@ -512,6 +553,24 @@ pub fn gov(cmd: GovCmd) -> Result<()> {
             filed(&v, by, "close the current epoch", json)
         }
     }
+}
+
+/// The promotion in `file`, checked before anything is sent (the masters check
+/// it again against the registry).
+fn read_promotion(file: &std::path::Path) -> Result<AttributePromotion> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("--file {}: cannot read", file.display()))?;
+    let promotion: AttributePromotion = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "--file {}: not an attribute promotion ({{\"local\": {{…}}, \"target\": \
+             {{\"vault_scoped_query\": {{…}}}} or {{\"canonical\": {{…}}}}}})",
+            file.display()
+        )
+    })?;
+    if let Err(e) = promotion.check() {
+        bail!("--file {}: {e}", file.display());
+    }
+    Ok(promotion)
 }
 
 /// The `challenge_adjudication` proposal the flags describe (each fault named).
@@ -585,6 +644,19 @@ fn print_proposals(v: &Value) {
                 format!("upheld against {}", a["verdict"]["upheld"]["responsible"])
             };
             format!("challenge_adjudication of {}: {verdict}", a["challenge"])
+        } else if let Some(a) = k.get("attribute_promotion") {
+            let to = if a["promotion"]["target"].get("canonical").is_some() {
+                "canonical".to_owned()
+            } else {
+                format!(
+                    "vault-scoped {}",
+                    a["promotion"]["target"]["vault_scoped_query"]["name"]
+                )
+            };
+            format!(
+                "attribute_promotion of {} to {to}",
+                a["promotion"]["local"]["name"]
+            )
         } else if let Some(s) = k.get("slashing") {
             format!("slashing of {} for {}", s["actor"], s["offence"])
         } else {

@@ -37,11 +37,14 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::{Signer, SigningKey};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use symphony_core::ids::EpochId;
+use symphony_core::ids::{ActorId, EpochId};
+use symphony_economics::PolicyParams;
+use symphony_ledger::{AccountId, SettlementLedger};
 pub use symphony_master::{parse_offence, ProposalKind, Verdict, MAX_REASON_BYTES};
 use symphony_master::{proposal_message, vote_message, CloseTrigger, Command};
 use symphony_node::enterprise::EnterpriseEndpoint;
 use symphony_node::network::MasterServices;
+pub use symphony_semantic::{AttributePromotion, PromotionTarget};
 
 use crate::client::GatewayClient;
 use crate::config::{read_signing_key, MasterConfig};
@@ -213,6 +216,15 @@ pub fn proposals_view(s: &DeployState) -> Value {
         "epoch_id": g.epoch.0,
         "policy_version": g.policy_version.0,
         "proposals": g.proposals.values().collect::<Vec<_>>(),
+        // What enacted proposals still owe the settlement ledger (the leader
+        // carries it out and records it once; empty when all is done).
+        "pending_ledger_duties": g.pending_duties.iter().map(|(id, duties)| {
+            json!({"proposal_id": id.0, "duties": duties})
+        }).collect::<Vec<_>>(),
+        "registry": g.registry.actors.iter().map(|(actor, a)| {
+            json!({"actor": actor, "tier": a.tier, "bonded_micro_sym": a.bonded_micro_sym,
+                   "slashed_micro_sym": a.slashed_micro_sym, "offences": a.offences.len()})
+        }).collect::<Vec<_>>(),
     })
 }
 
@@ -230,6 +242,14 @@ pub enum Duty {
         /// The closed epoch.
         epoch: u64,
     },
+    /// Governance is configured and no proposal filed yet, but a genesis
+    /// member's operator holds its S_enterprise unbonded or unregistered: bond it
+    /// on the ledger and register it in the actor registry.
+    GenesisStakes,
+    /// Enacted proposals still owe the settlement ledger something (a member's
+    /// bond, a slash, a rejected task's charge): carry it out, then record it
+    /// (`Command::RecordLedgerDuty`), exactly once.
+    Ledger,
     /// `vault` has not applied the opening of the current epoch.
     Apply {
         /// The Vault.
@@ -254,18 +274,56 @@ pub fn duties(s: &DeployState, vaults: &[String], now_ms: u64) -> Vec<Duty> {
     if let Some(h) = g.history.iter().find(|h| h.rewards.is_none()) {
         return vec![Duty::Reward { epoch: h.epoch.0 }];
     }
+    if !genesis_stakes_due(s, vaults).is_empty() {
+        return vec![Duty::GenesisStakes];
+    }
+    let mut due = Vec::new();
+    if !g.pending_duties.is_empty() {
+        due.push(Duty::Ledger);
+    }
     let epoch = g.epoch.0;
     if epoch == EpochId::GENESIS.0 {
-        return Vec::new(); // every Vault starts in the genesis epoch
+        return due; // every Vault starts in the genesis epoch
     }
-    vaults
-        .iter()
-        .filter(|v| s.vault_epochs().get(*v).is_none_or(|e| e.epoch < epoch))
-        .map(|v| Duty::Apply {
-            vault: v.clone(),
-            epoch,
-        })
-        .collect()
+    due.extend(
+        vaults
+            .iter()
+            .filter(|v| s.vault_epochs().get(*v).is_none_or(|e| e.epoch < epoch))
+            .map(|v| Duty::Apply {
+                vault: v.clone(),
+                epoch,
+            }),
+    );
+    due
+}
+
+/// The operators of the genesis members `vaults` whose stake is still to be bonded
+/// or registered: only before the first proposal (later stakes join through
+/// governance), and only an operator whose account holds S_enterprise liquid or
+/// already bonded something (the genesis funds each operator).
+fn genesis_stakes_due(s: &DeployState, vaults: &[String]) -> Vec<(ActorId, u64)> {
+    let g = s.master().governance();
+    if !g.proposals.is_empty() {
+        return Vec::new();
+    }
+    let stake = PolicyParams::default_v1().staking.s_enterprise_micro_sym;
+    let mut due = Vec::new();
+    for v in vaults {
+        let Ok(operator) = ActorId::new(format!("operator:{v}")) else {
+            continue;
+        };
+        if g.registry.actors.contains_key(&operator) {
+            continue;
+        }
+        let Ok(account) = AccountId::new(format!("actor:{operator}")) else {
+            continue;
+        };
+        let bonded = s.ledger().stake_of(&account);
+        if bonded > 0 || s.ledger().balance(&account) >= stake {
+            due.push((operator, stake));
+        }
+    }
+    due
 }
 
 /// How long a Vault that could not be reached waits before the next attempt.
@@ -279,6 +337,7 @@ const FAILURE_PAUSE: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub struct EpochDuties {
     retry_at: BTreeMap<String, Instant>,
+    ledger_retry_at: Option<Instant>,
     paused_until: Option<Instant>,
 }
 
@@ -295,6 +354,7 @@ impl EpochDuties {
             .into_iter()
             .filter(|d| match d {
                 Duty::Apply { vault, .. } => self.retry_at.get(vault).is_none_or(|t| *t <= now),
+                Duty::Ledger => self.ledger_retry_at.is_none_or(|t| t <= now),
                 _ => true,
             })
             .collect()
@@ -337,8 +397,9 @@ impl EpochDuties {
             .runtime()
             .block_on(cluster.node.read_barrier(Duration::from_secs(5)))?;
         let mut svc: Option<MasterServices> = None;
-        // At most a configuration, one close and its rewards, then the Vaults.
-        for _ in 0..4 {
+        // At most a configuration and the genesis stakes, one close and its
+        // rewards, the ledger duties, then the Vaults.
+        for _ in 0..6 {
             let due = self.due(cluster, vaults);
             let Some(first) = due.first() else {
                 return Ok(());
@@ -380,6 +441,23 @@ impl EpochDuties {
                         symphony_node::governance::mint_epoch_rewards(s, EpochId(*epoch), &nodes)?;
                     tracing::info!(epoch, minted, "epoch rewards minted and paid");
                 }
+                Duty::GenesisStakes => {
+                    let s = match svc.as_mut() {
+                        Some(s) => s,
+                        None => svc.insert(services()?),
+                    };
+                    bond_genesis_stakes(cluster, s, vaults)?;
+                }
+                Duty::Ledger => {
+                    let s = match svc.as_mut() {
+                        Some(s) => s,
+                        None => svc.insert(services()?),
+                    };
+                    let marker = config.data_dir.join("fault-injected");
+                    if !self.ledger_duties(s, &marker)? {
+                        continue;
+                    }
+                }
                 Duty::Apply { .. } => {
                     let s = match svc.as_mut() {
                         Some(s) => s,
@@ -391,6 +469,67 @@ impl EpochDuties {
             }
         }
         Ok(())
+    }
+
+    /// Carries out the pending ledger duties of enacted proposals (each proposal's
+    /// duties recorded done once; a new leader finds the rest pending and finishes
+    /// them: every duty is idempotent on the ledger). Returns whether every
+    /// proposal's duties are done; a failed one is retried after
+    /// [`VAULT_RETRY`] without holding up the others.
+    fn ledger_duties(
+        &mut self,
+        svc: &mut MasterServices,
+        fault_marker: &std::path::Path,
+    ) -> Result<bool, DeployError> {
+        let version = svc.masters.state().active_policy_version();
+        let epoch = svc.masters.state().current_epoch();
+        let params = svc
+            .policy
+            .resolve(epoch, svc.semantic.semantic_version(), version)
+            .map_err(|e| DeployError::Node(symphony_node::NodeError::Refused(e.to_string())))?
+            .params
+            .clone();
+        let pending: Vec<(
+            symphony_master::ProposalId,
+            Vec<symphony_master::LedgerDuty>,
+        )> = svc
+            .masters
+            .state()
+            .governance()
+            .pending_duties
+            .iter()
+            .map(|(id, d)| (*id, d.clone()))
+            .collect();
+        let mut results = Vec::new();
+        for (id, duties) in pending {
+            let r = symphony_node::adjudication::carry_out_duties(
+                id,
+                &duties,
+                &mut *svc.ledger,
+                svc.settlements.as_ref(),
+                &params,
+            )
+            .and_then(|()| {
+                fault_exit_at(fault_marker, LEDGER_DUTY_STEP);
+                svc.masters
+                    .submit(Command::RecordLedgerDuty { proposal: id })
+                    .map(|_| ())
+                    .map_err(symphony_node::NodeError::from)
+            });
+            results.push((id, r));
+        }
+        let mut all = true;
+        for (id, r) in results {
+            match r {
+                Ok(()) => tracing::info!(proposal = %id, "ledger duties done and recorded"),
+                Err(e) => {
+                    all = false;
+                    tracing::warn!(proposal = %id, error = %e, "ledger duty failed; retrying later");
+                }
+            }
+        }
+        self.ledger_retry_at = (!all).then(|| Instant::now() + VAULT_RETRY);
+        Ok(all)
     }
 
     /// Applies the current epoch's opening to each Vault behind, and records it.
@@ -443,6 +582,52 @@ impl EpochDuties {
         }
         Ok(())
     }
+}
+
+/// The step [`crate::master::FAULT_EXIT_AT`] names to crash a leader after it
+/// carried out an enacted proposal's ledger duties and before it recorded them.
+pub const LEDGER_DUTY_STEP: &str = "ledger-duty";
+
+/// [`crate::master::FAULT_EXIT_AT`] at `step`: exits as if killed, once per data
+/// directory (`marker`). Unset in normal operation.
+fn fault_exit_at(marker: &std::path::Path, step: &str) {
+    if std::env::var(crate::master::FAULT_EXIT_AT).is_ok_and(|s| s == step) && !marker.exists() {
+        let _ = std::fs::write(marker, step);
+        tracing::error!(step, "fault injection: exiting as if killed");
+        std::process::exit(137);
+    }
+}
+
+/// The genesis members' operators bond their S_enterprise on the replicated
+/// ledger (skipped when bonded already: a leader that crashed halfway) and enter
+/// the actor registry (`Command::RegisterStakes`, once, before the first proposal).
+fn bond_genesis_stakes(
+    cluster: &Cluster,
+    svc: &mut MasterServices,
+    vaults: &[String],
+) -> Result<(), DeployError> {
+    let due = cluster.with_state(|s| genesis_stakes_due(s, vaults));
+    let mut actors = Vec::new();
+    for (operator, stake) in due {
+        let account = AccountId::new(format!("actor:{operator}"))
+            .map_err(|e| DeployError::Ledger(e.to_string()))?;
+        if svc.ledger.stake_of(&account) == 0 {
+            svc.ledger
+                .bond(&account, symphony_ledger::StakeTier::Enterprise, stake)
+                .map_err(|e| DeployError::Ledger(format!("bonding {account}: {e}")))?;
+        }
+        actors.push(operator);
+    }
+    let n = symphony_node::adjudication::register_genesis_stakes(
+        &mut *svc.masters,
+        &*svc.ledger,
+        &actors,
+    )?;
+    tracing::info!(
+        registered = n,
+        "genesis enterprise stakes bonded and registered"
+    );
+    Ok(())
 }
 
 /// Genesis: the three commit keys (index = node-id order), the genesis policy's

@@ -73,7 +73,8 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The genesis of the replicated ledger: every caller's balance.
+/// The genesis of the replicated ledger: every caller's balance and each
+/// enterprise operator's stake (S_enterprise, liquid until bonded).
 pub fn genesis(config: &MasterConfig) -> Result<Genesis, DeployError> {
     let params = PolicyParams::default_v1();
     let mut allocations = Vec::new();
@@ -81,6 +82,14 @@ pub fn genesis(config: &MasterConfig) -> Result<Genesis, DeployError> {
         let account = AccountId::new(format!("actor:{}", c.actor))
             .map_err(|e| DeployError::Config(format!("callers[{i}].actor: {e}")))?;
         allocations.push((account, c.balance_micro_sym));
+    }
+    // Each enterprise operator holds S_enterprise: a genesis member bonds it when
+    // governance starts (`governance::Duty::GenesisStakes`), a candidate when its
+    // `enterprise_membership` proposal is enacted (the leader's ledger duty).
+    for (i, e) in config.enterprises.iter().enumerate() {
+        let account = AccountId::new(format!("actor:operator:{}", e.vault_id))
+            .map_err(|err| DeployError::Config(format!("enterprises[{i}].vault_id: {err}")))?;
+        allocations.push((account, params.staking.s_enterprise_micro_sym));
     }
     Ok(Genesis {
         config: LedgerConfig {
@@ -326,6 +335,8 @@ fn services(cluster: &Cluster, config: &MasterConfig) -> Result<MasterServices, 
     // Every policy version governance enacted, with the epoch it activated in:
     // admission and settlement resolve a task by the version of its admission.
     symphony_node::governance::sync_policy(&mut svc)?;
+    // The semantic registry with every enacted attribute promotion.
+    symphony_node::governance::sync_semantic(&mut svc)?;
     Ok(svc)
 }
 

@@ -32,6 +32,7 @@ use symphony_core::ids::{ActorId, ChallengeId, EpochId, TaskId};
 use symphony_core::lifecycle::{ChallengeEvent, ChallengeState};
 use symphony_economics::policy::SlashingSchedule;
 use symphony_economics::{slash, Offence, PolicyParams, StakeTier};
+use symphony_semantic::SemanticRegistry;
 
 use crate::{
     Event, MasterError, MasterState, PenaltyRecord, ProposalId, ProposalKind, ProposalStatus,
@@ -337,6 +338,12 @@ impl MasterState {
                     )));
                 }
             }
+            ProposalKind::AttributePromotion { promotion } => {
+                let id = ProposalId(self.governance.proposals.len() as u64);
+                promotion
+                    .changes(&self.semantic_registry()?, &id.to_string())
+                    .map_err(|e| gov(e.to_string()))?;
+            }
             ProposalKind::CloseEpoch | ProposalKind::PolicyChange { .. } => {}
         }
         self.governance.propose(kind, by, at_ms, signature)
@@ -366,6 +373,17 @@ impl MasterState {
                 )));
             }
         }
+        // A promotion that another enacted promotion made impossible meanwhile
+        // (the same name taken, the local attribute promoted) cannot be approved.
+        if let Some(ProposalKind::AttributePromotion { promotion }) =
+            self.governance.proposals.get(&id).map(|p| &p.kind)
+        {
+            if approve {
+                promotion
+                    .changes(&self.semantic_registry()?, &id.to_string())
+                    .map_err(|e| gov(format!("{id}: {e}; vote to reject it")))?;
+            }
+        }
         let mut events = self.governance.vote(id, by, approve, at_ms, signature)?;
         let approved = events
             .iter()
@@ -382,6 +400,17 @@ impl MasterState {
         match kind {
             ProposalKind::AdjudicateChallenge { challenge, verdict } => {
                 events.extend(self.adjudicate(id, &challenge, &verdict)?);
+            }
+            ProposalKind::AttributePromotion { .. } => {
+                // The registry is rebuilt from the enacted promotions
+                // (`semantic_registry`): enacting is recording it, with the
+                // version it creates.
+                events.extend(self.governance.enact_now(id));
+                let version = self.semantic_registry()?.semantic_version();
+                events.push(Event::SemanticVersionEnacted {
+                    proposal: id,
+                    semantic_version: version,
+                });
             }
             ProposalKind::Slash { actor, offence, .. } => {
                 let epoch = self.governance.epoch;
@@ -480,6 +509,24 @@ impl MasterState {
         }
         events.extend(self.governance.enact_now(id));
         Ok(events)
+    }
+
+    /// The semantic registry in force: the built-in catalog with every enacted
+    /// `attribute_promotion` applied in proposal order, one version each. Later
+    /// admissions resolve against it; a task keeps the version of its admission.
+    pub fn semantic_registry(&self) -> Result<SemanticRegistry, MasterError> {
+        let mut registry = SemanticRegistry::try_catalog_v1()
+            .map_err(|e| gov(format!("semantic catalog: {e}")))?;
+        for p in self.governance.proposals.values() {
+            if let (ProposalKind::AttributePromotion { promotion }, ProposalStatus::Enacted) =
+                (&p.kind, p.status)
+            {
+                promotion
+                    .enact(&mut registry, &p.id.to_string())
+                    .map_err(|e| gov(format!("{}: {e}", p.id)))?;
+            }
+        }
+        Ok(registry)
     }
 
     /// The leader carried out proposal `id`'s ledger duties: recorded once.

@@ -129,6 +129,18 @@ impl MasterState {
             .cloned()
             .collect();
         let max_rounds = policy.max_rounds;
+        // A round is dispatched in the epoch open now (the replicated governance
+        // epoch), never one the caller computed: it settles in that epoch.
+        if epoch_id != self.governance.epoch {
+            return Err(refused(
+                task_id,
+                format!(
+                    "round {round} names {epoch_id}, but {} is open: a round is \
+                     dispatched in the current epoch",
+                    self.governance.epoch
+                ),
+            ));
+        }
         let composite = self
             .composites
             .entry(task_id.clone())

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use symphony_core::encoding::{content_hash, Digest};
 use symphony_core::ids::{ActorId, ChallengeId, EpochId, PolicyVersion, TaskId, VaultId};
 use symphony_economics::{Offence, PolicyParams, StakeTier};
+use symphony_semantic::AttributePromotion;
 
 use crate::actors::{ActorRegistry, LedgerDuty, Verdict};
 use crate::{Event, MasterError};
@@ -91,6 +92,13 @@ pub enum ProposalKind {
         /// Why, for the record and the ledger (1..=256 bytes).
         reason: String,
     },
+    /// Promote a local attribute one step (local → vault-scoped query attribute
+    /// → canonical; `symphony_semantic::promotion`): enacted on approval as one
+    /// semantic registry version, which later admissions resolve against.
+    AttributePromotion {
+        /// What is promoted, where to, with the cross-Vault validation.
+        promotion: Box<AttributePromotion>,
+    },
 }
 
 impl ProposalKind {
@@ -102,6 +110,7 @@ impl ProposalKind {
             ProposalKind::EnterpriseMembership { .. } => "enterprise_membership",
             ProposalKind::AdjudicateChallenge { .. } => "challenge_adjudication",
             ProposalKind::Slash { .. } => "slashing",
+            ProposalKind::AttributePromotion { .. } => "attribute_promotion",
         }
     }
 }
@@ -398,7 +407,9 @@ impl GovernanceState {
                 }
             }
             // Checked against the whole state by `MasterState::propose`.
-            ProposalKind::AdjudicateChallenge { .. } | ProposalKind::Slash { .. } => {}
+            ProposalKind::AdjudicateChallenge { .. }
+            | ProposalKind::Slash { .. }
+            | ProposalKind::AttributePromotion { .. } => {}
         }
         let id = ProposalId(self.proposals.len() as u64);
         self.proposals.insert(
@@ -492,8 +503,11 @@ impl GovernanceState {
                     events.extend(self.enact_now(id));
                 }
                 ProposalKind::PolicyChange { .. } => {} // at the epoch boundary
-                // Enacted by `MasterState::vote`, which sees the challenges.
-                ProposalKind::AdjudicateChallenge { .. } | ProposalKind::Slash { .. } => {}
+                // Enacted by `MasterState::vote`, which sees the challenges and
+                // the semantic registry.
+                ProposalKind::AdjudicateChallenge { .. }
+                | ProposalKind::Slash { .. }
+                | ProposalKind::AttributePromotion { .. } => {}
             }
         }
         Ok(events)

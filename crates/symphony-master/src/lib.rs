@@ -509,6 +509,14 @@ pub enum Event {
         /// Why.
         trigger: CloseTrigger,
     },
+    /// An enacted `attribute_promotion` created this semantic registry version
+    /// (later admissions resolve against it).
+    SemanticVersionEnacted {
+        /// The proposal.
+        proposal: ProposalId,
+        /// The registry version now in force.
+        semantic_version: symphony_core::SemanticVersion,
+    },
 }
 
 /// A refused command. The state is unchanged.

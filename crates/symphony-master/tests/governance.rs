@@ -67,14 +67,14 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => Just(Op::Admit),
-        3 => (0..3u8, 0..5u8).prop_map(|(by, kind)| Op::Propose { by, kind }),
+        3 => (0..3u8, 0..6u8).prop_map(|(by, kind)| Op::Propose { by, kind }),
         4 => (0..8u8, 0..3u8, any::<bool>()).prop_map(|(id, by, approve)| Op::Vote { id, by, approve }),
         1 => (0..2_000u64).prop_map(|late_ms| Op::CloseByTime { late_ms }),
         1 => Just(Op::CloseByCapacity),
         4 => (any::<u8>(), 1..8u8).prop_map(|(task, steps)| Op::Progress { task, steps }),
         1 => (any::<u8>(), any::<u16>()).prop_map(|(epoch, minted)| Op::Rewards { epoch, minted }),
         2 => (any::<u8>(), 1..16u8).prop_map(|(task, steps)| Op::Challenge { task, steps }),
-        2 => (0..3u8, 2..5u8).prop_map(|(by, kind)| Op::Pass { by, kind }),
+        2 => (0..3u8, 2..6u8).prop_map(|(by, kind)| Op::Pass { by, kind }),
         1 => (0..8u8).prop_map(|id| Op::LedgerDuty { id }),
     ]
 }
@@ -193,6 +193,47 @@ fn challenge_step(state: &MasterState, t: &TaskId) -> Option<Command> {
     })
 }
 
+/// A promotion of local attribute `oat_milk_{n % 2}` of vault-0, one step up from
+/// where the registry holds it; every third one names a single Vault (refused).
+fn promotion(state: &MasterState, n: usize) -> symphony_semantic::AttributePromotion {
+    use symphony_semantic::*;
+    let local_name = AttributeName::new(format!("oat_milk_{}", n % 2)).unwrap();
+    let local = LocalAttribute {
+        name: local_name.clone(),
+        vault: VaultId::new("vault-0").unwrap(),
+        value_type: ValueType::Boolean,
+        privacy_class: PrivacyClass::Personal,
+        description: "Prefers oat milk.".into(),
+    };
+    let registry = state.semantic_registry().unwrap();
+    let commerce = DomainId::new("commerce").unwrap();
+    let target = if registry.local(&local_name).is_some() {
+        let rule = DerivationRule::Boolean {
+            sources: vec![AttributeName::new("purchase_category").unwrap()],
+        };
+        let vaults = if n.is_multiple_of(3) { 1 } else { 2 };
+        PromotionTarget::Canonical {
+            domain: commerce,
+            directly_queryable: false,
+            derivations: (0..vaults)
+                .map(|v| (VaultId::new(format!("vault-{v}")).unwrap(), rule.clone()))
+                .collect(),
+        }
+    } else {
+        PromotionTarget::VaultScopedQuery {
+            name: AttributeName::new(format!("oat_milk_buyer_{}", n % 2)).unwrap(),
+            domain: commerce,
+            rule: DerivationRule::Boolean {
+                sources: vec![local_name],
+            },
+            granularity: Default::default(),
+            value_type: ValueType::Boolean,
+            description: "Bought oat milk.".into(),
+        }
+    };
+    AttributePromotion { local, target }
+}
+
 fn command(state: &MasterState, keys: &[SigningKey], op: &Op, n: usize) -> Command {
     let g = state.governance();
     let now = g.epoch_opened_at_ms + 10;
@@ -238,6 +279,11 @@ fn command(state: &MasterState, keys: &[SigningKey], op: &Op, n: usize) -> Comma
                         symphony_economics::Offence::Equivocation,
                     ][n % 3],
                     reason: "property test".into(),
+                },
+                // Promotes local attribute `oat_milk_{n % 2}` of vault-0 one step
+                // (vault-scoped first; canonical once it is local in the registry).
+                5 => ProposalKind::AttributePromotion {
+                    promotion: Box::new(promotion(state, n)),
                 },
                 // Adjudicates the first challenge under review (or a missing one).
                 _ => ProposalKind::AdjudicateChallenge {
@@ -554,6 +600,14 @@ proptest! {
             }
             payouts_exactly_once(&state)?;
             registry_and_verdicts_hold(&state)?;
+            // The semantic registry is the catalog plus one version per enacted
+            // promotion, and it builds.
+            let promoted = g.proposals.values().filter(|p| {
+                p.status == ProposalStatus::Enacted
+                    && matches!(p.kind, ProposalKind::AttributePromotion { .. })
+            }).count() as u32;
+            let catalog = symphony_semantic::SemanticRegistry::catalog_v1().semantic_version().0;
+            prop_assert_eq!(state.semantic_registry().unwrap().semantic_version().0, catalog + promoted);
             }
         }
         let mut replay = MasterState::new();
@@ -562,4 +616,87 @@ proptest! {
         }
         prop_assert_eq!(replay.state_root().unwrap(), state.state_root().unwrap());
     }
+}
+
+fn signed_propose(keys: &[SigningKey], kind: ProposalKind, by: u8) -> Command {
+    let signature = keys[usize::from(by)]
+        .sign(&proposal_message(&kind, 10).unwrap().0)
+        .to_bytes()
+        .to_vec();
+    Command::Propose {
+        kind,
+        by,
+        at_ms: 10,
+        signature,
+    }
+}
+
+fn signed_vote(keys: &[SigningKey], id: u64, by: u8, approve: bool) -> Command {
+    let proposal = ProposalId(id);
+    let signature = keys[usize::from(by)]
+        .sign(&vote_message(proposal, approve).unwrap().0)
+        .to_bytes()
+        .to_vec();
+    Command::Vote {
+        proposal,
+        by,
+        approve,
+        at_ms: 10,
+        signature,
+    }
+}
+
+/// Two promotions of the same local attribute race: the first enacted makes the
+/// second impossible, and its approval is refused by name (vote to reject), with
+/// nothing changed; a rejected promotion leaves the registry version alone.
+#[test]
+fn a_promotion_overtaken_by_another_is_refused_at_approval() {
+    let keys = keys();
+    let mut state = MasterState::new();
+    state
+        .apply(&Command::ConfigureGovernance {
+            master_keys: keys.iter().map(|k| k.verifying_key().to_bytes()).collect(),
+            epoch_length_ms: 1_000,
+            max_tasks_per_epoch: None,
+        })
+        .unwrap();
+    let catalog = state.semantic_registry().unwrap().semantic_version();
+    let p = |n: usize| ProposalKind::AttributePromotion {
+        promotion: Box::new(promotion(&state, n)),
+    };
+    // Proposals 0 and 1: the same vault-scoped promotion (n = 0 and n = 2).
+    let (a, b) = (p(0), p(2));
+    state.apply(&signed_propose(&keys, a, 0)).unwrap();
+    state.apply(&signed_propose(&keys, b, 1)).unwrap();
+    // Proposal 2: rejected by two masters.
+    let c = ProposalKind::AttributePromotion {
+        promotion: Box::new(promotion(&state, 1)),
+    };
+    state.apply(&signed_propose(&keys, c, 2)).unwrap();
+    state.apply(&signed_vote(&keys, 2, 0, false)).unwrap();
+    state.apply(&signed_vote(&keys, 2, 1, false)).unwrap();
+    assert_eq!(
+        state.semantic_registry().unwrap().semantic_version(),
+        catalog
+    );
+
+    let events = state.apply(&signed_vote(&keys, 0, 1, true)).unwrap();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::SemanticVersionEnacted { semantic_version, .. } if semantic_version.0 == catalog.0 + 1
+    )));
+    let root = state.state_root().unwrap();
+    let err = state.apply(&signed_vote(&keys, 1, 0, true)).unwrap_err();
+    assert!(
+        err.to_string().contains("proposal-1") && err.to_string().contains("vote to reject it"),
+        "{err}"
+    );
+    assert_eq!(state.state_root().unwrap(), root);
+    // Rejecting it is fine; the registry stays one version up.
+    state.apply(&signed_vote(&keys, 1, 0, false)).unwrap();
+    state.apply(&signed_vote(&keys, 1, 2, false)).unwrap();
+    assert_eq!(
+        state.semantic_registry().unwrap().semantic_version().0,
+        catalog.0 + 1
+    );
 }

@@ -250,14 +250,50 @@ fn run_duty(
     Ok(())
 }
 
+/// Carries out proposal `id`'s ledger duties, each idempotent on the ledger (a
+/// bond is done when the stake covers it, a slash when an event with its reason
+/// exists, a charge by payout id): running them again after a crash before
+/// [`Command::RecordLedgerDuty`] moves nothing twice.
+pub fn carry_out_duties(
+    id: ProposalId,
+    duties: &[LedgerDuty],
+    ledger: &mut dyn SettlementLedger,
+    store: Option<&SettlementStore>,
+    params: &PolicyParams,
+) -> Result<(), NodeError> {
+    duties
+        .iter()
+        .try_for_each(|duty| run_duty(id, duty, ledger, store, params))
+}
+
 /// Carries out every pending ledger duty of enacted proposals and records each
-/// proposal's duties done once. Returns the proposals completed.
+/// proposal's duties done once. Returns the proposals completed; stops at the first
+/// proposal that fails (see [`run_each_ledger_duty`] for the leader's loop).
 pub fn run_ledger_duties(
     masters: &mut dyn Replicator,
     ledger: &mut dyn SettlementLedger,
     store: Option<&SettlementStore>,
     params: &PolicyParams,
 ) -> Result<Vec<ProposalId>, NodeError> {
+    let mut done = Vec::new();
+    for (id, r) in run_each_ledger_duty(masters, ledger, store, params) {
+        r?;
+        done.push(id);
+    }
+    Ok(done)
+}
+
+/// Carries out the pending ledger duties proposal by proposal (oldest first),
+/// recording each proposal's duties done once ([`Command::RecordLedgerDuty`]); a
+/// proposal whose duty fails (e.g. an operator that cannot cover the stake it was
+/// approved with) stays pending and does not hold up the others. Returns what
+/// happened to each proposal attempted.
+pub fn run_each_ledger_duty(
+    masters: &mut dyn Replicator,
+    ledger: &mut dyn SettlementLedger,
+    store: Option<&SettlementStore>,
+    params: &PolicyParams,
+) -> Vec<(ProposalId, Result<(), NodeError>)> {
     let pending: Vec<(ProposalId, Vec<LedgerDuty>)> = masters
         .state()
         .governance()
@@ -265,13 +301,15 @@ pub fn run_ledger_duties(
         .iter()
         .map(|(id, d)| (*id, d.clone()))
         .collect();
-    let mut done = Vec::new();
+    let mut out = Vec::new();
     for (id, duties) in pending {
-        for duty in &duties {
-            run_duty(id, duty, ledger, store, params)?;
-        }
-        masters.submit(Command::RecordLedgerDuty { proposal: id })?;
-        done.push(id);
+        let r = carry_out_duties(id, &duties, ledger, store, params).and_then(|()| {
+            masters
+                .submit(Command::RecordLedgerDuty { proposal: id })
+                .map(|_| ())
+                .map_err(NodeError::from)
+        });
+        out.push((id, r));
     }
-    Ok(done)
+    out
 }

@@ -200,6 +200,26 @@ pub fn sync_policy(m: &mut MasterServices) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// The semantic registry of later admissions: the masters' (the catalog with
+/// every enacted `attribute_promotion`, `MasterState::semantic_registry`) once a
+/// promotion was enacted; until then the registry `m` started with. A task keeps
+/// the version of its admission (its plan carries it).
+pub fn sync_semantic(m: &mut MasterServices) -> Result<(), NodeError> {
+    let state = m.masters.state();
+    let promoted = state.governance().proposals.values().any(|p| {
+        p.status == symphony_master::ProposalStatus::Enacted
+            && matches!(p.kind, ProposalKind::AttributePromotion { .. })
+    });
+    if !promoted {
+        return Ok(());
+    }
+    let registry = state.semantic_registry().map_err(gov)?;
+    if registry.semantic_version() != m.semantic.semantic_version() {
+        m.semantic = registry;
+    }
+    Ok(())
+}
+
 /// Master `by` votes on `id`.
 pub fn vote(
     m: &mut MasterServices,
@@ -215,6 +235,12 @@ pub fn vote(
         at_ms: m.now_ms,
         signature,
     })?;
+    if c.events
+        .iter()
+        .any(|e| matches!(e, Event::SemanticVersionEnacted { .. }))
+    {
+        sync_semantic(m)?;
+    }
     if c.events
         .iter()
         .any(|e| matches!(e, Event::ProposalEnacted { .. }))

@@ -240,3 +240,133 @@ fn closing_an_epoch_seals_its_payouts_and_mints_its_node_rewards_once() {
     assert!(g.open_payouts.contains_key(&t));
     assert!(!g.history[0].payouts.tasks.contains(&t));
 }
+
+/// Issue #13, attribute promotion: a local attribute promoted to a vault-scoped
+/// query attribute and then to canonical by 2-of-3 proposals; each enacted step is
+/// one semantic registry version that later admissions resolve against, while a
+/// task admitted before keeps its version. A canonical promotion derivable in one
+/// Vault only is refused at filing, with a message, and changes nothing.
+#[test]
+fn an_enacted_promotion_changes_the_semantic_version_of_later_admissions_only() {
+    use symphony_semantic::{
+        AttributeName, AttributePromotion, AttributeState, DerivationRule, DomainId,
+        LocalAttribute, PrivacyClass, PromotionTarget, ValueType,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let seed = 29;
+    let mut net = common::network(dir.path(), seed, 400, 2);
+    let key = advertiser_key(seed, ADVERTISER);
+    let run = |net: &mut EmbeddedNetwork, nonce: u64| {
+        let req = SignedRequest::sign(luckin(), nonce, &key).unwrap();
+        let out = net.run_campaign(&req, &mut Quiet).unwrap();
+        assert_eq!(out.states.last().map(String::as_str), Some("completed"));
+        out.task_id
+    };
+    let semantic_of = |net: &EmbeddedNetwork, task: &str| {
+        net.master
+            .masters
+            .state()
+            .task(&TaskId::new(task).unwrap())
+            .unwrap()
+            .envelope
+            .body()
+            .semantic_version
+    };
+    let first = run(&mut net, 1);
+    let v0 = semantic_of(&net, &first);
+    assert_eq!(v0, net.master.semantic.semantic_version());
+
+    let n = |s: &str| AttributeName::new(s).unwrap();
+    let vault0 = net.enterprises[0].vault_id().clone();
+    let vault1 = net.enterprises[1].vault_id().clone();
+    let local = LocalAttribute {
+        name: n("oat_milk_preference"),
+        vault: vault0.clone(),
+        value_type: ValueType::Boolean,
+        privacy_class: PrivacyClass::Personal,
+        description: "Prefers oat milk.".into(),
+    };
+    let scoped = AttributePromotion {
+        local: local.clone(),
+        target: PromotionTarget::VaultScopedQuery {
+            name: n("oat_milk_buyer"),
+            domain: DomainId::new("commerce").unwrap(),
+            rule: DerivationRule::Boolean {
+                sources: vec![n("oat_milk_preference")],
+            },
+            granularity: Default::default(),
+            value_type: ValueType::Boolean,
+            description: "Bought oat milk drinks.".into(),
+        },
+    };
+    let (id, _) = propose(
+        &mut net.master,
+        ProposalKind::AttributePromotion {
+            promotion: Box::new(scoped),
+        },
+        0,
+    )
+    .unwrap();
+    vote(&mut net.master, id, 1, true).unwrap();
+    assert_eq!(net.master.semantic.semantic_version().0, v0.0 + 1);
+    assert_eq!(
+        net.master
+            .semantic
+            .query(&n("oat_milk_buyer"))
+            .map(|q| q.state),
+        Some(AttributeState::Active)
+    );
+
+    // Canonical, derivable in the origin Vault only: refused at filing.
+    let rule = DerivationRule::Boolean {
+        sources: vec![n("purchase_category")],
+    };
+    let canonical = |vaults: Vec<symphony_core::ids::VaultId>| AttributePromotion {
+        local: local.clone(),
+        target: PromotionTarget::Canonical {
+            domain: DomainId::new("commerce").unwrap(),
+            directly_queryable: true,
+            derivations: vaults.into_iter().map(|v| (v, rule.clone())).collect(),
+        },
+    };
+    let root = net.master.masters.state().state_root().unwrap();
+    let err = propose(
+        &mut net.master,
+        ProposalKind::AttributePromotion {
+            promotion: Box::new(canonical(vec![vault0.clone()])),
+        },
+        2,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("derivable in 1 Vault(s), 0 besides its origin"),
+        "{err}"
+    );
+    assert_eq!(net.master.masters.state().state_root().unwrap(), root);
+
+    let second = run(&mut net, 2);
+    assert_eq!(semantic_of(&net, &second).0, v0.0 + 1);
+
+    // Two Vaults, one rule: canonical.
+    let (id, _) = propose(
+        &mut net.master,
+        ProposalKind::AttributePromotion {
+            promotion: Box::new(canonical(vec![vault0, vault1])),
+        },
+        2,
+    )
+    .unwrap();
+    vote(&mut net.master, id, 0, true).unwrap();
+    assert_eq!(net.master.semantic.semantic_version().0, v0.0 + 2);
+    assert!(net
+        .master
+        .semantic
+        .canonical(&n("oat_milk_preference"))
+        .is_some());
+    let third = run(&mut net, 3);
+    assert_eq!(semantic_of(&net, &third).0, v0.0 + 2);
+    // No retroactivity: the earlier tasks keep the versions of their admission.
+    assert_eq!(semantic_of(&net, &first), v0);
+    assert_eq!(semantic_of(&net, &second).0, v0.0 + 1);
+}

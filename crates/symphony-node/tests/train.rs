@@ -8,9 +8,14 @@ use std::path::Path;
 use symphony_core::consent::UsageScope;
 use symphony_core::encoding::Digest;
 use symphony_core::envelope::TaskClass;
-use symphony_core::ids::{ActorId, SubjectId, TaskId};
+use symphony_core::ids::{ActorId, EpochId, SubjectId, TaskId};
 use symphony_core::lifecycle::SliceState;
+use symphony_master::{
+    proposal_message, vote_message, Command, MasterState, ProposalId, ProposalKind,
+};
+use symphony_node::enterprise::EnterpriseEndpoint;
 use symphony_node::network::{advertiser_key, EmbeddedNetwork, NetworkParams, Quiet};
+use symphony_node::replication::{Committed, LocalReplicator, ReplicationError, Replicator};
 use symphony_node::settlement::{composite_by_epoch, verify_composite};
 use symphony_node::training::{
     composite_settlement, permit_training, run_training, TrainOutcome, TrainingRequest,
@@ -272,20 +277,133 @@ fn same_seed_same_bytes_and_non_consenting_subjects_contribute_nothing() {
     );
 }
 
+/// The masters, with governance closing the epoch (a `close_epoch` proposal filed
+/// by master-0 and approved by master-1, as the gateway would commit it) right
+/// after round `after` of a training run closes.
+struct CloseEpochAfterRound {
+    inner: Box<dyn Replicator + Send>,
+    after: u32,
+    closed: bool,
+}
+
+impl Replicator for CloseEpochAfterRound {
+    fn submit(&mut self, command: Command) -> Result<Committed, ReplicationError> {
+        let closes = matches!(&command, Command::CloseRound { round, .. } if *round == self.after);
+        let committed = self.inner.submit(command)?;
+        if closes && !self.closed {
+            self.closed = true;
+            let at_ms = NOW_MS;
+            let kind = ProposalKind::CloseEpoch;
+            let msg = proposal_message(&kind, at_ms).unwrap();
+            let signature = self.inner.sign_as(0, &msg.0).unwrap().to_bytes().to_vec();
+            let id = ProposalId(self.inner.state().governance().proposals.len() as u64);
+            self.inner.submit(Command::Propose {
+                kind,
+                by: 0,
+                at_ms,
+                signature,
+            })?;
+            let msg = vote_message(id, true).unwrap();
+            let signature = self.inner.sign_as(1, &msg.0).unwrap().to_bytes().to_vec();
+            self.inner.submit(Command::Vote {
+                proposal: id,
+                by: 1,
+                approve: true,
+                at_ms,
+                signature,
+            })?;
+        }
+        Ok(committed)
+    }
+    fn state(&self) -> &MasterState {
+        self.inner.state()
+    }
+    fn master_keys(&self) -> Vec<ed25519_dalek::VerifyingKey> {
+        self.inner.master_keys()
+    }
+    fn sign_as(&self, index: u8, msg: &[u8]) -> Option<ed25519_dalek::Signature> {
+        self.inner.sign_as(index, msg)
+    }
+}
+
+/// Issue #13: an epoch closes between rounds 1 and 2 of a four-round run. Rounds
+/// 0-1 are dispatched and settle in epoch 0, rounds 2-3 in epoch 1 (the real
+/// replicated epochs); the task keeps the epoch and policy of its admission; its
+/// payout is in epoch 1's sealed payout set (its `finalizing` committed there),
+/// never in epoch 0's.
 #[test]
 fn composite_settlement_links_every_round_across_epochs() {
     let dir = tempfile::tempdir().unwrap();
     let s = spec(|s| {
         s.iteration_policy.convergence_threshold = 0.0;
         s.iteration_policy.early_stop_patience = 0;
-        s.round_duration_ms = 1_800_000; // two rounds per one-hour epoch
     });
     let operator = s.model_operator.clone();
     let mut net = network(dir.path(), &operator);
+    symphony_node::governance::ensure_configured(&mut net.master).unwrap();
+    // A policy change approved in epoch 0 (per-round fees doubled) activates at the
+    // boundary the run crosses; the task keeps policy v1 for every round.
+    let v1 = symphony_economics::PolicyParams::default_v1();
+    let mut v2 = v1.clone();
+    v2.prices.train.per_round_vault_compute_fee_micro_sym *= 2;
+    v2.prices.train.per_round_aggregation_fee_micro_sym *= 2;
+    let id = symphony_node::governance::propose_policy(&mut net.master, v2, None, 2).unwrap();
+    symphony_node::governance::vote(&mut net.master, id, 0, true).unwrap();
+    let inner = std::mem::replace(&mut net.master.masters, Box::new(LocalReplicator::new(0)));
+    net.master.masters = Box::new(CloseEpochAfterRound {
+        inner,
+        after: 1,
+        closed: false,
+    });
     let o = run(&mut net, s, &dir.path().join("registry"));
     assert_eq!(o.rounds_run, 4);
     assert_eq!(o.states.last().map(String::as_str), Some("completed"));
     let task = TaskId::new(o.task_id.clone()).unwrap();
+    {
+        let state = net.master.masters.state();
+        assert_eq!(state.current_epoch(), EpochId(1));
+        let body = state.task(&task).unwrap().envelope.body().clone();
+        assert_eq!((body.epoch_id, body.policy_version.0), (EpochId(0), 1));
+        let round_epochs: Vec<u64> = state
+            .composite(&task)
+            .unwrap()
+            .tree
+            .rounds
+            .iter()
+            .map(|r| r.epoch_id.0)
+            .collect();
+        assert_eq!(round_epochs, [0, 0, 1, 1]);
+        let sealed0 = &state.governance().history[0].payouts;
+        assert!(!sealed0.tasks.contains(&task), "{sealed0:?}");
+        // Policy v2 is active in epoch 1, yet every round is priced by v1, the
+        // policy of the task's admission (rounds 2-3 settled in epoch 1 too).
+        assert_eq!(state.active_policy_version().0, 2);
+        let c = state.composite(&task).unwrap();
+        let tp = &v1.prices.train;
+        for (r, (_, fee)) in &c.round_settlements {
+            let vaults = c.tree.rounds[*r as usize].slices.len() as u64;
+            let v1_fee = tp.per_round_vault_compute_fee_micro_sym * vaults
+                + tp.per_round_aggregation_fee_micro_sym;
+            assert_eq!(*fee, v1_fee, "round {r}");
+        }
+    }
+    // Epoch 1 closes: its sealed payout set holds the task, once.
+    let vaults: Vec<&dyn EnterpriseEndpoint> = net
+        .enterprises
+        .iter()
+        .map(|e| e as &dyn EnterpriseEndpoint)
+        .collect();
+    symphony_node::governance::close_epoch_by_proposal(&mut net.master, &vaults).unwrap();
+    {
+        let state = net.master.masters.state();
+        let sealed1 = &state.governance().history[1].payouts;
+        assert_eq!(
+            sealed1.tasks.iter().filter(|t| **t == task).count(),
+            1,
+            "{sealed1:?}"
+        );
+        assert!(sealed1.total_micro_sym > 0);
+    }
     let stored = net
         .master
         .settlements

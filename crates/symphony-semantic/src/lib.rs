@@ -36,6 +36,7 @@ pub mod derivation;
 pub mod facts;
 pub mod features;
 pub mod model;
+pub mod promotion;
 pub mod registry;
 pub mod resolve;
 pub mod vocabulary;
@@ -54,5 +55,6 @@ pub use model::{
     DomainLevel, GovernanceBoundary, LifecycleError, LifecycleEvent, NameError, PrivacyClass,
     ValueType,
 };
+pub use promotion::{AttributePromotion, PromotionRefusal, PromotionTarget, PROMOTION_QUORUM};
 pub use registry::{RegistryChange, RegistryError, SemanticRegistry};
 pub use resolve::{AudienceIntent, ResolutionError, ResolvedAudiencePlan};

@@ -68,6 +68,10 @@ pub enum RegistryChange {
         /// The event.
         event: LifecycleEvent,
     },
+    /// A registered local attribute becomes canonical under the same name
+    /// (`registered`; cross-Vault validation and approval are checked by
+    /// [`crate::promotion`]).
+    PromoteLocal(CanonicalAttribute),
     /// Declare a composition.
     DeclareComposition(CompositionSpec),
 }
@@ -330,6 +334,7 @@ impl SemanticRegistry {
                 Ok(())
             }
             RegistryChange::Transition { attribute, event } => self.transition(attribute, event),
+            RegistryChange::PromoteLocal(attr) => self.promote_local(attr),
             RegistryChange::DeclareComposition(spec) => {
                 if self.name_taken(&spec.name) {
                     return Err(RegistryError::DuplicateName { name: spec.name });
@@ -339,6 +344,26 @@ impl SemanticRegistry {
                 Ok(())
             }
         }
+    }
+
+    /// A local attribute becomes the canonical attribute of the same name (state
+    /// `registered`): the local entry is superseded; a vault-scoped query
+    /// attribute that read it now reads the canonical one.
+    fn promote_local(&mut self, mut attr: CanonicalAttribute) -> Result<(), RegistryError> {
+        let Some(local) = self.local.get(&attr.name) else {
+            return Err(RegistryError::UnknownAttribute { name: attr.name });
+        };
+        if attr.state != AttributeState::Registered || attr.value_type != local.value_type {
+            return Err(RegistryError::BadInitialState {
+                name: attr.name,
+                state: attr.state,
+            });
+        }
+        self.check_attribute_domain(&attr.domain)?;
+        self.local.remove(&attr.name);
+        attr.semantic_version = self.semantic_version;
+        self.canonical.insert(attr.name.clone(), attr);
+        Ok(())
     }
 
     fn add_domain(&mut self, domain: Domain) -> Result<(), RegistryError> {

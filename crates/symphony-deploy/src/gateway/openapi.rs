@@ -25,8 +25,11 @@ use crate::state::{RequestStatus, TaskSubmission};
 #[allow(dead_code)]
 pub struct ProposalSubmission {
     /// What is proposed, externally tagged: `"close_epoch"`,
-    /// `{"policy_change": {"version", "params", "max_tasks_per_epoch"}}` or
-    /// `{"enterprise_membership": {"vault", "operator", "stake_micro_sym"}}`.
+    /// `{"policy_change": {"version", "params", "max_tasks_per_epoch"}}`,
+    /// `{"enterprise_membership": {"vault", "operator", "stake_micro_sym"}}`,
+    /// `{"challenge_adjudication": {"challenge", "verdict"}}`,
+    /// `{"slashing": {"actor", "offence", "reason"}}` or
+    /// `{"attribute_promotion": {"promotion": {"local", "target"}}}`.
     #[schema(value_type = Object)]
     kind: Value,
     /// Governance index of the proposing master (masters in node-id order).

@@ -308,12 +308,13 @@ pub(super) fn execute(
         accountant: symphony_train::accountant::RdpAccountant::new(),
         stop: StopReason::ConvergenceNotReached,
     };
-    let epoch_len = adm.prices.epochs.epoch_length_ms.max(1);
     let rounds_started = std::time::Instant::now();
     let mut round = 0u32;
     loop {
         let at_ms = m.now_ms + u64::from(round) * spec.round_duration_ms;
-        let epoch = EpochId(u64::from(round) * spec.round_duration_ms / epoch_len);
+        // Each round is dispatched (and settles) in the epoch open when it starts:
+        // governance may close an epoch while the rounds run.
+        let epoch = m.masters.state().current_epoch();
         if let Err(e) = run_round(
             m, trainers, adm, spec, &mut st, round, at_ms, epoch, seed, obs, tap,
         ) {

@@ -39,11 +39,23 @@ pub(super) fn run_round(
 ) -> Result<(), NodeError> {
     let task = &adm.task_id;
     let mut clock = PhaseClock::start();
-    m.masters.submit(Command::OpenRound {
-        task_id: task.clone(),
-        round,
-        epoch_id: epoch,
-    })?;
+    let mut epoch = epoch;
+    loop {
+        match m.masters.submit(Command::OpenRound {
+            task_id: task.clone(),
+            round,
+            epoch_id: epoch,
+        }) {
+            Ok(_) => break,
+            // A close committed between reading the epoch and opening the round
+            // (a governance proposal does not wait for the worker): the round is
+            // dispatched in the epoch now open.
+            Err(_) if m.masters.state().current_epoch() != epoch => {
+                epoch = m.masters.state().current_epoch();
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     let participating: Vec<VaultId> = adm
         .envelope
         .body()

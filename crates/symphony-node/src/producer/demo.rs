@@ -265,6 +265,7 @@ pub fn stored_purchases(net: &EmbeddedNetwork, pv: usize) -> Result<Vec<Purchase
         .into_iter()
         .filter_map(|r| match r {
             Record::Purchase(p) => Some(p),
+            Record::Receipt(r) => Some(r.purchase),
             _ => None,
         })
         .collect())

@@ -80,6 +80,19 @@ fn receipt_images_are_parsed_into_the_personal_vault_and_duplicates_refused() {
         vec![receipts[0].to_purchase()],
         "stored = ground truth"
     );
+    // The Vault keeps the receipt's line items with its purchase.
+    let kept: Vec<_> = net.enterprises[pv]
+        .vault()
+        .subject_records(&subject())
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r {
+            symphony_vault::Record::Receipt(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kept, vec![receipts[0].to_receipt()], "line items = ground truth");
+    assert!(!kept[0].items.is_empty());
     // Another photo of the same receipt (other bytes): a duplicate, nothing stored.
     let again = png_bytes(&render(&receipts[0], Level::MildBlur, 2).unwrap()).unwrap();
     assert_ne!(again, png);

@@ -15,7 +15,7 @@ use symphony_node::producer::demo::{
 };
 use symphony_node::producer::ocr::TesseractCli;
 use symphony_node::producer::personal::{
-    budget_view, consent_view, earnings, producer_actor_of, set_consent, stake,
+    budget_view, consent_view, earnings, producer_actor_of, set_consent,
 };
 
 use crate::{Story, DEMO_NOW_MS};
@@ -403,7 +403,14 @@ pub fn run(cmd: ProducerCmd) -> Result<()> {
         }
         ProducerCmd::Earnings { dir, json } => {
             let ledger = open_ledger(&dir)?;
-            let e = earnings(&ledger, &producer)?;
+            // A kept embedded directory has a ledger but no masters: no actor
+            // registry entry (stakes are registered through running masters).
+            let e = earnings(
+                &ledger,
+                &symphony_node::producer::personal::ActorRegistry::default(),
+                &PolicyParams::default_v1(),
+                &producer,
+            )?;
             if json {
                 crate::output::print_json(&e)?;
             } else {
@@ -428,20 +435,31 @@ pub fn run(cmd: ProducerCmd) -> Result<()> {
             Ok(())
         }
         ProducerCmd::Stake { dir, bond, json } => {
-            let mut ledger = open_ledger(&dir)?;
+            let ledger = open_ledger(&dir)?;
             if bond {
-                stake(&mut ledger, &producer, &PolicyParams::default_v1())?;
+                bail!(
+                    "--bond: S_producer is bonded on the staking contract and registered in the \
+                     masters' actor registry (the quality reward rule reads it); {} is a kept \
+                     embedded network with no masters running",
+                    dir.display()
+                );
             }
-            let e = earnings(&ledger, &producer)?;
+            let e = earnings(
+                &ledger,
+                &symphony_node::producer::personal::ActorRegistry::default(),
+                &PolicyParams::default_v1(),
+                &producer,
+            )?;
             let v = serde_json::json!({
                 "producer": producer.to_string(),
                 "stake_micro_sym": e.stake_micro_sym,
                 "staked": e.staked,
                 "s_producer_micro_sym": PolicyParams::default_v1().staking.s_producer_micro_sym,
                 "balance_micro_sym": e.balance_micro_sym,
+                "ledger_bonded_micro_sym": e.ledger_bonded_micro_sym,
             });
             if json {
-                println!("{v}");
+                crate::output::print_json(&v)?;
             } else {
                 println!(
                     "{producer}: stake {} µSYM ({}), balance {} µSYM",

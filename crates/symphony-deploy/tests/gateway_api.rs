@@ -693,7 +693,10 @@ async fn a_producer_reads_its_earnings_and_stakes_through_the_registry() {
         .await
         .unwrap();
     let s = conforms(&doc, "/v1/producer/stake", "GET", &r);
-    assert_eq!((s["staked"].clone(), s["stake_micro_sym"].clone()), (json!(false), json!(0)));
+    assert_eq!(
+        (s["staked"].clone(), s["stake_micro_sym"].clone()),
+        (json!(false), json!(0))
+    );
     assert_eq!(s["s_producer_micro_sym"], s_producer);
 
     // Not a producer: 403 naming the rule.
@@ -705,7 +708,10 @@ async fn a_producer_reads_its_earnings_and_stakes_through_the_registry() {
     assert_eq!(r.status, 403);
     let body = conforms(&doc, "/v1/producer/earnings", "GET", &r);
     assert!(
-        body["error"].as_str().unwrap().contains("not a data producer"),
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a data producer"),
         "{body}"
     );
     // The amount is the policy's: a body with parameters is refused, nothing bonded.
@@ -740,7 +746,10 @@ async fn a_producer_reads_its_earnings_and_stakes_through_the_registry() {
             if held {
                 break;
             }
-            assert!(Instant::now() < deadline, "a master never applied the stake");
+            assert!(
+                Instant::now() < deadline,
+                "a master never applied the stake"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }

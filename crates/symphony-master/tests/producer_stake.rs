@@ -26,8 +26,7 @@ fn signed(k: &SigningKey, msg: symphony_core::encoding::Digest) -> Vec<u8> {
 }
 
 #[test]
-fn a_producer_stake_is_registered_once_any_time_and_a_slash_below_s_producer_ends_full_rewards()
-{
+fn a_producer_stake_is_registered_once_any_time_and_a_slash_below_s_producer_ends_full_rewards() {
     let k = keys();
     let s_producer = PolicyParams::default_v1().staking.s_producer_micro_sym;
     let mut s = MasterState::new();
@@ -56,7 +55,10 @@ fn a_producer_stake_is_registered_once_any_time_and_a_slash_below_s_producer_end
             stakes: vec![(alice.clone(), StakeTier::Producer, s_producer)],
         })
         .is_err());
-    assert!(!s.governance().registry.holds_producer_stake(&alice, s_producer));
+    assert!(!s
+        .governance()
+        .registry
+        .holds_producer_stake(&alice, s_producer));
     let events = s
         .apply(&Command::RegisterProducerStake {
             actor: alice.clone(),
@@ -81,7 +83,10 @@ fn a_producer_stake_is_registered_once_any_time_and_a_slash_below_s_producer_end
             bonded_micro_sym: s_producer,
         })
         .unwrap_err();
-    assert!(e.to_string().contains("already in the actor registry"), "{e}");
+    assert!(
+        e.to_string().contains("already in the actor registry"),
+        "{e}"
+    );
     // Only producers, only positive stakes.
     let e = s
         .apply(&Command::RegisterProducerStake {
@@ -121,5 +126,8 @@ fn a_producer_stake_is_registered_once_any_time_and_a_slash_below_s_producer_end
     let entry = &s.governance().registry.actors[&alice];
     assert!(entry.slashed_micro_sym > 0, "{entry:?}");
     assert_eq!(entry.bonded_micro_sym + entry.slashed_micro_sym, s_producer);
-    assert!(!s.governance().registry.holds_producer_stake(&alice, s_producer));
+    assert!(!s
+        .governance()
+        .registry
+        .holds_producer_stake(&alice, s_producer));
 }

@@ -15,7 +15,9 @@ use symphony_node::producer::demo::{
     build_network, producer_receipts, producer_upload, run_luckin, run_parse_demo,
     stored_purchases, ParseDemoParams, FOUNDATION, PRODUCER_SUBJECT,
 };
-use symphony_node::producer::personal::{budget_view, consent_view, producer_actor_of, set_consent};
+use symphony_node::producer::personal::{
+    budget_view, consent_view, producer_actor_of, set_consent,
+};
 
 const NOW_MS: u64 = 1_795_219_200_000;
 const FORWARD: [&str; 6] = [
@@ -89,7 +91,11 @@ fn receipt_images_are_parsed_into_the_personal_vault_and_duplicates_refused() {
             _ => None,
         })
         .collect();
-    assert_eq!(kept, vec![receipts[0].to_receipt()], "line items = ground truth");
+    assert_eq!(
+        kept,
+        vec![receipts[0].to_receipt()],
+        "line items = ground truth"
+    );
     assert!(!kept[0].items.is_empty());
     // Another photo of the same receipt (other bytes): a duplicate, nothing stored.
     let again = png_bytes(&render(&receipts[0], Level::MildBlur, 2).unwrap()).unwrap();
@@ -152,19 +158,21 @@ fn quality_rewards_are_half_unstaked_and_whole_staked() {
             enterprises,
             ..
         } = net;
-        let paid = master.pay_quality_rewards(
-            enterprises[pv].vault(),
-            closed.closed,
-            &QualityParams::default_v1(),
-        )
-        .unwrap();
+        let paid = master
+            .pay_quality_rewards(
+                enterprises[pv].vault(),
+                closed.closed,
+                &QualityParams::default_v1(),
+            )
+            .unwrap();
         // Paying again is a no-op (payout id per Vault and epoch).
-        master.pay_quality_rewards(
-            enterprises[pv].vault(),
-            closed.closed,
-            &QualityParams::default_v1(),
-        )
-        .unwrap();
+        master
+            .pay_quality_rewards(
+                enterprises[pv].vault(),
+                closed.closed,
+                &QualityParams::default_v1(),
+            )
+            .unwrap();
         let expected: u64 = scores
             .iter()
             .map(|s| {
@@ -218,7 +226,11 @@ fn quality_rewards_are_half_unstaked_and_whole_staked() {
         .governance()
         .registry
         .holds_producer_stake(&producer, s_producer));
-    let e = net.master.producer_stake(&producer).unwrap_err().to_string();
+    let e = net
+        .master
+        .producer_stake(&producer)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("already in the actor registry"), "{e}");
     let (e1, gross1, paid1) = pay_epoch(&mut net, &receipts[2..], 10);
     assert!(paid1.producers[0].staked);

@@ -56,7 +56,10 @@ fn a_parsed_receipt_keeps_its_line_items_and_scans_see_its_purchase() {
     let dir = tempfile::tempdir().unwrap();
     let vault = create(&dir.path().join("v.redb"), "pv-producer");
     let (record, row) = receipt(3);
-    assert_eq!(vault.store_parsed(&record, &row).unwrap(), StoreParsed::Stored);
+    assert_eq!(
+        vault.store_parsed(&record, &row).unwrap(),
+        StoreParsed::Stored
+    );
     let stored = vault.subject_records(&sid("producer")).unwrap();
     assert_eq!(stored, vec![record.clone()]);
     let Record::Receipt(r) = &stored[0] else {
@@ -70,10 +73,15 @@ fn a_parsed_receipt_keeps_its_line_items_and_scans_see_its_purchase() {
         r.items.iter().map(|i| i.amount_minor).sum::<u64>(),
         r.purchase.amount_minor
     );
-    assert_eq!(vault.parsed_record(&row.subject, "receipt-3").unwrap(), Some(row));
+    assert_eq!(
+        vault.parsed_record(&row.subject, "receipt-3").unwrap(),
+        Some(row)
+    );
     // A scan (what query tasks read) sees the receipt's purchase.
     let all = dump(&vault);
-    let Record::Receipt(r) = &record else { unreachable!() };
+    let Record::Receipt(r) = &record else {
+        unreachable!()
+    };
     assert_eq!(
         all["producer"],
         vec![Record::Purchase(r.purchase.clone())],
@@ -87,7 +95,10 @@ fn a_refused_duplicate_leaves_the_vault_file_byte_identical() {
     let path = dir.path().join("v.redb");
     let vault = create(&path, "pv-producer");
     let (record, row) = receipt(1);
-    assert_eq!(vault.store_parsed(&record, &row).unwrap(), StoreParsed::Stored);
+    assert_eq!(
+        vault.store_parsed(&record, &row).unwrap(),
+        StoreParsed::Stored
+    );
     let before = std::fs::read(&path).unwrap();
     // The same receipt again (the same hash), even under another task id.
     let again = ParsedRecord {
@@ -109,7 +120,10 @@ fn a_refused_duplicate_leaves_the_vault_file_byte_identical() {
     assert!(after == before, "the refused duplicates changed the file");
     drop(vault);
     let vault = Vault::open(&path, &key(7), [3; 32]).unwrap();
-    assert_eq!(vault.subject_records(&sid("producer")).unwrap(), vec![record]);
+    assert_eq!(
+        vault.subject_records(&sid("producer")).unwrap(),
+        vec![record]
+    );
     assert_eq!(vault.parsed_records().unwrap().len(), 1);
 }
 
@@ -122,8 +136,14 @@ fn an_erased_subjects_upload_writes_neither_record_nor_marker() {
     assert!(vault.erase_subject(&sid("producer"), 5).unwrap());
     let (record, row) = receipt(1);
     let e = vault.store_parsed(&record, &row).unwrap_err();
-    assert!(matches!(e, VaultError::Erased(ref s) if s == "producer"), "{e}");
-    assert_eq!(vault.parsed_record(&row.subject, "receipt-1").unwrap(), None);
+    assert!(
+        matches!(e, VaultError::Erased(ref s) if s == "producer"),
+        "{e}"
+    );
+    assert_eq!(
+        vault.parsed_record(&row.subject, "receipt-1").unwrap(),
+        None
+    );
     assert_eq!(vault.parsed_records().unwrap().len(), 1);
 }
 
@@ -149,7 +169,13 @@ fn numbers(vault: &Vault) -> (BTreeSet<u64>, BTreeSet<u64>) {
         .parsed_records()
         .unwrap()
         .iter()
-        .map(|r| r.record_hash.strip_prefix("receipt-").unwrap().parse().unwrap())
+        .map(|r| {
+            r.record_hash
+                .strip_prefix("receipt-")
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
         .collect();
     (stored, marked)
 }
@@ -166,7 +192,12 @@ fn sigkill_never_leaves_a_record_without_its_marker_or_the_reverse() {
     let mut acked_max = 0u64;
     for round in 0..12 {
         let mut child = Command::new(env!("CARGO_BIN_EXE_symphony-vault-crash-child"))
-            .args([path.to_str().unwrap(), &key_hex, "--parsed", &COUNT.to_string()])
+            .args([
+                path.to_str().unwrap(),
+                &key_hex,
+                "--parsed",
+                &COUNT.to_string(),
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -181,10 +212,20 @@ fn sigkill_never_leaves_a_record_without_its_marker_or_the_reverse() {
         }
         let status = child.wait().unwrap();
         let mut out = String::new();
-        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
         if last {
             let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             assert!(status.success(), "{err}");
         }
         let acked = out

@@ -16,9 +16,7 @@ use symphony_economics::quality::QualityParams;
 use symphony_vault::record::{Purchase, Record};
 
 use super::corpus::{generate_receipts, png_bytes, render, Level};
-use super::personal::{
-    producer_actor_of, Earnings, ProducerProfile,
-};
+use super::personal::{producer_actor_of, Earnings, ProducerProfile};
 use super::receipt::ReceiptRecord;
 use crate::aggregation::SelectionPolicy;
 use crate::classes::parse::{seal_upload, ParseRequest};
@@ -372,7 +370,9 @@ pub fn run_scenario(
     };
     let _ = epoch;
     let producer = producer_actor_of(PRODUCER_SUBJECT)?;
-    let reward_micro_sym = net.master.producer_earnings(&producer)?
+    let reward_micro_sym = net
+        .master
+        .producer_earnings(&producer)?
         .payments
         .iter()
         .filter(|p| p.kind == "data_quality_reward")

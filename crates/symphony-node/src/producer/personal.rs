@@ -18,12 +18,12 @@ use symphony_core::TaskClass;
 use symphony_economics::quality::{epoch_quality_rewards, producer_net, QualityParams};
 use symphony_economics::PolicyParams;
 use symphony_enclave::SoftwareEnclave;
-pub use symphony_master::ActorRegistry;
-use symphony_master::Command;
 use symphony_ledger::{
     AccountId, LedgerEvent, PayoutId, PayoutInstruction, PayoutInstructionSet, PayoutKind,
     PayoutSource, SettlementLedger, StakeTier,
 };
+pub use symphony_master::ActorRegistry;
+use symphony_master::Command;
 use symphony_vault::record::{ContactKind, Geography, Identity, Record};
 use symphony_vault::Vault;
 

@@ -304,8 +304,16 @@ async fn bond(
     .await
     .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     if let Err(e) = done {
+        // A concurrent bond of the same producer is refused by the registry (409);
+        // a ledger refusal is the request's (400); no quorum is 503.
+        let status = match &e {
+            _ if e.to_string().contains("already in the actor registry") => StatusCode::CONFLICT,
+            symphony_node::NodeError::Refused(_) => StatusCode::CONFLICT,
+            symphony_node::NodeError::Ledger(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
         return Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
+            status,
             format!("{actor}: S_producer not registered: {e}"),
         ));
     }

@@ -266,7 +266,7 @@ fn client_for(layout: &DevnetLayout) -> Result<GatewayClient> {
 }
 
 /// A gateway client signing as `caller` with its devnet key.
-fn caller_client(layout: &DevnetLayout, caller: &str) -> Result<GatewayClient> {
+pub(crate) fn caller_client(layout: &DevnetLayout, caller: &str) -> Result<GatewayClient> {
     let roots = symphony_deploy::tls::load_roots(&layout.ca)?;
     let tls = symphony_deploy::tls::public_client(roots)?;
     let Some(path) = layout.caller_key(caller) else {

@@ -15,7 +15,7 @@ use symphony_node::producer::demo::{
 };
 use symphony_node::producer::ocr::TesseractCli;
 use symphony_node::producer::personal::{
-    budget_view, consent_view, earnings, producer_actor_of, set_consent, stake,
+    budget_view, consent_view, earnings, producer_actor_of, set_consent,
 };
 
 use crate::{Story, DEMO_NOW_MS};
@@ -216,15 +216,18 @@ pub enum ProducerCmd {
     },
     /// Quality rewards and data usage dividends by epoch, balance and stake.
     Earnings {
-        /// A network directory kept by `demo parse --dir`.
+        /// A network directory kept by `demo parse --dir`, or a devnet's directory
+        /// (then the gateway's signed producer routes, as `producer:alice`).
         #[arg(long)]
         dir: PathBuf,
         #[arg(long)]
         json: bool,
     },
-    /// The producer's stake; `--bond` bonds S_producer (rewards become 100%).
+    /// The producer's stake; `--bond` bonds S_producer and registers it in the
+    /// masters' actor registry (rewards become 100%; on a devnet only).
     Stake {
-        /// A network directory kept by `demo parse --dir`.
+        /// A network directory kept by `demo parse --dir`, or a devnet's directory
+        /// (then the gateway's signed producer routes, as `producer:alice`).
         #[arg(long)]
         dir: PathBuf,
         #[arg(long)]
@@ -253,6 +256,66 @@ fn open_personal_vault(dir: &Path) -> Result<symphony_vault::Vault> {
         .context("OS randomness")?;
     symphony_vault::Vault::open(&path, &key, entropy)
         .with_context(|| format!("opening {}", path.display()))
+}
+
+/// The devnet in `dir`, if it holds one (`devnet.json`).
+fn devnet_of(dir: &Path) -> Result<Option<symphony_deploy::devnet::DevnetLayout>> {
+    if dir.join("devnet.json").exists() {
+        Ok(Some(symphony_deploy::devnet::DevnetLayout::load(dir)?))
+    } else {
+        Ok(None)
+    }
+}
+
+/// One signed producer route of a devnet, as its producer; the JSON reply.
+fn producer_route(
+    layout: &symphony_deploy::devnet::DevnetLayout,
+    method: &str,
+    path: &str,
+) -> Result<serde_json::Value> {
+    let caller = format!("producer:{}", symphony_deploy::devnet::DEVNET_PRODUCER);
+    let client = crate::deploy_cmd::caller_client(layout, &caller)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let r = rt.block_on(client.signed(method, path, Vec::new()))?;
+    if r.status != 200 {
+        bail!(
+            "{method} {path}: the gateway answered {}: {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    Ok(r.json())
+}
+
+fn print_devnet_earnings(v: &serde_json::Value, json: bool) -> Result<()> {
+    if json {
+        return crate::output::print_json(v);
+    }
+    println!(
+        "earnings of {}: {} µSYM received, balance {} µSYM, stake {} µSYM ({})",
+        v["producer"].as_str().unwrap_or_default(),
+        v["total_net_micro_sym"],
+        v["balance_micro_sym"],
+        v["stake_micro_sym"],
+        if v["staked"] == true {
+            "staked: 100% of rewards"
+        } else {
+            "unstaked: 50% of rewards"
+        }
+    );
+    for p in v["payments"].as_array().into_iter().flatten() {
+        println!(
+            "  epoch {:<4} {:<20} {:>12} µSYM of {:>12} gross  {}",
+            p["epoch"],
+            p["kind"].as_str().unwrap_or_default(),
+            p["net_micro_sym"],
+            p["gross_micro_sym"],
+            p["reference"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 fn open_ledger(dir: &Path) -> Result<symphony_ledger::RedbLedger> {
@@ -402,8 +465,19 @@ pub fn run(cmd: ProducerCmd) -> Result<()> {
             Ok(())
         }
         ProducerCmd::Earnings { dir, json } => {
+            if let Some(layout) = devnet_of(&dir)? {
+                let v = producer_route(&layout, "GET", "/v1/producer/earnings")?;
+                return print_devnet_earnings(&v, json);
+            }
             let ledger = open_ledger(&dir)?;
-            let e = earnings(&ledger, &producer)?;
+            // A kept embedded directory has a ledger but no masters: no actor
+            // registry entry (stakes are registered through running masters).
+            let e = earnings(
+                &ledger,
+                &symphony_node::producer::personal::ActorRegistry::default(),
+                &PolicyParams::default_v1(),
+                &producer,
+            )?;
             if json {
                 crate::output::print_json(&e)?;
             } else {
@@ -428,20 +502,52 @@ pub fn run(cmd: ProducerCmd) -> Result<()> {
             Ok(())
         }
         ProducerCmd::Stake { dir, bond, json } => {
-            let mut ledger = open_ledger(&dir)?;
-            if bond {
-                stake(&mut ledger, &producer, &PolicyParams::default_v1())?;
+            if let Some(layout) = devnet_of(&dir)? {
+                let method = if bond { "POST" } else { "GET" };
+                let v = producer_route(&layout, method, "/v1/producer/stake")?;
+                if json {
+                    crate::output::print_json(&v)?;
+                } else {
+                    println!(
+                        "{}: stake {} µSYM in the actor registry ({}), {} µSYM on the staking contract, balance {} µSYM",
+                        v["producer"].as_str().unwrap_or_default(),
+                        v["stake_micro_sym"],
+                        if v["staked"] == true {
+                            "S_producer held: rewards 100%"
+                        } else {
+                            "no S_producer: rewards 50%"
+                        },
+                        v["ledger_bonded_micro_sym"],
+                        v["balance_micro_sym"]
+                    );
+                }
+                return Ok(());
             }
-            let e = earnings(&ledger, &producer)?;
+            let ledger = open_ledger(&dir)?;
+            if bond {
+                bail!(
+                    "--bond: S_producer is bonded on the staking contract and registered in the \
+                     masters' actor registry (the quality reward rule reads it); {} is a kept \
+                     embedded network with no masters running",
+                    dir.display()
+                );
+            }
+            let e = earnings(
+                &ledger,
+                &symphony_node::producer::personal::ActorRegistry::default(),
+                &PolicyParams::default_v1(),
+                &producer,
+            )?;
             let v = serde_json::json!({
                 "producer": producer.to_string(),
                 "stake_micro_sym": e.stake_micro_sym,
                 "staked": e.staked,
                 "s_producer_micro_sym": PolicyParams::default_v1().staking.s_producer_micro_sym,
                 "balance_micro_sym": e.balance_micro_sym,
+                "ledger_bonded_micro_sym": e.ledger_bonded_micro_sym,
             });
             if json {
-                println!("{v}");
+                crate::output::print_json(&v)?;
             } else {
                 println!(
                     "{producer}: stake {} µSYM ({}), balance {} µSYM",

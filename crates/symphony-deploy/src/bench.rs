@@ -217,7 +217,17 @@ impl GatewayBed {
         options: &LoopbackOptions,
         settings: GatewaySettings,
     ) -> Result<Self, DeployError> {
-        let (nodes, members) = start_nodes(&dir.join("masters"), &empty_genesis(), options).await?;
+        Self::start_with_genesis(dir, options, settings, &empty_genesis()).await
+    }
+
+    /// [`GatewayBed::start`] from a given ledger genesis (funded accounts).
+    pub async fn start_with_genesis(
+        dir: &Path,
+        options: &LoopbackOptions,
+        settings: GatewaySettings,
+        genesis: &symphony_ledger::Genesis,
+    ) -> Result<Self, DeployError> {
+        let (nodes, members) = start_nodes(&dir.join("masters"), genesis, options).await?;
         let tls_dir = dir.join("gateway-tls");
         std::fs::create_dir_all(&tls_dir)?;
         let (ca_cert, ca_key) = generate_ca()?;

@@ -184,6 +184,9 @@ pub const DEVNET_CALLERS: [&str; 3] = [
     "analyst:luckin-insights",
 ];
 
+/// The data producer a devnet registers as a caller (`producer:alice`, 1,000 SYM).
+pub const DEVNET_PRODUCER: &str = "alice";
+
 /// The secret the embedded network derives for `label` under `seed`.
 fn derived_secret(seed: u64, label: &str) -> [u8; 32] {
     tagged_hash(label, &seed.to_le_bytes()).0
@@ -349,6 +352,19 @@ pub fn prepare(
             balance_micro_sym: 1_000_000 * symphony_economics::MICRO_SYM_PER_SYM,
         });
     }
+    // A data producer (seed 002): a caller signing the producer routes with its own
+    // key (`gateway/producer_routes.rs`), funded so that it can bond S_producer.
+    let producer = format!("producer:{DEVNET_PRODUCER}");
+    let producer_key =
+        SigningKey::from_bytes(&derived_secret(params.seed, "scp/producer-key/devnet"));
+    let producer_file = dir.join(format!("keys/caller-producer_{DEVNET_PRODUCER}.key"));
+    write_secret(&producer_file, &producer_key.to_bytes())?;
+    caller_files.insert(producer.clone(), producer_file);
+    caller_entries.push(CallerEntry {
+        actor: producer,
+        public_key: hex::encode(producer_key.verifying_key().to_bytes()),
+        balance_micro_sym: 1_000 * symphony_economics::MICRO_SYM_PER_SYM,
+    });
     let aggregator_file = dir.join("keys/aggregator.key");
     write_secret(
         &aggregator_file,

@@ -59,6 +59,7 @@ pub mod explorer;
 mod gov_routes;
 mod metrics;
 mod openapi;
+mod producer_routes;
 pub mod views;
 
 pub use openapi::openapi_document;
@@ -211,6 +212,11 @@ impl Gateway {
                 get(gov_routes::proposals).post(gov_routes::propose),
             )
             .route("/v1/governance/votes", post(gov_routes::vote))
+            .route("/v1/producer/earnings", get(producer_routes::get_earnings))
+            .route(
+                "/v1/producer/stake",
+                get(producer_routes::get_stake).post(producer_routes::post_stake),
+            )
             .route("/v1/cluster", get(cluster_view))
             .route("/metrics", get(metrics::metrics))
             .route("/openapi.json", get(openapi::serve))

@@ -643,3 +643,136 @@ async fn a_signed_request_holds_at_one_gateway_only_and_the_rate_is_shared_by_al
     );
     bed.shutdown().await.unwrap();
 }
+
+/// The producer routes: a `producer:<subject>` caller signs with its own key and
+/// sees its own earnings and stake; bonding `S_producer` registers it in the actor
+/// registry of every master; others, a second bond and a body with parameters are
+/// refused; every reply matches the document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_reads_its_earnings_and_stakes_through_the_registry() {
+    use symphony_core::ids::ActorId;
+    let alice = caller("producer:alice", 31);
+    let adv = caller("advertiser:api-p", 32);
+    let dir = tempfile::tempdir().unwrap();
+    let options = LoopbackOptions {
+        cluster_id: "producer-api".into(),
+        ..LoopbackOptions::default()
+    };
+    let producer = ActorId::new("producer:alice").unwrap();
+    let account = symphony_node::settlement::actor_account(&producer).unwrap();
+    let fund = 500 * symphony_economics::MICRO_SYM_PER_SYM;
+    let s_producer = symphony_economics::PolicyParams::default_v1()
+        .staking
+        .s_producer_micro_sym;
+    let mut genesis = symphony_deploy::loopback::empty_genesis();
+    genesis.allocations.push((account, fund));
+    let bed = GatewayBed::start_with_genesis(
+        dir.path(),
+        &options,
+        settings(&[alice.clone(), adv.clone()], 1_000, 1_000),
+        &genesis,
+    )
+    .await
+    .unwrap();
+    let gw = bed.gateways[0];
+    let ca = client(&bed, gw, &alice);
+    let doc = ca.get_plain(gw, "/openapi.json").await.unwrap().json();
+
+    let r = ca
+        .signed("GET", "/v1/producer/earnings", Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let e = conforms(&doc, "/v1/producer/earnings", "GET", &r);
+    assert_eq!(e["producer"], "producer:alice");
+    assert_eq!(e["payments"], json!([]));
+    assert_eq!(e["balance_micro_sym"], fund);
+    assert_eq!(e["staked"], false);
+    let r = ca
+        .signed("GET", "/v1/producer/stake", Vec::new())
+        .await
+        .unwrap();
+    let s = conforms(&doc, "/v1/producer/stake", "GET", &r);
+    assert_eq!(
+        (s["staked"].clone(), s["stake_micro_sym"].clone()),
+        (json!(false), json!(0))
+    );
+    assert_eq!(s["s_producer_micro_sym"], s_producer);
+
+    // Not a producer: 403 naming the rule.
+    let cb = client(&bed, gw, &adv);
+    let r = cb
+        .signed("GET", "/v1/producer/earnings", Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403);
+    let body = conforms(&doc, "/v1/producer/earnings", "GET", &r);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a data producer"),
+        "{body}"
+    );
+    // The amount is the policy's: a body with parameters is refused, nothing bonded.
+    let r = ca
+        .signed("POST", "/v1/producer/stake", br#"{"amount":1}"#.to_vec())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    conforms(&doc, "/v1/producer/stake", "POST", &r);
+
+    // Bond: through consensus, on the staking contract and in the registry.
+    let r = ca
+        .signed("POST", "/v1/producer/stake", Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let s = conforms(&doc, "/v1/producer/stake", "POST", &r);
+    assert_eq!(s["staked"], true, "{s}");
+    assert_eq!(s["stake_micro_sym"], s_producer);
+    assert_eq!(s["ledger_bonded_micro_sym"], s_producer);
+    assert_eq!(s["balance_micro_sym"], fund - s_producer);
+    // Every master's replica holds the registration.
+    for node in &bed.nodes {
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let held = node.with_state(|st| {
+                st.master()
+                    .governance()
+                    .registry
+                    .holds_producer_stake(&producer, s_producer)
+            });
+            if held {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a master never applied the stake"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    // Twice: 409, nothing replicated.
+    let root = bed.nodes[0].with_state(|st| st.applied());
+    let r = ca
+        .signed("POST", "/v1/producer/stake", Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 409);
+    let body = conforms(&doc, "/v1/producer/stake", "POST", &r);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("already in the actor registry"),
+        "{body}"
+    );
+    assert_eq!(bed.nodes[0].with_state(|st| st.applied()), root);
+    let r = ca
+        .signed("GET", "/v1/producer/earnings", Vec::new())
+        .await
+        .unwrap();
+    let e = conforms(&doc, "/v1/producer/earnings", "GET", &r);
+    assert_eq!(e["staked"], true);
+}

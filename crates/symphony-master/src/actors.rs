@@ -6,7 +6,9 @@
 //!   what was slashed and its offences (the repeats the graduated table counts).
 //!   Entries come from genesis ([`crate::Command::RegisterStakes`], once, before the
 //!   first proposal: the stakes the ledger bonded at genesis) and from approved
-//!   `enterprise_membership` proposals.
+//!   `enterprise_membership` proposals; a data producer's `S_producer` from
+//!   [`crate::Command::RegisterProducerStake`] once it is bonded (the quality reward
+//!   rule reads it: [`ActorRegistry::holds_producer_stake`]).
 //! * **Slashing** (`slashing` proposal): the amount is the graduated table's
 //!   (`symphony_economics::slash`: the base fraction of the offence's severity,
 //!   doubled per earlier offence inside the repeat window, capped at the stake) over
@@ -200,6 +202,17 @@ impl ActorRegistry {
         Ok(())
     }
 
+    /// Whether `actor` is registered in the producer tier with at least
+    /// `s_producer_micro_sym` bonded (after slashing): its data rewards are paid in
+    /// full, else at the unstaked share.
+    pub fn holds_producer_stake(&self, actor: &ActorId, s_producer_micro_sym: u64) -> bool {
+        self.actors.get(actor).is_some_and(|r| {
+            r.tier == StakeTier::Producer
+                && r.bonded_micro_sym > 0
+                && r.bonded_micro_sym >= s_producer_micro_sym
+        })
+    }
+
     /// Slashes `actor` for `offence` in `epoch` by the graduated table; records the
     /// offence (an unregistered actor has nothing to slash: 0). Returns the amount.
     pub(crate) fn slash(
@@ -257,6 +270,26 @@ impl MasterState {
             });
         }
         Ok(events)
+    }
+
+    /// A producer's bonded `S_producer` enters the registry (any time; once).
+    pub(crate) fn register_producer_stake(
+        &mut self,
+        actor: &ActorId,
+        bonded_micro_sym: u64,
+    ) -> Result<Vec<Event>, MasterError> {
+        if !actor.as_str().starts_with("producer:") {
+            return Err(gov(format!(
+                "{actor}: only a data producer (producer:<subject>) registers a producer stake"
+            )));
+        }
+        self.governance
+            .registry
+            .register(actor, StakeTier::Producer, bonded_micro_sym)?;
+        Ok(vec![Event::StakeRegistered {
+            actor: actor.clone(),
+            bonded_micro_sym,
+        }])
     }
 
     /// Checks what only the whole state can check about a new proposal, then files it.

@@ -350,6 +350,15 @@ pub enum Command {
         /// What was minted and to whom.
         rewards: EpochRewards,
     },
+    /// A data producer bonded `S_producer` on the staking contract: its stake
+    /// enters the actor registry (tier `producer`), at any time. The data quality
+    /// reward rule (100% staked, 50% not) reads this entry.
+    RegisterProducerStake {
+        /// The producer (`producer:<subject>`).
+        actor: ActorId,
+        /// Bonded, µSYM.
+        bonded_micro_sym: u64,
+    },
 }
 
 /// What an applied command did.
@@ -737,6 +746,10 @@ impl MasterState {
             Command::RecordEpochRewards { epoch, rewards } => {
                 self.governance.record_rewards(*epoch, rewards)
             }
+            Command::RegisterProducerStake {
+                actor,
+                bonded_micro_sym,
+            } => self.register_producer_stake(actor, *bonded_micro_sym),
             Command::Advance {
                 task_id,
                 event,

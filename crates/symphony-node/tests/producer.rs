@@ -16,7 +16,7 @@ use symphony_node::producer::demo::{
     stored_purchases, ParseDemoParams, FOUNDATION, PRODUCER_SUBJECT,
 };
 use symphony_node::producer::personal::{
-    budget_view, consent_view, earnings, pay_quality_rewards, producer_actor_of, set_consent, stake,
+    budget_view, consent_view, producer_actor_of, set_consent,
 };
 
 const NOW_MS: u64 = 1_795_219_200_000;
@@ -80,6 +80,23 @@ fn receipt_images_are_parsed_into_the_personal_vault_and_duplicates_refused() {
         vec![receipts[0].to_purchase()],
         "stored = ground truth"
     );
+    // The Vault keeps the receipt's line items with its purchase.
+    let kept: Vec<_> = net.enterprises[pv]
+        .vault()
+        .subject_records(&subject())
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r {
+            symphony_vault::Record::Receipt(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        vec![receipts[0].to_receipt()],
+        "line items = ground truth"
+    );
+    assert!(!kept[0].items.is_empty());
     // Another photo of the same receipt (other bytes): a duplicate, nothing stored.
     let again = png_bytes(&render(&receipts[0], Level::MildBlur, 2).unwrap()).unwrap();
     assert_ne!(again, png);
@@ -141,23 +158,21 @@ fn quality_rewards_are_half_unstaked_and_whole_staked() {
             enterprises,
             ..
         } = net;
-        let paid = pay_quality_rewards(
-            &mut *master.ledger,
-            master.settlements.as_ref(),
-            enterprises[pv].vault(),
-            closed.closed,
-            &QualityParams::default_v1(),
-        )
-        .unwrap();
+        let paid = master
+            .pay_quality_rewards(
+                enterprises[pv].vault(),
+                closed.closed,
+                &QualityParams::default_v1(),
+            )
+            .unwrap();
         // Paying again is a no-op (payout id per Vault and epoch).
-        pay_quality_rewards(
-            &mut *master.ledger,
-            master.settlements.as_ref(),
-            enterprises[pv].vault(),
-            closed.closed,
-            &QualityParams::default_v1(),
-        )
-        .unwrap();
+        master
+            .pay_quality_rewards(
+                enterprises[pv].vault(),
+                closed.closed,
+                &QualityParams::default_v1(),
+            )
+            .unwrap();
         let expected: u64 = scores
             .iter()
             .map(|s| {
@@ -165,19 +180,62 @@ fn quality_rewards_are_half_unstaked_and_whole_staked() {
             })
             .sum();
         assert_eq!(paid.gross_micro_sym, expected);
-        (closed.closed.0, expected)
+        (closed.closed.0, expected, paid)
     };
-    let (e0, gross0) = pay_epoch(&mut net, &receipts[..2], 1);
-    let (e1, gross1) = {
-        stake(
-            &mut *net.master.ledger,
-            &producer,
-            &PolicyParams::default_v1(),
-        )
+    let (e0, gross0, paid0) = pay_epoch(&mut net, &receipts[..2], 1);
+    assert_eq!(paid0.producers.len(), 1);
+    assert!(!paid0.producers[0].staked, "{paid0:?}");
+    assert_eq!(paid0.producers[0].net_micro_sym, gross0 / 2);
+    // Bonded on the staking contract but not registered with the masters (as
+    // after a crash between the two): the reward rule reads the registry, sees
+    // the disagreement, names the producer and pays nothing.
+    let account = symphony_node::producer::personal::producer_account(PRODUCER_SUBJECT).unwrap();
+    let s_producer = PolicyParams::default_v1().staking.s_producer_micro_sym;
+    net.master
+        .ledger
+        .bond(&account, symphony_ledger::StakeTier::Producer, s_producer)
         .unwrap();
-        pay_epoch(&mut net, &receipts[2..], 10)
-    };
-    let earned = earnings(&*net.master.ledger, &producer).unwrap();
+    let balance = net.master.ledger.balance(&account);
+    {
+        let EmbeddedNetwork {
+            master,
+            enterprises,
+            ..
+        } = &mut net;
+        let e = master
+            .pay_quality_rewards(
+                enterprises[pv].vault(),
+                symphony_core::ids::EpochId(e0),
+                &QualityParams::default_v1(),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("producer:alice") && e.contains("actor registry says not staked"),
+            "{e}"
+        );
+    }
+    assert!(!net.master.producer_earnings(&producer).unwrap().staked);
+    // Registering finishes it without bonding twice.
+    assert_eq!(net.master.producer_stake(&producer).unwrap(), s_producer);
+    assert_eq!(net.master.ledger.balance(&account), balance);
+    assert!(net
+        .master
+        .masters
+        .state()
+        .governance()
+        .registry
+        .holds_producer_stake(&producer, s_producer));
+    let e = net
+        .master
+        .producer_stake(&producer)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("already in the actor registry"), "{e}");
+    let (e1, gross1, paid1) = pay_epoch(&mut net, &receipts[2..], 10);
+    assert!(paid1.producers[0].staked);
+    assert_eq!(paid1.producers[0].net_micro_sym, gross1);
+    let earned = net.master.producer_earnings(&producer).unwrap();
     let quality: Vec<_> = earned
         .payments
         .iter()
@@ -211,7 +269,7 @@ fn revoking_marketing_consent_excludes_the_producer_from_the_next_campaign_and_k
     assert_eq!(first.state, "completed");
     assert!(first.producer_found, "consenting and eligible: found");
     let producer = producer_actor_of(PRODUCER_SUBJECT).unwrap();
-    let before = earnings(&*net.master.ledger, &producer).unwrap();
+    let before = net.master.producer_earnings(&producer).unwrap();
     let dividends: Vec<_> = before
         .payments
         .iter()
@@ -244,7 +302,7 @@ fn revoking_marketing_consent_excludes_the_producer_from_the_next_campaign_and_k
     assert_eq!(second.state, "completed");
     assert!(!second.producer_found, "revoked: excluded");
     // Settled work stands: the earlier dividend is still listed, no new one.
-    let after = earnings(&*net.master.ledger, &producer).unwrap();
+    let after = net.master.producer_earnings(&producer).unwrap();
     let later: Vec<_> = after
         .payments
         .iter()

@@ -207,7 +207,7 @@ pub use import::{
 };
 pub use ledger::{ReplenishReport, ReserveMode, ReserveReport};
 pub use record::{
-    ContactKind, Geography, GeographyRef, Identity, IdentityRef, Purchase, PurchaseRef, Record,
-    RecordRef, SubjectView,
+    ContactKind, Geography, GeographyRef, Identity, IdentityRef, LineItem, LineItemRef, Purchase,
+    PurchaseRef, Receipt, ReceiptRef, Record, RecordRef, SubjectView,
 };
 pub use store::{InsertSummary, ScanStats, Vault, VaultConfig};

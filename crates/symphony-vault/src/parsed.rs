@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use symphony_core::ids::{EpochId, SubjectId};
 
 use crate::error::VaultError;
+use crate::record::Record;
 use crate::store::Vault;
 
 /// (subject, record hash hex) → BCS [`ParsedRecord`].
@@ -30,6 +31,15 @@ pub struct ParsedRecord {
     pub score_bp: u16,
 }
 
+/// What [`Vault::store_parsed`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreParsed {
+    /// The record and its marker were written together.
+    Stored,
+    /// The subject already has this record: nothing was written; the first row.
+    Duplicate(ParsedRecord),
+}
+
 impl Vault {
     /// The parsed record `record_hash` of `subject`, if already stored.
     pub fn parsed_record(
@@ -49,19 +59,50 @@ impl Vault {
         })
     }
 
-    /// Records a parsed receipt (after its purchase was stored). Recording the same
-    /// hash twice keeps the first row.
-    pub fn record_parsed(&self, row: &ParsedRecord) -> Result<(), VaultError> {
+    /// Stores a parsed record of `row.subject` and its duplicate marker `row` in ONE
+    /// write transaction: both or neither, whatever crashes when. If the subject
+    /// already has a record with `row.record_hash`, nothing is written (the store
+    /// stays byte-identical) and the first row is returned as the duplicate. An
+    /// erased subject's upload is refused and nothing is written.
+    pub fn store_parsed(
+        &self,
+        record: &Record,
+        row: &ParsedRecord,
+    ) -> Result<StoreParsed, VaultError> {
+        let key = (row.subject.as_str(), row.record_hash.as_str());
+        // A duplicate is answered from a read transaction: no write begins.
+        if let Some(first) = self.parsed_record(&row.subject, &row.record_hash)? {
+            return Ok(StoreParsed::Duplicate(first));
+        }
+        let mut builder = self.batch_builder();
+        builder.push_record(row.subject.clone(), record)?;
+        let batch = builder.finish();
+        let row_bytes = bcs::to_bytes(row)?;
         let tx = self.db.begin_write()?;
+        let raced: Option<ParsedRecord> = {
+            let table = tx.open_table(PARSED)?;
+            let got = table.get(key)?;
+            match got {
+                Some(v) => Some(bcs::from_bytes(v.value())?),
+                None => None,
+            }
+        };
+        if let Some(first) = raced {
+            // Stored by a concurrent upload since the read above.
+            tx.abort()?;
+            return Ok(StoreParsed::Duplicate(first));
+        }
+        let summary = self.insert_prepared_in(&tx, &batch)?;
+        if summary.skipped_erased > 0 {
+            tx.abort()?;
+            return Err(VaultError::Erased(row.subject.to_string()));
+        }
         {
             let mut table = tx.open_table(PARSED)?;
-            let key = (row.subject.as_str(), row.record_hash.as_str());
-            if table.get(key)?.is_none() {
-                table.insert(key, bcs::to_bytes(row)?.as_slice())?;
-            }
+            table.insert(key, row_bytes.as_slice())?;
         }
         tx.commit()?;
-        Ok(())
+        Ok(StoreParsed::Stored)
     }
 
     /// Every parsed receipt, in (subject, hash) order.

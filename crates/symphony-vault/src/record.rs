@@ -25,6 +25,27 @@ pub struct Purchase {
     pub store_country: String,
 }
 
+/// One line item of a receipt.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LineItem {
+    /// Item name as printed.
+    pub name: String,
+    /// Quantity.
+    pub quantity: u32,
+    /// Line amount (quantity × unit price) in minor units.
+    pub amount_minor: u64,
+}
+
+/// A parsed receipt (domain `commerce`): the purchase and its line items. Scans
+/// see its purchase like any other; the items stay with it in the Vault.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The purchase (its amount is the receipt's total).
+    pub purchase: Purchase,
+    /// Line items, as printed; their amounts add up to the total.
+    pub items: Vec<LineItem>,
+}
+
 /// The subject's home location (domain `geography`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Geography {
@@ -62,6 +83,9 @@ pub enum Record {
     Geography(Geography),
     /// Domain `commerce`.
     Purchase(Purchase),
+    /// Domain `commerce`: a parsed receipt with its line items (appended last: the
+    /// encodings of the other variants are unchanged).
+    Receipt(Receipt),
 }
 
 /// A purchase borrowed from a decrypted block.
@@ -101,8 +125,30 @@ pub struct IdentityRef<'a> {
     pub contact: &'a str,
 }
 
-/// A record borrowed from a decrypted block (same BCS layout as [`Record`]).
+/// A line item borrowed from a decrypted block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineItemRef<'a> {
+    /// Item name.
+    pub name: &'a str,
+    /// Quantity.
+    pub quantity: u32,
+    /// Line amount in minor units.
+    pub amount_minor: u64,
+}
+
+/// A parsed receipt borrowed from a decrypted block.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptRef<'a> {
+    /// The purchase.
+    #[serde(borrow)]
+    pub purchase: PurchaseRef<'a>,
+    /// Line items.
+    #[serde(borrow)]
+    pub items: Vec<LineItemRef<'a>>,
+}
+
+/// A record borrowed from a decrypted block (same BCS layout as [`Record`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RecordRef<'a> {
     /// Domain `identity`.
     #[serde(borrow)]
@@ -113,6 +159,9 @@ pub enum RecordRef<'a> {
     /// Domain `commerce`.
     #[serde(borrow)]
     Purchase(PurchaseRef<'a>),
+    /// Domain `commerce`: a parsed receipt.
+    #[serde(borrow)]
+    Receipt(ReceiptRef<'a>),
 }
 
 impl PurchaseRef<'_> {
@@ -143,6 +192,18 @@ impl RecordRef<'_> {
                 home_country: g.home_country.to_owned(),
             }),
             RecordRef::Purchase(p) => Record::Purchase(p.to_owned_purchase()),
+            RecordRef::Receipt(r) => Record::Receipt(Receipt {
+                purchase: r.purchase.to_owned_purchase(),
+                items: r
+                    .items
+                    .iter()
+                    .map(|i| LineItem {
+                        name: i.name.to_owned(),
+                        quantity: i.quantity,
+                        amount_minor: i.amount_minor,
+                    })
+                    .collect(),
+            }),
         }
     }
 }
@@ -158,6 +219,6 @@ pub struct SubjectView<'a> {
     pub identity: Option<IdentityRef<'a>>,
     /// Home location, if imported.
     pub geography: Option<GeographyRef<'a>>,
-    /// Purchases in import order.
+    /// Purchases in import order (a parsed receipt's purchase among them).
     pub purchases: &'a [PurchaseRef<'a>],
 }

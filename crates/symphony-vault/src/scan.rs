@@ -196,6 +196,7 @@ fn emit(
                 RecordRef::Identity(i) => identity = Some(i),
                 RecordRef::Geography(g) => geography = Some(g),
                 RecordRef::Purchase(p) => purchases.push(p),
+                RecordRef::Receipt(r) => purchases.push(r.purchase),
             }
         }
     }

@@ -346,6 +346,19 @@ impl Vault {
     /// Stores a prepared batch in one write transaction: all or nothing. Same rules
     /// as [`Vault::insert_batch`].
     pub fn insert_prepared(&self, batch: &PreparedBatch) -> Result<InsertSummary, VaultError> {
+        let tx = self.db.begin_write()?;
+        let summary = self.insert_prepared_in(&tx, batch)?;
+        tx.commit()?;
+        Ok(summary)
+    }
+
+    /// [`Vault::insert_prepared`] inside the caller's write transaction (which
+    /// commits or aborts it): a batch and other rows written as one.
+    pub(crate) fn insert_prepared_in(
+        &self,
+        tx: &redb::WriteTransaction,
+        batch: &PreparedBatch,
+    ) -> Result<InsertSummary, VaultError> {
         let mut by_subject: BTreeMap<&str, Vec<&PreparedRecord>> = BTreeMap::new();
         for item in &batch.items {
             by_subject
@@ -354,7 +367,6 @@ impl Vault {
                 .push(item);
         }
         let mut summary = InsertSummary::default();
-        let tx = self.db.begin_write()?;
         {
             let mut meta = tx.open_table(META)?;
             let mut nos = tx.open_table(SUBJECT_NOS)?;
@@ -427,7 +439,6 @@ impl Vault {
             }
             meta.insert("next_subject_no", next_no.to_le_bytes().as_slice())?;
         }
-        tx.commit()?;
         Ok(summary)
     }
 

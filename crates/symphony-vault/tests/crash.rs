@@ -33,6 +33,7 @@ fn stored(vault: &Vault) -> BTreeSet<(String, String)> {
                 symphony_vault::Record::Geography(g) => {
                     serde_json::json!({"kind":"geography","subject":subject,"home_city":g.home_city,"home_country":g.home_country})
                 }
+                symphony_vault::Record::Receipt(r) => panic!("the import wrote a receipt: {r:?}"),
                 symphony_vault::Record::Purchase(p) => {
                     serde_json::json!({"kind":"purchase","subject":subject,"brand":p.brand,"category":p.category,"amount_minor":p.amount_minor,"currency":p.currency,"ts_ms":p.ts_ms,"store_city":p.store_city,"store_country":p.store_country})
                 }

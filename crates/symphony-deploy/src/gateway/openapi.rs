@@ -165,7 +165,7 @@ const UNAUTHENTICATED: [&str; 3] = ["/v1/cluster", "/metrics", "/openapi.json"];
 const REFUSALS: [(u16, &str); 12] = [
     (400, "malformed JSON, a field out of bounds or an invalid spec (the message names the field); nothing reserved or charged"),
     (401, "unknown caller, bad signature, stale timestamp, missing header, or a signature for another gateway (host)"),
-    (403, "not the submitter of this request, or not the master named by `by`"),
+    (403, "not the submitter of this request, not the master named by `by`, or (/v1/producer) not a producer:<subject> caller"),
     (404, "unknown request or route"),
     (405, "method not allowed on this route"),
     (408, "request body not received within 10 s (a request head not received in 10 s closes the connection)"),
@@ -184,7 +184,9 @@ fn header_param(name: &str, description: &str, integer: bool) -> Value {
 
 /// The OpenAPI 3.1 description of the gateway.
 pub fn openapi_document() -> Value {
-    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
+    let mut api = ApiDoc::openapi();
+    api.merge(<super::producer_routes::ProducerApi as OpenApi>::openapi());
+    let mut doc = serde_json::to_value(api).unwrap_or(Value::Null);
     doc["openapi"] = json!("3.1.0");
     let auth = [
         header_param(crate::auth::HEADER_CALLER, "registered caller (actor id) or master-N", false),
@@ -324,7 +326,7 @@ mod tests {
     fn every_route_has_its_refusals_and_signed_routes_their_headers() {
         let doc = openapi_document();
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 10);
+        assert_eq!(paths.len(), 12);
         let submit = &doc["paths"]["/v1/tasks"]["post"];
         for status in ["202", "400", "401", "405", "413", "429", "431", "503"] {
             assert!(submit["responses"][status].is_object(), "{status}");

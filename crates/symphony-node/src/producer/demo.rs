@@ -16,9 +16,7 @@ use symphony_economics::quality::QualityParams;
 use symphony_vault::record::{Purchase, Record};
 
 use super::corpus::{generate_receipts, png_bytes, render, Level};
-use super::personal::{
-    earnings, pay_quality_rewards, producer_actor_of, Earnings, ProducerProfile,
-};
+use super::personal::{producer_actor_of, Earnings, ProducerProfile};
 use super::receipt::ReceiptRecord;
 use crate::aggregation::SelectionPolicy;
 use crate::classes::parse::{seal_upload, ParseRequest};
@@ -265,6 +263,7 @@ pub fn stored_purchases(net: &EmbeddedNetwork, pv: usize) -> Result<Vec<Purchase
         .into_iter()
         .filter_map(|r| match r {
             Record::Purchase(p) => Some(p),
+            Record::Receipt(r) => Some(r.purchase),
             _ => None,
         })
         .collect())
@@ -363,9 +362,7 @@ pub fn run_scenario(
             enterprises,
             ..
         } = net;
-        pay_quality_rewards(
-            &mut *master.ledger,
-            master.settlements.as_ref(),
+        master.pay_quality_rewards(
             enterprises[pv].vault(),
             closed.closed,
             &QualityParams::default_v1(),
@@ -373,7 +370,9 @@ pub fn run_scenario(
     };
     let _ = epoch;
     let producer = producer_actor_of(PRODUCER_SUBJECT)?;
-    let reward_micro_sym = earnings(&*net.master.ledger, &producer)?
+    let reward_micro_sym = net
+        .master
+        .producer_earnings(&producer)?
         .payments
         .iter()
         .filter(|p| p.kind == "data_quality_reward")
@@ -394,7 +393,7 @@ pub fn run_scenario(
             luckin.state, luckin.eligible, luckin.delivered, luckin.producer_found
         ),
     );
-    let earnings = earnings(&*net.master.ledger, &producer)?;
+    let earnings = net.master.producer_earnings(&producer)?;
     Ok(ParseDemoReport {
         receipts: receipts.len(),
         parsed: tasks

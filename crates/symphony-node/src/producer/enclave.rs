@@ -127,36 +127,38 @@ pub fn score(read: &ReadReceipt) -> Result<QualityScore, NodeError> {
 
 impl crate::enterprise::EnterpriseNode {
     /// Stores a read receipt for the assignment's subject, unless the same record
-    /// is already there (a duplicate upload: refused, nothing stored). Returns the
-    /// record commitment, the fields read and the quality score.
+    /// is already there (a duplicate upload: refused, nothing stored). The record
+    /// (with its line items) and its duplicate marker are one write transaction.
+    /// Returns the record commitment, the fields read and the quality score.
     pub(crate) fn store_parsed(
         &self,
         a: &crate::classes::parse::ParseAssignment,
         envelope: &symphony_core::envelope::TaskEnvelope,
         read: ReadReceipt,
     ) -> Result<(symphony_core::encoding::Digest, Vec<String>, QualityScore), NodeError> {
-        if let Some(first) = self.vault.parsed_record(&a.subject, &read.record_hash)? {
-            return Err(NodeError::Refused(format!(
+        use symphony_vault::parsed::StoreParsed;
+        use symphony_vault::record::Record;
+        let quality = score(&read)?;
+        let commitment = crate::classes::parse::record_commitment(envelope, &read.purchase)?;
+        let record = match &read.record {
+            Some(r) => Record::Receipt(r.to_receipt()),
+            None => Record::Purchase(read.purchase.clone()),
+        };
+        let row = symphony_vault::parsed::ParsedRecord {
+            subject: a.subject.clone(),
+            record_hash: read.record_hash.clone(),
+            epoch: envelope.body().epoch_id,
+            task_id: envelope.body().task_id.to_string(),
+            score_bp: quality.score_bp,
+        };
+        match self.vault.store_parsed(&record, &row)? {
+            StoreParsed::Stored => Ok((commitment, read.fields, quality)),
+            StoreParsed::Duplicate(first) => Err(NodeError::Refused(format!(
                 "duplicate upload: this receipt is already in vault {} (parsed by task {} in epoch {}); nothing was stored",
                 self.vault_id(),
                 first.task_id,
                 first.epoch.0
-            )));
+            ))),
         }
-        let quality = score(&read)?;
-        let commitment = crate::classes::parse::record_commitment(envelope, &read.purchase)?;
-        self.vault.insert_batch(&[(
-            a.subject.clone(),
-            symphony_vault::record::Record::Purchase(read.purchase.clone()),
-        )])?;
-        self.vault
-            .record_parsed(&symphony_vault::parsed::ParsedRecord {
-                subject: a.subject.clone(),
-                record_hash: read.record_hash.clone(),
-                epoch: envelope.body().epoch_id,
-                task_id: envelope.body().task_id.to_string(),
-                score_bp: quality.score_bp,
-            })?;
-        Ok((commitment, read.fields, quality))
     }
 }

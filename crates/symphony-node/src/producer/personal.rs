@@ -15,19 +15,22 @@ use serde::{Deserialize, Serialize};
 use symphony_core::consent::{ConsentChange, UsageScope};
 use symphony_core::ids::{ActorId, EpochId, SubjectId, VaultId};
 use symphony_core::TaskClass;
-use symphony_economics::quality::{epoch_quality_rewards, QualityParams};
+use symphony_economics::quality::{epoch_quality_rewards, producer_net, QualityParams};
 use symphony_economics::PolicyParams;
 use symphony_enclave::SoftwareEnclave;
 use symphony_ledger::{
     AccountId, LedgerEvent, PayoutId, PayoutInstruction, PayoutInstructionSet, PayoutKind,
     PayoutSource, SettlementLedger, StakeTier,
 };
+pub use symphony_master::ActorRegistry;
+use symphony_master::Command;
 use symphony_vault::record::{ContactKind, Geography, Identity, Record};
 use symphony_vault::Vault;
 
 use crate::bundle::slice_code_identity;
 use crate::enterprise::EnterpriseNode;
 use crate::network::{create_vault, key_from, EmbeddedNetwork};
+use crate::replication::Replicator;
 use crate::settlement::actor_account;
 use crate::settlement::store::SettlementStore;
 use crate::NodeError;
@@ -150,8 +153,21 @@ pub struct QualityPayout {
     pub records: u64,
     /// Gross rewards instructed, µSYM.
     pub gross_micro_sym: u64,
-    /// Per producer: (actor, gross µSYM).
-    pub producers: Vec<(String, u64)>,
+    /// Per producer.
+    pub producers: Vec<ProducerReward>,
+}
+
+/// One producer's quality reward of an epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerReward {
+    /// The producer actor.
+    pub producer: String,
+    /// Gross, µSYM.
+    pub gross_micro_sym: u64,
+    /// Whether the actor registry holds its `S_producer`.
+    pub staked: bool,
+    /// What it receives: all when staked, the unstaked share when not.
+    pub net_micro_sym: u64,
 }
 
 /// Run by the Vault at the close of `epoch`: its producers' data quality rewards
@@ -159,9 +175,16 @@ pub struct QualityPayout {
 /// through the reward contract (`PayoutKind::DataQualityReward`: 100% to a staked
 /// producer, 50% to an unstaked one, the rest to the epoch reward pool). Idempotent
 /// by payout id (`quality-<vault>-<epoch>`).
+///
+/// "Staked" is the actor registry's entry ([`ActorRegistry::holds_producer_stake`]
+/// under `policy`'s `S_producer`); the reward contract applies the multiplier from
+/// its staking contract, so the two must agree: a producer they disagree on is
+/// named and nothing is paid.
 pub fn pay_quality_rewards(
     ledger: &mut dyn SettlementLedger,
     store: Option<&SettlementStore>,
+    registry: &ActorRegistry,
+    policy: &PolicyParams,
     vault: &Vault,
     epoch: EpochId,
     params: &QualityParams,
@@ -173,6 +196,25 @@ pub fn pay_quality_rewards(
         }
     }
     let rewards = epoch_quality_rewards(params, &scores).map_err(refused)?;
+    let s_producer = policy.staking.s_producer_micro_sym;
+    let mut staked = Vec::with_capacity(rewards.len());
+    for r in &rewards {
+        let registered = registry.holds_producer_stake(&r.producer, s_producer);
+        let bonded = ledger.is_staked(&actor_account(&r.producer)?, StakeTier::Producer);
+        if registered != bonded {
+            return Err(NodeError::Refused(format!(
+                "quality rewards of {} for epoch {}: {}: the actor registry says {} but the \
+                 staking contract says {}; nothing was paid (register the bonded stake through \
+                 the masters first)",
+                vault.vault_id(),
+                epoch.0,
+                r.producer,
+                if registered { "staked" } else { "not staked" },
+                if bonded { "bonded" } else { "not bonded" },
+            )));
+        }
+        staked.push(registered);
+    }
     let instructions = rewards
         .iter()
         .filter(|r| r.gross_micro_sym > 0)
@@ -190,7 +232,17 @@ pub fn pay_quality_rewards(
         gross_micro_sym: gross,
         producers: rewards
             .iter()
-            .map(|r| (r.producer.to_string(), r.gross_micro_sym))
+            .zip(&staked)
+            .map(|(r, staked)| ProducerReward {
+                producer: r.producer.to_string(),
+                gross_micro_sym: r.gross_micro_sym,
+                staked: *staked,
+                net_micro_sym: producer_net(
+                    r.gross_micro_sym,
+                    *staked,
+                    policy.staking.unstaked_producer_multiplier_bp,
+                ),
+            })
             .collect(),
     };
     if instructions.is_empty() {
@@ -358,14 +410,24 @@ pub struct Earnings {
     pub total_net_micro_sym: u64,
     /// Current balance, µSYM.
     pub balance_micro_sym: u64,
-    /// Bonded stake, µSYM.
+    /// Bonded stake registered in the actor registry, µSYM.
     pub stake_micro_sym: u64,
-    /// Whether the producer holds `S_producer` (100% of rewards, else 50%).
+    /// Bonded on the ledger's staking contract, µSYM (equal to the registered
+    /// stake once the masters registered it).
+    pub ledger_bonded_micro_sym: u64,
+    /// Whether the actor registry holds the producer's `S_producer` (100% of
+    /// rewards, else 50%).
     pub staked: bool,
 }
 
-/// The producer's earnings and stake, read from the settlement ledger's events.
-pub fn earnings(ledger: &dyn SettlementLedger, producer: &ActorId) -> Result<Earnings, NodeError> {
+/// The producer's earnings, read from the settlement ledger's events, and its
+/// stake as the actor registry holds it (`S_producer` under `policy`).
+pub fn earnings(
+    ledger: &dyn SettlementLedger,
+    registry: &ActorRegistry,
+    policy: &PolicyParams,
+    producer: &ActorId,
+) -> Result<Earnings, NodeError> {
     let account = actor_account(producer)?;
     let mut refs: BTreeMap<String, (u64, String)> = BTreeMap::new();
     let mut out = Earnings::default();
@@ -426,34 +488,96 @@ pub fn earnings(ledger: &dyn SettlementLedger, producer: &ActorId) -> Result<Ear
         }
     }
     out.balance_micro_sym = ledger.balance(&account);
-    out.stake_micro_sym = ledger.stake_of(&account);
-    out.staked = ledger.is_staked(&account, StakeTier::Producer);
+    out.ledger_bonded_micro_sym = ledger.stake_of(&account);
+    out.stake_micro_sym = registry
+        .actors
+        .get(producer)
+        .map_or(0, |r| r.bonded_micro_sym);
+    out.staked = registry.holds_producer_stake(producer, policy.staking.s_producer_micro_sym);
     Ok(out)
 }
 
-/// Bonds `S_producer` of the producer's balance (their rewards become 100%).
+/// Bonds `S_producer` of the producer's balance on the staking contract and
+/// registers it in the masters' actor registry
+/// ([`Command::RegisterProducerStake`]): from then on its rewards are 100%. A
+/// bond left unregistered by an earlier crash is registered without bonding again.
+/// Returns the registered stake.
 pub fn stake(
     ledger: &mut dyn SettlementLedger,
+    masters: &mut dyn Replicator,
     producer: &ActorId,
     policy: &PolicyParams,
 ) -> Result<u64, NodeError> {
     let account = actor_account(producer)?;
     let amount = policy.staking.s_producer_micro_sym;
-    if ledger.is_staked(&account, StakeTier::Producer) {
+    if let Some(r) = masters.state().governance().registry.actors.get(producer) {
         return Err(NodeError::Refused(format!(
-            "{producer} already holds S_producer ({} µSYM bonded)",
-            ledger.stake_of(&account)
+            "{producer} is already in the actor registry ({} µSYM bonded)",
+            r.bonded_micro_sym
         )));
     }
-    ledger
-        .bond(&account, StakeTier::Producer, amount)
-        .map_err(|e| {
-            NodeError::Ledger(format!(
-                "{producer}: bonding S_producer = {amount} µSYM (balance {} µSYM): {e}",
-                ledger.balance(&account)
-            ))
-        })?;
-    Ok(amount)
+    let bonded = if ledger.is_staked(&account, StakeTier::Producer) {
+        ledger.stake_of(&account)
+    } else {
+        ledger
+            .bond(&account, StakeTier::Producer, amount)
+            .map_err(|e| {
+                NodeError::Ledger(format!(
+                    "{producer}: bonding S_producer = {amount} µSYM (balance {} µSYM): {e}",
+                    ledger.balance(&account)
+                ))
+            })?;
+        amount
+    };
+    masters.submit(Command::RegisterProducerStake {
+        actor: producer.clone(),
+        bonded_micro_sym: bonded,
+    })?;
+    Ok(bonded)
+}
+
+impl crate::network::MasterServices {
+    /// The policy parameters in force.
+    fn params_in_force(&self) -> Result<PolicyParams, NodeError> {
+        let v = self.semantic.semantic_version();
+        Ok(crate::planes::admission::policy_in_force(self, v)?.2)
+    }
+
+    /// [`earnings`] of `producer` on these masters' ledger and actor registry.
+    pub fn producer_earnings(&self, producer: &ActorId) -> Result<Earnings, NodeError> {
+        earnings(
+            &*self.ledger,
+            &self.masters.state().governance().registry,
+            &self.params_in_force()?,
+            producer,
+        )
+    }
+
+    /// [`stake`]: bonds `producer`'s `S_producer` and registers it with the masters.
+    pub fn producer_stake(&mut self, producer: &ActorId) -> Result<u64, NodeError> {
+        let params = self.params_in_force()?;
+        stake(&mut *self.ledger, &mut *self.masters, producer, &params)
+    }
+
+    /// [`pay_quality_rewards`] of `vault` for `epoch` under the registry and policy
+    /// in force.
+    pub fn pay_quality_rewards(
+        &mut self,
+        vault: &Vault,
+        epoch: EpochId,
+        params: &QualityParams,
+    ) -> Result<QualityPayout, NodeError> {
+        let policy = self.params_in_force()?;
+        pay_quality_rewards(
+            &mut *self.ledger,
+            self.settlements.as_ref(),
+            &self.masters.state().governance().registry,
+            &policy,
+            vault,
+            epoch,
+            params,
+        )
+    }
 }
 
 /// Convenience for tests and demos: the account of a producer.

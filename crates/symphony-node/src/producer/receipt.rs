@@ -98,16 +98,8 @@ pub const STORES: &[(&str, &str, &str, u64)] = &[
     ("Bangkok", "TH", "THB", 2600),
 ];
 
-/// One line item.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LineItem {
-    /// Item name as printed.
-    pub name: String,
-    /// Quantity.
-    pub quantity: u32,
-    /// Line amount (quantity × unit price) in minor units.
-    pub amount_minor: u64,
-}
+/// One line item (the Vault's record type: stored with the receipt).
+pub use symphony_vault::record::LineItem;
 
 /// A structured purchase record: what a receipt says.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +133,14 @@ impl ReceiptRecord {
             ts_ms: self.time_ms,
             store_city: self.store_city.clone(),
             store_country: self.store_country.clone(),
+        }
+    }
+
+    /// The Vault's record of this receipt: the purchase with its line items.
+    pub fn to_receipt(&self) -> symphony_vault::record::Receipt {
+        symphony_vault::record::Receipt {
+            purchase: self.to_purchase(),
+            items: self.items.clone(),
         }
     }
 

@@ -337,3 +337,196 @@ fn a_person_with_only_the_last_rounds_epsilon_left_takes_no_part() {
     let (k, _) = check_charged_at_least_composed(&truths, vault, full, &task);
     assert_eq!(k, o.rounds_run);
 }
+
+/// A Vault that, when asked to prepare round 1, first erases half of the subjects
+/// it holds a round-1 reservation for and revokes the other half's training
+/// consent — as its data subjects may do at any time during a run. Every other
+/// call goes to the real enterprise node.
+struct ChangingMinds<'a>(&'a symphony_node::enterprise::EnterpriseNode);
+
+mod changing_minds {
+    use super::*;
+    use symphony_core::consent::ConsentChange;
+    use symphony_core::encoding::Digest;
+    use symphony_core::ids::{ActorId, VaultId};
+    use symphony_node::training::persons::{PersonCandidate, PersonSelection};
+    use symphony_node::training::vault::{
+        EvaluationBundle, Prepared, RoundAssignment, TrainSliceBundle,
+    };
+    use symphony_node::training::{GlobalModel, RosterKeys, TrainingEndpoint};
+    use symphony_node::NodeError;
+    use symphony_train::secagg::{ParticipantId, ShareFor};
+
+    impl TrainingEndpoint for ChangingMinds<'_> {
+        fn vault_id(&self) -> &VaultId {
+            self.0.vault_id()
+        }
+        fn train_admission_persons(
+            &self,
+            task: &TaskId,
+            actor: &ActorId,
+            total: Epsilon,
+            countries: &[String],
+            at_ms: u64,
+        ) -> Result<Vec<PersonCandidate>, NodeError> {
+            self.0
+                .train_admission_persons(task, actor, total, countries, at_ms)
+        }
+        fn train_admission_reserve(
+            &self,
+            task: &TaskId,
+            actor: &ActorId,
+            schedule: &[Epsilon],
+            selection: &PersonSelection,
+        ) -> Result<(Vec<u64>, Digest), NodeError> {
+            self.0
+                .train_admission_reserve(task, actor, schedule, selection)
+        }
+        fn train_prepare_round(&self, a: &RoundAssignment) -> Result<Prepared, NodeError> {
+            let round = a.slice_id.sub_task.round;
+            if round == 1 {
+                let vault = self.0.vault();
+                let r1 = round_task_id(&a.slice_id.sub_task.parent, 1).unwrap();
+                let holders: Vec<SubjectId> = vault
+                    .consented_subjects(UsageScope::Training, a.evaluate_at_ms)
+                    .unwrap()
+                    .into_iter()
+                    .filter(|s| {
+                        vault
+                            .budget_account(s, UsageScope::Training)
+                            .unwrap()
+                            .reservation_of(&r1)
+                            .is_some()
+                    })
+                    .collect();
+                assert!(holders.len() >= 2, "round 1 holds too few reservations");
+                let (erase, revoke) = holders.split_at(holders.len() / 2);
+                for s in erase {
+                    assert!(vault.erase_subject(s, a.evaluate_at_ms - 1).unwrap());
+                }
+                let changes: Vec<_> = revoke
+                    .iter()
+                    .map(|s| {
+                        (
+                            s.clone(),
+                            UsageScope::Training,
+                            ConsentChange {
+                                granted: false,
+                                at_ms: a.evaluate_at_ms - 1,
+                            },
+                        )
+                    })
+                    .collect();
+                vault.record_consent(&changes).unwrap();
+            }
+            self.0.train_prepare_round(a)
+        }
+        fn train_set_participant_id(
+            &self,
+            id: ParticipantId,
+            a: &RoundAssignment,
+        ) -> Result<(), NodeError> {
+            self.0.train_set_participant_id(id, a)
+        }
+        fn train_deal_shares(
+            &self,
+            roster: &RosterKeys,
+            threshold: u8,
+            a: &RoundAssignment,
+        ) -> Result<Vec<ShareFor>, NodeError> {
+            self.0.train_deal_shares(roster, threshold, a)
+        }
+        fn train_hold_share(&self, task: &TaskId, share: ShareFor) -> Result<(), NodeError> {
+            self.0.train_hold_share(task, share)
+        }
+        fn train_recovery_share(
+            &self,
+            task: &TaskId,
+            dropped: ParticipantId,
+        ) -> Result<Option<ShareFor>, NodeError> {
+            self.0.train_recovery_share(task, dropped)
+        }
+        fn train_round(
+            &self,
+            a: &RoundAssignment,
+            global: &GlobalModel,
+            model_hash: &Digest,
+            roster: &RosterKeys,
+            audit: &mut dyn FnMut(&[u32]),
+        ) -> Result<TrainSliceBundle, NodeError> {
+            self.0.train_round(a, global, model_hash, roster, audit)
+        }
+        fn train_release_round(&self, task: &TaskId, round: u32) -> Result<u64, NodeError> {
+            self.0.train_release_round(task, round)
+        }
+        fn train_release_unused(&self, task: &TaskId, rounds_run: u32) -> Result<u64, NodeError> {
+            self.0.train_release_unused(task, rounds_run)
+        }
+        fn train_evaluate(
+            &self,
+            a: &RoundAssignment,
+            model: &GlobalModel,
+            model_hash: &Digest,
+        ) -> Result<EvaluationBundle, NodeError> {
+            self.0.train_evaluate(a, model, model_hash)
+        }
+    }
+}
+
+/// Records each round's summary.
+#[derive(Default)]
+struct Rounds(Vec<symphony_node::training::RoundSummary>);
+impl symphony_node::network::Observer for Rounds {
+    fn step(&mut self, _: &str, _: &str) {}
+    fn progress(&mut self, _: &str, _: u64, _: u64) {}
+}
+impl symphony_node::training::TrainObserver for Rounds {
+    fn round(&mut self, s: &symphony_node::training::RoundSummary, _: u32) {
+        self.0.push(s.clone());
+    }
+}
+
+/// A Vault reads its records into features once per run, at round 0, and later
+/// rounds reuse them: a subject erased, or whose training consent is revoked, after
+/// round 0 must still take no part from round 1 on. Here every subject vault-01
+/// could train on in round 1 either erased its data or revoked its consent, so
+/// vault-01 has nobody left and sits rounds 1 and 2 out; had it trained on what it
+/// read in round 0, it would still be counted in those rounds.
+#[test]
+fn erasure_and_revocation_between_rounds_apply_from_the_next_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = TrainingSpec::parse(SPEC).unwrap();
+    spec.iteration_policy.max_rounds = 3;
+    spec.iteration_policy.convergence_threshold = 0.0;
+    spec.iteration_policy.early_stop_patience = 3;
+    let mut net = network(dir.path(), &spec.model_operator);
+    let key = advertiser_key(11, &spec.model_operator);
+    let req = TrainingRequest::sign(spec, 1, &key).unwrap();
+    let EmbeddedNetwork {
+        master,
+        enterprises,
+        ..
+    } = &mut net;
+    let first = ChangingMinds(&enterprises[0]);
+    let trainers: Vec<&dyn symphony_node::training::TrainingEndpoint> =
+        vec![&first, &enterprises[1], &enterprises[2]];
+    let mut rounds = Rounds::default();
+    let outcome = symphony_node::training::run_training_with(
+        master,
+        &trainers,
+        &req,
+        &dir.path().join("registry"),
+        11,
+        &mut rounds,
+        &mut symphony_node::training::NoTap,
+        None,
+    )
+    .unwrap();
+    assert_eq!(outcome.rounds_run, 3, "{:?}", outcome.reason);
+    let vaults: Vec<u32> = rounds.0.iter().map(|r| r.vaults).collect();
+    assert_eq!(
+        vaults,
+        vec![3, 2, 2],
+        "vault-01 must sit rounds 1 and 2 out"
+    );
+}

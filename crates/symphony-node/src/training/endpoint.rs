@@ -37,7 +37,8 @@ use crate::NodeError;
 /// shares → train (or release the round) → recovery shares of dropped Vaults, then
 /// the final evaluation and the release of unused reservations (which ends the
 /// Vault's session of the task).
-pub trait TrainingEndpoint {
+/// `Sync`: the coordinator calls the Vaults of a round from parallel threads.
+pub trait TrainingEndpoint: Sync {
     /// The Vault served.
     fn vault_id(&self) -> &VaultId;
 

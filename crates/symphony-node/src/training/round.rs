@@ -66,10 +66,13 @@ pub(super) fn run_round(
         .collect();
     clock.lap(obs, "round_open");
     // Prepare: per-Vault feature construction in the enclaves.
+    // The Vaults work in parallel; their answers are taken in roster order.
+    let prepared = in_parallel(trainers, |t| {
+        t.train_prepare_round(&assignment(adm, spec, t.vault_id(), round, at_ms, seed))
+    });
     let mut ready: Vec<(usize, [u8; 32])> = Vec::new();
-    for (i, t) in trainers.iter().enumerate() {
-        let a = assignment(adm, spec, t.vault_id(), round, at_ms, seed);
-        match t.train_prepare_round(&a) {
+    for (i, (t, p)) in trainers.iter().zip(prepared).enumerate() {
+        match p {
             Ok(p) => ready.push((i, p.public_key)),
             Err(e) => obs.step("slice_failed", &format!("{}: {e}", t.vault_id())),
         }
@@ -104,12 +107,33 @@ pub(super) fn run_round(
     let mut bundles = Vec::new();
     let mut dropped = Vec::new();
     let mut recorded: BTreeSet<VaultId> = BTreeSet::new();
+    // A Vault may drop out now that the masks are agreed and the shares dealt: its
+    // update never arrives. The others train in parallel (each in its own enclave);
+    // their bundles are then verified and recorded one by one in roster order, so
+    // the masters' log is the same as when they trained one after another.
+    let drops: Vec<bool> = ready
+        .iter()
+        .map(|(i, _)| tap.drops_out(round, trainers[*i].vault_id()))
+        .collect();
+    let working: Vec<&dyn TrainingEndpoint> = ready
+        .iter()
+        .zip(&drops)
+        .filter(|(_, d)| !**d)
+        .map(|((i, _), _)| trainers[*i])
+        .collect();
+    let mut trained = in_parallel(&working, |t| {
+        let a = assignment(adm, spec, t.vault_id(), round, at_ms, seed);
+        let mut audited = Vec::new();
+        t.train_round(&a, &st.model, &global_hash, &keys, &mut |w| {
+            audited = w.to_vec()
+        })
+        .map(|b| (b, audited))
+    })
+    .into_iter();
     for (k, (i, _)) in ready.iter().enumerate() {
         let vault_id = trainers[*i].vault_id().clone();
         let a = assignment(adm, spec, &vault_id, round, at_ms, seed);
-        // The Vault may drop out now that the masks are agreed and the shares dealt:
-        // its update never arrives.
-        if tap.drops_out(round, &vault_id) {
+        if drops[k] {
             obs.step(
                 "slice_dropped",
                 &format!("{vault_id}: no update after the masks were agreed"),
@@ -121,11 +145,11 @@ pub(super) fn run_round(
             recorded.insert(vault_id);
             continue;
         }
-        let res = trainers[*i]
-            .train_round(&a, &st.model, &global_hash, &keys, &mut |w| {
-                tap.vault_update(round, &vault_id, w)
-            })
-            .and_then(|b| {
+        let res = trained
+            .next()
+            .unwrap_or_else(|| Err(refused("no update from the Vault")))
+            .and_then(|(b, audited)| {
+                tap.vault_update(round, &vault_id, &audited);
                 let body_ok = content_hash("scp/train-slice/v1", &b.body).ok()
                     == Some(b.commitment)
                     && b.inputs_commitment
@@ -298,4 +322,31 @@ fn timed_out(task: &TaskId, round: u32, vault_id: &VaultId) -> Command {
             enclave_kind: None,
         },
     }
+}
+
+/// `f` over every endpoint, each on its own thread (one Vault's enclave work does
+/// not wait for another's), the answers in the endpoints' order.
+fn in_parallel<T: Send>(
+    endpoints: &[&dyn TrainingEndpoint],
+    f: impl Fn(&dyn TrainingEndpoint) -> Result<T, NodeError> + Sync,
+) -> Vec<Result<T, NodeError>> {
+    if endpoints.len() < 2 {
+        return endpoints.iter().map(|t| f(*t)).collect();
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = endpoints
+            .iter()
+            .map(|t| {
+                let f = &f;
+                scope.spawn(move || f(*t))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(refused("the Vault's worker thread panicked")))
+            })
+            .collect()
+    })
 }

@@ -148,6 +148,9 @@ pub enum TaskCmd {
 pub enum BenchCmd {
     /// Field-level accuracy of receipt OCR per degradation level, and receipts/s.
     Parse(crate::producer_cmd::BenchParseArgs),
+    /// Vault import with the default (atomic) options: a generated record file into a
+    /// fresh Vault; rows/s, MB/s and the split between preparing and writing.
+    Import(crate::import_bench::BenchImportArgs),
     /// Admitted tasks/s and latency on 3 masters (loopback, mutual TLS, fsync), then
     /// the time to a new leader after the leader is killed.
     Admission {
@@ -861,6 +864,7 @@ fn lifecycle(v: &Value) -> String {
 pub fn bench(cmd: BenchCmd, spec_text: &str) -> Result<()> {
     match cmd {
         BenchCmd::Parse(args) => crate::producer_cmd::bench(args),
+        BenchCmd::Import(args) => crate::import_bench::bench(args),
         BenchCmd::Admission {
             tasks,
             concurrency,

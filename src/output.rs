@@ -31,6 +31,62 @@ pub fn print_json_line(value: &impl Serialize) -> Result<()> {
     emit(serde_json::to_string(&versioned(value)?)?)
 }
 
+/// Prints a benchmark's figures as one JSON line, stamped with what makes runs
+/// comparable over time: the bench's name, the load average when it ended (the
+/// machine is shared), the cores, and the git commit of the source it was built from.
+pub fn print_bench_json(bench: &str, figures: &impl Serialize) -> Result<()> {
+    let mut v = versioned(figures)?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("bench".into(), bench.into());
+        o.insert("load_average".into(), load_average().into());
+        o.insert(
+            "cores".into(),
+            std::thread::available_parallelism()
+                .map_or(0, |n| n.get())
+                .into(),
+        );
+        o.insert("git_commit".into(), git_commit().into());
+    }
+    emit(serde_json::to_string(&v)?)
+}
+
+/// The 1-, 5- and 15-minute load averages (`/proc/loadavg`; empty elsewhere).
+pub fn load_average() -> Vec<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .filter_map(|f| f.parse().ok())
+        .collect()
+}
+
+/// The commit of the checkout this binary was built from (`-dirty` with local
+/// changes), or `unknown` when that checkout or git is gone.
+pub fn git_commit() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(env!("CARGO_MANIFEST_DIR"))
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(c) if !c.is_empty() => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{c}-dirty")
+            } else {
+                c
+            }
+        }
+        _ => "unknown".to_owned(),
+    }
+}
+
 /// Writes one line to stdout; a reader that went away (`| head`) ends the output
 /// quietly instead of failing the command.
 fn emit(text: String) -> Result<()> {

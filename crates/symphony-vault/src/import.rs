@@ -9,13 +9,17 @@
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
-use std::path::Path;
+use std::io::{BufRead, BufReader, BufWriter, Read as _, Seek, SeekFrom, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aes_gcm::{Aes256Gcm, KeyInit as _};
+use rand::RngCore as _;
 
 use serde::Deserialize;
 use symphony_core::ids::SubjectId;
 
-use crate::batch::PreparedBatch;
+use crate::batch::{BatchBuilder, PreparedBatch};
 use crate::error::ImportError;
 use crate::record::{ContactKind, GeographyRef, IdentityRef, PurchaseRef, RecordRef};
 use crate::store::Vault;
@@ -32,6 +36,11 @@ pub struct ImportOptions {
     /// before it were committed: the Vault then holds a prefix of whole batches,
     /// not its state before the import.
     pub validate_first: bool,
+    /// With `validate_first`: bytes of prepared batches kept in memory between the
+    /// validating pass and the writing pass. Batches beyond it go to a spill file
+    /// next to the Vault file, sealed under a key that exists only in memory, and
+    /// removed when the import ends (whatever the outcome).
+    pub staging_memory_bytes: usize,
 }
 
 impl Default for ImportOptions {
@@ -39,6 +48,7 @@ impl Default for ImportOptions {
         ImportOptions {
             batch_records: 50_000,
             validate_first: true,
+            staging_memory_bytes: 512 << 20,
         }
     }
 }
@@ -436,20 +446,34 @@ type Batch = (PreparedBatch, u64);
 
 /// Imports a record file (JSONL, see the crate docs) into the Vault.
 ///
-/// Pass 2 runs as a pipeline: one thread parses the next batch while the caller's
-/// thread encrypts and commits the previous one.
+/// With `validate_first` (the default) the file is read once: pass 1 parses,
+/// validates and prepares every line (BCS + digest, on two threads for large
+/// files) into batches staged in memory or in a sealed spill file, writing nothing
+/// to the Vault; only when every line is valid does pass 2 seal and commit the
+/// staged batches, one write transaction each. Without it, one pipelined pass: a
+/// thread parses the next batch while the caller's thread commits the previous one.
 pub fn import_records(
     vault: &Vault,
     file: &Path,
     options: &ImportOptions,
     progress: &mut dyn FnMut(&ImportProgress<'_>),
 ) -> Result<ImportSummary, ImportError> {
-    let batch_records = options.batch_records.max(1);
-    let lines_total = if options.validate_first {
-        validate_records(file, progress)?
+    if options.validate_first {
+        import_staged(vault, file, options, progress)
     } else {
-        0
-    };
+        import_streaming(vault, file, options, progress)
+    }
+}
+
+/// One pass: batches are committed as they are parsed.
+fn import_streaming(
+    vault: &Vault,
+    file: &Path,
+    options: &ImportOptions,
+    progress: &mut dyn FnMut(&ImportProgress<'_>),
+) -> Result<ImportSummary, ImportError> {
+    let batch_records = options.batch_records.max(1);
+    let lines_total = 0;
     let mut summary = ImportSummary::default();
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch, ImportError>>(2);
@@ -458,7 +482,7 @@ pub fn import_records(
             let mut rows = 0u64;
             let mut last_line = 0u64;
             let result = for_each_line(file, |line_no, line| {
-                parse_line(file, line_no, line, |s, r| batch.push_ref(s, &r))?
+                parse_line(file, line_no, line, |s, r| batch.push_borrowed(&s, &r))?
                     .map_err(ImportError::Vault)?;
                 rows += 1;
                 last_line = line_no;
@@ -482,18 +506,7 @@ pub fn import_records(
         let written = (|| {
             for item in rx.iter() {
                 let (batch, lines_done) = item?;
-                let s = vault.insert_prepared(&batch)?;
-                summary.inserted += s.inserted;
-                summary.duplicates += s.duplicates;
-                summary.skipped_erased += s.skipped_erased;
-                summary.batches += 1;
-                progress(&ImportProgress {
-                    file,
-                    phase: ImportPhase::Writing,
-                    lines_done,
-                    lines_total,
-                    batches_committed: summary.batches,
-                });
+                commit(vault, file, &batch, lines_done, lines_total, &mut summary, progress)?;
             }
             Ok::<(), ImportError>(())
         })();
@@ -503,6 +516,325 @@ pub fn import_records(
         written
     })?;
     Ok(summary)
+}
+
+/// Commits one batch and reports it.
+fn commit(
+    vault: &Vault,
+    file: &Path,
+    batch: &PreparedBatch,
+    lines_done: u64,
+    lines_total: u64,
+    summary: &mut ImportSummary,
+    progress: &mut dyn FnMut(&ImportProgress<'_>),
+) -> Result<(), ImportError> {
+    let s = vault.insert_prepared(batch)?;
+    summary.inserted += s.inserted;
+    summary.duplicates += s.duplicates;
+    summary.skipped_erased += s.skipped_erased;
+    summary.batches += 1;
+    progress(&ImportProgress {
+        file,
+        phase: ImportPhase::Writing,
+        lines_done,
+        lines_total,
+        batches_committed: summary.batches,
+    });
+    Ok(())
+}
+
+/// Validate-and-prepare, then write: see [`import_records`].
+fn import_staged(
+    vault: &Vault,
+    file: &Path,
+    options: &ImportOptions,
+    progress: &mut dyn FnMut(&ImportProgress<'_>),
+) -> Result<ImportSummary, ImportError> {
+    let batch_records = options.batch_records.max(1);
+    let len = std::fs::metadata(file)
+        .map_err(|source| ImportError::Io {
+            file: file.to_owned(),
+            source,
+        })?
+        .len();
+    let spill_base = spill_base(vault);
+    // Pass 1: parse, validate, prepare. Nothing is written to the Vault.
+    let stages: Vec<(Stage, u64)> = if len < PARALLEL_VALIDATION_BYTES {
+        let mut stage = Stage::new(&spill_base, 0, options.staging_memory_bytes);
+        let builder = vault.batch_builder();
+        stage_range(file, 0, u64::MAX, builder, batch_records, &mut stage, progress)?;
+        vec![(stage, 0)]
+    } else {
+        let mid = len / 2;
+        let limit = options.staging_memory_bytes / 2;
+        let mut first = Stage::new(&spill_base, 0, limit);
+        let mut second = Stage::new(&spill_base, 1, limit);
+        let (a, b) = std::thread::scope(|scope| {
+            let second_ref = &mut second;
+            let builder = vault.batch_builder();
+            let other = scope.spawn(move || {
+                stage_range(file, mid, u64::MAX, builder, batch_records, second_ref, &mut |_| {})
+            });
+            let builder = vault.batch_builder();
+            let a = stage_range(file, 0, mid, builder, batch_records, &mut first, progress);
+            (a, other.join())
+        });
+        // The first malformed row in file order is the one reported.
+        a?;
+        let shift = first.lines;
+        match b {
+            Ok(Ok(())) => {}
+            Ok(Err(ImportError::Row {
+                file,
+                line,
+                field,
+                reason,
+            })) => {
+                return Err(ImportError::Row {
+                    file,
+                    line: line + shift,
+                    field,
+                    reason,
+                })
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(ImportError::Io {
+                    file: file.to_owned(),
+                    source: std::io::Error::other("validation thread panicked"),
+                })
+            }
+        }
+        vec![(first, 0), (second, shift)]
+    };
+    let rows: u64 = stages.iter().map(|(s, _)| s.rows).sum();
+    let lines_total = stages
+        .iter()
+        .rev()
+        .find(|(s, _)| s.last > 0)
+        .map_or(0, |(s, shift)| s.last + shift);
+    // Pass 2: seal and commit the staged batches in file order.
+    progress(&ImportProgress {
+        file,
+        phase: ImportPhase::Writing,
+        lines_done: 0,
+        lines_total,
+        batches_committed: 0,
+    });
+    let mut summary = ImportSummary {
+        rows,
+        ..ImportSummary::default()
+    };
+    for (mut stage, shift) in stages {
+        stage.drain(|batch, last| {
+            commit(
+                vault,
+                file,
+                &batch,
+                last + shift,
+                lines_total,
+                &mut summary,
+                progress,
+            )
+        })?;
+    }
+    Ok(summary)
+}
+
+/// Parses, validates and prepares the lines starting in `[start, end)` into
+/// `stage` (line numbers within the range).
+fn stage_range(
+    file: &Path,
+    start: u64,
+    end: u64,
+    mut batch: BatchBuilder,
+    batch_records: usize,
+    stage: &mut Stage,
+    progress: &mut dyn FnMut(&ImportProgress<'_>),
+) -> Result<(), ImportError> {
+    let mut rows = 0u64;
+    let mut last = 0u64;
+    let result = for_each_line_in(file, start, end, |line_no, line| {
+        parse_line(file, line_no, line, |s, r| batch.push_borrowed(&s, &r))?
+            .map_err(ImportError::Vault)?;
+        rows += 1;
+        last = line_no;
+        if batch.len() >= batch_records {
+            stage.push(batch.finish(), line_no)?;
+        }
+        if line_no % 1_000_000 == 0 {
+            progress(&ImportProgress {
+                file,
+                phase: ImportPhase::Validating,
+                lines_done: line_no,
+                lines_total: 0,
+                batches_committed: 0,
+            });
+        }
+        Ok(())
+    });
+    let lines = result?;
+    if !batch.is_empty() {
+        stage.push(batch.finish(), last)?;
+    }
+    stage.lines = lines;
+    stage.rows = rows;
+    stage.last = last;
+    Ok(())
+}
+
+/// Where spill files of imports into `vault` go: next to the Vault file.
+fn spill_base(vault: &Vault) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut name = vault
+        .path()
+        .file_name()
+        .map(|s| s.to_os_string())
+        .unwrap_or_default();
+    name.push(format!(".import-{}-{n}", std::process::id()));
+    vault.path().with_file_name(name)
+}
+
+/// Prepared batches of one range of the file, between the two passes: in memory
+/// up to a bound, then in a spill file.
+struct Stage {
+    memory: std::collections::VecDeque<Batch>,
+    memory_bytes: usize,
+    limit: usize,
+    spill_path: PathBuf,
+    spill: Option<Spill>,
+    /// Lines in the range (blank ones included).
+    lines: u64,
+    /// Non-blank lines.
+    rows: u64,
+    /// Number of the last non-blank line (0: none).
+    last: u64,
+}
+
+/// A spill file: batches sealed with a key that exists only in this process, so
+/// the plaintext records never reach the disk a second time; removed on drop.
+struct Spill {
+    path: PathBuf,
+    writer: Option<BufWriter<File>>,
+    cipher: Aes256Gcm,
+    /// Last line of each spilled batch, in order.
+    batches: Vec<u64>,
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        self.writer = None;
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Stage {
+    fn new(base: &Path, part: u32, limit: usize) -> Stage {
+        let mut name = base.file_name().map(|s| s.to_os_string()).unwrap_or_default();
+        name.push(format!("-{part}.spill"));
+        Stage {
+            memory: std::collections::VecDeque::new(),
+            memory_bytes: 0,
+            limit,
+            spill_path: base.with_file_name(name),
+            spill: None,
+            lines: 0,
+            rows: 0,
+            last: 0,
+        }
+    }
+
+    fn push(&mut self, mut batch: PreparedBatch, last: u64) -> Result<(), ImportError> {
+        batch.sort_by_subject();
+        let bytes = batch.heap_bytes();
+        if self.spill.is_none() && self.memory_bytes + bytes <= self.limit {
+            self.memory_bytes += bytes;
+            self.memory.push_back((batch, last));
+            return Ok(());
+        }
+        let io = |source| ImportError::Io {
+            file: self.spill_path.clone(),
+            source,
+        };
+        if self.spill.is_none() {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let f = options.open(&self.spill_path).map_err(io)?;
+            // A fresh key from the OS per spill file: it never leaves this process
+            // and no output depends on it (the import stays deterministic).
+            let mut key = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut key);
+            self.spill = Some(Spill {
+                path: self.spill_path.clone(),
+                writer: Some(BufWriter::with_capacity(1 << 20, f)),
+                cipher: Aes256Gcm::new((&key).into()),
+                batches: Vec::new(),
+            });
+        }
+        let spill = self.spill.as_mut().ok_or_else(|| io(std::io::Error::other("no spill file")))?;
+        let mut plain = Vec::with_capacity(batch.arena.len() + batch.items.len() * 40 + 16);
+        batch.write_to(&mut plain).map_err(io)?;
+        let nonce = spill_nonce(spill.batches.len() as u64);
+        let sealed = crate::crypto::seal(&spill.cipher, nonce, b"symphony-vault/spill/v1", &plain)
+            .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+        let writer = spill.writer.as_mut().ok_or_else(|| io(std::io::Error::other("spill file closed")))?;
+        writer
+            .write_all(&(sealed.len() as u64).to_le_bytes())
+            .and_then(|()| writer.write_all(&sealed))
+            .map_err(io)?;
+        spill.batches.push(last);
+        Ok(())
+    }
+
+    /// Hands every staged batch to `f` in order (memory first, then the spill file).
+    fn drain(
+        &mut self,
+        mut f: impl FnMut(PreparedBatch, u64) -> Result<(), ImportError>,
+    ) -> Result<(), ImportError> {
+        while let Some((batch, last)) = self.memory.pop_front() {
+            f(batch, last)?;
+        }
+        let Some(spill) = self.spill.as_mut() else {
+            return Ok(());
+        };
+        let io = |source| ImportError::Io {
+            file: spill.path.clone(),
+            source,
+        };
+        if let Some(w) = spill.writer.take() {
+            w.into_inner().map_err(|e| io(e.into_error()))?;
+        }
+        let mut reader = BufReader::with_capacity(1 << 20, File::open(&spill.path).map_err(io)?);
+        for (i, &last) in spill.batches.iter().enumerate() {
+            let mut len = [0u8; 8];
+            reader.read_exact(&mut len).map_err(io)?;
+            let len = usize::try_from(u64::from_le_bytes(len))
+                .map_err(|_| io(std::io::Error::other("spill batch too large")))?;
+            let mut sealed = vec![0u8; len];
+            reader.read_exact(&mut sealed).map_err(io)?;
+            // Each batch is bound to its place: a nonce out of order fails too.
+            let in_place = sealed.get(..crate::crypto::NONCE_LEN) == Some(&spill_nonce(i as u64)[..]);
+            let plain = crate::crypto::open(&spill.cipher, b"symphony-vault/spill/v1", &sealed)
+                .ok()
+                .filter(|_| in_place)
+                .ok_or_else(|| io(std::io::Error::other("spill batch failed authentication")))?;
+            let batch = PreparedBatch::read_from(&mut plain.as_slice()).map_err(io)?;
+            f(batch, last)?;
+        }
+        Ok(())
+    }
+}
+
+fn spill_nonce(n: u64) -> [u8; crate::crypto::NONCE_LEN] {
+    let mut nonce = [0u8; crate::crypto::NONCE_LEN];
+    nonce[..8].copy_from_slice(&n.to_le_bytes());
+    nonce
 }
 
 /// Imports a file of either kind, recognised by its first row's `kind`

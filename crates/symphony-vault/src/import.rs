@@ -100,7 +100,7 @@ pub struct ImportSummary {
 }
 
 /// One line of a record file, before validation.
-#[derive(Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RecordRow<'a> {
     #[serde(borrow)]
@@ -358,13 +358,108 @@ fn parse_line<T>(
     line: &[u8],
     use_record: impl FnOnce(SubjectId, RecordRef<'_>) -> T,
 ) -> Result<T, ImportError> {
-    let row: RecordRow<'_> = serde_json::from_slice(line).map_err(|e| {
-        let (field, reason) = diagnose(line, RECORD_FIELDS, &e);
-        row_error(file, line_no, field, reason)
-    })?;
+    let row: RecordRow<'_> = match fast_row(line) {
+        Some(row) => row,
+        None => serde_json::from_slice(line).map_err(|e| {
+            let (field, reason) = diagnose(line, RECORD_FIELDS, &e);
+            row_error(file, line_no, field, reason)
+        })?,
+    };
     let (subject, record) =
         check_record(&row).map_err(|(field, reason)| row_error(file, line_no, field, reason))?;
     Ok(use_record(subject, record))
+}
+
+/// Typed fast path for the common shape of a record line: one flat JSON object
+/// whose values are strings without escapes or control characters, or unsigned
+/// integers, each known field at most once, nothing else. Anything outside that
+/// shape (escapes, nulls, spaces, unknown or repeated fields, odd numbers) returns
+/// `None` and goes through serde_json, which accepts or names the error exactly as
+/// before; what this accepts, serde_json parses to the same row.
+fn fast_row(line: &[u8]) -> Option<RecordRow<'_>> {
+    let mut row = RecordRow::default();
+    let mut seen = 0u16;
+    let mut at = 0usize;
+    let expect = |at: &mut usize, b: u8| -> Option<()> {
+        (line.get(*at) == Some(&b)).then(|| *at += 1)
+    };
+    // A string without escapes: the bytes between the quotes.
+    let string = |at: &mut usize| -> Option<&[u8]> {
+        if line.get(*at) != Some(&b'"') {
+            return None;
+        }
+        let start = *at + 1;
+        let len = line.get(start..)?.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if line[start + len] != b'"' {
+            return None;
+        }
+        *at = start + len + 1;
+        Some(&line[start..start + len])
+    };
+    expect(&mut at, b'{')?;
+    if line.get(at) == Some(&b'}') {
+        at += 1;
+        return (at == line.len()).then_some(row);
+    }
+    loop {
+        let key = string(&mut at)?;
+        expect(&mut at, b':')?;
+        let (index, ty) = RECORD_FIELDS
+            .iter()
+            .enumerate()
+            .find(|(_, (name, _))| name.as_bytes() == key)
+            .map(|(i, (_, ty))| (i, *ty))?;
+        if seen & (1 << index) != 0 {
+            return None;
+        }
+        seen |= 1 << index;
+        match ty {
+            FieldType::Str => {
+                let value = Cow::Borrowed(std::str::from_utf8(string(&mut at)?).ok()?);
+                let slot = match index {
+                    0 => &mut row.kind,
+                    1 => &mut row.subject,
+                    2 => &mut row.contact_kind,
+                    3 => &mut row.contact,
+                    4 => &mut row.home_city,
+                    5 => &mut row.home_country,
+                    6 => &mut row.brand,
+                    7 => &mut row.category,
+                    9 => &mut row.currency,
+                    11 => &mut row.store_city,
+                    12 => &mut row.store_country,
+                    _ => return None,
+                };
+                *slot = Some(value);
+            }
+            FieldType::U64 => {
+                let digits = line.get(at..)?.iter().take_while(|b| b.is_ascii_digit()).count();
+                // JSON has no leading zeros; longer numbers may overflow: serde decides.
+                if digits == 0 || digits > 19 || (digits > 1 && line[at] == b'0') {
+                    return None;
+                }
+                let mut n = 0u64;
+                for &b in &line[at..at + digits] {
+                    n = n * 10 + u64::from(b - b'0');
+                }
+                at += digits;
+                match index {
+                    8 => row.amount_minor = Some(n),
+                    10 => row.ts_ms = Some(n),
+                    _ => return None,
+                }
+            }
+            FieldType::Bool => return None,
+        }
+        match line.get(at)? {
+            b',' => at += 1,
+            b'}' => {
+                at += 1;
+                return (at == line.len()).then_some(row);
+            }
+            _ => return None,
+        }
+    }
 }
 
 /// Files above this size are validated by two threads, one per half.
@@ -874,6 +969,70 @@ fn is_consent_file(file: &Path) -> Result<bool, ImportError> {
                 .ok()
                 .and_then(|k| k.kind);
             return Ok(matches!(kind.as_deref(), Some("consent" | "budget")));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    const PURCHASE: &str = r#"{"kind":"purchase","subject":"s-1","brand":"Luckin Coffee","category":"coffee","amount_minor":590,"currency":"SGD","ts_ms":1767225600000,"store_city":"Singapore","store_country":"SG"}"#;
+    const IDENTITY: &str = r#"{"kind":"identity","subject":"p-0000001","contact_kind":"email","contact":"a.b@example.com"}"#;
+
+    /// What the fast path accepts, serde_json parses to the same row.
+    fn agrees(line: &[u8]) -> bool {
+        match fast_row(line) {
+            Some(fast) => serde_json::from_slice::<RecordRow<'_>>(line).ok() == Some(fast),
+            None => true,
+        }
+    }
+
+    #[test]
+    fn fast_path_takes_the_common_shape_and_leaves_the_rest_to_serde() {
+        for line in [PURCHASE, IDENTITY, "{}", r#"{"kind":"geography","subject":"s","home_city":"Ho Chi Minh City","home_country":"VN"}"#] {
+            assert!(fast_row(line.as_bytes()).is_some(), "{line}");
+            assert!(agrees(line.as_bytes()), "{line}");
+        }
+        for line in [
+            r#"{"kind":"purchase","kind":"purchase"}"#,
+            r#"{"kind":"purch\u0061se"}"#,
+            r#"{"kind": "purchase"}"#,
+            r#"{"kind":null}"#,
+            r#"{"other":"x"}"#,
+            r#"{"amount_minor":012}"#,
+            r#"{"amount_minor":-1}"#,
+            r#"{"amount_minor":1.5}"#,
+            r#"{"amount_minor":99999999999999999999}"#,
+            r#"{"amount_minor":"1"}"#,
+            r#"{"kind":"purchase"} "#,
+            r#"{"kind":"purchase"}x"#,
+            r#"{"kind":"purchase",}"#,
+            r#"["kind"]"#,
+        ] {
+            assert!(fast_row(line.as_bytes()).is_none(), "{line}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn fast_path_agrees_with_serde_on_mutated_lines(
+            edits in proptest::collection::vec((0usize..200, any::<u8>(), 0u8..3), 1..4),
+            identity in any::<bool>(),
+        ) {
+            let mut line = if identity { IDENTITY } else { PURCHASE }.as_bytes().to_vec();
+            for (at, byte, op) in edits {
+                let at = at % (line.len() + 1);
+                match op {
+                    0 if at < line.len() => line[at] = byte,
+                    1 => line.insert(at, byte),
+                    _ if at < line.len() => { line.remove(at); }
+                    _ => {}
+                }
+            }
+            prop_assert!(agrees(&line), "{}", String::from_utf8_lossy(&line));
         }
     }
 }

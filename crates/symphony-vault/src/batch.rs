@@ -105,7 +105,9 @@ impl PreparedBatch {
                 start: word(24)?,
                 end: word(32)?,
             };
-            if !(item.subject_start <= item.start && item.start <= item.end && item.end <= arena_len)
+            if !(item.subject_start <= item.start
+                && item.start <= item.end
+                && item.end <= arena_len)
             {
                 return Err(bad());
             }
@@ -165,7 +167,9 @@ impl BatchBuilder {
         record: &T,
     ) -> Result<(), VaultError> {
         let subject_start = self.batch.arena.len();
-        self.batch.arena.extend_from_slice(subject.as_str().as_bytes());
+        self.batch
+            .arena
+            .extend_from_slice(subject.as_str().as_bytes());
         let start = self.batch.arena.len();
         if let Err(e) = bcs::serialize_into(&mut self.batch.arena, record) {
             self.batch.arena.truncate(subject_start);

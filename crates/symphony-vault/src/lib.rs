@@ -77,10 +77,16 @@
 //!   block, not one per string.
 //! - Consent and budget are keyed `(scope, subject)` so "who may be used for scope S"
 //!   is one range scan. They are not encrypted: they hold no record content.
-//! - Import runs as a pipeline: a parser thread validates, BCS-encodes and digests
-//!   the next batch into one byte arena ([`PreparedBatch`]) while the writer thread
-//!   encrypts and commits the previous one. Pass 1 (validation) uses two threads on
-//!   large files.
+//! - Import reads the file once. Pass 1 parses (a typed fast path for the common
+//!   line shape, serde_json for the rest and for every error message), validates,
+//!   BCS-encodes and digests each batch into one byte arena ([`PreparedBatch`]),
+//!   sorted by subject, on two threads (one per half of a large file). The batches
+//!   wait in memory up to `ImportOptions::staging_memory_bytes`, beyond it in a spill
+//!   file next to the Vault, sealed under a key drawn from the OS that never leaves
+//!   the process, removed at the end. Nothing is written before the last line is
+//!   valid; pass 2 only deduplicates, seals (two threads for large batches) and
+//!   commits. `validate_first: false` keeps the one-pass pipeline (a parser thread
+//!   prepares the next batch while the writer commits the previous one).
 //!
 //! AES-256-GCM (RustCrypto `aes-gcm` 0.10) was chosen over ChaCha20-Poly1305: the
 //! machines have AES-NI and PCLMULQDQ. Measured raw speed here: encrypt 0.4-0.6 GB/s,

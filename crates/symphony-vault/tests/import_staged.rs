@@ -115,7 +115,9 @@ fn spilled_batches_import_exactly_what_memory_staged_ones_do() {
         // Progress: acknowledged lines rise to the last line, one report per batch.
         assert_eq!(acked.first(), Some(&(0, 0, lines)));
         assert_eq!(acked.last(), Some(&(lines, s.batches, lines)));
-        assert!(acked.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 + 1 == w[1].1));
+        assert!(acked
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 + 1 == w[1].1));
         assert_eq!(names(&vault_dir), ["v.redb"], "a spill file was left");
         // Re-import (spilled or not) deduplicates.
         let again = import_records(&vault, &file, &options, &mut |_| {}).unwrap();

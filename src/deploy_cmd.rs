@@ -151,6 +151,9 @@ pub enum BenchCmd {
     /// Federated training on the embedded network at a bench size, timed by phase
     /// (admission, each part of a round, finish).
     Train(crate::train_cmd::BenchTrainArgs),
+    /// Vault import with the default (atomic) options: a generated record file into a
+    /// fresh Vault; rows/s, MB/s and the split between preparing and writing.
+    Import(crate::import_bench::BenchImportArgs),
     /// Admitted tasks/s and latency on 3 masters (loopback, mutual TLS, fsync), then
     /// the time to a new leader after the leader is killed.
     Admission {
@@ -878,6 +881,7 @@ pub fn bench(cmd: BenchCmd, spec_text: &str) -> Result<()> {
     match cmd {
         BenchCmd::Parse(args) => crate::producer_cmd::bench(args),
         BenchCmd::Train(args) => crate::train_cmd::bench_train(args, crate::DEMO_NOW_MS),
+        BenchCmd::Import(args) => crate::import_bench::bench(args),
         BenchCmd::Admission {
             tasks,
             concurrency,

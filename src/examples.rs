@@ -54,6 +54,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("gov propose slash", "symphony gov propose slash --actor operator:vault-01 --offence unavailability --reason \"missed 3 slices\" --as master-0"),
     ("gov vote", "symphony gov vote proposal-1 --as master-1\nsymphony gov vote proposal-1 --as master-2 --reject"),
     ("bench", "symphony bench admission --tasks 20000 --json\nsymphony bench gateway --tasks 20000 --json"),
+    ("bench import", "symphony bench import --records 1000000 --json   atomic Vault import: rows/s, MB/s, prepare/write split\nsymphony bench import --records 200000 --subjects 50000"),
     ("bench admission", "symphony bench admission --tasks 50000 --concurrency 512 --json"),
     ("bench gateway", "symphony bench gateway --tasks 20000 --concurrency 128 --json"),
     ("attest", "symphony attest verify crates/symphony-attest/tests/data/sgx_quote --collateral crates/symphony-attest/tests/data/sgx_quote_collateral.json --at 2024-06-01T00:00:00Z"),

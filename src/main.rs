@@ -4,6 +4,7 @@ mod compute_cmd;
 mod deploy_cmd;
 mod examples;
 mod gov_cmd;
+mod import_bench;
 mod ledger_cmd;
 mod output;
 mod producer_cmd;

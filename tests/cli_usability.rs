@@ -224,3 +224,40 @@ fn json_outputs_carry_a_schema_version() {
     let dry = json(&symphony(&["demo", "luckin", "--dry-run", "--json"]));
     assert_eq!(dry["schema_version"], 1, "{dry}");
 }
+
+#[test]
+fn bench_import_prints_one_json_line_with_its_figures() {
+    let out = symphony(&[
+        "bench",
+        "import",
+        "--records",
+        "3000",
+        "--subjects",
+        "300",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["bench"], "import", "{v}");
+    assert_eq!(v["records"], 3000, "{v}");
+    assert_eq!(v["subjects"], 300, "{v}");
+    // Every purchase plus an identity and a geography row per subject.
+    assert_eq!(v["rows"], 3000 + 2 * 300, "{v}");
+    assert!(v["rows_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    let split = v["validate_secs"].as_f64().unwrap() + v["write_secs"].as_f64().unwrap();
+    assert!((split - v["secs"].as_f64().unwrap()).abs() < 1e-6, "{v}");
+    assert_eq!(v["load_average"].as_array().unwrap().len(), 3, "{v}");
+    assert!(
+        v["git_commit"].is_string() && v["schema_version"].is_number(),
+        "{v}"
+    );
+    let bad = symphony(&["bench", "import", "--records", "0"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--records"));
+}

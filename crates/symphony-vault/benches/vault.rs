@@ -2,7 +2,8 @@
 //! Luckin audience scan (decrypt everything, filter). Plain `Instant` timing.
 //!
 //! `SYMPHONY_VAULT_BENCH_RECORDS` (default 1,000,000) sets N;
-//! `SYMPHONY_VAULT_BENCH_DIR` (default the system temp dir) where files go.
+//! `SYMPHONY_VAULT_BENCH_DIR` (default the system temp dir) where files go;
+//! `SYMPHONY_VAULT_BENCH_IMPORT_ONLY` (set) stops after the default import.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::ops::ControlFlow;
@@ -112,6 +113,7 @@ fn single_pass(dir: &std::path::Path, file: &std::path::Path, batch_records: usi
     let options = ImportOptions {
         batch_records,
         validate_first: false,
+        ..ImportOptions::default()
     };
     let (t, c) = (Instant::now(), cpu_secs());
     let s = import_records(&vault, file, &options, &mut |_| {}).unwrap();
@@ -219,6 +221,9 @@ fn main() {
         validated_at.unwrap_or(0.0)
     );
 
+    if std::env::var_os("SYMPHONY_VAULT_BENCH_IMPORT_ONLY").is_some() {
+        return;
+    }
     if n <= 2_000_000 {
         write_only(dir.path(), file, batch_records);
         single_pass(dir.path(), file, batch_records);

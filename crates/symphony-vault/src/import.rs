@@ -1,21 +1,28 @@
 //! Import of the plaintext files (see the crate docs for their formats).
 //!
-//! Record files are imported in two passes: pass 1 parses and validates every line
-//! (nothing is written, so a malformed row leaves the Vault exactly as before);
-//! pass 2 parses again and commits batches of `batch_records` records, each in one
-//! write transaction. A crash in pass 2 leaves a prefix of whole batches; since
-//! records are deduplicated by content, importing the file again completes it
-//! without duplicates. Consent files are small and go in one transaction.
+//! Record files are read once, in two passes over the prepared data: pass 1 parses,
+//! validates and prepares every line (BCS + keyed digest, two threads on large
+//! files) into batches staged in memory, or beyond `staging_memory_bytes` in a spill
+//! file next to the Vault sealed under a one-off key; nothing is written to the
+//! Vault, so a malformed row leaves it exactly as before. Pass 2 seals and commits
+//! the staged batches of `batch_records` records, each in one write transaction. A
+//! crash in pass 2 leaves a prefix of whole batches; since records are deduplicated
+//! by content, importing the file again completes it without duplicates. Consent
+//! files are small and go in one transaction.
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
-use std::path::Path;
+use std::io::{BufRead, BufReader, BufWriter, Read as _, Seek, SeekFrom, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aes_gcm::{Aes256Gcm, KeyInit as _};
+use rand::RngCore as _;
 
 use serde::Deserialize;
 use symphony_core::ids::SubjectId;
 
-use crate::batch::PreparedBatch;
+use crate::batch::{BatchBuilder, PreparedBatch};
 use crate::error::ImportError;
 use crate::record::{ContactKind, GeographyRef, IdentityRef, PurchaseRef, RecordRef};
 use crate::store::Vault;
@@ -32,6 +39,11 @@ pub struct ImportOptions {
     /// before it were committed: the Vault then holds a prefix of whole batches,
     /// not its state before the import.
     pub validate_first: bool,
+    /// With `validate_first`: bytes of prepared batches kept in memory between the
+    /// validating pass and the writing pass. Batches beyond it go to a spill file
+    /// next to the Vault file, sealed under a key that exists only in memory, and
+    /// removed when the import ends (whatever the outcome).
+    pub staging_memory_bytes: usize,
 }
 
 impl Default for ImportOptions {
@@ -39,6 +51,7 @@ impl Default for ImportOptions {
         ImportOptions {
             batch_records: 50_000,
             validate_first: true,
+            staging_memory_bytes: 512 << 20,
         }
     }
 }
@@ -90,7 +103,7 @@ pub struct ImportSummary {
 }
 
 /// One line of a record file, before validation.
-#[derive(Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RecordRow<'a> {
     #[serde(borrow)]
@@ -348,13 +361,127 @@ fn parse_line<T>(
     line: &[u8],
     use_record: impl FnOnce(SubjectId, RecordRef<'_>) -> T,
 ) -> Result<T, ImportError> {
-    let row: RecordRow<'_> = serde_json::from_slice(line).map_err(|e| {
-        let (field, reason) = diagnose(line, RECORD_FIELDS, &e);
-        row_error(file, line_no, field, reason)
-    })?;
+    let row: RecordRow<'_> = match fast_row(line) {
+        Some(row) => row,
+        None => serde_json::from_slice(line).map_err(|e| {
+            let (field, reason) = diagnose(line, RECORD_FIELDS, &e);
+            row_error(file, line_no, field, reason)
+        })?,
+    };
     let (subject, record) =
         check_record(&row).map_err(|(field, reason)| row_error(file, line_no, field, reason))?;
     Ok(use_record(subject, record))
+}
+
+/// Typed fast path for the common shape of a record line: one flat JSON object
+/// whose values are strings without escapes or control characters, or unsigned
+/// integers, each known field at most once, nothing else. Anything outside that
+/// shape (escapes, nulls, spaces, unknown or repeated fields, odd numbers) returns
+/// `None` and goes through serde_json, which accepts or names the error exactly as
+/// before; what this accepts, serde_json parses to the same row.
+fn fast_row(line: &[u8]) -> Option<RecordRow<'_>> {
+    let mut row = RecordRow::default();
+    let mut seen = 0u16;
+    let mut at = 0usize;
+    let expect =
+        |at: &mut usize, b: u8| -> Option<()> { (line.get(*at) == Some(&b)).then(|| *at += 1) };
+    // A string without escapes: the bytes between the quotes.
+    let string = |at: &mut usize| -> Option<&[u8]> {
+        if line.get(*at) != Some(&b'"') {
+            return None;
+        }
+        let start = *at + 1;
+        let len = line
+            .get(start..)?
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if line[start + len] != b'"' {
+            return None;
+        }
+        *at = start + len + 1;
+        Some(&line[start..start + len])
+    };
+    expect(&mut at, b'{')?;
+    if line.get(at) == Some(&b'}') {
+        at += 1;
+        return (at == line.len()).then_some(row);
+    }
+    loop {
+        let key = string(&mut at)?;
+        expect(&mut at, b':')?;
+        // The position in `RECORD_FIELDS`.
+        let index: usize = match key {
+            b"kind" => 0,
+            b"subject" => 1,
+            b"contact_kind" => 2,
+            b"contact" => 3,
+            b"home_city" => 4,
+            b"home_country" => 5,
+            b"brand" => 6,
+            b"category" => 7,
+            b"amount_minor" => 8,
+            b"currency" => 9,
+            b"ts_ms" => 10,
+            b"store_city" => 11,
+            b"store_country" => 12,
+            _ => return None,
+        };
+        let ty = RECORD_FIELDS.get(index)?.1;
+        if seen & (1 << index) != 0 {
+            return None;
+        }
+        seen |= 1 << index;
+        match ty {
+            FieldType::Str => {
+                let value = Cow::Borrowed(std::str::from_utf8(string(&mut at)?).ok()?);
+                let slot = match index {
+                    0 => &mut row.kind,
+                    1 => &mut row.subject,
+                    2 => &mut row.contact_kind,
+                    3 => &mut row.contact,
+                    4 => &mut row.home_city,
+                    5 => &mut row.home_country,
+                    6 => &mut row.brand,
+                    7 => &mut row.category,
+                    9 => &mut row.currency,
+                    11 => &mut row.store_city,
+                    12 => &mut row.store_country,
+                    _ => return None,
+                };
+                *slot = Some(value);
+            }
+            FieldType::U64 => {
+                let digits = line
+                    .get(at..)?
+                    .iter()
+                    .take_while(|b| b.is_ascii_digit())
+                    .count();
+                // JSON has no leading zeros; longer numbers may overflow: serde decides.
+                if digits == 0 || digits > 19 || (digits > 1 && line[at] == b'0') {
+                    return None;
+                }
+                let mut n = 0u64;
+                for &b in &line[at..at + digits] {
+                    n = n * 10 + u64::from(b - b'0');
+                }
+                at += digits;
+                match index {
+                    8 => row.amount_minor = Some(n),
+                    10 => row.ts_ms = Some(n),
+                    _ => return None,
+                }
+            }
+            FieldType::Bool => return None,
+        }
+        match line.get(at)? {
+            b',' => at += 1,
+            b'}' => {
+                at += 1;
+                return (at == line.len()).then_some(row);
+            }
+            _ => return None,
+        }
+    }
 }
 
 /// Files above this size are validated by two threads, one per half.
@@ -436,20 +563,34 @@ type Batch = (PreparedBatch, u64);
 
 /// Imports a record file (JSONL, see the crate docs) into the Vault.
 ///
-/// Pass 2 runs as a pipeline: one thread parses the next batch while the caller's
-/// thread encrypts and commits the previous one.
+/// With `validate_first` (the default) the file is read once: pass 1 parses,
+/// validates and prepares every line (BCS + digest, on two threads for large
+/// files) into batches staged in memory or in a sealed spill file, writing nothing
+/// to the Vault; only when every line is valid does pass 2 seal and commit the
+/// staged batches, one write transaction each. Without it, one pipelined pass: a
+/// thread parses the next batch while the caller's thread commits the previous one.
 pub fn import_records(
     vault: &Vault,
     file: &Path,
     options: &ImportOptions,
     progress: &mut dyn FnMut(&ImportProgress<'_>),
 ) -> Result<ImportSummary, ImportError> {
-    let batch_records = options.batch_records.max(1);
-    let lines_total = if options.validate_first {
-        validate_records(file, progress)?
+    if options.validate_first {
+        import_staged(vault, file, options, progress)
     } else {
-        0
-    };
+        import_streaming(vault, file, options, progress)
+    }
+}
+
+/// One pass: batches are committed as they are parsed.
+fn import_streaming(
+    vault: &Vault,
+    file: &Path,
+    options: &ImportOptions,
+    progress: &mut dyn FnMut(&ImportProgress<'_>),
+) -> Result<ImportSummary, ImportError> {
+    let batch_records = options.batch_records.max(1);
+    let lines_total = 0;
     let mut summary = ImportSummary::default();
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch, ImportError>>(2);
@@ -458,7 +599,7 @@ pub fn import_records(
             let mut rows = 0u64;
             let mut last_line = 0u64;
             let result = for_each_line(file, |line_no, line| {
-                parse_line(file, line_no, line, |s, r| batch.push_ref(s, &r))?
+                parse_line(file, line_no, line, |s, r| batch.push_borrowed(&s, &r))?
                     .map_err(ImportError::Vault)?;
                 rows += 1;
                 last_line = line_no;
@@ -482,18 +623,15 @@ pub fn import_records(
         let written = (|| {
             for item in rx.iter() {
                 let (batch, lines_done) = item?;
-                let s = vault.insert_prepared(&batch)?;
-                summary.inserted += s.inserted;
-                summary.duplicates += s.duplicates;
-                summary.skipped_erased += s.skipped_erased;
-                summary.batches += 1;
-                progress(&ImportProgress {
+                commit(
+                    vault,
                     file,
-                    phase: ImportPhase::Writing,
+                    &batch,
                     lines_done,
                     lines_total,
-                    batches_committed: summary.batches,
-                });
+                    &mut summary,
+                    progress,
+                )?;
             }
             Ok::<(), ImportError>(())
         })();
@@ -503,6 +641,351 @@ pub fn import_records(
         written
     })?;
     Ok(summary)
+}
+
+/// Commits one batch and reports it.
+fn commit(
+    vault: &Vault,
+    file: &Path,
+    batch: &PreparedBatch,
+    lines_done: u64,
+    lines_total: u64,
+    summary: &mut ImportSummary,
+    progress: &mut dyn FnMut(&ImportProgress<'_>),
+) -> Result<(), ImportError> {
+    let s = vault.insert_prepared(batch)?;
+    summary.inserted += s.inserted;
+    summary.duplicates += s.duplicates;
+    summary.skipped_erased += s.skipped_erased;
+    summary.batches += 1;
+    progress(&ImportProgress {
+        file,
+        phase: ImportPhase::Writing,
+        lines_done,
+        lines_total,
+        batches_committed: summary.batches,
+    });
+    Ok(())
+}
+
+/// Validate-and-prepare, then write: see [`import_records`].
+fn import_staged(
+    vault: &Vault,
+    file: &Path,
+    options: &ImportOptions,
+    progress: &mut dyn FnMut(&ImportProgress<'_>),
+) -> Result<ImportSummary, ImportError> {
+    let batch_records = options.batch_records.max(1);
+    let len = std::fs::metadata(file)
+        .map_err(|source| ImportError::Io {
+            file: file.to_owned(),
+            source,
+        })?
+        .len();
+    let spill_base = spill_base(vault);
+    // Pass 1: parse, validate, prepare. Nothing is written to the Vault.
+    let stages: Vec<(Stage, u64)> = if len < PARALLEL_VALIDATION_BYTES {
+        let mut stage = Stage::new(&spill_base, 0, options.staging_memory_bytes);
+        let builder = vault.batch_builder();
+        stage_range(
+            file,
+            0,
+            u64::MAX,
+            builder,
+            batch_records,
+            &mut stage,
+            progress,
+        )?;
+        vec![(stage, 0)]
+    } else {
+        let mid = len / 2;
+        let limit = options.staging_memory_bytes / 2;
+        let mut first = Stage::new(&spill_base, 0, limit);
+        let mut second = Stage::new(&spill_base, 1, limit);
+        let (a, b) = std::thread::scope(|scope| {
+            let second_ref = &mut second;
+            let builder = vault.batch_builder();
+            let other = scope.spawn(move || {
+                stage_range(
+                    file,
+                    mid,
+                    u64::MAX,
+                    builder,
+                    batch_records,
+                    second_ref,
+                    &mut |_| {},
+                )
+            });
+            let builder = vault.batch_builder();
+            let a = stage_range(file, 0, mid, builder, batch_records, &mut first, progress);
+            (a, other.join())
+        });
+        // The first malformed row in file order is the one reported.
+        a?;
+        let shift = first.lines;
+        match b {
+            Ok(Ok(())) => {}
+            Ok(Err(ImportError::Row {
+                file,
+                line,
+                field,
+                reason,
+            })) => {
+                return Err(ImportError::Row {
+                    file,
+                    line: line + shift,
+                    field,
+                    reason,
+                })
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(ImportError::Io {
+                    file: file.to_owned(),
+                    source: std::io::Error::other("validation thread panicked"),
+                })
+            }
+        }
+        vec![(first, 0), (second, shift)]
+    };
+    let rows: u64 = stages.iter().map(|(s, _)| s.rows).sum();
+    let lines_total = stages
+        .iter()
+        .rev()
+        .find(|(s, _)| s.last > 0)
+        .map_or(0, |(s, shift)| s.last + shift);
+    // Pass 2: seal and commit the staged batches in file order.
+    progress(&ImportProgress {
+        file,
+        phase: ImportPhase::Writing,
+        lines_done: 0,
+        lines_total,
+        batches_committed: 0,
+    });
+    let mut summary = ImportSummary {
+        rows,
+        ..ImportSummary::default()
+    };
+    for (mut stage, shift) in stages {
+        stage.drain(|batch, last| {
+            commit(
+                vault,
+                file,
+                &batch,
+                last + shift,
+                lines_total,
+                &mut summary,
+                progress,
+            )
+        })?;
+    }
+    Ok(summary)
+}
+
+/// Parses, validates and prepares the lines starting in `[start, end)` into
+/// `stage` (line numbers within the range).
+fn stage_range(
+    file: &Path,
+    start: u64,
+    end: u64,
+    mut batch: BatchBuilder,
+    batch_records: usize,
+    stage: &mut Stage,
+    progress: &mut dyn FnMut(&ImportProgress<'_>),
+) -> Result<(), ImportError> {
+    let mut rows = 0u64;
+    let mut last = 0u64;
+    let result = for_each_line_in(file, start, end, |line_no, line| {
+        parse_line(file, line_no, line, |s, r| batch.push_borrowed(&s, &r))?
+            .map_err(ImportError::Vault)?;
+        rows += 1;
+        last = line_no;
+        if batch.len() >= batch_records {
+            stage.push(batch.finish(), line_no)?;
+        }
+        if line_no % 1_000_000 == 0 {
+            progress(&ImportProgress {
+                file,
+                phase: ImportPhase::Validating,
+                lines_done: line_no,
+                lines_total: 0,
+                batches_committed: 0,
+            });
+        }
+        Ok(())
+    });
+    let lines = result?;
+    if !batch.is_empty() {
+        stage.push(batch.finish(), last)?;
+    }
+    stage.lines = lines;
+    stage.rows = rows;
+    stage.last = last;
+    Ok(())
+}
+
+/// Where spill files of imports into `vault` go: next to the Vault file.
+fn spill_base(vault: &Vault) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let mut name = vault
+        .path()
+        .file_name()
+        .map(|s| s.to_os_string())
+        .unwrap_or_default();
+    name.push(format!(".import-{}-{n}", std::process::id()));
+    vault.path().with_file_name(name)
+}
+
+/// Prepared batches of one range of the file, between the two passes: in memory
+/// up to a bound, then in a spill file.
+struct Stage {
+    memory: std::collections::VecDeque<Batch>,
+    memory_bytes: usize,
+    limit: usize,
+    spill_path: PathBuf,
+    spill: Option<Spill>,
+    /// Lines in the range (blank ones included).
+    lines: u64,
+    /// Non-blank lines.
+    rows: u64,
+    /// Number of the last non-blank line (0: none).
+    last: u64,
+}
+
+/// A spill file: batches sealed with a key that exists only in this process, so
+/// the plaintext records never reach the disk a second time; removed on drop.
+struct Spill {
+    path: PathBuf,
+    writer: Option<BufWriter<File>>,
+    cipher: Aes256Gcm,
+    /// Last line of each spilled batch, in order.
+    batches: Vec<u64>,
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        self.writer = None;
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Stage {
+    fn new(base: &Path, part: u32, limit: usize) -> Stage {
+        let mut name = base
+            .file_name()
+            .map(|s| s.to_os_string())
+            .unwrap_or_default();
+        name.push(format!("-{part}.spill"));
+        Stage {
+            memory: std::collections::VecDeque::new(),
+            memory_bytes: 0,
+            limit,
+            spill_path: base.with_file_name(name),
+            spill: None,
+            lines: 0,
+            rows: 0,
+            last: 0,
+        }
+    }
+
+    fn push(&mut self, mut batch: PreparedBatch, last: u64) -> Result<(), ImportError> {
+        batch.sort_by_subject();
+        let bytes = batch.heap_bytes();
+        if self.spill.is_none() && self.memory_bytes + bytes <= self.limit {
+            self.memory_bytes += bytes;
+            self.memory.push_back((batch, last));
+            return Ok(());
+        }
+        let io = |source| ImportError::Io {
+            file: self.spill_path.clone(),
+            source,
+        };
+        if self.spill.is_none() {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let f = options.open(&self.spill_path).map_err(io)?;
+            // A fresh key from the OS per spill file: it never leaves this process
+            // and no output depends on it (the import stays deterministic).
+            let mut key = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut key);
+            self.spill = Some(Spill {
+                path: self.spill_path.clone(),
+                writer: Some(BufWriter::with_capacity(1 << 20, f)),
+                cipher: Aes256Gcm::new((&key).into()),
+                batches: Vec::new(),
+            });
+        }
+        let spill = self
+            .spill
+            .as_mut()
+            .ok_or_else(|| io(std::io::Error::other("no spill file")))?;
+        let mut plain = Vec::with_capacity(batch.arena.len() + batch.items.len() * 40 + 16);
+        batch.write_to(&mut plain).map_err(io)?;
+        let nonce = spill_nonce(spill.batches.len() as u64);
+        let sealed = crate::crypto::seal(&spill.cipher, nonce, b"symphony-vault/spill/v1", &plain)
+            .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+        let writer = spill
+            .writer
+            .as_mut()
+            .ok_or_else(|| io(std::io::Error::other("spill file closed")))?;
+        writer
+            .write_all(&(sealed.len() as u64).to_le_bytes())
+            .and_then(|()| writer.write_all(&sealed))
+            .map_err(io)?;
+        spill.batches.push(last);
+        Ok(())
+    }
+
+    /// Hands every staged batch to `f` in order (memory first, then the spill file).
+    fn drain(
+        &mut self,
+        mut f: impl FnMut(PreparedBatch, u64) -> Result<(), ImportError>,
+    ) -> Result<(), ImportError> {
+        while let Some((batch, last)) = self.memory.pop_front() {
+            f(batch, last)?;
+        }
+        let Some(spill) = self.spill.as_mut() else {
+            return Ok(());
+        };
+        let io = |source| ImportError::Io {
+            file: spill.path.clone(),
+            source,
+        };
+        if let Some(w) = spill.writer.take() {
+            w.into_inner().map_err(|e| io(e.into_error()))?;
+        }
+        let mut reader = BufReader::with_capacity(1 << 20, File::open(&spill.path).map_err(io)?);
+        for (i, &last) in spill.batches.iter().enumerate() {
+            let mut len = [0u8; 8];
+            reader.read_exact(&mut len).map_err(io)?;
+            let len = usize::try_from(u64::from_le_bytes(len))
+                .map_err(|_| io(std::io::Error::other("spill batch too large")))?;
+            let mut sealed = vec![0u8; len];
+            reader.read_exact(&mut sealed).map_err(io)?;
+            // Each batch is bound to its place: a nonce out of order fails too.
+            let in_place =
+                sealed.get(..crate::crypto::NONCE_LEN) == Some(&spill_nonce(i as u64)[..]);
+            let plain = crate::crypto::open(&spill.cipher, b"symphony-vault/spill/v1", &sealed)
+                .ok()
+                .filter(|_| in_place)
+                .ok_or_else(|| io(std::io::Error::other("spill batch failed authentication")))?;
+            let batch = PreparedBatch::read_from(&mut plain.as_slice()).map_err(io)?;
+            f(batch, last)?;
+        }
+        Ok(())
+    }
+}
+
+fn spill_nonce(n: u64) -> [u8; crate::crypto::NONCE_LEN] {
+    let mut nonce = [0u8; crate::crypto::NONCE_LEN];
+    nonce[..8].copy_from_slice(&n.to_le_bytes());
+    nonce
 }
 
 /// Imports a file of either kind, recognised by its first row's `kind`
@@ -542,6 +1025,89 @@ fn is_consent_file(file: &Path) -> Result<bool, ImportError> {
                 .ok()
                 .and_then(|k| k.kind);
             return Ok(matches!(kind.as_deref(), Some("consent" | "budget")));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    const PURCHASE: &str = r#"{"kind":"purchase","subject":"s-1","brand":"Luckin Coffee","category":"coffee","amount_minor":590,"currency":"SGD","ts_ms":1767225600000,"store_city":"Singapore","store_country":"SG"}"#;
+    const IDENTITY: &str = r#"{"kind":"identity","subject":"p-0000001","contact_kind":"email","contact":"a.b@example.com"}"#;
+
+    /// What the fast path accepts, serde_json parses to the same row.
+    fn agrees(line: &[u8]) -> bool {
+        match fast_row(line) {
+            Some(fast) => serde_json::from_slice::<RecordRow<'_>>(line).ok() == Some(fast),
+            None => true,
+        }
+    }
+
+    #[test]
+    fn fast_path_takes_the_common_shape_and_leaves_the_rest_to_serde() {
+        for line in [
+            PURCHASE,
+            IDENTITY,
+            "{}",
+            r#"{"kind":"geography","subject":"s","home_city":"Ho Chi Minh City","home_country":"VN"}"#,
+        ] {
+            assert!(fast_row(line.as_bytes()).is_some(), "{line}");
+            assert!(agrees(line.as_bytes()), "{line}");
+        }
+        for line in [
+            r#"{"kind":"purchase","kind":"purchase"}"#,
+            r#"{"kind":"purch\u0061se"}"#,
+            r#"{"kind": "purchase"}"#,
+            r#"{"kind":null}"#,
+            r#"{"other":"x"}"#,
+            r#"{"amount_minor":012}"#,
+            r#"{"amount_minor":-1}"#,
+            r#"{"amount_minor":1.5}"#,
+            r#"{"amount_minor":99999999999999999999}"#,
+            r#"{"amount_minor":"1"}"#,
+            r#"{"kind":"purchase"} "#,
+            r#"{"kind":"purchase"}x"#,
+            r#"{"kind":"purchase",}"#,
+            r#"["kind"]"#,
+        ] {
+            assert!(fast_row(line.as_bytes()).is_none(), "{line}");
+        }
+    }
+
+    #[test]
+    fn fast_path_knows_every_field_by_name() {
+        for (name, ty) in RECORD_FIELDS {
+            let value = match ty {
+                FieldType::U64 => "7",
+                _ => "\"x\"",
+            };
+            let line = format!("{{\"{name}\":{value}}}");
+            let row = fast_row(line.as_bytes()).unwrap();
+            assert_ne!(row, RecordRow::default(), "{line}");
+            assert!(agrees(line.as_bytes()), "{line}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn fast_path_agrees_with_serde_on_mutated_lines(
+            edits in proptest::collection::vec((0usize..200, any::<u8>(), 0u8..3), 1..4),
+            identity in any::<bool>(),
+        ) {
+            let mut line = if identity { IDENTITY } else { PURCHASE }.as_bytes().to_vec();
+            for (at, byte, op) in edits {
+                let at = at % (line.len() + 1);
+                match op {
+                    0 if at < line.len() => line[at] = byte,
+                    1 => line.insert(at, byte),
+                    _ if at < line.len() => { line.remove(at); }
+                    _ => {}
+                }
+            }
+            prop_assert!(agrees(&line), "{}", String::from_utf8_lossy(&line));
         }
     }
 }

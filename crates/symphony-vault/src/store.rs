@@ -1,6 +1,5 @@
 //! The Vault: opening, the encrypted record store, erasure and scans.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -309,6 +308,11 @@ impl Vault {
         Vault::open(&dir.join(DB_FILE), &key, entropy)
     }
 
+    /// The Vault file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The Vault's configuration.
     pub fn config(&self) -> &VaultConfig {
         &self.config
@@ -345,6 +349,9 @@ impl Vault {
 
     /// Stores a prepared batch in one write transaction: all or nothing. Same rules
     /// as [`Vault::insert_batch`].
+    ///
+    /// Subjects are visited in id order (new subjects get increasing numbers in that
+    /// order); the blocks are sealed on two threads when the batch is large.
     pub fn insert_prepared(&self, batch: &PreparedBatch) -> Result<InsertSummary, VaultError> {
         let tx = self.db.begin_write()?;
         let summary = self.insert_prepared_in(&tx, batch)?;
@@ -359,14 +366,28 @@ impl Vault {
         tx: &redb::WriteTransaction,
         batch: &PreparedBatch,
     ) -> Result<InsertSummary, VaultError> {
-        let mut by_subject: BTreeMap<&str, Vec<&PreparedRecord>> = BTreeMap::new();
-        for item in &batch.items {
-            by_subject
-                .entry(item.subject.as_str())
-                .or_default()
-                .push(item);
-        }
+        // Records grouped by subject (id order), import order within a subject. A
+        // batch sorted by `PreparedBatch::sort_by_subject` needs no reordering.
+        let order: Option<Vec<u32>> = if batch.is_sorted_by_subject() {
+            None
+        } else {
+            let mut order: Vec<u32> = (0..batch.items.len() as u32).collect();
+            order.sort_by(|&a, &b| {
+                batch
+                    .subject(&batch.items[a as usize])
+                    .cmp(batch.subject(&batch.items[b as usize]))
+            });
+            Some(order)
+        };
+        let item = |i: usize| -> &PreparedRecord {
+            match &order {
+                Some(order) => &batch.items[order[i] as usize],
+                None => &batch.items[i],
+            }
+        };
+        let n = batch.items.len();
         let mut summary = InsertSummary::default();
+        let vault_id = self.config.vault_id.as_str();
         {
             let mut meta = tx.open_table(META)?;
             let mut nos = tx.open_table(SUBJECT_NOS)?;
@@ -376,8 +397,21 @@ impl Vault {
                 Some(v) => read_u64(v.value()),
                 None => 0,
             };
-            let mut plain = Vec::new();
-            for (subject, recs) in by_subject {
+            // Plaintexts of all the batch's blocks, back to back, and what to seal.
+            let mut plain: Vec<u8> = Vec::with_capacity(batch.arena.len() + n);
+            let mut jobs: Vec<SealJob<'_>> = Vec::new();
+            let mut fresh: Vec<usize> = Vec::new();
+            let mut at = 0;
+            while at < n {
+                let subject_bytes = batch.subject(item(at));
+                let mut group_end = at + 1;
+                while group_end < n && batch.subject(item(group_end)) == subject_bytes {
+                    group_end += 1;
+                }
+                let group = at..group_end;
+                at = group_end;
+                let subject = std::str::from_utf8(subject_bytes)
+                    .map_err(|_| VaultError::Storage("subject id is not UTF-8".to_owned()))?;
                 let existing = nos.get(subject)?.map(|v| v.value());
                 let (no, mut row) = match existing {
                     Some(no) => match subjects.get(no)? {
@@ -395,21 +429,28 @@ impl Vault {
                     }
                 };
                 if row.erased_at_ms.is_some() {
-                    summary.skipped_erased += recs.len() as u64;
+                    summary.skipped_erased += group.len() as u64;
                     continue;
                 }
-                let mut fresh: Vec<&[u8]> = Vec::with_capacity(recs.len());
-                for rec in recs {
+                fresh.clear();
+                for i in group {
+                    let rec = item(i);
                     match row.digests.binary_search(&rec.digest) {
                         Ok(_) => summary.duplicates += 1,
                         Err(at) => {
                             row.digests.insert(at, rec.digest);
-                            fresh.push(&batch.arena[rec.start..rec.end]);
+                            fresh.push(i);
                         }
                     }
                 }
                 if fresh.is_empty() {
                     continue;
+                }
+                // BCS of Vec<Record>: ULEB128 length, then the elements.
+                let plain_start = plain.len();
+                push_uleb128(&mut plain, fresh.len() as u64);
+                for &i in &fresh {
+                    plain.extend_from_slice(batch.record(item(i)));
                 }
                 let dek = if row.wrapped_key.is_empty() {
                     let (dek, wrapped) = self.new_dek(subject)?;
@@ -418,24 +459,24 @@ impl Vault {
                 } else {
                     self.unwrap_dek(subject, &row.wrapped_key)?
                 };
-                // BCS of Vec<Record>: ULEB128 length, then the elements.
-                plain.clear();
-                push_uleb128(&mut plain, fresh.len() as u64);
-                for bytes in &fresh {
-                    plain.extend_from_slice(bytes);
-                }
-                let block = row.next_block;
-                let sealed = crypto::seal(
-                    &dek.cipher(),
-                    crypto::block_nonce(block),
-                    &crypto::block_aad(self.config.vault_id.as_str(), subject, block),
-                    &plain,
-                )?;
-                blocks.insert((no, block), sealed.as_slice())?;
+                jobs.push(SealJob {
+                    no,
+                    block: row.next_block,
+                    subject,
+                    dek,
+                    plain: plain_start..plain.len(),
+                });
                 row.next_block += 1;
                 subjects.insert(no, row.encode().as_slice())?;
                 summary.inserted += fresh.len() as u64;
                 summary.blocks += 1;
+            }
+            let sealed = seal_jobs(vault_id, &jobs, &plain)?;
+            // Keys in B-tree order: the pages are written front to back.
+            let mut by_key: Vec<usize> = (0..jobs.len()).collect();
+            by_key.sort_unstable_by_key(|&j| (jobs[j].no, jobs[j].block));
+            for j in by_key {
+                blocks.insert((jobs[j].no, jobs[j].block), sealed[j].as_slice())?;
             }
             meta.insert("next_subject_no", next_no.to_le_bytes().as_slice())?;
         }
@@ -633,4 +674,44 @@ pub(crate) fn read_u64(bytes: &[u8]) -> u64 {
     let n = bytes.len().min(8);
     b[..n].copy_from_slice(&bytes[..n]);
     u64::from_le_bytes(b)
+}
+
+/// One block to seal: a subject's fresh records of a batch.
+struct SealJob<'a> {
+    no: u64,
+    block: u64,
+    subject: &'a str,
+    dek: DataKey,
+    plain: std::ops::Range<usize>,
+}
+
+/// Plaintext bytes of a batch above which its blocks are sealed on two threads.
+const PARALLEL_SEAL_BYTES: usize = 1 << 20;
+
+/// Seals every job's block (`nonce ‖ ciphertext ‖ tag`), in job order.
+fn seal_jobs(vault: &str, jobs: &[SealJob<'_>], plain: &[u8]) -> Result<Vec<Vec<u8>>, VaultError> {
+    let seal_all = |jobs: &[SealJob<'_>]| -> Result<Vec<Vec<u8>>, VaultError> {
+        jobs.iter()
+            .map(|job| {
+                crypto::seal(
+                    &job.dek.cipher(),
+                    crypto::block_nonce(job.block),
+                    &crypto::block_aad(vault, job.subject, job.block),
+                    &plain[job.plain.clone()],
+                )
+            })
+            .collect()
+    };
+    if plain.len() < PARALLEL_SEAL_BYTES || jobs.len() < 2 {
+        return seal_all(jobs);
+    }
+    let (first, second) = jobs.split_at(jobs.len() / 2);
+    let (a, b) = std::thread::scope(|scope| {
+        let other = scope.spawn(|| seal_all(second));
+        let a = seal_all(first);
+        (a, other.join())
+    });
+    let mut out = a?;
+    out.extend(b.map_err(|_| VaultError::Crypto("sealing thread panicked"))??);
+    Ok(out)
 }

@@ -409,6 +409,7 @@ fn single_pass_import_stops_at_a_malformed_row_after_whole_batches() {
     let options = ImportOptions {
         batch_records: 2,
         validate_first: false,
+        ..ImportOptions::default()
     };
     let err = import_records(&vault, &file, &options, &mut |_| {}).unwrap_err();
     assert!(matches!(&err, ImportError::Row { line: 4, .. }), "{err}");

@@ -194,7 +194,8 @@ pub enum ProducerCmd {
     },
     /// Consent per scope with its history; `--grant SCOPE` / `--revoke SCOPE` changes it.
     Consent {
-        /// A network directory kept by `demo parse --dir`.
+        /// A network directory kept by `demo parse --dir`, or a devnet's directory
+        /// (`devnet up --producer-vault`: the gateway's signed consent routes).
         #[arg(long)]
         dir: PathBuf,
         /// personal, marketing, analytics or training.
@@ -208,7 +209,8 @@ pub enum ProducerCmd {
     },
     /// Remaining ε per scope and when it replenishes.
     Budget {
-        /// A network directory kept by `demo parse --dir`.
+        /// A network directory kept by `demo parse --dir`, or a devnet's directory
+        /// (`devnet up --producer-vault`: the gateway's signed budget route).
         #[arg(long)]
         dir: PathBuf,
         #[arg(long)]
@@ -273,12 +275,22 @@ fn producer_route(
     method: &str,
     path: &str,
 ) -> Result<serde_json::Value> {
+    producer_route_with(layout, method, path, Vec::new())
+}
+
+/// [`producer_route`] with a request body.
+fn producer_route_with(
+    layout: &symphony_deploy::devnet::DevnetLayout,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<serde_json::Value> {
     let caller = format!("producer:{}", symphony_deploy::devnet::DEVNET_PRODUCER);
     let client = crate::deploy_cmd::caller_client(layout, &caller)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let r = rt.block_on(client.signed(method, path, Vec::new()))?;
+    let r = rt.block_on(client.signed(method, path, body))?;
     if r.status != 200 {
         bail!(
             "{method} {path}: the gateway answered {}: {}",
@@ -406,6 +418,58 @@ pub fn run(cmd: ProducerCmd) -> Result<()> {
             revoke,
             json,
         } => {
+            if let Some(layout) = devnet_of(&dir)? {
+                let change = match (&grant, &revoke) {
+                    (Some(s), _) => Some((scope(s, "--grant")?, "grant")),
+                    (_, Some(s)) => Some((scope(s, "--revoke")?, "revoke")),
+                    _ => None,
+                };
+                let v = match change {
+                    Some((s, action)) => producer_route_with(
+                        &layout,
+                        "POST",
+                        "/v1/producer/consent",
+                        serde_json::to_vec(
+                            &serde_json::json!({"scope": s.as_str(), "action": action}),
+                        )?,
+                    )?,
+                    None => producer_route(&layout, "GET", "/v1/producer/consent")?,
+                };
+                if json {
+                    return crate::output::print_json(&v);
+                }
+                println!(
+                    "consent of {} in {} at {} ms (revocation blocks new tasks, not settled work)",
+                    v["producer"].as_str().unwrap_or_default(),
+                    v["vault"].as_str().unwrap_or_default(),
+                    v["at_ms"]
+                );
+                for c in v["scopes"].as_array().into_iter().flatten() {
+                    let hist: Vec<String> = c["history"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|h| {
+                            format!(
+                                "{} at {} ms",
+                                h["change"].as_str().unwrap_or_default(),
+                                h["at_ms"]
+                            )
+                        })
+                        .collect();
+                    println!(
+                        "  {:<10} {:<8} {}",
+                        c["scope"].as_str().unwrap_or_default(),
+                        if c["granted"] == true {
+                            "granted"
+                        } else {
+                            "no"
+                        },
+                        hist.join(", ")
+                    );
+                }
+                return Ok(());
+            }
             let vault = open_personal_vault(&dir)?;
             let at = now_ms();
             if let Some(s) = &grant {
@@ -436,6 +500,37 @@ pub fn run(cmd: ProducerCmd) -> Result<()> {
             Ok(())
         }
         ProducerCmd::Budget { dir, json } => {
+            if let Some(layout) = devnet_of(&dir)? {
+                let v = producer_route(&layout, "GET", "/v1/producer/budget")?;
+                if json {
+                    return crate::output::print_json(&v);
+                }
+                println!(
+                    "privacy budget of {} in {} (ε per scope; epoch {} in force, replenished when epoch {} opens, at the latest at {} ms)",
+                    v["producer"].as_str().unwrap_or_default(),
+                    v["vault"].as_str().unwrap_or_default(),
+                    v["epoch"],
+                    v["replenishes_at_epoch"],
+                    v["epoch_closes_at_ms"]
+                );
+                println!(
+                    "  {:<10} {:>9} {:>9} {:>9} {:>9} {:>12}",
+                    "scope", "capacity", "reserved", "committed", "remaining", "+ per epoch"
+                );
+                for b in v["scopes"].as_array().into_iter().flatten() {
+                    let f = |k: &str| b[k].as_str().unwrap_or_default().to_owned();
+                    println!(
+                        "  {:<10} {:>9} {:>9} {:>9} {:>9} {:>12}",
+                        f("scope"),
+                        f("capacity"),
+                        f("reserved"),
+                        f("committed"),
+                        f("remaining"),
+                        f("replenishes_per_epoch")
+                    );
+                }
+                return Ok(());
+            }
             let vault = open_personal_vault(&dir)?;
             let view = budget_view(&vault, &subject, &PolicyParams::default_v1())?;
             if json {

@@ -8,10 +8,20 @@
 //! - `GET /v1/producer/stake`: its stake as the actor registry holds it;
 //! - `POST /v1/producer/stake`: bonds `S_producer` of its balance on the staking
 //!   contract and registers it in the actor registry through consensus
-//!   (`symphony_master::Command::RegisterProducerStake`): its rewards become 100%.
+//!   (`symphony_master::Command::RegisterProducerStake`): its rewards become 100%;
+//! - `GET /v1/producer/consent`: its consent per scope, with the history, as its
+//!   Personal Vault (`pv-<subject>`) holds it;
+//! - `POST /v1/producer/consent` (`{"scope": "marketing", "action": "revoke"}`):
+//!   grants or revokes one scope at protocol time; a revocation blocks new tasks,
+//!   not settled work;
+//! - `GET /v1/producer/budget`: the remaining ε per scope and the epoch whose
+//!   opening replenishes it.
 //!
-//! Served from this master's applied state; refusals (not a producer, already
-//! registered, balance too low) come before anything is replicated.
+//! Earnings and stake are served from this master's applied state; refusals (not a
+//! producer, already registered, balance too low) come before anything is
+//! replicated. Consent and budget are forwarded to the enterprise node hosting the
+//! producer's Personal Vault, over the enterprise RPC clients (and mutual TLS) the
+//! master's worker dispatches slices with.
 
 use std::sync::Arc;
 
@@ -21,16 +31,22 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use symphony_core::consent::UsageScope;
 use symphony_core::ids::ActorId;
+use symphony_core::ids::SubjectId;
 use symphony_economics::PolicyParams;
 use symphony_ledger::SettlementLedger;
-use symphony_node::producer::personal::{earnings, Earnings};
+use symphony_node::producer::personal::{
+    earnings, personal_vault_id, Earnings, ScopeBudget, ScopeConsent,
+};
 use symphony_node::settlement::actor_account;
 use utoipa::{OpenApi, ToSchema};
 
 use super::{error, AppState};
-use crate::replicator::{ConsensusReplicator, ReplicatedLedger};
+use crate::config::MasterConfig;
+use crate::replicator::{Cluster, ConsensusReplicator, ReplicatedLedger};
+use crate::rpc::{EnterpriseReply, EnterpriseRequest, RemoteEnterprise};
 use crate::state::DeployState;
 
 /// One payment to the producer, as the ledger executed it.
@@ -118,10 +134,50 @@ fn stake_doc() {}
 fn bond_doc() {}
 
 /// The producer routes' part of the OpenAPI document.
+#[utoipa::path(get, path = "/v1/producer/consent",
+    summary = "The signing producer's consent per scope with its history, from its Personal Vault",
+    responses((status = 200, description = "consent", body = ProducerConsent),
+              (status = 404, description = "no enterprise of this network hosts the producer's Personal Vault")))]
+#[allow(dead_code)]
+fn consent_doc() {}
+
+#[utoipa::path(post, path = "/v1/producer/consent",
+    summary = "Grant or revoke one usage scope in the signing producer's Personal Vault (revocation blocks new tasks, not settled work)",
+    request_body = ConsentChangeRequest,
+    responses((status = 200, description = "the consent after the change", body = ProducerConsent),
+              (status = 400, description = "unknown scope or action, or `personal` revoked")))]
+#[allow(dead_code)]
+fn consent_change_doc() {}
+
+#[utoipa::path(get, path = "/v1/producer/budget",
+    summary = "The signing producer's remaining privacy budget (ε) per scope and the epoch that replenishes it",
+    responses((status = 200, description = "budget", body = ProducerBudget)))]
+#[allow(dead_code)]
+fn budget_doc() {}
+
+/// The producer routes' part of the OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
-    paths(earnings_doc, stake_doc, bond_doc),
-    components(schemas(ProducerEarnings, PaymentView, EpochEarnings, ProducerStake))
+    paths(
+        earnings_doc,
+        stake_doc,
+        bond_doc,
+        consent_doc,
+        consent_change_doc,
+        budget_doc
+    ),
+    components(schemas(
+        ProducerEarnings,
+        PaymentView,
+        EpochEarnings,
+        ProducerStake,
+        ProducerConsent,
+        ScopeConsentView,
+        ConsentEntryView,
+        ConsentChangeRequest,
+        ProducerBudget,
+        ScopeBudgetView
+    ))
 )]
 pub(super) struct ProducerApi;
 
@@ -320,4 +376,349 @@ async fn bond(
     tracing::info!(%actor, amount, "producer stake bonded and registered");
     let e = state.cluster.with_state(|s| earnings_of(s, &actor))?;
     Ok(Json(stake_view(&actor, &e)).into_response())
+}
+
+/// The enterprise nodes a master dispatches slices to, as the gateway reaches
+/// them (the same RPC and mutual TLS as the worker), and the protocol clock.
+#[derive(Default)]
+pub(super) struct EnterpriseClients {
+    clients: Vec<RemoteEnterprise>,
+    fixed_now_ms: Option<u64>,
+}
+
+impl EnterpriseClients {
+    /// One client per configured enterprise node.
+    pub(super) fn from_config(
+        config: &MasterConfig,
+        cluster: &Cluster,
+    ) -> Result<Self, crate::DeployError> {
+        let security = crate::master::transport(config)?;
+        let mut clients = Vec::new();
+        for (i, e) in config.enterprises.iter().enumerate() {
+            let vault_id = symphony_core::ids::VaultId::new(e.vault_id.clone()).map_err(|err| {
+                crate::DeployError::Config(format!("enterprises[{i}].vault_id: {err}"))
+            })?;
+            clients.push(RemoteEnterprise::new(
+                vault_id,
+                e.addr.clone(),
+                security.clone(),
+                cluster.runtime().clone(),
+                std::time::Duration::from_secs(10),
+            ));
+        }
+        Ok(Self {
+            clients,
+            fixed_now_ms: config.fixed_now_ms,
+        })
+    }
+
+    /// Protocol time: the master's injected clock (as task admission reads it) or
+    /// the wall clock.
+    fn now_ms(&self) -> u64 {
+        self.fixed_now_ms.unwrap_or_else(crate::master::now_ms)
+    }
+}
+
+/// One consent change.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentEntryView {
+    /// `grant` or `revoke`.
+    pub change: String,
+    /// When, ms (protocol time).
+    pub at_ms: u64,
+}
+
+/// Consent for one scope.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeConsentView {
+    /// `personal`, `marketing`, `analytics` or `training`.
+    pub scope: String,
+    /// In force at `at_ms`.
+    pub granted: bool,
+    /// Every change, oldest first.
+    pub history: Vec<ConsentEntryView>,
+}
+
+/// `GET` / `POST /v1/producer/consent`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProducerConsent {
+    /// The producer.
+    pub producer: String,
+    /// Its Personal Vault (`pv-<subject>`).
+    pub vault: String,
+    /// Protocol time of the view (and of a change).
+    pub at_ms: u64,
+    /// Per scope.
+    pub scopes: Vec<ScopeConsentView>,
+}
+
+/// `POST /v1/producer/consent` body.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentChangeRequest {
+    /// `personal`, `marketing`, `analytics` or `training` (`personal` cannot be revoked).
+    pub scope: String,
+    /// `grant` or `revoke`.
+    pub action: String,
+}
+
+/// Budget for one scope (ε as decimal strings, fixed-point).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeBudgetView {
+    /// The scope.
+    pub scope: String,
+    /// Capacity, ε.
+    pub capacity: String,
+    /// Reserved by running tasks, ε.
+    pub reserved: String,
+    /// Committed (spent), ε.
+    pub committed: String,
+    /// Remaining, ε.
+    pub remaining: String,
+    /// Added at each epoch opening (capped at capacity), ε.
+    pub replenishes_per_epoch: String,
+    /// The epoch whose opening last replenished it.
+    pub last_replenished_epoch: u64,
+}
+
+/// `GET /v1/producer/budget`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProducerBudget {
+    /// The producer.
+    pub producer: String,
+    /// Its Personal Vault.
+    pub vault: String,
+    /// The epoch in force.
+    pub epoch: u64,
+    /// The epoch whose opening replenishes the budget next (`epoch + 1`).
+    pub replenishes_at_epoch: u64,
+    /// When the epoch in force closes by time, ms.
+    pub epoch_closes_at_ms: u64,
+    /// Per scope.
+    pub scopes: Vec<ScopeBudgetView>,
+}
+
+/// The producer's subject (`producer:<subject>`) and the client of the enterprise
+/// node hosting its Personal Vault.
+fn personal_vault<'a>(
+    state: &'a AppState,
+    actor: &ActorId,
+) -> Result<(SubjectId, &'a RemoteEnterprise), Response> {
+    let name = actor.as_str().trim_start_matches("producer:");
+    let subject = SubjectId::new(name).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("x-scp-caller {actor}: subject {name:?}: {e}"),
+        )
+    })?;
+    let vault = personal_vault_id(name).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("x-scp-caller {actor}: {e}"),
+        )
+    })?;
+    let client = state
+        .enterprises
+        .clients
+        .iter()
+        .find(|c| c.vault() == &vault)
+        .ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "{actor}: no enterprise node of this network hosts its Personal Vault {vault} \
+                     (a devnet hosts one with `symphony devnet up --producer-vault`)"
+                ),
+            )
+        })?;
+    Ok((subject, client))
+}
+
+/// A refusal of the enterprise node: the producer's request (400); unreachable: 503.
+fn enterprise_error(e: &symphony_node::NodeError) -> Response {
+    let status = match e {
+        symphony_node::NodeError::Refused(_) => StatusCode::BAD_REQUEST,
+        symphony_node::NodeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    error(status, format!("the Personal Vault's enterprise node: {e}"))
+}
+
+fn consent_reply(
+    actor: &ActorId,
+    vault: &RemoteEnterprise,
+    at_ms: u64,
+    reply: EnterpriseReply,
+) -> Response {
+    match reply {
+        EnterpriseReply::ProducerConsent(scopes) => Json(ProducerConsent {
+            producer: actor.to_string(),
+            vault: vault.vault().to_string(),
+            at_ms,
+            scopes: scopes
+                .into_iter()
+                .map(|c: ScopeConsent| ScopeConsentView {
+                    scope: c.scope,
+                    granted: c.granted,
+                    history: c
+                        .history
+                        .into_iter()
+                        .map(|h| ConsentEntryView {
+                            change: h.change,
+                            at_ms: h.at_ms,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+        .into_response(),
+        other => error(
+            StatusCode::BAD_GATEWAY,
+            format!("the Personal Vault's enterprise node answered {other:?}"),
+        ),
+    }
+}
+
+/// `GET /v1/producer/consent`.
+pub(super) async fn get_consent(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    match consent(&state, &headers, &Method::GET, &uri, Ok(Bytes::new())).await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+/// `POST /v1/producer/consent`.
+pub(super) async fn post_consent(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match consent(&state, &headers, &Method::POST, &uri, body).await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+async fn consent(
+    state: &AppState,
+    headers: &HeaderMap,
+    method: &Method,
+    uri: &Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Response> {
+    let body = if method == Method::POST {
+        state.body(body)?
+    } else {
+        Bytes::new()
+    };
+    let actor = producer(state, headers, method, uri, &body)?;
+    let change = if method == Method::POST {
+        let req: ConsentChangeRequest = serde_json::from_slice(&body).map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "body: expected {{\"scope\": \"marketing\", \"action\": \"grant\"|\"revoke\"}}: {e}"
+                ),
+            )
+        })?;
+        let scope = UsageScope::ALL
+            .into_iter()
+            .find(|s| s.as_str() == req.scope)
+            .ok_or_else(|| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "body.scope {:?}: expected personal, marketing, analytics or training",
+                        req.scope
+                    ),
+                )
+            })?;
+        let granted = match req.action.as_str() {
+            "grant" => true,
+            "revoke" => false,
+            other => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    format!("body.action {other:?}: expected grant or revoke"),
+                ))
+            }
+        };
+        Some((scope, granted))
+    } else {
+        None
+    };
+    let (subject, client) = personal_vault(state, &actor)?;
+    let at_ms = state.enterprises.now_ms();
+    let reply = client
+        .request(&EnterpriseRequest::ProducerConsent {
+            subject,
+            change,
+            at_ms,
+        })
+        .await
+        .map_err(|e| enterprise_error(&e))?;
+    if let Some((scope, granted)) = change {
+        tracing::info!(%actor, %scope, granted, at_ms, "producer consent changed");
+    }
+    Ok(consent_reply(&actor, client, at_ms, reply))
+}
+
+/// `GET /v1/producer/budget`.
+pub(super) async fn get_budget(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    match budget(&state, &headers, &uri).await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+async fn budget(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Response, Response> {
+    let actor = producer(state, headers, &Method::GET, uri, b"")?;
+    let (subject, client) = personal_vault(state, &actor)?;
+    let scopes = match client
+        .request(&EnterpriseRequest::ProducerBudget { subject })
+        .await
+        .map_err(|e| enterprise_error(&e))?
+    {
+        EnterpriseReply::ProducerBudget(b) => b,
+        other => {
+            return Err(error(
+                StatusCode::BAD_GATEWAY,
+                format!("the Personal Vault's enterprise node answered {other:?}"),
+            ))
+        }
+    };
+    let (epoch, closes) = state
+        .cluster
+        .with_state(|s| (s.master().governance().epoch.0, s.epoch_due_at_ms()));
+    Ok(Json(ProducerBudget {
+        producer: actor.to_string(),
+        vault: client.vault().to_string(),
+        epoch,
+        replenishes_at_epoch: epoch + 1,
+        epoch_closes_at_ms: closes,
+        scopes: scopes
+            .into_iter()
+            .map(|b: ScopeBudget| ScopeBudgetView {
+                scope: b.scope,
+                capacity: b.capacity,
+                reserved: b.reserved,
+                committed: b.committed,
+                remaining: b.remaining,
+                replenishes_per_epoch: b.replenishes_per_epoch,
+                last_replenished_epoch: b.last_replenished_epoch,
+            })
+            .collect(),
+    })
+    .into_response())
 }

@@ -6,6 +6,8 @@
 //! With her Personal Vault hosted on an enterprise process, she revokes marketing
 //! consent through the gateway (`symphony producer consent --revoke`): the next
 //! Luckin campaign leaves her out, the earlier one's delivery stands.
+//! She uploads a receipt (`symphony producer upload FILE --dir <devnet>`): a free
+//! `parse` task through the masters on the enterprise hosting her Personal Vault.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod deployed;
@@ -196,4 +198,66 @@ fn a_producer_revokes_marketing_through_the_gateway_and_the_next_campaign_leaves
     let after = cli_json(&net, &["producer", "earnings"]);
     assert_eq!(after["payments"], earned["payments"], "{after}");
     assert_eq!(after["balance_micro_sym"], earned["balance_micro_sym"]);
+}
+
+#[test]
+fn a_producer_uploads_a_receipt_through_the_gateway_as_a_parse_task_on_her_personal_vault() {
+    let net = Net::start_with_personal_vault(2);
+    let receipt = net.layout.dir.join("receipt.txt");
+    std::fs::write(
+        &receipt,
+        "merchant: Luckin Coffee\ncategory: coffee\ntotal: 5.90\ncurrency: SGD\n\
+         time: 2026-11-12 09:15\nstore_city: Singapore\nstore_country: SG\n",
+    )
+    .unwrap();
+    let file = receipt.to_str().unwrap();
+    let out = cli_json(&net, &["producer", "upload", file]);
+    assert_eq!(out["producer"], "producer:alice", "{out}");
+    assert_eq!(out["vault"], "pv-alice", "{out}");
+    let states: Vec<&str> = out["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(states.last(), Some(&"completed"), "{out}");
+    assert!(states.len() > 2, "{out}");
+    assert_eq!(out["reason"], serde_json::Value::Null, "{out}");
+    assert!(!out["fields"].as_array().unwrap().is_empty(), "{out}");
+    assert_eq!(out["fee_total"], 0, "{out}");
+    assert!(out["quality_score_bp"].as_u64().unwrap() > 0, "{out}");
+
+    // The same receipt again: a duplicate, refused with a reason, nothing stored.
+    let (ok, stdout, _) = cli(&net, &["producer", "upload", file, "--json"]);
+    assert!(!ok, "{stdout}");
+    let again: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_ne!(again["task_id"], out["task_id"]);
+    assert_ne!(
+        again["states"].as_array().unwrap().last().unwrap(),
+        "completed",
+        "{again}"
+    );
+    assert!(again["reason"].is_string(), "{again}");
+
+    // Malformed: named.
+    let client = net.client_of("producer:alice");
+    let r = net
+        .rt
+        .block_on(client.signed(
+            "POST",
+            "/v1/producer/upload",
+            br#"{"parse_request_hex": "zz"}"#.to_vec(),
+        ))
+        .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("parse_request_hex"));
+    // Another caller cannot upload.
+    let r = net
+        .rt
+        .block_on(
+            net.client
+                .signed("GET", "/v1/producer/upload-key", Vec::new()),
+        )
+        .unwrap();
+    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
 }

@@ -242,6 +242,11 @@ impl Gateway {
                 get(producer_routes::get_consent).post(producer_routes::post_consent),
             )
             .route("/v1/producer/budget", get(producer_routes::get_budget))
+            .route(
+                "/v1/producer/upload-key",
+                get(producer_routes::get_upload_key),
+            )
+            .route("/v1/producer/upload", post(producer_routes::post_upload))
             .route("/v1/cluster", get(cluster_view))
             .route("/metrics", get(metrics::metrics))
             .route("/openapi.json", get(openapi::serve))

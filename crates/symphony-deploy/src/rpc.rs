@@ -19,6 +19,7 @@ use symphony_core::envelope::TaskClass;
 use symphony_core::ids::{ActorId, EpochId, SubjectId, TaskId, VaultId};
 use symphony_economics::PolicyParams;
 use symphony_node::bundle::{ComputeBody, SliceAssignment, SliceResultBundle};
+use symphony_node::classes::parse::{ParseAssignment, ParseBundle};
 use symphony_node::enterprise::{AdmissionReply, EnterpriseEndpoint, EnterpriseNode};
 use symphony_node::producer::personal::{
     budget_view, consent_view, personal_vault_id, set_consent, ScopeBudget, ScopeConsent,
@@ -170,6 +171,21 @@ pub enum EnterpriseRequest {
         /// The producer's subject.
         subject: SubjectId,
     },
+    /// The enclave's upload key (producers seal `parse` uploads to it).
+    UploadKey,
+    /// Admission of a `parse` task (permit and `personal` consent).
+    ParseAdmit {
+        /// Task.
+        task_id: TaskId,
+        /// The producer.
+        actor: ActorId,
+        /// Its subject.
+        subject: SubjectId,
+        /// Consent evaluation time.
+        at_ms: u64,
+    },
+    /// Execute one `parse` slice in the enclave.
+    ExecuteParseSlice(Box<ParseAssignment>),
     /// Final evaluation of the model.
     TrainEvaluate {
         /// The slice.
@@ -231,6 +247,10 @@ pub enum EnterpriseReply {
     ProducerConsent(Vec<ScopeConsent>),
     /// A producer's budget per scope.
     ProducerBudget(Vec<ScopeBudget>),
+    /// The enclave's upload key.
+    UploadKey([u8; 32]),
+    /// A `parse` slice bundle.
+    ParseBundle(Box<ParseBundle>),
     /// Done.
     Done,
     /// Refused (message says why).
@@ -285,6 +305,25 @@ fn handle(
             at_ms,
         } => match producer_consent(node, &subject, change, at_ms) {
             Ok(v) => EnterpriseReply::ProducerConsent(v),
+            Err(e) => refused(e),
+        },
+        EnterpriseRequest::UploadKey => EnterpriseReply::UploadKey(node.upload_key()),
+        EnterpriseRequest::ParseAdmit {
+            task_id,
+            actor,
+            subject,
+            at_ms,
+        } => match node.parse_admit(&task_id, &actor, &subject, at_ms) {
+            Ok(r) => EnterpriseReply::Admission {
+                vault_id: r.vault_id,
+                subjects_reserved: r.subjects_reserved,
+                subjects_excluded: r.subjects_excluded,
+                snapshot_commitment: r.snapshot_commitment,
+            },
+            Err(e) => refused(e),
+        },
+        EnterpriseRequest::ExecuteParseSlice(a) => match node.execute_parse_slice(&a) {
+            Ok(b) => EnterpriseReply::ParseBundle(Box::new(b)),
             Err(e) => refused(e),
         },
         EnterpriseRequest::ProducerBudget { subject } => {
@@ -606,6 +645,43 @@ impl EnterpriseEndpoint for RemoteEnterprise {
             assignment.clone(),
         )))? {
             EnterpriseReply::ComputeBundle(b) => Ok(*b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn parse_admit(
+        &self,
+        task_id: &TaskId,
+        actor: &ActorId,
+        subject: &SubjectId,
+        at_ms: u64,
+    ) -> Result<AdmissionReply, NodeError> {
+        match self.call(&EnterpriseRequest::ParseAdmit {
+            task_id: task_id.clone(),
+            actor: actor.clone(),
+            subject: subject.clone(),
+            at_ms,
+        })? {
+            EnterpriseReply::Admission {
+                vault_id,
+                subjects_reserved,
+                subjects_excluded,
+                snapshot_commitment,
+            } => Ok(AdmissionReply {
+                vault_id,
+                subjects_reserved,
+                subjects_excluded,
+                snapshot_commitment,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn execute_parse_slice(&self, assignment: &ParseAssignment) -> Result<ParseBundle, NodeError> {
+        match self.call(&EnterpriseRequest::ExecuteParseSlice(Box::new(
+            assignment.clone(),
+        )))? {
+            EnterpriseReply::ParseBundle(b) => Ok(*b),
             other => Err(unexpected(other)),
         }
     }

@@ -15,7 +15,14 @@
 //!   grants or revokes one scope at protocol time; a revocation blocks new tasks,
 //!   not settled work;
 //! - `GET /v1/producer/budget`: the remaining ε per scope and the epoch whose
-//!   opening replenishes it.
+//!   opening replenishes it;
+//! - `GET /v1/producer/upload-key`: the upload key of the enclave hosting its
+//!   Personal Vault (the producer seals receipts to it);
+//! - `POST /v1/producer/upload` (`{"parse_request_hex": …}`, at most
+//!   [`MAX_UPLOAD_BYTES`] of sealed receipt): its signed `parse` request, run as a
+//!   free `parse` task through this master's services (states replicated through
+//!   consensus) on the enterprise node hosting its Personal Vault; the reply lists
+//!   the task's states.
 //!
 //! Earnings and stake are served from this master's applied state; refusals (not a
 //! producer, already registered, balance too low) come before anything is
@@ -149,6 +156,20 @@ fn consent_doc() {}
 #[allow(dead_code)]
 fn consent_change_doc() {}
 
+#[utoipa::path(get, path = "/v1/producer/upload-key",
+    summary = "The upload key of the enclave hosting the signing producer's Personal Vault",
+    responses((status = 200, description = "upload key", body = UploadKeyView)))]
+#[allow(dead_code)]
+fn upload_key_doc() {}
+
+#[utoipa::path(post, path = "/v1/producer/upload",
+    summary = "Upload one sealed receipt: the producer's signed parse request (BCS, hex), run as a free parse task on its Personal Vault",
+    request_body = UploadRequest,
+    responses((status = 200, description = "the parse task (completed or rejected, with its states)", body = UploadView),
+              (status = 400, description = "malformed, too large, or not the signing producer's request")))]
+#[allow(dead_code)]
+fn upload_doc() {}
+
 #[utoipa::path(get, path = "/v1/producer/budget",
     summary = "The signing producer's remaining privacy budget (ε) per scope and the epoch that replenishes it",
     responses((status = 200, description = "budget", body = ProducerBudget)))]
@@ -176,7 +197,10 @@ fn budget_doc() {}
         ConsentEntryView,
         ConsentChangeRequest,
         ProducerBudget,
-        ScopeBudgetView
+        ScopeBudgetView,
+        UploadKeyView,
+        UploadRequest,
+        UploadView
     ))
 )]
 pub(super) struct ProducerApi;
@@ -382,8 +406,10 @@ async fn bond(
 /// them (the same RPC and mutual TLS as the worker), and the protocol clock.
 #[derive(Default)]
 pub(super) struct EnterpriseClients {
-    clients: Vec<RemoteEnterprise>,
+    clients: Vec<Arc<RemoteEnterprise>>,
     fixed_now_ms: Option<u64>,
+    /// The master's configuration (its services run a producer's `parse` task).
+    config: Option<Arc<MasterConfig>>,
 }
 
 impl EnterpriseClients {
@@ -398,17 +424,18 @@ impl EnterpriseClients {
             let vault_id = symphony_core::ids::VaultId::new(e.vault_id.clone()).map_err(|err| {
                 crate::DeployError::Config(format!("enterprises[{i}].vault_id: {err}"))
             })?;
-            clients.push(RemoteEnterprise::new(
+            clients.push(Arc::new(RemoteEnterprise::new(
                 vault_id,
                 e.addr.clone(),
                 security.clone(),
                 cluster.runtime().clone(),
-                std::time::Duration::from_secs(10),
-            ));
+                std::time::Duration::from_secs(60),
+            )));
         }
         Ok(Self {
             clients,
             fixed_now_ms: config.fixed_now_ms,
+            config: Some(Arc::new(config.clone())),
         })
     }
 
@@ -527,6 +554,7 @@ fn personal_vault<'a>(
         .clients
         .iter()
         .find(|c| c.vault() == &vault)
+        .map(|c| &**c)
         .ok_or_else(|| {
             error(
                 StatusCode::NOT_FOUND,
@@ -719,6 +747,195 @@ async fn budget(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Resp
                 last_replenished_epoch: b.last_replenished_epoch,
             })
             .collect(),
+    })
+    .into_response())
+}
+
+/// Largest sealed receipt `POST /v1/producer/upload` accepts, bytes (the hex of
+/// the whole request must also fit the gateway's body limit).
+pub const MAX_UPLOAD_BYTES: usize = 24 * 1024;
+
+/// `GET /v1/producer/upload-key`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadKeyView {
+    /// The producer.
+    pub producer: String,
+    /// Its Personal Vault.
+    pub vault: String,
+    /// X25519 public key of the hosting enclave, hex.
+    pub upload_key: String,
+}
+
+/// `POST /v1/producer/upload` body.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadRequest {
+    /// The producer's signed `ParseRequest` (BCS, hex): the receipt sealed to the
+    /// enclave's upload key, its Vault and subject, a nonce, its signature.
+    pub parse_request_hex: String,
+}
+
+/// `POST /v1/producer/upload` reply: the parse task.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadView {
+    /// The producer.
+    pub producer: String,
+    /// Its Personal Vault.
+    pub vault: String,
+    /// The parse task.
+    pub task_id: String,
+    /// Its lifecycle states, in order.
+    pub states: Vec<String>,
+    /// Why it was rejected (nothing stored), if it was.
+    pub reason: Option<String>,
+    /// Fields read from the receipt.
+    pub fields: Vec<String>,
+    /// Data quality score of the stored record, basis points.
+    pub quality_score_bp: Option<u32>,
+    /// Fee (parse is free).
+    pub fee_total: u64,
+    /// The epoch.
+    pub epoch: u64,
+}
+
+/// `GET /v1/producer/upload-key`.
+pub(super) async fn get_upload_key(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let run = async {
+        let actor = producer(&state, &headers, &Method::GET, &uri, b"")?;
+        let (_, client) = personal_vault(&state, &actor)?;
+        match client
+            .request(&EnterpriseRequest::UploadKey)
+            .await
+            .map_err(|e| enterprise_error(&e))?
+        {
+            EnterpriseReply::UploadKey(k) => Ok(Json(UploadKeyView {
+                producer: actor.to_string(),
+                vault: client.vault().to_string(),
+                upload_key: hex::encode(k),
+            })
+            .into_response()),
+            other => Err(error(
+                StatusCode::BAD_GATEWAY,
+                format!("the Personal Vault's enterprise node answered {other:?}"),
+            )),
+        }
+    };
+    match run.await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+/// `POST /v1/producer/upload`.
+pub(super) async fn post_upload(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match upload(&state, &headers, &uri, body).await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+async fn upload(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Response> {
+    use symphony_node::classes::parse::ParseRequest;
+    let body = state.body(body)?;
+    let actor = producer(state, headers, &Method::POST, uri, &body)?;
+    let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
+    let req: UploadRequest = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!(
+            "body: expected {{\"parse_request_hex\": \"…\"}}: {e}"
+        ))
+    })?;
+    let bytes = hex::decode(req.parse_request_hex.trim())
+        .map_err(|e| bad(format!("body.parse_request_hex: not hex: {e}")))?;
+    let parse: ParseRequest = bcs::from_bytes(&bytes).map_err(|e| {
+        bad(format!(
+            "body.parse_request_hex: not a BCS ParseRequest ({} bytes): {e}",
+            bytes.len()
+        ))
+    })?;
+    let sealed = bcs::to_bytes(&parse.upload).map_or(usize::MAX, |b| b.len());
+    if sealed > MAX_UPLOAD_BYTES {
+        return Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "body.parse_request_hex: the sealed receipt is {sealed} bytes; at most {MAX_UPLOAD_BYTES}"
+            ),
+        ));
+    }
+    if parse.producer != actor.as_str() {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "body: the parse request is {}'s; {actor} signed this HTTP request",
+                parse.producer
+            ),
+        ));
+    }
+    let (subject, _) = personal_vault(state, &actor)?;
+    if parse.subject != subject {
+        return Err(bad(format!(
+            "body: subject {} is not {actor}'s ({subject})",
+            parse.subject
+        )));
+    }
+    let index = state
+        .enterprises
+        .clients
+        .iter()
+        .position(|c| c.vault() == &parse.vault)
+        .ok_or_else(|| {
+            bad(format!(
+                "body: Vault {} is not on this network",
+                parse.vault
+            ))
+        })?;
+    let Some(config) = state.enterprises.config.clone() else {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this gateway runs without a master configuration: no parse tasks",
+        ));
+    };
+    let cluster = state.cluster.clone();
+    let endpoint = state.enterprises.clients[index].clone();
+    let vault = parse.vault.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        crate::master::run_producer_parse(&cluster, &config, &endpoint, &parse)
+    })
+    .await
+    .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| {
+        let status = match &e {
+            crate::DeployError::Node(symphony_node::NodeError::Refused(_)) => {
+                StatusCode::BAD_REQUEST
+            }
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        error(status, format!("{actor}: upload not parsed: {e}"))
+    })?;
+    tracing::info!(%actor, task = %out.task_id, states = ?out.states, "producer upload parsed");
+    Ok(Json(UploadView {
+        producer: actor.to_string(),
+        vault,
+        task_id: out.task_id,
+        states: out.states,
+        reason: out.reason,
+        fields: out.fields,
+        quality_score_bp: out.quality.map(|q| u32::from(q.score_bp)),
+        fee_total: out.fee_total,
+        epoch: out.epoch_id,
     })
     .into_response())
 }

@@ -185,7 +185,9 @@ fn budget_doc() {}
         bond_doc,
         consent_doc,
         consent_change_doc,
-        budget_doc
+        budget_doc,
+        upload_key_doc,
+        upload_doc
     ),
     components(schemas(
         ProducerEarnings,

@@ -886,24 +886,32 @@ async fn upload(
             ),
         ));
     }
-    let (subject, _) = personal_vault(state, &actor)?;
+    let (subject, home) = personal_vault(state, &actor)?;
     if parse.subject != subject {
         return Err(bad(format!(
             "body: subject {} is not {actor}'s ({subject})",
             parse.subject
         )));
     }
-    let index = state
+    if &parse.vault != home.vault() {
+        return Err(bad(format!(
+            "body: Vault {} is not {actor}'s Personal Vault ({})",
+            parse.vault,
+            home.vault()
+        )));
+    }
+    let Some(endpoint) = state
         .enterprises
         .clients
         .iter()
-        .position(|c| c.vault() == &parse.vault)
-        .ok_or_else(|| {
-            bad(format!(
-                "body: Vault {} is not on this network",
-                parse.vault
-            ))
-        })?;
+        .find(|c| c.vault() == &parse.vault)
+        .cloned()
+    else {
+        return Err(bad(format!(
+            "body: Vault {} is not on this network",
+            parse.vault
+        )));
+    };
     let Some(config) = state.enterprises.config.clone() else {
         return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -911,7 +919,6 @@ async fn upload(
         ));
     };
     let cluster = state.cluster.clone();
-    let endpoint = state.enterprises.clients[index].clone();
     let vault = parse.vault.to_string();
     let out = tokio::task::spawn_blocking(move || {
         crate::master::run_producer_parse(&cluster, &config, &endpoint, &parse)

@@ -67,6 +67,10 @@ pub enum DevnetCmd {
         /// Tasks admitted per epoch before the epoch closes by capacity.
         #[arg(long)]
         max_tasks_per_epoch: Option<u64>,
+        /// Also host the data producer's Personal Vault (`pv-alice`) on one more
+        /// enterprise process: `symphony producer consent|budget --dir` reach it.
+        #[arg(long)]
+        producer_vault: bool,
         #[command(flatten)]
         dir: DirArg,
     },
@@ -333,6 +337,7 @@ pub fn devnet(cmd: DevnetCmd, now_ms: u64) -> Result<()> {
             seed,
             epoch_length_ms,
             max_tasks_per_epoch,
+            producer_vault,
             dir,
         } => {
             if masters != 3 {
@@ -359,6 +364,7 @@ pub fn devnet(cmd: DevnetCmd, now_ms: u64) -> Result<()> {
                         rate_limit_per_s: 100,
                         epoch_length_ms,
                         max_tasks_per_epoch,
+                        personal_vault: producer_vault,
                     },
                     &mut ConsentReport,
                 )?

@@ -179,11 +179,13 @@ pub fn bench(args: BenchParseArgs) -> Result<()> {
 #[derive(clap::Subcommand)]
 pub enum ProducerCmd {
     /// Upload a receipt (PNG, JPEG, PDF or `field: value` text) to the producer's
-    /// Personal Vault: a free parse task on a new embedded network in --dir.
+    /// Personal Vault: a free parse task on a new embedded network in --dir, or on
+    /// a devnet (`devnet up --producer-vault`) through the gateway.
     Upload {
         /// The receipt.
         file: PathBuf,
-        /// Where to build the network (must not hold one; default: temporary).
+        /// Where to build the network (must not hold one; default: temporary), or
+        /// a devnet's directory (then through the gateway, as `producer:alice`).
         #[arg(long)]
         dir: Option<PathBuf>,
         /// Seed of the network and keys.
@@ -194,7 +196,8 @@ pub enum ProducerCmd {
     },
     /// Consent per scope with its history; `--grant SCOPE` / `--revoke SCOPE` changes it.
     Consent {
-        /// A network directory kept by `demo parse --dir`.
+        /// A network directory kept by `demo parse --dir`, or a devnet's directory
+        /// (`devnet up --producer-vault`: the gateway's signed consent routes).
         #[arg(long)]
         dir: PathBuf,
         /// personal, marketing, analytics or training.
@@ -208,7 +211,8 @@ pub enum ProducerCmd {
     },
     /// Remaining ε per scope and when it replenishes.
     Budget {
-        /// A network directory kept by `demo parse --dir`.
+        /// A network directory kept by `demo parse --dir`, or a devnet's directory
+        /// (`devnet up --producer-vault`: the gateway's signed budget route).
         #[arg(long)]
         dir: PathBuf,
         #[arg(long)]
@@ -273,12 +277,22 @@ fn producer_route(
     method: &str,
     path: &str,
 ) -> Result<serde_json::Value> {
+    producer_route_with(layout, method, path, Vec::new())
+}
+
+/// [`producer_route`] with a request body.
+fn producer_route_with(
+    layout: &symphony_deploy::devnet::DevnetLayout,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<serde_json::Value> {
     let caller = format!("producer:{}", symphony_deploy::devnet::DEVNET_PRODUCER);
     let client = crate::deploy_cmd::caller_client(layout, &caller)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let r = rt.block_on(client.signed(method, path, Vec::new()))?;
+    let r = rt.block_on(client.signed(method, path, body))?;
     if r.status != 200 {
         bail!(
             "{method} {path}: the gateway answered {}: {}",
@@ -287,6 +301,48 @@ fn producer_route(
         );
     }
     Ok(r.json())
+}
+
+/// `producer upload FILE --dir <devnet>`: seals the receipt to the upload key of
+/// the enclave hosting the producer's Personal Vault, signs the parse request with
+/// the producer's key and posts it; the parse task's JSON.
+fn devnet_upload(
+    layout: &symphony_deploy::devnet::DevnetLayout,
+    bytes: &[u8],
+) -> Result<serde_json::Value> {
+    use symphony_node::classes::parse::{seal_upload, ParseRequest};
+    let key = producer_route(layout, "GET", "/v1/producer/upload-key")?;
+    let upload_key: [u8; 32] = hex::decode(key["upload_key"].as_str().unwrap_or_default())
+        .ok()
+        .and_then(|k| k.try_into().ok())
+        .context("the gateway's upload_key is not 32 bytes of hex")?;
+    let vault = symphony_core::ids::VaultId::new(key["vault"].as_str().unwrap_or_default())?;
+    let mut entropy = [0u8; 44];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut entropy))
+        .context("OS randomness")?;
+    let mut secret = [0u8; 32];
+    secret.copy_from_slice(&entropy[..32]);
+    let mut nonce = [0u8; 12];
+    nonce.copy_from_slice(&entropy[32..]);
+    let sealed = seal_upload(&upload_key, bytes, secret, nonce)?;
+    let caller = format!("producer:{}", symphony_deploy::devnet::DEVNET_PRODUCER);
+    let path = layout
+        .caller_key(&caller)
+        .with_context(|| format!("the devnet has no key for {caller}"))?;
+    let signing = symphony_deploy::config::read_signing_key("producer key", path)?;
+    let req = ParseRequest::sign(
+        &caller,
+        vault,
+        SubjectId::new(symphony_deploy::devnet::DEVNET_PRODUCER)?,
+        sealed,
+        now_ms(),
+        &signing,
+    )?;
+    let body = serde_json::to_vec(&serde_json::json!({
+        "parse_request_hex": hex::encode(bcs::to_bytes(&req)?),
+    }))?;
+    producer_route_with(layout, "POST", "/v1/producer/upload", body)
 }
 
 fn print_devnet_earnings(v: &serde_json::Value, json: bool) -> Result<()> {
@@ -357,6 +413,44 @@ pub fn run(cmd: ProducerCmd) -> Result<()> {
         } => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            if let Some(layout) = dir.as_deref().map(devnet_of).transpose()?.flatten() {
+                let v = devnet_upload(&layout, &bytes)?;
+                if json {
+                    crate::output::print_json(&v)?;
+                } else {
+                    let states: Vec<&str> = v["states"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|s| s.as_str())
+                        .collect();
+                    println!(
+                        "parse task {} on {}: {}",
+                        v["task_id"].as_str().unwrap_or_default(),
+                        v["vault"].as_str().unwrap_or_default(),
+                        states.join(" → ")
+                    );
+                    match v["reason"].as_str() {
+                        Some(r) => println!("  refused: {r} (nothing stored)"),
+                        None => println!(
+                            "  stored: fields {}; quality {} bp; fee {}",
+                            v["fields"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            v["quality_score_bp"],
+                            v["fee_total"]
+                        ),
+                    }
+                }
+                if v["states"].as_array().and_then(|a| a.last()) != Some(&"completed".into()) {
+                    std::process::exit(3);
+                }
+                return Ok(());
+            }
             let tmp = tempfile::tempdir()?;
             let dir = dir.unwrap_or_else(|| tmp.path().to_owned());
             if dir.join("ledger.redb").exists() {
@@ -406,6 +500,58 @@ pub fn run(cmd: ProducerCmd) -> Result<()> {
             revoke,
             json,
         } => {
+            if let Some(layout) = devnet_of(&dir)? {
+                let change = match (&grant, &revoke) {
+                    (Some(s), _) => Some((scope(s, "--grant")?, "grant")),
+                    (_, Some(s)) => Some((scope(s, "--revoke")?, "revoke")),
+                    _ => None,
+                };
+                let v = match change {
+                    Some((s, action)) => producer_route_with(
+                        &layout,
+                        "POST",
+                        "/v1/producer/consent",
+                        serde_json::to_vec(
+                            &serde_json::json!({"scope": s.as_str(), "action": action}),
+                        )?,
+                    )?,
+                    None => producer_route(&layout, "GET", "/v1/producer/consent")?,
+                };
+                if json {
+                    return crate::output::print_json(&v);
+                }
+                println!(
+                    "consent of {} in {} at {} ms (revocation blocks new tasks, not settled work)",
+                    v["producer"].as_str().unwrap_or_default(),
+                    v["vault"].as_str().unwrap_or_default(),
+                    v["at_ms"]
+                );
+                for c in v["scopes"].as_array().into_iter().flatten() {
+                    let hist: Vec<String> = c["history"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|h| {
+                            format!(
+                                "{} at {} ms",
+                                h["change"].as_str().unwrap_or_default(),
+                                h["at_ms"]
+                            )
+                        })
+                        .collect();
+                    println!(
+                        "  {:<10} {:<8} {}",
+                        c["scope"].as_str().unwrap_or_default(),
+                        if c["granted"] == true {
+                            "granted"
+                        } else {
+                            "no"
+                        },
+                        hist.join(", ")
+                    );
+                }
+                return Ok(());
+            }
             let vault = open_personal_vault(&dir)?;
             let at = now_ms();
             if let Some(s) = &grant {
@@ -436,6 +582,37 @@ pub fn run(cmd: ProducerCmd) -> Result<()> {
             Ok(())
         }
         ProducerCmd::Budget { dir, json } => {
+            if let Some(layout) = devnet_of(&dir)? {
+                let v = producer_route(&layout, "GET", "/v1/producer/budget")?;
+                if json {
+                    return crate::output::print_json(&v);
+                }
+                println!(
+                    "privacy budget of {} in {} (ε per scope; epoch {} in force, replenished when epoch {} opens, at the latest at {} ms)",
+                    v["producer"].as_str().unwrap_or_default(),
+                    v["vault"].as_str().unwrap_or_default(),
+                    v["epoch"],
+                    v["replenishes_at_epoch"],
+                    v["epoch_closes_at_ms"]
+                );
+                println!(
+                    "  {:<10} {:>9} {:>9} {:>9} {:>9} {:>12}",
+                    "scope", "capacity", "reserved", "committed", "remaining", "+ per epoch"
+                );
+                for b in v["scopes"].as_array().into_iter().flatten() {
+                    let f = |k: &str| b[k].as_str().unwrap_or_default().to_owned();
+                    println!(
+                        "  {:<10} {:>9} {:>9} {:>9} {:>9} {:>12}",
+                        f("scope"),
+                        f("capacity"),
+                        f("reserved"),
+                        f("committed"),
+                        f("remaining"),
+                        f("replenishes_per_epoch")
+                    );
+                }
+                return Ok(());
+            }
             let vault = open_personal_vault(&dir)?;
             let view = budget_view(&vault, &subject, &PolicyParams::default_v1())?;
             if json {

@@ -82,6 +82,7 @@ fn devnet_start_moves_ports_taken_after_they_were_chosen() {
             rate_limit_per_s: 100,
             epoch_length_ms: None,
             max_tasks_per_epoch: None,
+            personal_vault: false,
         },
         &mut Quiet,
     )

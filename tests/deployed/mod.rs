@@ -140,8 +140,44 @@ impl Net {
         subjects: u64,
         records: u64,
         env: BTreeMap<String, Vec<(String, String)>>,
+        epochs: (Option<u64>, Option<u64>),
+        candidates: &[usize],
+    ) -> Net {
+        Net::start_full(
+            enterprises,
+            subjects,
+            records,
+            env,
+            epochs,
+            candidates,
+            false,
+        )
+    }
+
+    /// A devnet of `enterprises` nodes whose producer `producer:alice` also has her
+    /// Personal Vault `pv-alice` hosted on one more enterprise process
+    /// (`enterprise-<enterprises>`).
+    pub fn start_with_personal_vault(enterprises: u32) -> Net {
+        Net::start_full(
+            enterprises,
+            SUBJECTS,
+            RECORDS,
+            BTreeMap::new(),
+            (None, None),
+            &[],
+            true,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_full(
+        enterprises: u32,
+        subjects: u64,
+        records: u64,
+        env: BTreeMap<String, Vec<(String, String)>>,
         (epoch_length_ms, max_tasks_per_epoch): (Option<u64>, Option<u64>),
         candidates: &[usize],
+        personal_vault: bool,
     ) -> Net {
         let dir = tempfile::tempdir().unwrap();
         let layout = symphony_deploy::devnet::prepare(
@@ -156,6 +192,7 @@ impl Net {
                 rate_limit_per_s: 1_000,
                 epoch_length_ms,
                 max_tasks_per_epoch,
+                personal_vault,
             },
             &mut Quiet,
         )
@@ -179,7 +216,7 @@ impl Net {
             dir,
             stopped: BTreeSet::new(),
         };
-        for i in 0..enterprises {
+        for i in 0..net.layout.enterprises.len() {
             net.spawn(&format!("enterprise-{i}"));
         }
         for id in 1..=3 {

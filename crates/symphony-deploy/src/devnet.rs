@@ -55,6 +55,10 @@ pub struct DevnetParams {
     pub epoch_length_ms: Option<u64>,
     /// Tasks admitted per epoch before it closes by capacity (`None`: no bound).
     pub max_tasks_per_epoch: Option<u64>,
+    /// Host the data producer's Personal Vault (`pv-alice`, seed 002) on one more
+    /// enterprise process: its consent and budget routes reach it, and it takes
+    /// part in tasks like any Vault.
+    pub personal_vault: bool,
 }
 
 /// One master of a devnet.
@@ -251,6 +255,34 @@ fn node_tls(dir: &Path, ca_key: &str, name: &str) -> Result<TlsFiles, DeployErro
     })
 }
 
+/// Adds the devnet producer's Personal Vault to `net` (in `dir/vaults`), holding
+/// her identity, home, consent (personal, marketing, analytics) and one Luckin
+/// Coffee receipt in Singapore she uploaded earlier; its id.
+fn add_personal_vault(
+    net: &mut EmbeddedNetwork,
+    dir: &Path,
+    params: &DevnetParams,
+    obs: &mut dyn Observer,
+) -> Result<String, DeployError> {
+    use symphony_node::producer::demo::{add_producer, producer_receipts, PRODUCER_SUBJECT};
+    let node = |e: symphony_node::NodeError| DeployError::Node(e);
+    let pv = add_producer(net, dir, params.now_ms, obs).map_err(node)?;
+    let subject = symphony_core::ids::SubjectId::new(PRODUCER_SUBJECT)
+        .map_err(|e| DeployError::Config(e.to_string()))?;
+    let receipt = producer_receipts(params.seed, 1, params.now_ms)
+        .into_iter()
+        .next()
+        .ok_or_else(|| DeployError::Config("no Luckin receipt in the corpus".into()))?;
+    net.enterprises[pv]
+        .vault()
+        .insert_batch(&[(
+            subject,
+            symphony_vault::record::Record::Purchase(receipt.to_purchase()),
+        )])
+        .map_err(|e| DeployError::Node(e.into()))?;
+    Ok(net.enterprises[pv].vault_id().to_string())
+}
+
 /// Writes a devnet into `dir` (which must not hold one already).
 pub fn prepare(
     dir: &Path,
@@ -324,7 +356,11 @@ pub fn prepare(
             ),
         );
     }
-    let vault_ids = net.generated.vault_ids.clone();
+    let mut net = net;
+    let mut vault_ids = net.generated.vault_ids.clone();
+    if params.personal_vault {
+        vault_ids.push(add_personal_vault(&mut net, &dir, params, obs)?);
+    }
     drop(net);
 
     let (ca_cert, ca_key) = crate::tls::generate_ca()?;

@@ -86,6 +86,9 @@ struct AppState {
     /// its configured address and the address it listens on.
     hosts: RwLock<Vec<String>>,
     metrics: metrics::GatewayMetrics,
+    /// The enterprise nodes this master dispatches slices to (the worker's RPC
+    /// clients and mutual TLS): the producer routes reach Personal Vaults through them.
+    enterprises: producer_routes::EnterpriseClients,
 }
 
 /// The gateway of one master.
@@ -142,10 +145,12 @@ impl Gateway {
     /// Builds the router and TLS configuration from the master's configuration.
     pub fn new(config: &MasterConfig, cluster: Cluster) -> Result<Self, DeployError> {
         let tls = TlsMaterial::load(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
-        let gateway = Self::with_settings(
+        let enterprises = producer_routes::EnterpriseClients::from_config(config, &cluster)?;
+        let gateway = Self::build(
             GatewaySettings::from_config(config)?,
             cluster,
             tls.public_server()?,
+            enterprises,
         );
         gateway.add_host(&config.me()?.gateway);
         Ok(gateway)
@@ -170,6 +175,20 @@ impl Gateway {
         settings: GatewaySettings,
         cluster: Cluster,
         tls: Arc<rustls::ServerConfig>,
+    ) -> Self {
+        Self::build(
+            settings,
+            cluster,
+            tls,
+            producer_routes::EnterpriseClients::default(),
+        )
+    }
+
+    fn build(
+        settings: GatewaySettings,
+        cluster: Cluster,
+        tls: Arc<rustls::ServerConfig>,
+        enterprises: producer_routes::EnterpriseClients,
     ) -> Self {
         let body_limit = settings.body_limit_bytes;
         let masters: BTreeMap<String, VerifyingKey> = cluster
@@ -200,6 +219,7 @@ impl Gateway {
             )),
             hosts: RwLock::new(Vec::new()),
             metrics: metrics::GatewayMetrics::default(),
+            enterprises,
         });
         let router = Router::new()
             .route("/v1/tasks", post(submit).get(list_tasks))
@@ -217,6 +237,16 @@ impl Gateway {
                 "/v1/producer/stake",
                 get(producer_routes::get_stake).post(producer_routes::post_stake),
             )
+            .route(
+                "/v1/producer/consent",
+                get(producer_routes::get_consent).post(producer_routes::post_consent),
+            )
+            .route("/v1/producer/budget", get(producer_routes::get_budget))
+            .route(
+                "/v1/producer/upload-key",
+                get(producer_routes::get_upload_key),
+            )
+            .route("/v1/producer/upload", post(producer_routes::post_upload))
             .route("/v1/cluster", get(cluster_view))
             .route("/metrics", get(metrics::metrics))
             .route("/openapi.json", get(openapi::serve))

@@ -340,6 +340,27 @@ fn services(cluster: &Cluster, config: &MasterConfig) -> Result<MasterServices, 
     Ok(svc)
 }
 
+/// Runs a producer's `parse` task (free) through this master's services: admission
+/// against the registered producer key, the slice on the enterprise node hosting
+/// its Personal Vault (`endpoint`), task states replicated through consensus.
+/// Blocking: call it off the async runtime.
+pub fn run_producer_parse(
+    cluster: &Cluster,
+    config: &MasterConfig,
+    endpoint: &RemoteEnterprise,
+    req: &symphony_node::classes::parse::ParseRequest,
+) -> Result<symphony_node::classes::parse::ParseOutcome, DeployError> {
+    let mut svc = services(cluster, config)?;
+    svc.now_ms = config.fixed_now_ms.unwrap_or_else(now_ms);
+    let mut obs = symphony_node::network::Quiet;
+    Ok(symphony_node::classes::parse::run_parse(
+        &mut svc,
+        &[endpoint as &dyn EnterpriseEndpoint],
+        req,
+        &mut obs,
+    )?)
+}
+
 /// Stages verified results in the replicated state (`DeployCommand::StageResult`).
 struct ReplicatedResultStage(Cluster);
 

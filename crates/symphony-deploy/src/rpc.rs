@@ -16,9 +16,14 @@ use symphony_core::budget::Epsilon;
 use symphony_core::consent::UsageScope;
 use symphony_core::encoding::Digest;
 use symphony_core::envelope::TaskClass;
-use symphony_core::ids::{ActorId, EpochId, TaskId, VaultId};
+use symphony_core::ids::{ActorId, EpochId, SubjectId, TaskId, VaultId};
+use symphony_economics::PolicyParams;
 use symphony_node::bundle::{ComputeBody, SliceAssignment, SliceResultBundle};
+use symphony_node::classes::parse::{ParseAssignment, ParseBundle};
 use symphony_node::enterprise::{AdmissionReply, EnterpriseEndpoint, EnterpriseNode};
+use symphony_node::producer::personal::{
+    budget_view, consent_view, personal_vault_id, set_consent, ScopeBudget, ScopeConsent,
+};
 use symphony_node::training::model::GlobalModel;
 use symphony_node::training::persons::{PersonCandidate, PersonSelection};
 use symphony_node::training::vault::{
@@ -150,6 +155,37 @@ pub enum EnterpriseRequest {
         /// Rounds the run opened.
         rounds_run: u32,
     },
+    /// A data producer's consent in the Personal Vault this node hosts (the
+    /// gateway authenticated the producer): per scope with its history, after
+    /// applying `change` (scope, granted) at `at_ms` if given.
+    ProducerConsent {
+        /// The producer's subject.
+        subject: SubjectId,
+        /// Grant (`true`) or revoke (`false`) one scope first.
+        change: Option<(UsageScope, bool)>,
+        /// Protocol time of the change and of the view.
+        at_ms: u64,
+    },
+    /// A data producer's remaining privacy budget per scope.
+    ProducerBudget {
+        /// The producer's subject.
+        subject: SubjectId,
+    },
+    /// The enclave's upload key (producers seal `parse` uploads to it).
+    UploadKey,
+    /// Admission of a `parse` task (permit and `personal` consent).
+    ParseAdmit {
+        /// Task.
+        task_id: TaskId,
+        /// The producer.
+        actor: ActorId,
+        /// Its subject.
+        subject: SubjectId,
+        /// Consent evaluation time.
+        at_ms: u64,
+    },
+    /// Execute one `parse` slice in the enclave.
+    ExecuteParseSlice(Box<ParseAssignment>),
     /// Final evaluation of the model.
     TrainEvaluate {
         /// The slice.
@@ -207,6 +243,14 @@ pub enum EnterpriseReply {
     TrainSlice(Box<TrainSliceBundle>),
     /// An evaluation bundle.
     TrainEvaluation(#[serde(with = "crate::wire")] Box<EvaluationBundle>),
+    /// A producer's consent per scope.
+    ProducerConsent(Vec<ScopeConsent>),
+    /// A producer's budget per scope.
+    ProducerBudget(Vec<ScopeBudget>),
+    /// The enclave's upload key.
+    UploadKey([u8; 32]),
+    /// A `parse` slice bundle.
+    ParseBundle(Box<ParseBundle>),
     /// Done.
     Done,
     /// Refused (message says why).
@@ -255,11 +299,72 @@ fn handle(
             }
         }
         EnterpriseRequest::Ping => EnterpriseReply::Pong(node.vault_id().clone()),
+        EnterpriseRequest::ProducerConsent {
+            subject,
+            change,
+            at_ms,
+        } => match producer_consent(node, &subject, change, at_ms) {
+            Ok(v) => EnterpriseReply::ProducerConsent(v),
+            Err(e) => refused(e),
+        },
+        EnterpriseRequest::UploadKey => EnterpriseReply::UploadKey(node.upload_key()),
+        EnterpriseRequest::ParseAdmit {
+            task_id,
+            actor,
+            subject,
+            at_ms,
+        } => match node.parse_admit(&task_id, &actor, &subject, at_ms) {
+            Ok(r) => EnterpriseReply::Admission {
+                vault_id: r.vault_id,
+                subjects_reserved: r.subjects_reserved,
+                subjects_excluded: r.subjects_excluded,
+                snapshot_commitment: r.snapshot_commitment,
+            },
+            Err(e) => refused(e),
+        },
+        EnterpriseRequest::ExecuteParseSlice(a) => match node.execute_parse_slice(&a) {
+            Ok(b) => EnterpriseReply::ParseBundle(Box::new(b)),
+            Err(e) => refused(e),
+        },
+        EnterpriseRequest::ProducerBudget { subject } => {
+            match producer_vault(node, &subject)
+                .and_then(|()| budget_view(node.vault(), &subject, &PolicyParams::default_v1()))
+            {
+                Ok(v) => EnterpriseReply::ProducerBudget(v),
+                Err(e) => refused(e),
+            }
+        }
         training => match handle_training(node, registry, training) {
             Ok(reply) => reply,
             Err(e) => refused(e),
         },
     }
+}
+
+/// Refuses a producer request for a subject this node's Vault is not the
+/// Personal Vault of (`pv-<subject>`).
+fn producer_vault(node: &EnterpriseNode, subject: &SubjectId) -> Result<(), NodeError> {
+    let expected = personal_vault_id(subject.as_str())?;
+    if node.vault_id() != &expected {
+        return Err(NodeError::Refused(format!(
+            "{} is not the Personal Vault of {subject} (that is {expected})",
+            node.vault_id()
+        )));
+    }
+    Ok(())
+}
+
+fn producer_consent(
+    node: &EnterpriseNode,
+    subject: &SubjectId,
+    change: Option<(UsageScope, bool)>,
+    at_ms: u64,
+) -> Result<Vec<ScopeConsent>, NodeError> {
+    producer_vault(node, subject)?;
+    if let Some((scope, granted)) = change {
+        set_consent(node.vault(), subject, scope, granted, at_ms)?;
+    }
+    consent_view(node.vault(), subject, at_ms)
 }
 
 fn handle_training(
@@ -435,6 +540,23 @@ impl RemoteEnterprise {
         }
     }
 
+    /// The Vault this client reaches.
+    pub fn vault(&self) -> &VaultId {
+        &self.vault_id
+    }
+
+    /// One call from async code (the gateway), bounded by the timeout; a refusal
+    /// is `NodeError::Refused` naming the Vault.
+    pub async fn request(&self, request: &EnterpriseRequest) -> Result<EnterpriseReply, NodeError> {
+        match tokio::time::timeout(self.timeout, self.call_async(request)).await {
+            Ok(Ok(EnterpriseReply::Refused(msg))) => {
+                Err(NodeError::Refused(format!("{}: {msg}", self.vault_id)))
+            }
+            Ok(r) => r,
+            Err(_) => Err(NodeError::Unavailable(self.vault_id.to_string())),
+        }
+    }
+
     async fn call_async(&self, request: &EnterpriseRequest) -> Result<EnterpriseReply, NodeError> {
         let bytes = bcs::to_bytes(request).map_err(|e| NodeError::Encoding(e.to_string()))?;
         let unavailable = |_| NodeError::Unavailable(self.vault_id.to_string());
@@ -523,6 +645,43 @@ impl EnterpriseEndpoint for RemoteEnterprise {
             assignment.clone(),
         )))? {
             EnterpriseReply::ComputeBundle(b) => Ok(*b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn parse_admit(
+        &self,
+        task_id: &TaskId,
+        actor: &ActorId,
+        subject: &SubjectId,
+        at_ms: u64,
+    ) -> Result<AdmissionReply, NodeError> {
+        match self.call(&EnterpriseRequest::ParseAdmit {
+            task_id: task_id.clone(),
+            actor: actor.clone(),
+            subject: subject.clone(),
+            at_ms,
+        })? {
+            EnterpriseReply::Admission {
+                vault_id,
+                subjects_reserved,
+                subjects_excluded,
+                snapshot_commitment,
+            } => Ok(AdmissionReply {
+                vault_id,
+                subjects_reserved,
+                subjects_excluded,
+                snapshot_commitment,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn execute_parse_slice(&self, assignment: &ParseAssignment) -> Result<ParseBundle, NodeError> {
+        match self.call(&EnterpriseRequest::ExecuteParseSlice(Box::new(
+            assignment.clone(),
+        )))? {
+            EnterpriseReply::ParseBundle(b) => Ok(*b),
             other => Err(unexpected(other)),
         }
     }

@@ -722,6 +722,22 @@ async fn a_producer_reads_its_earnings_and_stakes_through_the_registry() {
     assert_eq!(r.status, 400);
     conforms(&doc, "/v1/producer/stake", "POST", &r);
 
+    // Consent, budget and upload reach the producer's Personal Vault: this
+    // in-process cluster has no enterprise node hosting one (404, named).
+    for path in [
+        "/v1/producer/consent",
+        "/v1/producer/budget",
+        "/v1/producer/upload-key",
+    ] {
+        let r = ca.signed("GET", path, Vec::new()).await.unwrap();
+        assert_eq!(r.status, 404, "{}", String::from_utf8_lossy(&r.body));
+        conforms(&doc, path, "GET", &r);
+        assert!(
+            String::from_utf8_lossy(&r.body).contains("Personal Vault"),
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
     // Bond: through consensus, on the staking contract and in the registry.
     let r = ca
         .signed("POST", "/v1/producer/stake", Vec::new())

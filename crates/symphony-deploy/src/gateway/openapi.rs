@@ -166,11 +166,11 @@ const REFUSALS: [(u16, &str); 12] = [
     (400, "malformed JSON, a field out of bounds or an invalid spec (the message names the field); nothing reserved or charged"),
     (401, "unknown caller, bad signature, stale timestamp, missing header, or a signature for another gateway (host)"),
     (403, "not the submitter of this request, not the master named by `by`, or (/v1/producer) not a producer:<subject> caller"),
-    (404, "unknown request or route"),
+    (404, "unknown request or route, or (/v1/producer consent, budget, upload) no enterprise node of this network hosts the producer's Personal Vault"),
     (405, "method not allowed on this route"),
     (408, "request body not received within 10 s (a request head not received in 10 s closes the connection)"),
     (409, "replayed nonce (at this gateway, or a submission's request id already replicated), or result not ready"),
-    (413, "body too large (body_limit_bytes)"),
+    (413, "body too large (body_limit_bytes), or (POST /v1/producer/upload) a sealed receipt over 24 KiB"),
     (429, "rate limit of the caller (across all gateways); Retry-After"),
     (431, "request headers too large"),
     (500, "internal error"),
@@ -326,7 +326,7 @@ mod tests {
     fn every_route_has_its_refusals_and_signed_routes_their_headers() {
         let doc = openapi_document();
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 12);
+        assert_eq!(paths.len(), 16);
         let submit = &doc["paths"]["/v1/tasks"]["post"];
         for status in ["202", "400", "401", "405", "413", "429", "431", "503"] {
             assert!(submit["responses"][status].is_object(), "{status}");

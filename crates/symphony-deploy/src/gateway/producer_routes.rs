@@ -8,10 +8,27 @@
 //! - `GET /v1/producer/stake`: its stake as the actor registry holds it;
 //! - `POST /v1/producer/stake`: bonds `S_producer` of its balance on the staking
 //!   contract and registers it in the actor registry through consensus
-//!   (`symphony_master::Command::RegisterProducerStake`): its rewards become 100%.
+//!   (`symphony_master::Command::RegisterProducerStake`): its rewards become 100%;
+//! - `GET /v1/producer/consent`: its consent per scope, with the history, as its
+//!   Personal Vault (`pv-<subject>`) holds it;
+//! - `POST /v1/producer/consent` (`{"scope": "marketing", "action": "revoke"}`):
+//!   grants or revokes one scope at protocol time; a revocation blocks new tasks,
+//!   not settled work;
+//! - `GET /v1/producer/budget`: the remaining ε per scope and the epoch whose
+//!   opening replenishes it;
+//! - `GET /v1/producer/upload-key`: the upload key of the enclave hosting its
+//!   Personal Vault (the producer seals receipts to it);
+//! - `POST /v1/producer/upload` (`{"parse_request_hex": …}`, at most
+//!   [`MAX_UPLOAD_BYTES`] of sealed receipt): its signed `parse` request, run as a
+//!   free `parse` task through this master's services (states replicated through
+//!   consensus) on the enterprise node hosting its Personal Vault; the reply lists
+//!   the task's states.
 //!
-//! Served from this master's applied state; refusals (not a producer, already
-//! registered, balance too low) come before anything is replicated.
+//! Earnings and stake are served from this master's applied state; refusals (not a
+//! producer, already registered, balance too low) come before anything is
+//! replicated. Consent and budget are forwarded to the enterprise node hosting the
+//! producer's Personal Vault, over the enterprise RPC clients (and mutual TLS) the
+//! master's worker dispatches slices with.
 
 use std::sync::Arc;
 
@@ -21,16 +38,22 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use symphony_core::consent::UsageScope;
 use symphony_core::ids::ActorId;
+use symphony_core::ids::SubjectId;
 use symphony_economics::PolicyParams;
 use symphony_ledger::SettlementLedger;
-use symphony_node::producer::personal::{earnings, Earnings};
+use symphony_node::producer::personal::{
+    earnings, personal_vault_id, Earnings, ScopeBudget, ScopeConsent,
+};
 use symphony_node::settlement::actor_account;
 use utoipa::{OpenApi, ToSchema};
 
 use super::{error, AppState};
-use crate::replicator::{ConsensusReplicator, ReplicatedLedger};
+use crate::config::MasterConfig;
+use crate::replicator::{Cluster, ConsensusReplicator, ReplicatedLedger};
+use crate::rpc::{EnterpriseReply, EnterpriseRequest, RemoteEnterprise};
 use crate::state::DeployState;
 
 /// One payment to the producer, as the ledger executed it.
@@ -118,10 +141,69 @@ fn stake_doc() {}
 fn bond_doc() {}
 
 /// The producer routes' part of the OpenAPI document.
+#[utoipa::path(get, path = "/v1/producer/consent",
+    summary = "The signing producer's consent per scope with its history, from its Personal Vault",
+    responses((status = 200, description = "consent", body = ProducerConsent),
+              (status = 404, description = "no enterprise of this network hosts the producer's Personal Vault")))]
+#[allow(dead_code)]
+fn consent_doc() {}
+
+#[utoipa::path(post, path = "/v1/producer/consent",
+    summary = "Grant or revoke one usage scope in the signing producer's Personal Vault (revocation blocks new tasks, not settled work)",
+    request_body = ConsentChangeRequest,
+    responses((status = 200, description = "the consent after the change", body = ProducerConsent),
+              (status = 400, description = "unknown scope or action, or `personal` revoked")))]
+#[allow(dead_code)]
+fn consent_change_doc() {}
+
+#[utoipa::path(get, path = "/v1/producer/upload-key",
+    summary = "The upload key of the enclave hosting the signing producer's Personal Vault",
+    responses((status = 200, description = "upload key", body = UploadKeyView)))]
+#[allow(dead_code)]
+fn upload_key_doc() {}
+
+#[utoipa::path(post, path = "/v1/producer/upload",
+    summary = "Upload one sealed receipt: the producer's signed parse request (BCS, hex), run as a free parse task on its Personal Vault",
+    request_body = UploadRequest,
+    responses((status = 200, description = "the parse task (completed or rejected, with its states)", body = UploadView),
+              (status = 400, description = "malformed, too large, or not the signing producer's request")))]
+#[allow(dead_code)]
+fn upload_doc() {}
+
+#[utoipa::path(get, path = "/v1/producer/budget",
+    summary = "The signing producer's remaining privacy budget (ε) per scope and the epoch that replenishes it",
+    responses((status = 200, description = "budget", body = ProducerBudget)))]
+#[allow(dead_code)]
+fn budget_doc() {}
+
+/// The producer routes' part of the OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
-    paths(earnings_doc, stake_doc, bond_doc),
-    components(schemas(ProducerEarnings, PaymentView, EpochEarnings, ProducerStake))
+    paths(
+        earnings_doc,
+        stake_doc,
+        bond_doc,
+        consent_doc,
+        consent_change_doc,
+        budget_doc,
+        upload_key_doc,
+        upload_doc
+    ),
+    components(schemas(
+        ProducerEarnings,
+        PaymentView,
+        EpochEarnings,
+        ProducerStake,
+        ProducerConsent,
+        ScopeConsentView,
+        ConsentEntryView,
+        ConsentChangeRequest,
+        ProducerBudget,
+        ScopeBudgetView,
+        UploadKeyView,
+        UploadRequest,
+        UploadView
+    ))
 )]
 pub(super) struct ProducerApi;
 
@@ -320,4 +402,549 @@ async fn bond(
     tracing::info!(%actor, amount, "producer stake bonded and registered");
     let e = state.cluster.with_state(|s| earnings_of(s, &actor))?;
     Ok(Json(stake_view(&actor, &e)).into_response())
+}
+
+/// The enterprise nodes a master dispatches slices to, as the gateway reaches
+/// them (the same RPC and mutual TLS as the worker), and the protocol clock.
+#[derive(Default)]
+pub(super) struct EnterpriseClients {
+    clients: Vec<Arc<RemoteEnterprise>>,
+    fixed_now_ms: Option<u64>,
+    /// The master's configuration (its services run a producer's `parse` task).
+    config: Option<Arc<MasterConfig>>,
+}
+
+impl EnterpriseClients {
+    /// One client per configured enterprise node.
+    pub(super) fn from_config(
+        config: &MasterConfig,
+        cluster: &Cluster,
+    ) -> Result<Self, crate::DeployError> {
+        let security = crate::master::transport(config)?;
+        let mut clients = Vec::new();
+        for (i, e) in config.enterprises.iter().enumerate() {
+            let vault_id = symphony_core::ids::VaultId::new(e.vault_id.clone()).map_err(|err| {
+                crate::DeployError::Config(format!("enterprises[{i}].vault_id: {err}"))
+            })?;
+            clients.push(Arc::new(RemoteEnterprise::new(
+                vault_id,
+                e.addr.clone(),
+                security.clone(),
+                cluster.runtime().clone(),
+                std::time::Duration::from_secs(60),
+            )));
+        }
+        Ok(Self {
+            clients,
+            fixed_now_ms: config.fixed_now_ms,
+            config: Some(Arc::new(config.clone())),
+        })
+    }
+
+    /// Protocol time: the master's injected clock (as task admission reads it) or
+    /// the wall clock.
+    fn now_ms(&self) -> u64 {
+        self.fixed_now_ms.unwrap_or_else(crate::master::now_ms)
+    }
+}
+
+/// One consent change.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentEntryView {
+    /// `grant` or `revoke`.
+    pub change: String,
+    /// When, ms (protocol time).
+    pub at_ms: u64,
+}
+
+/// Consent for one scope.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeConsentView {
+    /// `personal`, `marketing`, `analytics` or `training`.
+    pub scope: String,
+    /// In force at `at_ms`.
+    pub granted: bool,
+    /// Every change, oldest first.
+    pub history: Vec<ConsentEntryView>,
+}
+
+/// `GET` / `POST /v1/producer/consent`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProducerConsent {
+    /// The producer.
+    pub producer: String,
+    /// Its Personal Vault (`pv-<subject>`).
+    pub vault: String,
+    /// Protocol time of the view (and of a change).
+    pub at_ms: u64,
+    /// Per scope.
+    pub scopes: Vec<ScopeConsentView>,
+}
+
+/// `POST /v1/producer/consent` body.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentChangeRequest {
+    /// `personal`, `marketing`, `analytics` or `training` (`personal` cannot be revoked).
+    pub scope: String,
+    /// `grant` or `revoke`.
+    pub action: String,
+}
+
+/// Budget for one scope (ε as decimal strings, fixed-point).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeBudgetView {
+    /// The scope.
+    pub scope: String,
+    /// Capacity, ε.
+    pub capacity: String,
+    /// Reserved by running tasks, ε.
+    pub reserved: String,
+    /// Committed (spent), ε.
+    pub committed: String,
+    /// Remaining, ε.
+    pub remaining: String,
+    /// Added at each epoch opening (capped at capacity), ε.
+    pub replenishes_per_epoch: String,
+    /// The epoch whose opening last replenished it.
+    pub last_replenished_epoch: u64,
+}
+
+/// `GET /v1/producer/budget`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProducerBudget {
+    /// The producer.
+    pub producer: String,
+    /// Its Personal Vault.
+    pub vault: String,
+    /// The epoch in force.
+    pub epoch: u64,
+    /// The epoch whose opening replenishes the budget next (`epoch + 1`).
+    pub replenishes_at_epoch: u64,
+    /// When the epoch in force closes by time, ms.
+    pub epoch_closes_at_ms: u64,
+    /// Per scope.
+    pub scopes: Vec<ScopeBudgetView>,
+}
+
+/// The producer's subject (`producer:<subject>`) and the client of the enterprise
+/// node hosting its Personal Vault.
+fn personal_vault<'a>(
+    state: &'a AppState,
+    actor: &ActorId,
+) -> Result<(SubjectId, &'a RemoteEnterprise), Response> {
+    let name = actor.as_str().trim_start_matches("producer:");
+    let subject = SubjectId::new(name).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("x-scp-caller {actor}: subject {name:?}: {e}"),
+        )
+    })?;
+    let vault = personal_vault_id(name).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("x-scp-caller {actor}: {e}"),
+        )
+    })?;
+    let client = state
+        .enterprises
+        .clients
+        .iter()
+        .find(|c| c.vault() == &vault)
+        .map(|c| &**c)
+        .ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "{actor}: no enterprise node of this network hosts its Personal Vault {vault} \
+                     (a devnet hosts one with `symphony devnet up --producer-vault`)"
+                ),
+            )
+        })?;
+    Ok((subject, client))
+}
+
+/// A refusal of the enterprise node: the producer's request (400); unreachable: 503.
+fn enterprise_error(e: &symphony_node::NodeError) -> Response {
+    let status = match e {
+        symphony_node::NodeError::Refused(_) => StatusCode::BAD_REQUEST,
+        symphony_node::NodeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    error(status, format!("the Personal Vault's enterprise node: {e}"))
+}
+
+fn consent_reply(
+    actor: &ActorId,
+    vault: &RemoteEnterprise,
+    at_ms: u64,
+    reply: EnterpriseReply,
+) -> Response {
+    match reply {
+        EnterpriseReply::ProducerConsent(scopes) => Json(ProducerConsent {
+            producer: actor.to_string(),
+            vault: vault.vault().to_string(),
+            at_ms,
+            scopes: scopes
+                .into_iter()
+                .map(|c: ScopeConsent| ScopeConsentView {
+                    scope: c.scope,
+                    granted: c.granted,
+                    history: c
+                        .history
+                        .into_iter()
+                        .map(|h| ConsentEntryView {
+                            change: h.change,
+                            at_ms: h.at_ms,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+        .into_response(),
+        other => error(
+            StatusCode::BAD_GATEWAY,
+            format!("the Personal Vault's enterprise node answered {other:?}"),
+        ),
+    }
+}
+
+/// `GET /v1/producer/consent`.
+pub(super) async fn get_consent(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    match consent(&state, &headers, &Method::GET, &uri, Ok(Bytes::new())).await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+/// `POST /v1/producer/consent`.
+pub(super) async fn post_consent(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match consent(&state, &headers, &Method::POST, &uri, body).await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+async fn consent(
+    state: &AppState,
+    headers: &HeaderMap,
+    method: &Method,
+    uri: &Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Response> {
+    let body = if method == Method::POST {
+        state.body(body)?
+    } else {
+        Bytes::new()
+    };
+    let actor = producer(state, headers, method, uri, &body)?;
+    let change = if method == Method::POST {
+        let req: ConsentChangeRequest = serde_json::from_slice(&body).map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "body: expected {{\"scope\": \"marketing\", \"action\": \"grant\"|\"revoke\"}}: {e}"
+                ),
+            )
+        })?;
+        let scope = UsageScope::ALL
+            .into_iter()
+            .find(|s| s.as_str() == req.scope)
+            .ok_or_else(|| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "body.scope {:?}: expected personal, marketing, analytics or training",
+                        req.scope
+                    ),
+                )
+            })?;
+        let granted = match req.action.as_str() {
+            "grant" => true,
+            "revoke" => false,
+            other => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    format!("body.action {other:?}: expected grant or revoke"),
+                ))
+            }
+        };
+        Some((scope, granted))
+    } else {
+        None
+    };
+    let (subject, client) = personal_vault(state, &actor)?;
+    let at_ms = state.enterprises.now_ms();
+    let reply = client
+        .request(&EnterpriseRequest::ProducerConsent {
+            subject,
+            change,
+            at_ms,
+        })
+        .await
+        .map_err(|e| enterprise_error(&e))?;
+    if let Some((scope, granted)) = change {
+        tracing::info!(%actor, %scope, granted, at_ms, "producer consent changed");
+    }
+    Ok(consent_reply(&actor, client, at_ms, reply))
+}
+
+/// `GET /v1/producer/budget`.
+pub(super) async fn get_budget(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    match budget(&state, &headers, &uri).await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+async fn budget(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Response, Response> {
+    let actor = producer(state, headers, &Method::GET, uri, b"")?;
+    let (subject, client) = personal_vault(state, &actor)?;
+    let scopes = match client
+        .request(&EnterpriseRequest::ProducerBudget { subject })
+        .await
+        .map_err(|e| enterprise_error(&e))?
+    {
+        EnterpriseReply::ProducerBudget(b) => b,
+        other => {
+            return Err(error(
+                StatusCode::BAD_GATEWAY,
+                format!("the Personal Vault's enterprise node answered {other:?}"),
+            ))
+        }
+    };
+    let (epoch, closes) = state
+        .cluster
+        .with_state(|s| (s.master().governance().epoch.0, s.epoch_due_at_ms()));
+    Ok(Json(ProducerBudget {
+        producer: actor.to_string(),
+        vault: client.vault().to_string(),
+        epoch,
+        replenishes_at_epoch: epoch + 1,
+        epoch_closes_at_ms: closes,
+        scopes: scopes
+            .into_iter()
+            .map(|b: ScopeBudget| ScopeBudgetView {
+                scope: b.scope,
+                capacity: b.capacity,
+                reserved: b.reserved,
+                committed: b.committed,
+                remaining: b.remaining,
+                replenishes_per_epoch: b.replenishes_per_epoch,
+                last_replenished_epoch: b.last_replenished_epoch,
+            })
+            .collect(),
+    })
+    .into_response())
+}
+
+/// Largest sealed receipt `POST /v1/producer/upload` accepts, bytes (the hex of
+/// the whole request must also fit the gateway's body limit).
+pub const MAX_UPLOAD_BYTES: usize = 24 * 1024;
+
+/// `GET /v1/producer/upload-key`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadKeyView {
+    /// The producer.
+    pub producer: String,
+    /// Its Personal Vault.
+    pub vault: String,
+    /// X25519 public key of the hosting enclave, hex.
+    pub upload_key: String,
+}
+
+/// `POST /v1/producer/upload` body.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadRequest {
+    /// The producer's signed `ParseRequest` (BCS, hex): the receipt sealed to the
+    /// enclave's upload key, its Vault and subject, a nonce, its signature.
+    pub parse_request_hex: String,
+}
+
+/// `POST /v1/producer/upload` reply: the parse task.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadView {
+    /// The producer.
+    pub producer: String,
+    /// Its Personal Vault.
+    pub vault: String,
+    /// The parse task.
+    pub task_id: String,
+    /// Its lifecycle states, in order.
+    pub states: Vec<String>,
+    /// Why it was rejected (nothing stored), if it was.
+    pub reason: Option<String>,
+    /// Fields read from the receipt.
+    pub fields: Vec<String>,
+    /// Data quality score of the stored record, basis points.
+    pub quality_score_bp: Option<u32>,
+    /// Fee (parse is free).
+    pub fee_total: u64,
+    /// The epoch.
+    pub epoch: u64,
+}
+
+/// `GET /v1/producer/upload-key`.
+pub(super) async fn get_upload_key(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let run = async {
+        let actor = producer(&state, &headers, &Method::GET, &uri, b"")?;
+        let (_, client) = personal_vault(&state, &actor)?;
+        match client
+            .request(&EnterpriseRequest::UploadKey)
+            .await
+            .map_err(|e| enterprise_error(&e))?
+        {
+            EnterpriseReply::UploadKey(k) => Ok(Json(UploadKeyView {
+                producer: actor.to_string(),
+                vault: client.vault().to_string(),
+                upload_key: hex::encode(k),
+            })
+            .into_response()),
+            other => Err(error(
+                StatusCode::BAD_GATEWAY,
+                format!("the Personal Vault's enterprise node answered {other:?}"),
+            )),
+        }
+    };
+    match run.await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+/// `POST /v1/producer/upload`.
+pub(super) async fn post_upload(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match upload(&state, &headers, &uri, body).await {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+async fn upload(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Response> {
+    use symphony_node::classes::parse::ParseRequest;
+    let body = state.body(body)?;
+    let actor = producer(state, headers, &Method::POST, uri, &body)?;
+    let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
+    let req: UploadRequest = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!(
+            "body: expected {{\"parse_request_hex\": \"…\"}}: {e}"
+        ))
+    })?;
+    let bytes = hex::decode(req.parse_request_hex.trim())
+        .map_err(|e| bad(format!("body.parse_request_hex: not hex: {e}")))?;
+    let parse: ParseRequest = bcs::from_bytes(&bytes).map_err(|e| {
+        bad(format!(
+            "body.parse_request_hex: not a BCS ParseRequest ({} bytes): {e}",
+            bytes.len()
+        ))
+    })?;
+    let sealed = bcs::to_bytes(&parse.upload).map_or(usize::MAX, |b| b.len());
+    if sealed > MAX_UPLOAD_BYTES {
+        return Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "body.parse_request_hex: the sealed receipt is {sealed} bytes; at most {MAX_UPLOAD_BYTES}"
+            ),
+        ));
+    }
+    if parse.producer != actor.as_str() {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "body: the parse request is {}'s; {actor} signed this HTTP request",
+                parse.producer
+            ),
+        ));
+    }
+    let (subject, home) = personal_vault(state, &actor)?;
+    if parse.subject != subject {
+        return Err(bad(format!(
+            "body: subject {} is not {actor}'s ({subject})",
+            parse.subject
+        )));
+    }
+    if &parse.vault != home.vault() {
+        return Err(bad(format!(
+            "body: Vault {} is not {actor}'s Personal Vault ({})",
+            parse.vault,
+            home.vault()
+        )));
+    }
+    let Some(endpoint) = state
+        .enterprises
+        .clients
+        .iter()
+        .find(|c| c.vault() == &parse.vault)
+        .cloned()
+    else {
+        return Err(bad(format!(
+            "body: Vault {} is not on this network",
+            parse.vault
+        )));
+    };
+    let Some(config) = state.enterprises.config.clone() else {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this gateway runs without a master configuration: no parse tasks",
+        ));
+    };
+    let cluster = state.cluster.clone();
+    let vault = parse.vault.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        crate::master::run_producer_parse(&cluster, &config, &endpoint, &parse)
+    })
+    .await
+    .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| {
+        let status = match &e {
+            crate::DeployError::Node(symphony_node::NodeError::Refused(_)) => {
+                StatusCode::BAD_REQUEST
+            }
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        error(status, format!("{actor}: upload not parsed: {e}"))
+    })?;
+    tracing::info!(%actor, task = %out.task_id, states = ?out.states, "producer upload parsed");
+    Ok(Json(UploadView {
+        producer: actor.to_string(),
+        vault,
+        task_id: out.task_id,
+        states: out.states,
+        reason: out.reason,
+        fields: out.fields,
+        quality_score_bp: out.quality.map(|q| u32::from(q.score_bp)),
+        fee_total: out.fee_total,
+        epoch: out.epoch_id,
+    })
+    .into_response())
 }

@@ -201,6 +201,13 @@ pub(super) fn run_round(
     }
     let n_params = st.model.n_parameters();
     let vaults = bundles.len() as u32;
+    // The round's payout, scheduled in its dispatch epoch's payout set as it closes:
+    // the compute fee to each verified slice's Vault operator, the aggregation fee to
+    // the aggregating master.
+    let fee_shares = round_fee_shares(
+        &adm.prices.prices.train,
+        bundles.iter().map(|(_, b)| &b.body.slice_id.vault),
+    );
     // What reaches the aggregation runtime: masked vectors only.
     let inputs: Vec<(VaultId, &[u32])> = bundles
         .iter()
@@ -262,6 +269,7 @@ pub(super) fn run_round(
             loss_micro,
             enclave_kind: agg.evidence.attestation.kind(),
         },
+        fee_shares,
     })?;
     st.holdout.push(super::control::HeldOut::released(
         holdout_loss,
@@ -298,4 +306,24 @@ fn timed_out(task: &TaskId, round: u32, vault_id: &VaultId) -> Command {
             enclave_kind: None,
         },
     }
+}
+
+/// A round's payout by recipient: `per_round_vault_compute_fee` to the operator of
+/// each Vault whose slice verified, `per_round_aggregation_fee` to the aggregating
+/// master (`master-0`); Σ is the round's fee in the train formula.
+pub(crate) fn round_fee_shares<'a>(
+    prices: &symphony_economics::policy::TrainPrices,
+    verified: impl Iterator<Item = &'a VaultId>,
+) -> std::collections::BTreeMap<String, u64> {
+    let mut shares = std::collections::BTreeMap::new();
+    for v in verified {
+        let slot = shares.entry(format!("actor:operator:{v}")).or_insert(0u64);
+        *slot = slot.saturating_add(prices.per_round_vault_compute_fee_micro_sym);
+    }
+    shares.insert(
+        "actor:master-0".to_string(),
+        prices.per_round_aggregation_fee_micro_sym,
+    );
+    shares.retain(|_, a| *a > 0);
+    shares
 }

@@ -106,6 +106,30 @@ pub(super) fn settle(
         total_epsilon: Epsilon::from_micro(out.epsilon_spent_micro),
     };
     let settled = settle_fee(prices, adm.estimate, &TaskUsage::Train(usage)).map_err(refused)?;
+    // The rounds' payouts, scheduled in their dispatch epochs' payout sets as the
+    // rounds closed: part of the charge; the parent's own payout is the rest.
+    let round_payouts: Vec<(u32, symphony_master::RoundPayout)> = m
+        .masters
+        .state()
+        .composite(task)
+        .map(|c| {
+            c.round_payouts
+                .iter()
+                .map(|(r, p)| (*r, p.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let rounds_total = round_payouts
+        .iter()
+        .try_fold(0u64, |acc, (_, p)| acc.checked_add(p.fee_micro_sym))
+        .ok_or_else(|| refused("round payouts overflow"))?;
+    // The rounds are paid whatever the formula's clamp to the estimate (the masters
+    // never let them exceed the escrow lock).
+    let charged = settled.charged_micro_sym.max(rounds_total);
+    let refund = adm
+        .estimate
+        .checked_sub(charged)
+        .ok_or_else(|| refused("round payouts exceed the escrowed estimate"))?;
     let op = |v: &VaultId| ActorId::new(format!("operator:{v}")).map_err(refused);
     let mut executors = Vec::new();
     let mut served = Vec::new();
@@ -126,7 +150,7 @@ pub(super) fn settle(
         .collect::<Result<Vec<_>, _>>()
         .map_err(refused)?;
     let dist = distribute_fee(
-        settled.charged_micro_sym,
+        charged - rounds_total,
         &adm.prices.fee_shares,
         &ContributionReport {
             data_contributor_weight_by_vault: st
@@ -164,14 +188,33 @@ pub(super) fn settle(
             kind,
         });
     }
+    // The settlement's shares cover the rounds' payouts too; the ledger pays the
+    // whole charge out of the escrow once (one payout per escrow), at finalizing.
+    for (_, p) in &round_payouts {
+        for (name, amount) in &p.fee_shares {
+            let slot = shares.entry(name.clone()).or_default();
+            *slot = slot
+                .checked_add(*amount)
+                .ok_or_else(|| refused("fee shares overflow"))?;
+            instructions.push(PayoutInstruction {
+                recipient: account(name.clone())?,
+                amount: *amount,
+                kind: if name == "treasury" {
+                    PayoutKind::Treasury
+                } else {
+                    PayoutKind::Executor
+                },
+            });
+        }
+    }
     let mut state = SettlementState::Collecting;
     loop {
         let record = SettlementRecord {
             state,
             epoch_id: adm.envelope.body().epoch_id,
-            fee_total: settled.charged_micro_sym,
+            fee_total: charged,
             fee_shares: shares.clone(),
-            refund: settled.refund_micro_sym,
+            refund,
         };
         let (record_fee, record_refund) = (record.fee_total, record.refund);
         let committed = m.masters.submit(Command::RecordSettlement {
@@ -206,9 +249,9 @@ pub(super) fn settle(
                 .payout(&escrow, &set)
                 .map_err(|e| NodeError::Ledger(e.to_string()))?;
             settlement_store(m)?.append_epoch_payout(&set)?;
-            if settled.refund_micro_sym > 0 {
+            if refund > 0 {
                 m.ledger
-                    .refund(&escrow, settled.refund_micro_sym)
+                    .refund(&escrow, refund)
                     .map_err(|e| NodeError::Ledger(e.to_string()))?;
             }
         }
@@ -217,17 +260,13 @@ pub(super) fn settle(
             Err(_) => break,
         }
     }
-    // Each round settles in its dispatch epoch: its compute + aggregation fee.
-    let tp = &prices.train;
-    for (round, vaults) in st.vaults_per_round.iter().enumerate() {
-        let fee = tp
-            .per_round_vault_compute_fee_micro_sym
-            .saturating_mul(u64::from(*vaults))
-            .saturating_add(tp.per_round_aggregation_fee_micro_sym);
+    // Each round settles in its dispatch epoch for the compute + aggregation fee
+    // its close scheduled there.
+    for (round, p) in &round_payouts {
         m.masters.submit(Command::SettleRound {
             task_id: task.clone(),
-            round: round as u32,
-            fee_micro_sym: fee,
+            round: *round,
+            fee_micro_sym: p.fee_micro_sym,
         })?;
         // The composite link grows as the rounds settle.
         let composite = composite_settlement(m.masters.state(), task)?;
@@ -254,8 +293,8 @@ pub(super) fn settle(
     );
     out.composite_link = Some(composite.link.to_hex());
     advance(m, task, TaskEvent::SettlementFinalized, None, obs)?;
-    out.fee_total = settled.charged_micro_sym;
-    out.refund = settled.refund_micro_sym;
+    out.fee_total = charged;
+    out.refund = refund;
     out.fee_shares = shares;
     out.settlement_state = Some(SettlementState::Finalized.to_string());
     Ok(())

@@ -414,14 +414,22 @@ fn composite_settlement_links_every_round_across_epochs() {
             for (who, a) in &c.round_payouts[&r].fee_shares {
                 *recipients0.entry(who.clone()).or_default() += a;
             }
-            // A verified slice's Vault operator and the aggregating master.
+            // The round's fee in the train formula (policy v1: compute per verified
+            // slice + aggregation), split by the fee shares (the treasury's too).
             let verified = c
                 .slices
                 .iter()
                 .filter(|((rr, _), s)| *rr == r && s.state == SliceState::Verified)
-                .count();
-            assert_eq!(c.round_payouts[&r].fee_shares.len(), verified + 1);
-            assert_eq!(c.round_settlements[&r].1, c.round_payouts[&r].fee_micro_sym);
+                .count() as u64;
+            let p = &c.round_payouts[&r];
+            assert_eq!(
+                p.fee_micro_sym,
+                v1.prices.train.per_round_vault_compute_fee_micro_sym * verified
+                    + v1.prices.train.per_round_aggregation_fee_micro_sym
+            );
+            assert_eq!(p.fee_shares.values().sum::<u64>(), p.fee_micro_sym);
+            assert!(p.fee_shares["treasury"] > 0, "{p:?}");
+            assert_eq!(c.round_settlements[&r].1, p.fee_micro_sym);
         }
         assert_eq!(sealed0.recipients, recipients0);
         assert!(sealed0.total_micro_sym > 0);

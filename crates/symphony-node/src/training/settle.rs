@@ -88,6 +88,41 @@ fn settlement_store(m: &mut MasterServices) -> Result<&SettlementStore, NodeErro
         .ok_or_else(|| NodeError::Io("no settlement store".into()))
 }
 
+/// A fee distribution as recipient name → µSYM (`contributors:<vault>`,
+/// `actor:<actor>`, `treasury`) and its ledger instructions.
+pub(super) fn named_payouts(
+    dist: &symphony_economics::FeeDistribution,
+) -> Result<(BTreeMap<String, u64>, Vec<PayoutInstruction>), NodeError> {
+    let mut shares: BTreeMap<String, u64> = BTreeMap::new();
+    let mut instructions = Vec::new();
+    for p in dist.payouts() {
+        let (name, kind) = match &p.recipient {
+            Recipient::VaultContributors(v) => {
+                (format!("contributors:{v}"), PayoutKind::DataUsageDividend)
+            }
+            Recipient::Actor(a) => (
+                format!("actor:{a}"),
+                match p.class {
+                    symphony_economics::RecipientClass::VaultOperators => PayoutKind::VaultOperator,
+                    symphony_economics::RecipientClass::Executors => PayoutKind::Executor,
+                    _ => PayoutKind::Verifier,
+                },
+            ),
+            Recipient::Treasury => ("treasury".to_string(), PayoutKind::Treasury),
+        };
+        let slot = shares.entry(name.clone()).or_default();
+        *slot = slot
+            .checked_add(p.amount_micro_sym)
+            .ok_or_else(|| refused("fee shares overflow"))?;
+        instructions.push(PayoutInstruction {
+            recipient: account(name)?,
+            amount: p.amount_micro_sym,
+            kind,
+        });
+    }
+    Ok((shares, instructions))
+}
+
 pub(super) fn account(s: String) -> Result<symphony_ledger::AccountId, NodeError> {
     symphony_ledger::AccountId::new(s).map_err(|e| NodeError::Ledger(e.to_string()))
 }
@@ -164,30 +199,7 @@ pub(super) fn settle(
         },
     )
     .map_err(refused)?;
-    let mut shares: BTreeMap<String, u64> = BTreeMap::new();
-    let mut instructions = Vec::new();
-    for p in dist.payouts() {
-        let (name, kind) = match &p.recipient {
-            Recipient::VaultContributors(v) => {
-                (format!("contributors:{v}"), PayoutKind::DataUsageDividend)
-            }
-            Recipient::Actor(a) => (
-                format!("actor:{a}"),
-                match p.class {
-                    symphony_economics::RecipientClass::VaultOperators => PayoutKind::VaultOperator,
-                    symphony_economics::RecipientClass::Executors => PayoutKind::Executor,
-                    _ => PayoutKind::Verifier,
-                },
-            ),
-            Recipient::Treasury => ("treasury".to_string(), PayoutKind::Treasury),
-        };
-        *shares.entry(name.clone()).or_default() += p.amount_micro_sym;
-        instructions.push(PayoutInstruction {
-            recipient: account(name)?,
-            amount: p.amount_micro_sym,
-            kind,
-        });
-    }
+    let (mut shares, mut instructions) = named_payouts(&dist)?;
     // The settlement's shares cover the rounds' payouts too; the ledger pays the
     // whole charge out of the escrow once (one payout per escrow), at finalizing.
     for (_, p) in &round_payouts {
@@ -199,11 +211,7 @@ pub(super) fn settle(
             instructions.push(PayoutInstruction {
                 recipient: account(name.clone())?,
                 amount: *amount,
-                kind: if name == "treasury" {
-                    PayoutKind::Treasury
-                } else {
-                    PayoutKind::Executor
-                },
+                kind: crate::settlement::rewards::payout_kind_of(name),
             });
         }
     }

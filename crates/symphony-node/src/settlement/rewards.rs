@@ -366,6 +366,16 @@ pub fn payout_kind_of(name: &str) -> PayoutKind {
     }
 }
 
+/// The ledger account of a fee-share recipient name: the protocol treasury for
+/// `treasury`, else the account of that name.
+pub fn share_account(name: &str) -> Result<AccountId, NodeError> {
+    if name == "treasury" {
+        Ok(AccountId::treasury())
+    } else {
+        AccountId::new(name.to_owned()).map_err(ledger_err)
+    }
+}
+
 /// The payout instructions of what a composite task's closed rounds scheduled in
 /// their epochs' payout sets (each round's compute and aggregation fee), from the
 /// replicated state; empty for any other task.
@@ -380,7 +390,7 @@ pub fn scheduled_round_payouts(
     for p in c.round_payouts.values() {
         for (name, amount) in &p.fee_shares {
             out.push(PayoutInstruction {
-                recipient: AccountId::new(name.clone()).map_err(ledger_err)?,
+                recipient: share_account(name)?,
                 amount: *amount,
                 kind: payout_kind_of(name),
             });

@@ -115,16 +115,12 @@ pub(super) fn named_payouts(
             .checked_add(p.amount_micro_sym)
             .ok_or_else(|| refused("fee shares overflow"))?;
         instructions.push(PayoutInstruction {
-            recipient: account(name)?,
+            recipient: crate::settlement::rewards::share_account(&name)?,
             amount: p.amount_micro_sym,
             kind,
         });
     }
     Ok((shares, instructions))
-}
-
-pub(super) fn account(s: String) -> Result<symphony_ledger::AccountId, NodeError> {
-    symphony_ledger::AccountId::new(s).map_err(|e| NodeError::Ledger(e.to_string()))
 }
 
 pub(super) fn settle(
@@ -209,7 +205,7 @@ pub(super) fn settle(
                 .checked_add(*amount)
                 .ok_or_else(|| refused("fee shares overflow"))?;
             instructions.push(PayoutInstruction {
-                recipient: account(name.clone())?,
+                recipient: crate::settlement::rewards::share_account(name)?,
                 amount: *amount,
                 kind: crate::settlement::rewards::payout_kind_of(name),
             });

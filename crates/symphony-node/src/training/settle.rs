@@ -1,4 +1,6 @@
 //! Settlement of an accepted run by the train formula, paid after 2-of-3 finality;
+//! each round's payout was scheduled in its dispatch epoch's payout set at its close
+//! (the parent's payout is the rest; the escrow pays all of it in its one payout);
 //! each round then settles in its dispatch epoch, and the composite settlement links
 //! every round's settlement under the parent (seed 003 "Settlement Timing";
 //! [`link_composite`], stored with `SettlementStore::put_composite`).

@@ -830,12 +830,19 @@ fn abort_attempt(
     }
     let escrow = EscrowId::new(format!("escrow-{task_id}"))
         .map_err(|e| DeployError::Ledger(e.to_string()))?;
-    if let Some(rec) = svc.ledger.escrow(&escrow) {
-        if rec.payout_id.is_none() && rec.remaining() > 0 {
-            svc.ledger
-                .refund(&escrow, rec.remaining())
-                .map_err(|e| DeployError::Ledger(e.to_string()))?;
-        }
+    if svc.ledger.escrow(&escrow).is_some() {
+        // What the closed rounds of a `train` attempt scheduled in their epochs'
+        // payout sets is paid (unless the escrow paid out already), the rest refunded.
+        let epoch = svc.masters.state().current_epoch();
+        symphony_node::settlement::rewards::release_escrow(
+            &mut *svc.ledger,
+            svc.settlements.as_ref(),
+            svc.masters.state(),
+            &escrow,
+            &tid,
+            epoch,
+        )
+        .map_err(|e| DeployError::Ledger(e.to_string()))?;
     }
     tracing::info!(task = %task_id, "aborted attempt");
     Ok(())

@@ -9,8 +9,12 @@
 //!   slice committed the round's ε, and the cumulative ε stays within the allocation
 //!   declared at admission (`budget_reservation.epsilon_per_subject`);
 //! - the composite result's ε equals the sum of the per-round records;
+//! - a closing round's compute + aggregation fee joins the payout set of its
+//!   dispatch epoch (the open one if that epoch closed while the round ran); the
+//!   rounds' fees never exceed the escrow lock, and the parent's own payout is its
+//!   settlement minus the rounds' payouts;
 //! - rounds settle only under a finalized composite settlement of an accepted result,
-//!   and their fees never exceed the composite fee.
+//!   for the fee scheduled at their close, never exceeding the composite fee.
 
 use std::collections::BTreeMap;
 
@@ -20,7 +24,7 @@ use symphony_core::encoding::Digest;
 use symphony_core::ids::{EpochId, SliceId, SubTaskId, TaskId, VaultId};
 use symphony_core::lifecycle::{SettlementState, SliceEvent, SliceState, TaskEvent, TaskState};
 
-use crate::{refused, Event, MasterError, MasterState};
+use crate::{refused, Event, MasterError, MasterState, ScheduledPayout};
 
 /// What one Vault's slice of one training round ended as.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +86,33 @@ pub struct CompositeRecord {
     pub result: Option<CompositeResultRecord>,
     /// Per-round settlement: round → (dispatch epoch, fee).
     pub round_settlements: BTreeMap<u32, (EpochId, u64)>,
+    /// Per-round payouts, scheduled when each round closed: round → payout.
+    pub round_payouts: BTreeMap<u32, RoundPayout>,
+}
+
+/// A round's payout, scheduled in an epoch's payout set when the round closed (its
+/// compute and aggregation fee; paid out of the task's escrow together with the
+/// parent's settlement).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundPayout {
+    /// The epoch whose payout set holds it: the round's dispatch epoch, or, if that
+    /// epoch closed while the round ran, the epoch open at the round's close.
+    pub payout_epoch: EpochId,
+    /// Σ of the shares, µSYM.
+    pub fee_micro_sym: u64,
+    /// Recipient → µSYM.
+    pub fee_shares: BTreeMap<String, u64>,
+}
+
+/// The id a round's payout carries in an epoch's payout set: the sub-task's id
+/// (`<task>/r<round>`).
+pub fn round_payout_id(task_id: &TaskId, round: u32) -> Result<TaskId, MasterError> {
+    let sub = SubTaskId {
+        parent: task_id.clone(),
+        round,
+    };
+    TaskId::new(sub.to_string())
+        .map_err(|e| refused(task_id, format!("round {round} payout id: {e}")))
 }
 
 impl CompositeRecord {
@@ -150,6 +181,7 @@ impl MasterState {
                 rounds: BTreeMap::new(),
                 result: None,
                 round_settlements: BTreeMap::new(),
+                round_payouts: BTreeMap::new(),
             });
         if composite.tree.rounds.len() as u32 != round {
             return Err(refused(
@@ -273,6 +305,7 @@ impl MasterState {
         task_id: &TaskId,
         round: u32,
         record: &RoundRecord,
+        fee_shares: &BTreeMap<String, u64>,
     ) -> Result<Vec<Event>, MasterError> {
         let rec = self
             .tasks
@@ -281,7 +314,30 @@ impl MasterState {
         let body = rec.envelope.body();
         let quorum = u64::from(body.coordination_envelope.minimum_vault_quorum);
         let allocation = body.budget_reservation.epsilon_per_subject.micro;
+        let locked = body
+            .budget_lock_ref
+            .as_ref()
+            .map_or(0, |l| l.amount_base_units);
+        let payout_id = round_payout_id(task_id, round)?;
+        let fee = fee_shares
+            .values()
+            .try_fold(0u64, |acc, v| acc.checked_add(*v))
+            .ok_or_else(|| refused(task_id, format!("round {round}: fee shares overflow")))?;
         let composite = self.composite_mut(task_id)?;
+        // The rounds' payouts never exceed what the escrow locked.
+        let accrued = composite
+            .round_payouts
+            .values()
+            .try_fold(fee, |acc, p| acc.checked_add(p.fee_micro_sym));
+        if accrued.is_none_or(|a| a > locked) {
+            return Err(refused(
+                task_id,
+                format!(
+                    "round {round}: round fees {accrued:?} µSYM would exceed the escrow lock \
+                     {locked} µSYM"
+                ),
+            ));
+        }
         let sub = composite
             .tree
             .round(round)
@@ -339,10 +395,40 @@ impl MasterState {
             })
             .map_err(|e| composite_refused(task_id, e))?;
         composite.rounds.insert(round, record.clone());
-        Ok(vec![Event::AggregateRecorded {
-            task_id: task_id.clone(),
-            commitment: record.aggregate_commitment,
-        }])
+        let dispatch_epoch = composite
+            .tree
+            .round(round)
+            .map_err(|e| composite_refused(task_id, e))?
+            .epoch_id;
+        // The round's payout joins the open epoch's payout set: its dispatch epoch,
+        // unless that epoch closed while the round ran (seed 003: the round keeps its
+        // assigned epoch, recorded as the payout's `dispatch_epoch`).
+        let payout_epoch = self.governance.schedule_payout(
+            &payout_id,
+            ScheduledPayout {
+                dispatch_epoch,
+                fee_total_micro_sym: fee,
+                fee_shares: fee_shares.clone(),
+            },
+        )?;
+        self.composite_mut(task_id)?.round_payouts.insert(
+            round,
+            RoundPayout {
+                payout_epoch,
+                fee_micro_sym: fee,
+                fee_shares: fee_shares.clone(),
+            },
+        );
+        Ok(vec![
+            Event::AggregateRecorded {
+                task_id: task_id.clone(),
+                commitment: record.aggregate_commitment,
+            },
+            Event::PayoutScheduled {
+                task_id: payout_id,
+                epoch: payout_epoch,
+            },
+        ])
     }
 
     pub(crate) fn record_composite_result(
@@ -415,6 +501,25 @@ impl MasterState {
         let composite = self.composite_mut(task_id)?;
         if !composite.result.as_ref().is_some_and(|r| r.accepted) {
             return Err(refused(task_id, "only an accepted training result settles"));
+        }
+        match composite.round_payouts.get(&round) {
+            Some(p) if p.fee_micro_sym == fee_micro_sym => {}
+            Some(p) => {
+                return Err(refused(
+                    task_id,
+                    format!(
+                        "round {round} settles for {fee_micro_sym} µSYM, but its payout \
+                         scheduled at its close is {} µSYM",
+                        p.fee_micro_sym
+                    ),
+                ))
+            }
+            None => {
+                return Err(refused(
+                    task_id,
+                    format!("round {round} has no payout: it never closed"),
+                ))
+            }
         }
         let settled = composite
             .round_settlements

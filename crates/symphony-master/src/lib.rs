@@ -56,7 +56,10 @@ pub use actors::{
 mod composite;
 mod savepoint;
 pub mod takeover;
-pub use composite::{CompositeRecord, CompositeResultRecord, RoundRecord, RoundSliceRecord};
+pub use composite::{
+    round_payout_id, CompositeRecord, CompositeResultRecord, RoundPayout, RoundRecord,
+    RoundSliceRecord,
+};
 
 /// Hash tag of the state root.
 pub const STATE_ROOT_TAG: &str = "scp/master-state/v1";
@@ -231,7 +234,9 @@ pub enum Command {
         record: RoundSliceRecord,
     },
     /// Composite: the round's secure aggregate formed and verified; the round moves
-    /// to `awaiting_settlement`.
+    /// to `awaiting_settlement` and its compute + aggregation fee joins the payout
+    /// set of the round's dispatch epoch (paid out of the escrow with the parent's
+    /// settlement).
     CloseRound {
         /// The parent task.
         task_id: TaskId,
@@ -239,6 +244,8 @@ pub enum Command {
         round: u32,
         /// The round's aggregate.
         record: RoundRecord,
+        /// The round's payout: recipient → µSYM (its compute and aggregation fee).
+        fee_shares: BTreeMap<String, u64>,
     },
     /// Composite: the result of the whole run, recorded while the parent verifies.
     RecordCompositeResult {
@@ -873,7 +880,8 @@ impl MasterState {
                 task_id,
                 round,
                 record,
-            } => self.close_round(task_id, *round, record),
+                fee_shares,
+            } => self.close_round(task_id, *round, record, fee_shares),
             Command::RecordCompositeResult { task_id, record } => {
                 self.record_composite_result(task_id, record)
             }
@@ -1003,13 +1011,16 @@ impl MasterState {
             state: record.state,
         }];
         if record.state == SettlementState::Finalizing {
-            // Money moves from here: the payout belongs to the open epoch's set.
+            // Money moves from here: the payout belongs to the open epoch's set. A
+            // composite task's rounds are in their own epochs' sets already: the
+            // parent's payout is what remains.
+            let (fee, shares) = self.parent_payout(task_id, record)?;
             let epoch = self.governance.schedule_payout(
                 task_id,
                 ScheduledPayout {
                     dispatch_epoch: record.epoch_id,
-                    fee_total_micro_sym: record.fee_total,
-                    fee_shares: record.fee_shares.clone(),
+                    fee_total_micro_sym: fee,
+                    fee_shares: shares,
                 },
             )?;
             events.push(Event::PayoutScheduled {
@@ -1018,6 +1029,53 @@ impl MasterState {
             });
         }
         Ok(events)
+    }
+}
+
+impl MasterState {
+    /// The parent's own payout of `record`: its fee and shares minus every round
+    /// payout scheduled at the rounds' closes (none for a single-round task).
+    fn parent_payout(
+        &self,
+        task_id: &TaskId,
+        record: &SettlementRecord,
+    ) -> Result<(u64, BTreeMap<String, u64>), MasterError> {
+        let mut fee = record.fee_total;
+        let mut shares = record.fee_shares.clone();
+        let Some(c) = self.composites.get(task_id) else {
+            return Ok((fee, shares));
+        };
+        for (round, p) in &c.round_payouts {
+            fee = fee.checked_sub(p.fee_micro_sym).ok_or_else(|| {
+                refused(
+                    task_id,
+                    format!(
+                        "fee total {} is below the rounds' payouts",
+                        record.fee_total
+                    ),
+                )
+            })?;
+            for (who, amount) in &p.fee_shares {
+                let left = shares
+                    .get(who)
+                    .and_then(|s| s.checked_sub(*amount))
+                    .ok_or_else(|| {
+                        refused(
+                            task_id,
+                            format!(
+                                "fee shares give {who} less than round {round} paid it \
+                                 ({amount} µSYM)"
+                            ),
+                        )
+                    })?;
+                if left == 0 {
+                    shares.remove(who);
+                } else {
+                    shares.insert(who.clone(), left);
+                }
+            }
+        }
+        Ok((fee, shares))
     }
 }
 

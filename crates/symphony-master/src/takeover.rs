@@ -384,6 +384,7 @@ mod tests {
                     loss_micro: 600_000,
                     enclave_kind: symphony_core::EnclaveKind::Software,
                 },
+                fee_shares: [("treasury".to_string(), 100)].into(),
             },
         );
         advance(s, t, TaskEvent::ExecutionFinished);

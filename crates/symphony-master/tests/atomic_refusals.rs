@@ -199,6 +199,7 @@ fn train_commands(t: &TaskId, out: &mut Vec<Command>) {
                     loss_micro: 600_000,
                     enclave_kind: symphony_core::EnclaveKind::Software,
                 },
+                fee_shares: [("treasury".to_string(), 300)].into(),
             });
         }
     }

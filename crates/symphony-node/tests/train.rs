@@ -1,6 +1,6 @@
 //! Federated training end to end on a small embedded network (seed 003).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -284,34 +284,18 @@ struct CloseEpochAfterRound {
     inner: Box<dyn Replicator + Send>,
     after: u32,
     closed: bool,
+    /// Every command committed through it, in order (for replay).
+    committed: std::sync::Arc<std::sync::Mutex<Vec<Command>>>,
 }
 
 impl Replicator for CloseEpochAfterRound {
     fn submit(&mut self, command: Command) -> Result<Committed, ReplicationError> {
         let closes = matches!(&command, Command::CloseRound { round, .. } if *round == self.after);
-        let committed = self.inner.submit(command)?;
+        let committed = self.inner.submit(command.clone())?;
+        self.committed.lock().unwrap().push(command.clone());
         if closes && !self.closed {
             self.closed = true;
-            let at_ms = NOW_MS;
-            let kind = ProposalKind::CloseEpoch;
-            let msg = proposal_message(&kind, at_ms).unwrap();
-            let signature = self.inner.sign_as(0, &msg.0).unwrap().to_bytes().to_vec();
-            let id = ProposalId(self.inner.state().governance().proposals.len() as u64);
-            self.inner.submit(Command::Propose {
-                kind,
-                by: 0,
-                at_ms,
-                signature,
-            })?;
-            let msg = vote_message(id, true).unwrap();
-            let signature = self.inner.sign_as(1, &msg.0).unwrap().to_bytes().to_vec();
-            self.inner.submit(Command::Vote {
-                proposal: id,
-                by: 1,
-                approve: true,
-                at_ms,
-                signature,
-            })?;
+            self.close_epoch()?;
         }
         Ok(committed)
     }
@@ -323,6 +307,40 @@ impl Replicator for CloseEpochAfterRound {
     }
     fn sign_as(&self, index: u8, msg: &[u8]) -> Option<ed25519_dalek::Signature> {
         self.inner.sign_as(index, msg)
+    }
+}
+
+impl CloseEpochAfterRound {
+    fn close_epoch(&mut self) -> Result<(), ReplicationError> {
+        let at_ms = NOW_MS;
+        let kind = ProposalKind::CloseEpoch;
+        let msg = proposal_message(&kind, at_ms).unwrap();
+        let signature = self.inner.sign_as(0, &msg.0).unwrap().to_bytes().to_vec();
+        let id = ProposalId(self.inner.state().governance().proposals.len() as u64);
+        for command in [
+            Command::Propose {
+                kind,
+                by: 0,
+                at_ms,
+                signature,
+            },
+            Command::Vote {
+                proposal: id,
+                by: 1,
+                approve: true,
+                at_ms,
+                signature: self
+                    .inner
+                    .sign_as(1, &vote_message(id, true).unwrap().0)
+                    .unwrap()
+                    .to_bytes()
+                    .to_vec(),
+            },
+        ] {
+            self.inner.submit(command.clone())?;
+            self.committed.lock().unwrap().push(command);
+        }
+        Ok(())
     }
 }
 
@@ -350,10 +368,13 @@ fn composite_settlement_links_every_round_across_epochs() {
     let id = symphony_node::governance::propose_policy(&mut net.master, v2, None, 2).unwrap();
     symphony_node::governance::vote(&mut net.master, id, 0, true).unwrap();
     let inner = std::mem::replace(&mut net.master.masters, Box::new(LocalReplicator::new(0)));
+    let before_run = inner.state().clone();
+    let committed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     net.master.masters = Box::new(CloseEpochAfterRound {
         inner,
         after: 1,
         closed: false,
+        committed: committed.clone(),
     });
     let o = run(&mut net, s, &dir.path().join("registry"));
     assert_eq!(o.rounds_run, 4);
@@ -375,6 +396,43 @@ fn composite_settlement_links_every_round_across_epochs() {
         assert_eq!(round_epochs, [0, 0, 1, 1]);
         let sealed0 = &state.governance().history[0].payouts;
         assert!(!sealed0.tasks.contains(&task), "{sealed0:?}");
+        // Rounds 0-1 closed in epoch 0: their compute + aggregation fees are epoch
+        // 0's sealed payout set, and nothing else is.
+        let c = state.composite(&task).unwrap();
+        let round_ids: Vec<TaskId> = (0..4)
+            .map(|r| symphony_master::round_payout_id(&task, r).unwrap())
+            .collect();
+        assert_eq!(sealed0.tasks, round_ids[..2], "{sealed0:?}");
+        let payout_epochs: Vec<u64> = c.round_payouts.values().map(|p| p.payout_epoch.0).collect();
+        assert_eq!(payout_epochs, [0, 0, 1, 1]);
+        assert_eq!(
+            sealed0.total_micro_sym,
+            c.round_payouts[&0].fee_micro_sym + c.round_payouts[&1].fee_micro_sym
+        );
+        let mut recipients0 = BTreeMap::<String, u64>::new();
+        for r in [0, 1] {
+            for (who, a) in &c.round_payouts[&r].fee_shares {
+                *recipients0.entry(who.clone()).or_default() += a;
+            }
+            // The round's fee in the train formula (policy v1: compute per verified
+            // slice + aggregation), split by the fee shares (the treasury's too).
+            let verified = c
+                .slices
+                .iter()
+                .filter(|((rr, _), s)| *rr == r && s.state == SliceState::Verified)
+                .count() as u64;
+            let p = &c.round_payouts[&r];
+            assert_eq!(
+                p.fee_micro_sym,
+                v1.prices.train.per_round_vault_compute_fee_micro_sym * verified
+                    + v1.prices.train.per_round_aggregation_fee_micro_sym
+            );
+            assert_eq!(p.fee_shares.values().sum::<u64>(), p.fee_micro_sym);
+            assert!(p.fee_shares["treasury"] > 0, "{p:?}");
+            assert_eq!(c.round_settlements[&r].1, p.fee_micro_sym);
+        }
+        assert_eq!(sealed0.recipients, recipients0);
+        assert!(sealed0.total_micro_sym > 0);
         // Policy v2 is active in epoch 1, yet every round is priced by v1, the
         // policy of the task's admission (rounds 2-3 settled in epoch 1 too).
         assert_eq!(state.active_policy_version().0, 2);
@@ -403,6 +461,54 @@ fn composite_settlement_links_every_round_across_epochs() {
             "{sealed1:?}"
         );
         assert!(sealed1.total_micro_sym > 0);
+        // Rounds 2-3 are in epoch 1's set with the parent; each payout exactly once
+        // across the sealed sets.
+        let sub = |r| symphony_master::round_payout_id(&task, r).unwrap();
+        let mut expected1 = vec![task.clone(), sub(2), sub(3)];
+        expected1.sort();
+        assert_eq!(sealed1.tasks, expected1, "{sealed1:?}");
+        let all: Vec<&TaskId> = state
+            .governance()
+            .history
+            .iter()
+            .flat_map(|h| &h.payouts.tasks)
+            .collect();
+        let unique: BTreeSet<&TaskId> = all.iter().copied().collect();
+        assert_eq!(all.len(), unique.len());
+        assert_eq!(all.len(), 5);
+        // The escrow adds up to the µSYM: locked = Σ round payouts + parent + refund.
+        let c = state.composite(&task).unwrap();
+        let rounds: u64 = c.round_payouts.values().map(|p| p.fee_micro_sym).sum();
+        let rounds_1 = c.round_payouts[&2].fee_micro_sym + c.round_payouts[&3].fee_micro_sym;
+        let parent = sealed1.total_micro_sym - rounds_1;
+        let sealed_total: u64 = state
+            .governance()
+            .history
+            .iter()
+            .map(|h| h.payouts.total_micro_sym)
+            .sum();
+        assert_eq!(sealed_total, rounds + parent);
+        let rec = state.task(&task).unwrap();
+        let locked = rec
+            .envelope
+            .body()
+            .budget_lock_ref
+            .as_ref()
+            .unwrap()
+            .amount_base_units;
+        let settlement = rec.settlement.as_ref().unwrap();
+        assert_eq!(settlement.fee_total, rounds + parent);
+        assert_eq!(settlement.fee_total, o.fee_total);
+        assert_eq!(settlement.refund, o.refund);
+        assert_eq!(rounds + parent + o.refund, locked);
+        assert!(parent > 0 && rounds > 0);
+        // Replay: the committed commands, applied to the state before the run,
+        // give the same state root.
+        let mut replayed = before_run.clone();
+        for command in committed.lock().unwrap().iter() {
+            replayed.apply(command).unwrap();
+        }
+        assert_eq!(replayed.state_root().unwrap(), state.state_root().unwrap());
     }
     let stored = net
         .master

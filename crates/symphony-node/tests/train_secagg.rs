@@ -390,8 +390,9 @@ fn below_the_shamir_threshold_the_round_fails_cleanly() {
         .audit_log()
         .iter()
         .any(|e| e.kind == "result_delivered" && e.task_id == task));
-    // Charged exactly the rejection rule: the train base fee to the treasury, the
-    // rest of the escrow refunded; no one else paid.
+    // Round 0 closed: its payout (its compute + aggregation fee split by the fee
+    // shares) is in epoch 0's payout set, and the rejection pays it with the train
+    // base fee to the treasury; the rest of the escrow is refunded; no one else paid.
     let body = rec.envelope.body();
     let params = net
         .master
@@ -402,14 +403,27 @@ fn below_the_shamir_threshold_the_round_fails_cleanly() {
         .clone();
     let base = params.prices.train.base_fee_micro_sym;
     assert!(base > 0);
-    assert_eq!(net.master.ledger.balance(&owner), owner_before - base);
+    let r0 = &c.round_payouts[&0];
+    assert_eq!(c.round_payouts.len(), 1);
+    assert_eq!(r0.payout_epoch, EpochId(0));
+    let scheduled =
+        &state.governance().open_payouts[&symphony_master::round_payout_id(&task, 0).unwrap()];
+    assert_eq!(scheduled.fee_total_micro_sym, r0.fee_micro_sym);
+    assert_eq!(scheduled.fee_shares, r0.fee_shares);
+    assert!(r0.fee_micro_sym > 0);
+    let share = |name: &str| r0.fee_shares.get(name).copied().unwrap_or(0);
+    assert_eq!(
+        net.master.ledger.balance(&owner),
+        owner_before - base - r0.fee_micro_sym
+    );
     assert_eq!(
         net.master.ledger.balance(&AccountId::treasury()),
-        treasury_before + base
+        treasury_before + base + share("treasury")
     );
     for v in &vaults {
-        let operator_account = AccountId::new(format!("actor:operator:{v}")).unwrap();
-        assert_eq!(net.master.ledger.balance(&operator_account), 0);
+        let name = format!("actor:operator:{v}");
+        let operator_account = AccountId::new(name.clone()).unwrap();
+        assert_eq!(net.master.ledger.balance(&operator_account), share(&name));
     }
     // Budget: round 0 committed everywhere; round 1 committed by the survivor, which
     // executed (failure after execution commits at the estimate), released by the

@@ -7,7 +7,8 @@ use symphony_economics::PolicyParams;
 use symphony_ledger::{AccountId, EscrowId, StakeTier};
 
 use super::rewards::{
-    charge_rejection, pay_vault_dividends, vault_dividend_sets, vault_producer_usage,
+    charge_rejection_owing, pay_vault_dividends, scheduled_round_payouts, vault_dividend_sets,
+    vault_producer_usage,
 };
 use super::{
     vault_operator, AggregateEvidence, FinalizeStep, SettlementContext, SettlementInputs,
@@ -201,7 +202,9 @@ impl MasterServices {
         let Some(store) = self.settlements.as_ref() else {
             return Err(NodeError::Io("no settlement store".into()));
         };
-        charge_rejection(
+        // A `train` run's closed rounds scheduled their payouts: paid with the fee.
+        let owed = scheduled_round_payouts(self.masters.state(), task_id)?;
+        charge_rejection_owing(
             &mut *self.ledger,
             store,
             escrow_id,
@@ -209,6 +212,7 @@ impl MasterServices {
             class,
             &resolved.params,
             epoch,
+            owed,
         )
     }
 }

@@ -277,21 +277,62 @@ pub fn charge_rejection(
     params: &PolicyParams,
     epoch: EpochId,
 ) -> Result<SettledFee, NodeError> {
+    charge_rejection_owing(
+        ledger,
+        store,
+        escrow_id,
+        task,
+        class,
+        params,
+        epoch,
+        Vec::new(),
+    )
+}
+
+/// [`charge_rejection`] of a task that already owes `owed` out of its escrow (the
+/// payouts its closed training rounds scheduled in their epochs' payout sets): they
+/// are paid with the base fee (capped at what the escrow has left after them), in
+/// the escrow's one payout; the rest is refunded.
+#[allow(clippy::too_many_arguments)]
+pub fn charge_rejection_owing(
+    ledger: &mut dyn SettlementLedger,
+    store: &SettlementStore,
+    escrow_id: &EscrowId,
+    task: &TaskId,
+    class: TaskClass,
+    params: &PolicyParams,
+    epoch: EpochId,
+    owed: Vec<PayoutInstruction>,
+) -> Result<SettledFee, NodeError> {
     let locked = ledger
         .escrow(escrow_id)
         .map(|e| e.locked)
         .ok_or_else(|| NodeError::Ledger(format!("no escrow {escrow_id}")))?;
-    let fee = rejection_fee(&params.prices, class, locked);
-    if fee.charged_micro_sym > 0 {
+    let owed_total = owed
+        .iter()
+        .try_fold(0u64, |acc, i| acc.checked_add(i.amount))
+        .ok_or_else(|| NodeError::Ledger(format!("{task}: owed payouts overflow")))?;
+    let available = locked.checked_sub(owed_total).ok_or_else(|| {
+        NodeError::Ledger(format!(
+            "{task}: the rounds' payouts ({owed_total} µSYM) exceed escrow {escrow_id} \
+             ({locked} µSYM)"
+        ))
+    })?;
+    let base = rejection_fee(&params.prices, class, available);
+    let mut instructions = owed;
+    if base.charged_micro_sym > 0 {
+        instructions.push(PayoutInstruction {
+            recipient: AccountId::treasury(),
+            amount: base.charged_micro_sym,
+            kind: PayoutKind::Treasury,
+        });
+    }
+    if !instructions.is_empty() {
         let set = PayoutInstructionSet {
             payout_id: payout_id(format!("rejection-{task}"))?,
             epoch_id: epoch.0,
             settlement_ref: format!("rejected:{task}"),
-            instructions: vec![PayoutInstruction {
-                recipient: AccountId::treasury(),
-                amount: fee.charged_micro_sym,
-                kind: PayoutKind::Treasury,
-            }],
+            instructions,
         };
         ledger.payout(escrow_id, &set).map_err(ledger_err)?;
         store.append_epoch_payout(&set)?;
@@ -300,7 +341,101 @@ pub fn charge_rejection(
     if remaining > 0 {
         ledger.refund(escrow_id, remaining).map_err(ledger_err)?;
     }
-    Ok(fee)
+    let charged = base.charged_micro_sym + owed_total;
+    Ok(SettledFee {
+        estimate_micro_sym: locked,
+        actual_micro_sym: base.actual_micro_sym.saturating_add(owed_total),
+        charged_micro_sym: charged,
+        refund_micro_sym: locked - charged,
+        clamped: base.clamped,
+    })
+}
+
+/// The ledger kind of a payout to a fee-share recipient name (`treasury`,
+/// `contributors:<vault>`, `actor:operator:<vault>`, `actor:master-<i>` and other
+/// actors).
+pub fn payout_kind_of(name: &str) -> PayoutKind {
+    if name == "treasury" {
+        PayoutKind::Treasury
+    } else if name.starts_with("contributors:") {
+        PayoutKind::DataUsageDividend
+    } else if name.starts_with("actor:operator:") {
+        PayoutKind::VaultOperator
+    } else {
+        PayoutKind::Executor
+    }
+}
+
+/// The ledger account of a fee-share recipient name: the protocol treasury for
+/// `treasury`, else the account of that name.
+pub fn share_account(name: &str) -> Result<AccountId, NodeError> {
+    if name == "treasury" {
+        Ok(AccountId::treasury())
+    } else {
+        AccountId::new(name.to_owned()).map_err(ledger_err)
+    }
+}
+
+/// The payout instructions of what a composite task's closed rounds scheduled in
+/// their epochs' payout sets (each round's compute and aggregation fee), from the
+/// replicated state; empty for any other task.
+pub fn scheduled_round_payouts(
+    state: &symphony_master::MasterState,
+    task: &TaskId,
+) -> Result<Vec<PayoutInstruction>, NodeError> {
+    let mut out = Vec::new();
+    let Some(c) = state.composite(task) else {
+        return Ok(out);
+    };
+    for p in c.round_payouts.values() {
+        for (name, amount) in &p.fee_shares {
+            out.push(PayoutInstruction {
+                recipient: share_account(name)?,
+                amount: *amount,
+                kind: payout_kind_of(name),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Releases the escrow of a task that will not settle (a `train` run refused or
+/// aborted): pays what its closed rounds scheduled, if anything, in the escrow's
+/// one payout (`rounds-<task>`, in `epoch`), and refunds the rest. An escrow
+/// already paid out is only refunded what it has left. Returns (paid, refunded).
+pub fn release_escrow(
+    ledger: &mut dyn SettlementLedger,
+    store: Option<&SettlementStore>,
+    state: &symphony_master::MasterState,
+    escrow_id: &EscrowId,
+    task: &TaskId,
+    epoch: EpochId,
+) -> Result<(u64, u64), NodeError> {
+    let Some(rec) = ledger.escrow(escrow_id) else {
+        return Err(NodeError::Ledger(format!("no escrow {escrow_id}")));
+    };
+    let mut paid = 0;
+    if rec.payout_id.is_none() {
+        let owed = scheduled_round_payouts(state, task)?;
+        if !owed.is_empty() {
+            let set = PayoutInstructionSet {
+                payout_id: payout_id(format!("rounds-{task}"))?,
+                epoch_id: epoch.0,
+                settlement_ref: format!("rounds:{task}"),
+                instructions: owed,
+            };
+            paid = set.total().map_err(ledger_err)?;
+            ledger.payout(escrow_id, &set).map_err(ledger_err)?;
+            if let Some(store) = store {
+                store.append_epoch_payout(&set)?;
+            }
+        }
+    }
+    let remaining = ledger.escrow(escrow_id).map_or(0, |e| e.remaining());
+    if remaining > 0 {
+        ledger.refund(escrow_id, remaining).map_err(ledger_err)?;
+    }
+    Ok((paid, remaining))
 }
 
 /// The Vault operator accounts of `vaults` (for stake bonding and slashing).

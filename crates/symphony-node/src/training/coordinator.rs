@@ -341,13 +341,21 @@ pub(super) fn execute(
     finish(m, trainers, adm, spec, st, registry_dir, seed, obs, stage)
 }
 
-pub(super) fn refund_all(m: &mut MasterServices, adm: &Admitted) -> Result<(), NodeError> {
+/// Releases the escrow of a run that will not settle: pays what its closed rounds
+/// scheduled in their epochs' payout sets, refunds the rest. Returns the refund.
+pub(super) fn refund_all(m: &mut MasterServices, adm: &Admitted) -> Result<u64, NodeError> {
     let escrow =
         EscrowId::new(adm.escrow_id.clone()).map_err(|e| NodeError::Ledger(e.to_string()))?;
-    m.ledger
-        .refund(&escrow, adm.estimate)
-        .map(|_| ())
-        .map_err(|e| NodeError::Ledger(e.to_string()))
+    let epoch = m.masters.state().current_epoch();
+    let (_, refunded) = crate::settlement::rewards::release_escrow(
+        &mut *m.ledger,
+        m.settlements.as_ref(),
+        m.masters.state(),
+        &escrow,
+        &adm.task_id,
+        epoch,
+    )?;
+    Ok(refunded)
 }
 
 pub(super) fn reject(
@@ -374,13 +382,15 @@ pub(super) fn reject(
             obs.step(
                 "rejection_fee",
                 &format!(
-                    "{} to the treasury, {} refunded",
+                    "{} charged (the base fee and the closed rounds' payouts), {} refunded",
                     symphony_economics::format_sym(fee.charged_micro_sym),
                     symphony_economics::format_sym(fee.refund_micro_sym)
                 ),
             );
         }
-        Err(_) => refund_all(m, adm)?,
+        Err(_) => {
+            refund_all(m, adm)?;
+        }
     }
     Err(NodeError::Refused(reason))
 }

@@ -196,8 +196,9 @@ pub(super) fn finish(
         // `accepted: false` composite result, and the escrow is refunded.
         let reason = failures.join("; ");
         obs.step("rejected", &reason);
-        refund_all(m, adm)?;
-        out.refund = adm.estimate;
+        // The rounds' payouts their closes scheduled are paid; the rest refunded.
+        out.refund = refund_all(m, adm)?;
+        out.fee_total = adm.estimate.saturating_sub(out.refund);
         out.reason = Some(reason);
         fill(m, task, &mut out);
         return Ok(out);

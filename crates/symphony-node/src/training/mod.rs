@@ -20,13 +20,17 @@
 //!    recorded; the aggregation enclave unmasks only the sum ([`aggregate`]), adds
 //!    Gaussian noise to the round's example counts and loss sums (the per-Vault figures
 //!    never leave the masked update), the global model moves by the example-weighted
-//!    FedAvg update, and the round closes (`CloseRound`) with its ε. The controller
+//!    FedAvg update, and the round closes (`CloseRound`) with its ε and its payout
+//!    (its fee split by the fee shares), which joins its dispatch epoch's payout
+//!    set. The controller
 //!    ([`control::decide`], on the noisy loss) continues or stops.
 //! 3. **Composite verification**: every round's attestations, Σ per-round ε = total,
 //!    convergence replayed against the policy, held-out AUC/accuracy and the
 //!    loss-threshold membership-inference advantage against the acceptance criteria.
-//! 4. **Settlement** by the train formula, split exactly, paid after 2-of-3 finality;
-//!    each round then settles in its dispatch epoch (`SettleRound`) and the composite
+//! 4. **Settlement** by the train formula, split exactly, paid after 2-of-3 finality
+//!    (the parent's payout is the charge minus the rounds' payouts; the escrow pays
+//!    both at once); each round then settles in its dispatch epoch (`SettleRound`,
+//!    for the fee its close scheduled) and the composite
 //!    settlement links every round's settlement under the parent
 //!    ([`crate::settlement::link_composite`] over [`round_settlement_refs`], stored
 //!    with `SettlementStore::put_composite`).

@@ -225,6 +225,10 @@ pub(super) fn run_round(
     }
     let n_params = st.model.n_parameters();
     let vaults = bundles.len() as u32;
+    // The round's payout, scheduled in its dispatch epoch's payout set as it closes:
+    // its compute + aggregation fee, split by the policy's fee shares over the
+    // round's own contributions.
+    let fee_shares = round_fee_shares(adm, &bundles)?;
     // What reaches the aggregation runtime: masked vectors only.
     let inputs: Vec<(VaultId, &[u32])> = bundles
         .iter()
@@ -286,6 +290,7 @@ pub(super) fn run_round(
             loss_micro,
             enclave_kind: agg.evidence.attestation.kind(),
         },
+        fee_shares,
     })?;
     st.holdout.push(super::control::HeldOut::released(
         holdout_loss,
@@ -349,4 +354,49 @@ fn in_parallel<T: Send>(
             })
             .collect()
     })
+}
+
+/// A round's payout by recipient: its fee (`per_round_vault_compute_fee` per
+/// verified slice + `per_round_aggregation_fee`, as the train formula prices a
+/// round) distributed by the policy's fee shares over the round's contributions:
+/// each verified slice's data (records × ε) and records served, one work unit per
+/// verified slice and one for the aggregating master, one decision per master.
+fn round_fee_shares(
+    adm: &Admitted,
+    bundles: &[(ParticipantId, super::vault::TrainSliceBundle)],
+) -> Result<std::collections::BTreeMap<String, u64>, NodeError> {
+    let tp = &adm.prices.prices.train;
+    let fee = tp
+        .per_round_vault_compute_fee_micro_sym
+        .saturating_mul(bundles.len() as u64)
+        .saturating_add(tp.per_round_aggregation_fee_micro_sym);
+    let op = |v: &VaultId| ActorId::new(format!("operator:{v}")).map_err(refused);
+    let mut report = symphony_economics::ContributionReport {
+        data_contributor_weight_by_vault: Vec::new(),
+        records_served_by_operator: Vec::new(),
+        verified_work_by_executor: Vec::new(),
+        decisions_by_verifier: (0..3)
+            .map(|i| ActorId::new(format!("master-{i}")).map(|a| (a, 1u64)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(refused)?,
+    };
+    for (_, b) in bundles {
+        let v = &b.body.slice_id.vault;
+        report.data_contributor_weight_by_vault.push((
+            v.clone(),
+            b.body
+                .subjects_used
+                .saturating_mul(b.body.epsilon_committed_micro / 1000),
+        ));
+        report
+            .records_served_by_operator
+            .push((op(v)?, b.body.subjects_used));
+        report.verified_work_by_executor.push((op(v)?, 1));
+    }
+    report
+        .verified_work_by_executor
+        .push((ActorId::new("master-0").map_err(refused)?, 1));
+    let dist = symphony_economics::distribute_fee(fee, &adm.prices.fee_shares, &report)
+        .map_err(refused)?;
+    Ok(super::settle::named_payouts(&dist)?.0)
 }

@@ -1,4 +1,6 @@
 //! Settlement of an accepted run by the train formula, paid after 2-of-3 finality;
+//! each round's payout was scheduled in its dispatch epoch's payout set at its close
+//! (the parent's payout is the rest; the escrow pays all of it in its one payout);
 //! each round then settles in its dispatch epoch, and the composite settlement links
 //! every round's settlement under the parent (seed 003 "Settlement Timing";
 //! [`link_composite`], stored with `SettlementStore::put_composite`).
@@ -88,8 +90,39 @@ fn settlement_store(m: &mut MasterServices) -> Result<&SettlementStore, NodeErro
         .ok_or_else(|| NodeError::Io("no settlement store".into()))
 }
 
-pub(super) fn account(s: String) -> Result<symphony_ledger::AccountId, NodeError> {
-    symphony_ledger::AccountId::new(s).map_err(|e| NodeError::Ledger(e.to_string()))
+/// A fee distribution as recipient name → µSYM (`contributors:<vault>`,
+/// `actor:<actor>`, `treasury`) and its ledger instructions.
+pub(super) fn named_payouts(
+    dist: &symphony_economics::FeeDistribution,
+) -> Result<(BTreeMap<String, u64>, Vec<PayoutInstruction>), NodeError> {
+    let mut shares: BTreeMap<String, u64> = BTreeMap::new();
+    let mut instructions = Vec::new();
+    for p in dist.payouts() {
+        let (name, kind) = match &p.recipient {
+            Recipient::VaultContributors(v) => {
+                (format!("contributors:{v}"), PayoutKind::DataUsageDividend)
+            }
+            Recipient::Actor(a) => (
+                format!("actor:{a}"),
+                match p.class {
+                    symphony_economics::RecipientClass::VaultOperators => PayoutKind::VaultOperator,
+                    symphony_economics::RecipientClass::Executors => PayoutKind::Executor,
+                    _ => PayoutKind::Verifier,
+                },
+            ),
+            Recipient::Treasury => ("treasury".to_string(), PayoutKind::Treasury),
+        };
+        let slot = shares.entry(name.clone()).or_default();
+        *slot = slot
+            .checked_add(p.amount_micro_sym)
+            .ok_or_else(|| refused("fee shares overflow"))?;
+        instructions.push(PayoutInstruction {
+            recipient: crate::settlement::rewards::share_account(&name)?,
+            amount: p.amount_micro_sym,
+            kind,
+        });
+    }
+    Ok((shares, instructions))
 }
 
 pub(super) fn settle(
@@ -106,6 +139,30 @@ pub(super) fn settle(
         total_epsilon: Epsilon::from_micro(out.epsilon_spent_micro),
     };
     let settled = settle_fee(prices, adm.estimate, &TaskUsage::Train(usage)).map_err(refused)?;
+    // The rounds' payouts, scheduled in their dispatch epochs' payout sets as the
+    // rounds closed: part of the charge; the parent's own payout is the rest.
+    let round_payouts: Vec<(u32, symphony_master::RoundPayout)> = m
+        .masters
+        .state()
+        .composite(task)
+        .map(|c| {
+            c.round_payouts
+                .iter()
+                .map(|(r, p)| (*r, p.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let rounds_total = round_payouts
+        .iter()
+        .try_fold(0u64, |acc, (_, p)| acc.checked_add(p.fee_micro_sym))
+        .ok_or_else(|| refused("round payouts overflow"))?;
+    // The rounds are paid whatever the formula's clamp to the estimate (the masters
+    // never let them exceed the escrow lock).
+    let charged = settled.charged_micro_sym.max(rounds_total);
+    let refund = adm
+        .estimate
+        .checked_sub(charged)
+        .ok_or_else(|| refused("round payouts exceed the escrowed estimate"))?;
     let op = |v: &VaultId| ActorId::new(format!("operator:{v}")).map_err(refused);
     let mut executors = Vec::new();
     let mut served = Vec::new();
@@ -126,7 +183,7 @@ pub(super) fn settle(
         .collect::<Result<Vec<_>, _>>()
         .map_err(refused)?;
     let dist = distribute_fee(
-        settled.charged_micro_sym,
+        charged - rounds_total,
         &adm.prices.fee_shares,
         &ContributionReport {
             data_contributor_weight_by_vault: st
@@ -140,38 +197,30 @@ pub(super) fn settle(
         },
     )
     .map_err(refused)?;
-    let mut shares: BTreeMap<String, u64> = BTreeMap::new();
-    let mut instructions = Vec::new();
-    for p in dist.payouts() {
-        let (name, kind) = match &p.recipient {
-            Recipient::VaultContributors(v) => {
-                (format!("contributors:{v}"), PayoutKind::DataUsageDividend)
-            }
-            Recipient::Actor(a) => (
-                format!("actor:{a}"),
-                match p.class {
-                    symphony_economics::RecipientClass::VaultOperators => PayoutKind::VaultOperator,
-                    symphony_economics::RecipientClass::Executors => PayoutKind::Executor,
-                    _ => PayoutKind::Verifier,
-                },
-            ),
-            Recipient::Treasury => ("treasury".to_string(), PayoutKind::Treasury),
-        };
-        *shares.entry(name.clone()).or_default() += p.amount_micro_sym;
-        instructions.push(PayoutInstruction {
-            recipient: account(name)?,
-            amount: p.amount_micro_sym,
-            kind,
-        });
+    let (mut shares, mut instructions) = named_payouts(&dist)?;
+    // The settlement's shares cover the rounds' payouts too; the ledger pays the
+    // whole charge out of the escrow once (one payout per escrow), at finalizing.
+    for (_, p) in &round_payouts {
+        for (name, amount) in &p.fee_shares {
+            let slot = shares.entry(name.clone()).or_default();
+            *slot = slot
+                .checked_add(*amount)
+                .ok_or_else(|| refused("fee shares overflow"))?;
+            instructions.push(PayoutInstruction {
+                recipient: crate::settlement::rewards::share_account(name)?,
+                amount: *amount,
+                kind: crate::settlement::rewards::payout_kind_of(name),
+            });
+        }
     }
     let mut state = SettlementState::Collecting;
     loop {
         let record = SettlementRecord {
             state,
             epoch_id: adm.envelope.body().epoch_id,
-            fee_total: settled.charged_micro_sym,
+            fee_total: charged,
             fee_shares: shares.clone(),
-            refund: settled.refund_micro_sym,
+            refund,
         };
         let (record_fee, record_refund) = (record.fee_total, record.refund);
         let committed = m.masters.submit(Command::RecordSettlement {
@@ -206,9 +255,9 @@ pub(super) fn settle(
                 .payout(&escrow, &set)
                 .map_err(|e| NodeError::Ledger(e.to_string()))?;
             settlement_store(m)?.append_epoch_payout(&set)?;
-            if settled.refund_micro_sym > 0 {
+            if refund > 0 {
                 m.ledger
-                    .refund(&escrow, settled.refund_micro_sym)
+                    .refund(&escrow, refund)
                     .map_err(|e| NodeError::Ledger(e.to_string()))?;
             }
         }
@@ -217,17 +266,13 @@ pub(super) fn settle(
             Err(_) => break,
         }
     }
-    // Each round settles in its dispatch epoch: its compute + aggregation fee.
-    let tp = &prices.train;
-    for (round, vaults) in st.vaults_per_round.iter().enumerate() {
-        let fee = tp
-            .per_round_vault_compute_fee_micro_sym
-            .saturating_mul(u64::from(*vaults))
-            .saturating_add(tp.per_round_aggregation_fee_micro_sym);
+    // Each round settles in its dispatch epoch for the compute + aggregation fee
+    // its close scheduled there.
+    for (round, p) in &round_payouts {
         m.masters.submit(Command::SettleRound {
             task_id: task.clone(),
-            round: round as u32,
-            fee_micro_sym: fee,
+            round: *round,
+            fee_micro_sym: p.fee_micro_sym,
         })?;
         // The composite link grows as the rounds settle.
         let composite = composite_settlement(m.masters.state(), task)?;
@@ -254,8 +299,8 @@ pub(super) fn settle(
     );
     out.composite_link = Some(composite.link.to_hex());
     advance(m, task, TaskEvent::SettlementFinalized, None, obs)?;
-    out.fee_total = settled.charged_micro_sym;
-    out.refund = settled.refund_micro_sym;
+    out.fee_total = charged;
+    out.refund = refund;
     out.fee_shares = shares;
     out.settlement_state = Some(SettlementState::Finalized.to_string());
     Ok(())

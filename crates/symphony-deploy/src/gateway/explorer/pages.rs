@@ -67,7 +67,10 @@ fn request_of<'a>(s: &'a DeployState, task_id: &str) -> Option<(&'a String, &'a 
 }
 
 fn task_link(id: &str) -> Markup {
-    html! { a href={ "/explorer/tasks/" (id) } { code { (id) } } }
+    // A training round's payout carries its sub-task id (`<task>/r<round>`): its
+    // page is the parent task's.
+    let page = id.split('/').next().unwrap_or(id);
+    html! { a href={ "/explorer/tasks/" (page) } { code { (id) } } }
 }
 
 // --- network -------------------------------------------------------------------

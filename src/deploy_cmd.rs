@@ -155,6 +155,9 @@ pub enum BenchCmd {
     /// Federated training on the embedded network at a bench size, timed by phase
     /// (admission, each part of a round, finish).
     Train(crate::train_cmd::BenchTrainArgs),
+    /// The Luckin campaign on the embedded network at a bench size, admission →
+    /// delivered by plane, against a plaintext scan-and-filter of the same records.
+    Luckin(crate::luckin_bench::BenchLuckinArgs),
     /// Vault import with the default (atomic) options: a generated record file into a
     /// fresh Vault; rows/s, MB/s and the split between preparing and writing.
     Import(crate::import_bench::BenchImportArgs),
@@ -887,6 +890,7 @@ pub fn bench(cmd: BenchCmd, spec_text: &str) -> Result<()> {
     match cmd {
         BenchCmd::Parse(args) => crate::producer_cmd::bench(args),
         BenchCmd::Train(args) => crate::train_cmd::bench_train(args, crate::DEMO_NOW_MS),
+        BenchCmd::Luckin(args) => crate::luckin_bench::bench(args),
         BenchCmd::Import(args) => crate::import_bench::bench(args),
         BenchCmd::Admission {
             tasks,

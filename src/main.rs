@@ -6,6 +6,7 @@ mod examples;
 mod gov_cmd;
 mod import_bench;
 mod ledger_cmd;
+mod luckin_bench;
 mod output;
 mod producer_cmd;
 mod quote_cmd;

@@ -277,7 +277,7 @@ pub struct BenchTrainArgs {
 
 /// Wall-clock seconds per named phase of a run ([`Observer::phase`]).
 #[derive(Default)]
-struct PhaseTimes(std::collections::BTreeMap<&'static str, f64>);
+pub(crate) struct PhaseTimes(pub(crate) std::collections::BTreeMap<&'static str, f64>);
 
 impl Observer for PhaseTimes {
     fn step(&mut self, _: &str, _: &str) {}

@@ -181,6 +181,9 @@ pub fn epoch_view(s: &DeployState, now_ms: u64) -> Value {
             first["opened_at_ms"] = genesis.into();
         }
     }
+    // Another master's clock may read a little behind the leader's that stamped the
+    // opening: what remains is never more than the epoch's length.
+    let remaining = due.saturating_sub(now_ms).min(g.epoch_length_ms);
     json!({
         "configured": s.governance_configured(),
         "epoch_id": g.epoch.0,
@@ -190,10 +193,10 @@ pub fn epoch_view(s: &DeployState, now_ms: u64) -> Value {
         "tasks_in_epoch": g.tasks_in_epoch,
         "max_tasks_per_epoch": g.max_tasks_per_epoch,
         "time_close_at_ms": due,
-        "ms_until_time_close": due.saturating_sub(now_ms),
+        "ms_until_time_close": remaining,
         "now_ms": now_ms,
         "triggers": {
-            "time": {"closes_at_ms": due, "ms_remaining": due.saturating_sub(now_ms)},
+            "time": {"closes_at_ms": due, "ms_remaining": remaining},
             "capacity": {
                 "tasks_in_epoch": g.tasks_in_epoch,
                 "max_tasks_per_epoch": g.max_tasks_per_epoch,

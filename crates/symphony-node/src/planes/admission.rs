@@ -330,7 +330,9 @@ pub fn admit<C: ClassModule>(
     );
     let quorum = vault_quorum(&c, n)?;
     let task_id = master.next_task_id(&request_hash)?;
+    let reserve_started = std::time::Instant::now();
     let reserved = reserve(master, endpoints, &task_id, &actor, class.class(), &c, obs)?;
+    obs.phase("admission_reserve", reserve_started.elapsed());
     refuse_if_too_few(
         master,
         endpoints,

@@ -176,7 +176,9 @@ pub fn execute<C: ClassModule>(
         return Ok(Execution::Rejected(None));
     }
     advance(master, &a.task_id, TaskEvent::Dispatch, None, obs)?;
+    let fan_out_started = std::time::Instant::now();
     let (bundles, evidence) = fan_out(master, endpoints, class, a, report, obs)?;
+    obs.phase("execution_slices", fan_out_started.elapsed());
     if evidence.len() < a.quorum as usize {
         let failures = if report.slice_failures.is_empty() {
             String::new()

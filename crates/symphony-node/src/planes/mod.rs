@@ -235,12 +235,18 @@ pub fn run_task<C: ClassModule>(
     req: &Request<'_, C>,
     obs: &mut dyn Observer,
 ) -> Result<Run<C::Aggregate>, NodeError> {
+    let mut clock = crate::network::PhaseClock::start();
     let admitted = admission::admit(master, endpoints, req, obs)?;
+    clock.lap(obs, "admission");
     let mut report = admitted.report();
-    match execution::execute(master, endpoints, req.class, &admitted, &mut report, obs)? {
+    let executed = execution::execute(master, endpoints, req.class, &admitted, &mut report, obs)?;
+    clock.lap(obs, "execution");
+    let run = match executed {
         execution::Execution::Rejected(aggregate) => Ok(Run { report, aggregate }),
         execution::Execution::Finished(executed) => settlement::settle_and_deliver(
             master, endpoints, req.class, &admitted, executed, report, obs,
         ),
-    }
+    };
+    clock.lap(obs, "settlement");
+    run
 }

@@ -421,7 +421,6 @@ fn now_ms() -> u64 {
 /// `producer sign-in --challenge HEX --dir <devnet>`: the producer's signature of
 /// the portal's challenge for the gateway's host.
 fn sign_in(challenge: &str, dir: &Path, host: Option<String>, json: bool) -> Result<()> {
-    use ed25519_dalek::Signer as _;
     let bytes = hex::decode(challenge.trim())
         .ok()
         .filter(|b| b.len() == 32)
@@ -447,8 +446,9 @@ fn sign_in(challenge: &str, dir: &Path, host: Option<String>, json: bool) -> Res
         .caller_key(&caller)
         .with_context(|| format!("the devnet has no key for {caller}"))?;
     let key = symphony_deploy::config::read_signing_key("producer key", path)?;
-    let msg = symphony_deploy::gateway::explorer::sign_in_message(&bytes, &host);
-    let signature = hex::encode(key.sign(&msg).to_bytes());
+    let signature = hex::encode(symphony_deploy::gateway::explorer::sign_in_signature(
+        &key, &bytes, &host,
+    ));
     if json {
         return crate::output::print_json(&serde_json::json!({
             "caller": caller,

@@ -48,7 +48,7 @@ pub(super) mod portal;
 mod svg;
 
 pub use filter::{parse_task_filter, TaskFilter};
-pub use portal::{sign_in_message, CHALLENGE_TTL_MS, COOKIE, SESSION_TTL_MS};
+pub use portal::{sign_in_message, sign_in_signature, CHALLENGE_TTL_MS, COOKIE, SESSION_TTL_MS};
 pub use svg::{training_curve_svg, CurveSeries};
 
 /// The vendored htmx (npm `htmx.org` 2.0.11, `dist/htmx.min.js`).

@@ -62,6 +62,17 @@ pub fn sign_in_message(challenge: &[u8], host: &str) -> Vec<u8> {
     m
 }
 
+/// The producer's signature to sign in (`symphony producer sign-in`): over
+/// [`sign_in_message`].
+pub fn sign_in_signature(
+    key: &ed25519_dalek::SigningKey,
+    challenge: &[u8],
+    host: &str,
+) -> [u8; 64] {
+    use ed25519_dalek::Signer as _;
+    key.sign(&sign_in_message(challenge, host)).to_bytes()
+}
+
 struct Session {
     actor: ActorId,
     csrf: String,

@@ -137,6 +137,18 @@ impl Driver {
         self.call("POST", "/url", json!({ "url": url }));
     }
 
+    /// A PNG screenshot of the page, kept under the test's target directory.
+    fn screenshot(&self, name: &str) -> std::path::PathBuf {
+        let b64 = self.call("GET", "/screenshot", Value::Null);
+        let png = base64_decode(b64.as_str().unwrap());
+        assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("portal-screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(name);
+        std::fs::write(&file, png).unwrap();
+        file
+    }
+
     fn js(&self, script: &str) -> Value {
         self.call(
             "POST",
@@ -144,6 +156,33 @@ impl Driver {
             json!({"script": script, "args": []}),
         )
     }
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not base64: {c}"),
+        }
+    };
+    let clean: Vec<u8> = text
+        .bytes()
+        .filter(|c| *c != b'=' && !c.is_ascii_whitespace())
+        .collect();
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= value(*c) << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    out
 }
 
 #[test]
@@ -187,6 +226,7 @@ fn chromium_signs_in_to_the_portal_and_revokes_marketing() {
         driver.js("return document.getElementById('producer').textContent"),
         "producer:alice"
     );
+    driver.screenshot("portal-granted.png");
     // HttpOnly: the page's scripts do not see the session cookie.
     assert_eq!(driver.js("return document.cookie"), "");
 
@@ -200,6 +240,8 @@ fn chromium_signs_in_to_the_portal_and_revokes_marketing() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    let shot = driver.screenshot("portal-revoked.png");
+    assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
     let consent = cli_json(&net, &["producer", "consent"]);
     let marketing = consent["scopes"]
         .as_array()

@@ -13,6 +13,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("producer", "symphony demo parse --dir pv\nsymphony producer earnings --dir pv\nsymphony producer consent --dir pv --revoke marketing"),
     ("producer upload", "symphony producer upload receipt.png\nsymphony producer upload receipt.pdf --json"),
     ("producer consent", "symphony producer consent --dir pv\nsymphony producer consent --dir pv --revoke marketing   the next campaign leaves you out\nsymphony producer consent --dir symphony-devnet --revoke marketing   on a devnet up with --producer-vault"),
+    ("producer sign-in", "symphony producer sign-in --challenge 3f9a…c2 --dir symphony-devnet   paste the signature into /explorer/portal/sign-in\nsymphony producer sign-in --challenge 3f9a…c2 --dir net --host 127.0.0.1:7443 --json"),
     ("producer budget", "symphony producer budget --dir pv --json\nsymphony producer budget --dir symphony-devnet   on a devnet up with --producer-vault"),
     ("producer earnings", "symphony producer earnings --dir pv   quality rewards and dividends by epoch\nsymphony producer earnings --dir devnet --json   through the gateway, signed as producer:alice"),
     ("producer stake", "symphony producer stake --dir pv\nsymphony producer stake --dir devnet --bond   on a devnet: bond S_producer, registered with the masters: rewards 100 %"),

@@ -218,6 +218,23 @@ pub enum ProducerCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Sign in to the producer portal (`/explorer/portal/sign-in`): signs the
+    /// page's challenge with the producer's key of a devnet; paste the signature
+    /// into the page's form.
+    SignIn {
+        /// The challenge the sign-in page shows (64 hex digits).
+        #[arg(long)]
+        challenge: String,
+        /// A devnet's directory (`devnet up --producer-vault`): the key of `producer:alice`.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The gateway (`host:port`) whose page shows the challenge (default: the
+        /// devnet's first gateway).
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Quality rewards and data usage dividends by epoch, balance and stake.
     Earnings {
         /// A network directory kept by `demo parse --dir`, or a devnet's directory
@@ -401,10 +418,61 @@ fn now_ms() -> u64 {
 }
 
 /// Runs `symphony producer …`.
+/// `producer sign-in --challenge HEX --dir <devnet>`: the producer's signature of
+/// the portal's challenge for the gateway's host.
+fn sign_in(challenge: &str, dir: &Path, host: Option<String>, json: bool) -> Result<()> {
+    let bytes = hex::decode(challenge.trim())
+        .ok()
+        .filter(|b| b.len() == 32)
+        .with_context(|| {
+            format!("--challenge {challenge:?}: expected the 64 hex digits the sign-in page shows")
+        })?;
+    let Some(layout) = devnet_of(dir)? else {
+        bail!(
+            "--dir {}: not a devnet directory (no devnet.json): the portal signs in with a devnet's producer key",
+            dir.display()
+        );
+    };
+    let host = match host {
+        Some(h) => h,
+        None => layout
+            .gateways()
+            .first()
+            .map(ToString::to_string)
+            .context("the devnet has no gateway")?,
+    };
+    let caller = format!("producer:{}", symphony_deploy::devnet::DEVNET_PRODUCER);
+    let path = layout
+        .caller_key(&caller)
+        .with_context(|| format!("the devnet has no key for {caller}"))?;
+    let key = symphony_deploy::config::read_signing_key("producer key", path)?;
+    let signature = hex::encode(symphony_deploy::gateway::explorer::sign_in_signature(
+        &key, &bytes, &host,
+    ));
+    if json {
+        return crate::output::print_json(&serde_json::json!({
+            "caller": caller,
+            "host": host.to_ascii_lowercase(),
+            "challenge": hex::encode(bytes),
+            "signature": signature,
+        }));
+    }
+    println!("caller    {caller}");
+    println!("host      {}", host.to_ascii_lowercase());
+    println!("signature {signature}");
+    Ok(())
+}
+
 pub fn run(cmd: ProducerCmd) -> Result<()> {
     let subject = SubjectId::new(PRODUCER_SUBJECT)?;
     let producer = producer_actor_of(PRODUCER_SUBJECT)?;
     match cmd {
+        ProducerCmd::SignIn {
+            challenge,
+            dir,
+            host,
+            json,
+        } => sign_in(&challenge, &dir, host, json),
         ProducerCmd::Upload {
             file,
             dir,

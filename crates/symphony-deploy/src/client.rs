@@ -33,12 +33,22 @@ pub struct HttpReply {
     pub status: u16,
     /// Body bytes.
     pub body: Vec<u8>,
+    /// Response headers (name lower case, value), in order.
+    pub headers: Vec<(String, String)>,
 }
 
 impl HttpReply {
     /// The body as JSON (`Null` if it is not JSON).
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -113,6 +123,16 @@ impl Connection {
                 .map_err(http_err)?;
             let response = self.sender.send_request(request).await.map_err(http_err)?;
             let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
             let body = response
                 .into_body()
                 .collect()
@@ -120,7 +140,11 @@ impl Connection {
                 .map_err(http_err)?
                 .to_bytes()
                 .to_vec();
-            Ok::<_, DeployError>(HttpReply { status, body })
+            Ok::<_, DeployError>(HttpReply {
+                status,
+                body,
+                headers,
+            })
         };
         tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await

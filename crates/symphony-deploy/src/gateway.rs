@@ -89,6 +89,8 @@ struct AppState {
     /// The enterprise nodes this master dispatches slices to (the worker's RPC
     /// clients and mutual TLS): the producer routes reach Personal Vaults through them.
     enterprises: producer_routes::EnterpriseClients,
+    /// The producer portal's challenges and sessions (this gateway's memory).
+    portal: explorer::portal::PortalState,
 }
 
 /// The gateway of one master.
@@ -220,6 +222,7 @@ impl Gateway {
             hosts: RwLock::new(Vec::new()),
             metrics: metrics::GatewayMetrics::default(),
             enterprises,
+            portal: Default::default(),
         });
         let router = Router::new()
             .route("/v1/tasks", post(submit).get(list_tasks))

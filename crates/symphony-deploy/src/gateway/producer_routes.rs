@@ -265,14 +265,22 @@ pub(super) async fn get_earnings(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let actor = match producer(&state, &headers, &Method::GET, &uri, b"") {
-        Ok(a) => a,
-        Err(r) => return r,
+    let run = || {
+        let actor = producer(&state, &headers, &Method::GET, &uri, b"")?;
+        earnings_for(&state, &actor)
     };
-    let e = match state.cluster.with_state(|s| earnings_of(s, &actor)) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
+    match run() {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// The earnings of `actor` (the signed route's and the portal's view).
+pub(super) fn earnings_for(
+    state: &AppState,
+    actor: &ActorId,
+) -> Result<ProducerEarnings, Response> {
+    let e = state.cluster.with_state(|s| earnings_of(s, actor))?;
     let by_epoch = e
         .by_epoch
         .iter()
@@ -282,7 +290,7 @@ pub(super) async fn get_earnings(
             data_usage_dividend_micro_sym: kinds.get("data_usage_dividend").copied().unwrap_or(0),
         })
         .collect();
-    Json(ProducerEarnings {
+    Ok(ProducerEarnings {
         producer: actor.to_string(),
         payments: e
             .payments
@@ -301,7 +309,12 @@ pub(super) async fn get_earnings(
         stake_micro_sym: e.stake_micro_sym,
         staked: e.staked,
     })
-    .into_response()
+}
+
+/// The stake of `actor` (the signed route's and the portal's view).
+pub(super) fn stake_for(state: &AppState, actor: &ActorId) -> Result<ProducerStake, Response> {
+    let e = state.cluster.with_state(|s| earnings_of(s, actor))?;
+    Ok(stake_view(actor, &e))
 }
 
 /// `GET /v1/producer/stake`.
@@ -314,8 +327,8 @@ pub(super) async fn get_stake(
         Ok(a) => a,
         Err(r) => return r,
     };
-    match state.cluster.with_state(|s| earnings_of(s, &actor)) {
-        Ok(e) => Json(stake_view(&actor, &e)).into_response(),
+    match stake_for(&state, &actor) {
+        Ok(v) => Json(v).into_response(),
         Err(r) => r,
     }
 }
@@ -584,9 +597,9 @@ fn consent_reply(
     vault: &RemoteEnterprise,
     at_ms: u64,
     reply: EnterpriseReply,
-) -> Response {
+) -> Result<ProducerConsent, Response> {
     match reply {
-        EnterpriseReply::ProducerConsent(scopes) => Json(ProducerConsent {
+        EnterpriseReply::ProducerConsent(scopes) => Ok(ProducerConsent {
             producer: actor.to_string(),
             vault: vault.vault().to_string(),
             at_ms,
@@ -605,12 +618,11 @@ fn consent_reply(
                         .collect(),
                 })
                 .collect(),
-        })
-        .into_response(),
-        other => error(
+        }),
+        other => Err(error(
             StatusCode::BAD_GATEWAY,
             format!("the Personal Vault's enterprise node answered {other:?}"),
-        ),
+        )),
     }
 }
 
@@ -659,33 +671,52 @@ async fn consent(
                 ),
             )
         })?;
-        let scope = UsageScope::ALL
-            .into_iter()
-            .find(|s| s.as_str() == req.scope)
-            .ok_or_else(|| {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "body.scope {:?}: expected personal, marketing, analytics or training",
-                        req.scope
-                    ),
-                )
-            })?;
-        let granted = match req.action.as_str() {
-            "grant" => true,
-            "revoke" => false,
-            other => {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    format!("body.action {other:?}: expected grant or revoke"),
-                ))
-            }
-        };
-        Some((scope, granted))
+        Some(consent_change(&req.scope, &req.action, "body.")?)
     } else {
         None
     };
-    let (subject, client) = personal_vault(state, &actor)?;
+    Ok(Json(consent_for(state, &actor, change).await?).into_response())
+}
+
+/// One consent change of a request: the scope and whether it is granted
+/// (`where_` names the fields in the refusal: `body.` for the JSON route).
+pub(super) fn consent_change(
+    scope: &str,
+    action: &str,
+    where_: &str,
+) -> Result<(UsageScope, bool), Response> {
+    let scope_v = UsageScope::ALL
+        .into_iter()
+        .find(|s| s.as_str() == scope)
+        .ok_or_else(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{where_}scope {scope:?}: expected personal, marketing, analytics or training"
+                ),
+            )
+        })?;
+    let granted = match action {
+        "grant" => true,
+        "revoke" => false,
+        other => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("{where_}action {other:?}: expected grant or revoke"),
+            ))
+        }
+    };
+    Ok((scope_v, granted))
+}
+
+/// The consent of `actor` after `change` (none: read only), from its Personal
+/// Vault: the code path of `GET` / `POST /v1/producer/consent` and of the portal.
+pub(super) async fn consent_for(
+    state: &AppState,
+    actor: &ActorId,
+    change: Option<(UsageScope, bool)>,
+) -> Result<ProducerConsent, Response> {
+    let (subject, client) = personal_vault(state, actor)?;
     let at_ms = state.enterprises.now_ms();
     let reply = client
         .request(&EnterpriseRequest::ProducerConsent {
@@ -698,7 +729,7 @@ async fn consent(
     if let Some((scope, granted)) = change {
         tracing::info!(%actor, %scope, granted, at_ms, "producer consent changed");
     }
-    Ok(consent_reply(&actor, client, at_ms, reply))
+    consent_reply(actor, client, at_ms, reply)
 }
 
 /// `GET /v1/producer/budget`.
@@ -714,7 +745,15 @@ pub(super) async fn get_budget(
 
 async fn budget(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Response, Response> {
     let actor = producer(state, headers, &Method::GET, uri, b"")?;
-    let (subject, client) = personal_vault(state, &actor)?;
+    Ok(Json(budget_for(state, &actor).await?).into_response())
+}
+
+/// The remaining budget of `actor` (the signed route's and the portal's view).
+pub(super) async fn budget_for(
+    state: &AppState,
+    actor: &ActorId,
+) -> Result<ProducerBudget, Response> {
+    let (subject, client) = personal_vault(state, actor)?;
     let scopes = match client
         .request(&EnterpriseRequest::ProducerBudget { subject })
         .await
@@ -731,7 +770,7 @@ async fn budget(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Resp
     let (epoch, closes) = state
         .cluster
         .with_state(|s| (s.master().governance().epoch.0, s.epoch_due_at_ms()));
-    Ok(Json(ProducerBudget {
+    Ok(ProducerBudget {
         producer: actor.to_string(),
         vault: client.vault().to_string(),
         epoch,
@@ -750,7 +789,6 @@ async fn budget(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Resp
             })
             .collect(),
     })
-    .into_response())
 }
 
 /// Largest sealed receipt `POST /v1/producer/upload` accepts, bytes (the hex of

@@ -15,6 +15,10 @@
 //! - `/explorer/epochs`, `/explorer/epochs/{n}`: sealed payout sets, node operation
 //!   rewards (the epoch's inflation), the open epoch's scheduled payouts.
 //!
+//! - `/explorer/portal`: the producer portal (`portal`), signed in with the
+//!   producer's key by a signed challenge: its consent (with grant/revoke forms),
+//!   budget, earnings and stake; the explorer's only writes.
+//!
 //! What is not released is not shown: no contact handles or other results (the
 //! submitter's), no per-Vault subject counts (slices' subjects evaluated, consent
 //! references' eligible counts, reservations), no eligible count (only the
@@ -32,7 +36,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
@@ -40,9 +44,11 @@ use super::AppState;
 
 mod filter;
 mod pages;
+pub(super) mod portal;
 mod svg;
 
 pub use filter::{parse_task_filter, TaskFilter};
+pub use portal::{sign_in_message, sign_in_signature, CHALLENGE_TTL_MS, COOKIE, SESSION_TTL_MS};
 pub use svg::{training_curve_svg, CurveSeries};
 
 /// The vendored htmx (npm `htmx.org` 2.0.11, `dist/htmx.min.js`).
@@ -61,6 +67,13 @@ pub(super) fn router() -> Router<Arc<AppState>> {
         .route("/explorer/epochs", get(epochs))
         .route("/explorer/epochs/{n}", get(epoch))
         .route("/explorer/assets/htmx.min.js", get(htmx))
+        .route("/explorer/portal", get(portal::portal))
+        .route(
+            "/explorer/portal/sign-in",
+            get(portal::sign_in_page).post(portal::sign_in),
+        )
+        .route("/explorer/portal/consent", post(portal::change_consent))
+        .route("/explorer/portal/sign-out", post(portal::sign_out))
         .route("/explorer/{*rest}", get(unknown))
         .method_not_allowed_fallback(method_not_allowed)
 }
@@ -251,7 +264,7 @@ async fn unknown(uri: Uri) -> Response {
     error_page(
         StatusCode::NOT_FOUND,
         &format!(
-            "no explorer page at {:?}; the pages are /explorer, /explorer/tasks, /explorer/tasks/{{id}}, /explorer/epochs and /explorer/epochs/{{n}}",
+            "no explorer page at {:?}; the pages are /explorer, /explorer/tasks, /explorer/tasks/{{id}}, /explorer/epochs, /explorer/epochs/{{n}} and /explorer/portal",
             uri.path()
         ),
     )

@@ -169,3 +169,223 @@ async fn pages_are_html_and_bad_inputs_get_html_errors_naming_the_parameter() {
         n.shutdown().await.unwrap();
     }
 }
+
+/// A gateway whose callers include `producer:alice` (key `[7; 32]`), answering to
+/// host `gw.test:8443`.
+async fn portal_gateway(
+    dir: &std::path::Path,
+) -> (
+    Gateway,
+    Vec<crate::loopback::Node>,
+    ed25519_dalek::SigningKey,
+) {
+    let (g, nodes) = gateway(dir).await;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let mut settings = GatewaySettings {
+        node_id: 1,
+        callers: Default::default(),
+        request_window_ms: 60_000,
+        body_limit_bytes: 1 << 16,
+        rate_limit_per_s: 100,
+        rate_limit_burst: 100,
+        max_pending_requests: 10,
+    };
+    settings
+        .callers
+        .insert("producer:alice".into(), key.verifying_key());
+    settings
+        .callers
+        .insert("analyst".into(), key.verifying_key());
+    let g = Gateway::with_settings(settings, g.state.cluster.clone(), g.tls.clone());
+    g.add_host("gw.test:8443");
+    (g, nodes, key)
+}
+
+/// A request with a Host, optional cookie and form body; status, headers, body.
+async fn portal_send(
+    g: &Gateway,
+    method: &str,
+    uri: &str,
+    cookie: Option<&str>,
+    form: &str,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::HOST, "gw.test:8443")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(c) = cookie {
+        b = b.header(header::COOKIE, c);
+    }
+    let r = g
+        .router
+        .clone()
+        .oneshot(b.body(Body::from(form.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let status = r.status();
+    let headers = r.headers().clone();
+    let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+    (status, headers, String::from_utf8(body.to_vec()).unwrap())
+}
+
+async fn challenge(g: &Gateway) -> String {
+    let (status, _, body) = portal_send(g, "GET", "/explorer/portal/sign-in", None, "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let start = body
+        .find("id=\"challenge\">")
+        .expect("challenge on the page")
+        + 15;
+    body[start..start + 64].to_owned()
+}
+
+fn signed_form(
+    key: &ed25519_dalek::SigningKey,
+    caller: &str,
+    challenge: &str,
+    host: &str,
+) -> String {
+    use ed25519_dalek::Signer as _;
+    let msg = super::sign_in_message(&hex::decode(challenge).unwrap(), host);
+    format!(
+        "challenge={challenge}&caller={}&signature={}",
+        caller.replace(':', "%3A"),
+        hex::encode(key.sign(&msg).to_bytes())
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_sign_in_accepts_a_fresh_signed_challenge_once_and_refuses_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (g, nodes, key) = portal_gateway(dir.path()).await;
+
+    // No session: the portal sends to the sign-in page.
+    let (status, headers, _) = portal_send(&g, "GET", "/explorer/portal", None, "").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/explorer/portal/sign-in");
+
+    // Good challenge: a session cookie, HttpOnly, Secure, SameSite=Strict.
+    let c = challenge(&g).await;
+    let form = signed_form(&key, "producer:alice", &c, "gw.test:8443");
+    let (status, headers, body) =
+        portal_send(&g, "POST", "/explorer/portal/sign-in", None, &form).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+    let cookie = headers[header::SET_COOKIE].to_str().unwrap().to_owned();
+    for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Max-Age="] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    let session = cookie.split(';').next().unwrap().to_owned();
+    assert!(
+        session.starts_with("symphony_portal=") && session.len() > 40,
+        "{session}"
+    );
+
+    // Reused: 401 page.
+    let (status, headers, body) =
+        portal_send(&g, "POST", "/explorer/portal/sign-in", None, &form).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body.contains("unknown or already used"), "{body}");
+    assert!(headers.get(header::SET_COOKIE).is_none());
+
+    // Signed for another host, by another key, unknown challenge, not a producer: 401.
+    let c = challenge(&g).await;
+    let form = signed_form(&key, "producer:alice", &c, "evil.test:443");
+    let (status, _, body) = portal_send(&g, "POST", "/explorer/portal/sign-in", None, &form).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(
+        body.contains("not producer:alice&#39;s signature")
+            || body.contains("not producer:alice's signature"),
+        "{body}"
+    );
+    let c = challenge(&g).await;
+    let other = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
+    let form = signed_form(&other, "producer:alice", &c, "gw.test:8443");
+    let (status, _, _) = portal_send(&g, "POST", "/explorer/portal/sign-in", None, &form).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let form = signed_form(&key, "producer:alice", &"ab".repeat(32), "gw.test:8443");
+    let (status, _, body) = portal_send(&g, "POST", "/explorer/portal/sign-in", None, &form).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("unknown or already used"), "{body}");
+    let c = challenge(&g).await;
+    let form = signed_form(&key, "analyst", &c, "gw.test:8443");
+    let (status, _, body) = portal_send(&g, "POST", "/explorer/portal/sign-in", None, &form).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("not a data producer"), "{body}");
+
+    // Expired: 401 page saying so.
+    let c = challenge(&g).await;
+    g.state.portal.advance(super::CHALLENGE_TTL_MS + 1);
+    let form = signed_form(&key, "producer:alice", &c, "gw.test:8443");
+    let (status, headers, body) =
+        portal_send(&g, "POST", "/explorer/portal/sign-in", None, &form).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body.contains("expired"), "{body}");
+    assert!(headers.get(header::SET_COOKIE).is_none());
+
+    // A malformed form: 400.
+    let (status, _, body) = portal_send(
+        &g,
+        "POST",
+        "/explorer/portal/sign-in",
+        None,
+        "challenge=%zz",
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("percent escape"), "{body}");
+
+    // The session (still valid: sessions outlive challenges) reaches the portal,
+    // which asks the Personal Vault's enterprise node: this gateway has none.
+    let (status, _, body) = portal_send(&g, "GET", "/explorer/portal", Some(&session), "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body.contains("Personal Vault"), "{body}");
+    drop(nodes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_consent_form_needs_the_session_and_its_csrf_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (g, nodes, key) = portal_gateway(dir.path()).await;
+    let c = challenge(&g).await;
+    let form = signed_form(&key, "producer:alice", &c, "gw.test:8443");
+    let (_, headers, _) = portal_send(&g, "POST", "/explorer/portal/sign-in", None, &form).await;
+    let cookie = headers[header::SET_COOKIE].to_str().unwrap().to_owned();
+    let session = cookie.split(';').next().unwrap().to_owned();
+
+    // No session: 401.
+    let (status, _, body) = portal_send(
+        &g,
+        "POST",
+        "/explorer/portal/consent",
+        None,
+        "scope=marketing&action=revoke",
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    // Missing CSRF token: 403; a wrong one: 403.
+    let (status, _, body) = portal_send(
+        &g,
+        "POST",
+        "/explorer/portal/consent",
+        Some(&session),
+        "scope=marketing&action=revoke",
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("csrf"), "{body}");
+    let (status, _, body) = portal_send(
+        &g,
+        "POST",
+        "/explorer/portal/consent",
+        Some(&session),
+        "scope=marketing&action=revoke&csrf=00",
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    // An expired session is no session.
+    g.state.portal.advance(super::SESSION_TTL_MS + 1);
+    let (status, headers, _) = portal_send(&g, "GET", "/explorer/portal", Some(&session), "").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/explorer/portal/sign-in");
+    drop(nodes);
+}

@@ -54,6 +54,31 @@ impl PreparedBatch {
     }
 
     /// The subject id bytes of an item (valid UTF-8: copied from a [`SubjectId`]).
+    /// The items' indices in the order they were prepared (file order), whatever
+    /// order the items are in now: the arena grows in preparation order.
+    pub(crate) fn file_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.items.len()).collect();
+        order.sort_by_key(|&i| self.items[i].start);
+        order
+    }
+
+    /// Appends `other`'s item `i` (its subject, record bytes and digest).
+    pub(crate) fn push_from(&mut self, other: &PreparedBatch, i: usize) {
+        let item = &other.items[i];
+        let subject_start = self.arena.len();
+        self.arena
+            .extend_from_slice(&other.arena[item.subject_start..item.start]);
+        let start = self.arena.len();
+        self.arena
+            .extend_from_slice(&other.arena[item.start..item.end]);
+        self.items.push(PreparedRecord {
+            digest: item.digest,
+            subject_start,
+            start,
+            end: self.arena.len(),
+        });
+    }
+
     pub(crate) fn subject(&self, item: &PreparedRecord) -> &[u8] {
         &self.arena[item.subject_start..item.start]
     }

@@ -766,20 +766,77 @@ fn import_staged(
         rows,
         ..ImportSummary::default()
     };
+    let mut cut = Recut::new(batch_records);
     for (mut stage, shift) in stages {
         stage.drain(|batch, last| {
-            commit(
-                vault,
-                file,
-                &batch,
-                last + shift,
-                lines_total,
-                &mut summary,
-                progress,
-            )
+            cut.push(batch, last + shift, &mut |b, done| {
+                commit(vault, file, b, done, lines_total, &mut summary, progress)
+            })
         })?;
     }
+    cut.finish(&mut |b, done| commit(vault, file, b, done, lines_total, &mut summary, progress))?;
     Ok(summary)
+}
+
+/// Re-cuts staged batches at the boundaries a one-thread import uses — every
+/// `size` records in file order — before they are committed. Which records share
+/// a write transaction decides the order new subjects are numbered in, and scans
+/// visit subjects in that order: with the same cuts, a file prepared by two
+/// threads gives the same Vault as one prepared by one (and a training run over it
+/// the same model).
+struct Recut {
+    size: usize,
+    pending: PreparedBatch,
+    /// The last line of the staged batches already taken in whole.
+    done: u64,
+}
+
+type Emit<'a> = dyn FnMut(&PreparedBatch, u64) -> Result<(), ImportError> + 'a;
+
+impl Recut {
+    fn new(size: usize) -> Self {
+        Recut {
+            size: size.max(1),
+            pending: PreparedBatch::default(),
+            done: 0,
+        }
+    }
+
+    /// Takes the next staged batch (whose last line is `last`), committing every
+    /// full cut through `emit` with the last line it is known to cover.
+    fn push(
+        &mut self,
+        batch: PreparedBatch,
+        last: u64,
+        emit: &mut Emit<'_>,
+    ) -> Result<(), ImportError> {
+        if self.pending.is_empty() && batch.len() == self.size {
+            emit(&batch, last)?;
+        } else {
+            let order = batch.file_order();
+            let n = order.len();
+            for (k, i) in order.into_iter().enumerate() {
+                self.pending.push_from(&batch, i);
+                if self.pending.len() == self.size {
+                    let mut full = std::mem::take(&mut self.pending);
+                    full.sort_by_subject();
+                    // A cut that ends with this batch covers its last line too.
+                    emit(&full, if k + 1 == n { last } else { self.done })?;
+                }
+            }
+        }
+        self.done = last;
+        Ok(())
+    }
+
+    /// Commits what is left (the file's last, partial cut).
+    fn finish(mut self, emit: &mut Emit<'_>) -> Result<(), ImportError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.pending.sort_by_subject();
+        emit(&self.pending, self.done)
+    }
 }
 
 /// Parses, validates and prepares the lines starting in `[start, end)` into

@@ -149,8 +149,9 @@ pub fn bench(args: BenchParseArgs) -> Result<()> {
                 })
             })
             .collect();
-        return crate::output::print_json_line(
-            &serde_json::json!({ "bench": "parse", "seed": args.seed, "levels": levels }),
+        return crate::output::print_bench_json(
+            "parse",
+            &serde_json::json!({ "seed": args.seed, "levels": levels }),
         );
     }
     println!("bench parse: {} seeded receipts per level, tesseract CLI after deskew, one process per receipt", args.receipts);

@@ -197,10 +197,7 @@ impl Vault {
             let mut table = tx.open_table(BUDGET)?;
             for (subject, op) in ops {
                 let key = (scope.as_str(), subject.as_str());
-                let mut account: BudgetAccount = match table.get(key)? {
-                    Some(v) => bcs::from_bytes(v.value())?,
-                    None => BudgetAccount::new(self.config.default_budget, epoch),
-                };
+                let mut account = self.stored_account(&table, key, epoch)?;
                 let outcome = account.apply(op).map_err(|source| VaultError::Budget {
                     subject: subject.to_string(),
                     scope,
@@ -242,10 +239,7 @@ impl Vault {
             let mut table = tx.open_table(BUDGET)?;
             for subject in subjects {
                 let key = (scope.as_str(), subject.as_str());
-                let mut account: BudgetAccount = match table.get(key)? {
-                    Some(v) => bcs::from_bytes(v.value())?,
-                    None => BudgetAccount::new(self.config.default_budget, epoch),
-                };
+                let mut account = self.stored_account(&table, key, epoch)?;
                 match account.apply(&op) {
                     Ok(BudgetOutcome::Applied) => {
                         table.insert(key, bcs::to_bytes(&account)?.as_slice())?;
@@ -308,10 +302,7 @@ impl Vault {
             let mut table = tx.open_table(BUDGET)?;
             'subjects: for subject in subjects {
                 let key = (scope.as_str(), subject.as_str());
-                let mut account: BudgetAccount = match table.get(key)? {
-                    Some(v) => bcs::from_bytes(v.value())?,
-                    None => BudgetAccount::new(self.config.default_budget, epoch),
-                };
+                let mut account = self.stored_account(&table, key, epoch)?;
                 let (mut applied, mut again) = (false, 0u64);
                 for op in &ops {
                     match account.apply(op) {
@@ -367,10 +358,7 @@ impl Vault {
             let mut table = tx.open_table(BUDGET)?;
             for (subject, ops) in per_subject {
                 let key = (scope.as_str(), subject.as_str());
-                let mut account: BudgetAccount = match table.get(key)? {
-                    Some(v) => bcs::from_bytes(v.value())?,
-                    None => BudgetAccount::new(self.config.default_budget, epoch),
-                };
+                let mut account = self.stored_account(&table, key, epoch)?;
                 let mut changed = false;
                 for op in ops {
                     let outcome = account.apply(op).map_err(|source| VaultError::Budget {
@@ -510,6 +498,22 @@ impl Vault {
         }
         tx.commit()?;
         Ok(report)
+    }
+}
+
+impl Vault {
+    /// The stored account under `key`, or a fresh one opened in `epoch` with the
+    /// Vault's default budget.
+    fn stored_account(
+        &self,
+        table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+        key: (&str, &str),
+        epoch: EpochId,
+    ) -> Result<BudgetAccount, VaultError> {
+        Ok(match table.get(key)? {
+            Some(v) => bcs::from_bytes(v.value())?,
+            None => BudgetAccount::new(self.config.default_budget, epoch),
+        })
     }
 }
 

@@ -9,7 +9,7 @@ use symphony_core::encoding::{content_hash, Digest};
 use symphony_core::ids::*;
 use symphony_core::lifecycle::SliceState;
 use symphony_master::{Command, RoundRecord, RoundSliceRecord};
-use symphony_train::secagg::ParticipantId;
+use symphony_train::secagg::{ParticipantId, SecretShare};
 
 use super::admission::Admitted;
 use super::aggregation::aggregate;
@@ -19,6 +19,7 @@ use super::model::train_err;
 use super::outcome::{RoundSummary, TrainObserver};
 use super::spec::TrainingSpec;
 use super::tap::RoundTap;
+use super::vault::RoundAssignment;
 use crate::network::{MasterServices, PhaseClock};
 use crate::verify::{verify_evidence, SliceEvidence};
 use crate::NodeError;
@@ -39,23 +40,7 @@ pub(super) fn run_round(
 ) -> Result<(), NodeError> {
     let task = &adm.task_id;
     let mut clock = PhaseClock::start();
-    let mut epoch = epoch;
-    loop {
-        match m.masters.submit(Command::OpenRound {
-            task_id: task.clone(),
-            round,
-            epoch_id: epoch,
-        }) {
-            Ok(_) => break,
-            // A close committed between reading the epoch and opening the round
-            // (a governance proposal does not wait for the worker): the round is
-            // dispatched in the epoch now open.
-            Err(_) if m.masters.state().current_epoch() != epoch => {
-                epoch = m.masters.state().current_epoch();
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let epoch = open_round(m, task, round, epoch)?;
     let participating: Vec<VaultId> = adm
         .envelope
         .body()
@@ -65,11 +50,14 @@ pub(super) fn run_round(
         .cloned()
         .collect();
     clock.lap(obs, "round_open");
+    // Each Vault's slice assignment for the round, built once.
+    let assignments: Vec<RoundAssignment> = trainers
+        .iter()
+        .map(|t| assignment(adm, spec, t.vault_id(), round, at_ms, seed))
+        .collect();
     // Prepare: per-Vault feature construction in the enclaves.
     // The Vaults work in parallel; their answers are taken in roster order.
-    let prepared = in_parallel(trainers, |t| {
-        t.train_prepare_round(&assignment(adm, spec, t.vault_id(), round, at_ms, seed))
-    });
+    let prepared = in_parallel(trainers, |i, t| t.train_prepare_round(&assignments[i]));
     let mut ready: Vec<(usize, [u8; 32])> = Vec::new();
     for (i, (t, p)) in trainers.iter().zip(prepared).enumerate() {
         match p {
@@ -87,18 +75,7 @@ pub(super) fn run_round(
     );
     let roster = keys.roster()?;
     let threshold = ((roster.len() / 2 + 1).max(2)).min(roster.len()) as u8;
-    for (k, (i, _)) in ready.iter().enumerate() {
-        let a = assignment(adm, spec, trainers[*i].vault_id(), round, at_ms, seed);
-        trainers[*i].train_set_participant_id(ParticipantId(k as u32), &a)?;
-    }
-    for (i, _) in &ready {
-        let a = assignment(adm, spec, trainers[*i].vault_id(), round, at_ms, seed);
-        for share in trainers[*i].train_deal_shares(&keys, threshold, &a)? {
-            if let Some((j, _)) = ready.get(share.holder.0 as usize) {
-                trainers[*j].train_hold_share(task, share)?;
-            }
-        }
-    }
+    agree_masks(trainers, &assignments, &ready, &keys, threshold, task)?;
     clock.lap(obs, "secagg_setup");
     // Train and mask. Every slice of the round is verified under the policy of the
     // task's admission: resolve that verifier once.
@@ -115,24 +92,29 @@ pub(super) fn run_round(
         .iter()
         .map(|(i, _)| tap.drops_out(round, trainers[*i].vault_id()))
         .collect();
-    let working: Vec<&dyn TrainingEndpoint> = ready
+    let working: Vec<usize> = ready
         .iter()
         .zip(&drops)
         .filter(|(_, d)| !**d)
-        .map(|((i, _), _)| trainers[*i])
+        .map(|((i, _), _)| *i)
         .collect();
-    let mut trained = in_parallel(&working, |t| {
-        let a = assignment(adm, spec, t.vault_id(), round, at_ms, seed);
+    let working_endpoints: Vec<&dyn TrainingEndpoint> =
+        working.iter().map(|i| trainers[*i]).collect();
+    let mut trained = in_parallel(&working_endpoints, |w, t| {
         let mut audited = Vec::new();
-        t.train_round(&a, &st.model, &global_hash, &keys, &mut |w| {
-            audited = w.to_vec()
-        })
+        t.train_round(
+            &assignments[working[w]],
+            &st.model,
+            &global_hash,
+            &keys,
+            &mut |words| audited = words.to_vec(),
+        )
         .map(|b| (b, audited))
     })
     .into_iter();
     for (k, (i, _)) in ready.iter().enumerate() {
         let vault_id = trainers[*i].vault_id().clone();
-        let a = assignment(adm, spec, &vault_id, round, at_ms, seed);
+        let a = &assignments[*i];
         if drops[k] {
             obs.step(
                 "slice_dropped",
@@ -150,55 +132,11 @@ pub(super) fn run_round(
             .unwrap_or_else(|| Err(refused("no update from the Vault")))
             .and_then(|(b, audited)| {
                 tap.vault_update(round, &vault_id, &audited);
-                let body_ok = content_hash("scp/train-slice/v1", &b.body).ok()
-                    == Some(b.commitment)
-                    && b.inputs_commitment
-                        == super::vault::slice_inputs_commitment(&a, &global_hash)
-                    && b.body.epsilon_committed_micro == a.epsilon.micro;
-                if !body_ok {
-                    return Err(refused(
-                        "slice bundle does not match its commitment or inputs",
-                    ));
-                }
-                let ev = SliceEvidence {
-                    commitment: b.commitment,
-                    inputs_commitment: b.inputs_commitment,
-                    attestation: b.attestation.clone(),
-                };
-                verify_evidence(&verifier, &adm.envelope, &ev, vault_id.as_str())
-                    .map_err(refused)?;
+                let ev = check_slice(&verifier, adm, a, &global_hash, &b)?;
                 Ok((b, ev))
             });
         clock.lap(obs, "train_and_verify");
-        let record = match res {
-            Ok((b, ev)) => {
-                *st.contributor.entry(vault_id.clone()).or_default() += b
-                    .body
-                    .subjects_used
-                    .saturating_mul(b.body.epsilon_committed_micro / 1000);
-                *st.served.entry(vault_id.clone()).or_default() += b.body.subjects_used;
-                *st.verified_slices.entry(vault_id.clone()).or_default() += 1;
-                st.evidence.push(ev);
-                let r = RoundSliceRecord {
-                    state: SliceState::Verified,
-                    commitment: b.commitment,
-                    epsilon_committed_micro: b.body.epsilon_committed_micro,
-                    enclave_kind: Some(b.attestation.kind()),
-                };
-                bundles.push((ParticipantId(k as u32), b));
-                r
-            }
-            Err(e) => {
-                obs.step("slice_failed", &format!("{vault_id}: {e}"));
-                dropped.push(ParticipantId(k as u32));
-                RoundSliceRecord {
-                    state: SliceState::Failed,
-                    commitment: Digest::default(),
-                    epsilon_committed_micro: 0,
-                    enclave_kind: None,
-                }
-            }
-        };
+        let record = slice_record(st, &vault_id, k, res, &mut bundles, &mut dropped, obs);
         m.masters.submit(Command::RecordRoundSlice {
             task_id: task.clone(),
             round,
@@ -211,18 +149,7 @@ pub(super) fn run_round(
     for v in participating.iter().filter(|v| !recorded.contains(*v)) {
         m.masters.submit(timed_out(task, round, v))?;
     }
-    // Dropout recovery: survivors hand the aggregator their shares of dropped Vaults.
-    let mut recovery = Vec::new();
-    for d in &dropped {
-        for (k, (i, _)) in ready.iter().enumerate() {
-            if dropped.contains(&ParticipantId(k as u32)) {
-                continue;
-            }
-            if let Ok(Some(s)) = trainers[*i].train_recovery_share(task, *d) {
-                recovery.push((*d, ParticipantId(k as u32), s.share));
-            }
-        }
-    }
+    let recovery = recovery_shares(trainers, &ready, &dropped, task);
     let n_params = st.model.n_parameters();
     let vaults = bundles.len() as u32;
     // The round's payout, scheduled in its dispatch epoch's payout set as it closes:
@@ -257,6 +184,29 @@ pub(super) fn run_round(
     verify_evidence(&verifier, &adm.envelope, &agg.evidence, "aggregation").map_err(refused)?;
     tap.aggregate_sum(round, &agg.sum);
     clock.lap(obs, "aggregate");
+    let summary = close_round(m, adm, spec, st, round, epoch, agg, vaults, fee_shares)?;
+    clock.lap(obs, "round_close");
+    obs.round(&summary, spec.iteration_policy.max_rounds);
+    st.summaries.push(summary);
+    Ok(())
+}
+
+/// The end of a round: the aggregate applied to the global model, the round's ε
+/// composed in the accountant, the round closed in the masters' state with its
+/// payout, and its summary.
+#[allow(clippy::too_many_arguments)]
+fn close_round(
+    m: &mut MasterServices,
+    adm: &Admitted,
+    spec: &TrainingSpec,
+    st: &mut RunState,
+    round: u32,
+    epoch: EpochId,
+    agg: super::aggregation::RoundAggregate,
+    vaults: u32,
+    fee_shares: std::collections::BTreeMap<String, u64>,
+) -> Result<RoundSummary, NodeError> {
+    let task = &adm.task_id;
     st.evidence.push(agg.evidence.clone());
     let metrics = agg.metrics;
     let (train_loss, holdout_loss, examples) =
@@ -308,10 +258,7 @@ pub(super) fn run_round(
         epsilon_round_micro: eps.micro,
         epsilon_cumulative: cumulative,
     };
-    clock.lap(obs, "round_close");
-    obs.round(&summary, spec.iteration_policy.max_rounds);
-    st.summaries.push(summary);
-    Ok(())
+    Ok(summary)
 }
 
 /// The coordinator's record of a Vault slice that never returned in `round`.
@@ -329,21 +276,164 @@ fn timed_out(task: &TaskId, round: u32, vault_id: &VaultId) -> Command {
     }
 }
 
-/// `f` over every endpoint, each on its own thread (one Vault's enclave work does
-/// not wait for another's), the answers in the endpoints' order.
+/// What the masters record of one Vault's slice: verified (its work and data
+/// counted, its bundle kept for aggregation) or failed (dropped from the sum).
+fn slice_record(
+    st: &mut RunState,
+    vault_id: &VaultId,
+    k: usize,
+    res: Result<(super::vault::TrainSliceBundle, SliceEvidence), NodeError>,
+    bundles: &mut Vec<(ParticipantId, super::vault::TrainSliceBundle)>,
+    dropped: &mut Vec<ParticipantId>,
+    obs: &mut dyn TrainObserver,
+) -> RoundSliceRecord {
+    match res {
+        Ok((b, ev)) => {
+            *st.contributor.entry(vault_id.clone()).or_default() += b
+                .body
+                .subjects_used
+                .saturating_mul(b.body.epsilon_committed_micro / 1000);
+            *st.served.entry(vault_id.clone()).or_default() += b.body.subjects_used;
+            *st.verified_slices.entry(vault_id.clone()).or_default() += 1;
+            st.evidence.push(ev);
+            let r = RoundSliceRecord {
+                state: SliceState::Verified,
+                commitment: b.commitment,
+                epsilon_committed_micro: b.body.epsilon_committed_micro,
+                enclave_kind: Some(b.attestation.kind()),
+            };
+            bundles.push((ParticipantId(k as u32), b));
+            r
+        }
+        Err(e) => {
+            obs.step("slice_failed", &format!("{vault_id}: {e}"));
+            dropped.push(ParticipantId(k as u32));
+            RoundSliceRecord {
+                state: SliceState::Failed,
+                commitment: Digest::default(),
+                epsilon_committed_micro: 0,
+                enclave_kind: None,
+            }
+        }
+    }
+}
+
+/// Dropout recovery: the survivors (`ready` minus `dropped`, in roster order) hand
+/// the aggregator their shares of each dropped Vault's round secret.
+fn recovery_shares(
+    trainers: &[&dyn TrainingEndpoint],
+    ready: &[(usize, [u8; 32])],
+    dropped: &[ParticipantId],
+    task: &TaskId,
+) -> Vec<(ParticipantId, ParticipantId, SecretShare)> {
+    let mut recovery = Vec::new();
+    for d in dropped {
+        for (k, (i, _)) in ready.iter().enumerate() {
+            if dropped.contains(&ParticipantId(k as u32)) {
+                continue;
+            }
+            if let Ok(Some(s)) = trainers[*i].train_recovery_share(task, *d) {
+                recovery.push((*d, ParticipantId(k as u32), s.share));
+            }
+        }
+    }
+    recovery
+}
+
+/// Opens `round` in `epoch`, or in the epoch now open if a close committed between
+/// reading the epoch and opening the round (a governance proposal does not wait for
+/// the worker): the round is dispatched in the epoch it opens in, which is returned.
+fn open_round(
+    m: &mut MasterServices,
+    task: &TaskId,
+    round: u32,
+    mut epoch: EpochId,
+) -> Result<EpochId, NodeError> {
+    loop {
+        match m.masters.submit(Command::OpenRound {
+            task_id: task.clone(),
+            round,
+            epoch_id: epoch,
+        }) {
+            Ok(_) => return Ok(epoch),
+            Err(_) if m.masters.state().current_epoch() != epoch => {
+                epoch = m.masters.state().current_epoch();
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Secure aggregation setup among the prepared Vaults (`ready`: index into
+/// `trainers`, in roster order): each learns its roster id, then deals Shamir
+/// shares of its round secret to the others for dropout recovery.
+fn agree_masks(
+    trainers: &[&dyn TrainingEndpoint],
+    assignments: &[RoundAssignment],
+    ready: &[(usize, [u8; 32])],
+    keys: &RosterKeys,
+    threshold: u8,
+    task: &TaskId,
+) -> Result<(), NodeError> {
+    for (k, (i, _)) in ready.iter().enumerate() {
+        trainers[*i].train_set_participant_id(ParticipantId(k as u32), &assignments[*i])?;
+    }
+    for (i, _) in ready {
+        for share in trainers[*i].train_deal_shares(keys, threshold, &assignments[*i])? {
+            if let Some((j, _)) = ready.get(share.holder.0 as usize) {
+                trainers[*j].train_hold_share(task, share)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A Vault's slice bundle checked against its commitment and inputs, then its
+/// attestation verified under the admission's policy: the slice's evidence.
+fn check_slice(
+    verifier: &symphony_enclave::SoftwareAttestationVerifier,
+    adm: &Admitted,
+    a: &RoundAssignment,
+    global_hash: &Digest,
+    b: &super::vault::TrainSliceBundle,
+) -> Result<SliceEvidence, NodeError> {
+    let body_ok = content_hash("scp/train-slice/v1", &b.body).ok() == Some(b.commitment)
+        && b.inputs_commitment == super::vault::slice_inputs_commitment(a, global_hash)
+        && b.body.epsilon_committed_micro == a.epsilon.micro;
+    if !body_ok {
+        return Err(refused(
+            "slice bundle does not match its commitment or inputs",
+        ));
+    }
+    let ev = SliceEvidence {
+        commitment: b.commitment,
+        inputs_commitment: b.inputs_commitment,
+        attestation: b.attestation.clone(),
+    };
+    verify_evidence(verifier, &adm.envelope, &ev, a.slice_id.vault.as_str()).map_err(refused)?;
+    Ok(ev)
+}
+
+/// `f(index, endpoint)` over every endpoint, each on its own thread (one Vault's
+/// enclave work does not wait for another's), the answers in the endpoints' order.
 fn in_parallel<T: Send>(
     endpoints: &[&dyn TrainingEndpoint],
-    f: impl Fn(&dyn TrainingEndpoint) -> Result<T, NodeError> + Sync,
+    f: impl Fn(usize, &dyn TrainingEndpoint) -> Result<T, NodeError> + Sync,
 ) -> Vec<Result<T, NodeError>> {
     if endpoints.len() < 2 {
-        return endpoints.iter().map(|t| f(*t)).collect();
+        return endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, t)| f(i, *t))
+            .collect();
     }
     std::thread::scope(|scope| {
         let handles: Vec<_> = endpoints
             .iter()
-            .map(|t| {
+            .enumerate()
+            .map(|(i, t)| {
                 let f = &f;
-                scope.spawn(move || f(*t))
+                scope.spawn(move || f(i, *t))
             })
             .collect();
         handles

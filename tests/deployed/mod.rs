@@ -439,7 +439,11 @@ impl Net {
             {
                 return views;
             }
-            assert!(t.elapsed() < timeout, "masters did not converge: {views:?}");
+            assert!(
+                t.elapsed() < timeout,
+                "masters did not converge: {views:?}{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -83,12 +83,26 @@ impl<S: ReplicatedStateMachine> ConsensusNode<S> {
     ///
     /// [`start_with_listener`]: Self::start_with_listener
     pub async fn start(config: ConsensusConfig, state_machine: S) -> Result<Self, ConsensusError> {
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
-            .map_err(|source| ConsensusError::Listen {
-                addr: config.listen_addr,
-                source,
-            })?;
+        // A node restarted right after a crash may find its old socket not yet
+        // released: retry "address in use" for a few seconds.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(config.listen_addr).await {
+                Ok(l) => break l,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(source) => {
+                    return Err(ConsensusError::Listen {
+                        addr: config.listen_addr,
+                        source,
+                    })
+                }
+            }
+        };
         Self::start_with_listener(config, listener, state_machine).await
     }
 

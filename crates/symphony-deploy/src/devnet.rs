@@ -198,16 +198,44 @@ fn derived_secret(seed: u64, label: &str) -> [u8; 32] {
 
 /// Free ports on 127.0.0.1, each held (bound) until the picker is dropped, so the
 /// ports it hands out are distinct.
+///
+/// They come from below the kernel's ephemeral range when it can: a devnet process
+/// that restarts (after a crash, or a kill in the fault tests) binds its port again,
+/// and a port in the ephemeral range may meanwhile have become the source port of
+/// some outgoing connection or another `bind(0)`, so the restart would fail with
+/// "address in use". Ports below the range are never handed out that way.
 #[derive(Default)]
 struct PortPicker(Vec<TcpListener>);
 
+/// Where devnet ports are drawn from when the ephemeral range leaves room below it.
+const DEVNET_PORTS_FROM: u16 = 10_000;
+
 impl PortPicker {
     fn pick(&mut self) -> Result<SocketAddr, DeployError> {
+        if let Some(low) = ephemeral_low() {
+            if low > DEVNET_PORTS_FROM + 1_000 {
+                for _ in 0..256 {
+                    let port =
+                        rand::Rng::gen_range(&mut rand::thread_rng(), DEVNET_PORTS_FROM..low);
+                    if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+                        let addr = l.local_addr()?;
+                        self.0.push(l);
+                        return Ok(addr);
+                    }
+                }
+            }
+        }
         let l = TcpListener::bind("127.0.0.1:0")?;
         let addr = l.local_addr()?;
         self.0.push(l);
         Ok(addr)
     }
+}
+
+/// The low end of the kernel's ephemeral port range (Linux), if it can be read.
+fn ephemeral_low() -> Option<u16> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    range.split_whitespace().next()?.parse().ok()
 }
 
 /// Makes the Vaults `vaults` of a prepared devnet candidates instead of genesis

@@ -8,7 +8,6 @@ use symphony_enclave::SoftwareEnclave;
 use symphony_node::bundle::slice_code_identity;
 use symphony_node::enterprise::EnterpriseNode;
 use symphony_vault::{Vault, VaultKey};
-use tokio::net::TcpListener;
 
 use crate::config::{parse_addr, read_secret, read_signing_key, EnterpriseConfig};
 use crate::tls::TlsMaterial;
@@ -49,7 +48,7 @@ pub async fn run(
     let enclave = SoftwareEnclave::new(platform, &slice_code_identity());
     let node = Arc::new(EnterpriseNode::new(vault, enclave));
     let addr = parse_addr("listen_addr", &config.listen_addr)?;
-    let listener = TcpListener::bind(addr).await?;
+    let listener = crate::master::bind_retrying(addr).await?;
     tracing::info!(vault = %config.vault_id, %addr, "enterprise node serving (mutual TLS)");
     tokio::select! {
         () = crate::rpc::serve(listener, security, node) => {}

@@ -190,7 +190,7 @@ pub async fn run(
     )?;
     let gateway_addr: SocketAddr = parse_addr("masters[].gateway", &config.me()?.gateway)?;
     let gateway = crate::gateway::Gateway::new(&config, cluster.clone())?;
-    let listener = tokio::net::TcpListener::bind(gateway_addr).await?;
+    let listener = bind_retrying(gateway_addr).await?;
     tracing::info!(node_id = config.node_id, %gateway_addr, "master running");
     tokio::select! {
         r = gateway.serve(listener) => r?,
@@ -202,6 +202,24 @@ pub async fn run(
     node.shutdown().await?;
     tracing::info!(node_id = config.node_id, "master stopped");
     Ok(())
+}
+
+/// Binds `addr`, retrying for a few seconds while it is still in use: a process
+/// restarted right after a crash may find its old socket not yet released.
+pub(crate) async fn bind_retrying(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(%addr, "address in use; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Fault injection for the crash tests: with `SYMPHONY_FAULT_EXIT_AT=<step>` a

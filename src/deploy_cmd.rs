@@ -161,6 +161,9 @@ pub enum BenchCmd {
     /// Vault import with the default (atomic) options: a generated record file into a
     /// fresh Vault; rows/s, MB/s and the split between preparing and writing.
     Import(crate::import_bench::BenchImportArgs),
+    /// An epoch's producer payouts as one Merkle commitment (claims with proofs)
+    /// against one ledger account write per producer.
+    Payouts(crate::payouts_bench::BenchPayoutsArgs),
     /// Admitted tasks/s and latency on 3 masters (loopback, mutual TLS, fsync), then
     /// the time to a new leader after the leader is killed.
     Admission {
@@ -892,6 +895,7 @@ pub fn bench(cmd: BenchCmd, spec_text: &str) -> Result<()> {
         BenchCmd::Train(args) => crate::train_cmd::bench_train(args, crate::DEMO_NOW_MS),
         BenchCmd::Luckin(args) => crate::luckin_bench::bench(args),
         BenchCmd::Import(args) => crate::import_bench::bench(args),
+        BenchCmd::Payouts(args) => crate::payouts_bench::bench(args),
         BenchCmd::Admission {
             tasks,
             concurrency,

@@ -8,6 +8,7 @@ mod import_bench;
 mod ledger_cmd;
 mod luckin_bench;
 mod output;
+mod payouts_bench;
 mod producer_cmd;
 mod quote_cmd;
 mod sim_cmd;

@@ -70,6 +70,7 @@
 
 #[cfg(feature = "aptos")]
 pub mod aptos;
+pub mod distributor;
 mod engine;
 mod error;
 mod event;

@@ -192,6 +192,30 @@ fn luckin_through_the_gateway_matches_the_embedded_demo_and_bad_requests_change_
         .unwrap();
     expect(r, 409, "already used");
 
+    // The gateway checks one signature per request (the header's, over the body);
+    // the attempt signatures are checked by the leader before the first attempt. An
+    // attempt signed for another nonce is acknowledged, then refused before
+    // admission, naming the attempt, and nothing is locked or charged.
+    let mut forged: serde_json::Value = serde_json::from_slice(&submission(2002)).unwrap();
+    let other: serde_json::Value = serde_json::from_slice(&submission(2003)).unwrap();
+    forged["attempt_signatures"][1] = other["attempt_signatures"][1].clone();
+    let body = serde_json::to_vec(&forged).unwrap();
+    let h = headers(&owner, "advertiser:luckin", &body, 2002, now_ms());
+    let r = send(h, body);
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let refused = r.json()["request_id"].as_str().unwrap().to_owned();
+    let s = net.wait_final(&refused, Duration::from_secs(120));
+    assert_eq!(s["status"], "rejected", "{s}");
+    assert_eq!(s["attempts"], 0, "{s}");
+    assert_eq!(s["fee_charged_micro_sym"], 0, "{s}");
+    assert_eq!(s["escrow_locked_micro_sym"], 0, "{s}");
+    let e = s["error"].as_str().unwrap();
+    assert!(e.contains("admission refused, nothing charged"), "{e}");
+    assert!(
+        e.contains("attempt_signatures[1] does not verify for \"advertiser:luckin\""),
+        "{e}"
+    );
+
     // OpenAPI and metrics.
     let doc = net
         .rt

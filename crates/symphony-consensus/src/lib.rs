@@ -72,6 +72,6 @@ pub use certificate::{
 };
 pub use config::{ConsensusConfig, MemberConfig, Tuning};
 pub use error::{ConsensusError, StoreError};
-pub use node::{ConsensusNode, NodeMetrics};
+pub use node::{bind_retrying, ConsensusNode, NodeMetrics};
 pub use state_machine::{ReplicatedStateMachine, RestoreError, StateRoot};
 pub use types::{BatchOutcome, CommandBatch, NodeId, TypeConfig};

@@ -75,6 +75,25 @@ pub struct ConsensusNode<S: ReplicatedStateMachine> {
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// Pending outbound signature statements per peer; beyond this they are dropped.
 const SIGNATURE_QUEUE_LEN: usize = 65_536;
+/// Binds `addr`, retrying "address in use" for up to 10 s: a process restarted
+/// right after a crash may find its old socket not yet released. Used for the Raft
+/// listener here and for the gateway and enterprise listeners of `symphony-deploy`.
+pub async fn bind_retrying(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpListener::bind(addr).await {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(%addr, "address in use; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// How long `start` waits for a previous instance to release the redb file.
 const REOPEN_WAIT: Duration = Duration::from_secs(5);
 
@@ -83,26 +102,12 @@ impl<S: ReplicatedStateMachine> ConsensusNode<S> {
     ///
     /// [`start_with_listener`]: Self::start_with_listener
     pub async fn start(config: ConsensusConfig, state_machine: S) -> Result<Self, ConsensusError> {
-        // A node restarted right after a crash may find its old socket not yet
-        // released: retry "address in use" for a few seconds.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let listener = loop {
-            match TcpListener::bind(config.listen_addr).await {
-                Ok(l) => break l,
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::AddrInUse
-                        && std::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                }
-                Err(source) => {
-                    return Err(ConsensusError::Listen {
-                        addr: config.listen_addr,
-                        source,
-                    })
-                }
-            }
-        };
+        let listener = bind_retrying(config.listen_addr)
+            .await
+            .map_err(|source| ConsensusError::Listen {
+                addr: config.listen_addr,
+                source,
+            })?;
         Self::start_with_listener(config, listener, state_machine).await
     }
 

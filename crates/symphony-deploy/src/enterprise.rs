@@ -48,7 +48,7 @@ pub async fn run(
     let enclave = SoftwareEnclave::new(platform, &slice_code_identity());
     let node = Arc::new(EnterpriseNode::new(vault, enclave));
     let addr = parse_addr("listen_addr", &config.listen_addr)?;
-    let listener = crate::master::bind_retrying(addr).await?;
+    let listener = symphony_consensus::bind_retrying(addr).await?;
     tracing::info!(vault = %config.vault_id, %addr, "enterprise node serving (mutual TLS)");
     tokio::select! {
         () = crate::rpc::serve(listener, security, node) => {}

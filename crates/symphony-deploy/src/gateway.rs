@@ -34,7 +34,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
@@ -46,10 +46,10 @@ use tokio::net::TcpListener;
 
 use crate::auth::{self, AuthError, NonceCache, RateLimiter, RequestTarget};
 use crate::config::{parse_public_key, MasterConfig};
-use crate::master::{attempt_nonce, now_ms};
+use crate::master::now_ms;
 use crate::replicator::Cluster;
 use crate::state::{
-    request_id, DeployCommand, DeployResponse, RequestRecord, TaskSubmission, MAX_ATTEMPTS,
+    request_id, AttemptError, DeployCommand, DeployResponse, RequestRecord, TaskSubmission,
 };
 use crate::tls::TlsMaterial;
 use crate::DeployError;
@@ -461,6 +461,11 @@ impl AppState {
 /// spec: `spec.<class>: <serde's message naming the field>`). Public for the fuzz
 /// harness (`symphony-fuzz`).
 pub fn parse_submission(body: &[u8]) -> Result<TaskSubmission, String> {
+    // A well-formed body is parsed once; only a refused one is parsed again, step by
+    // step, to name what is wrong.
+    if let Ok(s) = serde_json::from_slice::<TaskSubmission>(body) {
+        return Ok(s);
+    }
     let value: Value =
         serde_json::from_slice(body).map_err(|e| format!("malformed JSON body: {e}"))?;
     let Some(spec) = value.get("spec") else {
@@ -545,63 +550,36 @@ fn check_submission(
     if s.nonce >= 1 << 62 {
         return Err(bad("nonce must be below 2^62".into()));
     }
-    if s.attempt_signatures.is_empty() || s.attempt_signatures.len() > MAX_ATTEMPTS {
-        return Err(bad(format!(
-            "attempt_signatures must hold 1 to {MAX_ATTEMPTS} signatures"
-        )));
-    }
-    let key = state.callers.get(caller).ok_or_else(|| {
-        error(
+    // The attempt signatures are decoded here and verified by the leader before the
+    // first attempt (one batch), not on this path: the header signature checked in
+    // `authenticate` covers this body, so a request costs one signature check here.
+    s.attempt_signature_bytes()
+        .map_err(|e| bad(e.to_string()))?;
+    if !state.callers.contains_key(caller) {
+        return Err(error(
             StatusCode::UNAUTHORIZED,
             format!("unknown caller {caller:?}"),
-        )
-    })?;
-    verify_attempts(key, caller, s)
+        ));
+    }
+    Ok(())
 }
 
-/// Checks every attempt signature of `s` against the caller's key. Public for the
-/// fuzz harness (`symphony-fuzz`).
+/// Checks every attempt signature of `s` against the caller's key
+/// ([`TaskSubmission::verify_attempts`]) and answers as the gateway would: `400` for
+/// a malformed signature, `401` for one that does not verify. Public for the fuzz
+/// harness (`symphony-fuzz`).
 pub fn verify_attempts(
     key: &VerifyingKey,
     caller: &str,
     s: &TaskSubmission,
 ) -> Result<(), Response> {
-    let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
-    // One batch verification for all attempts (same key, one message per attempt
-    // nonce): about half the cost of verifying them one by one. On failure, the
-    // signatures are checked one by one to name the first bad one.
-    let mut hashes = Vec::with_capacity(s.attempt_signatures.len());
-    let mut signatures = Vec::with_capacity(s.attempt_signatures.len());
-    for (i, sig_hex) in s.attempt_signatures.iter().enumerate() {
-        let hash = s
-            .spec
-            .request_hash(attempt_nonce(s.nonce, i))
-            .map_err(|e| bad(e.to_string()))?;
-        let sig = hex::decode(sig_hex)
-            .ok()
-            .and_then(|b| Signature::from_slice(&b).ok())
-            .ok_or_else(|| {
-                bad(format!(
-                    "attempt_signatures[{i}] is not a hex-encoded 64-byte ed25519 signature"
-                ))
-            })?;
-        hashes.push(hash);
-        signatures.push(sig);
-    }
-    let messages: Vec<&[u8]> = hashes.iter().map(|h| &h.0[..]).collect();
-    let keys = vec![*key; signatures.len()];
-    if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_err() {
-        let i = messages
-            .iter()
-            .zip(&signatures)
-            .position(|(m, sig)| key.verify(m, sig).is_err())
-            .unwrap_or(0);
-        return Err(error(
-            StatusCode::UNAUTHORIZED,
-            format!("attempt_signatures[{i}] does not verify for {caller:?}"),
-        ));
-    }
-    Ok(())
+    s.verify_attempts(key, caller).map_err(|e| {
+        let status = match e {
+            AttemptError::BadSignature { .. } => StatusCode::UNAUTHORIZED,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        error(status, e.to_string())
+    })
 }
 
 async fn submit(
@@ -958,6 +936,7 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::master::attempt_nonce;
     use ed25519_dalek::{Signer, SigningKey};
 
     fn submission(key: &SigningKey, attempts: usize) -> TaskSubmission {

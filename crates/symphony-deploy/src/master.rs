@@ -190,7 +190,7 @@ pub async fn run(
     )?;
     let gateway_addr: SocketAddr = parse_addr("masters[].gateway", &config.me()?.gateway)?;
     let gateway = crate::gateway::Gateway::new(&config, cluster.clone())?;
-    let listener = bind_retrying(gateway_addr).await?;
+    let listener = symphony_consensus::bind_retrying(gateway_addr).await?;
     tracing::info!(node_id = config.node_id, %gateway_addr, "master running");
     tokio::select! {
         r = gateway.serve(listener) => r?,
@@ -202,24 +202,6 @@ pub async fn run(
     node.shutdown().await?;
     tracing::info!(node_id = config.node_id, "master stopped");
     Ok(())
-}
-
-/// Binds `addr`, retrying for a few seconds while it is still in use: a process
-/// restarted right after a crash may find its old socket not yet released.
-pub(crate) async fn bind_retrying(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match tokio::net::TcpListener::bind(addr).await {
-            Err(e)
-                if e.kind() == std::io::ErrorKind::AddrInUse
-                    && std::time::Instant::now() < deadline =>
-            {
-                tracing::warn!(%addr, "address in use; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-            r => return r,
-        }
-    }
 }
 
 /// Fault injection for the crash tests: with `SYMPHONY_FAULT_EXIT_AT=<step>` a
@@ -453,12 +435,7 @@ fn stage_result(
     }
 }
 
-/// The nonce signed for attempt `attempt` of a submission with nonce `nonce`.
-pub fn attempt_nonce(nonce: u64, attempt: usize) -> u64 {
-    nonce
-        .wrapping_mul(MAX_ATTEMPTS as u64)
-        .wrapping_add(attempt as u64)
-}
+pub use crate::state::attempt_nonce;
 
 /// The task id the class flow gives an attempt signed for `nonce` after
 /// `set_task_counter(counter)`: `query` and `compute` as `MasterServices` numbers
@@ -925,13 +902,33 @@ fn process(
             Some(format!("all {attempt} attempts were interrupted")),
         );
     };
-    let public_key = config
+    let caller_key = config
         .callers
         .iter()
         .find(|c| c.actor == record.caller)
-        .and_then(|c| parse_public_key("callers[].public_key", &c.public_key).ok())
-        .map(|k| k.to_bytes())
-        .unwrap_or_default();
+        .and_then(|c| parse_public_key("callers[].public_key", &c.public_key).ok());
+    if attempt == 0 {
+        // The gateway acknowledged the request on its header signature alone; every
+        // attempt signature is checked here, once, before anything is admitted.
+        let checked = match &caller_key {
+            Some(key) => record
+                .submission
+                .verify_attempts(key, &record.caller)
+                .map_err(|e| e.to_string()),
+            None => Err(format!("unknown caller {:?}", record.caller)),
+        };
+        if let Err(e) = checked {
+            tracing::info!(request = %request_id, error = %e, "submission refused before admission");
+            return finish(
+                cluster,
+                request_id,
+                RequestStatus::Rejected,
+                None,
+                Some(format!("admission refused, nothing charged: {e}")),
+            );
+        }
+    }
+    let public_key = caller_key.map(|k| k.to_bytes()).unwrap_or_default();
     let nonce = attempt_nonce(record.submission.nonce, attempt);
     let counter = record.seq * MAX_ATTEMPTS as u64 + attempt as u64;
     let spec = &record.submission.spec;

@@ -56,6 +56,12 @@ impl RequestStatus {
 /// `TaskSpec::request_hash(nonce * 4 + i)`).
 /// Extra attempts let a new leader re-run a task that a crashed leader left
 /// half-done, without the masters ever signing for the caller.
+///
+/// The gateway acknowledges a submission on its one header signature (which covers
+/// this body) after decoding the attempt signatures; the leader verifies them all in
+/// one batch before the first attempt ([`TaskSubmission::verify_attempts`]) and
+/// refuses the request, free, naming the first bad one; the core's admission checks
+/// the signature of each attempt it runs again.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSubmission {
@@ -73,6 +79,92 @@ pub struct TaskSubmission {
 
 /// Most attempts one submission may carry.
 pub const MAX_ATTEMPTS: usize = 4;
+
+/// Why the attempt signatures of a submission were refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AttemptError {
+    /// Fewer than one or more than [`MAX_ATTEMPTS`] signatures.
+    #[error("attempt_signatures must hold 1 to {MAX_ATTEMPTS} signatures")]
+    Count,
+    /// Not a hex-encoded 64-byte ed25519 signature.
+    #[error("attempt_signatures[{0}] is not a hex-encoded 64-byte ed25519 signature")]
+    Malformed(usize),
+    /// The request hash of the spec could not be computed.
+    #[error("{0}")]
+    Hash(String),
+    /// The signature does not verify for the caller's key.
+    #[error("attempt_signatures[{index}] does not verify for {caller:?}")]
+    BadSignature {
+        /// The first attempt that does not verify.
+        index: usize,
+        /// The caller.
+        caller: String,
+    },
+}
+
+impl TaskSubmission {
+    /// The attempt signatures decoded, without checking them cryptographically: what
+    /// the gateway checks before acknowledging a submission (its one signature check
+    /// is the request header's, which covers this body).
+    pub fn attempt_signature_bytes(&self) -> Result<Vec<ed25519_dalek::Signature>, AttemptError> {
+        if self.attempt_signatures.is_empty() || self.attempt_signatures.len() > MAX_ATTEMPTS {
+            return Err(AttemptError::Count);
+        }
+        self.attempt_signatures
+            .iter()
+            .enumerate()
+            .map(|(i, sig_hex)| {
+                hex::decode(sig_hex)
+                    .ok()
+                    .and_then(|b| ed25519_dalek::Signature::from_slice(&b).ok())
+                    .ok_or(AttemptError::Malformed(i))
+            })
+            .collect()
+    }
+
+    /// Checks every attempt signature against the caller's key: attempt `i` must sign
+    /// `TaskSpec::request_hash(attempt_nonce(nonce, i))`. One batch verification for
+    /// all attempts (same key, one message per attempt nonce); on failure the
+    /// signatures are checked one by one to name the first bad one. The leader runs
+    /// this once, before a request's first attempt; the core's admission checks the
+    /// attempt it runs again.
+    pub fn verify_attempts(
+        &self,
+        key: &ed25519_dalek::VerifyingKey,
+        caller: &str,
+    ) -> Result<(), AttemptError> {
+        use ed25519_dalek::Verifier as _;
+        let signatures = self.attempt_signature_bytes()?;
+        let hashes = (0..signatures.len())
+            .map(|i| {
+                self.spec
+                    .request_hash(attempt_nonce(self.nonce, i))
+                    .map_err(|e| AttemptError::Hash(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let messages: Vec<&[u8]> = hashes.iter().map(|h| &h.0[..]).collect();
+        let keys = vec![*key; signatures.len()];
+        if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_err() {
+            let index = messages
+                .iter()
+                .zip(&signatures)
+                .position(|(m, sig)| key.verify(m, sig).is_err())
+                .unwrap_or(0);
+            return Err(AttemptError::BadSignature {
+                index,
+                caller: caller.to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The nonce signed for attempt `attempt` of a submission with nonce `nonce`.
+pub fn attempt_nonce(nonce: u64, attempt: usize) -> u64 {
+    nonce
+        .wrapping_mul(MAX_ATTEMPTS as u64)
+        .wrapping_add(attempt as u64)
+}
 
 /// One request known to the cluster.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -334,19 +334,72 @@ impl CertificateCollector {
 
     /// Verifies and records one statement. Forged or foreign statements are refused.
     pub fn add(&self, statement: SignedStatement) -> Result<AddOutcome, CertificateError> {
+        if self.is_known(&statement) {
+            return Ok(AddOutcome::Duplicate);
+        }
         statement.verify(&self.keys)?;
+        Ok(self.record(statement))
+    }
+
+    /// Whether this exact statement (same signer, root and signature bytes) was
+    /// recorded already, or is for an index long final: then it needs no check.
+    fn is_known(&self, statement: &SignedStatement) -> bool {
+        let state = self.lock();
+        let index = statement.log_index;
+        if state
+            .final_index
+            .is_some_and(|f| index.saturating_add(RETAINED_INDICES) < f)
+        {
+            return true;
+        }
+        state
+            .statements
+            .get(&index)
+            .and_then(|m| m.get(&statement.signer))
+            .is_some_and(|known| known == statement)
+    }
+
+    /// Records a statement this master has just signed with the key whose public half
+    /// is `own_key`: no signature check, only that `own_key` is the key registered for
+    /// the signer (a master signs each applied root; checking its own fresh signature
+    /// again would cost a verification per log entry for nothing).
+    pub fn add_own(
+        &self,
+        statement: SignedStatement,
+        own_key: &VerifyingKey,
+    ) -> Result<AddOutcome, CertificateError> {
+        if statement.cluster_id != self.keys.cluster_id {
+            return Err(CertificateError::WrongCluster {
+                expected: self.keys.cluster_id.clone(),
+                found: statement.cluster_id,
+            });
+        }
+        match self.keys.key(statement.signer) {
+            Some(k) if k == own_key => Ok(self.record(statement)),
+            Some(_) => Err(CertificateError::BadSignature {
+                signer: statement.signer,
+                log_index: statement.log_index,
+            }),
+            None => Err(CertificateError::UnknownSigner {
+                signer: statement.signer,
+            }),
+        }
+    }
+
+    /// Records a statement whose signature is known to be good.
+    fn record(&self, statement: SignedStatement) -> AddOutcome {
         let quorum = self.keys.quorum();
         let mut state = self.lock();
         let index = statement.log_index;
         if let Some(final_index) = state.final_index {
             if index.saturating_add(RETAINED_INDICES) < final_index {
-                return Ok(AddOutcome::Duplicate);
+                return AddOutcome::Duplicate;
             }
         }
         let by_signer = state.statements.entry(index).or_default();
         if let Some(previous) = by_signer.get(&statement.signer) {
             if previous.state_root == statement.state_root {
-                return Ok(AddOutcome::Duplicate);
+                return AddOutcome::Duplicate;
             }
             let evidence = EquivocationEvidence {
                 first: previous.clone(),
@@ -354,7 +407,7 @@ impl CertificateCollector {
             };
             tracing::warn!(signer = evidence.signer(), index, "master equivocated");
             state.evidence.push(evidence.clone());
-            return Ok(AddOutcome::Equivocation(Box::new(evidence)));
+            return AddOutcome::Equivocation(Box::new(evidence));
         }
         let root = statement.state_root;
         by_signer.insert(statement.signer, statement);
@@ -368,10 +421,10 @@ impl CertificateCollector {
             if existing.state_root == root {
                 existing.signatures = signatures;
             }
-            return Ok(AddOutcome::Recorded);
+            return AddOutcome::Recorded;
         }
         if signatures.len() < quorum {
-            return Ok(AddOutcome::Recorded);
+            return AddOutcome::Recorded;
         }
         let certificate = CommitCertificate {
             cluster_id: self.keys.cluster_id.clone(),
@@ -389,21 +442,27 @@ impl CertificateCollector {
             // A waiter that timed out has dropped its receiver; nothing to do.
             let _ = waiter.send(certificate.clone());
         }
-        Ok(AddOutcome::Finalized(certificate))
+        AddOutcome::Finalized(certificate)
     }
 
     /// Records every signature of a certificate (e.g. one returned by the leader for a
     /// forwarded write). Returns the first refusal, after recording the valid ones.
     pub fn add_certificate(&self, certificate: &CommitCertificate) -> Result<(), CertificateError> {
-        let mut first_error = None;
-        for (signer, signature) in &certificate.signatures {
-            let statement = SignedStatement {
+        let statements: Vec<SignedStatement> = certificate
+            .signatures
+            .iter()
+            .map(|(signer, signature)| SignedStatement {
                 cluster_id: certificate.cluster_id.clone(),
                 log_index: certificate.log_index,
                 state_root: certificate.state_root,
                 signer: *signer,
                 signature: *signature,
-            };
+            })
+            .collect();
+        let mut first_error = None;
+        for statement in statements {
+            // Each signature is checked on its own (batch verification may accept
+            // what single verification refuses: not for finality), and only once.
             if let Err(e) = self.add(statement) {
                 first_error.get_or_insert(e);
             }

@@ -35,6 +35,7 @@ pub(crate) async fn sign_applied(
     mut applied_rx: mpsc::UnboundedReceiver<AppliedRoot>,
     peer_queues: Vec<mpsc::Sender<SignedStatement>>,
 ) {
+    let own_key = config.signing_key.verifying_key();
     while let Some((log_index, root)) = applied_rx.recv().await {
         let statement = SignedStatement::sign(
             &config.cluster_id,
@@ -47,7 +48,7 @@ pub(crate) async fn sign_applied(
             // A full queue means the peer is unreachable; it catches up by signing itself.
             let _ = queue.try_send(statement.clone());
         }
-        if let Err(e) = collector.add(statement) {
+        if let Err(e) = collector.add_own(statement, &own_key) {
             tracing::error!("own commit statement refused: {e}");
         }
     }

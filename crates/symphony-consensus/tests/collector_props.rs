@@ -71,3 +71,34 @@ proptest! {
         }
     }
 }
+
+/// A master's own fresh statement is recorded without a signature check, but only
+/// under the key registered for it; a statement already recorded byte for byte is a
+/// duplicate without a second check; a forged signature over a recorded root is
+/// still refused.
+#[test]
+fn own_statements_and_known_duplicates_skip_the_check_and_forgeries_do_not() {
+    use symphony_consensus::{AddOutcome, CertificateError};
+    let (keys, signing) = keys();
+    let collector = CertificateCollector::new(keys.clone());
+    let own = SignedStatement::sign("p", 1, [7; 32], 1, &signing[&1]);
+    // Claimed as master 1's own statement under master 2's key: refused.
+    let wrong = collector.add_own(own.clone(), &signing[&2].verifying_key());
+    assert!(matches!(wrong, Err(CertificateError::BadSignature { signer: 1, .. })));
+    assert_eq!(
+        collector.add_own(own.clone(), &signing[&1].verifying_key()).unwrap(),
+        AddOutcome::Recorded
+    );
+    assert_eq!(collector.add(own.clone()).unwrap(), AddOutcome::Duplicate);
+    // Same signer, index and root, another signature: checked, and refused.
+    let mut forged = own.clone();
+    forged.signature = ed25519_dalek::Signer::sign(&signing[&1], b"something else");
+    assert!(matches!(
+        collector.add(forged),
+        Err(CertificateError::BadSignature { signer: 1, .. })
+    ));
+    // A peer's statement over the same root makes the index final.
+    let peer = SignedStatement::sign("p", 1, [7; 32], 2, &signing[&2]);
+    assert!(matches!(collector.add(peer), Ok(AddOutcome::Finalized(_))));
+    assert!(collector.certificate(1).unwrap().verify(&keys).is_ok());
+}

@@ -1,4 +1,9 @@
 //! `symphony`: the command line of Symphony (SCP).
+/// mimalloc instead of glibc malloc: the gateway, consensus and Vault paths make many
+/// small, short-lived allocations on several threads.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod attest_cmd;
 mod compute_cmd;
 mod deploy_cmd;

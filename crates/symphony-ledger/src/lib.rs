@@ -88,9 +88,12 @@ pub use ledger::SettlementLedger;
 pub use memory::MemoryLedger;
 pub use reconcile::{ReconcileError, ReconcileReport};
 pub use redb_ledger::RedbLedger;
-pub use state::{EscrowRecord, LedgerState, Meta, PayoutRecord, StakeRecord, Unbonding};
+pub use state::{
+    ClaimKey, ClaimRecord, DistributionRecord, EscrowRecord, LedgerState, Meta, PayoutRecord,
+    StakeRecord, Unbonding, MAX_PROOF_HASHES,
+};
 pub use types::{
-    producer_split, AccountId, EscrowId, Genesis, LedgerConfig, PayoutId, PayoutInstruction,
-    PayoutInstructionSet, PayoutKind, StakeTier, MAX_ID_LEN, MAX_PAYOUT_INSTRUCTIONS, MAX_TEXT_LEN,
-    MAX_UNBONDING_ENTRIES, PROTOCOL_ACCOUNT_PREFIX,
+    producer_split, AccountId, DistributionId, EscrowId, Genesis, LedgerConfig, PayoutId,
+    PayoutInstruction, PayoutInstructionSet, PayoutKind, StakeTier, MAX_ID_LEN,
+    MAX_PAYOUT_INSTRUCTIONS, MAX_TEXT_LEN, MAX_UNBONDING_ENTRIES, PROTOCOL_ACCOUNT_PREFIX,
 };

@@ -223,6 +223,25 @@ impl LedgerState {
         balances + escrows + stakes + pools
     }
 
+    /// SHA-256 of the state's BCS encoding (ordered maps: deterministic). Two
+    /// ledgers with the same root hold the same balances, escrows, stakes, payouts,
+    /// distributions and claimed sets.
+    pub fn root(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        // BCS of maps bounded by memory cannot fail (it fails only past 2^31 items).
+        Sha256::digest(bcs::to_bytes(self).unwrap_or_default()).into()
+    }
+
+    /// Rebuilds the state by applying `events` (a ledger's whole log, genesis
+    /// first) to an empty state, in order.
+    pub fn replay(events: &[LedgerEvent]) -> Result<Self, crate::ReconcileError> {
+        if !matches!(events.first(), Some(LedgerEvent::GenesisApplied(_))) {
+            return Err(crate::ReconcileError::MissingGenesis);
+        }
+        crate::engine::replay(events)
+            .map_err(|(index, error)| crate::ReconcileError::Replay { index, error })
+    }
+
     /// Merges committed writes.
     pub(crate) fn merge(&mut self, w: Writes) {
         for (k, v) in w.balances {

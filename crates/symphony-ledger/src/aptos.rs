@@ -5,7 +5,7 @@
 //!
 //! ## The on-chain interface this targets
 //!
-//! Modules `escrow`, `staking`, `reward`, `treasury`, `governance` and `sym` published
+//! Modules `escrow`, `staking`, `reward`, `treasury`, `governance`, `distributor` and `sym` published
 //! at one address ([`AptosModules::address`]). Entry functions take only primitive
 //! arguments (Move entry functions cannot take structs), so a payout set is passed as
 //! parallel vectors:
@@ -25,6 +25,9 @@
 //! | `StakeSlash` | `staking::slash(actor: address, amount: u64, reason: String)` | master cluster |
 //! | `TreasuryDeposit` | `treasury::deposit(amount: u64)` | `from` |
 //! | `TreasuryMintInflation` | `treasury::mint_inflation(epoch: u64, amount: u64)` | master cluster |
+//! | `CommitDistribution` (account) | `distributor::commit(distribution_id: String, epoch: u64, root: vector<u8>, total: u64, leaves: u64)` | the account |
+//! | `CommitDistribution` (treasury / pool) | `distributor::commit_protocol(source: u8, pool_epoch: u64, distribution_id, epoch, root, total, leaves)` | master cluster |
+//! | `ClaimDistribution` | `distributor::claim(distribution_id: String, index: u64, recipient: address, amount: u64, kind: u8, proof: vector<vector<u8>>)` | the recipient (anyone may submit; funds go to `recipient`) |
 //!
 //! Codes: `tier` 0 master / 1 enterprise / 2 producer; `kind` is the declaration index
 //! of [`PayoutKind`]; `source` 0 treasury / 1 reward pool. Ledger account ids map to
@@ -297,6 +300,68 @@ impl AptosAdapter {
                     vec![bcs(epoch)?, bcs(amount)?],
                 )?,
             ),
+            Command::CommitDistribution {
+                source,
+                distribution_id,
+                epoch,
+                root,
+                total,
+                leaves,
+            } => {
+                let args = vec![
+                    bcs(distribution_id.as_str())?,
+                    bcs(epoch)?,
+                    bcs(&root.to_vec())?,
+                    bcs(total)?,
+                    bcs(leaves)?,
+                ];
+                match source {
+                    PayoutSource::Account(a) => (
+                        self.address_of(a),
+                        self.call("distributor", "commit", args)?,
+                    ),
+                    PayoutSource::Treasury | PayoutSource::RewardPool(_) => {
+                        let (code, pool_epoch) = match source {
+                            PayoutSource::RewardPool(e) => (1u8, *e),
+                            _ => (0u8, 0u64),
+                        };
+                        let mut all = vec![bcs(&code)?, bcs(&pool_epoch)?];
+                        all.extend(args);
+                        (cluster, self.call("distributor", "commit_protocol", all)?)
+                    }
+                    PayoutSource::Escrow(_) => {
+                        return Err(AptosAdapterError::Unsupported(
+                            "an escrow cannot fund a distribution",
+                        ))
+                    }
+                }
+            }
+            Command::ClaimDistribution {
+                distribution_id,
+                index,
+                recipient,
+                amount,
+                kind,
+                proof,
+            } => {
+                let proof: Vec<Vec<u8>> = proof.iter().map(|h| h.to_vec()).collect();
+                let recipient = self.address_of(recipient);
+                (
+                    recipient,
+                    self.call(
+                        "distributor",
+                        "claim",
+                        vec![
+                            bcs(distribution_id.as_str())?,
+                            bcs(index)?,
+                            bcs(&recipient)?,
+                            bcs(amount)?,
+                            bcs(&kind_code(*kind))?,
+                            bcs(&proof)?,
+                        ],
+                    )?,
+                )
+            }
         })
     }
 

@@ -21,7 +21,10 @@
 //! moves up unchanged. The id and epoch are inside every leaf, so a proof from one
 //! distribution never verifies against another.
 //!
-//! This module is pure: no IO, no clock.
+//! This module is pure: no IO, no clock. The settlement ledger keeps distributions
+//! with the same rules through [`crate::Command::CommitDistribution`] and
+//! [`crate::Command::ClaimDistribution`] (the claimed set stored per leaf, the pool
+//! counted in the supply); [`ClaimBook`] is the standalone equivalent.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

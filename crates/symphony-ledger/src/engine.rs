@@ -10,8 +10,8 @@ use crate::error::LedgerError;
 use crate::event::{LedgerEvent, PayoutSource};
 use crate::state::{LedgerState, Tx, Writes};
 use crate::types::{
-    producer_split, AccountId, EscrowId, Genesis, PayoutInstructionSet, StakeTier,
-    MAX_PAYOUT_INSTRUCTIONS, MAX_TEXT_LEN,
+    producer_split, AccountId, DistributionId, EscrowId, Genesis, PayoutInstructionSet, PayoutKind,
+    StakeTier, MAX_PAYOUT_INSTRUCTIONS, MAX_TEXT_LEN,
 };
 
 /// A ledger operation. Each variant maps one-to-one to an entry function of the
@@ -107,6 +107,44 @@ pub enum Command {
         epoch: u64,
         /// Amount.
         amount: u64,
+    },
+    /// `distributor::commit(distribution_id, epoch, root, total, leaves)` (master
+    /// cluster, or `distributor::commit_from` signed by a user account): moves
+    /// `total` from `source` into the distribution's pool, claimable against `root`
+    /// (built by [`crate::distributor::Distribution`]). One write, whatever the
+    /// number of leaves. An identical retry is a no-op; the id with other terms is
+    /// [`LedgerError::DistributionExists`].
+    CommitDistribution {
+        /// Treasury, an epoch reward pool, or a user account that signs (an escrow
+        /// source is refused).
+        source: PayoutSource,
+        /// Distribution id (unique, ever).
+        distribution_id: DistributionId,
+        /// The epoch whose payouts it holds (hashed into every leaf).
+        epoch: u64,
+        /// Merkle root of the leaves.
+        root: [u8; 32],
+        /// Sum of the leaves' amounts.
+        total: u64,
+        /// Number of leaves (at least one).
+        leaves: u64,
+    },
+    /// `distributor::claim(distribution_id, index, recipient, amount, kind, proof)`:
+    /// pays leaf `index` to `recipient` from the pool if `proof` leads from the leaf
+    /// to the committed root, the leaf was not claimed and the pool holds `amount`.
+    ClaimDistribution {
+        /// Distribution id.
+        distribution_id: DistributionId,
+        /// Leaf index.
+        index: u64,
+        /// Recipient named by the leaf.
+        recipient: AccountId,
+        /// Amount named by the leaf.
+        amount: u64,
+        /// Kind named by the leaf.
+        kind: PayoutKind,
+        /// Sibling hashes, leaf level first ([`crate::distributor::MerkleProof`]).
+        proof: Vec<[u8; 32]>,
     },
 }
 
@@ -356,6 +394,63 @@ fn run(em: &mut Emitter<'_>, command: &Command) -> Result<(), LedgerError> {
                 amount: *amount,
             })
         }
+        C::CommitDistribution {
+            source,
+            distribution_id,
+            epoch,
+            root,
+            total,
+            leaves,
+        } => {
+            positive(*total)?;
+            if *leaves == 0 {
+                return Err(LedgerError::InvalidDistribution("no leaves"));
+            }
+            match source {
+                PayoutSource::Escrow(_) => {
+                    return Err(LedgerError::InvalidDistribution(
+                        "an escrow cannot fund a distribution",
+                    ))
+                }
+                PayoutSource::Account(account) => user_account(account)?,
+                PayoutSource::Treasury | PayoutSource::RewardPool(_) => {}
+            }
+            if let Some(d) = em.tx.distribution(distribution_id) {
+                let same = &d.source == source
+                    && d.epoch_id == *epoch
+                    && &d.root == root
+                    && d.total == *total
+                    && d.leaves == *leaves;
+                return if same {
+                    Ok(())
+                } else {
+                    Err(LedgerError::DistributionExists(distribution_id.to_string()))
+                };
+            }
+            em.emit(E::DistributionCommitted {
+                distribution_id: distribution_id.clone(),
+                source: source.clone(),
+                epoch_id: *epoch,
+                root: *root,
+                total: *total,
+                leaves: *leaves,
+            })
+        }
+        C::ClaimDistribution {
+            distribution_id,
+            index,
+            recipient,
+            amount,
+            kind,
+            proof,
+        } => em.emit(E::DistributionClaimed {
+            distribution_id: distribution_id.clone(),
+            index: *index,
+            recipient: recipient.clone(),
+            amount: *amount,
+            kind: *kind,
+            proof: proof.clone(),
+        }),
     }
 }
 

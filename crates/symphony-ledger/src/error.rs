@@ -125,6 +125,52 @@ pub enum LedgerError {
     /// `ENOT_INITIALIZED` (19) / genesis applied twice.
     #[error("ledger genesis missing or applied twice")]
     Genesis,
+    /// `EDISTRIBUTION_EXISTS` (20): the distribution id was committed with other terms.
+    #[error("distribution {0} already committed with different terms")]
+    DistributionExists(String),
+    /// `EDISTRIBUTION_NOT_FOUND` (21).
+    #[error("distribution {0} not found")]
+    DistributionNotFound(String),
+    /// `EINVALID_DISTRIBUTION` (22): no leaves, an escrow source, or a proof longer
+    /// than any tree of `u64` leaves.
+    #[error("invalid distribution: {0}")]
+    InvalidDistribution(&'static str),
+    /// `ECLAIM_INDEX_OUT_OF_RANGE` (23): the claimed index is not a leaf.
+    #[error("distribution {distribution_id} has {leaves} leaves; no leaf {index}")]
+    ClaimIndexOutOfRange {
+        /// Distribution id.
+        distribution_id: String,
+        /// Claimed index.
+        index: u64,
+        /// Leaves committed.
+        leaves: u64,
+    },
+    /// `EBAD_PROOF` (24): the proof does not lead from the claimed leaf to the root.
+    #[error("distribution {distribution_id}: the proof for leaf {index} does not lead to the committed root")]
+    BadProof {
+        /// Distribution id.
+        distribution_id: String,
+        /// Claimed index.
+        index: u64,
+    },
+    /// `EALREADY_CLAIMED` (25).
+    #[error("distribution {distribution_id}: leaf {index} was already claimed")]
+    AlreadyClaimed {
+        /// Distribution id.
+        distribution_id: String,
+        /// Claimed index.
+        index: u64,
+    },
+    /// `ECLAIM_EXCEEDS_TOTAL` (26): paying the claim would exceed the committed total.
+    #[error("distribution {distribution_id}: claim of {amount} exceeds the remaining {remaining}")]
+    ClaimExceedsTotal {
+        /// Distribution id.
+        distribution_id: String,
+        /// What remains unclaimed.
+        remaining: u64,
+        /// The claim.
+        amount: u64,
+    },
     /// Embedded only: the storage engine failed; nothing was applied.
     #[error("storage error: {0}")]
     Storage(String),
@@ -156,6 +202,13 @@ impl LedgerError {
             Self::TextTooLong => (INVALID_ARGUMENT, 17),
             Self::TooManyUnbonding(_) => (INVALID_STATE, 18),
             Self::Genesis => (INVALID_STATE, 19),
+            Self::DistributionExists(_) => (ALREADY_EXISTS, 20),
+            Self::DistributionNotFound(_) => (NOT_FOUND, 21),
+            Self::InvalidDistribution(_) => (INVALID_ARGUMENT, 22),
+            Self::ClaimIndexOutOfRange { .. } => (OUT_OF_RANGE, 23),
+            Self::BadProof { .. } => (INVALID_ARGUMENT, 24),
+            Self::AlreadyClaimed { .. } => (ALREADY_EXISTS, 25),
+            Self::ClaimExceedsTotal { .. } => (INVALID_STATE, 26),
             Self::Storage(_) => (EMBEDDED, 1),
             Self::Encoding(_) => (EMBEDDED, 2),
         };
@@ -237,6 +290,39 @@ mod tests {
             (LedgerError::TextTooLong, 0x1_0011),
             (LedgerError::TooManyUnbonding(s()), 0x3_0012),
             (LedgerError::Genesis, 0x3_0013),
+            (LedgerError::DistributionExists(s()), 0x8_0014),
+            (LedgerError::DistributionNotFound(s()), 0x6_0015),
+            (LedgerError::InvalidDistribution("x"), 0x1_0016),
+            (
+                LedgerError::ClaimIndexOutOfRange {
+                    distribution_id: s(),
+                    index: 1,
+                    leaves: 1,
+                },
+                0x2_0017,
+            ),
+            (
+                LedgerError::BadProof {
+                    distribution_id: s(),
+                    index: 0,
+                },
+                0x1_0018,
+            ),
+            (
+                LedgerError::AlreadyClaimed {
+                    distribution_id: s(),
+                    index: 0,
+                },
+                0x8_0019,
+            ),
+            (
+                LedgerError::ClaimExceedsTotal {
+                    distribution_id: s(),
+                    remaining: 0,
+                    amount: 1,
+                },
+                0x3_001a,
+            ),
             (LedgerError::Storage(s()), 0xFF_0001),
             (LedgerError::Encoding(s()), 0xFF_0002),
         ];

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{AccountId, EscrowId, Genesis, PayoutId, PayoutKind, StakeTier};
+use crate::types::{AccountId, DistributionId, EscrowId, Genesis, PayoutId, PayoutKind, StakeTier};
 
 /// Where a payout's funds come from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,5 +136,38 @@ pub enum LedgerEvent {
         epoch: u64,
         /// Amount credited to the treasury.
         amount: u64,
+    },
+    /// `distributor::commit`: `total` moved from `source` into the distribution's
+    /// pool, claimable against `root` (one event, whatever the number of leaves).
+    DistributionCommitted {
+        /// Distribution id.
+        distribution_id: DistributionId,
+        /// Source of funds (treasury, a reward pool, or a signing user account).
+        source: PayoutSource,
+        /// The epoch whose payouts it holds (part of every leaf hash).
+        epoch_id: u64,
+        /// Merkle root of the `(index, recipient, amount, kind)` leaves.
+        root: [u8; 32],
+        /// Sum of the leaves' amounts, debited from the source.
+        total: u64,
+        /// Number of leaves.
+        leaves: u64,
+    },
+    /// `distributor::claim`: leaf `index` paid from the distribution's pool. The
+    /// proof is kept so that replaying the log re-verifies every claim against the
+    /// committed root.
+    DistributionClaimed {
+        /// Distribution id.
+        distribution_id: DistributionId,
+        /// Leaf index.
+        index: u64,
+        /// Recipient credited.
+        recipient: AccountId,
+        /// Amount credited.
+        amount: u64,
+        /// Kind of the leaf.
+        kind: PayoutKind,
+        /// Sibling hashes from the leaf up to the root.
+        proof: Vec<[u8; 32]>,
     },
 }

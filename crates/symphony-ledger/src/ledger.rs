@@ -1,11 +1,14 @@
 //! The `SettlementLedger` trait.
 
+use crate::distributor::{DistributionCommitment, DistributionLeaf, MerkleProof};
 use crate::engine::{Command, Outcome};
 use crate::error::LedgerError;
 use crate::event::{LedgerEvent, PayoutSource};
 use crate::reconcile::{ReconcileError, ReconcileReport};
 use crate::state::{EscrowRecord, StakeRecord};
-use crate::types::{AccountId, EscrowId, LedgerConfig, PayoutInstructionSet, StakeTier};
+use crate::types::{
+    AccountId, DistributionId, EscrowId, LedgerConfig, PayoutInstructionSet, StakeTier,
+};
 
 /// The four settlement contracts (escrow, staking, reward, treasury) behind one trait.
 ///
@@ -154,6 +157,39 @@ pub trait SettlementLedger {
     /// `treasury::mint_inflation`: the only way to create tokens after genesis.
     fn mint_inflation(&mut self, epoch: u64, amount: u64) -> Result<Outcome, LedgerError> {
         self.execute(Command::TreasuryMintInflation { epoch, amount })
+    }
+    /// `distributor::commit`: moves `commitment.total` from `source` into a pool
+    /// claimable against `commitment.root` (see [`crate::distributor`]).
+    fn commit_distribution(
+        &mut self,
+        source: PayoutSource,
+        commitment: &DistributionCommitment,
+    ) -> Result<Outcome, LedgerError> {
+        self.execute(Command::CommitDistribution {
+            source,
+            distribution_id: DistributionId::new(commitment.distribution_id.as_str())?,
+            epoch: commitment.epoch_id,
+            root: commitment.root,
+            total: commitment.total,
+            leaves: commitment.count,
+        })
+    }
+    /// `distributor::claim`: pays `leaf` from distribution `distribution_id` if
+    /// `proof` leads to its root and the leaf was not claimed.
+    fn claim_distribution(
+        &mut self,
+        distribution_id: &DistributionId,
+        leaf: &DistributionLeaf,
+        proof: &MerkleProof,
+    ) -> Result<Outcome, LedgerError> {
+        self.execute(Command::ClaimDistribution {
+            distribution_id: distribution_id.clone(),
+            index: leaf.index,
+            recipient: leaf.recipient.clone(),
+            amount: leaf.amount,
+            kind: leaf.kind,
+            proof: proof.siblings.clone(),
+        })
     }
 }
 

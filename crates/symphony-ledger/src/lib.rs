@@ -26,7 +26,8 @@
 //!   (overflow → [`LedgerError::ArithmeticOverflow`], underflow →
 //!   [`LedgerError::InsufficientBalance`] and friends). Nothing wraps, no balance is
 //!   ever negative.
-//! - Total supply (balances + escrow remainders + stakes) = genesis + minted − burned.
+//! - Total supply (balances + escrow remainders + stakes + distribution pools) =
+//!   genesis + minted − burned.
 //!   Tokens are created only by genesis and [`SettlementLedger::mint_inflation`] (once
 //!   per epoch, never for a future epoch). No operation burns today.
 //! - **Slashed stake goes to the treasury**, not burned: it keeps supply changes
@@ -47,6 +48,30 @@
 //! - Inflation is minted into the treasury; node operation rewards are then paid with
 //!   [`SettlementLedger::distribute`] from [`PayoutSource::Treasury`].
 //!
+//! ## Merkle distributions
+//!
+//! An epoch's producer payouts need not be one account write per producer.
+//! [`Command::CommitDistribution`] (`distributor::commit`) commits the root of a
+//! [`distributor::Distribution`] over `(index, recipient, amount, kind)` leaves and
+//! moves its total from the source (treasury, a reward pool, or a signing user
+//! account; not an escrow) into a pool the ledger holds ([`DistributionRecord`]): one
+//! event and one write, whatever the number of leaves. Each producer then claims its
+//! leaf with [`Command::ClaimDistribution`] (`distributor::claim`) and a Merkle
+//! proof, verified against the stored root with the leaf and node hashing of
+//! [`distributor`]. The ledger refuses an unknown distribution, an index beyond the
+//! leaves, a proof that does not lead to the root (a forged sibling, another
+//! amount, recipient, kind or index, another distribution's or epoch's proof), a
+//! leaf claimed before, and a claim beyond what the pool holds; a refused claim
+//! changes nothing. The claim pays exactly the leaf's amount: a staking multiplier,
+//! if any, is applied when the leaves are built. The claimed set is stored per leaf
+//! ([`ClaimKey`] → [`ClaimRecord`]). Each `DistributionClaimed` event carries its
+//! proof, so [`SettlementLedger::reconcile`] re-verifies every claim against the
+//! committed root while replaying, and checks that each distribution's paid total
+//! and claim count are those of its claimed set and never exceed the total.
+//! Committing the same id with identical terms again is a no-op; with other terms it
+//! is [`LedgerError::DistributionExists`]. Unclaimed remainders stay in the pool (no
+//! expiry or sweep yet).
+//!
 //! ## Failure contract
 //!
 //! An operation either applies completely (all events appended, all rows updated,
@@ -60,7 +85,8 @@
 //! Each [`Command`] variant corresponds to one entry function and each
 //! [`LedgerEvent`] to a module event. The Aptos adapter (module `aptos`, cargo feature
 //! `aptos`, built on the crates.io `aptos-sdk` 0.8.0) turns commands — escrow
-//! operations and [`PayoutInstructionSet`]s — into entry-function payloads and
+//! operations, [`PayoutInstructionSet`]s, distribution commits and claims — into
+//! entry-function payloads and
 //! `RawTransaction`s with BCS-encoded arguments; its module doc has the table of
 //! functions and says what is and is not exercised without a live chain. It builds
 //! transactions; it does not implement [`SettlementLedger`] against a chain (no
@@ -88,9 +114,12 @@ pub use ledger::SettlementLedger;
 pub use memory::MemoryLedger;
 pub use reconcile::{ReconcileError, ReconcileReport};
 pub use redb_ledger::RedbLedger;
-pub use state::{EscrowRecord, LedgerState, Meta, PayoutRecord, StakeRecord, Unbonding};
+pub use state::{
+    ClaimKey, ClaimRecord, DistributionRecord, EscrowRecord, LedgerState, Meta, PayoutRecord,
+    StakeRecord, Unbonding, MAX_PROOF_HASHES,
+};
 pub use types::{
-    producer_split, AccountId, EscrowId, Genesis, LedgerConfig, PayoutId, PayoutInstruction,
-    PayoutInstructionSet, PayoutKind, StakeTier, MAX_ID_LEN, MAX_PAYOUT_INSTRUCTIONS, MAX_TEXT_LEN,
-    MAX_UNBONDING_ENTRIES, PROTOCOL_ACCOUNT_PREFIX,
+    producer_split, AccountId, DistributionId, EscrowId, Genesis, LedgerConfig, PayoutId,
+    PayoutInstruction, PayoutInstructionSet, PayoutKind, StakeTier, MAX_ID_LEN,
+    MAX_PAYOUT_INSTRUCTIONS, MAX_TEXT_LEN, MAX_UNBONDING_ENTRIES, PROTOCOL_ACCOUNT_PREFIX,
 };

@@ -6,7 +6,7 @@ use crate::engine::replay;
 use crate::error::LedgerError;
 use crate::event::LedgerEvent;
 use crate::state::LedgerState;
-use crate::types::PayoutId;
+use crate::types::{DistributionId, PayoutId};
 
 /// What a successful reconciliation checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,6 +17,10 @@ pub struct ReconcileReport {
     pub accounts: usize,
     /// Payouts executed (each exactly once).
     pub payouts: usize,
+    /// Merkle distributions committed.
+    pub distributions: usize,
+    /// Leaves claimed across them.
+    pub claims: usize,
     /// Balances + escrows + stakes.
     pub total_supply: u128,
     /// Genesis supply.
@@ -65,6 +69,10 @@ pub enum ReconcileError {
         /// Actual supply.
         found: u128,
     },
+    /// A distribution's paid total or claim count disagrees with its claimed set,
+    /// or exceeds what was committed.
+    #[error("distribution {0}: paid total or claims disagree with the claimed set")]
+    DistributionMismatch(String),
     /// Reading the store failed.
     #[error("storage error while reconciling: {0}")]
     Storage(String),
@@ -105,6 +113,13 @@ pub(crate) fn reconcile(
     first_diff("escrows", &replayed.escrows, &stored.escrows)?;
     first_diff("stakes", &replayed.stakes, &stored.stakes)?;
     first_diff("payouts", &replayed.payouts, &stored.payouts)?;
+    first_diff(
+        "distributions",
+        &replayed.distributions,
+        &stored.distributions,
+    )?;
+    first_diff("claims", &replayed.claims, &stored.claims)?;
+    check_distributions(stored)?;
     if replayed.meta != stored.meta {
         return Err(ReconcileError::StateMismatch {
             table: "meta",
@@ -123,6 +138,8 @@ pub(crate) fn reconcile(
         events: events.len() as u64,
         accounts: stored.balances.len(),
         payouts: stored.payouts.len(),
+        distributions: stored.distributions.len(),
+        claims: stored.claims.len(),
         total_supply: found,
         genesis_supply: meta.genesis_supply,
         minted_total: meta.minted_total,
@@ -162,4 +179,30 @@ fn check_payout_lines(events: &[LedgerEvent]) -> Result<(), ReconcileError> {
         }
     }
     close(open)
+}
+
+/// Each distribution's paid total and claim count are the sum and number of its
+/// claimed leaves, every claimed index is a leaf, and nothing paid exceeds the total.
+fn check_distributions(state: &LedgerState) -> Result<(), ReconcileError> {
+    let mut sums: BTreeMap<&DistributionId, (u128, u64)> = BTreeMap::new();
+    for (key, claim) in &state.claims {
+        let mismatch = || ReconcileError::DistributionMismatch(key.distribution_id.to_string());
+        let d = state
+            .distributions
+            .get(&key.distribution_id)
+            .ok_or_else(mismatch)?;
+        if key.index >= d.leaves {
+            return Err(mismatch());
+        }
+        let entry = sums.entry(&key.distribution_id).or_default();
+        entry.0 += u128::from(claim.amount);
+        entry.1 += 1;
+    }
+    for (id, d) in &state.distributions {
+        let (paid, claimed) = sums.get(id).copied().unwrap_or_default();
+        if d.paid > d.total || paid != u128::from(d.paid) || claimed != d.claimed {
+            return Err(ReconcileError::DistributionMismatch(id.to_string()));
+        }
+    }
+    Ok(())
 }

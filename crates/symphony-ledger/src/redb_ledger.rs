@@ -10,6 +10,8 @@
 //! | `stakes`   | actor           | BCS `StakeRecord` (empty rows deleted) |
 //! | `payouts`  | payout id       | BCS `PayoutRecord`            |
 //! | `meta`     | `"meta"`        | BCS `Meta`                    |
+//! | `distributions` | distribution id | BCS `DistributionRecord` (root, totals, counts) |
+//! | `claims`   | (distribution id, `u64` index) | BCS `ClaimRecord` (the claimed set) |
 //!
 //! ## Commit protocol
 //!
@@ -30,8 +32,8 @@ use crate::error::LedgerError;
 use crate::event::LedgerEvent;
 use crate::ledger::{cached_state_reads, SettlementLedger};
 use crate::reconcile::{reconcile, ReconcileError, ReconcileReport};
-use crate::state::{LedgerState, Meta, StakeRecord, Writes};
-use crate::types::{AccountId, EscrowId, Genesis, LedgerConfig, PayoutId};
+use crate::state::{ClaimKey, LedgerState, Meta, StakeRecord, Writes};
+use crate::types::{AccountId, DistributionId, EscrowId, Genesis, LedgerConfig, PayoutId};
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const BALANCES: TableDefinition<&str, u64> = TableDefinition::new("balances");
@@ -40,6 +42,8 @@ const STAKES: TableDefinition<&str, &[u8]> = TableDefinition::new("stakes");
 const PAYOUTS: TableDefinition<&str, &[u8]> = TableDefinition::new("payouts");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const META_KEY: &str = "meta";
+const DISTRIBUTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("distributions");
+const CLAIMS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("claims");
 
 fn storage(e: impl std::fmt::Display) -> LedgerError {
     LedgerError::Storage(e.to_string())
@@ -183,6 +187,25 @@ fn write_rows(txn: &redb::WriteTransaction, w: &Writes) -> Result<(), LedgerErro
             .insert(id.as_str(), encode(record)?.as_slice())
             .map_err(storage)?;
     }
+    if !w.distributions.is_empty() {
+        let mut distributions = txn.open_table(DISTRIBUTIONS).map_err(storage)?;
+        for (id, record) in &w.distributions {
+            distributions
+                .insert(id.as_str(), encode(record)?.as_slice())
+                .map_err(storage)?;
+        }
+    }
+    if !w.claims.is_empty() {
+        let mut claims = txn.open_table(CLAIMS).map_err(storage)?;
+        for (key, record) in &w.claims {
+            claims
+                .insert(
+                    (key.distribution_id.as_str(), key.index),
+                    encode(record)?.as_slice(),
+                )
+                .map_err(storage)?;
+        }
+    }
     let mut meta = txn.open_table(META).map_err(storage)?;
     if let Some(m) = &w.meta {
         meta.insert(META_KEY, encode(m)?.as_slice())
@@ -229,6 +252,22 @@ fn load(db: &Database) -> Result<(LedgerState, u64), LedgerError> {
     let metas: std::collections::BTreeMap<String, Meta> =
         read_map(&txn, META, |k| Ok(k.to_owned()))?;
     state.meta = metas.get(META_KEY).cloned().unwrap_or_default();
+    state.distributions = read_map(&txn, DISTRIBUTIONS, |k| DistributionId::new(k))?;
+    match txn.open_table(CLAIMS) {
+        Ok(t) => {
+            for row in t.iter().map_err(storage)? {
+                let (k, v) = row.map_err(storage)?;
+                let (id, index) = k.value();
+                let key = ClaimKey {
+                    distribution_id: DistributionId::new(id)?,
+                    index,
+                };
+                state.claims.insert(key, decode(v.value())?);
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(storage(e)),
+    }
     let next_seq = match txn.open_table(EVENTS) {
         Ok(t) => match t.last().map_err(storage)? {
             Some((k, _)) => k.value() + 1,

@@ -8,9 +8,16 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::distributor::{self, DistributionCommitment, DistributionLeaf, MerkleProof};
 use crate::error::LedgerError;
 use crate::event::{LedgerEvent, PayoutSource};
-use crate::types::{AccountId, EscrowId, LedgerConfig, PayoutId, StakeTier};
+use crate::types::{
+    AccountId, DistributionId, EscrowId, LedgerConfig, PayoutId, PayoutKind, StakeTier,
+};
+
+/// Longest Merkle proof a claim may carry: a tree of at most `u64::MAX` leaves is
+/// 64 levels deep.
+pub const MAX_PROOF_HASHES: usize = 64;
 
 /// A locked escrow.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +88,71 @@ pub struct PayoutRecord {
     pub epoch_id: u64,
 }
 
+/// A committed Merkle distribution (`distributor::commit`) and what was claimed
+/// against it. Its pool, `total - paid`, is held by the ledger and counts in the
+/// total supply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DistributionRecord {
+    /// Where the total came from.
+    pub source: PayoutSource,
+    /// The epoch whose payouts it holds.
+    pub epoch_id: u64,
+    /// Merkle root of the leaves (see [`crate::distributor`]).
+    pub root: [u8; 32],
+    /// Amount moved into the pool at commit.
+    pub total: u64,
+    /// Number of leaves.
+    pub leaves: u64,
+    /// Paid to claimants so far (never above `total`).
+    pub paid: u64,
+    /// Leaves claimed so far.
+    pub claimed: u64,
+}
+
+impl DistributionRecord {
+    /// What the pool still holds (`total - paid`).
+    pub fn remaining(&self) -> u64 {
+        self.total.saturating_sub(self.paid)
+    }
+
+    /// The commitment the claims of distribution `id` are verified against.
+    pub fn commitment(&self, id: &DistributionId) -> DistributionCommitment {
+        DistributionCommitment {
+            distribution_id: id.to_string(),
+            epoch_id: self.epoch_id,
+            root: self.root,
+            count: self.leaves,
+            total: self.total,
+        }
+    }
+}
+
+/// A claimed leaf: distribution and index.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ClaimKey {
+    /// Distribution id.
+    pub distribution_id: DistributionId,
+    /// Leaf index.
+    pub index: u64,
+}
+
+impl std::fmt::Display for ClaimKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}", self.distribution_id, self.index)
+    }
+}
+
+/// What a claimed leaf paid.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimRecord {
+    /// Recipient credited.
+    pub recipient: AccountId,
+    /// Amount credited.
+    pub amount: u64,
+    /// Kind of the leaf.
+    pub kind: PayoutKind,
+}
+
 /// Ledger-wide scalars.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
@@ -111,6 +183,10 @@ pub struct LedgerState {
     pub payouts: BTreeMap<PayoutId, PayoutRecord>,
     /// Scalars.
     pub meta: Meta,
+    /// Committed Merkle distributions.
+    pub distributions: BTreeMap<DistributionId, DistributionRecord>,
+    /// Claimed leaves (the claimed set of every distribution).
+    pub claims: BTreeMap<ClaimKey, ClaimRecord>,
 }
 
 impl LedgerState {
@@ -129,7 +205,8 @@ impl LedgerState {
         }
     }
 
-    /// Sum of balances, escrow remainders and stakes (u128: cannot overflow).
+    /// Sum of balances, escrow remainders, stakes and distribution pools (u128:
+    /// cannot overflow).
     pub fn total_supply(&self) -> u128 {
         let balances: u128 = self.balances.values().map(|&v| u128::from(v)).sum();
         let escrows: u128 = self
@@ -138,7 +215,31 @@ impl LedgerState {
             .map(|e| u128::from(e.remaining()))
             .sum();
         let stakes: u128 = self.stakes.values().map(|s| u128::from(s.total())).sum();
-        balances + escrows + stakes
+        let pools: u128 = self
+            .distributions
+            .values()
+            .map(|d| u128::from(d.remaining()))
+            .sum();
+        balances + escrows + stakes + pools
+    }
+
+    /// SHA-256 of the state's BCS encoding (ordered maps: deterministic). Two
+    /// ledgers with the same root hold the same balances, escrows, stakes, payouts,
+    /// distributions and claimed sets.
+    pub fn root(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        // BCS of maps bounded by memory cannot fail (it fails only past 2^31 items).
+        Sha256::digest(bcs::to_bytes(self).unwrap_or_default()).into()
+    }
+
+    /// Rebuilds the state by applying `events` (a ledger's whole log, genesis
+    /// first) to an empty state, in order.
+    pub fn replay(events: &[LedgerEvent]) -> Result<Self, crate::ReconcileError> {
+        if !matches!(events.first(), Some(LedgerEvent::GenesisApplied(_))) {
+            return Err(crate::ReconcileError::MissingGenesis);
+        }
+        crate::engine::replay(events)
+            .map_err(|(index, error)| crate::ReconcileError::Replay { index, error })
     }
 
     /// Merges committed writes.
@@ -159,6 +260,8 @@ impl LedgerState {
             }
         }
         self.payouts.extend(w.payouts);
+        self.distributions.extend(w.distributions);
+        self.claims.extend(w.claims);
         if let Some(m) = w.meta {
             self.meta = m;
         }
@@ -173,6 +276,8 @@ pub(crate) struct Writes {
     pub(crate) stakes: BTreeMap<AccountId, StakeRecord>,
     pub(crate) payouts: BTreeMap<PayoutId, PayoutRecord>,
     pub(crate) meta: Option<Meta>,
+    pub(crate) distributions: BTreeMap<DistributionId, DistributionRecord>,
+    pub(crate) claims: BTreeMap<ClaimKey, ClaimRecord>,
 }
 
 impl Writes {
@@ -242,6 +347,16 @@ impl<'a> Tx<'a> {
             .get(id)
             .or_else(|| self.base.payouts.get(id))
             .cloned()
+    }
+    pub(crate) fn distribution(&self, id: &DistributionId) -> Option<DistributionRecord> {
+        self.writes
+            .distributions
+            .get(id)
+            .or_else(|| self.base.distributions.get(id))
+            .cloned()
+    }
+    fn is_claimed(&self, key: &ClaimKey) -> bool {
+        self.writes.claims.contains_key(key) || self.base.claims.contains_key(key)
     }
     pub(crate) fn meta(&self) -> Meta {
         self.writes
@@ -489,6 +604,117 @@ impl<'a> Tx<'a> {
             E::TreasuryDeposited { from, amount } => {
                 self.debit(from, *amount)?;
                 self.credit(&AccountId::treasury(), *amount)?;
+            }
+            E::DistributionCommitted {
+                distribution_id,
+                source,
+                epoch_id,
+                root,
+                total,
+                leaves,
+            } => {
+                if self.distribution(distribution_id).is_some() {
+                    return Err(LedgerError::DistributionExists(distribution_id.to_string()));
+                }
+                if *leaves == 0 {
+                    return Err(LedgerError::InvalidDistribution("no leaves"));
+                }
+                match source {
+                    PayoutSource::Treasury => self.debit(&AccountId::treasury(), *total)?,
+                    PayoutSource::RewardPool(epoch) => {
+                        self.debit(&AccountId::reward_pool(*epoch), *total)?
+                    }
+                    PayoutSource::Account(account) => self.debit(account, *total)?,
+                    PayoutSource::Escrow(_) => {
+                        return Err(LedgerError::InvalidDistribution(
+                            "an escrow cannot fund a distribution",
+                        ))
+                    }
+                }
+                let record = DistributionRecord {
+                    source: source.clone(),
+                    epoch_id: *epoch_id,
+                    root: *root,
+                    total: *total,
+                    leaves: *leaves,
+                    paid: 0,
+                    claimed: 0,
+                };
+                self.writes
+                    .distributions
+                    .insert(distribution_id.clone(), record);
+            }
+            E::DistributionClaimed {
+                distribution_id,
+                index,
+                recipient,
+                amount,
+                kind,
+                proof,
+            } => {
+                let mut d = self.distribution(distribution_id).ok_or_else(|| {
+                    LedgerError::DistributionNotFound(distribution_id.to_string())
+                })?;
+                if *index >= d.leaves {
+                    return Err(LedgerError::ClaimIndexOutOfRange {
+                        distribution_id: distribution_id.to_string(),
+                        index: *index,
+                        leaves: d.leaves,
+                    });
+                }
+                let leaf = DistributionLeaf {
+                    index: *index,
+                    recipient: recipient.clone(),
+                    amount: *amount,
+                    kind: *kind,
+                };
+                let proof_ok = proof.len() <= MAX_PROOF_HASHES
+                    && distributor::verify(
+                        &d.commitment(distribution_id),
+                        &leaf,
+                        &MerkleProof {
+                            siblings: proof.clone(),
+                        },
+                    );
+                if !proof_ok {
+                    return Err(LedgerError::BadProof {
+                        distribution_id: distribution_id.to_string(),
+                        index: *index,
+                    });
+                }
+                let key = ClaimKey {
+                    distribution_id: distribution_id.clone(),
+                    index: *index,
+                };
+                if self.is_claimed(&key) {
+                    return Err(LedgerError::AlreadyClaimed {
+                        distribution_id: distribution_id.to_string(),
+                        index: *index,
+                    });
+                }
+                d.paid = d
+                    .paid
+                    .checked_add(*amount)
+                    .filter(|paid| *paid <= d.total)
+                    .ok_or_else(|| LedgerError::ClaimExceedsTotal {
+                        distribution_id: distribution_id.to_string(),
+                        remaining: d.remaining(),
+                        amount: *amount,
+                    })?;
+                d.claimed = d
+                    .claimed
+                    .checked_add(1)
+                    .ok_or(LedgerError::ArithmeticOverflow)?;
+                self.writes.distributions.insert(distribution_id.clone(), d);
+                self.writes.claims.insert(
+                    key,
+                    ClaimRecord {
+                        recipient: recipient.clone(),
+                        amount: *amount,
+                        kind: *kind,
+                    },
+                );
+                self.credit(recipient, *amount)?;
             }
             E::InflationMinted { epoch, amount } => {
                 let mut meta = self.meta();

@@ -86,6 +86,11 @@ id_type!(
     PayoutId,
     "payout"
 );
+id_type!(
+    /// A Merkle distribution id (e.g. `epoch-7/producers`); each is committed once.
+    DistributionId,
+    "distribution"
+);
 
 impl AccountId {
     /// The protocol treasury account.

@@ -7,9 +7,10 @@
 
 use aptos_sdk::types::AccountAddress;
 use symphony_ledger::aptos::{account_address, AddressBook, AptosAdapter, AptosModules, TxParams};
+use symphony_ledger::distributor::{Distribution, DistributionLeaf};
 use symphony_ledger::{
-    AccountId, Command, EscrowId, PayoutId, PayoutInstruction, PayoutInstructionSet, PayoutKind,
-    PayoutSource, StakeTier,
+    AccountId, Command, DistributionId, EscrowId, PayoutId, PayoutInstruction,
+    PayoutInstructionSet, PayoutKind, PayoutSource, StakeTier,
 };
 
 const GOLDEN: &str = "tests/golden/aptos_raw_transactions.txt";
@@ -164,7 +165,66 @@ fn commands() -> Vec<(&'static str, Command)> {
                 amount: 1,
             },
         ),
+        // Appended after the original vectors: their lines are unchanged.
+        (
+            "distributor_commit",
+            commit(PayoutSource::Account(acct("vault-dividends:vault-01"))),
+        ),
+        (
+            "distributor_commit_treasury",
+            commit(PayoutSource::Treasury),
+        ),
+        (
+            "distributor_commit_pool",
+            commit(PayoutSource::RewardPool(3)),
+        ),
+        ("distributor_claim", claim(2)),
     ]
+}
+
+fn distribution() -> (Vec<DistributionLeaf>, Distribution) {
+    let leaves: Vec<DistributionLeaf> = [
+        ("producer:p0000001", 120),
+        ("producer:p0000002", 75),
+        ("actor:advertiser:luckin", 3),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (r, amount))| DistributionLeaf {
+        index: i as u64,
+        recipient: acct(r),
+        amount: *amount,
+        kind: PayoutKind::DataUsageDividend,
+    })
+    .collect();
+    let d = Distribution::build("epoch-3/producers", 3, &leaves).unwrap();
+    (leaves, d)
+}
+
+fn commit(source: PayoutSource) -> Command {
+    let (_, d) = distribution();
+    let c = d.commitment();
+    Command::CommitDistribution {
+        source,
+        distribution_id: DistributionId::new(c.distribution_id.clone()).unwrap(),
+        epoch: c.epoch_id,
+        root: c.root,
+        total: c.total,
+        leaves: c.count,
+    }
+}
+
+fn claim(index: usize) -> Command {
+    let (leaves, d) = distribution();
+    let leaf = &leaves[index];
+    Command::ClaimDistribution {
+        distribution_id: DistributionId::new("epoch-3/producers").unwrap(),
+        index: leaf.index,
+        recipient: leaf.recipient.clone(),
+        amount: leaf.amount,
+        kind: leaf.kind,
+        proof: d.proof(leaf.index).unwrap().siblings,
+    }
 }
 
 fn render() -> String {
@@ -255,4 +315,61 @@ fn default_addresses_are_domain_separated_hashes() {
         set: payout_set(),
     };
     assert!(a.raw_transaction_bytes(&escrow_source, &PARAMS).is_err());
+}
+
+/// `distributor::claim`'s arguments encoded by hand from the BCS rules: the id as a
+/// string, the index and amount as u64, the recipient as a 32-byte address, the kind
+/// as u8 and the proof as a vector of byte vectors; signed by the recipient.
+#[test]
+fn distributor_claim_matches_a_hand_encoding() {
+    let (leaves, d) = distribution();
+    let leaf = &leaves[2];
+    assert_eq!(
+        (leaf.amount, leaf.recipient.as_str()),
+        (3, "actor:advertiser:luckin")
+    );
+    let proof = d.proof(2).unwrap().siblings;
+    assert_eq!(
+        proof.len(),
+        1,
+        "leaf 2 of 3 has one sibling (the pair above 0 and 1)"
+    );
+    let a = adapter();
+    let (signer, f) = a.entry_function(&claim(2)).unwrap();
+    let luckin = AccountAddress::from_hex("0x1c").unwrap();
+    assert_eq!(signer, luckin);
+    let mut id = Vec::new();
+    bytes_arg(b"epoch-3/producers", &mut id);
+    let mut proof_arg = Vec::new();
+    uleb(1, &mut proof_arg);
+    bytes_arg(&proof[0], &mut proof_arg);
+    let expected: Vec<Vec<u8>> = vec![
+        id,
+        2u64.to_le_bytes().to_vec(),
+        luckin.to_bytes().to_vec(),
+        3u64.to_le_bytes().to_vec(),
+        vec![0],
+        proof_arg,
+    ];
+    assert_eq!(f.args, expected);
+    assert_eq!(f.module.name.to_string(), "distributor");
+    assert_eq!(f.function.as_str(), "claim");
+    // The commit of an account-funded distribution is signed by that account; an
+    // escrow source has no on-chain form.
+    let (signer, f) = a
+        .entry_function(&commit(PayoutSource::Account(acct(
+            "actor:advertiser:luckin",
+        ))))
+        .unwrap();
+    assert_eq!(signer, luckin);
+    assert_eq!(f.function.as_str(), "commit");
+    let mut root = Vec::new();
+    bytes_arg(&d.commitment().root, &mut root);
+    assert_eq!(f.args[2], root);
+    assert!(a
+        .raw_transaction_bytes(
+            &commit(PayoutSource::Escrow(EscrowId::new("e").unwrap())),
+            &PARAMS
+        )
+        .is_err());
 }

@@ -12,7 +12,11 @@ use std::io;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use symphony_ledger::{LedgerState, PayoutKind, RedbLedger, SettlementLedger, StakeTier};
+use symphony_ledger::distributor::Distribution;
+use symphony_ledger::{
+    LedgerError, LedgerState, Outcome, PayoutKind, PayoutSource, RedbLedger, SettlementLedger,
+    StakeTier,
+};
 
 #[derive(Debug, Default)]
 struct Disk {
@@ -103,7 +107,40 @@ fn setup() -> (FaultyBackend, RedbLedger) {
         10_000,
     )
     .unwrap();
+    l.commit_distribution(
+        PayoutSource::Account(suite::acct("actor:luckin")),
+        distribution(1).commitment(),
+    )
+    .unwrap();
     (backend, l)
+}
+
+/// The suite's epoch leaves as the distribution of `epoch`.
+fn distribution(epoch: u64) -> Distribution {
+    Distribution::build(
+        &format!("epoch-{epoch}/producers"),
+        epoch,
+        &suite::epoch_leaves(),
+    )
+    .unwrap()
+}
+
+/// A claim of leaf 3 of epoch 1's distribution (rows: distribution, claim, balance).
+fn a_claim(l: &mut RedbLedger) -> Result<Outcome, LedgerError> {
+    let leaf = &suite::epoch_leaves()[3];
+    l.claim_distribution(
+        &suite::dist_id("epoch-1/producers"),
+        leaf,
+        &distribution(1).proof(3).unwrap(),
+    )
+}
+
+/// Epoch 2's distribution committed from a user account (rows: distribution, balance).
+fn a_commit(l: &mut RedbLedger) -> Result<Outcome, LedgerError> {
+    l.commit_distribution(
+        PayoutSource::Account(suite::acct("actor:luckin")),
+        distribution(2).commitment(),
+    )
 }
 
 fn the_operation(
@@ -123,6 +160,19 @@ fn the_operation(
 
 #[test]
 fn a_crash_at_any_write_leaves_all_or_nothing() {
+    crash_at_every_write(the_operation);
+}
+
+#[test]
+fn a_crash_during_a_distribution_commit_or_claim_leaves_all_or_nothing() {
+    crash_at_every_write(a_commit);
+    crash_at_every_write(a_claim);
+}
+
+/// Runs `the_operation` with the disk failing after 0, 1, 2, … writes until it
+/// succeeds; after each failure and crash, both disk images reopen to the state
+/// before or after it, never between.
+fn crash_at_every_write(the_operation: fn(&mut RedbLedger) -> Result<Outcome, LedgerError>) {
     // The expected states before and after the operation.
     let (_, mut reference) = setup();
     let before: LedgerState = reference.state().clone();

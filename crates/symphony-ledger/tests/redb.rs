@@ -168,3 +168,148 @@ fn reconcile_detects_tampered_balances_and_duplicated_payouts() {
         ReconcileError::DuplicatePayout("payout:luckin-1".into())
     );
 }
+
+/// Distributions and their claimed sets survive a restart, and tampering with the
+/// stored claims, the stored totals or the claim events is caught by `reconcile`.
+#[test]
+fn distributions_survive_reopen_and_reconcile_catches_tampered_claims() {
+    use redb::{ReadableTable, TableDefinition};
+    use symphony_ledger::distributor::Distribution;
+    use symphony_ledger::{DistributionRecord, LedgerEvent, PayoutSource, ReconcileError};
+    const CLAIMS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("claims");
+    const DISTRIBUTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("distributions");
+    const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.redb");
+    let ls = suite::epoch_leaves();
+    let d = Distribution::build("epoch-1/producers", 1, &ls).unwrap();
+    let id = suite::dist_id("epoch-1/producers");
+    let state = {
+        let mut l = RedbLedger::create(&path, &suite::genesis()).unwrap();
+        l.commit_distribution(
+            PayoutSource::Account(suite::acct("actor:luckin")),
+            d.commitment(),
+        )
+        .unwrap();
+        for i in [0, 3] {
+            l.claim_distribution(&id, &ls[i], &d.proof(i as u64).unwrap())
+                .unwrap();
+        }
+        l.state().clone()
+    };
+    {
+        let mut l = RedbLedger::open(&path).unwrap();
+        assert_eq!(l.state(), &state);
+        assert_eq!(l.state().root(), state.root());
+        l.reconcile().unwrap();
+        let err = l
+            .claim_distribution(&id, &ls[3], &d.proof(3).unwrap())
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            0x8_0019,
+            "a claim is refused again after a restart"
+        );
+    }
+    let db = || redb::Database::open(&path).unwrap();
+    let reconcile = || RedbLedger::open(&path).unwrap().reconcile().unwrap_err();
+
+    // 1. Delete a claimed row: the leaf would be claimable twice.
+    let row = {
+        let db = db();
+        let txn = db.begin_write().unwrap();
+        let row = {
+            let mut claims = txn.open_table(CLAIMS).unwrap();
+            let row = claims.remove(("epoch-1/producers", 3)).unwrap().unwrap();
+            row.value().to_vec()
+        };
+        txn.commit().unwrap();
+        row
+    };
+    assert_eq!(
+        reconcile(),
+        ReconcileError::StateMismatch {
+            table: "claims",
+            key: "epoch-1/producers#3".into()
+        }
+    );
+    // 2. Restore it, then inflate the paid total.
+    {
+        let db = db();
+        let txn = db.begin_write().unwrap();
+        {
+            txn.open_table(CLAIMS)
+                .unwrap()
+                .insert(("epoch-1/producers", 3), row.as_slice())
+                .unwrap();
+            let mut t = txn.open_table(DISTRIBUTIONS).unwrap();
+            let mut rec: DistributionRecord =
+                bcs::from_bytes(t.get("epoch-1/producers").unwrap().unwrap().value()).unwrap();
+            rec.paid += 1;
+            t.insert("epoch-1/producers", bcs::to_bytes(&rec).unwrap().as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    assert_eq!(
+        reconcile(),
+        ReconcileError::StateMismatch {
+            table: "distributions",
+            key: "epoch-1/producers".into()
+        }
+    );
+    // 3. Restore the rows, then rewrite the last claim event with a larger amount.
+    let (last, original) = {
+        let db = db();
+        let txn = db.begin_write().unwrap();
+        let out = {
+            let mut t = txn.open_table(DISTRIBUTIONS).unwrap();
+            t.insert(
+                "epoch-1/producers",
+                bcs::to_bytes(&state.distributions[&id]).unwrap().as_slice(),
+            )
+            .unwrap();
+            let mut events = txn.open_table(EVENTS).unwrap();
+            let (k, v) = events.last().unwrap().unwrap();
+            let (last, bytes) = (k.value(), v.value().to_vec());
+            drop((k, v));
+            let mut e: LedgerEvent = bcs::from_bytes(&bytes).unwrap();
+            match &mut e {
+                LedgerEvent::DistributionClaimed { amount, .. } => *amount += 1,
+                other => panic!("last event is {other:?}"),
+            }
+            events
+                .insert(last, bcs::to_bytes(&e).unwrap().as_slice())
+                .unwrap();
+            (last, bytes)
+        };
+        txn.commit().unwrap();
+        out
+    };
+    assert!(matches!(
+        reconcile(),
+        ReconcileError::Replay {
+            error: LedgerError::BadProof { index: 3, .. },
+            ..
+        }
+    ));
+    // 4. Restore it, then append a copy of it: the leaf claimed twice.
+    {
+        let db = db();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut events = txn.open_table(EVENTS).unwrap();
+            events.insert(last, original.as_slice()).unwrap();
+            events.insert(last + 1, original.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    assert!(matches!(
+        reconcile(),
+        ReconcileError::Replay {
+            error: LedgerError::AlreadyClaimed { index: 3, .. },
+            ..
+        }
+    ));
+}

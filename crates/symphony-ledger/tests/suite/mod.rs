@@ -3,17 +3,37 @@
 //! A backend provides a [`Factory`]; [`run_all`] runs each scenario on a fresh ledger.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
+use symphony_ledger::distributor::{Distribution, DistributionLeaf, MerkleProof};
 use symphony_ledger::{
-    producer_split, AccountId, EscrowId, Genesis, LedgerConfig, LedgerError, LedgerEvent, PayoutId,
-    PayoutInstruction, PayoutInstructionSet, PayoutKind, PayoutSource, SettlementLedger, StakeTier,
+    producer_split, AccountId, DistributionId, EscrowId, Genesis, LedgerConfig, LedgerError,
+    LedgerEvent, LedgerState, MemoryLedger, PayoutId, PayoutInstruction, PayoutInstructionSet,
+    PayoutKind, PayoutSource, RedbLedger, SettlementLedger, StakeTier,
 };
 
 /// Builds fresh ledgers from a genesis.
 pub trait Factory {
     /// The ledger type.
-    type L: SettlementLedger;
+    type L: SettlementLedger + Inspect;
     /// A fresh ledger.
     fn make(&self, genesis: &Genesis) -> Self::L;
+}
+
+/// Read access to a ledger's whole materialized state.
+pub trait Inspect {
+    /// The committed state.
+    fn ledger_state(&self) -> &LedgerState;
+}
+
+impl Inspect for MemoryLedger {
+    fn ledger_state(&self) -> &LedgerState {
+        self.state()
+    }
+}
+
+impl Inspect for RedbLedger {
+    fn ledger_state(&self) -> &LedgerState {
+        self.state()
+    }
 }
 
 pub fn acct(s: &str) -> AccountId {
@@ -96,6 +116,10 @@ pub fn run_all<F: Factory>(f: &F) {
     staking_lifecycle_and_slashing(&mut f.make(&genesis()));
     staking_multiplier_split_is_exact(&mut f.make(&genesis()));
     treasury_and_inflation(&mut f.make(&genesis()));
+    distribution_claims_pay_every_leaf_exactly(&mut f.make(&genesis()));
+    distribution_refusals_change_nothing(&mut f.make(&genesis()));
+    distribution_commit_refusals(&mut f.make(&genesis()));
+    distribution_replay_gives_the_same_root(&mut f.make(&genesis()));
 }
 
 pub fn lock_payout_refund_flow<L: SettlementLedger>(l: &mut L) {
@@ -404,4 +428,294 @@ pub fn treasury_and_inflation<L: SettlementLedger>(l: &mut L) {
     let report = l.reconcile().unwrap();
     assert_eq!(report.minted_total, 5_000);
     assert_eq!(report.total_supply, genesis_supply() + 5_000);
+}
+
+pub fn leaves(lines: &[(&str, u64, PayoutKind)]) -> Vec<DistributionLeaf> {
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, (r, amount, kind))| DistributionLeaf {
+            index: i as u64,
+            recipient: acct(r),
+            amount: *amount,
+            kind: *kind,
+        })
+        .collect()
+}
+
+pub fn epoch_leaves() -> Vec<DistributionLeaf> {
+    leaves(&[
+        ("producer:alice", 100, PayoutKind::DataUsageDividend),
+        ("producer:bob", 250, PayoutKind::DataUsageDividend),
+        ("producer:carol", 1, PayoutKind::DataQualityReward),
+        ("vault:v1", 999, PayoutKind::VaultOperator),
+        ("producer:alice", 7, PayoutKind::DataQualityReward),
+    ])
+}
+
+pub fn dist_id(s: &str) -> DistributionId {
+    DistributionId::new(s).unwrap()
+}
+
+/// Asserts that `op` is refused with `code` and that the whole state and the log are
+/// unchanged.
+fn refused_exactly<L: SettlementLedger + Inspect>(
+    l: &mut L,
+    code: u64,
+    op: impl FnOnce(&mut L) -> Result<symphony_ledger::Outcome, LedgerError>,
+) -> LedgerError {
+    let before = l.ledger_state().clone();
+    let err = refused(l, code, op);
+    assert_eq!(
+        l.ledger_state(),
+        &before,
+        "a refused operation changed the state"
+    );
+    err
+}
+
+pub fn distribution_claims_pay_every_leaf_exactly<L: SettlementLedger + Inspect>(l: &mut L) {
+    let luckin = acct("actor:luckin");
+    let ls = epoch_leaves();
+    let total: u64 = ls.iter().map(|l| l.amount).sum();
+    let d = Distribution::build("epoch-1/producers", 1, &ls).unwrap();
+    let id = dist_id("epoch-1/producers");
+    let out = l
+        .commit_distribution(PayoutSource::Account(luckin.clone()), d.commitment())
+        .unwrap();
+    assert_eq!(
+        out.events,
+        vec![LedgerEvent::DistributionCommitted {
+            distribution_id: id.clone(),
+            source: PayoutSource::Account(luckin.clone()),
+            epoch_id: 1,
+            root: d.commitment().root,
+            total,
+            leaves: 5,
+        }]
+    );
+    assert_eq!(l.balance(&luckin), LUCKIN_GENESIS - total);
+    assert_eq!(
+        l.total_supply(),
+        genesis_supply(),
+        "the pool counts in the supply"
+    );
+    assert_eq!(l.ledger_state().distributions[&id].remaining(), total);
+    // An identical retry is a no-op.
+    let retry = l
+        .commit_distribution(PayoutSource::Account(luckin.clone()), d.commitment())
+        .unwrap();
+    assert!(retry.already_applied && retry.events.is_empty());
+    assert_eq!(l.balance(&luckin), LUCKIN_GENESIS - total);
+
+    let before: Vec<u64> = ls.iter().map(|leaf| l.balance(&leaf.recipient)).collect();
+    for leaf in ls.iter().rev() {
+        let proof = d.proof(leaf.index).unwrap();
+        let out = l.claim_distribution(&id, leaf, &proof).unwrap();
+        assert_eq!(
+            out.events,
+            vec![LedgerEvent::DistributionClaimed {
+                distribution_id: id.clone(),
+                index: leaf.index,
+                recipient: leaf.recipient.clone(),
+                amount: leaf.amount,
+                kind: leaf.kind,
+                proof: proof.siblings.clone(),
+            }]
+        );
+        assert_eq!(l.total_supply(), genesis_supply());
+    }
+    // Each recipient got exactly the sum of its leaves (alice has two).
+    for (i, leaf) in ls.iter().enumerate() {
+        let owed: u64 = ls
+            .iter()
+            .filter(|o| o.recipient == leaf.recipient)
+            .map(|o| o.amount)
+            .sum();
+        assert_eq!(
+            l.balance(&leaf.recipient),
+            before[i] + owed,
+            "{}",
+            leaf.recipient
+        );
+    }
+    let rec = &l.ledger_state().distributions[&id];
+    assert_eq!((rec.paid, rec.claimed, rec.remaining()), (total, 5, 0));
+    assert_eq!(l.ledger_state().claims.len(), 5);
+    let report = l.reconcile().unwrap();
+    assert_eq!((report.distributions, report.claims), (1, 5));
+    assert_eq!(report.total_supply, genesis_supply());
+}
+
+pub fn distribution_refusals_change_nothing<L: SettlementLedger + Inspect>(l: &mut L) {
+    let luckin = acct("actor:luckin");
+    let ls = epoch_leaves();
+    let a = Distribution::build("epoch-1/producers", 1, &ls).unwrap();
+    let b = Distribution::build("epoch-2/producers", 2, &ls).unwrap();
+    let (ida, idb) = (dist_id("epoch-1/producers"), dist_id("epoch-2/producers"));
+    l.commit_distribution(PayoutSource::Account(luckin.clone()), a.commitment())
+        .unwrap();
+    l.commit_distribution(PayoutSource::Account(luckin.clone()), b.commitment())
+        .unwrap();
+    let leaf = &ls[1];
+    let proof = a.proof(1).unwrap();
+
+    // A forged sibling.
+    let mut forged = proof.clone();
+    forged.siblings[0][0] ^= 1;
+    refused_exactly(l, 0x1_0018, |l| l.claim_distribution(&ida, leaf, &forged));
+    // A wrong amount, recipient or kind with the real proof.
+    let mut more = leaf.clone();
+    more.amount += 1;
+    refused_exactly(l, 0x1_0018, |l| l.claim_distribution(&ida, &more, &proof));
+    let mut mallory = leaf.clone();
+    mallory.recipient = acct("producer:mallory");
+    refused_exactly(l, 0x1_0018, |l| {
+        l.claim_distribution(&ida, &mallory, &proof)
+    });
+    let mut kind = leaf.clone();
+    kind.kind = PayoutKind::Executor;
+    refused_exactly(l, 0x1_0018, |l| l.claim_distribution(&ida, &kind, &proof));
+    // Another epoch's proof of the same leaf.
+    let proof_b = b.proof(1).unwrap();
+    refused_exactly(l, 0x1_0018, |l| l.claim_distribution(&ida, leaf, &proof_b));
+    refused_exactly(l, 0x1_0018, |l| l.claim_distribution(&idb, leaf, &proof));
+    // A proof one hash short, one too long, or absurdly long.
+    let mut short = proof.clone();
+    short.siblings.pop();
+    refused_exactly(l, 0x1_0018, |l| l.claim_distribution(&ida, leaf, &short));
+    let mut long = proof.clone();
+    long.siblings.push([0; 32]);
+    refused_exactly(l, 0x1_0018, |l| l.claim_distribution(&ida, leaf, &long));
+    let huge = MerkleProof {
+        siblings: vec![[7; 32]; 65],
+    };
+    refused_exactly(l, 0x1_0018, |l| l.claim_distribution(&ida, leaf, &huge));
+    // An index beyond the leaves; an unknown distribution.
+    let mut beyond = leaf.clone();
+    beyond.index = 5;
+    refused_exactly(l, 0x2_0017, |l| l.claim_distribution(&ida, &beyond, &proof));
+    refused_exactly(l, 0x6_0015, |l| {
+        l.claim_distribution(&dist_id("epoch-9/none"), leaf, &proof)
+    });
+
+    // The real claim passes once; the second is refused.
+    let bob = l.balance(&leaf.recipient);
+    l.claim_distribution(&ida, leaf, &proof).unwrap();
+    assert_eq!(l.balance(&leaf.recipient), bob + leaf.amount);
+    refused_exactly(l, 0x8_0019, |l| l.claim_distribution(&ida, leaf, &proof));
+    // Claiming it in distribution B is a different leaf hash: that one is B's.
+    l.claim_distribution(&idb, leaf, &proof_b).unwrap();
+    refused_exactly(l, 0x8_0019, |l| l.claim_distribution(&idb, leaf, &proof_b));
+
+    // A root committed with a total below its leaves' sum pays until the pool is dry.
+    let short_total = Distribution::build("epoch-3/producers", 3, &ls).unwrap();
+    let mut c = short_total.commitment().clone();
+    c.total -= 1;
+    let idc = dist_id("epoch-3/producers");
+    l.commit_distribution(PayoutSource::Account(luckin.clone()), &c)
+        .unwrap();
+    for leaf in &ls[..4] {
+        l.claim_distribution(&idc, leaf, &short_total.proof(leaf.index).unwrap())
+            .unwrap();
+    }
+    let err = refused_exactly(l, 0x3_001a, |l| {
+        l.claim_distribution(&idc, &ls[4], &short_total.proof(4).unwrap())
+    });
+    assert_eq!(
+        err,
+        LedgerError::ClaimExceedsTotal {
+            distribution_id: "epoch-3/producers".into(),
+            remaining: 6,
+            amount: 7
+        }
+    );
+    assert_eq!(l.total_supply(), genesis_supply());
+    l.reconcile().unwrap();
+}
+
+pub fn distribution_commit_refusals<L: SettlementLedger + Inspect>(l: &mut L) {
+    let luckin = acct("actor:luckin");
+    let ls = epoch_leaves();
+    let d = Distribution::build("epoch-1/producers", 1, &ls).unwrap();
+    let c = d.commitment().clone();
+    let src = PayoutSource::Account(luckin.clone());
+    // Zero leaves, zero total.
+    let mut none = c.clone();
+    none.count = 0;
+    refused_exactly(l, 0x1_0016, |l| l.commit_distribution(src.clone(), &none));
+    let mut zero = c.clone();
+    zero.total = 0;
+    refused_exactly(l, 0x1_000c, |l| l.commit_distribution(src.clone(), &zero));
+    // Insufficient funds: an empty treasury, a poor account, u64::MAX.
+    refused_exactly(l, 0x1_0001, |l| {
+        l.commit_distribution(PayoutSource::Treasury, &c)
+    });
+    refused_exactly(l, 0x1_0001, |l| {
+        l.commit_distribution(PayoutSource::Account(acct("nobody:x")), &c)
+    });
+    let mut max = c.clone();
+    max.total = u64::MAX;
+    refused_exactly(l, 0x1_0001, |l| l.commit_distribution(src.clone(), &max));
+    // Escrow and protocol-account sources.
+    refused_exactly(l, 0x1_0016, |l| {
+        l.commit_distribution(PayoutSource::Escrow(escrow("task:1")), &c)
+    });
+    refused_exactly(l, 0x1_0010, |l| {
+        l.commit_distribution(PayoutSource::Account(AccountId::treasury()), &c)
+    });
+    // A malformed id.
+    let mut bad = c.clone();
+    bad.distribution_id = "has space".into();
+    refused_exactly(l, 0x1_000f, |l| l.commit_distribution(src.clone(), &bad));
+    // Committed once; the id with another root, total or source is refused.
+    l.commit_distribution(src.clone(), &c).unwrap();
+    let mut other = c.clone();
+    other.root[0] ^= 1;
+    refused_exactly(l, 0x8_0014, |l| l.commit_distribution(src.clone(), &other));
+    let mut more = c.clone();
+    more.total += 1;
+    refused_exactly(l, 0x8_0014, |l| l.commit_distribution(src.clone(), &more));
+    l.mint_inflation(0, 5_000).unwrap();
+    refused_exactly(l, 0x8_0014, |l| {
+        l.commit_distribution(PayoutSource::Treasury, &c)
+    });
+    // The treasury funds a distribution once it holds the total.
+    let t = Distribution::build("epoch-0/nodes", 0, &ls).unwrap();
+    l.commit_distribution(PayoutSource::Treasury, t.commitment())
+        .unwrap();
+    assert_eq!(l.treasury_balance(), 5_000 - t.commitment().total);
+    assert_eq!(l.total_supply(), genesis_supply() + 5_000);
+    l.reconcile().unwrap();
+}
+
+pub fn distribution_replay_gives_the_same_root<L: SettlementLedger + Inspect>(l: &mut L) {
+    let ls = epoch_leaves();
+    let d = Distribution::build("epoch-1/producers", 1, &ls).unwrap();
+    let id = dist_id("epoch-1/producers");
+    l.commit_distribution(PayoutSource::Account(acct("actor:luckin")), d.commitment())
+        .unwrap();
+    let committed = l.ledger_state().root();
+    l.claim_distribution(&id, &ls[3], &d.proof(3).unwrap())
+        .unwrap();
+    let claimed = l.ledger_state().root();
+    assert_ne!(committed, claimed, "the root covers the claimed set");
+    let events: Vec<LedgerEvent> = l
+        .events(0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    let replayed = LedgerState::replay(&events).unwrap();
+    assert_eq!(&replayed, l.ledger_state());
+    assert_eq!(replayed.root(), claimed);
+    // The same commands on a fresh ledger give the same root.
+    let mut again = MemoryLedger::new(&genesis()).unwrap();
+    again
+        .commit_distribution(PayoutSource::Account(acct("actor:luckin")), d.commitment())
+        .unwrap();
+    again
+        .claim_distribution(&id, &ls[3], &d.proof(3).unwrap())
+        .unwrap();
+    assert_eq!(again.state().root(), claimed);
 }

@@ -102,12 +102,13 @@ impl<S: ReplicatedStateMachine> ConsensusNode<S> {
     ///
     /// [`start_with_listener`]: Self::start_with_listener
     pub async fn start(config: ConsensusConfig, state_machine: S) -> Result<Self, ConsensusError> {
-        let listener = bind_retrying(config.listen_addr)
-            .await
-            .map_err(|source| ConsensusError::Listen {
-                addr: config.listen_addr,
-                source,
-            })?;
+        let listener =
+            bind_retrying(config.listen_addr)
+                .await
+                .map_err(|source| ConsensusError::Listen {
+                    addr: config.listen_addr,
+                    source,
+                })?;
         Self::start_with_listener(config, listener, state_machine).await
     }
 

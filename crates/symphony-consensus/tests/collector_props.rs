@@ -84,9 +84,14 @@ fn own_statements_and_known_duplicates_skip_the_check_and_forgeries_do_not() {
     let own = SignedStatement::sign("p", 1, [7; 32], 1, &signing[&1]);
     // Claimed as master 1's own statement under master 2's key: refused.
     let wrong = collector.add_own(own.clone(), &signing[&2].verifying_key());
-    assert!(matches!(wrong, Err(CertificateError::BadSignature { signer: 1, .. })));
+    assert!(matches!(
+        wrong,
+        Err(CertificateError::BadSignature { signer: 1, .. })
+    ));
     assert_eq!(
-        collector.add_own(own.clone(), &signing[&1].verifying_key()).unwrap(),
+        collector
+            .add_own(own.clone(), &signing[&1].verifying_key())
+            .unwrap(),
         AddOutcome::Recorded
     );
     assert_eq!(collector.add(own.clone()).unwrap(), AddOutcome::Duplicate);

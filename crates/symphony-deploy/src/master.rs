@@ -860,6 +860,21 @@ fn status_of(states: &[String]) -> RequestStatus {
     }
 }
 
+/// The gateway acknowledges a request on its header signature alone; every attempt
+/// signature is checked here, once, before the first attempt admits anything.
+fn check_attempt_signatures(
+    record: &RequestRecord,
+    caller_key: Option<&ed25519_dalek::VerifyingKey>,
+) -> Result<(), String> {
+    match caller_key {
+        Some(key) => record
+            .submission
+            .verify_attempts(key, &record.caller)
+            .map_err(|e| e.to_string()),
+        None => Err(format!("unknown caller {:?}", record.caller)),
+    }
+}
+
 fn process(
     cluster: &Cluster,
     config: &MasterConfig,
@@ -908,16 +923,7 @@ fn process(
         .find(|c| c.actor == record.caller)
         .and_then(|c| parse_public_key("callers[].public_key", &c.public_key).ok());
     if attempt == 0 {
-        // The gateway acknowledged the request on its header signature alone; every
-        // attempt signature is checked here, once, before anything is admitted.
-        let checked = match &caller_key {
-            Some(key) => record
-                .submission
-                .verify_attempts(key, &record.caller)
-                .map_err(|e| e.to_string()),
-            None => Err(format!("unknown caller {:?}", record.caller)),
-        };
-        if let Err(e) = checked {
+        if let Err(e) = check_attempt_signatures(record, caller_key.as_ref()) {
             tracing::info!(request = %request_id, error = %e, "submission refused before admission");
             return finish(
                 cluster,

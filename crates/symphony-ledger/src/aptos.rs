@@ -192,6 +192,37 @@ impl AptosAdapter {
         ])
     }
 
+    /// `distributor::commit` signed by a funding account, or
+    /// `distributor::commit_protocol(source, pool_epoch, …)` signed by the master
+    /// cluster for the treasury (0) or an epoch's reward pool (1).
+    fn distribution_commit(
+        &self,
+        source: &PayoutSource,
+        args: Vec<Vec<u8>>,
+    ) -> Result<(AccountAddress, EntryFunction), AptosAdapterError> {
+        let (code, pool_epoch) = match source {
+            PayoutSource::Account(a) => {
+                return Ok((
+                    self.address_of(a),
+                    self.call("distributor", "commit", args)?,
+                ))
+            }
+            PayoutSource::Treasury => (0u8, 0u64),
+            PayoutSource::RewardPool(e) => (1u8, *e),
+            PayoutSource::Escrow(_) => {
+                return Err(AptosAdapterError::Unsupported(
+                    "an escrow cannot fund a distribution",
+                ))
+            }
+        };
+        let mut all = vec![bcs(&code)?, bcs(&pool_epoch)?];
+        all.extend(args);
+        Ok((
+            self.modules.master_cluster,
+            self.call("distributor", "commit_protocol", all)?,
+        ))
+    }
+
     /// The entry function and the signer of `command`.
     pub fn entry_function(
         &self,
@@ -315,26 +346,7 @@ impl AptosAdapter {
                     bcs(total)?,
                     bcs(leaves)?,
                 ];
-                match source {
-                    PayoutSource::Account(a) => (
-                        self.address_of(a),
-                        self.call("distributor", "commit", args)?,
-                    ),
-                    PayoutSource::Treasury | PayoutSource::RewardPool(_) => {
-                        let (code, pool_epoch) = match source {
-                            PayoutSource::RewardPool(e) => (1u8, *e),
-                            _ => (0u8, 0u64),
-                        };
-                        let mut all = vec![bcs(&code)?, bcs(&pool_epoch)?];
-                        all.extend(args);
-                        (cluster, self.call("distributor", "commit_protocol", all)?)
-                    }
-                    PayoutSource::Escrow(_) => {
-                        return Err(AptosAdapterError::Unsupported(
-                            "an escrow cannot fund a distribution",
-                        ))
-                    }
-                }
+                self.distribution_commit(source, args)?
             }
             Command::ClaimDistribution {
                 distribution_id,

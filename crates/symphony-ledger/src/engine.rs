@@ -401,41 +401,7 @@ fn run(em: &mut Emitter<'_>, command: &Command) -> Result<(), LedgerError> {
             root,
             total,
             leaves,
-        } => {
-            positive(*total)?;
-            if *leaves == 0 {
-                return Err(LedgerError::InvalidDistribution("no leaves"));
-            }
-            match source {
-                PayoutSource::Escrow(_) => {
-                    return Err(LedgerError::InvalidDistribution(
-                        "an escrow cannot fund a distribution",
-                    ))
-                }
-                PayoutSource::Account(account) => user_account(account)?,
-                PayoutSource::Treasury | PayoutSource::RewardPool(_) => {}
-            }
-            if let Some(d) = em.tx.distribution(distribution_id) {
-                let same = &d.source == source
-                    && d.epoch_id == *epoch
-                    && &d.root == root
-                    && d.total == *total
-                    && d.leaves == *leaves;
-                return if same {
-                    Ok(())
-                } else {
-                    Err(LedgerError::DistributionExists(distribution_id.to_string()))
-                };
-            }
-            em.emit(E::DistributionCommitted {
-                distribution_id: distribution_id.clone(),
-                source: source.clone(),
-                epoch_id: *epoch,
-                root: *root,
-                total: *total,
-                leaves: *leaves,
-            })
-        }
+        } => commit_distribution(em, source, distribution_id, *epoch, root, *total, *leaves),
         C::ClaimDistribution {
             distribution_id,
             index,
@@ -452,6 +418,52 @@ fn run(em: &mut Emitter<'_>, command: &Command) -> Result<(), LedgerError> {
             proof: proof.clone(),
         }),
     }
+}
+
+/// `distributor::commit`: checks the terms and emits `DistributionCommitted` (an
+/// identical retry emits nothing).
+fn commit_distribution(
+    em: &mut Emitter<'_>,
+    source: &PayoutSource,
+    distribution_id: &DistributionId,
+    epoch: u64,
+    root: &[u8; 32],
+    total: u64,
+    leaves: u64,
+) -> Result<(), LedgerError> {
+    positive(total)?;
+    if leaves == 0 {
+        return Err(LedgerError::InvalidDistribution("no leaves"));
+    }
+    match source {
+        PayoutSource::Escrow(_) => {
+            return Err(LedgerError::InvalidDistribution(
+                "an escrow cannot fund a distribution",
+            ))
+        }
+        PayoutSource::Account(account) => user_account(account)?,
+        PayoutSource::Treasury | PayoutSource::RewardPool(_) => {}
+    }
+    if let Some(d) = em.tx.distribution(distribution_id) {
+        let same = &d.source == source
+            && d.epoch_id == epoch
+            && &d.root == root
+            && d.total == total
+            && d.leaves == leaves;
+        return if same {
+            Ok(())
+        } else {
+            Err(LedgerError::DistributionExists(distribution_id.to_string()))
+        };
+    }
+    em.emit(LedgerEvent::DistributionCommitted {
+        distribution_id: distribution_id.clone(),
+        source: source.clone(),
+        epoch_id: epoch,
+        root: *root,
+        total,
+        leaves,
+    })
 }
 
 /// Executes a payout, idempotently: the same id with the same set hash and source is a

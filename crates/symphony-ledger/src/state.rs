@@ -613,36 +613,7 @@ impl<'a> Tx<'a> {
                 total,
                 leaves,
             } => {
-                if self.distribution(distribution_id).is_some() {
-                    return Err(LedgerError::DistributionExists(distribution_id.to_string()));
-                }
-                if *leaves == 0 {
-                    return Err(LedgerError::InvalidDistribution("no leaves"));
-                }
-                match source {
-                    PayoutSource::Treasury => self.debit(&AccountId::treasury(), *total)?,
-                    PayoutSource::RewardPool(epoch) => {
-                        self.debit(&AccountId::reward_pool(*epoch), *total)?
-                    }
-                    PayoutSource::Account(account) => self.debit(account, *total)?,
-                    PayoutSource::Escrow(_) => {
-                        return Err(LedgerError::InvalidDistribution(
-                            "an escrow cannot fund a distribution",
-                        ))
-                    }
-                }
-                let record = DistributionRecord {
-                    source: source.clone(),
-                    epoch_id: *epoch_id,
-                    root: *root,
-                    total: *total,
-                    leaves: *leaves,
-                    paid: 0,
-                    claimed: 0,
-                };
-                self.writes
-                    .distributions
-                    .insert(distribution_id.clone(), record);
+                self.commit_distribution(distribution_id, source, *epoch_id, root, *total, *leaves)?
             }
             E::DistributionClaimed {
                 distribution_id,
@@ -652,69 +623,7 @@ impl<'a> Tx<'a> {
                 kind,
                 proof,
             } => {
-                let mut d = self.distribution(distribution_id).ok_or_else(|| {
-                    LedgerError::DistributionNotFound(distribution_id.to_string())
-                })?;
-                if *index >= d.leaves {
-                    return Err(LedgerError::ClaimIndexOutOfRange {
-                        distribution_id: distribution_id.to_string(),
-                        index: *index,
-                        leaves: d.leaves,
-                    });
-                }
-                let leaf = DistributionLeaf {
-                    index: *index,
-                    recipient: recipient.clone(),
-                    amount: *amount,
-                    kind: *kind,
-                };
-                let proof_ok = proof.len() <= MAX_PROOF_HASHES
-                    && distributor::verify(
-                        &d.commitment(distribution_id),
-                        &leaf,
-                        &MerkleProof {
-                            siblings: proof.clone(),
-                        },
-                    );
-                if !proof_ok {
-                    return Err(LedgerError::BadProof {
-                        distribution_id: distribution_id.to_string(),
-                        index: *index,
-                    });
-                }
-                let key = ClaimKey {
-                    distribution_id: distribution_id.clone(),
-                    index: *index,
-                };
-                if self.is_claimed(&key) {
-                    return Err(LedgerError::AlreadyClaimed {
-                        distribution_id: distribution_id.to_string(),
-                        index: *index,
-                    });
-                }
-                d.paid = d
-                    .paid
-                    .checked_add(*amount)
-                    .filter(|paid| *paid <= d.total)
-                    .ok_or_else(|| LedgerError::ClaimExceedsTotal {
-                        distribution_id: distribution_id.to_string(),
-                        remaining: d.remaining(),
-                        amount: *amount,
-                    })?;
-                d.claimed = d
-                    .claimed
-                    .checked_add(1)
-                    .ok_or(LedgerError::ArithmeticOverflow)?;
-                self.writes.distributions.insert(distribution_id.clone(), d);
-                self.writes.claims.insert(
-                    key,
-                    ClaimRecord {
-                        recipient: recipient.clone(),
-                        amount: *amount,
-                        kind: *kind,
-                    },
-                );
-                self.credit(recipient, *amount)?;
+                self.claim_distribution(distribution_id, *index, recipient, *amount, *kind, proof)?
             }
             E::InflationMinted { epoch, amount } => {
                 let mut meta = self.meta();
@@ -729,6 +638,126 @@ impl<'a> Tx<'a> {
                 self.credit(&AccountId::treasury(), *amount)?;
             }
         }
+        Ok(())
+    }
+
+    /// `DistributionCommitted`: the total moves from its source into the pool.
+    fn commit_distribution(
+        &mut self,
+        distribution_id: &DistributionId,
+        source: &PayoutSource,
+        epoch_id: u64,
+        root: &[u8; 32],
+        total: u64,
+        leaves: u64,
+    ) -> Result<(), LedgerError> {
+        if self.distribution(distribution_id).is_some() {
+            return Err(LedgerError::DistributionExists(distribution_id.to_string()));
+        }
+        if leaves == 0 {
+            return Err(LedgerError::InvalidDistribution("no leaves"));
+        }
+        match source {
+            PayoutSource::Treasury => self.debit(&AccountId::treasury(), total)?,
+            PayoutSource::RewardPool(epoch) => {
+                self.debit(&AccountId::reward_pool(*epoch), total)?
+            }
+            PayoutSource::Account(account) => self.debit(account, total)?,
+            PayoutSource::Escrow(_) => {
+                return Err(LedgerError::InvalidDistribution(
+                    "an escrow cannot fund a distribution",
+                ))
+            }
+        }
+        let record = DistributionRecord {
+            source: source.clone(),
+            epoch_id,
+            root: *root,
+            total,
+            leaves,
+            paid: 0,
+            claimed: 0,
+        };
+        self.writes
+            .distributions
+            .insert(distribution_id.clone(), record);
+        Ok(())
+    }
+
+    /// `DistributionClaimed`: the proof leads to the root, the leaf was not claimed
+    /// and the pool holds the amount; the recipient is paid.
+    fn claim_distribution(
+        &mut self,
+        distribution_id: &DistributionId,
+        index: u64,
+        recipient: &AccountId,
+        amount: u64,
+        kind: PayoutKind,
+        proof: &[[u8; 32]],
+    ) -> Result<(), LedgerError> {
+        let mut d = self
+            .distribution(distribution_id)
+            .ok_or_else(|| LedgerError::DistributionNotFound(distribution_id.to_string()))?;
+        if index >= d.leaves {
+            return Err(LedgerError::ClaimIndexOutOfRange {
+                distribution_id: distribution_id.to_string(),
+                index,
+                leaves: d.leaves,
+            });
+        }
+        let leaf = DistributionLeaf {
+            index,
+            recipient: recipient.clone(),
+            amount,
+            kind,
+        };
+        let proof_ok = proof.len() <= MAX_PROOF_HASHES
+            && distributor::verify(
+                &d.commitment(distribution_id),
+                &leaf,
+                &MerkleProof {
+                    siblings: proof.to_vec(),
+                },
+            );
+        if !proof_ok {
+            return Err(LedgerError::BadProof {
+                distribution_id: distribution_id.to_string(),
+                index,
+            });
+        }
+        let key = ClaimKey {
+            distribution_id: distribution_id.clone(),
+            index,
+        };
+        if self.is_claimed(&key) {
+            return Err(LedgerError::AlreadyClaimed {
+                distribution_id: distribution_id.to_string(),
+                index,
+            });
+        }
+        d.paid = d
+            .paid
+            .checked_add(amount)
+            .filter(|paid| *paid <= d.total)
+            .ok_or_else(|| LedgerError::ClaimExceedsTotal {
+                distribution_id: distribution_id.to_string(),
+                remaining: d.remaining(),
+                amount,
+            })?;
+        d.claimed = d
+            .claimed
+            .checked_add(1)
+            .ok_or(LedgerError::ArithmeticOverflow)?;
+        self.writes.distributions.insert(distribution_id.clone(), d);
+        self.writes.claims.insert(
+            key,
+            ClaimRecord {
+                recipient: recipient.clone(),
+                amount,
+                kind,
+            },
+        );
+        self.credit(recipient, amount)?;
         Ok(())
     }
 

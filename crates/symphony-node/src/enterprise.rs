@@ -6,7 +6,7 @@
 //! usage scope and a budget reservation for the task are evaluated, and the
 //! evaluation runs inside the node's enclave, which attests to the run.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ops::ControlFlow;
 use std::sync::Mutex;
 
@@ -50,7 +50,7 @@ pub struct AdmissionReply {
 /// What a master needs from an enterprise node: the narrow boundary between the
 /// two node types (in process for the embedded network, over the network when
 /// deployed).
-pub trait EnterpriseEndpoint {
+pub trait EnterpriseEndpoint: Sync {
     /// The hosted Vault.
     fn vault_id(&self) -> &VaultId;
     /// Admission: authorization check and budget reservation for consenting subjects.
@@ -545,17 +545,18 @@ impl EnterpriseNode {
             .run(&inputs.0, envelope.hash().0, a.evaluate_at_ms, || {
                 let mut out = T::default();
                 let mut evaluated = 0u64;
-                let scan = self.vault.for_each_subject(&auth, |view| {
-                    let Ok(subject) = SubjectId::new(view.subject) else {
-                        return ControlFlow::Continue(());
-                    };
-                    if !evaluate.contains(&subject) {
-                        return ControlFlow::Continue(()); // excluded before computation
-                    }
-                    evaluated += 1;
-                    visit(&mut out, view);
-                    ControlFlow::Continue(())
-                });
+                // Subjects outside `evaluate` are excluded before computation: the
+                // scan never unwraps their keys nor decrypts their records.
+                let included: HashSet<&str> = evaluate.iter().map(|s| s.as_str()).collect();
+                let scan = self.vault.for_each_subject_in(
+                    &auth,
+                    |subject| included.contains(subject),
+                    |view| {
+                        evaluated += 1;
+                        visit(&mut out, view);
+                        ControlFlow::Continue(())
+                    },
+                );
                 if let Err(e) = scan {
                     scan_error = Some(e);
                 }

@@ -372,7 +372,7 @@ pub struct EmbeddedNetwork {
 }
 
 /// An enterprise endpoint that is down: every call fails as unreachable.
-struct Unreachable<'a>(&'a VaultId);
+pub(crate) struct Unreachable<'a>(pub(crate) &'a VaultId);
 
 impl EnterpriseEndpoint for Unreachable<'_> {
     fn vault_id(&self) -> &VaultId {
@@ -741,7 +741,9 @@ impl EmbeddedNetwork {
         }
         let task = TaskId::new(task_id).map_err(|e| NodeError::Refused(e.to_string()))?;
         let at_ms = self.master.now_ms;
+        let started = std::time::Instant::now();
         let paid = pay_embedded_vault_dividends(&mut self.master, &self.enterprises, &task, at_ms)?;
+        obs.phase("dividends", started.elapsed());
         obs.step(
             "dividends",
             &format!(

@@ -182,6 +182,22 @@ impl Vault {
         })
     }
 
+    /// The budget accounts of `subjects` (in the given order) for a scope, read in
+    /// one snapshot: one read transaction for the lot instead of one per subject.
+    pub fn budget_accounts<'s>(
+        &self,
+        subjects: impl IntoIterator<Item = &'s SubjectId>,
+        scope: UsageScope,
+    ) -> Result<Vec<BudgetAccount>, VaultError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(BUDGET)?;
+        let epoch = current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
+        subjects
+            .into_iter()
+            .map(|subject| self.stored_account(&table, (scope.as_str(), subject.as_str()), epoch))
+            .collect()
+    }
+
     /// Applies budget operations in one write transaction, all or nothing: if any is
     /// refused by [`BudgetAccount::apply`], nothing is written and the first refusal
     /// is returned. Idempotent by task id (retries report `AlreadyApplied`).
@@ -190,11 +206,22 @@ impl Vault {
         scope: UsageScope,
         ops: &[(SubjectId, BudgetOp)],
     ) -> Result<Vec<BudgetOutcome>, VaultError> {
+        self.apply_each(scope, ops.len(), ops.iter().map(|(s, op)| (s, op)))
+    }
+
+    /// [`Vault::apply_budget_ops`] over borrowed `(subject, op)` pairs.
+    fn apply_each<'a>(
+        &self,
+        scope: UsageScope,
+        len: usize,
+        ops: impl Iterator<Item = (&'a SubjectId, &'a BudgetOp)>,
+    ) -> Result<Vec<BudgetOutcome>, VaultError> {
         let tx = self.db.begin_write()?;
-        let mut outcomes = Vec::with_capacity(ops.len());
+        let mut outcomes = Vec::with_capacity(len);
         {
             let epoch = current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
             let mut table = tx.open_table(BUDGET)?;
+            let mut encoded = Vec::new();
             for (subject, op) in ops {
                 let key = (scope.as_str(), subject.as_str());
                 let mut account = self.stored_account(&table, key, epoch)?;
@@ -204,7 +231,9 @@ impl Vault {
                     source,
                 })?;
                 if outcome == BudgetOutcome::Applied {
-                    table.insert(key, bcs::to_bytes(&account)?.as_slice())?;
+                    encoded.clear();
+                    bcs::serialize_into(&mut encoded, &account)?;
+                    table.insert(key, encoded.as_slice())?;
                 }
                 outcomes.push(outcome);
             }
@@ -388,9 +417,7 @@ impl Vault {
         subjects: &[SubjectId],
         op: &BudgetOp,
     ) -> Result<Vec<BudgetOutcome>, VaultError> {
-        let ops: Vec<(SubjectId, BudgetOp)> =
-            subjects.iter().map(|s| (s.clone(), op.clone())).collect();
-        self.apply_budget_ops(scope, &ops)
+        self.apply_each(scope, subjects.len(), subjects.iter().map(|s| (s, op)))
     }
 
     /// Releases every reservation `task` holds in this Vault, in any scope, and

@@ -18,12 +18,25 @@ impl Vault {
     ///
     /// Any block that fails authentication aborts the scan with
     /// [`VaultError::Tampered`]: corrupted data is never handed to the callback.
-    pub fn for_each_subject<F>(
+    pub fn for_each_subject<F>(&self, auth: &Authorized, visit: F) -> Result<ScanStats, VaultError>
+    where
+        F: FnMut(&SubjectView<'_>) -> ControlFlow<()>,
+    {
+        self.for_each_subject_in(auth, |_| true, visit)
+    }
+
+    /// [`Vault::for_each_subject`] over the subjects `include` accepts (by subject
+    /// id, read from the subject row): the others' data keys are never unwrapped
+    /// and their blocks never decrypted, so a task that may use only some subjects
+    /// (consent, budget) costs in proportion to those.
+    pub fn for_each_subject_in<P, F>(
         &self,
         auth: &Authorized,
+        include: P,
         mut visit: F,
     ) -> Result<ScanStats, VaultError>
     where
+        P: Fn(&str) -> bool,
         F: FnMut(&SubjectView<'_>) -> ControlFlow<()>,
     {
         auth.check_vault(&self.config.vault_id)?;
@@ -31,7 +44,14 @@ impl Vault {
         let subjects = tx.open_table(SUBJECTS)?;
         let blocks = tx.open_table(BLOCKS)?;
         let mut stats = ScanStats::default();
-        self.scan_range(&subjects, &blocks, 0..u64::MAX, &mut stats, &mut visit)?;
+        self.scan_range(
+            &subjects,
+            &blocks,
+            0..u64::MAX,
+            &include,
+            &mut stats,
+            &mut visit,
+        )?;
         Ok(stats)
     }
 
@@ -70,7 +90,8 @@ impl Vault {
                     scope.spawn(move || {
                         let mut state = init();
                         let mut stats = ScanStats::default();
-                        self.scan_range(subjects, blocks, range, &mut stats, &mut |view| {
+                        let all = |_: &str| true;
+                        self.scan_range(subjects, blocks, range, &all, &mut stats, &mut |view| {
                             if stop.load(Ordering::Relaxed) || visit(&mut state, view).is_break() {
                                 stop.store(true, Ordering::Relaxed);
                                 return ControlFlow::Break(());
@@ -105,12 +126,14 @@ impl Vault {
     }
 
     /// Merge-join of `blocks` and `subjects` (both ordered by subject number) over
-    /// the subject numbers in `range`.
+    /// the subject numbers in `range`; subjects `include` refuses are passed over
+    /// undecrypted.
     fn scan_range(
         &self,
         subjects: &ReadOnlyTable<u64, &'static [u8]>,
         blocks: &ReadOnlyTable<(u64, u64), &'static [u8]>,
         range: Range<u64>,
+        include: &dyn Fn(&str) -> bool,
         stats: &mut ScanStats,
         visit: &mut dyn FnMut(&SubjectView<'_>) -> ControlFlow<()>,
     ) -> Result<(), VaultError> {
@@ -139,6 +162,8 @@ impl Vault {
                         let (name, wrapped, _) = SubjectRow::decode_head(entry.value())?;
                         let cipher = if wrapped.is_empty() {
                             stats.erased_subjects += 1;
+                            None
+                        } else if !include(name) {
                             None
                         } else {
                             Some(self.unwrap_dek(name, wrapped)?.cipher())

@@ -514,6 +514,65 @@ fn parallel_scan_sees_what_the_sequential_scan_sees() {
     assert!(stats.subjects <= 2);
 }
 
+/// A scan restricted to some subjects visits exactly those (erased ones still
+/// skipped) and decrypts only their blocks; the batch budget read equals the
+/// per-subject reads.
+#[test]
+fn restricted_scan_decrypts_only_the_included_subjects() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = create(&dir.path().join("v.redb"), "vault-a");
+    let batch: Vec<_> = (0..40)
+        .flat_map(|i| {
+            (0..2).map(move |j| (sid(&format!("p{i}")), purchase("Starbucks", 100 + j, i)))
+        })
+        .collect();
+    vault.insert_batch(&batch).unwrap();
+    vault.erase_subject(&sid("p4"), 9).unwrap();
+    let auth = reader(&vault);
+    let wanted = |s: &str| ["p2", "p4", "p7", "p31"].contains(&s);
+    let mut seen = Vec::new();
+    let stats = vault
+        .for_each_subject_in(&auth, wanted, |view| {
+            seen.push((view.subject.to_owned(), view.purchases.len()));
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+    seen.sort();
+    let expect: Vec<(String, usize)> = ["p2", "p31", "p7"]
+        .iter()
+        .map(|s| (s.to_string(), 2))
+        .collect();
+    assert_eq!(seen, expect);
+    assert_eq!((stats.subjects, stats.records), (3, 6));
+    let full = vault
+        .for_each_subject(&auth, |_| std::ops::ControlFlow::Continue(()))
+        .unwrap();
+    assert_eq!(full.subjects, 39);
+    assert!(
+        stats.blocks < full.blocks && stats.plaintext_bytes < full.plaintext_bytes / 5,
+        "restricted {stats:?} vs full {full:?}"
+    );
+
+    let scope = UsageScope::Marketing;
+    let subjects: Vec<_> = ["p1", "p2", "p3"].iter().map(|s| sid(s)).collect();
+    vault
+        .reserve_for_task(
+            &task("t-1"),
+            scope,
+            &subjects[..2],
+            Epsilon::from_micro(250_000),
+            ReserveMode::AllOrNothing,
+        )
+        .unwrap();
+    let batch = vault.budget_accounts(&subjects, scope).unwrap();
+    let one_by_one: Vec<_> = subjects
+        .iter()
+        .map(|s| vault.budget_account(s, scope).unwrap())
+        .collect();
+    assert_eq!(batch, one_by_one);
+    assert_ne!(batch[0], batch[2], "p1 holds a reservation, p3 none");
+}
+
 /// A composite task's rounds reserve all or none per subject in one transaction:
 /// a subject that can not cover the sum keeps its account unchanged; a retry is
 /// idempotent; a released round task refuses the whole reservation.

@@ -133,15 +133,20 @@ pub fn reserve(
     let mut consent_refs = Vec::new();
     let mut reserved_total = 0u64;
     let mut excluded_total = 0u64;
-    for e in endpoints {
-        let r = match e.admission_reserve(
-            task_id,
-            actor,
-            class,
-            c.usage_scope,
-            c.epsilon,
-            master.now_ms,
-        ) {
+    // Every Vault reserves in parallel; the replies are then taken in Vault order,
+    // all of them in before any refusal releases what the others reserved.
+    let mut replies = Vec::with_capacity(endpoints.len());
+    let (scope, epsilon, now_ms) = (c.usage_scope, c.epsilon, master.now_ms);
+    super::for_each_vault(
+        endpoints,
+        |e| e.admission_reserve(task_id, actor, class, scope, epsilon, now_ms),
+        |_, reply| {
+            replies.push(reply);
+            Ok(())
+        },
+    )?;
+    for reply in replies {
+        let r = match reply {
             Ok(r) => r,
             Err(NodeError::Unavailable(v)) => {
                 obs.step("unreachable", &format!("{v} did not answer at admission"));

@@ -3,19 +3,19 @@
 //! and runs the class's aggregation inside the master's aggregation enclave.
 
 use symphony_core::encoding::Digest;
-use symphony_core::envelope::TaskEnvelope;
 use symphony_core::ids::*;
 use symphony_core::lifecycle::{SliceState, TaskEvent};
 use symphony_master::{Command, SliceRecord};
 
 use super::admission::Admitted;
 use super::settlement::reject;
-use super::{ClassModule, Report};
+use super::{for_each_vault, ClassModule, Report};
 use crate::bundle::{SliceAssignment, SliceBody, SliceResultBundle};
 use crate::enterprise::EnterpriseEndpoint;
 use crate::network::{MasterServices, Observer};
 use crate::verify::{verify_slice, SliceEvidence};
 use crate::NodeError;
+use symphony_enclave::SoftwareAttestationVerifier;
 
 /// What execution hands to settlement.
 pub struct Executed<A> {
@@ -51,14 +51,16 @@ pub fn advance(
     Ok(())
 }
 
-/// One slice: assigned, executed at the Vault, verified (commitment + attestation).
+/// One slice: assigned, executed at the Vault, verified (commitment + attestation)
+/// with the task's verifier (`Err`: the master can not verify this task's slices).
 fn run_slice<C: ClassModule>(
-    master: &MasterServices,
+    verifier: &Result<SoftwareAttestationVerifier, String>,
+    now_ms: u64,
     class: &C,
     endpoint: &dyn EnterpriseEndpoint,
-    envelope: &TaskEnvelope,
     a: &Admitted,
 ) -> Result<(SliceResultBundle<C::Body>, SliceEvidence), NodeError> {
+    let envelope = &a.envelope;
     let assignment = SliceAssignment {
         slice_id: SliceId {
             sub_task: SubTaskId {
@@ -69,10 +71,13 @@ fn run_slice<C: ClassModule>(
         },
         envelope: envelope.clone(),
         plan: a.plan.clone(),
-        evaluate_at_ms: master.now_ms,
+        evaluate_at_ms: now_ms,
     };
     let bundle = class.execute(endpoint, &assignment)?;
-    let evidence = verify_slice(&master.verifier_for(envelope)?, envelope, &bundle)
+    let verifier = verifier
+        .as_ref()
+        .map_err(|e| NodeError::Refused(e.clone()))?;
+    let evidence = verify_slice(verifier, envelope, &bundle)
         .map_err(|err| NodeError::Refused(err.to_string()))?;
     Ok((bundle, evidence))
 }
@@ -80,7 +85,8 @@ fn run_slice<C: ClassModule>(
 /// The verified slices' bundles and their evidence.
 pub type Verified<B> = (Vec<SliceResultBundle<B>>, Vec<SliceEvidence>);
 
-/// Fans out one slice per Vault and records each in the master state.
+/// Fans out one slice per Vault — the Vaults run theirs in parallel
+/// ([`for_each_vault`]) — and records each in the master state, in Vault order.
 pub fn fan_out<C: ClassModule>(
     master: &mut MasterServices,
     endpoints: &[&dyn EnterpriseEndpoint],
@@ -92,48 +98,55 @@ pub fn fan_out<C: ClassModule>(
     let mut evidence = Vec::new();
     let mut bundles = Vec::new();
     let total = endpoints.len() as u64;
-    for (i, e) in endpoints.iter().enumerate() {
-        let vault_id = e.vault_id().clone();
-        let record = match run_slice(master, class, *e, &a.envelope, a) {
-            Ok((bundle, ev)) => {
-                let r = SliceRecord {
-                    state: SliceState::Verified,
-                    commitment: bundle.commitment,
-                    subjects_evaluated: bundle.body.subjects_evaluated(),
-                    epsilon_committed_micro: bundle.body.epsilon_committed_micro(),
-                    enclave_kind: Some(ev.attestation.kind()),
-                };
-                report.subjects_evaluated += bundle.body.subjects_evaluated();
-                report
-                    .enclave_kinds
-                    .insert(vault_id.to_string(), ev.attestation.kind());
-                evidence.push(ev);
-                bundles.push(bundle);
-                r
-            }
-            Err(err) => {
-                obs.step("slice_failed", &format!("{vault_id}: {err}"));
-                report.slice_failures.push(format!("{vault_id}: {err}"));
-                let state = match err {
-                    NodeError::Unavailable(_) => SliceState::TimedOut,
-                    _ => SliceState::Failed,
-                };
-                SliceRecord {
-                    state,
-                    commitment: Digest::default(),
-                    subjects_evaluated: 0,
-                    epsilon_committed_micro: 0,
-                    enclave_kind: None,
+    let verifier = master.verifier_for(&a.envelope).map_err(|e| e.to_string());
+    let now_ms = master.now_ms;
+    for_each_vault(
+        endpoints,
+        |e| run_slice(&verifier, now_ms, class, e, a),
+        |i, result| {
+            let vault_id = endpoints[i].vault_id().clone();
+            let record = match result {
+                Ok((bundle, ev)) => {
+                    let r = SliceRecord {
+                        state: SliceState::Verified,
+                        commitment: bundle.commitment,
+                        subjects_evaluated: bundle.body.subjects_evaluated(),
+                        epsilon_committed_micro: bundle.body.epsilon_committed_micro(),
+                        enclave_kind: Some(ev.attestation.kind()),
+                    };
+                    report.subjects_evaluated += bundle.body.subjects_evaluated();
+                    report
+                        .enclave_kinds
+                        .insert(vault_id.to_string(), ev.attestation.kind());
+                    evidence.push(ev);
+                    bundles.push(bundle);
+                    r
                 }
-            }
-        };
-        obs.progress("slices", i as u64 + 1, total);
-        master.masters.submit(Command::RecordSlice {
-            task_id: a.task_id.clone(),
-            vault_id,
-            record,
-        })?;
-    }
+                Err(err) => {
+                    obs.step("slice_failed", &format!("{vault_id}: {err}"));
+                    report.slice_failures.push(format!("{vault_id}: {err}"));
+                    let state = match err {
+                        NodeError::Unavailable(_) => SliceState::TimedOut,
+                        _ => SliceState::Failed,
+                    };
+                    SliceRecord {
+                        state,
+                        commitment: Digest::default(),
+                        subjects_evaluated: 0,
+                        epsilon_committed_micro: 0,
+                        enclave_kind: None,
+                    }
+                }
+            };
+            obs.progress("slices", i as u64 + 1, total);
+            master.masters.submit(Command::RecordSlice {
+                task_id: a.task_id.clone(),
+                vault_id,
+                record,
+            })?;
+            Ok(())
+        },
+    )?;
     report.vaults_responded = evidence.len() as u32;
     report.attestations_verified = evidence.len() as u32;
     obs.step(

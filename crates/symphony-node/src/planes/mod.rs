@@ -33,6 +33,52 @@ use crate::network::{MasterServices, Observer};
 use crate::verify::AggregateClaim;
 use crate::NodeError;
 
+/// Runs `work` for every endpoint — each Vault's part of a task is independent —
+/// on up to as many threads as the machine has cores, and hands each result to
+/// `done` on the calling thread in endpoint order, as soon as it and every earlier
+/// one are in (so what `done` records is in the same order as a sequential run).
+/// An error from `done` stops the hand-over; work already started finishes.
+pub fn for_each_vault<T: Send>(
+    endpoints: &[&dyn EnterpriseEndpoint],
+    work: impl Fn(&dyn EnterpriseEndpoint) -> T + Sync,
+    mut done: impl FnMut(usize, T) -> Result<(), NodeError>,
+) -> Result<(), NodeError> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(endpoints.len());
+    if workers <= 1 {
+        for (i, e) in endpoints.iter().enumerate() {
+            done(i, work(*e))?;
+        }
+        return Ok(());
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, T)>();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let (tx, next, work) = (tx.clone(), &next, &work);
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(e) = endpoints.get(i) else { break };
+                if tx.send((i, work(*e))).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        let mut pending = BTreeMap::new();
+        let mut want = 0usize;
+        for (i, result) in rx {
+            pending.insert(i, result);
+            while let Some(result) = pending.remove(&want) {
+                done(want, result)?;
+                want += 1;
+            }
+        }
+        Ok(())
+    })
+}
+
 /// What a class decides at admission, once the plan is resolved and the policy
 /// is known.
 pub struct ClassAdmission {
@@ -49,9 +95,9 @@ pub struct ClassAdmission {
 }
 
 /// What differs per task class. One implementation per class module.
-pub trait ClassModule {
+pub trait ClassModule: Sync {
     /// What one slice returns.
-    type Body: SliceBody;
+    type Body: SliceBody + Send;
     /// What the aggregation enclave returns.
     type Aggregate;
 
@@ -249,4 +295,54 @@ pub fn run_task<C: ClassModule>(
     };
     clock.lap(obs, "settlement");
     run
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::network::Unreachable;
+    use symphony_core::ids::VaultId;
+
+    /// Results reach `done` in endpoint order even when later Vaults finish first,
+    /// every Vault's work runs exactly once, and an error from `done` stops the
+    /// hand-over there.
+    #[test]
+    fn for_each_vault_hands_results_over_in_vault_order() {
+        let ids: Vec<VaultId> = (0..7)
+            .map(|i| VaultId::new(format!("vault-{i}")).unwrap())
+            .collect();
+        let nodes: Vec<Unreachable<'_>> = ids.iter().map(Unreachable).collect();
+        let endpoints: Vec<&dyn EnterpriseEndpoint> =
+            nodes.iter().map(|n| n as &dyn EnterpriseEndpoint).collect();
+        let runs = std::sync::atomic::AtomicUsize::new(0);
+        let work = |e: &dyn EnterpriseEndpoint| {
+            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let i: u64 = e.vault_id().as_str()[6..].parse().unwrap();
+            // The first Vaults are the slowest.
+            std::thread::sleep(std::time::Duration::from_millis(5 * (7 - i)));
+            e.vault_id().to_string()
+        };
+        let mut seen = Vec::new();
+        for_each_vault(&endpoints, work, |i, id| {
+            seen.push((i, id));
+            Ok(())
+        })
+        .unwrap();
+        let expect: Vec<(usize, String)> = (0..7).map(|i| (i, format!("vault-{i}"))).collect();
+        assert_eq!(seen, expect);
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 7);
+
+        let mut taken = Vec::new();
+        let err = for_each_vault(&endpoints, work, |i, _| {
+            if i == 3 {
+                return Err(NodeError::Refused("stop at 3".into()));
+            }
+            taken.push(i);
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("stop at 3"), "{err}");
+        assert_eq!(taken, vec![0, 1, 2]);
+    }
 }

@@ -106,10 +106,12 @@ pub fn vault_producer_usage(
     at_ms: u64,
 ) -> Result<Vec<ProducerUsage>, NodeError> {
     let mut out = Vec::new();
-    for subject in vault.consented_subjects(scope, at_ms)? {
-        let used = vault.budget_account(&subject, scope)?.finished_of(task);
+    let consented = vault.consented_subjects(scope, at_ms)?;
+    let accounts = vault.budget_accounts(&consented, scope)?;
+    for (subject, account) in consented.iter().zip(accounts) {
+        let used = account.finished_of(task);
         if let Some(eps) = used.filter(|e| e.micro > 0) {
-            let producer = producer_actor(&subject)?;
+            let producer = producer_actor(subject)?;
             let staked = ledger.is_staked(&actor_account(&producer)?, StakeTier::Producer);
             out.push(ProducerUsage {
                 producer,

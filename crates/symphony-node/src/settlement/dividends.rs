@@ -103,9 +103,11 @@ impl DividendDistribution {
 
     /// The pool payout's amount (0 without one).
     pub fn pool_total(&self) -> u64 {
-        self.pool_set
-            .as_ref()
-            .map_or(0, |s| s.instructions.iter().map(|i| i.amount).sum())
+        self.pool_set.as_ref().map_or(0, |s| {
+            s.instructions
+                .iter()
+                .fold(0u64, |a, i| a.saturating_add(i.amount))
+        })
     }
 }
 
@@ -270,8 +272,8 @@ pub struct ClaimedLeaf {
     pub index: u64,
     /// Paid, µSYM (net: the staking multiplier was applied in the leaf).
     pub amount_micro_sym: u64,
-    /// `data_usage_dividend`.
-    pub kind: PayoutKind,
+    /// The leaf's kind (`data_usage_dividend`).
+    pub kind: String,
 }
 
 /// What `symphony producer claim` did.
@@ -389,7 +391,7 @@ pub fn claim_dividends(
             vault: d.vault.to_string(),
             index: leaf.index,
             amount_micro_sym: leaf.amount,
-            kind: leaf.kind,
+            kind: super::summary::kind_name(leaf.kind),
         });
     }
     Ok(ClaimReport {

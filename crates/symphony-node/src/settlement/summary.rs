@@ -214,7 +214,8 @@ pub struct LedgerSummary {
     pub distributions: Vec<DistributionRow>,
 }
 
-fn kind_name(kind: PayoutKind) -> String {
+/// A payout kind's snake-case name (`data_usage_dividend`, …).
+pub(crate) fn kind_name(kind: PayoutKind) -> String {
     serde_json::to_value(kind)
         .ok()
         .and_then(|v| v.as_str().map(snake))

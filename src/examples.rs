@@ -17,6 +17,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("producer budget", "symphony producer budget --dir pv --json\nsymphony producer budget --dir symphony-devnet   on a devnet up with --producer-vault"),
     ("producer earnings", "symphony producer earnings --dir pv   quality rewards and dividends by epoch\nsymphony producer earnings --dir devnet --json   through the gateway, signed as producer:alice"),
     ("producer stake", "symphony producer stake --dir pv\nsymphony producer stake --dir devnet --bond   on a devnet: bond S_producer, registered with the masters: rewards 100 %"),
+    ("producer claim", "symphony producer claim --dir net --producer s-0123456789abcdef   every unclaimed dividend leaf of that data subject, proven and paid\nsymphony producer claim --dir net --producer actor:producer:s-0123456789abcdef --json"),
     ("bench parse", "symphony bench parse --receipts 25 --json   field accuracy per level and receipts/s"),
     ("bench luckin", "symphony bench luckin                       100,000 people, 1M records, 8 Vaults, vs a plaintext scan\nsymphony bench luckin --subjects 1000000 --records 10000000 --vaults 8 --json"),
     ("bench train", "symphony bench train                        100,000 people, 4 Vaults, 12 rounds, time per phase\nsymphony bench train --subjects 20000 --rounds 3 --json"),

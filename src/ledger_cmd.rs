@@ -17,8 +17,10 @@ use symphony_node::settlement::SettlementStore;
 #[derive(Subcommand)]
 pub enum LedgerCmd {
     /// Prove that every finalized settlement was paid exactly once, that nothing was
-    /// paid before finality, that per-epoch payout sets match the ledger, and that
-    /// balances equal the sum of the ledger's events. Exit code 1 on any discrepancy.
+    /// paid before finality, that per-epoch payout sets match the ledger, that every
+    /// dividend distribution's kept leaves rebuild its committed root and total (claims
+    /// paid ≤ total), and that balances equal the sum of the ledger's events. Exit
+    /// code 1 on any discrepancy.
     Reconcile {
         /// The network directory (holds ledger.redb and settlement.redb).
         #[arg(long)]
@@ -27,8 +29,8 @@ pub enum LedgerCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Print accounts (role, balance, stake), escrows, settlements and per-epoch
-    /// payout sets, labelled; producers are summed by role unless `--all` or
+    /// Print accounts (role, balance, stake), escrows, settlements, per-epoch
+    /// payout sets and dividend distributions (id, epoch, leaves, total, claimed), labelled; producers are summed by role unless `--all` or
     /// `--account` lists them. DIR is a demo's `--dir` or a devnet.
     #[command(
         after_help = "Examples:\n  symphony ledger show --dir symphony-devnet\n  symphony ledger show --dir symphony-devnet --account luckin\n  symphony ledger show --dir net --epoch 0 --json"
@@ -74,6 +76,14 @@ pub fn run(cmd: LedgerCmd) -> Result<()> {
                 println!(
                     "  epoch payout sets matched {} (epochs {:?})",
                     r.epoch_payout_sets, r.epochs
+                );
+                println!(
+                    "  dividend distributions    {} ({} of {} leaves claimed, {} of {} µSYM; roots rebuilt)",
+                    r.distributions.distributions,
+                    r.distributions.claimed,
+                    r.distributions.leaves,
+                    r.distributions.claimed_micro_sym,
+                    r.distributions.committed_micro_sym
                 );
                 println!(
                     "  total supply              {} = genesis {} + minted {}",
@@ -264,6 +274,30 @@ fn print_summary(dir: &std::path::Path, s: &LedgerSummary, list_all: bool) {
                     p.payout_id.clone(),
                     p.recipients.to_string(),
                     sym(p.total_micro_sym),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    columns(
+        "distributions (claimed by producers with a Merkle proof)",
+        &[
+            "distribution",
+            "epoch",
+            "leaves",
+            "total",
+            "claimed",
+            "paid",
+        ],
+        &s.distributions
+            .iter()
+            .map(|d| {
+                vec![
+                    d.distribution_id.clone(),
+                    d.epoch.to_string(),
+                    d.leaves.to_string(),
+                    sym(d.total_micro_sym),
+                    d.claimed.to_string(),
+                    sym(d.claimed_micro_sym),
                 ]
             })
             .collect::<Vec<_>>(),

@@ -1,5 +1,5 @@
 //! Data producers on the command line: `symphony demo parse`, `symphony bench
-//! parse`, and `symphony producer upload|consent|budget|earnings|stake`.
+//! parse`, and `symphony producer upload|consent|budget|earnings|stake|claim`.
 
 use std::path::{Path, PathBuf};
 
@@ -257,6 +257,50 @@ pub enum ProducerCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Claim the producer's data usage dividends that a Vault committed as one
+    /// Merkle distribution (a task with more producers than the direct payout
+    /// limit): proves each unclaimed leaf from the kept leaves and submits the
+    /// claim to the ledger.
+    Claim {
+        /// A network directory (holds ledger.redb and settlement.redb).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The producer: a data subject (`s-…`), `producer:<subject>` or its
+        /// account `actor:producer:<subject>`.
+        #[arg(long)]
+        producer: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `producer claim --dir DIR --producer P`: claims every unclaimed dividend leaf
+/// of `P` in the distributions kept in DIR's settlement store.
+fn claim(dir: &Path, producer: &str, json: bool) -> Result<()> {
+    use symphony_node::settlement::dividends::{claim_dividends, producer_account};
+    let account = producer_account(producer)?;
+    let (mut ledger, store) = symphony_node::settlement::reconcile::open_dir(dir)
+        .with_context(|| format!("--dir {}", dir.display()))?;
+    let report = claim_dividends(&mut ledger, &store, &account)
+        .with_context(|| format!("claiming the dividends of {account} in {}", dir.display()))?;
+    if json {
+        return crate::output::print_json(&report);
+    }
+    println!(
+        "{}: claimed {} µSYM in {} leaf/leaves ({} claimed before), balance {} µSYM",
+        report.producer,
+        report.total_micro_sym,
+        report.claimed.len(),
+        report.claimed_before,
+        report.balance_micro_sym
+    );
+    for c in &report.claimed {
+        println!(
+            "  epoch {:<4} {}  leaf {:<8} {:>12} µSYM  (task {}, {})",
+            c.epoch, c.distribution_id, c.index, c.amount_micro_sym, c.task_id, c.vault
+        );
+    }
+    Ok(())
 }
 
 fn open_personal_vault(dir: &Path) -> Result<symphony_vault::Vault> {
@@ -468,6 +512,11 @@ pub fn run(cmd: ProducerCmd) -> Result<()> {
     let subject = SubjectId::new(PRODUCER_SUBJECT)?;
     let producer = producer_actor_of(PRODUCER_SUBJECT)?;
     match cmd {
+        ProducerCmd::Claim {
+            dir,
+            producer,
+            json,
+        } => claim(&dir, &producer, json),
         ProducerCmd::SignIn {
             challenge,
             dir,

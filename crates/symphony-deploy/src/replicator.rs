@@ -225,6 +225,19 @@ impl SettlementLedger for ReplicatedLedger {
     fn total_supply(&self) -> u128 {
         self.read(|l| l.total_supply())
     }
+    fn distribution(
+        &self,
+        distribution_id: &symphony_ledger::DistributionId,
+    ) -> Option<symphony_ledger::DistributionRecord> {
+        self.read(|l| l.distribution(distribution_id))
+    }
+    fn distribution_claim(
+        &self,
+        distribution_id: &symphony_ledger::DistributionId,
+        index: u64,
+    ) -> Option<symphony_ledger::ClaimRecord> {
+        self.read(|l| l.distribution_claim(distribution_id, index))
+    }
     fn events(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, LedgerEvent)>, LedgerError> {
         self.read(|l| l.events(from_seq, limit))
     }
@@ -264,6 +277,13 @@ impl ReplicatedSettlements for ReplicatedSettlementStore {
                 let key = (set.epoch_id, set.payout_id.to_string());
                 if let Some(old) = s.settlement().epoch_payouts.get(&key) {
                     probe.epoch_payouts.insert(key, old.clone());
+                }
+            }
+            if let StoreWrite::PutDistribution(d) = &write {
+                if let Some(old) = s.settlement().distributions.get(&d.distribution_id) {
+                    probe
+                        .distributions
+                        .insert(d.distribution_id.clone(), old.clone());
                 }
             }
             if let StoreWrite::PutRowWithCredits(_, credits) = &write {

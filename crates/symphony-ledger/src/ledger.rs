@@ -5,7 +5,7 @@ use crate::engine::{Command, Outcome};
 use crate::error::LedgerError;
 use crate::event::{LedgerEvent, PayoutSource};
 use crate::reconcile::{ReconcileError, ReconcileReport};
-use crate::state::{EscrowRecord, StakeRecord};
+use crate::state::{ClaimRecord, DistributionRecord, EscrowRecord, StakeRecord};
 use crate::types::{
     AccountId, DistributionId, EscrowId, LedgerConfig, PayoutInstructionSet, StakeTier,
 };
@@ -33,6 +33,14 @@ pub trait SettlementLedger {
     fn stake_record(&self, actor: &AccountId) -> Option<StakeRecord>;
     /// Whether `actor` has at least the minimum bonded stake of `tier`.
     fn is_staked(&self, actor: &AccountId, tier: StakeTier) -> bool;
+    /// A committed Merkle distribution and what was claimed against it, if any.
+    fn distribution(&self, distribution_id: &DistributionId) -> Option<DistributionRecord>;
+    /// What leaf `index` of distribution `distribution_id` paid, if it was claimed.
+    fn distribution_claim(
+        &self,
+        distribution_id: &DistributionId,
+        index: u64,
+    ) -> Option<ClaimRecord>;
     /// Balances + escrows + stakes.
     fn total_supply(&self) -> u128;
     /// Up to `limit` events starting at sequence `from_seq`.
@@ -228,6 +236,25 @@ macro_rules! cached_state_reads {
         }
         fn total_supply(&self) -> u128 {
             self.state.total_supply()
+        }
+        fn distribution(
+            &self,
+            distribution_id: &$crate::types::DistributionId,
+        ) -> Option<$crate::state::DistributionRecord> {
+            self.state.distributions.get(distribution_id).cloned()
+        }
+        fn distribution_claim(
+            &self,
+            distribution_id: &$crate::types::DistributionId,
+            index: u64,
+        ) -> Option<$crate::state::ClaimRecord> {
+            self.state
+                .claims
+                .get(&$crate::state::ClaimKey {
+                    distribution_id: distribution_id.clone(),
+                    index,
+                })
+                .cloned()
         }
     };
 }

@@ -6,10 +6,8 @@ use symphony_core::lifecycle::{SettlementState, SliceState};
 use symphony_economics::PolicyParams;
 use symphony_ledger::{AccountId, EscrowId, StakeTier};
 
-use super::rewards::{
-    charge_rejection_owing, pay_vault_dividends, scheduled_round_payouts, vault_dividend_sets,
-    vault_producer_usage,
-};
+use super::dividends::pay_vault_dividend_share;
+use super::rewards::{charge_rejection_owing, scheduled_round_payouts, vault_producer_usage};
 use super::{
     vault_operator, AggregateEvidence, FinalizeStep, SettlementContext, SettlementInputs,
     SettlementRow, SettlementStore, SliceOutcome, StoredEvidence, VerificationOutcome,
@@ -219,12 +217,31 @@ impl MasterServices {
 
 /// The Vault side of data usage dividends in the embedded network: each enterprise
 /// node reads from its own budget ledger whose records the task used and pays its
-/// producers from its dividend account. Returns Σ paid.
+/// producers from its dividend account (one committed distribution beyond
+/// [`super::DIRECT_PAYOUT_LIMIT`] producers). Returns Σ paid.
 pub fn pay_embedded_vault_dividends(
     master: &mut MasterServices,
     enterprises: &[EnterpriseNode],
     task_id: &TaskId,
     evaluated_at_ms: u64,
+) -> Result<u64, NodeError> {
+    pay_embedded_vault_dividends_with_limit(
+        master,
+        enterprises,
+        task_id,
+        evaluated_at_ms,
+        super::DIRECT_PAYOUT_LIMIT,
+    )
+}
+
+/// [`pay_embedded_vault_dividends`] with another direct payout limit: a Vault with
+/// more than `direct_limit` producers for the task commits one distribution.
+pub fn pay_embedded_vault_dividends_with_limit(
+    master: &mut MasterServices,
+    enterprises: &[EnterpriseNode],
+    task_id: &TaskId,
+    evaluated_at_ms: u64,
+    direct_limit: usize,
 ) -> Result<u64, NodeError> {
     let Some(row) = master
         .settlements
@@ -269,22 +286,19 @@ pub fn pay_embedded_vault_dividends(
                 totals.records_used
             )));
         }
-        let sets = vault_dividend_sets(
+        let Some(store) = master.settlements.as_ref() else {
+            return Ok(paid);
+        };
+        paid = paid.saturating_add(pay_vault_dividend_share(
+            &mut *master.ledger,
+            store,
             vault,
             task_id,
             share,
             &producers,
             &resolved.params,
             row.epoch_id,
-        )?;
-        let Some(store) = master.settlements.as_ref() else {
-            return Ok(paid);
-        };
-        paid = paid.saturating_add(pay_vault_dividends(
-            &mut *master.ledger,
-            store,
-            vault,
-            &sets,
+            direct_limit,
         )?);
     }
     Ok(paid)

@@ -38,10 +38,14 @@
 //! Data usage dividends: the escrow set pays each Vault's Data Contributor share to
 //! the Vault's dividend account (`vault-dividends:<vault>`); the Vault, which alone
 //! knows whose records were used, pays its producers with [`rewards::vault_dividend_sets`]
-//! (staked 100 %, unstaked 50 % with the rest to the epoch reward pool).
+//! (staked 100 %, unstaked 50 % with the rest to the epoch reward pool). A Vault
+//! with more than [`DIRECT_PAYOUT_LIMIT`] producers for one task pays them instead
+//! as one committed Merkle distribution that each producer claims with a proof
+//! ([`dividends`]).
 #![allow(clippy::module_name_repetitions)]
 
 pub mod composite;
+pub mod dividends;
 pub mod embedded;
 pub mod fixture;
 pub mod reconcile;
@@ -78,6 +82,11 @@ pub use composite::{
     composite_by_epoch, link_composite, verify_composite, CompositeSettlement,
     SubTaskSettlementRef, COMPOSITE_LINK_TAG,
 };
+/// Above this many producers, a Vault's dividend for one task is committed as one
+/// Merkle distribution that producers claim ([`dividends`]) instead of one ledger
+/// account write per producer.
+pub const DIRECT_PAYOUT_LIMIT: usize = 4096;
+
 pub use store::{ReplicatedSettlements, SettlementStore, SettlementTables, StoreWrite};
 
 /// The aggregation step's evidence, kept after the audience was delivered.

@@ -1,7 +1,9 @@
 //! Reconciliation of the settlement plane against the ledger (`symphony ledger
 //! reconcile`): every finalized settlement was paid exactly once, nothing was paid
 //! for a settlement that is not final, every per-epoch payout set is on the ledger
-//! with the same hash, and the ledger's balances equal the sum of its events.
+//! with the same hash, every kept dividend distribution rebuilds the root and total
+//! the ledger committed (and its claims are its leaves, paying at most its total),
+//! and the ledger's balances equal the sum of its events.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +11,7 @@ use serde::Serialize;
 use symphony_core::lifecycle::SettlementState;
 use symphony_ledger::{LedgerEvent, PayoutSource, ReconcileReport, SettlementLedger};
 
+use super::dividends::{check_distributions, DistributionCheck};
 use super::{PayoutPhase, SettlementStore};
 use crate::NodeError;
 
@@ -35,6 +38,9 @@ pub struct SettlementReconcileReport {
     pub epoch_payout_sets: usize,
     /// Epochs with payouts.
     pub epochs: Vec<u64>,
+    /// Vault dividends committed as Merkle distributions: each rebuilt from its
+    /// kept leaves, its claims checked against them.
+    pub distributions: DistributionCheck,
 }
 
 const PAGE: usize = 4096;
@@ -42,8 +48,12 @@ const PAGE: usize = 4096;
 /// Payout id → every `(source, set hash, total)` the ledger executed under it.
 type LedgerPayouts = BTreeMap<String, Vec<(PayoutSource, [u8; 32], u64)>>;
 
-fn ledger_payouts(ledger: &dyn SettlementLedger) -> Result<LedgerPayouts, NodeError> {
+/// The ledger's payouts, and the distributions it committed (id, source).
+fn ledger_payouts(
+    ledger: &dyn SettlementLedger,
+) -> Result<(LedgerPayouts, Vec<(String, PayoutSource)>), NodeError> {
     let mut out = LedgerPayouts::new();
+    let mut distributions = Vec::new();
     let mut from = 0u64;
     loop {
         let page = ledger
@@ -66,13 +76,21 @@ fn ledger_payouts(ledger: &dyn SettlementLedger) -> Result<LedgerPayouts, NodeEr
                     *total,
                 ));
             }
+            if let LedgerEvent::DistributionCommitted {
+                distribution_id,
+                source,
+                ..
+            } = e
+            {
+                distributions.push((distribution_id.to_string(), source.clone()));
+            }
         }
         if page.len() < PAGE {
             break;
         }
         from = next;
     }
-    Ok(out)
+    Ok((out, distributions))
 }
 
 fn fail(m: String) -> NodeError {
@@ -88,7 +106,7 @@ pub fn reconcile_settlements(
     let report: ReconcileReport = ledger
         .reconcile()
         .map_err(|e| fail(format!("ledger: {e}")))?;
-    let payouts = ledger_payouts(ledger)?;
+    let (payouts, committed) = ledger_payouts(ledger)?;
     if let Some((id, _)) = payouts.iter().find(|(_, v)| v.len() != 1) {
         return Err(fail(format!("payout {id} executed more than once")));
     }
@@ -168,6 +186,8 @@ pub fn reconcile_settlements(
             )));
         }
     }
+    let distributions = check_distributions(store, ledger).map_err(fail)?;
+    check_dividend_payments(store, &rows, &sets, &committed)?;
     Ok(SettlementReconcileReport {
         ledger_events: report.events,
         accounts: report.accounts,
@@ -179,10 +199,87 @@ pub fn reconcile_settlements(
         settlements_finalized: finalized,
         epoch_payout_sets: sets.len(),
         epochs,
+        distributions,
     })
 }
 
-pub(crate) fn open_dir(
+/// A kept distribution counts as its Vault's dividend payment for its task: the
+/// task was finalized, the distribution pays that Vault's share, the Vault did not
+/// also pay the task with payout sets, and its reward pool set is in the epoch's
+/// group. Every distribution the ledger committed from a Vault's dividend account
+/// is kept (else no proof could ever be built for it).
+fn check_dividend_payments(
+    store: &SettlementStore,
+    rows: &[super::SettlementRow],
+    sets: &[symphony_ledger::PayoutInstructionSet],
+    committed: &[(String, PayoutSource)],
+) -> Result<(), NodeError> {
+    let kept = store.distributions()?;
+    for d in &kept {
+        let id = &d.distribution_id;
+        let row = rows
+            .iter()
+            .find(|r| r.task_id == d.task_id)
+            .filter(|r| r.state == SettlementState::Finalized)
+            .ok_or_else(|| {
+                fail(format!(
+                    "distribution {id} pays {}, not finalized",
+                    d.task_id
+                ))
+            })?;
+        let share = row
+            .candidate
+            .fee_shares
+            .get(&format!("contributors:{}", d.vault))
+            .copied()
+            .unwrap_or(0);
+        if share != d.share_micro_sym || d.epoch_id != row.epoch_id.0 {
+            return Err(fail(format!(
+                "distribution {id} pays {} µSYM in epoch {}; the settlement of {} owes vault {} \
+                 {share} µSYM in epoch {}",
+                d.share_micro_sym, d.epoch_id, d.task_id, d.vault, row.epoch_id.0
+            )));
+        }
+        let direct = format!("dividends-{}-{}-", d.task_id, d.vault);
+        let paid_as_sets = sets.iter().any(|s| {
+            s.payout_id
+                .as_str()
+                .strip_prefix(direct.as_str())
+                .is_some_and(|i| i.parse::<u64>().is_ok())
+        });
+        if paid_as_sets {
+            return Err(fail(format!(
+                "vault {} paid the dividend of {} twice: as distribution {id} and as payout sets",
+                d.vault, d.task_id
+            )));
+        }
+        if let Some(pool) = &d.pool_set {
+            if !sets.iter().any(|s| s == pool) {
+                return Err(fail(format!(
+                    "distribution {id}: its reward pool payout {} is not in epoch {}'s group",
+                    pool.payout_id, pool.epoch_id
+                )));
+            }
+        }
+    }
+    for (id, source) in committed {
+        let from_vault = matches!(
+            source,
+            PayoutSource::Account(a) if a.as_str().starts_with("vault-dividends:")
+        );
+        if from_vault && !kept.iter().any(|d| &d.distribution_id == id) {
+            return Err(fail(format!(
+                "distribution {id} was committed from a Vault's dividend account but its \
+                 leaves are not kept"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Opens `DIR/ledger.redb` and `DIR/settlement.redb` (an empty in-memory store
+/// when the directory has none).
+pub fn open_dir(
     dir: &std::path::Path,
 ) -> Result<(symphony_ledger::RedbLedger, SettlementStore), NodeError> {
     let ledger_path = dir.join("ledger.redb");

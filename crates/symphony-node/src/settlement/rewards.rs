@@ -129,23 +129,16 @@ pub fn producer_actor(subject: &SubjectId) -> Result<ActorId, NodeError> {
     ActorId::new(format!("producer:{subject}")).map_err(|e| NodeError::Refused(e.to_string()))
 }
 
-/// Run **inside the Vault**: splits its contributor share among its producers with
-/// `vault_dividends` and turns it into payout sets from the Vault's dividend account
-/// (≤ `MAX_PAYOUT_INSTRUCTIONS` each). Instructions carry the gross dividend; the
-/// reward contract applies the staking multiplier, and this function checks that the
-/// contract's multiplier gives exactly the policy's net amounts, and that Σ = share.
-#[allow(clippy::too_many_arguments)]
-pub fn vault_dividend_sets(
+/// Run **inside the Vault**: each producer's `(producer, gross, net)` dividend of a
+/// contributor share, by `vault_dividends` (net) and `split_by_weights` (gross), in
+/// the policy's order; checks that the reward contract's multiplier
+/// (`producer_split`) gives exactly the policy's net amounts.
+pub(crate) fn vault_dividend_lines(
     vault: &VaultId,
-    task: &TaskId,
     share_micro_sym: u64,
     producers: &[ProducerUsage],
     params: &PolicyParams,
-    epoch: EpochId,
-) -> Result<Vec<PayoutInstructionSet>, NodeError> {
-    if share_micro_sym == 0 || producers.is_empty() {
-        return Ok(Vec::new());
-    }
+) -> Result<Vec<(ActorId, u64, u64)>, NodeError> {
     let multiplier = params.staking.unstaked_producer_multiplier_bp;
     let net = vault_dividends(share_micro_sym, producers, multiplier).map_err(econ)?;
     let weights = producers
@@ -163,18 +156,42 @@ pub fn vault_dividend_sets(
         .filter(|p| p.staked)
         .map(|p| &p.producer)
         .collect();
-    let mut instructions = Vec::new();
-    for ((producer, g), (producer_net, n)) in gross.iter().zip(net.payouts.iter()) {
-        let staked = staked_producers.contains(producer);
-        if producer != producer_net || producer_split(*g, staked).0 != *n {
+    let mut lines = Vec::with_capacity(gross.len());
+    for ((producer, g), (producer_net, n)) in gross.into_iter().zip(net.payouts) {
+        let staked = staked_producers.contains(&producer);
+        if producer != producer_net || producer_split(g, staked).0 != n {
             return Err(NodeError::Refused(format!(
                 "vault {vault}: the reward contract's multiplier disagrees with the policy for {producer}"
             )));
         }
-        if *g > 0 {
+        lines.push((producer, g, n));
+    }
+    Ok(lines)
+}
+
+/// Run **inside the Vault**: splits its contributor share among its producers with
+/// `vault_dividends` and turns it into payout sets from the Vault's dividend account
+/// (≤ `MAX_PAYOUT_INSTRUCTIONS` each). Instructions carry the gross dividend; the
+/// reward contract applies the staking multiplier, and this function checks that the
+/// contract's multiplier gives exactly the policy's net amounts, and that Σ = share.
+#[allow(clippy::too_many_arguments)]
+pub fn vault_dividend_sets(
+    vault: &VaultId,
+    task: &TaskId,
+    share_micro_sym: u64,
+    producers: &[ProducerUsage],
+    params: &PolicyParams,
+    epoch: EpochId,
+) -> Result<Vec<PayoutInstructionSet>, NodeError> {
+    if share_micro_sym == 0 || producers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut instructions = Vec::new();
+    for (producer, g, _) in vault_dividend_lines(vault, share_micro_sym, producers, params)? {
+        if g > 0 {
             instructions.push(PayoutInstruction {
-                recipient: actor_account(producer)?,
-                amount: *g,
+                recipient: actor_account(&producer)?,
+                amount: g,
                 kind: PayoutKind::DataUsageDividend,
             });
         }

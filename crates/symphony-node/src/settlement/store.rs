@@ -9,6 +9,7 @@
 //! | `composites`    | parent task id         | BCS [`CompositeSettlement`]              |
 //! | `credits`       | enterprise actor       | `u64` credit balance (µSYM of fee offset)|
 //! | `meta`          | name                   | `u64` (e.g. supply at the start of a year)|
+//! | `distributions` | distribution id        | BCS [`DividendDistribution`] (its leaves; append-only) |
 //!
 //! Every write is one `Durability::Immediate` transaction. Rows advance only forward
 //! (a row's settlement state never moves back); an epoch's payout set, once written,
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use symphony_core::ids::TaskId;
 use symphony_ledger::PayoutInstructionSet;
 
+use super::dividends::DividendDistribution;
 use super::{CompositeSettlement, SettlementRow};
 use crate::NodeError;
 
@@ -40,6 +42,7 @@ const EPOCH_PAYOUTS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new(
 const COMPOSITES: TableDefinition<&str, &[u8]> = TableDefinition::new("composites");
 const CREDITS: TableDefinition<&str, u64> = TableDefinition::new("credits");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const DISTRIBUTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("distributions");
 
 fn io(e: impl std::fmt::Display) -> NodeError {
     NodeError::Io(format!("settlement store: {e}"))
@@ -67,6 +70,9 @@ pub struct SettlementTables {
     pub credits: BTreeMap<String, u64>,
     /// Named scalars.
     pub meta: BTreeMap<String, u64>,
+    /// Distribution id → a Vault's dividend distribution with its leaves
+    /// (append-only).
+    pub distributions: BTreeMap<String, DividendDistribution>,
 }
 
 /// One write to the settlement tables (the replicated store's command).
@@ -84,6 +90,8 @@ pub enum StoreWrite {
     SetCredit(String, u64),
     /// [`SettlementStore::set_meta`].
     SetMeta(String, u64),
+    /// [`SettlementStore::put_distribution`].
+    PutDistribution(Box<DividendDistribution>),
 }
 
 fn moves_back(old: Option<&SettlementRow>, row: &SettlementRow) -> Result<(), NodeError> {
@@ -145,6 +153,19 @@ impl SettlementTables {
             StoreWrite::SetMeta(key, value) => {
                 self.meta.insert(key.clone(), *value);
             }
+            StoreWrite::PutDistribution(d) => match self.distributions.get(&d.distribution_id) {
+                Some(old) if old == d.as_ref() => {}
+                Some(_) => {
+                    return Err(NodeError::Refused(format!(
+                        "distribution {} is append-only",
+                        d.distribution_id
+                    )))
+                }
+                None => {
+                    self.distributions
+                        .insert(d.distribution_id.clone(), d.as_ref().clone());
+                }
+            },
         }
         Ok(())
     }
@@ -245,6 +266,9 @@ impl SettlementStore {
             t.epoch_payouts
                 .insert((set.epoch_id, set.payout_id.to_string()), set);
         }
+        for d in self.distributions()? {
+            t.distributions.insert(d.distribution_id.clone(), d);
+        }
         Ok(t)
     }
 
@@ -270,6 +294,7 @@ impl SettlementStore {
             tx.open_table(COMPOSITES).map_err(io)?;
             tx.open_table(CREDITS).map_err(io)?;
             tx.open_table(META).map_err(io)?;
+            tx.open_table(DISTRIBUTIONS).map_err(io)?;
         }
         tx.commit().map_err(io)?;
         Ok(SettlementStore {
@@ -420,6 +445,60 @@ impl SettlementStore {
         }
         let tx = self.local()?.begin_read().map_err(io)?;
         let t = tx.open_table(EPOCH_PAYOUTS).map_err(io)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(io)? {
+            let (_, v) = item.map_err(io)?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Keeps a Vault's dividend distribution (its leaves, for proofs). Identical
+    /// re-put is a no-op; other content under the same id is refused.
+    pub fn put_distribution(&self, d: &DividendDistribution) -> Result<(), NodeError> {
+        if let Some(r) = self.replicate(StoreWrite::PutDistribution(Box::new(d.clone()))) {
+            return r;
+        }
+        let bytes = encode(d)?;
+        let existing = {
+            let tx = self.local()?.begin_read().map_err(io)?;
+            let t = tx.open_table(DISTRIBUTIONS).map_err(io)?;
+            let v = t.get(d.distribution_id.as_str()).map_err(io)?;
+            v.map(|v| v.value().to_vec())
+        };
+        match existing {
+            Some(old) if old == bytes => Ok(()),
+            Some(_) => Err(NodeError::Refused(format!(
+                "distribution {} is append-only",
+                d.distribution_id
+            ))),
+            None => self.write(|tx| {
+                let mut t = tx.open_table(DISTRIBUTIONS).map_err(io)?;
+                t.insert(d.distribution_id.as_str(), bytes.as_slice())
+                    .map_err(io)?;
+                Ok(())
+            }),
+        }
+    }
+
+    /// A kept dividend distribution.
+    pub fn distribution(&self, id: &str) -> Result<Option<DividendDistribution>, NodeError> {
+        if let Some(r) = self.view(|t| t.distributions.get(id).cloned()) {
+            return Ok(r);
+        }
+        let tx = self.local()?.begin_read().map_err(io)?;
+        let t = tx.open_table(DISTRIBUTIONS).map_err(io)?;
+        let v = t.get(id).map_err(io)?;
+        v.map(|v| decode(v.value())).transpose()
+    }
+
+    /// Every kept dividend distribution, by id.
+    pub fn distributions(&self) -> Result<Vec<DividendDistribution>, NodeError> {
+        if let Some(r) = self.view(|t| t.distributions.values().cloned().collect()) {
+            return Ok(r);
+        }
+        let tx = self.local()?.begin_read().map_err(io)?;
+        let t = tx.open_table(DISTRIBUTIONS).map_err(io)?;
         let mut out = Vec::new();
         for item in t.iter().map_err(io)? {
             let (_, v) = item.map_err(io)?;

@@ -1,7 +1,7 @@
 //! A readable, filterable view of a settlement ledger (`symphony ledger show`):
 //! accounts with their role, balance and stake; escrows; settlements; per-epoch
-//! payout sets; and, for one account, what it received in which epoch. Every field
-//! is labelled; amounts are µSYM integers.
+//! payout sets; committed Merkle distributions; and, for one account, what it
+//! received in which epoch. Every field is labelled; amounts are µSYM integers.
 
 use serde::Serialize;
 use symphony_ledger::{AccountId, LedgerState, PayoutInstructionSet, PayoutKind};
@@ -154,6 +154,24 @@ pub struct ReceivedRow {
     pub amount_micro_sym: u64,
 }
 
+/// One committed Merkle distribution (a Vault's dividend for a task beyond the
+/// direct payout limit, or any other `distributor::commit`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DistributionRow {
+    /// The distribution id.
+    pub distribution_id: String,
+    /// Its epoch.
+    pub epoch: u64,
+    /// Leaves committed.
+    pub leaves: u64,
+    /// Committed total, µSYM.
+    pub total_micro_sym: u64,
+    /// Leaves claimed.
+    pub claimed: u64,
+    /// Paid to claimants, µSYM.
+    pub claimed_micro_sym: u64,
+}
+
 /// Totals over all accounts of one role.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RoleTotal {
@@ -192,9 +210,12 @@ pub struct LedgerSummary {
     pub epoch_payouts: Vec<EpochPayoutRow>,
     /// With `--account`: each payment to a kept account.
     pub received: Vec<ReceivedRow>,
+    /// Committed Merkle distributions kept by the epoch filter.
+    pub distributions: Vec<DistributionRow>,
 }
 
-fn kind_name(kind: PayoutKind) -> String {
+/// A payout kind's snake-case name (`data_usage_dividend`, …).
+pub(crate) fn kind_name(kind: PayoutKind) -> String {
     serde_json::to_value(kind)
         .ok()
         .and_then(|v| v.as_str().map(snake))
@@ -311,6 +332,19 @@ pub fn summarize(
     }
     epoch_payouts.sort_by(|a, b| (a.epoch, &a.payout_id).cmp(&(b.epoch, &b.payout_id)));
     received.sort_by(|a, b| (a.epoch, &a.payout_id).cmp(&(b.epoch, &b.payout_id)));
+    let distributions = state
+        .distributions
+        .iter()
+        .filter(|(_, d)| filter.keeps_epoch(d.epoch_id))
+        .map(|(id, d)| DistributionRow {
+            distribution_id: id.to_string(),
+            epoch: d.epoch_id,
+            leaves: d.leaves,
+            total_micro_sym: d.total,
+            claimed: d.claimed,
+            claimed_micro_sym: d.paid,
+        })
+        .collect();
     Ok(LedgerSummary {
         epoch: state.meta.current_epoch,
         total_supply_micro_sym: state.total_supply().to_string(),
@@ -324,6 +358,7 @@ pub fn summarize(
         settlements,
         epoch_payouts,
         received,
+        distributions,
     })
 }
 

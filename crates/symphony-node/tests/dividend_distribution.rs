@@ -258,7 +258,7 @@ fn a_vault_within_the_limit_pays_producer_accounts_and_is_never_paid_twice() {
     let dir = tempfile::tempdir().unwrap();
     let mut net = common::network(dir.path(), SEED, 400, 2);
     let req = SignedRequest::sign(luckin(), 1, &advertiser_key(SEED, ADVERTISER)).unwrap();
-    // The network pays with the default limit (4096): per producer account.
+    // The network pays with the default limit (10,000): per producer account.
     let out = net.run_campaign(&req, &mut Quiet).unwrap();
     let task = TaskId::new(out.task_id).unwrap();
     assert!(store(&net).distributions().unwrap().is_empty());

@@ -102,7 +102,7 @@ pub fn fan_out<C: ClassModule>(
     let now_ms = master.now_ms;
     for_each_vault(
         endpoints,
-        |e| run_slice(&verifier, now_ms, class, e, a),
+        |e| run_slice(&verifier, now_ms, class, *e, a),
         |i, result| {
             let vault_id = endpoints[i].vault_id().clone();
             let record = match result {

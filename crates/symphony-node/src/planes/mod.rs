@@ -38,9 +38,9 @@ use crate::NodeError;
 /// `done` on the calling thread in endpoint order, as soon as it and every earlier
 /// one are in (so what `done` records is in the same order as a sequential run).
 /// An error from `done` stops the hand-over; work already started finishes.
-pub fn for_each_vault<T: Send>(
-    endpoints: &[&dyn EnterpriseEndpoint],
-    work: impl Fn(&dyn EnterpriseEndpoint) -> T + Sync,
+pub fn for_each_vault<E: Sync, T: Send>(
+    endpoints: &[E],
+    work: impl Fn(&E) -> T + Sync,
     mut done: impl FnMut(usize, T) -> Result<(), NodeError>,
 ) -> Result<(), NodeError> {
     let workers = std::thread::available_parallelism()
@@ -48,7 +48,7 @@ pub fn for_each_vault<T: Send>(
         .min(endpoints.len());
     if workers <= 1 {
         for (i, e) in endpoints.iter().enumerate() {
-            done(i, work(*e))?;
+            done(i, work(e))?;
         }
         return Ok(());
     }
@@ -60,7 +60,7 @@ pub fn for_each_vault<T: Send>(
             scope.spawn(move || loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(e) = endpoints.get(i) else { break };
-                if tx.send((i, work(*e))).is_err() {
+                if tx.send((i, work(e))).is_err() {
                     break;
                 }
             });
@@ -316,7 +316,7 @@ mod tests {
         let endpoints: Vec<&dyn EnterpriseEndpoint> =
             nodes.iter().map(|n| n as &dyn EnterpriseEndpoint).collect();
         let runs = std::sync::atomic::AtomicUsize::new(0);
-        let work = |e: &dyn EnterpriseEndpoint| {
+        let work = |e: &&dyn EnterpriseEndpoint| {
             runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let i: u64 = e.vault_id().as_str()[6..].parse().unwrap();
             // The first Vaults are the slowest.

@@ -7,7 +7,9 @@ use symphony_economics::PolicyParams;
 use symphony_ledger::{AccountId, EscrowId, StakeTier};
 
 use super::dividends::pay_vault_dividend_share;
-use super::rewards::{charge_rejection_owing, scheduled_round_payouts, vault_producer_usage};
+use super::rewards::{
+    charge_rejection_owing, producer_usage, scheduled_round_payouts, vault_subject_usage,
+};
 use super::{
     vault_operator, AggregateEvidence, FinalizeStep, SettlementContext, SettlementInputs,
     SettlementRow, SettlementStore, SliceOutcome, StoredEvidence, VerificationOutcome,
@@ -260,8 +262,20 @@ pub fn pay_embedded_vault_dividends_with_limit(
         .policy
         .resolve(body.epoch_id, body.semantic_version, body.policy_version)
         .map_err(|e| NodeError::Refused(e.to_string()))?;
+    // Each Vault reads its subjects' usage at once (read-only, in parallel); the
+    // payments then go through the ledger one Vault after the other.
+    let scope = body.budget_reservation.usage_scope;
+    let mut usage = Vec::with_capacity(enterprises.len());
+    crate::planes::for_each_vault(
+        enterprises,
+        |e| vault_subject_usage(e.vault(), task_id, scope, evaluated_at_ms),
+        |_, used| {
+            usage.push(used);
+            Ok(())
+        },
+    )?;
     let mut paid = 0u64;
-    for e in enterprises {
+    for (e, used) in enterprises.iter().zip(usage) {
         let vault = e.vault_id();
         let Some(totals) = row.candidate.vault_usage.iter().find(|t| &t.vault == vault) else {
             continue;
@@ -272,13 +286,7 @@ pub fn pay_embedded_vault_dividends_with_limit(
             .get(&format!("contributors:{vault}"))
             .copied()
             .unwrap_or(0);
-        let producers = vault_producer_usage(
-            e.vault(),
-            &*master.ledger,
-            task_id,
-            body.budget_reservation.usage_scope,
-            evaluated_at_ms,
-        )?;
+        let producers = producer_usage(used?, &*master.ledger)?;
         let used: u64 = producers.iter().map(|p| p.records_used).sum();
         if used != totals.records_used {
             return Err(NodeError::Refused(format!(

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use symphony_core::budget::Epsilon;
 use symphony_core::consent::UsageScope;
 use symphony_core::envelope::TaskClass;
 use symphony_core::ids::{ActorId, EpochId, SubjectId, TaskId, VaultId};
@@ -105,23 +106,48 @@ pub fn vault_producer_usage(
     scope: UsageScope,
     at_ms: u64,
 ) -> Result<Vec<ProducerUsage>, NodeError> {
-    let mut out = Vec::new();
+    producer_usage(vault_subject_usage(vault, task, scope, at_ms)?, ledger)
+}
+
+/// The Vault's part of [`vault_producer_usage`]: each consenting subject whose
+/// budget account finished `task` with ε > 0, read in one snapshot (no ledger: it
+/// runs for every Vault at once).
+pub fn vault_subject_usage(
+    vault: &symphony_vault::Vault,
+    task: &TaskId,
+    scope: UsageScope,
+    at_ms: u64,
+) -> Result<Vec<(SubjectId, Epsilon)>, NodeError> {
     let consented = vault.consented_subjects(scope, at_ms)?;
     let accounts = vault.budget_accounts(&consented, scope)?;
-    for (subject, account) in consented.iter().zip(accounts) {
-        let used = account.finished_of(task);
-        if let Some(eps) = used.filter(|e| e.micro > 0) {
-            let producer = producer_actor(subject)?;
+    Ok(consented
+        .into_iter()
+        .zip(accounts)
+        .filter_map(|(subject, account)| {
+            let eps = account.finished_of(task).filter(|e| e.micro > 0)?;
+            Some((subject, eps))
+        })
+        .collect())
+}
+
+/// [`vault_producer_usage`] from a Vault's subject usage: each subject's producer
+/// and whether it is staked.
+pub fn producer_usage(
+    used: Vec<(SubjectId, Epsilon)>,
+    ledger: &dyn SettlementLedger,
+) -> Result<Vec<ProducerUsage>, NodeError> {
+    used.into_iter()
+        .map(|(subject, eps)| {
+            let producer = producer_actor(&subject)?;
             let staked = ledger.is_staked(&actor_account(&producer)?, StakeTier::Producer);
-            out.push(ProducerUsage {
+            Ok(ProducerUsage {
                 producer,
                 records_used: 1,
                 epsilon_consumed: eps,
                 staked,
-            });
-        }
-    }
-    Ok(out)
+            })
+        })
+        .collect()
 }
 
 /// The producer actor of a data subject.

@@ -580,14 +580,7 @@ impl EnterpriseNode {
         let evaluated: Vec<SubjectId> = evaluate.iter().map(|s| (*s).clone()).collect();
         let skipped: Vec<SubjectId> = reserved.difference(&consented).cloned().collect();
         let task = body.task_id.clone();
-        self.vault.finish_task(
-            scope,
-            &evaluated,
-            &BudgetOp::Commit {
-                task: task.clone(),
-                actual: epsilon,
-            },
-        )?;
+        self.vault.commit_task(scope, &task, &evaluated, epsilon)?;
         self.vault
             .finish_task(scope, &skipped, &BudgetOp::Release { task: task.clone() })?;
         self.lock().remove(&task);

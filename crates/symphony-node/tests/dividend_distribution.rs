@@ -101,6 +101,15 @@ fn a_vault_beyond_the_limit_commits_one_distribution_that_every_producer_claims_
         let id = dividend_distribution_id(&task, v, row.epoch_id);
         let d = store(&net).distribution(&id).unwrap().expect("kept");
         assert!(d.leaves.len() > 3, "{} producers", d.leaves.len());
+        // The leaves are the subjects the slice recorded with its ε commit, each
+        // with the ε its budget account finished the task with.
+        let node = net.enterprises.iter().find(|e| e.vault_id() == v).unwrap();
+        let (scope, used) = node.vault().task_usage(&task).unwrap().expect("recorded");
+        assert_eq!(used.len(), d.leaves.len());
+        for (subject, eps) in &used {
+            let account = node.vault().budget_account(subject, scope).unwrap();
+            assert_eq!(account.finished_of(&task), Some(*eps));
+        }
         assert_eq!(d.share_micro_sym, share);
         assert_eq!(d.total, d.leaves.iter().map(|l| l.amount).sum::<u64>());
         assert_eq!(d.total + d.pool_total(), share);

@@ -25,6 +25,10 @@ pub(crate) const BUDGET: TableDefinition<(&str, &str), &[u8]> = TableDefinition:
 /// task never reserves again here. Written by [`Vault::release_task`]; read by
 /// [`Vault::reserve_for_task`] in its own write transaction.
 pub(crate) const RELEASED_TASKS: TableDefinition<&str, ()> = TableDefinition::new("released_tasks");
+/// Task id → BCS `(UsageScope, Vec<(SubjectId, Epsilon)>)`: the subjects whose ε a
+/// slice of the task committed, written by [`Vault::commit_task`] in the same
+/// transaction as the commits (what the Vault's dividends are split over).
+pub(crate) const TASK_USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("task_usage");
 
 /// How a batch reservation treats subjects whose budget can not cover the amount.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,6 +221,71 @@ impl Vault {
         ops: impl Iterator<Item = (&'a SubjectId, &'a BudgetOp)>,
     ) -> Result<Vec<BudgetOutcome>, VaultError> {
         let tx = self.db.begin_write()?;
+        let outcomes = self.apply_each_in(&tx, scope, len, ops)?;
+        tx.commit()?;
+        Ok(outcomes)
+    }
+
+    /// Commits `actual` for `task` on every subject (as [`Vault::finish_task`] with
+    /// [`BudgetOp::Commit`]) and records, in the same transaction, which subjects
+    /// the task used and how much ([`Vault::task_usage`]). A retry commits nothing
+    /// more and records the same usage.
+    pub fn commit_task(
+        &self,
+        scope: UsageScope,
+        task: &TaskId,
+        subjects: &[SubjectId],
+        actual: Epsilon,
+    ) -> Result<Vec<BudgetOutcome>, VaultError> {
+        let op = BudgetOp::Commit {
+            task: task.clone(),
+            actual,
+        };
+        let tx = self.db.begin_write()?;
+        let outcomes = self.apply_each_in(
+            &tx,
+            scope,
+            subjects.len(),
+            subjects.iter().map(|s| (s, &op)),
+        )?;
+        if actual.micro > 0 {
+            let used: Vec<(&SubjectId, Epsilon)> = subjects.iter().map(|s| (s, actual)).collect();
+            tx.open_table(TASK_USAGE)?
+                .insert(task.as_str(), bcs::to_bytes(&(scope, used))?.as_slice())?;
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    }
+
+    /// What [`Vault::commit_task`] recorded for `task`: its scope and each subject
+    /// with the ε committed, in subject order; `None` when no slice of the task
+    /// committed here through it.
+    pub fn task_usage(
+        &self,
+        task: &TaskId,
+    ) -> Result<Option<(UsageScope, Vec<(SubjectId, Epsilon)>)>, VaultError> {
+        let tx = self.db.begin_read()?;
+        let table = match tx.open_table(TASK_USAGE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(v) = table.get(task.as_str())? else {
+            return Ok(None);
+        };
+        let (scope, mut used): (UsageScope, Vec<(SubjectId, Epsilon)>) =
+            bcs::from_bytes(v.value())?;
+        used.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Some((scope, used)))
+    }
+
+    fn apply_each_in<'a>(
+        &self,
+        tx: &redb::WriteTransaction,
+        scope: UsageScope,
+        len: usize,
+        ops: impl Iterator<Item = (&'a SubjectId, &'a BudgetOp)>,
+    ) -> Result<Vec<BudgetOutcome>, VaultError> {
         let mut outcomes = Vec::with_capacity(len);
         {
             let epoch = current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
@@ -238,7 +307,6 @@ impl Vault {
                 outcomes.push(outcome);
             }
         }
-        tx.commit()?;
         Ok(outcomes)
     }
 

@@ -573,6 +573,46 @@ fn restricted_scan_decrypts_only_the_included_subjects() {
     assert_ne!(batch[0], batch[2], "p1 holds a reservation, p3 none");
 }
 
+/// A task's commit records which subjects it used, in the same transaction as the
+/// budget commits: the record agrees with each account's `finished_of`, a retry
+/// commits nothing more and records the same, and a task never committed has none.
+#[test]
+fn commit_task_records_the_usage_the_budget_ledger_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = create(&dir.path().join("v.redb"), "vault-a");
+    let scope = UsageScope::Marketing;
+    let subjects: Vec<_> = ["p3", "p1", "p2"].iter().map(|s| sid(s)).collect();
+    let t = task("t-usage");
+    let eps = Epsilon::from_micro(100_000);
+    vault
+        .reserve_for_task(&t, scope, &subjects, eps, ReserveMode::AllOrNothing)
+        .unwrap();
+    assert_eq!(vault.task_usage(&t).unwrap(), None);
+    let used = Epsilon::from_micro(80_000);
+    let first = vault.commit_task(scope, &t, &subjects[..2], used).unwrap();
+    assert_eq!(first, vec![BudgetOutcome::Applied; 2]);
+    let (recorded_scope, recorded) = vault.task_usage(&t).unwrap().unwrap();
+    assert_eq!(recorded_scope, scope);
+    assert_eq!(recorded, vec![(sid("p1"), used), (sid("p3"), used)]);
+    for (s, e) in &recorded {
+        assert_eq!(
+            vault.budget_account(s, scope).unwrap().finished_of(&t),
+            Some(*e)
+        );
+    }
+    assert_eq!(
+        vault
+            .budget_account(&sid("p2"), scope)
+            .unwrap()
+            .finished_of(&t),
+        None
+    );
+    let again = vault.commit_task(scope, &t, &subjects[..2], used).unwrap();
+    assert_eq!(again, vec![BudgetOutcome::AlreadyApplied; 2]);
+    assert_eq!(vault.task_usage(&t).unwrap().unwrap().1, recorded);
+    assert_eq!(vault.task_usage(&task("t-other")).unwrap(), None);
+}
+
 /// A composite task's rounds reserve all or none per subject in one transaction:
 /// a subject that can not cover the sum keeps its account unchanged; a retry is
 /// idempotent; a released round task refuses the whole reservation.

@@ -109,15 +109,22 @@ pub fn vault_producer_usage(
     producer_usage(vault_subject_usage(vault, task, scope, at_ms)?, ledger)
 }
 
-/// The Vault's part of [`vault_producer_usage`]: each consenting subject whose
-/// budget account finished `task` with ε > 0, read in one snapshot (no ledger: it
-/// runs for every Vault at once).
+/// The Vault's part of [`vault_producer_usage`] (no ledger: it runs for every
+/// Vault at once): the subjects whose ε the task's slice committed, as the Vault
+/// recorded them with the commit ([`symphony_vault::Vault::task_usage`]: one read);
+/// for a task committed otherwise, each consenting subject whose budget account
+/// finished `task` with ε > 0, read in one snapshot.
 pub fn vault_subject_usage(
     vault: &symphony_vault::Vault,
     task: &TaskId,
     scope: UsageScope,
     at_ms: u64,
 ) -> Result<Vec<(SubjectId, Epsilon)>, NodeError> {
+    if let Some((recorded, used)) = vault.task_usage(task)? {
+        if recorded == scope {
+            return Ok(used.into_iter().filter(|(_, e)| e.micro > 0).collect());
+        }
+    }
     let consented = vault.consented_subjects(scope, at_ms)?;
     let accounts = vault.budget_accounts(&consented, scope)?;
     Ok(consented

@@ -30,6 +30,10 @@ pub(crate) const RELEASED_TASKS: TableDefinition<&str, ()> = TableDefinition::ne
 /// transaction as the commits (what the Vault's dividends are split over).
 pub(crate) const TASK_USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("task_usage");
 
+/// A task's usage in one Vault ([`Vault::task_usage`]): its scope and each subject
+/// with the ε committed.
+pub type TaskUsage = (UsageScope, Vec<(SubjectId, Epsilon)>);
+
 /// How a batch reservation treats subjects whose budget can not cover the amount.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReserveMode {
@@ -260,10 +264,7 @@ impl Vault {
     /// What [`Vault::commit_task`] recorded for `task`: its scope and each subject
     /// with the ε committed, in subject order; `None` when no slice of the task
     /// committed here through it.
-    pub fn task_usage(
-        &self,
-        task: &TaskId,
-    ) -> Result<Option<(UsageScope, Vec<(SubjectId, Epsilon)>)>, VaultError> {
+    pub fn task_usage(&self, task: &TaskId) -> Result<Option<TaskUsage>, VaultError> {
         let tx = self.db.begin_read()?;
         let table = match tx.open_table(TASK_USAGE) {
             Ok(t) => t,
@@ -273,8 +274,7 @@ impl Vault {
         let Some(v) = table.get(task.as_str())? else {
             return Ok(None);
         };
-        let (scope, mut used): (UsageScope, Vec<(SubjectId, Epsilon)>) =
-            bcs::from_bytes(v.value())?;
+        let (scope, mut used): TaskUsage = bcs::from_bytes(v.value())?;
         used.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(Some((scope, used)))
     }

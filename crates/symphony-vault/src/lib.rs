@@ -216,7 +216,7 @@ pub use import::{
     import_consent, import_file, import_records, validate_records, ImportOptions, ImportPhase,
     ImportProgress, ImportSummary,
 };
-pub use ledger::{ReplenishReport, ReserveMode, ReserveReport};
+pub use ledger::{ReplenishReport, ReserveMode, ReserveReport, TaskUsage};
 pub use record::{
     ContactKind, Geography, GeographyRef, Identity, IdentityRef, LineItem, LineItemRef, Purchase,
     PurchaseRef, Receipt, ReceiptRef, Record, RecordRef, SubjectView,

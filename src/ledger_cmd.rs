@@ -278,6 +278,13 @@ fn print_summary(dir: &std::path::Path, s: &LedgerSummary, list_all: bool) {
             })
             .collect::<Vec<_>>(),
     );
+    print_distributions_and_received(s);
+}
+
+/// The `ledger show` tables of dividend distributions and, for `--account`, the
+/// payments the account received.
+fn print_distributions_and_received(s: &LedgerSummary) {
+    let sym = symphony_economics::format_sym;
     columns(
         "distributions (claimed by producers with a Merkle proof)",
         &[

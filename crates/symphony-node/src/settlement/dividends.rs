@@ -193,11 +193,15 @@ pub fn pay_vault_distribution(
     store: &SettlementStore,
     d: &DividendDistribution,
 ) -> Result<u64, NodeError> {
+    let stored;
     let kept = match store.distribution(&d.distribution_id)? {
-        Some(kept) => kept,
+        Some(k) => {
+            stored = k;
+            &stored
+        }
         None => {
             store.put_distribution(d)?;
-            d.clone()
+            d
         }
     };
     let source = PayoutSource::Account(vault_dividend_account(&kept.vault)?);

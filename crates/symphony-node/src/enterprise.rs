@@ -16,7 +16,8 @@ use symphony_core::encoding::{content_hash, Digest};
 use symphony_core::envelope::TaskClass;
 use symphony_core::ids::{ActorId, EpochId, SubjectId, TaskId, VaultId};
 use symphony_enclave::{SoftwareEnclave, Tee};
-use symphony_vault::{ReserveMode, Vault};
+use symphony_semantic::AudienceFacts;
+use symphony_vault::{ReserveMode, SummaryView, Vault};
 
 use crate::bundle::{
     dedup_key, dedup_token, inputs_commitment, AudienceSignal, BundleBody, ComputeBody,
@@ -410,9 +411,8 @@ impl EnterpriseNode {
         self.run_slice(
             a,
             |signals: &mut Vec<AudienceSignal>, view| {
-                let facts = crate::training::vault::facts_of(view);
                 if let (Some(last), Some(identity)) = (
-                    plan.last_qualifying_purchase_ms(&facts, now_ms),
+                    plan.last_qualifying_purchase_ms(&SummaryFacts(view), now_ms),
                     view.identity,
                 ) {
                     signals.push(AudienceSignal {
@@ -457,14 +457,14 @@ impl EnterpriseNode {
         self.run_slice(
             a,
             |out: &mut Vec<Contribution>, view| {
-                let facts = crate::training::vault::facts_of(view);
+                let facts = SummaryFacts(view);
                 if let (Some((sum, n)), Some(identity)) = (
                     plan.qualifying_purchase_totals(&facts, now_ms),
                     view.identity,
                 ) {
                     out.push(Contribution {
                         dedup_token: dedup_token(&key, identity.contact),
-                        group: facts.home_city.clone(),
+                        group: facts.home_city().to_owned(),
                         amount_sum_minor: sum,
                         purchases: n,
                     });
@@ -493,7 +493,7 @@ impl EnterpriseNode {
     fn run_slice<T: Default, B: SliceBody>(
         &self,
         a: &SliceAssignment,
-        mut visit: impl FnMut(&mut T, &symphony_vault::SubjectView<'_>),
+        mut visit: impl FnMut(&mut T, &SummaryView<'_>),
         finish: impl FnOnce(SliceMeta, T) -> B,
     ) -> Result<SliceResultBundle<B>, NodeError> {
         let envelope = &a.envelope;
@@ -546,9 +546,11 @@ impl EnterpriseNode {
                 let mut out = T::default();
                 let mut evaluated = 0u64;
                 // Subjects outside `evaluate` are excluded before computation: the
-                // scan never unwraps their keys nor decrypts their records.
+                // scan never unwraps their keys nor decrypts their data. The plan
+                // reads only what each subject's summary holds (contact, home
+                // place, every purchase's brand, time and amount).
                 let included: HashSet<&str> = evaluate.iter().map(|s| s.as_str()).collect();
-                let scan = self.vault.for_each_subject_in(
+                let scan = self.vault.for_each_summary_in(
                     &auth,
                     |subject| included.contains(subject),
                     |view| {
@@ -590,5 +592,21 @@ impl EnterpriseNode {
             inputs_commitment: inputs,
             attestation,
         })
+    }
+}
+
+/// A subject's summary as the facts an audience plan reads (no home place
+/// imported: empty, as in [`crate::training::vault::facts_of`]).
+struct SummaryFacts<'v, 'a>(&'v SummaryView<'a>);
+
+impl AudienceFacts for SummaryFacts<'_, '_> {
+    fn home_country(&self) -> &str {
+        self.0.geography.map_or("", |g| g.home_country)
+    }
+    fn home_city(&self) -> &str {
+        self.0.geography.map_or("", |g| g.home_city)
+    }
+    fn for_each_purchase(&self, f: &mut dyn FnMut(&str, u64, u64)) {
+        self.0.for_each_purchase(f)
     }
 }

@@ -38,6 +38,33 @@ pub struct SubjectFacts {
     pub purchases: Vec<PurchaseFact>,
 }
 
+/// What an audience plan's conditions read of one subject: home place and, per
+/// purchase, brand, time and amount. [`SubjectFacts`] implements it; a Vault's
+/// scan implements it over borrowed records or over the per-subject summary it
+/// keeps, so a slice evaluates a plan without copying a subject's purchases.
+pub trait AudienceFacts {
+    /// Home country (`home_country`).
+    fn home_country(&self) -> &str;
+    /// Home city (`home_city`).
+    fn home_city(&self) -> &str;
+    /// Calls `f(brand, timestamp_ms, amount_minor)` for every purchase, in any order.
+    fn for_each_purchase(&self, f: &mut dyn FnMut(&str, u64, u64));
+}
+
+impl AudienceFacts for SubjectFacts {
+    fn home_country(&self) -> &str {
+        &self.home_country
+    }
+    fn home_city(&self) -> &str {
+        &self.home_city
+    }
+    fn for_each_purchase(&self, f: &mut dyn FnMut(&str, u64, u64)) {
+        for p in &self.purchases {
+            f(&p.brand, p.timestamp_ms, p.amount_minor);
+        }
+    }
+}
+
 /// Text values (brand, place, category) compare trimmed and ASCII case-insensitively.
 pub(crate) fn same_value(fact: &str, bound: &str) -> bool {
     fact.trim().eq_ignore_ascii_case(bound)

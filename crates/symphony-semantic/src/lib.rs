@@ -47,7 +47,7 @@ pub use derivation::{
     PromotionError, QueryAttribute, QueryGranularity, QueryScope, SpatialResolution,
     TemporalResolution,
 };
-pub use facts::{PurchaseFact, SubjectFacts};
+pub use facts::{AudienceFacts, PurchaseFact, SubjectFacts};
 pub use features::{FeatureIntent, FeaturePlan};
 
 pub use model::{

@@ -22,7 +22,7 @@ use crate::catalog::{
 };
 use crate::composition::{AttributeComposition, CompositionOperator};
 use crate::derivation::{DerivationRule, QueryAttribute, SpatialResolution};
-use crate::facts::{normalize, same_value, within_window, SubjectFacts};
+use crate::facts::{normalize, same_value, within_window, AudienceFacts};
 use crate::model::{AttributeName, AttributeState, PrivacyClass};
 use crate::registry::{CompositionSpec, RegistryError, SemanticRegistry};
 
@@ -321,58 +321,65 @@ impl ResolvedAudiencePlan {
 
     /// `singapore_eligibility`: the subject's home country (and home city when bound)
     /// equals the bound place.
-    pub fn geography_matches(&self, facts: &SubjectFacts) -> bool {
+    pub fn geography_matches<F: AudienceFacts + ?Sized>(&self, facts: &F) -> bool {
         let c = &self.body.conditions;
-        same_value(&facts.home_country, &c.country)
+        same_value(facts.home_country(), &c.country)
             && c.city
                 .as_deref()
-                .is_none_or(|city| same_value(&facts.home_city, city))
+                .is_none_or(|city| same_value(facts.home_city(), city))
     }
 
     /// `purchase_recency`: the latest purchase of the brand at or before `now_ms` and
     /// at most `window_days` old.
-    fn last_recent_purchase_ms(&self, facts: &SubjectFacts, now_ms: u64) -> Option<u64> {
+    fn last_recent_purchase_ms<F: AudienceFacts + ?Sized>(
+        &self,
+        facts: &F,
+        now_ms: u64,
+    ) -> Option<u64> {
         let c = &self.body.conditions;
-        facts
-            .purchases
-            .iter()
-            .filter(|p| same_value(&p.brand, &c.brand))
-            .filter(|p| within_window(p.timestamp_ms, now_ms, c.window_days))
-            .map(|p| p.timestamp_ms)
-            .max()
+        let mut last = None;
+        facts.for_each_purchase(&mut |brand, ts, _| {
+            if same_value(brand, &c.brand) && within_window(ts, now_ms, c.window_days) {
+                last = last.max(Some(ts));
+            }
+        });
+        last
     }
 
     /// For an eligible subject: the sum (minor units) and number of its qualifying
     /// brand purchases in the window (what a `compute` statistic aggregates);
     /// `None` exactly when the subject is not eligible.
-    pub fn qualifying_purchase_totals(
+    pub fn qualifying_purchase_totals<F: AudienceFacts + ?Sized>(
         &self,
-        facts: &SubjectFacts,
+        facts: &F,
         now_ms: u64,
     ) -> Option<(u64, u64)> {
         if !self.geography_matches(facts) {
             return None;
         }
         let c = &self.body.conditions;
-        let (sum, n) = facts
-            .purchases
-            .iter()
-            .filter(|p| same_value(&p.brand, &c.brand))
-            .filter(|p| within_window(p.timestamp_ms, now_ms, c.window_days))
-            .fold((0u64, 0u64), |(s, n), p| {
-                (s.saturating_add(p.amount_minor), n + 1)
-            });
+        let (mut sum, mut n) = (0u64, 0u64);
+        facts.for_each_purchase(&mut |brand, ts, amount| {
+            if same_value(brand, &c.brand) && within_window(ts, now_ms, c.window_days) {
+                sum = sum.saturating_add(amount);
+                n += 1;
+            }
+        });
         (n > 0).then_some((sum, n))
     }
 
     /// The composition evaluated on plaintext facts at task time `now_ms`.
-    pub fn is_eligible(&self, facts: &SubjectFacts, now_ms: u64) -> bool {
+    pub fn is_eligible<F: AudienceFacts + ?Sized>(&self, facts: &F, now_ms: u64) -> bool {
         self.last_qualifying_purchase_ms(facts, now_ms).is_some()
     }
 
     /// The time of the latest qualifying brand purchase, `Some` exactly when the
     /// subject is eligible (used for recency-weighted selection).
-    pub fn last_qualifying_purchase_ms(&self, facts: &SubjectFacts, now_ms: u64) -> Option<u64> {
+    pub fn last_qualifying_purchase_ms<F: AudienceFacts + ?Sized>(
+        &self,
+        facts: &F,
+        now_ms: u64,
+    ) -> Option<u64> {
         if !self.geography_matches(facts) {
             return None;
         }

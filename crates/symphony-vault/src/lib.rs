@@ -206,6 +206,7 @@ pub mod parsed;
 pub mod record;
 pub mod scan;
 pub mod store;
+pub mod summary;
 
 pub use auth::Authorized;
 pub use batch::{BatchBuilder, PreparedBatch};
@@ -222,3 +223,4 @@ pub use record::{
     PurchaseRef, Receipt, ReceiptRef, Record, RecordRef, SubjectView,
 };
 pub use store::{InsertSummary, ScanStats, Vault, VaultConfig};
+pub use summary::SummaryView;

@@ -17,6 +17,7 @@ use crate::crypto::{self, DataKey, VaultKey};
 use crate::error::VaultError;
 use crate::record::{Record, RecordRef};
 use crate::scan::decode_block;
+use crate::summary::{Summary, SUMMARIES};
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// subject id → subject number (dense, assigned at first import).
@@ -207,6 +208,8 @@ impl Vault {
             tx.open_table(SUBJECT_NOS)?;
             tx.open_table(SUBJECTS)?;
             tx.open_table(BLOCKS)?;
+            tx.open_table(SUMMARIES)?;
+            meta.insert(crate::summary::SUMMARIES_META, b"v1".as_slice())?;
             tx.open_table(crate::ledger::CONSENT)?;
             tx.open_table(crate::ledger::BUDGET)?;
             tx.open_table(crate::ledger::RELEASED_TASKS)?;
@@ -266,14 +269,17 @@ impl Vault {
         seed.update(b"symphony-vault/dek-rng/v1\0");
         seed.update(entropy);
         seed.update(opens.to_le_bytes());
-        Ok(Vault {
+        let vault = Vault {
             db,
             config,
             path: path.to_owned(),
             key_cipher: key.cipher(),
             digest_key: key.digest_key(),
             dek_rng: Mutex::new(ChaCha20Rng::from_seed(seed.finalize().into())),
-        })
+        };
+        // A Vault written before per-subject summaries existed gets them once.
+        vault.ensure_summaries()?;
+        Ok(vault)
     }
 
     /// Creates a Vault directory for the CLI: `DIR/vault.redb` and the key file
@@ -393,6 +399,7 @@ impl Vault {
             let mut nos = tx.open_table(SUBJECT_NOS)?;
             let mut subjects = tx.open_table(SUBJECTS)?;
             let mut blocks = tx.open_table(BLOCKS)?;
+            let mut summaries = tx.open_table(SUMMARIES)?;
             let mut next_no = match meta.get("next_subject_no")? {
                 Some(v) => read_u64(v.value()),
                 None => 0,
@@ -459,12 +466,49 @@ impl Vault {
                 } else {
                     self.unwrap_dek(subject, &row.wrapped_key)?
                 };
+                // The summary written with this block: the one written with the
+                // previous block (if any) plus the fresh records.
+                let summary_start = plain.len();
+                let previous =
+                    match row.next_block.checked_sub(1) {
+                        None => None,
+                        Some(version) => {
+                            let sealed = summaries.get(no)?.ok_or_else(|| {
+                                VaultError::Storage(format!(
+                                    "subject number {no} has blocks but no summary"
+                                ))
+                            })?;
+                            let aad = crate::summary::summary_aad(vault_id, subject, version);
+                            Some(crypto::open(&dek.cipher(), &aad, sealed.value()).map_err(
+                                |()| VaultError::Tampered {
+                                    subject: subject.to_owned(),
+                                    block: version,
+                                },
+                            )?)
+                        }
+                    };
+                let mut kept = match &previous {
+                    Some(p) => Summary::decode(subject, p)?,
+                    None => Summary::default(),
+                };
+                for &i in &fresh {
+                    let bytes = batch.record(item(i));
+                    let rec: RecordRef<'_> =
+                        bcs::from_bytes(bytes).map_err(|e| VaultError::Corrupt {
+                            subject: subject.to_owned(),
+                            block: row.next_block,
+                            reason: e.to_string(),
+                        })?;
+                    kept.absorb(&rec);
+                }
+                kept.encode_into(&mut plain)?;
                 jobs.push(SealJob {
                     no,
                     block: row.next_block,
                     subject,
+                    plain: plain_start..summary_start,
+                    summary: summary_start..plain.len(),
                     dek,
-                    plain: plain_start..plain.len(),
                 });
                 row.next_block += 1;
                 subjects.insert(no, row.encode().as_slice())?;
@@ -475,8 +519,11 @@ impl Vault {
             // Keys in B-tree order: the pages are written front to back.
             let mut by_key: Vec<usize> = (0..jobs.len()).collect();
             by_key.sort_unstable_by_key(|&j| (jobs[j].no, jobs[j].block));
-            for j in by_key {
-                blocks.insert((jobs[j].no, jobs[j].block), sealed[j].as_slice())?;
+            for &j in &by_key {
+                blocks.insert((jobs[j].no, jobs[j].block), sealed[j].0.as_slice())?;
+            }
+            for &j in &by_key {
+                summaries.insert(jobs[j].no, sealed[j].1.as_slice())?;
             }
             meta.insert("next_subject_no", next_no.to_le_bytes().as_slice())?;
         }
@@ -521,6 +568,7 @@ impl Vault {
                 row.erased_at_ms = Some(at_ms);
                 row.digests = Vec::new();
                 subjects.insert(no, row.encode().as_slice())?;
+                tx.open_table(SUMMARIES)?.remove(no)?;
                 had_key
             }
         };
@@ -676,29 +724,41 @@ pub(crate) fn read_u64(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// One block to seal: a subject's fresh records of a batch.
+/// One block to seal: a subject's fresh records of a batch, and its summary.
 struct SealJob<'a> {
     no: u64,
     block: u64,
     subject: &'a str,
     dek: DataKey,
     plain: std::ops::Range<usize>,
+    summary: std::ops::Range<usize>,
 }
 
 /// Plaintext bytes of a batch above which its blocks are sealed on two threads.
 const PARALLEL_SEAL_BYTES: usize = 1 << 20;
 
-/// Seals every job's block (`nonce ‖ ciphertext ‖ tag`), in job order.
-fn seal_jobs(vault: &str, jobs: &[SealJob<'_>], plain: &[u8]) -> Result<Vec<Vec<u8>>, VaultError> {
-    let seal_all = |jobs: &[SealJob<'_>]| -> Result<Vec<Vec<u8>>, VaultError> {
+/// A sealed block and the sealed summary written with it.
+type Sealed = (Vec<u8>, Vec<u8>);
+
+/// Seals every job's block and summary (`nonce ‖ ciphertext ‖ tag`), in job order.
+fn seal_jobs(vault: &str, jobs: &[SealJob<'_>], plain: &[u8]) -> Result<Vec<Sealed>, VaultError> {
+    let seal_all = |jobs: &[SealJob<'_>]| -> Result<Vec<Sealed>, VaultError> {
         jobs.iter()
             .map(|job| {
-                crypto::seal(
-                    &job.dek.cipher(),
+                let cipher = job.dek.cipher();
+                let block = crypto::seal(
+                    &cipher,
                     crypto::block_nonce(job.block),
                     &crypto::block_aad(vault, job.subject, job.block),
                     &plain[job.plain.clone()],
-                )
+                )?;
+                let summary = crypto::seal(
+                    &cipher,
+                    crate::summary::summary_nonce(job.block),
+                    &crate::summary::summary_aad(vault, job.subject, job.block),
+                    &plain[job.summary.clone()],
+                )?;
+                Ok((block, summary))
             })
             .collect()
     };

@@ -10,14 +10,14 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ops::ControlFlow;
 use std::sync::Mutex;
 
-use symphony_core::budget::{BudgetOp, Epsilon};
+use symphony_core::budget::Epsilon;
 use symphony_core::consent::UsageScope;
 use symphony_core::encoding::{content_hash, Digest};
 use symphony_core::envelope::TaskClass;
 use symphony_core::ids::{ActorId, EpochId, SubjectId, TaskId, VaultId};
 use symphony_enclave::{SoftwareEnclave, Tee};
 use symphony_semantic::AudienceFacts;
-use symphony_vault::{ReserveMode, SummaryView, Vault};
+use symphony_vault::{SummaryView, Vault};
 
 use crate::bundle::{
     dedup_key, dedup_token, inputs_commitment, AudienceSignal, BundleBody, ComputeBody,
@@ -226,13 +226,10 @@ impl EnterpriseNode {
         // Held across the reservation and its record, so that a release of the task
         // sees both or neither.
         let mut reservations = self.lock();
-        let report = self.vault.reserve_for_task(
-            task_id,
-            scope,
-            &consented,
-            epsilon,
-            ReserveMode::SkipInsufficient,
-        )?;
+        // One bulk row for the task, not one account write per subject.
+        let report = self
+            .vault
+            .reserve_bulk(task_id, scope, &consented, epsilon)?;
         let snapshot_commitment = content_hash("scp/consent-snapshot/v1", &report.reserved)
             .map_err(|e| NodeError::Encoding(e.to_string()))?;
         let reply = AdmissionReply {
@@ -578,13 +575,11 @@ impl EnterpriseNode {
         }
         let ((result_body, commitment), attestation) =
             run.map_err(|e| NodeError::Enclave(e.to_string()))?;
-        // Budget: evaluated subjects commit the actual ε; the rest are released.
+        // Budget: evaluated subjects commit the actual ε; the rest are released
+        // (one write of the task's bulk reservation).
         let evaluated: Vec<SubjectId> = evaluate.iter().map(|s| (*s).clone()).collect();
-        let skipped: Vec<SubjectId> = reserved.difference(&consented).cloned().collect();
         let task = body.task_id.clone();
-        self.vault.commit_task(scope, &task, &evaluated, epsilon)?;
-        self.vault
-            .finish_task(scope, &skipped, &BudgetOp::Release { task: task.clone() })?;
+        self.vault.commit_bulk(scope, &task, &evaluated, epsilon)?;
         self.lock().remove(&task);
         Ok(SliceResultBundle {
             body: result_body,

@@ -28,6 +28,15 @@ pub enum VaultError {
         /// The file.
         path: PathBuf,
     },
+    /// A per-subject budget operation named a task whose reservation here is a
+    /// bulk reservation ([`crate::Vault::reserve_bulk`]).
+    #[error("task {task} holds a bulk reservation for {scope} in this Vault: it finishes with commit_bulk or release_task, not per subject")]
+    BulkTask {
+        /// The task.
+        task: String,
+        /// The scope.
+        scope: UsageScope,
+    },
     /// The Vault key does not open this Vault.
     #[error("the key does not open vault {vault}: wrong Vault key or corrupted key check")]
     WrongKey {

@@ -14,6 +14,7 @@ use symphony_core::budget::{BudgetAccount, BudgetError, BudgetOp, BudgetOutcome,
 use symphony_core::consent::{ConsentChange, ConsentHistory, UsageScope};
 use symphony_core::ids::{EpochId, SubjectId, TaskId};
 
+use crate::bulk::{Overlay, BULK};
 use crate::error::VaultError;
 use crate::store::{read_u64, Vault, META};
 
@@ -140,30 +141,21 @@ impl Vault {
         at_ms: u64,
         needed: Epsilon,
     ) -> Result<BTreeSet<SubjectId>, VaultError> {
-        let mut out = self.consented_subjects(scope, at_ms)?;
+        let consented = self.consented_subjects(scope, at_ms)?;
         let tx = self.db.begin_read()?;
         let table = tx.open_table(BUDGET)?;
-        let s = scope.as_str();
-        for entry in table.range((s, "")..)? {
-            let (k, v) = entry?;
-            let (ks, subject) = k.value();
-            if ks != s {
-                break;
+        let overlay = Overlay::load_read(&tx, scope)?;
+        let epoch = current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
+        let mut out = BTreeSet::new();
+        for subject in consented {
+            let opens = overlay.epoch_for(&subject, epoch);
+            let stored = self.stored_account(&table, (scope.as_str(), subject.as_str()), opens)?;
+            if overlay
+                .effective(&subject, scope, &stored)?
+                .can_reserve(needed)
+            {
+                out.insert(subject);
             }
-            let account: BudgetAccount = bcs::from_bytes(v.value())?;
-            if !account.can_reserve(needed) {
-                out.remove(&SubjectId::new(subject)?);
-            }
-        }
-        if !self.config.default_budget.ge(&needed) {
-            // Subjects without an account start at the default capacity.
-            let with_account: BTreeSet<String> = table
-                .range((s, "")..)?
-                .filter_map(|e| e.ok())
-                .take_while(|(k, _)| k.value().0 == s)
-                .map(|(k, _)| k.value().1.to_owned())
-                .collect();
-            out.retain(|sub| with_account.contains(sub.as_str()));
         }
         Ok(out)
     }
@@ -184,10 +176,10 @@ impl Vault {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(BUDGET)?;
         let epoch = current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
-        Ok(match table.get((scope.as_str(), subject.as_str()))? {
-            Some(v) => bcs::from_bytes(v.value())?,
-            None => BudgetAccount::new(self.config.default_budget, epoch),
-        })
+        let overlay = Overlay::load_read(&tx, scope)?;
+        let opens = overlay.epoch_for(subject, epoch);
+        let stored = self.stored_account(&table, (scope.as_str(), subject.as_str()), opens)?;
+        Ok(overlay.effective(subject, scope, &stored)?.into_owned())
     }
 
     /// The budget accounts of `subjects` (in the given order) for a scope, read in
@@ -200,9 +192,15 @@ impl Vault {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(BUDGET)?;
         let epoch = current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
+        let overlay = Overlay::load_read(&tx, scope)?;
         subjects
             .into_iter()
-            .map(|subject| self.stored_account(&table, (scope.as_str(), subject.as_str()), epoch))
+            .map(|subject| {
+                let opens = overlay.epoch_for(subject, epoch);
+                let stored =
+                    self.stored_account(&table, (scope.as_str(), subject.as_str()), opens)?;
+                Ok(overlay.effective(subject, scope, &stored)?.into_owned())
+            })
             .collect()
     }
 
@@ -289,16 +287,14 @@ impl Vault {
         let mut outcomes = Vec::with_capacity(len);
         {
             let epoch = current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
+            let overlay = Overlay::load(&tx.open_table(BULK)?, scope)?;
             let mut table = tx.open_table(BUDGET)?;
             let mut encoded = Vec::new();
             for (subject, op) in ops {
                 let key = (scope.as_str(), subject.as_str());
-                let mut account = self.stored_account(&table, key, epoch)?;
-                let outcome = account.apply(op).map_err(|source| VaultError::Budget {
-                    subject: subject.to_string(),
-                    scope,
-                    source,
-                })?;
+                let mut account =
+                    self.stored_account(&table, key, overlay.epoch_for(subject, epoch))?;
+                let outcome = overlay.apply(subject, scope, &mut account, op)?;
                 if outcome == BudgetOutcome::Applied {
                     encoded.clear();
                     bcs::serialize_into(&mut encoded, &account)?;
@@ -333,31 +329,31 @@ impl Vault {
         }
         {
             let epoch = current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
+            let overlay = Overlay::load(&tx.open_table(BULK)?, scope)?;
             let mut table = tx.open_table(BUDGET)?;
+            let mut encoded = Vec::new();
             for subject in subjects {
                 let key = (scope.as_str(), subject.as_str());
-                let mut account = self.stored_account(&table, key, epoch)?;
-                match account.apply(&op) {
+                let mut account =
+                    self.stored_account(&table, key, overlay.epoch_for(subject, epoch))?;
+                match overlay.apply(subject, scope, &mut account, &op) {
                     Ok(BudgetOutcome::Applied) => {
-                        table.insert(key, bcs::to_bytes(&account)?.as_slice())?;
+                        encoded.clear();
+                        bcs::serialize_into(&mut encoded, &account)?;
+                        table.insert(key, encoded.as_slice())?;
                         report.reserved.push(subject.clone());
                     }
                     Ok(BudgetOutcome::AlreadyApplied) => {
                         report.already_applied += 1;
                         report.reserved.push(subject.clone());
                     }
-                    Err(BudgetError::Insufficient { .. })
-                        if mode == ReserveMode::SkipInsufficient =>
-                    {
+                    Err(VaultError::Budget {
+                        source: BudgetError::Insufficient { .. },
+                        ..
+                    }) if mode == ReserveMode::SkipInsufficient => {
                         report.excluded.push(subject.clone());
                     }
-                    Err(source) => {
-                        return Err(VaultError::Budget {
-                            subject: subject.to_string(),
-                            scope,
-                            source,
-                        })
-                    }
+                    Err(e) => return Err(e),
                 }
             }
         }
@@ -396,26 +392,25 @@ impl Vault {
         }
         {
             let epoch = current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
+            let overlay = Overlay::load(&tx.open_table(BULK)?, scope)?;
             let mut table = tx.open_table(BUDGET)?;
             'subjects: for subject in subjects {
                 let key = (scope.as_str(), subject.as_str());
-                let mut account = self.stored_account(&table, key, epoch)?;
+                let mut account =
+                    self.stored_account(&table, key, overlay.epoch_for(subject, epoch))?;
                 let (mut applied, mut again) = (false, 0u64);
                 for op in &ops {
-                    match account.apply(op) {
+                    match overlay.apply(subject, scope, &mut account, op) {
                         Ok(BudgetOutcome::Applied) => applied = true,
                         Ok(BudgetOutcome::AlreadyApplied) => again += 1,
-                        Err(BudgetError::Insufficient { .. }) => {
+                        Err(VaultError::Budget {
+                            source: BudgetError::Insufficient { .. },
+                            ..
+                        }) => {
                             report.excluded.push(subject.clone());
                             continue 'subjects;
                         }
-                        Err(source) => {
-                            return Err(VaultError::Budget {
-                                subject: subject.to_string(),
-                                scope,
-                                source,
-                            })
-                        }
+                        Err(e) => return Err(e),
                     }
                 }
                 if applied {
@@ -452,17 +447,15 @@ impl Vault {
         let tx = self.db.begin_write()?;
         {
             let epoch = current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
+            let overlay = Overlay::load(&tx.open_table(BULK)?, scope)?;
             let mut table = tx.open_table(BUDGET)?;
             for (subject, ops) in per_subject {
                 let key = (scope.as_str(), subject.as_str());
-                let mut account = self.stored_account(&table, key, epoch)?;
+                let mut account =
+                    self.stored_account(&table, key, overlay.epoch_for(subject, epoch))?;
                 let mut changed = false;
                 for op in ops {
-                    let outcome = account.apply(op).map_err(|source| VaultError::Budget {
-                        subject: subject.to_string(),
-                        scope,
-                        source,
-                    })?;
+                    let outcome = overlay.apply(subject, scope, &mut account, op)?;
                     if outcome == BudgetOutcome::Applied {
                         changed = true;
                         applied += 1;
@@ -526,10 +519,25 @@ impl Vault {
                     bcs::to_bytes(&account)?,
                 ));
             }
-            released = updates.len() as u64;
+            let mut held = updates.len() as u64;
             for (scope, subject, bytes) in updates {
                 table.insert((scope.as_str(), subject.as_str()), bytes.as_slice())?;
             }
+            // A bulk reservation of the task finishes released: every subject's
+            // reservation ends committing nothing, as the per-subject release does.
+            let mut bulk = tx.open_table(BULK)?;
+            for scope in UsageScope::ALL {
+                let key = (scope.as_str(), task.as_str());
+                let row = match bulk.get(key)? {
+                    Some(v) => Some(crate::bulk::release_row(v.value())?),
+                    None => None,
+                };
+                if let Some((bytes, n)) = row.filter(|(_, n)| *n > 0) {
+                    bulk.insert(key, bytes.as_slice())?;
+                    held += n;
+                }
+            }
+            released = held;
         }
         tx.commit()?;
         Ok(released)
@@ -559,6 +567,10 @@ impl Vault {
         let op = BudgetOp::Replenish { epoch, amount };
         let mut report = ReplenishReport::default();
         let tx = self.db.begin_write()?;
+        // Replenishment does not commute with commits: finished bulk rows of every
+        // scope become stored accounts first, opened in the epoch they were made
+        // in. Open reservations commute with it and stay bulk.
+        self.fold_bulk_in(&tx, None)?;
         {
             let mut meta = tx.open_table(META)?;
             let current = current_epoch(&meta, self.config.initial_epoch)?;
@@ -591,6 +603,9 @@ impl Vault {
                 table.insert((s, subject.as_str()), bytes.as_slice())?;
             }
         }
+        let (applied, again) = self.replenish_bulk_in(&tx, scope, epoch)?;
+        report.applied += applied;
+        report.already_applied += again;
         tx.commit()?;
         Ok(report)
     }
@@ -599,7 +614,7 @@ impl Vault {
 impl Vault {
     /// The stored account under `key`, or a fresh one opened in `epoch` with the
     /// Vault's default budget.
-    fn stored_account(
+    pub(crate) fn stored_account(
         &self,
         table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
         key: (&str, &str),
@@ -612,7 +627,7 @@ impl Vault {
     }
 }
 
-fn current_epoch(
+pub(crate) fn current_epoch(
     meta: &impl ReadableTable<&'static str, &'static [u8]>,
     initial: EpochId,
 ) -> Result<EpochId, VaultError> {

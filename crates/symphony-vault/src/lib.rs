@@ -196,6 +196,7 @@
 
 pub mod auth;
 pub mod batch;
+pub mod bulk;
 pub mod consent_import;
 pub mod crypto;
 pub mod error;

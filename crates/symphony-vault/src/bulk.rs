@@ -1,0 +1,514 @@
+//! Bulk reservations: one record per task and scope instead of one budget
+//! account write per subject.
+//!
+//! A `query` or `compute` task reserves the same ε on every consenting subject
+//! of a Vault and, when its slice ran, commits it on those evaluated and releases
+//! the rest. Written per subject, that was two B-tree writes per subject per task
+//! (most of a slice's cost at a million people). Here the task's reservation is
+//! one row — `(scope, task) → amount, the subjects, and once finished the ε
+//! committed and by whom` — and every read of an account folds the rows that
+//! name the subject into it (the [`Overlay`]), so an account reads exactly as if
+//! each subject had been written one by one:
+//!
+//! - **Reservation** checks each subject against its account *with every other
+//!   bulk row folded in*, in the same write transaction as the row (redb
+//!   serializes writers), so bulk and per-subject reservations together never
+//!   overspend.
+//! - **Per-subject operations** on other tasks are checked against the folded
+//!   account and written to the stored one; an operation naming a bulk task is
+//!   refused ([`VaultError::BulkTask`]): a bulk task finishes with
+//!   [`Vault::commit_bulk`] or [`Vault::release_task`].
+//! - **Folding for good.** Epoch replenishment first writes every finished bulk
+//!   row into the subjects' stored accounts (replenishing does not commute with
+//!   commits; it does with open reservations, which stay bulk), and a commit
+//!   folds the finished rows of its scope once more than [`FOLD_FINISHED_ABOVE`]
+//!   have piled up, so a read folds a bounded number of rows.
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use symphony_core::budget::{BudgetAccount, BudgetError, BudgetOp, BudgetOutcome, Epsilon};
+use symphony_core::consent::UsageScope;
+use symphony_core::ids::{EpochId, SubjectId, TaskId};
+
+use crate::error::VaultError;
+use crate::ledger::{ReserveReport, BUDGET, RELEASED_TASKS, TASK_USAGE};
+use crate::store::{Vault, META};
+
+/// (scope, task) → BCS [`BulkReservation`].
+pub(crate) const BULK: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("bulk_reservations");
+
+/// Finished bulk rows a scope may hold before a commit folds them into the
+/// subjects' accounts.
+pub const FOLD_FINISHED_ABOVE: usize = 16;
+
+/// One task's reservation on many subjects of one scope.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BulkReservation {
+    amount: Epsilon,
+    /// The epoch a subject's account would have opened in had the reservation
+    /// been written to it (the epoch it was made in, moved on when its scope
+    /// replenishes): what an account that exists only through bulk rows reads as
+    /// its last replenishment.
+    opened_in: EpochId,
+    /// Sorted, distinct.
+    subjects: Vec<SubjectId>,
+    /// Once the task finished here: the ε committed by each of the listed
+    /// subjects (sorted); every other subject of `subjects` was released.
+    finished: Option<(Epsilon, Vec<SubjectId>)>,
+}
+
+impl BulkReservation {
+    /// What the row means for one subject: `None` if it does not name it, else
+    /// the outcome (`None`: still reserved; `Some(ε)`: finished committing ε).
+    fn outcome_for(&self, subject: &SubjectId) -> Option<Option<Epsilon>> {
+        self.subjects.binary_search(subject).ok()?;
+        Some(self.finished.as_ref().map(|(actual, used)| {
+            if used.binary_search(subject).is_ok() {
+                *actual
+            } else {
+                Epsilon::ZERO
+            }
+        }))
+    }
+}
+
+/// The bulk rows of one scope, folded into accounts as they are read.
+#[derive(Debug, Default)]
+pub(crate) struct Overlay {
+    rows: Vec<(TaskId, BulkReservation)>,
+}
+
+impl Overlay {
+    /// The rows of `scope` (none if the table does not exist yet).
+    pub(crate) fn load(
+        table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+        scope: UsageScope,
+    ) -> Result<Self, VaultError> {
+        let s = scope.as_str();
+        let mut rows = Vec::new();
+        for entry in table.range((s, "")..)? {
+            let (k, v) = entry?;
+            let (ks, task) = k.value();
+            if ks != s {
+                break;
+            }
+            rows.push((TaskId::new(task)?, bcs::from_bytes(v.value())?));
+        }
+        Ok(Overlay { rows })
+    }
+
+    /// [`Overlay::load`] in a read transaction of a Vault that may predate bulk rows.
+    pub(crate) fn load_read(
+        tx: &redb::ReadTransaction,
+        scope: UsageScope,
+    ) -> Result<Self, VaultError> {
+        match tx.open_table(BULK) {
+            Ok(t) => Self::load(&t, scope),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(Overlay::default()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The epoch an account that does not exist yet opens in: the earliest
+    /// `opened_in` of the rows naming the subject, else `current`.
+    pub(crate) fn epoch_for(&self, subject: &SubjectId, current: EpochId) -> EpochId {
+        self.rows
+            .iter()
+            .filter(|(_, r)| r.subjects.binary_search(subject).is_ok())
+            .map(|(_, r)| r.opened_in)
+            .min()
+            .unwrap_or(current)
+    }
+
+    fn holds(&self, task: &TaskId) -> bool {
+        self.rows.iter().any(|(t, _)| t == task)
+    }
+
+    /// The account as the subject's operations made it: `stored` with every row
+    /// naming the subject folded in.
+    pub(crate) fn effective<'a>(
+        &self,
+        subject: &SubjectId,
+        scope: UsageScope,
+        stored: &'a BudgetAccount,
+    ) -> Result<Cow<'a, BudgetAccount>, VaultError> {
+        let mut account = Cow::Borrowed(stored);
+        for (task, row) in &self.rows {
+            if let Some(outcome) = row.outcome_for(subject) {
+                account
+                    .to_mut()
+                    .include_held(task, row.amount, outcome)
+                    .map_err(|source| VaultError::Budget {
+                        subject: subject.to_string(),
+                        scope,
+                        source,
+                    })?;
+            }
+        }
+        Ok(account)
+    }
+
+    /// Applies a per-subject operation: refused if it names a bulk task, checked
+    /// against the effective account, applied to `stored` (what is written back).
+    pub(crate) fn apply(
+        &self,
+        subject: &SubjectId,
+        scope: UsageScope,
+        stored: &mut BudgetAccount,
+        op: &BudgetOp,
+    ) -> Result<BudgetOutcome, VaultError> {
+        if let Some(task) = op_task(op).filter(|t| self.holds(t)) {
+            return Err(VaultError::BulkTask {
+                task: task.to_string(),
+                scope,
+            });
+        }
+        let budget = |source| VaultError::Budget {
+            subject: subject.to_string(),
+            scope,
+            source,
+        };
+        let effective = self.effective(subject, scope, stored)?;
+        if let Cow::Owned(mut effective) = effective {
+            let outcome = effective.apply(op).map_err(budget)?;
+            stored.apply(op).map_err(budget)?;
+            Ok(outcome)
+        } else {
+            stored.apply(op).map_err(budget)
+        }
+    }
+}
+
+fn op_task(op: &BudgetOp) -> Option<&TaskId> {
+    match op {
+        BudgetOp::Reserve { task, .. }
+        | BudgetOp::Commit { task, .. }
+        | BudgetOp::Release { task }
+        | BudgetOp::CommitAtEstimate { task } => Some(task),
+        BudgetOp::Replenish { .. } => None,
+    }
+}
+
+impl Vault {
+    /// Reserves `amount` for `task` on those of `subjects` whose budget covers it
+    /// (the others are reported in `excluded`), as **one** row: the bulk form of
+    /// [`Vault::reserve_for_task`] with [`crate::ReserveMode::SkipInsufficient`],
+    /// in one write transaction. A retry reports the subjects already reserved as
+    /// such and reserves those newly covered. Refused with
+    /// [`VaultError::TaskReleased`] for a task released here, and with the
+    /// account's own refusal (naming the subject) for a task that already
+    /// reserved another amount or finished.
+    pub fn reserve_bulk(
+        &self,
+        task: &TaskId,
+        scope: UsageScope,
+        subjects: &[SubjectId],
+        amount: Epsilon,
+    ) -> Result<ReserveReport, VaultError> {
+        let s = scope.as_str();
+        let mut report = ReserveReport::default();
+        let tx = self.db.begin_write()?;
+        if tx.open_table(RELEASED_TASKS)?.get(task.as_str())?.is_some() {
+            return Err(VaultError::TaskReleased(task.to_string()));
+        }
+        {
+            let epoch =
+                crate::ledger::current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
+            let accounts = tx.open_table(BUDGET)?;
+            let mut bulk = tx.open_table(BULK)?;
+            let overlay = Overlay::load(&bulk, scope)?;
+            let mut row = match overlay.rows.iter().find(|(t, _)| t == task) {
+                Some((_, row)) => row.clone(),
+                None => BulkReservation {
+                    amount,
+                    opened_in: epoch,
+                    subjects: Vec::new(),
+                    finished: None,
+                },
+            };
+            let op = BudgetOp::Reserve {
+                task: task.clone(),
+                amount,
+            };
+            let mut added: Vec<SubjectId> = Vec::new();
+            for subject in subjects {
+                let opens = overlay.epoch_for(subject, epoch);
+                let stored = self.stored_account(&accounts, (s, subject.as_str()), opens)?;
+                let mut account = overlay.effective(subject, scope, &stored)?.into_owned();
+                match account.apply(&op) {
+                    Ok(BudgetOutcome::Applied) => {
+                        added.push(subject.clone());
+                        report.reserved.push(subject.clone());
+                    }
+                    Ok(BudgetOutcome::AlreadyApplied) => {
+                        report.already_applied += 1;
+                        report.reserved.push(subject.clone());
+                    }
+                    Err(BudgetError::Insufficient { .. }) => report.excluded.push(subject.clone()),
+                    Err(source) => {
+                        return Err(VaultError::Budget {
+                            subject: subject.to_string(),
+                            scope,
+                            source,
+                        })
+                    }
+                }
+            }
+            if !added.is_empty() {
+                row.subjects.extend(added);
+                row.subjects.sort();
+                row.subjects.dedup();
+                bulk.insert((s, task.as_str()), bcs::to_bytes(&row)?.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(report)
+    }
+
+    /// Finishes a bulk reservation: `used` (each holding the reservation) commit
+    /// `actual`, every other reserved subject is released; records the usage
+    /// ([`Vault::task_usage`]) in the same transaction. One row rewritten, whatever
+    /// the number of subjects. A retry with the same outcome changes nothing;
+    /// another outcome is refused, as are a subject without the reservation and an
+    /// `actual` above the reserved amount. Returns how many subjects committed.
+    pub fn commit_bulk(
+        &self,
+        scope: UsageScope,
+        task: &TaskId,
+        used: &[SubjectId],
+        actual: Epsilon,
+    ) -> Result<u64, VaultError> {
+        let s = scope.as_str();
+        let mut used: Vec<SubjectId> = used.to_vec();
+        used.sort();
+        used.dedup();
+        let n = used.len() as u64;
+        let tx = self.db.begin_write()?;
+        {
+            let mut bulk = tx.open_table(BULK)?;
+            let existing: Option<BulkReservation> = match bulk.get((s, task.as_str()))? {
+                Some(v) => Some(bcs::from_bytes(v.value())?),
+                None => None,
+            };
+            let mut row = match existing {
+                Some(row) => row,
+                // Nothing was reserved here (no subject could be): nothing to
+                // finish; the (empty) usage is recorded as a commit records it.
+                None if used.is_empty() => {
+                    drop(bulk);
+                    if actual.micro > 0 {
+                        let usage: Vec<(&SubjectId, Epsilon)> = Vec::new();
+                        tx.open_table(TASK_USAGE)?
+                            .insert(task.as_str(), bcs::to_bytes(&(scope, usage))?.as_slice())?;
+                    }
+                    tx.commit()?;
+                    return Ok(0);
+                }
+                None => {
+                    let subject = used.first().map(|s| s.to_string()).unwrap_or_default();
+                    return Err(VaultError::Budget {
+                        subject,
+                        scope,
+                        source: BudgetError::NoReservation(task.clone()),
+                    });
+                }
+            };
+            let budget = |subject: &SubjectId, source| VaultError::Budget {
+                subject: subject.to_string(),
+                scope,
+                source,
+            };
+            if let Some((done, done_used)) = &row.finished {
+                if *done == actual && *done_used == used {
+                    return Ok(n);
+                }
+                let subject = used.first().or(row.subjects.first());
+                let committed = *done;
+                return Err(VaultError::Budget {
+                    subject: subject.map(|s| s.to_string()).unwrap_or_default(),
+                    scope,
+                    source: BudgetError::AlreadyFinished {
+                        task: task.clone(),
+                        committed,
+                    },
+                });
+            }
+            if let Some(subject) = used.iter().find(|s| row.subjects.binary_search(s).is_err()) {
+                return Err(budget(subject, BudgetError::NoReservation(task.clone())));
+            }
+            if actual > row.amount {
+                let subject = used.first().or(row.subjects.first()).cloned();
+                return Err(VaultError::Budget {
+                    subject: subject.map(|s| s.to_string()).unwrap_or_default(),
+                    scope,
+                    source: BudgetError::ExceedsReservation {
+                        task: task.clone(),
+                        actual,
+                        reserved: row.amount,
+                    },
+                });
+            }
+            if actual.micro > 0 {
+                let usage: Vec<(&SubjectId, Epsilon)> = used.iter().map(|s| (s, actual)).collect();
+                tx.open_table(TASK_USAGE)?
+                    .insert(task.as_str(), bcs::to_bytes(&(scope, usage))?.as_slice())?;
+            }
+            row.finished = Some((actual, used));
+            bulk.insert((s, task.as_str()), bcs::to_bytes(&row)?.as_slice())?;
+        }
+        let finished = Overlay::load(&tx.open_table(BULK)?, scope)?
+            .rows
+            .iter()
+            .filter(|(_, r)| r.finished.is_some())
+            .count();
+        if finished > FOLD_FINISHED_ABOVE {
+            self.fold_bulk_in(&tx, Some(scope))?;
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// The subjects a bulk reservation of `task` holds in `scope` and has not yet
+    /// finished (empty if none).
+    pub fn bulk_reserved(
+        &self,
+        scope: UsageScope,
+        task: &TaskId,
+    ) -> Result<Vec<SubjectId>, VaultError> {
+        let tx = self.db.begin_read()?;
+        let table = match tx.open_table(BULK) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(match table.get((scope.as_str(), task.as_str()))? {
+            Some(v) => {
+                let row: BulkReservation = bcs::from_bytes(v.value())?;
+                if row.finished.is_some() {
+                    Vec::new()
+                } else {
+                    row.subjects
+                }
+            }
+            None => Vec::new(),
+        })
+    }
+
+    /// Writes the finished bulk rows of `scope` (all scopes for `None`) into the
+    /// subjects' stored accounts and deletes them.
+    pub(crate) fn fold_bulk_in(
+        &self,
+        tx: &WriteTransaction,
+        scope: Option<UsageScope>,
+    ) -> Result<(), VaultError> {
+        let epoch = crate::ledger::current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
+        let mut bulk = tx.open_table(BULK)?;
+        let mut accounts = tx.open_table(BUDGET)?;
+        let scopes: Vec<UsageScope> = match scope {
+            Some(s) => vec![s],
+            None => UsageScope::ALL.to_vec(),
+        };
+        for scope in scopes {
+            let s = scope.as_str();
+            let all = Overlay::load(&bulk, scope)?;
+            let rows: Vec<(TaskId, BulkReservation)> = all
+                .rows
+                .iter()
+                .filter(|(_, r)| r.finished.is_some())
+                .cloned()
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let overlay = Overlay { rows };
+            let subjects: BTreeSet<&SubjectId> = overlay
+                .rows
+                .iter()
+                .flat_map(|(_, r)| r.subjects.iter())
+                .collect();
+            let mut encoded = Vec::new();
+            for subject in subjects {
+                let key = (s, subject.as_str());
+                let opens = all.epoch_for(subject, epoch);
+                let stored = self.stored_account(&accounts, key, opens)?;
+                let account = overlay.effective(subject, scope, &stored)?;
+                encoded.clear();
+                bcs::serialize_into(&mut encoded, account.as_ref())?;
+                accounts.insert(key, encoded.as_slice())?;
+            }
+            for (task, _) in &overlay.rows {
+                bulk.remove((s, task.as_str()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A bulk row finished released (nothing committed): its new bytes and how many
+/// subjects' reservations that ended (0 if it had already finished).
+pub(crate) fn release_row(bytes: &[u8]) -> Result<(Vec<u8>, u64), VaultError> {
+    let mut row: BulkReservation = bcs::from_bytes(bytes)?;
+    if row.finished.is_some() {
+        return Ok((bytes.to_vec(), 0));
+    }
+    row.finished = Some((Epsilon::ZERO, Vec::new()));
+    Ok((bcs::to_bytes(&row)?, row.subjects.len() as u64))
+}
+
+impl Vault {
+    /// Replenishment of `scope` to `epoch` for the accounts that exist only
+    /// through open bulk rows (after the finished rows were folded): each reads as
+    /// replenished (an open reservation commits nothing, so only the epoch
+    /// moves). Returns (applied, already applied) as the per-subject accounts
+    /// would count them; refused like them for an epoch older than a row's.
+    pub(crate) fn replenish_bulk_in(
+        &self,
+        tx: &WriteTransaction,
+        scope: UsageScope,
+        epoch: EpochId,
+    ) -> Result<(u64, u64), VaultError> {
+        let s = scope.as_str();
+        let mut bulk = tx.open_table(BULK)?;
+        let accounts = tx.open_table(BUDGET)?;
+        let overlay = Overlay::load(&bulk, scope)?;
+        let implicit: BTreeSet<&SubjectId> = overlay
+            .rows
+            .iter()
+            .flat_map(|(_, r)| r.subjects.iter())
+            .collect();
+        let (mut applied, mut again) = (0u64, 0u64);
+        for subject in implicit {
+            if accounts.get((s, subject.as_str()))?.is_some() {
+                continue;
+            }
+            let last = overlay.epoch_for(subject, epoch);
+            if last > epoch {
+                return Err(VaultError::Budget {
+                    subject: subject.to_string(),
+                    scope,
+                    source: BudgetError::NotEpochBoundary {
+                        requested: epoch,
+                        last,
+                    },
+                });
+            }
+            if last == epoch {
+                again += 1;
+            } else {
+                applied += 1;
+            }
+        }
+        for (task, row) in &overlay.rows {
+            if row.opened_in < epoch {
+                let mut row = row.clone();
+                row.opened_in = epoch;
+                bulk.insert((s, task.as_str()), bcs::to_bytes(&row)?.as_slice())?;
+            }
+        }
+        Ok((applied, again))
+    }
+}

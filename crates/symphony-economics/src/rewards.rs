@@ -17,7 +17,7 @@ use symphony_core::{content_hash, ActorId, Digest, EpochId, Epsilon, VaultId};
 
 use crate::error::EconomicsError;
 use crate::policy::{PolicyParams, BP_WHOLE};
-use crate::split::split_by_weights;
+use crate::split::{split_by_weights, split_indexed};
 
 /// Domain tag of a Vault's usage commitment.
 pub const VAULT_USAGE_COMMITMENT_TAG: &str = "scp/vault-usage-commitment/v1";
@@ -123,31 +123,60 @@ pub fn vault_dividends(
     producers: &[ProducerUsage],
     unstaked_multiplier_bp: u16,
 ) -> Result<VaultDividends, EconomicsError> {
+    let parts = vault_dividend_parts(vault_share_micro_sym, producers, unstaked_multiplier_bp)?;
+    let mut payouts = Vec::with_capacity(parts.len());
+    let mut pool: u64 = 0;
+    for p in parts {
+        pool += p.gross - p.net; // Σ ≤ vault_share, cannot overflow
+        payouts.push((producers[p.index].producer.clone(), p.net));
+    }
+    Ok(VaultDividends {
+        payouts,
+        returned_to_pool_micro_sym: pool,
+    })
+}
+
+/// One producer's dividend in [`vault_dividend_parts`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DividendPart {
+    /// The producer's position in the input list.
+    pub index: usize,
+    /// Its share of the split by usage weight.
+    pub gross: u64,
+    /// What it is paid after the staking multiplier (≤ gross).
+    pub net: u64,
+}
+
+/// [`vault_dividends`] without copying a producer: each producer's gross and net
+/// dividend, sorted by producer (the order of [`VaultDividends::payouts`]), from one
+/// split. The same amounts, errors and invariant (Σ gross = `vault_share`, checked).
+pub fn vault_dividend_parts(
+    vault_share_micro_sym: u64,
+    producers: &[ProducerUsage],
+    unstaked_multiplier_bp: u16,
+) -> Result<Vec<DividendPart>, EconomicsError> {
     if unstaked_multiplier_bp > BP_WHOLE {
         return Err(EconomicsError::InvalidParam {
             field: "unstaked_multiplier_bp",
             reason: "a fraction may not exceed 10000 bp",
         });
     }
-    let mut weights = Vec::with_capacity(producers.len());
-    for p in producers {
-        weights.push((
-            p.producer.clone(),
-            usage_weight(p.records_used, p.epsilon_consumed)?,
-        ));
-    }
-    let gross = split_by_weights(vault_share_micro_sym, &weights, "vault dividends")?;
-    // A set, not a scan per producer: Vaults hold hundreds of thousands of producers.
-    let staked_producers: std::collections::BTreeSet<_> = producers
+    let weights = producers
         .iter()
-        .filter(|p| p.staked)
-        .map(|p| &p.producer)
-        .collect();
-    let mut payouts = Vec::with_capacity(gross.len());
-    let mut pool: u64 = 0;
-    for (producer, gross_amount) in gross {
-        let staked = staked_producers.contains(&producer);
-        let net = if staked {
+        .map(|p| usage_weight(p.records_used, p.epsilon_consumed))
+        .collect::<Result<Vec<u64>, _>>()?;
+    let gross = split_indexed(
+        vault_share_micro_sym,
+        producers.len(),
+        |i| &producers[i].producer,
+        |i| weights[i],
+        "vault dividends",
+    )?;
+    let mut parts = Vec::with_capacity(gross.len());
+    let mut total: u128 = 0;
+    for (index, gross_amount) in gross {
+        // Producers are distinct (the split refuses duplicates): their own flag.
+        let net = if producers[index].staked {
             gross_amount
         } else {
             // ≤ gross_amount because multiplier ≤ 10 000; fits u64.
@@ -155,21 +184,21 @@ pub fn vault_dividends(
                 / u128::from(BP_WHOLE);
             u64::try_from(scaled).map_err(|_| EconomicsError::Overflow { what: "dividend" })?
         };
-        pool += gross_amount - net; // Σ ≤ vault_share, cannot overflow
-        payouts.push((producer, net));
+        total += u128::from(gross_amount);
+        parts.push(DividendPart {
+            index,
+            gross: gross_amount,
+            net,
+        });
     }
-    let out = VaultDividends {
-        payouts,
-        returned_to_pool_micro_sym: pool,
-    };
-    if out.total() != u128::from(vault_share_micro_sym) {
+    if total != u128::from(vault_share_micro_sym) {
         return Err(EconomicsError::SumMismatch {
             what: "vault dividends",
             expected: vault_share_micro_sym,
-            actual: out.total(),
+            actual: total,
         });
     }
-    Ok(out)
+    Ok(parts)
 }
 
 /// Annual inflation in bp for a year index (0 = first year after genesis); 0 past

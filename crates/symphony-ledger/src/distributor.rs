@@ -139,7 +139,9 @@ fn leaf_prefix(id: &str, epoch: u64) -> Sha256 {
 
 fn leaf_hash_from(prefix: &Sha256, leaf: &DistributionLeaf) -> [u8; 32] {
     let mut h = prefix.clone();
-    h.update(bcs::to_bytes(leaf).unwrap_or_default());
+    // The leaf's BCS bytes written straight into the hasher (no buffer); a leaf
+    // always encodes (its one string is a bounded id).
+    let _ = bcs::serialize_into(&mut h, leaf);
     h.finalize().into()
 }
 

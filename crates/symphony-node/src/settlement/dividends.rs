@@ -127,21 +127,74 @@ pub fn vault_dividend_distribution(
     params: &PolicyParams,
     epoch: EpochId,
 ) -> Result<Option<DividendDistribution>, NodeError> {
+    let recipient = |i: usize| actor_account(&producers[i].producer);
+    dividend_distribution_to(
+        vault,
+        task,
+        share_micro_sym,
+        producers,
+        recipient,
+        params,
+        epoch,
+    )
+}
+
+/// [`vault_dividend_distribution`] with the producers' accounts known
+/// (`accounts[i]` is the account of `producers[i]`).
+pub(crate) fn vault_dividend_distribution_to(
+    vault: &VaultId,
+    task: &TaskId,
+    share_micro_sym: u64,
+    producers: &[ProducerUsage],
+    accounts: &[AccountId],
+    params: &PolicyParams,
+    epoch: EpochId,
+) -> Result<Option<DividendDistribution>, NodeError> {
+    if accounts.len() != producers.len() {
+        return Err(NodeError::Refused(format!(
+            "vault {vault}: {} accounts for {} producers",
+            accounts.len(),
+            producers.len()
+        )));
+    }
+    let recipient = |i: usize| Ok(accounts[i].clone());
+    dividend_distribution_to(
+        vault,
+        task,
+        share_micro_sym,
+        producers,
+        recipient,
+        params,
+        epoch,
+    )
+}
+
+/// [`vault_dividend_distribution`], producer `i` paid to `recipient(i)`.
+fn dividend_distribution_to(
+    vault: &VaultId,
+    task: &TaskId,
+    share_micro_sym: u64,
+    producers: &[ProducerUsage],
+    recipient: impl Fn(usize) -> Result<AccountId, NodeError>,
+    params: &PolicyParams,
+    epoch: EpochId,
+) -> Result<Option<DividendDistribution>, NodeError> {
     if share_micro_sym == 0 || producers.is_empty() {
         return Ok(None);
     }
     let id = dividend_distribution_id(task, vault, epoch);
     DistributionId::new(id.as_str()).map_err(ledger_err)?;
-    let mut leaves = Vec::new();
+    let lines = vault_dividend_lines(vault, share_micro_sym, producers, params)?;
+    let mut leaves = Vec::with_capacity(lines.len());
     let (mut gross_total, mut to_pool) = (0u64, 0u64);
-    for (producer, gross, net) in vault_dividend_lines(vault, share_micro_sym, producers, params)? {
+    for (i, gross, net) in lines {
         let overflow = || NodeError::Refused(format!("vault {vault}: dividends overflow"));
         gross_total = gross_total.checked_add(gross).ok_or_else(overflow)?;
         to_pool = to_pool.checked_add(gross - net).ok_or_else(overflow)?;
         if net > 0 {
             leaves.push(DistributionLeaf {
                 index: leaves.len() as u64,
-                recipient: actor_account(&producer)?,
+                recipient: recipient(i)?,
                 amount: net,
                 kind: PayoutKind::DataUsageDividend,
             });
@@ -246,18 +299,68 @@ pub fn pay_vault_dividend_share(
     epoch: EpochId,
     direct_limit: usize,
 ) -> Result<u64, NodeError> {
+    let share = VaultShare {
+        vault,
+        task,
+        share_micro_sym,
+        producers,
+        params,
+        epoch,
+        direct_limit,
+    };
+    pay_prepared_dividend_share(ledger, store, &share, None)
+}
+
+/// What [`pay_vault_dividend_share`] pays: one Vault's contributor share of a task.
+pub(crate) struct VaultShare<'a> {
+    pub vault: &'a VaultId,
+    pub task: &'a TaskId,
+    pub share_micro_sym: u64,
+    pub producers: &'a [ProducerUsage],
+    pub params: &'a PolicyParams,
+    pub epoch: EpochId,
+    pub direct_limit: usize,
+}
+
+impl VaultShare<'_> {
+    /// Whether a new payment of it would be a distribution (more producers than
+    /// the direct limit).
+    pub fn beyond_direct_limit(&self) -> bool {
+        self.producers.len() > self.direct_limit
+    }
+}
+
+/// [`pay_vault_dividend_share`], with the distribution it would build (by
+/// [`vault_dividend_distribution`], the same terms) built already, e.g. while
+/// another Vault paid: `prepared` is used only where that function would be called.
+pub(crate) fn pay_prepared_dividend_share(
+    ledger: &mut dyn SettlementLedger,
+    store: &SettlementStore,
+    s: &VaultShare<'_>,
+    prepared: Option<Result<Option<DividendDistribution>, NodeError>>,
+) -> Result<u64, NodeError> {
+    let (vault, task, epoch) = (s.vault, s.task, s.epoch);
     let id = dividend_distribution_id(task, vault, epoch);
     if let Some(kept) = store.distribution(&id)? {
         return pay_vault_distribution(ledger, store, &kept);
     }
-    if producers.len() > direct_limit && !paid_as_sets(store, task, vault, epoch)? {
-        if let Some(d) =
-            vault_dividend_distribution(vault, task, share_micro_sym, producers, params, epoch)?
-        {
+    if s.beyond_direct_limit() && !paid_as_sets(store, task, vault, epoch)? {
+        let built = match prepared {
+            Some(built) => built?,
+            None => vault_dividend_distribution(
+                vault,
+                task,
+                s.share_micro_sym,
+                s.producers,
+                s.params,
+                epoch,
+            )?,
+        };
+        if let Some(d) = built {
             return pay_vault_distribution(ledger, store, &d);
         }
     }
-    let sets = vault_dividend_sets(vault, task, share_micro_sym, producers, params, epoch)?;
+    let sets = vault_dividend_sets(vault, task, s.share_micro_sym, s.producers, s.params, epoch)?;
     pay_vault_dividends(ledger, store, vault, &sets)
 }
 

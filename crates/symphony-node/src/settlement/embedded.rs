@@ -1,14 +1,16 @@
 //! The settlement plane inside `MasterServices` (embedded network and deployed
 //! master), and the Vault-side dividend payout of the embedded network.
 
-use symphony_core::ids::{ActorId, ChallengeId, TaskId};
+use symphony_core::ids::{ActorId, ChallengeId, EpochId, TaskId, VaultId};
 use symphony_core::lifecycle::{SettlementState, SliceState};
+use symphony_economics::rewards::ProducerUsage;
 use symphony_economics::PolicyParams;
 use symphony_ledger::{AccountId, EscrowId, StakeTier};
 
-use super::dividends::pay_vault_dividend_share;
+use super::dividends::{pay_prepared_dividend_share, vault_dividend_distribution_to, VaultShare};
 use super::rewards::{
-    charge_rejection_owing, producer_usage, scheduled_round_payouts, vault_subject_usage,
+    charge_rejection_owing, mark_staked, scheduled_round_payouts, unstaked_producer_usage,
+    vault_subject_usage,
 };
 use super::{
     vault_operator, AggregateEvidence, FinalizeStep, SettlementContext, SettlementInputs,
@@ -262,19 +264,31 @@ pub fn pay_embedded_vault_dividends_with_limit(
         .policy
         .resolve(body.epoch_id, body.semantic_version, body.policy_version)
         .map_err(|e| NodeError::Refused(e.to_string()))?;
-    // Each Vault reads its subjects' usage at once (read-only, in parallel); the
-    // payments then go through the ledger one Vault after the other.
+    // Each Vault reads its subjects' usage and names their producers at once
+    // (read-only, in parallel); the stakes are read from the ledger (which paying a
+    // dividend does not change); then each Vault beyond the direct limit builds its
+    // distribution (in parallel again) while the payments go through the ledger one
+    // Vault after the other, in Vault order.
     let scope = body.budget_reservation.usage_scope;
     let mut usage = Vec::with_capacity(enterprises.len());
     crate::planes::for_each_vault(
         enterprises,
-        |e| vault_subject_usage(e.vault(), task_id, scope, evaluated_at_ms),
+        |e| {
+            vault_subject_usage(e.vault(), task_id, scope, evaluated_at_ms)
+                .and_then(unstaked_producer_usage)
+        },
         |_, used| {
             usage.push(used);
             Ok(())
         },
     )?;
-    let mut paid = 0u64;
+    let Some(store) = master.settlements.as_ref() else {
+        return Ok(0);
+    };
+    // The Vaults to pay, in order, up to the first that cannot be paid (its error
+    // is returned once the Vaults before it are paid).
+    let mut plans = Vec::with_capacity(enterprises.len());
+    let mut refused = None;
     for (e, used) in enterprises.iter().zip(usage) {
         let vault = e.vault_id();
         let Some(totals) = row.candidate.vault_usage.iter().find(|t| &t.vault == vault) else {
@@ -286,30 +300,87 @@ pub fn pay_embedded_vault_dividends_with_limit(
             .get(&format!("contributors:{vault}"))
             .copied()
             .unwrap_or(0);
-        let producers = producer_usage(used?, &*master.ledger)?;
+        let (mut producers, accounts) = match used {
+            Ok(u) => u,
+            Err(err) => {
+                refused = Some(err);
+                break;
+            }
+        };
+        mark_staked(&mut producers, &accounts, &*master.ledger);
         let used: u64 = producers.iter().map(|p| p.records_used).sum();
         if used != totals.records_used {
-            return Err(NodeError::Refused(format!(
+            refused = Some(NodeError::Refused(format!(
                 "vault {vault}: {used} producers found for {} attested subjects",
                 totals.records_used
             )));
+            break;
         }
-        let Some(store) = master.settlements.as_ref() else {
-            return Ok(paid);
-        };
-        paid = paid.saturating_add(pay_vault_dividend_share(
-            &mut *master.ledger,
-            store,
+        plans.push(VaultPlan {
             vault,
-            task_id,
             share,
-            &producers,
-            &resolved.params,
-            row.epoch_id,
-            direct_limit,
-        )?);
+            producers,
+            accounts,
+        });
     }
-    Ok(paid)
+    let mut paid = 0u64;
+    let ledger = &mut *master.ledger;
+    crate::planes::for_each_vault(
+        &plans,
+        |plan| {
+            let s = plan.share_of(task_id, &resolved.params, row.epoch_id, direct_limit);
+            s.beyond_direct_limit().then(|| {
+                vault_dividend_distribution_to(
+                    s.vault,
+                    s.task,
+                    s.share_micro_sym,
+                    s.producers,
+                    &plan.accounts,
+                    s.params,
+                    s.epoch,
+                )
+            })
+        },
+        |i, prepared| {
+            let s = plans[i].share_of(task_id, &resolved.params, row.epoch_id, direct_limit);
+            let p = pay_prepared_dividend_share(&mut *ledger, store, &s, prepared)?;
+            paid = paid.saturating_add(p);
+            Ok(())
+        },
+    )?;
+    match refused {
+        Some(err) => Err(err),
+        None => Ok(paid),
+    }
+}
+
+/// One Vault's dividend to pay in [`pay_embedded_vault_dividends_with_limit`].
+struct VaultPlan<'a> {
+    vault: &'a VaultId,
+    share: u64,
+    producers: Vec<ProducerUsage>,
+    /// The account of each producer.
+    accounts: Vec<AccountId>,
+}
+
+impl VaultPlan<'_> {
+    fn share_of<'b>(
+        &'b self,
+        task: &'b TaskId,
+        params: &'b PolicyParams,
+        epoch: EpochId,
+        direct_limit: usize,
+    ) -> VaultShare<'b> {
+        VaultShare {
+            vault: self.vault,
+            task,
+            share_micro_sym: self.share,
+            producers: &self.producers,
+            params,
+            epoch,
+            direct_limit,
+        }
+    }
 }
 
 /// Genesis stakes of the embedded network: every Vault operator bonds

@@ -3,17 +3,18 @@
 //! rejected task. The rules are `symphony-economics` functions; this module applies
 //! them to the ledger and the store, idempotently.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use symphony_core::budget::Epsilon;
 use symphony_core::consent::UsageScope;
 use symphony_core::envelope::TaskClass;
 use symphony_core::ids::{ActorId, EpochId, SubjectId, TaskId, VaultId};
 use symphony_economics::pricing::rejection_fee;
-use symphony_economics::rewards::{node_operation_rewards, ProducerUsage, VaultUsageTotals};
+use symphony_economics::rewards::{
+    node_operation_rewards, vault_dividend_parts, ProducerUsage, VaultUsageTotals,
+};
 use symphony_economics::{
-    inflation_mint_for_epoch, split_by_weights, vault_dividends, CreditBalance, EconomicsError,
-    PolicyParams, SettledFee,
+    inflation_mint_for_epoch, CreditBalance, EconomicsError, PolicyParams, SettledFee,
 };
 use symphony_ledger::{
     producer_split, AccountId, EscrowId, LedgerError, PayoutId, PayoutInstruction,
@@ -143,18 +144,41 @@ pub fn producer_usage(
     used: Vec<(SubjectId, Epsilon)>,
     ledger: &dyn SettlementLedger,
 ) -> Result<Vec<ProducerUsage>, NodeError> {
-    used.into_iter()
-        .map(|(subject, eps)| {
-            let producer = producer_actor(&subject)?;
-            let staked = ledger.is_staked(&actor_account(&producer)?, StakeTier::Producer);
-            Ok(ProducerUsage {
-                producer,
-                records_used: 1,
-                epsilon_consumed: eps,
-                staked,
-            })
-        })
-        .collect()
+    let (mut producers, accounts) = unstaked_producer_usage(used)?;
+    mark_staked(&mut producers, &accounts, ledger);
+    Ok(producers)
+}
+
+/// The ledger-free part of [`producer_usage`] (it runs for every Vault at once):
+/// each subject's producer, not yet marked staked, and the producer's account.
+pub(crate) fn unstaked_producer_usage(
+    used: Vec<(SubjectId, Epsilon)>,
+) -> Result<(Vec<ProducerUsage>, Vec<AccountId>), NodeError> {
+    let mut producers = Vec::with_capacity(used.len());
+    let mut accounts = Vec::with_capacity(used.len());
+    for (subject, eps) in used {
+        let producer = producer_actor(&subject)?;
+        accounts.push(actor_account(&producer)?);
+        producers.push(ProducerUsage {
+            producer,
+            records_used: 1,
+            epsilon_consumed: eps,
+            staked: false,
+        });
+    }
+    Ok((producers, accounts))
+}
+
+/// Marks each producer staked or not from the ledger (`accounts[i]` is the
+/// account of `producers[i]`).
+pub(crate) fn mark_staked(
+    producers: &mut [ProducerUsage],
+    accounts: &[AccountId],
+    ledger: &dyn SettlementLedger,
+) {
+    for (p, account) in producers.iter_mut().zip(accounts) {
+        p.staked = ledger.is_staked(account, StakeTier::Producer);
+    }
 }
 
 /// The producer actor of a data subject.
@@ -162,42 +186,28 @@ pub fn producer_actor(subject: &SubjectId) -> Result<ActorId, NodeError> {
     ActorId::new(format!("producer:{subject}")).map_err(|e| NodeError::Refused(e.to_string()))
 }
 
-/// Run **inside the Vault**: each producer's `(producer, gross, net)` dividend of a
-/// contributor share, by `vault_dividends` (net) and `split_by_weights` (gross), in
-/// the policy's order; checks that the reward contract's multiplier
-/// (`producer_split`) gives exactly the policy's net amounts.
+/// Run **inside the Vault**: each producer's `(index in producers, gross, net)` dividend of a
+/// contributor share, by `vault_dividend_parts` (one split by usage weight, then the
+/// policy's multiplier), in the policy's order (by producer); checks that the reward
+/// contract's multiplier (`producer_split`) gives exactly the policy's net amounts.
 pub(crate) fn vault_dividend_lines(
     vault: &VaultId,
     share_micro_sym: u64,
     producers: &[ProducerUsage],
     params: &PolicyParams,
-) -> Result<Vec<(ActorId, u64, u64)>, NodeError> {
+) -> Result<Vec<(usize, u64, u64)>, NodeError> {
     let multiplier = params.staking.unstaked_producer_multiplier_bp;
-    let net = vault_dividends(share_micro_sym, producers, multiplier).map_err(econ)?;
-    let weights = producers
-        .iter()
-        .map(|p| {
-            symphony_economics::rewards::usage_weight(p.records_used, p.epsilon_consumed)
-                .map(|w| (p.producer.clone(), w))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(econ)?;
-    let gross = split_by_weights(share_micro_sym, &weights, "vault dividends").map_err(econ)?;
-    // A set, not a scan per producer: O(n log n) for a Vault's n producers.
-    let staked_producers: BTreeSet<&ActorId> = producers
-        .iter()
-        .filter(|p| p.staked)
-        .map(|p| &p.producer)
-        .collect();
-    let mut lines = Vec::with_capacity(gross.len());
-    for ((producer, g), (producer_net, n)) in gross.into_iter().zip(net.payouts) {
-        let staked = staked_producers.contains(&producer);
-        if producer != producer_net || producer_split(g, staked).0 != n {
+    let parts = vault_dividend_parts(share_micro_sym, producers, multiplier).map_err(econ)?;
+    let mut lines = Vec::with_capacity(parts.len());
+    for part in parts {
+        let p = &producers[part.index];
+        if producer_split(part.gross, p.staked).0 != part.net {
             return Err(NodeError::Refused(format!(
-                "vault {vault}: the reward contract's multiplier disagrees with the policy for {producer}"
+                "vault {vault}: the reward contract's multiplier disagrees with the policy for {}",
+                p.producer
             )));
         }
-        lines.push((producer, g, n));
+        lines.push((part.index, part.gross, part.net));
     }
     Ok(lines)
 }
@@ -220,10 +230,10 @@ pub fn vault_dividend_sets(
         return Ok(Vec::new());
     }
     let mut instructions = Vec::new();
-    for (producer, g, _) in vault_dividend_lines(vault, share_micro_sym, producers, params)? {
+    for (i, g, _) in vault_dividend_lines(vault, share_micro_sym, producers, params)? {
         if g > 0 {
             instructions.push(PayoutInstruction {
-                recipient: actor_account(&producer)?,
+                recipient: actor_account(&producers[i].producer)?,
                 amount: g,
                 kind: PayoutKind::DataUsageDividend,
             });

@@ -11,7 +11,10 @@
 //! - Records: [`Vault::insert_batch`], [`Vault::erase_subject`],
 //!   [`Vault::subject_records`], and the scan the enclave runtime calls,
 //!   [`Vault::for_each_subject`] (needs an [`Authorized`] from
-//!   [`Vault::authorize`]; the operator grants with [`Vault::permit`]).
+//!   [`Vault::authorize`]; the operator grants with [`Vault::permit`]), and the
+//!   summary scan audience plans read, [`Vault::for_each_summary_in`] (contact,
+//!   home and every purchase's brand, time and amount, kept at import; see
+//!   [`summary`]).
 //! - Consent: [`Vault::record_consent`], [`Vault::consent_history`],
 //!   [`Vault::consented_subjects`], [`Vault::eligible_subjects`] (consent in force
 //!   *and* enough budget left).
@@ -20,7 +23,10 @@
 //!   [`Vault::finish_task`] (commit / release / commit-at-estimate),
 //!   [`Vault::release_task`] (every reservation of an aborted task, found in the
 //!   ledger; the task never reserves again here), [`Vault::is_task_released`],
-//!   [`Vault::apply_budget_ops`], [`Vault::replenish_scope`], [`Vault::budget_account`].
+//!   [`Vault::apply_budget_ops`], [`Vault::replenish_scope`], [`Vault::budget_account`];
+//!   bulk reservations for tasks that reserve the same ε on many subjects,
+//!   [`Vault::reserve_bulk`] / [`Vault::commit_bulk`] (one row per task, folded
+//!   into every account read; see [`bulk`]).
 //! - Data: [`generate()`], [`import_file`] / [`import_records`] / [`import_consent`]
 //!   (progress callback), [`validate_records`] (dry run).
 //!
@@ -53,6 +59,9 @@
 //! | `budget` | (scope, subject) → BCS `BudgetAccount` |
 //! | `permits` | (actor, task class) → () |
 //! | `released_tasks` | task id → () (released here: refused by `reserve_for_task`) |
+//! | `summaries` | subject number → nonce ‖ AES-GCM(data key, BCS summary) ‖ tag, AD = `vault ‖ subject ‖ block ‖ "summary/v1"` (the block written with it: an older summary put back fails) |
+//! | `bulk_reservations` | (scope, task) → BCS amount, epoch, sorted subjects, outcome once finished |
+//! | `task_usage` | task id → BCS (scope, [(subject, ε committed)]) |
 //!
 //! Reasons:
 //! - **One AEAD block per subject per import batch**, not per record: the audience

@@ -43,7 +43,7 @@ pub(crate) const BULK: TableDefinition<(&str, &str), &[u8]> =
 
 /// Finished bulk rows a scope may hold before a commit folds them into the
 /// subjects' accounts.
-pub const FOLD_FINISHED_ABOVE: usize = 16;
+pub const FOLD_FINISHED_ABOVE: usize = 4;
 
 /// One task's reservation on many subjects of one scope.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -317,8 +317,14 @@ impl Vault {
                     });
                 }
             };
-            let budget = |subject: &SubjectId, source| VaultError::Budget {
-                subject: subject.to_string(),
+            // A refusal names the first subject concerned.
+            let first = used
+                .first()
+                .or(row.subjects.first())
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            let refuse = |subject: String, source| VaultError::Budget {
+                subject,
                 scope,
                 source,
             };
@@ -326,31 +332,23 @@ impl Vault {
                 if *done == actual && *done_used == used {
                     return Ok(n);
                 }
-                let subject = used.first().or(row.subjects.first());
-                let committed = *done;
-                return Err(VaultError::Budget {
-                    subject: subject.map(|s| s.to_string()).unwrap_or_default(),
-                    scope,
-                    source: BudgetError::AlreadyFinished {
-                        task: task.clone(),
-                        committed,
-                    },
-                });
+                let source = BudgetError::AlreadyFinished {
+                    task: task.clone(),
+                    committed: *done,
+                };
+                return Err(refuse(first, source));
             }
             if let Some(subject) = used.iter().find(|s| row.subjects.binary_search(s).is_err()) {
-                return Err(budget(subject, BudgetError::NoReservation(task.clone())));
+                let source = BudgetError::NoReservation(task.clone());
+                return Err(refuse(subject.to_string(), source));
             }
             if actual > row.amount {
-                let subject = used.first().or(row.subjects.first()).cloned();
-                return Err(VaultError::Budget {
-                    subject: subject.map(|s| s.to_string()).unwrap_or_default(),
-                    scope,
-                    source: BudgetError::ExceedsReservation {
-                        task: task.clone(),
-                        actual,
-                        reserved: row.amount,
-                    },
-                });
+                let source = BudgetError::ExceedsReservation {
+                    task: task.clone(),
+                    actual,
+                    reserved: row.amount,
+                };
+                return Err(refuse(first, source));
             }
             if actual.micro > 0 {
                 let usage: Vec<(&SubjectId, Epsilon)> = used.iter().map(|s| (s, actual)).collect();

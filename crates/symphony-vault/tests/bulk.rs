@@ -197,6 +197,7 @@ fn a_bulk_task_is_finished_only_as_a_whole_and_never_overspends() {
         .reserve_bulk(&q, scope, &subjects, Epsilon::from_milli(600))
         .unwrap();
     assert_eq!(r.reserved.len(), 4);
+    assert_eq!(vault.bulk_reserved(scope, &q).unwrap(), subjects);
     // Per-subject operations on the bulk task are refused, naming it; nothing changes.
     let before = vault.budget_accounts(&subjects, scope).unwrap();
     for op in [
@@ -267,6 +268,7 @@ fn a_bulk_task_is_finished_only_as_a_whole_and_never_overspends() {
     assert_eq!(after[3].committed(), Epsilon::ZERO);
     assert_eq!(after[3].finished_of(&q), Some(Epsilon::ZERO));
     assert_eq!(vault.release_task(&q).unwrap(), 0, "already finished");
+    assert!(vault.bulk_reserved(scope, &q).unwrap().is_empty());
     // Survives a reopen.
     drop(vault);
     let vault = Vault::open(&dir.path().join("v.redb"), &key(7), [4; 32]).unwrap();

@@ -22,26 +22,32 @@ type Readable = (
     Vec<(String, u64, u64)>,
 );
 
+/// What a plan reads of one subject, from a view's parts.
+fn readable(
+    identity: Option<symphony_vault::IdentityRef<'_>>,
+    geography: Option<symphony_vault::GeographyRef<'_>>,
+    mut purchases: Vec<(String, u64, u64)>,
+) -> Readable {
+    purchases.sort();
+    (
+        identity.map(|i| i.contact.to_owned()),
+        geography.map(|g| (g.home_city.to_owned(), g.home_country.to_owned())),
+        purchases,
+    )
+}
+
 fn from_records(vault: &Vault) -> BTreeMap<String, Readable> {
     let auth = reader(vault);
     let mut out = BTreeMap::new();
     vault
         .for_each_subject(&auth, |view| {
-            let mut purchases: Vec<_> = view
+            let purchases = view
                 .purchases
                 .iter()
                 .map(|p| (p.brand.to_owned(), p.ts_ms, p.amount_minor))
                 .collect();
-            purchases.sort();
-            out.insert(
-                view.subject.to_owned(),
-                (
-                    view.identity.map(|i| i.contact.to_owned()),
-                    view.geography
-                        .map(|g| (g.home_city.to_owned(), g.home_country.to_owned())),
-                    purchases,
-                ),
-            );
+            let r = readable(view.identity, view.geography, purchases);
+            out.insert(view.subject.to_owned(), r);
             ControlFlow::Continue(())
         })
         .unwrap();
@@ -56,16 +62,8 @@ fn from_summaries(vault: &Vault, include: impl Fn(&str) -> bool) -> BTreeMap<Str
             let mut purchases = Vec::new();
             view.for_each_purchase(&mut |b, t, a| purchases.push((b.to_owned(), t, a)));
             assert_eq!(purchases.len(), view.purchase_count());
-            purchases.sort();
-            out.insert(
-                view.subject.to_owned(),
-                (
-                    view.identity.map(|i| i.contact.to_owned()),
-                    view.geography
-                        .map(|g| (g.home_city.to_owned(), g.home_country.to_owned())),
-                    purchases,
-                ),
-            );
+            let r = readable(view.identity, view.geography, purchases);
+            out.insert(view.subject.to_owned(), r);
             ControlFlow::Continue(())
         })
         .unwrap();

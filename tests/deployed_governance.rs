@@ -185,7 +185,16 @@ fn epochs_close_by_time_on_a_devnet_with_short_epochs() {
     let t = Instant::now();
     // 4 s epochs (a divisor of a 365-day year).
     let net = Net::start_governed(2, SUBJECTS, RECORDS, BTreeMap::new(), Some(4_000), None);
-    let first = cli_json(&net, &["epoch", "show"]);
+    // The master that answers may not have applied the genesis governance entry
+    // yet right after start (seen under load: `configured: false`); wait for it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        let v = cli_json(&net, &["epoch", "show"]);
+        if v["configured"] == true || Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(first["epoch_length_ms"], 4_000, "{first}");
     assert!(
         first["ms_until_time_close"].as_u64().unwrap() <= 4_000,

@@ -469,39 +469,19 @@ impl Vault {
                 // The summary written with this block: the one written with the
                 // previous block (if any) plus the fresh records.
                 let summary_start = plain.len();
-                let previous =
-                    match row.next_block.checked_sub(1) {
-                        None => None,
-                        Some(version) => {
-                            let sealed = summaries.get(no)?.ok_or_else(|| {
-                                VaultError::Storage(format!(
-                                    "subject number {no} has blocks but no summary"
-                                ))
-                            })?;
-                            let aad = crate::summary::summary_aad(vault_id, subject, version);
-                            Some(crypto::open(&dek.cipher(), &aad, sealed.value()).map_err(
-                                |()| VaultError::Tampered {
-                                    subject: subject.to_owned(),
-                                    block: version,
-                                },
-                            )?)
+                let previous = match row.next_block.checked_sub(1) {
+                    None => None,
+                    Some(version) => match summaries.get(no)? {
+                        Some(sealed) => Some((version, sealed.value().to_vec())),
+                        None => {
+                            return Err(VaultError::Storage(format!(
+                                "subject number {no} has blocks but no summary"
+                            )))
                         }
-                    };
-                let mut kept = match &previous {
-                    Some(p) => Summary::decode(subject, p)?,
-                    None => Summary::default(),
+                    },
                 };
-                for &i in &fresh {
-                    let bytes = batch.record(item(i));
-                    let rec: RecordRef<'_> =
-                        bcs::from_bytes(bytes).map_err(|e| VaultError::Corrupt {
-                            subject: subject.to_owned(),
-                            block: row.next_block,
-                            reason: e.to_string(),
-                        })?;
-                    kept.absorb(&rec);
-                }
-                kept.encode_into(&mut plain)?;
+                let records = fresh.iter().map(|&i| batch.record(item(i)));
+                self.next_summary(subject, &dek, previous, row.next_block, records, &mut plain)?;
                 jobs.push(SealJob {
                     no,
                     block: row.next_block,
@@ -669,6 +649,46 @@ impl Vault {
             out.extend(recs.iter().map(RecordRef::to_owned_record));
         }
         Ok(out)
+    }
+
+    /// Appends to `plain` the summary to write with block `block` of `subject`: the
+    /// summary sealed with the previous block (`(version, sealed bytes)`; opened
+    /// under `dek`), if any, with the fresh `records` (BCS) absorbed.
+    fn next_summary<'r>(
+        &self,
+        subject: &str,
+        dek: &DataKey,
+        previous: Option<(u64, Vec<u8>)>,
+        block: u64,
+        records: impl Iterator<Item = &'r [u8]>,
+        plain: &mut Vec<u8>,
+    ) -> Result<(), VaultError> {
+        let vault_id = self.config.vault_id.as_str();
+        let previous = match previous {
+            None => None,
+            Some((version, sealed)) => {
+                let aad = crate::summary::summary_aad(vault_id, subject, version);
+                Some(crypto::open(&dek.cipher(), &aad, &sealed).map_err(|()| {
+                    VaultError::Tampered {
+                        subject: subject.to_owned(),
+                        block: version,
+                    }
+                })?)
+            }
+        };
+        let mut kept = match &previous {
+            Some(p) => Summary::decode(subject, p)?,
+            None => Summary::default(),
+        };
+        for bytes in records {
+            let rec: RecordRef<'_> = bcs::from_bytes(bytes).map_err(|e| VaultError::Corrupt {
+                subject: subject.to_owned(),
+                block,
+                reason: e.to_string(),
+            })?;
+            kept.absorb(&rec);
+        }
+        kept.encode_into(plain)
     }
 
     fn new_dek(&self, subject: &str) -> Result<(DataKey, Vec<u8>), VaultError> {

@@ -33,6 +33,16 @@
 //! first attempt), a master's own commit statements and already-recorded ones not
 //! verified again, and mimalloc in the binary (2 Dec 2026, load 1.0–2.4, run in turn
 //! with the previous binary): 2.3–2.5k → 3.5–4.1k tasks/s, p99 78 → 56–68 ms.
+//!
+//! The callers now run on their own runtime (own threads), as separate client
+//! processes would, and the default is 64 connections (Little's law: 128 in flight
+//! at 5,000/s is a 25.6 ms mean). Where a request's time goes (probe build, 64
+//! connections, loaded machine): Raft `client_write` of its batch (leader and one
+//! follower fsync, apply) p50 8–13 ms, p99 27–41 ms; the wait for the 2-of-3
+//! certificate after the leader applied p50 2–3 ms; a log commit (redb, fsync) p50
+//! 0.2–0.5 ms but p90 3–4 ms and p99 9–10 ms when other work writes to the disk.
+//! A plain append-only file with `fdatasync` instead of redb for the log showed the
+//! same fsync tail (p90 4 ms) and 5–10 % more tasks/s, so the log stays in redb.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -401,6 +411,18 @@ async fn send_prepared(
     Ok(t.elapsed())
 }
 
+/// The callers' runtime; dropped without waiting (its tasks are done or failed), since
+/// a runtime may not block while dropped inside another.
+struct CallersRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for CallersRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// Admission through the HTTPS gateways of 3 loopback masters (mutual TLS between
 /// masters unless `SYMPHONY_BENCH_PLAINTEXT`, fsync on): `run.tasks` signed
 /// submissions over `run.concurrency` kept-alive connections, spread over
@@ -458,6 +480,17 @@ pub async fn gateway(
     }
     let work = Arc::new(work);
     let keys = Arc::new(keys);
+    // The callers run on their own threads, as separate client processes would: on
+    // one runtime with the gateways and masters, 128 client tasks queue ahead of Raft's
+    // and the gateways' work and the figures measure the bench's scheduling, not the
+    // masters (same 2 cores either way; measured +20 % tasks/s at 64 connections).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench-callers")
+        .enable_all()
+        .build()?;
+    let callers = rt.handle().clone();
+    let callers_rt = CallersRuntime(Some(rt));
     let next = Arc::new(AtomicUsize::new(0));
     let barrier = Arc::new(Barrier::new(run.concurrency + 1));
     let mut handles = Vec::with_capacity(run.concurrency);
@@ -466,7 +499,7 @@ pub async fn gateway(
             (work.clone(), keys.clone(), next.clone(), barrier.clone());
         let addr = targets[w % targets.len()];
         let tls = bed.client_tls.clone();
-        handles.push(tokio::spawn(async move {
+        handles.push(callers.spawn(async move {
             let ready = async {
                 let mut conn = Connection::open(addr, tls).await?;
                 send_prepared(&mut conn, &keys, &warmup).await?;
@@ -495,6 +528,7 @@ pub async fn gateway(
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    drop(callers_rt);
     let leader = leader_of(&bed.nodes);
     let requests_in_state = bed
         .nodes

@@ -6,9 +6,8 @@
 //! usage scope and a budget reservation for the task are evaluated, and the
 //! evaluation runs inside the node's enclave, which attests to the run.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::ops::ControlFlow;
-use std::sync::Mutex;
 
 use symphony_core::budget::Epsilon;
 use symphony_core::consent::UsageScope;
@@ -162,8 +161,6 @@ impl EnterpriseEndpoint for EnterpriseNode {
 pub struct EnterpriseNode {
     pub(crate) vault: Vault,
     pub(crate) enclave: SoftwareEnclave,
-    /// Reservations this node made, by task (kept to release or commit them).
-    reservations: Mutex<BTreeMap<TaskId, (UsageScope, Vec<SubjectId>)>>,
     /// Training runs' Vault-side secrets, by task (`training::endpoint`).
     pub(crate) training: crate::training::TrainerSessions,
     /// The OCR engine the enclave reads receipt images with (`parse`).
@@ -176,7 +173,6 @@ impl EnterpriseNode {
         EnterpriseNode {
             vault,
             enclave,
-            reservations: Mutex::new(BTreeMap::new()),
             training: Default::default(),
             ocr: std::sync::Arc::new(crate::producer::ocr::TesseractCli::default()),
         }
@@ -223,10 +219,10 @@ impl EnterpriseNode {
             .consented_subjects(scope, at_ms)?
             .into_iter()
             .collect();
-        // Held across the reservation and its record, so that a release of the task
-        // sees both or neither.
-        let mut reservations = self.lock();
-        // One bulk row for the task, not one account write per subject.
+        // One bulk row for the task, not one account write per subject. The row is
+        // the only record of who was reserved: the slice reads it back from the
+        // Vault, so a node restarted between admission and slice evaluates the same
+        // subjects.
         let report = self
             .vault
             .reserve_bulk(task_id, scope, &consented, epsilon)?;
@@ -238,15 +234,7 @@ impl EnterpriseNode {
             subjects_excluded: report.excluded.len() as u64,
             snapshot_commitment,
         };
-        reservations.insert(task_id.clone(), (scope, report.reserved));
         Ok(reply)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<TaskId, (UsageScope, Vec<SubjectId>)>> {
-        match self.reservations.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
     }
 
     /// Failure before execution (or an aborted attempt): every reservation the task
@@ -255,8 +243,6 @@ impl EnterpriseNode {
     /// here again. Returns how many subjects' reservations were released (0 for a
     /// second call, or a task whose slice already committed).
     pub fn release(&self, task_id: &TaskId) -> Result<u64, NodeError> {
-        let mut reservations = self.lock();
-        reservations.remove(task_id);
         Ok(self.vault.release_task(task_id)?)
     }
 
@@ -527,10 +513,13 @@ impl EnterpriseNode {
         }
         let scope = body.budget_reservation.usage_scope;
         let epsilon = body.budget_reservation.epsilon_per_subject;
-        let reserved: BTreeSet<SubjectId> = match self.lock().get(&body.task_id) {
-            Some((_, subjects)) => subjects.iter().cloned().collect(),
-            None => BTreeSet::new(),
-        };
+        // Who was reserved at admission, read from the task's bulk row in the Vault
+        // (not from this process's memory, which a restart loses).
+        let reserved: BTreeSet<SubjectId> = self
+            .vault
+            .bulk_reserved(scope, &body.task_id)?
+            .into_iter()
+            .collect();
         // Consent is checked again at evaluation: a withdrawal since admission excludes.
         let consented = self.vault.consented_subjects(scope, a.evaluate_at_ms)?;
         let evaluate: BTreeSet<&SubjectId> = reserved.intersection(&consented).collect();
@@ -580,7 +569,6 @@ impl EnterpriseNode {
         let evaluated: Vec<SubjectId> = evaluate.iter().map(|s| (*s).clone()).collect();
         let task = body.task_id.clone();
         self.vault.commit_bulk(scope, &task, &evaluated, epsilon)?;
-        self.lock().remove(&task);
         Ok(SliceResultBundle {
             body: result_body,
             commitment,

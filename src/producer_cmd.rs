@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use symphony_core::consent::UsageScope;
-use symphony_core::ids::SubjectId;
+use symphony_core::ids::{ActorId, SubjectId};
 use symphony_economics::PolicyParams;
 use symphony_node::network::{NetworkParams, Quiet};
 use symphony_node::producer::bench::bench_parse;
@@ -528,334 +528,344 @@ pub fn run(cmd: ProducerCmd) -> Result<()> {
             dir,
             seed,
             json,
-        } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            if let Some(layout) = dir.as_deref().map(devnet_of).transpose()?.flatten() {
-                let v = devnet_upload(&layout, &bytes)?;
-                if json {
-                    crate::output::print_json(&v)?;
-                } else {
-                    let states: Vec<&str> = v["states"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|s| s.as_str())
-                        .collect();
-                    println!(
-                        "parse task {} on {}: {}",
-                        v["task_id"].as_str().unwrap_or_default(),
-                        v["vault"].as_str().unwrap_or_default(),
-                        states.join(" → ")
-                    );
-                    match v["reason"].as_str() {
-                        Some(r) => println!("  refused: {r} (nothing stored)"),
-                        None => println!(
-                            "  stored: fields {}; quality {} bp; fee {}",
-                            v["fields"]
-                                .as_array()
-                                .into_iter()
-                                .flatten()
-                                .filter_map(|s| s.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                            v["quality_score_bp"],
-                            v["fee_total"]
-                        ),
-                    }
-                }
-                if v["states"].as_array().and_then(|a| a.last()) != Some(&"completed".into()) {
-                    std::process::exit(3);
-                }
-                return Ok(());
-            }
-            let tmp = tempfile::tempdir()?;
-            let dir = dir.unwrap_or_else(|| tmp.path().to_owned());
-            if dir.join("ledger.redb").exists() {
-                bail!(
-                    "--dir {}: already holds a network; upload builds a new one",
-                    dir.display()
-                );
-            }
-            std::fs::create_dir_all(&dir)?;
-            let params = NetworkParams {
-                subjects: 400,
-                vaults: 2,
-                records: 4_000,
-                seed,
-                now_ms: DEMO_NOW_MS,
-            };
-            let mut net = symphony_node::network::EmbeddedNetwork::build(
-                &dir,
-                &params,
-                &SUBMITTERS,
-                &mut Quiet,
-            )?;
-            let pv = add_producer(&mut net, &dir, DEMO_NOW_MS, &mut Quiet)?;
-            let req = producer_upload(&net, pv, &bytes, 1, seed)?;
-            let out = net.run_parse(&req, &mut Quiet)?;
-            if json {
-                crate::output::print_json(&out)?;
-            } else {
-                println!("parse task {}: {}", out.task_id, out.states.join(" → "));
-                match (&out.reason, &out.quality) {
-                    (Some(r), _) => println!("  refused: {r} (nothing stored)"),
-                    (None, Some(q)) => println!(
-                        "  stored in pv-{PRODUCER_SUBJECT}: fields {}; quality {} bp (parsability {}, completeness {}, freshness {}, non-duplication {}, domain demand {}); fee {}",
-                        out.fields.join(", "), q.score_bp, q.parsability_bp, q.completeness_bp, q.freshness_bp, q.non_duplication_bp, q.domain_demand_bp, out.fee_total
-                    ),
-                    _ => {}
-                }
-            }
-            if out.states.last().map(String::as_str) != Some("completed") {
-                std::process::exit(3);
-            }
-            Ok(())
-        }
+        } => upload(file, dir, seed, json),
         ProducerCmd::Consent {
             dir,
             grant,
             revoke,
             json,
-        } => {
-            if let Some(layout) = devnet_of(&dir)? {
-                let change = match (&grant, &revoke) {
-                    (Some(s), _) => Some((scope(s, "--grant")?, "grant")),
-                    (_, Some(s)) => Some((scope(s, "--revoke")?, "revoke")),
-                    _ => None,
-                };
-                let v = match change {
-                    Some((s, action)) => producer_route_with(
-                        &layout,
-                        "POST",
-                        "/v1/producer/consent",
-                        serde_json::to_vec(
-                            &serde_json::json!({"scope": s.as_str(), "action": action}),
-                        )?,
-                    )?,
-                    None => producer_route(&layout, "GET", "/v1/producer/consent")?,
-                };
-                if json {
-                    return crate::output::print_json(&v);
-                }
-                println!(
-                    "consent of {} in {} at {} ms (revocation blocks new tasks, not settled work)",
-                    v["producer"].as_str().unwrap_or_default(),
-                    v["vault"].as_str().unwrap_or_default(),
-                    v["at_ms"]
-                );
-                for c in v["scopes"].as_array().into_iter().flatten() {
-                    let hist: Vec<String> = c["history"]
+        } => consent(dir, grant, revoke, json, &subject, &producer),
+        ProducerCmd::Budget { dir, json } => budget(dir, json, &subject, &producer),
+        ProducerCmd::Earnings { dir, json } => earnings_cmd(dir, json, &producer),
+        ProducerCmd::Stake { dir, bond, json } => stake(dir, bond, json, &producer),
+    }
+}
+
+/// `symphony producer upload`.
+fn upload(file: PathBuf, dir: Option<PathBuf>, seed: u64, json: bool) -> Result<()> {
+    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    if let Some(layout) = dir.as_deref().map(devnet_of).transpose()?.flatten() {
+        let v = devnet_upload(&layout, &bytes)?;
+        if json {
+            crate::output::print_json(&v)?;
+        } else {
+            let states: Vec<&str> = v["states"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str())
+                .collect();
+            println!(
+                "parse task {} on {}: {}",
+                v["task_id"].as_str().unwrap_or_default(),
+                v["vault"].as_str().unwrap_or_default(),
+                states.join(" → ")
+            );
+            match v["reason"].as_str() {
+                Some(r) => println!("  refused: {r} (nothing stored)"),
+                None => println!(
+                    "  stored: fields {}; quality {} bp; fee {}",
+                    v["fields"]
                         .as_array()
                         .into_iter()
                         .flatten()
-                        .map(|h| {
-                            format!(
-                                "{} at {} ms",
-                                h["change"].as_str().unwrap_or_default(),
-                                h["at_ms"]
-                            )
-                        })
-                        .collect();
-                    println!(
-                        "  {:<10} {:<8} {}",
-                        c["scope"].as_str().unwrap_or_default(),
-                        if c["granted"] == true {
-                            "granted"
-                        } else {
-                            "no"
-                        },
-                        hist.join(", ")
-                    );
-                }
-                return Ok(());
+                        .filter_map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    v["quality_score_bp"],
+                    v["fee_total"]
+                ),
             }
-            let vault = open_personal_vault(&dir)?;
-            let at = now_ms();
-            if let Some(s) = &grant {
-                set_consent(&vault, &subject, scope(s, "--grant")?, true, at)?;
-            }
-            if let Some(s) = &revoke {
-                set_consent(&vault, &subject, scope(s, "--revoke")?, false, at)?;
-            }
-            let view = consent_view(&vault, &subject, at)?;
-            if json {
-                crate::output::print_json(&view)?;
-            } else {
-                println!("consent of {producer} in pv-{PRODUCER_SUBJECT} (revocation blocks new tasks, not settled work)");
-                for c in &view {
-                    let hist: Vec<String> = c
-                        .history
-                        .iter()
-                        .map(|h| format!("{} at {} ms", h.change, h.at_ms))
-                        .collect();
-                    println!(
-                        "  {:<10} {:<8} {}",
-                        c.scope,
-                        if c.granted { "granted" } else { "no" },
-                        hist.join(", ")
-                    );
-                }
-            }
-            Ok(())
         }
-        ProducerCmd::Budget { dir, json } => {
-            if let Some(layout) = devnet_of(&dir)? {
-                let v = producer_route(&layout, "GET", "/v1/producer/budget")?;
-                if json {
-                    return crate::output::print_json(&v);
-                }
-                println!(
-                    "privacy budget of {} in {} (ε per scope; epoch {} in force, replenished when epoch {} opens, at the latest at {} ms)",
-                    v["producer"].as_str().unwrap_or_default(),
-                    v["vault"].as_str().unwrap_or_default(),
-                    v["epoch"],
-                    v["replenishes_at_epoch"],
-                    v["epoch_closes_at_ms"]
-                );
-                println!(
-                    "  {:<10} {:>9} {:>9} {:>9} {:>9} {:>12}",
-                    "scope", "capacity", "reserved", "committed", "remaining", "+ per epoch"
-                );
-                for b in v["scopes"].as_array().into_iter().flatten() {
-                    let f = |k: &str| b[k].as_str().unwrap_or_default().to_owned();
-                    println!(
-                        "  {:<10} {:>9} {:>9} {:>9} {:>9} {:>12}",
-                        f("scope"),
-                        f("capacity"),
-                        f("reserved"),
-                        f("committed"),
-                        f("remaining"),
-                        f("replenishes_per_epoch")
-                    );
-                }
-                return Ok(());
-            }
-            let vault = open_personal_vault(&dir)?;
-            let view = budget_view(&vault, &subject, &PolicyParams::default_v1())?;
-            if json {
-                crate::output::print_json(&view)?;
-            } else {
-                let epoch_ms = PolicyParams::default_v1().epochs.epoch_length_ms;
-                println!(
-                    "privacy budget of {producer} (ε per scope; replenished once at the close of the current epoch, every {} min under policy v1)",
-                    epoch_ms / 60_000
-                );
-                println!(
-                    "  {:<10} {:>9} {:>9} {:>9} {:>9} {:>12}",
-                    "scope", "capacity", "reserved", "committed", "remaining", "+ per epoch"
-                );
-                for b in &view {
-                    println!(
-                        "  {:<10} {:>9} {:>9} {:>9} {:>9} {:>12}",
-                        b.scope,
-                        b.capacity,
-                        b.reserved,
-                        b.committed,
-                        b.remaining,
-                        b.replenishes_per_epoch
-                    );
-                }
-            }
-            Ok(())
+        if v["states"].as_array().and_then(|a| a.last()) != Some(&"completed".into()) {
+            std::process::exit(3);
         }
-        ProducerCmd::Earnings { dir, json } => {
-            if let Some(layout) = devnet_of(&dir)? {
-                let v = producer_route(&layout, "GET", "/v1/producer/earnings")?;
-                return print_devnet_earnings(&v, json);
-            }
-            let ledger = open_ledger(&dir)?;
-            // A kept embedded directory has a ledger but no masters: no actor
-            // registry entry (stakes are registered through running masters).
-            let e = earnings(
-                &ledger,
-                &symphony_node::producer::personal::ActorRegistry::default(),
-                &PolicyParams::default_v1(),
-                &producer,
-            )?;
-            if json {
-                crate::output::print_json(&e)?;
-            } else {
-                println!(
-                    "earnings of {producer}: {} µSYM received, balance {} µSYM, stake {} µSYM ({})",
-                    e.total_net_micro_sym,
-                    e.balance_micro_sym,
-                    e.stake_micro_sym,
-                    if e.staked {
-                        "staked: 100% of rewards"
-                    } else {
-                        "unstaked: 50% of rewards"
-                    }
-                );
-                for p in &e.payments {
-                    println!(
-                        "  epoch {:<4} {:<20} {:>12} µSYM of {:>12} gross  {}",
-                        p.epoch, p.kind, p.net_micro_sym, p.gross_micro_sym, p.reference
-                    );
-                }
-            }
-            Ok(())
-        }
-        ProducerCmd::Stake { dir, bond, json } => {
-            if let Some(layout) = devnet_of(&dir)? {
-                let method = if bond { "POST" } else { "GET" };
-                let v = producer_route(&layout, method, "/v1/producer/stake")?;
-                if json {
-                    crate::output::print_json(&v)?;
-                } else {
-                    println!(
-                        "{}: stake {} µSYM in the actor registry ({}), {} µSYM on the staking contract, balance {} µSYM",
-                        v["producer"].as_str().unwrap_or_default(),
-                        v["stake_micro_sym"],
-                        if v["staked"] == true {
-                            "S_producer held: rewards 100%"
-                        } else {
-                            "no S_producer: rewards 50%"
-                        },
-                        v["ledger_bonded_micro_sym"],
-                        v["balance_micro_sym"]
-                    );
-                }
-                return Ok(());
-            }
-            let ledger = open_ledger(&dir)?;
-            if bond {
-                bail!(
-                    "--bond: S_producer is bonded on the staking contract and registered in the \
-                     masters' actor registry (the quality reward rule reads it); {} is a kept \
-                     embedded network with no masters running",
-                    dir.display()
-                );
-            }
-            let e = earnings(
-                &ledger,
-                &symphony_node::producer::personal::ActorRegistry::default(),
-                &PolicyParams::default_v1(),
-                &producer,
-            )?;
-            let v = serde_json::json!({
-                "producer": producer.to_string(),
-                "stake_micro_sym": e.stake_micro_sym,
-                "staked": e.staked,
-                "s_producer_micro_sym": PolicyParams::default_v1().staking.s_producer_micro_sym,
-                "balance_micro_sym": e.balance_micro_sym,
-                "ledger_bonded_micro_sym": e.ledger_bonded_micro_sym,
-            });
-            if json {
-                crate::output::print_json(&v)?;
-            } else {
-                println!(
-                    "{producer}: stake {} µSYM ({}), balance {} µSYM",
-                    e.stake_micro_sym,
-                    if e.staked {
-                        "S_producer held: rewards 100%"
-                    } else {
-                        "no S_producer: rewards 50%"
-                    },
-                    e.balance_micro_sym
-                );
-            }
-            Ok(())
+        return Ok(());
+    }
+    let tmp = tempfile::tempdir()?;
+    let dir = dir.unwrap_or_else(|| tmp.path().to_owned());
+    if dir.join("ledger.redb").exists() {
+        bail!(
+            "--dir {}: already holds a network; upload builds a new one",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(&dir)?;
+    let params = NetworkParams {
+        subjects: 400,
+        vaults: 2,
+        records: 4_000,
+        seed,
+        now_ms: DEMO_NOW_MS,
+    };
+    let mut net =
+        symphony_node::network::EmbeddedNetwork::build(&dir, &params, &SUBMITTERS, &mut Quiet)?;
+    let pv = add_producer(&mut net, &dir, DEMO_NOW_MS, &mut Quiet)?;
+    let req = producer_upload(&net, pv, &bytes, 1, seed)?;
+    let out = net.run_parse(&req, &mut Quiet)?;
+    if json {
+        crate::output::print_json(&out)?;
+    } else {
+        println!("parse task {}: {}", out.task_id, out.states.join(" → "));
+        match (&out.reason, &out.quality) {
+            (Some(r), _) => println!("  refused: {r} (nothing stored)"),
+            (None, Some(q)) => println!(
+                "  stored in pv-{PRODUCER_SUBJECT}: fields {}; quality {} bp (parsability {}, completeness {}, freshness {}, non-duplication {}, domain demand {}); fee {}",
+                out.fields.join(", "), q.score_bp, q.parsability_bp, q.completeness_bp, q.freshness_bp, q.non_duplication_bp, q.domain_demand_bp, out.fee_total
+            ),
+            _ => {}
         }
     }
+    if out.states.last().map(String::as_str) != Some("completed") {
+        std::process::exit(3);
+    }
+    Ok(())
+}
+
+/// `symphony producer consent`.
+fn consent(
+    dir: PathBuf,
+    grant: Option<String>,
+    revoke: Option<String>,
+    json: bool,
+    subject: &SubjectId,
+    producer: &ActorId,
+) -> Result<()> {
+    if let Some(layout) = devnet_of(&dir)? {
+        let change = match (&grant, &revoke) {
+            (Some(s), _) => Some((scope(s, "--grant")?, "grant")),
+            (_, Some(s)) => Some((scope(s, "--revoke")?, "revoke")),
+            _ => None,
+        };
+        let v = match change {
+            Some((s, action)) => producer_route_with(
+                &layout,
+                "POST",
+                "/v1/producer/consent",
+                serde_json::to_vec(&serde_json::json!({"scope": s.as_str(), "action": action}))?,
+            )?,
+            None => producer_route(&layout, "GET", "/v1/producer/consent")?,
+        };
+        if json {
+            return crate::output::print_json(&v);
+        }
+        println!(
+            "consent of {} in {} at {} ms (revocation blocks new tasks, not settled work)",
+            v["producer"].as_str().unwrap_or_default(),
+            v["vault"].as_str().unwrap_or_default(),
+            v["at_ms"]
+        );
+        for c in v["scopes"].as_array().into_iter().flatten() {
+            let hist: Vec<String> = c["history"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|h| {
+                    format!(
+                        "{} at {} ms",
+                        h["change"].as_str().unwrap_or_default(),
+                        h["at_ms"]
+                    )
+                })
+                .collect();
+            println!(
+                "  {:<10} {:<8} {}",
+                c["scope"].as_str().unwrap_or_default(),
+                if c["granted"] == true {
+                    "granted"
+                } else {
+                    "no"
+                },
+                hist.join(", ")
+            );
+        }
+        return Ok(());
+    }
+    let vault = open_personal_vault(&dir)?;
+    let at = now_ms();
+    if let Some(s) = &grant {
+        set_consent(&vault, &subject, scope(s, "--grant")?, true, at)?;
+    }
+    if let Some(s) = &revoke {
+        set_consent(&vault, &subject, scope(s, "--revoke")?, false, at)?;
+    }
+    let view = consent_view(&vault, &subject, at)?;
+    if json {
+        crate::output::print_json(&view)?;
+    } else {
+        println!("consent of {producer} in pv-{PRODUCER_SUBJECT} (revocation blocks new tasks, not settled work)");
+        for c in &view {
+            let hist: Vec<String> = c
+                .history
+                .iter()
+                .map(|h| format!("{} at {} ms", h.change, h.at_ms))
+                .collect();
+            println!(
+                "  {:<10} {:<8} {}",
+                c.scope,
+                if c.granted { "granted" } else { "no" },
+                hist.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `symphony producer budget`.
+fn budget(dir: PathBuf, json: bool, subject: &SubjectId, producer: &ActorId) -> Result<()> {
+    if let Some(layout) = devnet_of(&dir)? {
+        let v = producer_route(&layout, "GET", "/v1/producer/budget")?;
+        if json {
+            return crate::output::print_json(&v);
+        }
+        println!(
+            "privacy budget of {} in {} (ε per scope; epoch {} in force, replenished when epoch {} opens, at the latest at {} ms)",
+            v["producer"].as_str().unwrap_or_default(),
+            v["vault"].as_str().unwrap_or_default(),
+            v["epoch"],
+            v["replenishes_at_epoch"],
+            v["epoch_closes_at_ms"]
+        );
+        println!(
+            "  {:<10} {:>9} {:>9} {:>9} {:>9} {:>12}",
+            "scope", "capacity", "reserved", "committed", "remaining", "+ per epoch"
+        );
+        for b in v["scopes"].as_array().into_iter().flatten() {
+            let f = |k: &str| b[k].as_str().unwrap_or_default().to_owned();
+            println!(
+                "  {:<10} {:>9} {:>9} {:>9} {:>9} {:>12}",
+                f("scope"),
+                f("capacity"),
+                f("reserved"),
+                f("committed"),
+                f("remaining"),
+                f("replenishes_per_epoch")
+            );
+        }
+        return Ok(());
+    }
+    let vault = open_personal_vault(&dir)?;
+    let view = budget_view(&vault, &subject, &PolicyParams::default_v1())?;
+    if json {
+        crate::output::print_json(&view)?;
+    } else {
+        let epoch_ms = PolicyParams::default_v1().epochs.epoch_length_ms;
+        println!(
+            "privacy budget of {producer} (ε per scope; replenished once at the close of the current epoch, every {} min under policy v1)",
+            epoch_ms / 60_000
+        );
+        println!(
+            "  {:<10} {:>9} {:>9} {:>9} {:>9} {:>12}",
+            "scope", "capacity", "reserved", "committed", "remaining", "+ per epoch"
+        );
+        for b in &view {
+            println!(
+                "  {:<10} {:>9} {:>9} {:>9} {:>9} {:>12}",
+                b.scope, b.capacity, b.reserved, b.committed, b.remaining, b.replenishes_per_epoch
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `symphony producer earnings`.
+fn earnings_cmd(dir: PathBuf, json: bool, producer: &ActorId) -> Result<()> {
+    if let Some(layout) = devnet_of(&dir)? {
+        let v = producer_route(&layout, "GET", "/v1/producer/earnings")?;
+        return print_devnet_earnings(&v, json);
+    }
+    let ledger = open_ledger(&dir)?;
+    // A kept embedded directory has a ledger but no masters: no actor
+    // registry entry (stakes are registered through running masters).
+    let e = earnings(
+        &ledger,
+        &symphony_node::producer::personal::ActorRegistry::default(),
+        &PolicyParams::default_v1(),
+        &producer,
+    )?;
+    if json {
+        crate::output::print_json(&e)?;
+    } else {
+        println!(
+            "earnings of {producer}: {} µSYM received, balance {} µSYM, stake {} µSYM ({})",
+            e.total_net_micro_sym,
+            e.balance_micro_sym,
+            e.stake_micro_sym,
+            if e.staked {
+                "staked: 100% of rewards"
+            } else {
+                "unstaked: 50% of rewards"
+            }
+        );
+        for p in &e.payments {
+            println!(
+                "  epoch {:<4} {:<20} {:>12} µSYM of {:>12} gross  {}",
+                p.epoch, p.kind, p.net_micro_sym, p.gross_micro_sym, p.reference
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `symphony producer stake`.
+fn stake(dir: PathBuf, bond: bool, json: bool, producer: &ActorId) -> Result<()> {
+    if let Some(layout) = devnet_of(&dir)? {
+        let method = if bond { "POST" } else { "GET" };
+        let v = producer_route(&layout, method, "/v1/producer/stake")?;
+        if json {
+            crate::output::print_json(&v)?;
+        } else {
+            println!(
+                "{}: stake {} µSYM in the actor registry ({}), {} µSYM on the staking contract, balance {} µSYM",
+                v["producer"].as_str().unwrap_or_default(),
+                v["stake_micro_sym"],
+                if v["staked"] == true {
+                    "S_producer held: rewards 100%"
+                } else {
+                    "no S_producer: rewards 50%"
+                },
+                v["ledger_bonded_micro_sym"],
+                v["balance_micro_sym"]
+            );
+        }
+        return Ok(());
+    }
+    let ledger = open_ledger(&dir)?;
+    if bond {
+        bail!(
+            "--bond: S_producer is bonded on the staking contract and registered in the \
+             masters' actor registry (the quality reward rule reads it); {} is a kept \
+             embedded network with no masters running",
+            dir.display()
+        );
+    }
+    let e = earnings(
+        &ledger,
+        &symphony_node::producer::personal::ActorRegistry::default(),
+        &PolicyParams::default_v1(),
+        &producer,
+    )?;
+    let v = serde_json::json!({
+        "producer": producer.to_string(),
+        "stake_micro_sym": e.stake_micro_sym,
+        "staked": e.staked,
+        "s_producer_micro_sym": PolicyParams::default_v1().staking.s_producer_micro_sym,
+        "balance_micro_sym": e.balance_micro_sym,
+        "ledger_bonded_micro_sym": e.ledger_bonded_micro_sym,
+    });
+    if json {
+        crate::output::print_json(&v)?;
+    } else {
+        println!(
+            "{producer}: stake {} µSYM ({}), balance {} µSYM",
+            e.stake_micro_sym,
+            if e.staked {
+                "S_producer held: rewards 100%"
+            } else {
+                "no S_producer: rewards 50%"
+            },
+            e.balance_micro_sym
+        );
+    }
+    Ok(())
 }

@@ -472,7 +472,7 @@ impl Vault {
                 let previous = match row.next_block.checked_sub(1) {
                     None => None,
                     Some(version) => match summaries.get(no)? {
-                        Some(sealed) => Some((version, sealed.value().to_vec())),
+                        Some(sealed) => Some((version, sealed)),
                         None => {
                             return Err(VaultError::Storage(format!(
                                 "subject number {no} has blocks but no summary"
@@ -480,6 +480,7 @@ impl Vault {
                         }
                     },
                 };
+                let previous = previous.as_ref().map(|(v, sealed)| (*v, sealed.value()));
                 let records = fresh.iter().map(|&i| batch.record(item(i)));
                 self.next_summary(subject, &dek, previous, row.next_block, records, &mut plain)?;
                 jobs.push(SealJob {
@@ -658,7 +659,7 @@ impl Vault {
         &self,
         subject: &str,
         dek: &DataKey,
-        previous: Option<(u64, Vec<u8>)>,
+        previous: Option<(u64, &[u8])>,
         block: u64,
         records: impl Iterator<Item = &'r [u8]>,
         plain: &mut Vec<u8>,
@@ -668,7 +669,7 @@ impl Vault {
             None => None,
             Some((version, sealed)) => {
                 let aad = crate::summary::summary_aad(vault_id, subject, version);
-                Some(crypto::open(&dek.cipher(), &aad, &sealed).map_err(|()| {
+                Some(crypto::open(&dek.cipher(), &aad, sealed).map_err(|()| {
                     VaultError::Tampered {
                         subject: subject.to_owned(),
                         block: version,
@@ -681,12 +682,7 @@ impl Vault {
             None => Summary::default(),
         };
         for bytes in records {
-            let rec: RecordRef<'_> = bcs::from_bytes(bytes).map_err(|e| VaultError::Corrupt {
-                subject: subject.to_owned(),
-                block,
-                reason: e.to_string(),
-            })?;
-            kept.absorb(&rec);
+            kept.absorb_encoded(subject, block, bytes)?;
         }
         kept.encode_into(plain)
     }

@@ -5,7 +5,7 @@
 //! moved to another key slot, subject or block fails authentication instead of
 //! decrypting as someone else's data.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use rand::{CryptoRng, RngCore};
 use sha2::{Digest as _, Sha256};
@@ -113,18 +113,15 @@ pub(crate) fn seal(
     aad: &[u8],
     plaintext: &[u8],
 ) -> Result<Vec<u8>, VaultError> {
-    let ct = cipher
-        .encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: plaintext,
-                aad,
-            },
-        )
-        .map_err(|_| VaultError::Crypto("encryption failed"))?;
-    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+    // Encrypted in place in the output buffer: one allocation and one copy of the
+    // plaintext (the same bytes as `Aead::encrypt`, which appends the tag).
+    let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
     out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
+    out.extend_from_slice(plaintext);
+    let tag = cipher
+        .encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, &mut out[NONCE_LEN..])
+        .map_err(|_| VaultError::Crypto("encryption failed"))?;
+    out.extend_from_slice(&tag);
     Ok(out)
 }
 

@@ -160,6 +160,9 @@ pub(crate) struct PreparedRecord {
 pub struct BatchBuilder {
     pub(crate) digest_key: [u8; 32],
     pub(crate) batch: PreparedBatch,
+    /// Room to reserve when the next batch starts (arena bytes, records): about
+    /// the size of the last batch finished.
+    pub(crate) next_room: (usize, usize),
 }
 
 impl BatchBuilder {
@@ -191,6 +194,11 @@ impl BatchBuilder {
         subject: &SubjectId,
         record: &T,
     ) -> Result<(), VaultError> {
+        if self.batch.items.is_empty() && self.batch.arena.capacity() == 0 {
+            let (arena, items) = self.next_room;
+            self.batch.arena.reserve(arena);
+            self.batch.items.reserve(items);
+        }
         let subject_start = self.batch.arena.len();
         self.batch
             .arena
@@ -225,8 +233,11 @@ impl BatchBuilder {
         self.batch.items.is_empty()
     }
 
-    /// The batch, leaving the builder empty for the next one.
+    /// The batch, leaving the builder empty for the next one (which reserves, when
+    /// it starts, room for one of this size: its buffers then grow without copying).
     pub fn finish(&mut self) -> PreparedBatch {
+        let arena = self.batch.arena.len();
+        self.next_room = (arena + arena / 8, self.batch.items.len());
         std::mem::take(&mut self.batch)
     }
 }

@@ -335,6 +335,7 @@ impl Vault {
         BatchBuilder {
             digest_key: self.digest_key,
             batch: PreparedBatch::default(),
+            next_room: (0, 0),
         }
     }
 
@@ -405,7 +406,9 @@ impl Vault {
                 None => 0,
             };
             // Plaintexts of all the batch's blocks, back to back, and what to seal.
-            let mut plain: Vec<u8> = Vec::with_capacity(batch.arena.len() + n);
+            // Room for the records and about as much again for the summaries (each
+            // purchase adds 16 bytes and its brand at most once).
+            let mut plain: Vec<u8> = Vec::with_capacity(2 * batch.arena.len() + 2 * n);
             let mut jobs: Vec<SealJob<'_>> = Vec::new();
             let mut fresh: Vec<usize> = Vec::new();
             let mut at = 0;

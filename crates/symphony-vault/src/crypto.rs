@@ -5,7 +5,7 @@
 //! moved to another key slot, subject or block fails authentication instead of
 //! decrypting as someone else's data.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use rand::{CryptoRng, RngCore};
 use sha2::{Digest as _, Sha256};
@@ -113,19 +113,30 @@ pub(crate) fn seal(
     aad: &[u8],
     plaintext: &[u8],
 ) -> Result<Vec<u8>, VaultError> {
-    let ct = cipher
-        .encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: plaintext,
-                aad,
-            },
-        )
+    let mut buf = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
+    buf.resize(NONCE_LEN, 0);
+    buf.extend_from_slice(plaintext);
+    seal_in_place(cipher, nonce, aad, buf)
+}
+
+/// [`seal`] of `buf[NONCE_LEN..]`, encrypted in place: the caller leaves
+/// `NONCE_LEN` bytes of room in front for the nonce; the tag is appended. The
+/// same bytes as `Aead::encrypt` after the nonce.
+pub(crate) fn seal_in_place(
+    cipher: &Aes256Gcm,
+    nonce: [u8; NONCE_LEN],
+    aad: &[u8],
+    mut buf: Vec<u8>,
+) -> Result<Vec<u8>, VaultError> {
+    let Some((room, plaintext)) = buf.split_first_chunk_mut::<NONCE_LEN>() else {
+        return Err(VaultError::Crypto("no room for the nonce"));
+    };
+    *room = nonce;
+    let tag = cipher
+        .encrypt_in_place_detached(Nonce::from_slice(&nonce), aad, plaintext)
         .map_err(|_| VaultError::Crypto("encryption failed"))?;
-    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
-    Ok(out)
+    buf.extend_from_slice(&tag);
+    Ok(buf)
 }
 
 /// Opens a value sealed by [`seal`]; any change to key, context or bytes is an error.

@@ -766,15 +766,55 @@ fn import_staged(
         rows,
         ..ImportSummary::default()
     };
-    let mut cut = Recut::new(batch_records);
-    for (mut stage, shift) in stages {
-        stage.drain(|batch, last| {
-            cut.push(batch, last + shift, &mut |b, done| {
-                commit(vault, file, b, done, lines_total, &mut summary, progress)
-            })
-        })?;
-    }
-    cut.finish(&mut |b, done| commit(vault, file, b, done, lines_total, &mut summary, progress))?;
+    // A helper thread drains the stages (reading back spilled batches) and re-cuts
+    // them, a batch or two ahead of this thread, which commits them in order.
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch, ImportError>>(2);
+        let helper = scope.spawn(move || {
+            let mut send = |batch: PreparedBatch, done: u64| {
+                tx.send(Ok((batch, done))).map_err(|_| ImportError::Io {
+                    // The writer stopped; it reports why.
+                    file: file.to_owned(),
+                    source: std::io::Error::other("import writer stopped"),
+                })
+            };
+            let mut cut = Recut::new(batch_records);
+            let mut drained = Ok(());
+            for (mut stage, shift) in stages {
+                drained = stage.drain(|batch, last| cut.push(batch, last + shift, &mut send));
+                if drained.is_err() {
+                    break;
+                }
+            }
+            if let Err(e) = drained.and_then(|()| cut.finish(&mut send)) {
+                let _ = tx.send(Err(e));
+            }
+        });
+        let written = (|| {
+            for item in rx.iter() {
+                let (batch, done) = item?;
+                commit(
+                    vault,
+                    file,
+                    &batch,
+                    done,
+                    lines_total,
+                    &mut summary,
+                    progress,
+                )?;
+            }
+            Ok::<(), ImportError>(())
+        })();
+        drop(rx);
+        match helper.join() {
+            Ok(()) => written,
+            // A panic there is a bug, not bad input; the batches after it are missing.
+            Err(_) => written.and(Err(ImportError::Io {
+                file: file.to_owned(),
+                source: std::io::Error::other("import staging thread panicked"),
+            })),
+        }
+    })?;
     Ok(summary)
 }
 
@@ -791,7 +831,7 @@ struct Recut {
     done: u64,
 }
 
-type Emit<'a> = dyn FnMut(&PreparedBatch, u64) -> Result<(), ImportError> + 'a;
+type Emit<'a> = dyn FnMut(PreparedBatch, u64) -> Result<(), ImportError> + 'a;
 
 impl Recut {
     fn new(size: usize) -> Self {
@@ -811,7 +851,7 @@ impl Recut {
         emit: &mut Emit<'_>,
     ) -> Result<(), ImportError> {
         if self.pending.is_empty() && batch.len() == self.size {
-            emit(&batch, last)?;
+            emit(batch, last)?;
         } else {
             let order = batch.file_order();
             let n = order.len();
@@ -821,7 +861,7 @@ impl Recut {
                     let mut full = std::mem::take(&mut self.pending);
                     full.sort_by_subject();
                     // A cut that ends with this batch covers its last line too.
-                    emit(&full, if k + 1 == n { last } else { self.done })?;
+                    emit(full, if k + 1 == n { last } else { self.done })?;
                 }
             }
         }
@@ -835,7 +875,7 @@ impl Recut {
             return Ok(());
         }
         self.pending.sort_by_subject();
-        emit(&self.pending, self.done)
+        emit(self.pending, self.done)
     }
 }
 

@@ -13,7 +13,7 @@ use symphony_core::budget::Epsilon;
 use symphony_core::ids::{EpochId, SubjectId, VaultId};
 
 use crate::batch::{push_uleb128, BatchBuilder, PreparedBatch, PreparedRecord};
-use crate::crypto::{self, DataKey, VaultKey};
+use crate::crypto::{self, DataKey, VaultKey, NONCE_LEN, TAG_LEN};
 use crate::error::VaultError;
 use crate::record::{Record, RecordRef};
 use crate::scan::decode_block;
@@ -335,6 +335,7 @@ impl Vault {
         BatchBuilder {
             digest_key: self.digest_key,
             batch: PreparedBatch::default(),
+            next_room: (0, 0),
         }
     }
 
@@ -394,7 +395,10 @@ impl Vault {
         let n = batch.items.len();
         let mut summary = InsertSummary::default();
         let vault_id = self.config.vault_id.as_str();
-        {
+        // Blocks and summaries are sealed while the subjects are read and written
+        // (on another thread when the batch is large).
+        std::thread::scope(|scope| -> Result<(), VaultError> {
+            let mut sealer = Sealer::new(scope, vault_id, batch.arena.len() >= PARALLEL_SEAL_BYTES);
             let mut meta = tx.open_table(META)?;
             let mut nos = tx.open_table(SUBJECT_NOS)?;
             let mut subjects = tx.open_table(SUBJECTS)?;
@@ -404,9 +408,8 @@ impl Vault {
                 Some(v) => read_u64(v.value()),
                 None => 0,
             };
-            // Plaintexts of all the batch's blocks, back to back, and what to seal.
-            let mut plain: Vec<u8> = Vec::with_capacity(batch.arena.len() + n);
-            let mut jobs: Vec<SealJob<'_>> = Vec::new();
+            // The (subject number, block) of each job handed to the sealer, in order.
+            let mut keys: Vec<(u64, u64)> = Vec::new();
             let mut fresh: Vec<usize> = Vec::new();
             let mut at = 0;
             while at < n {
@@ -453,8 +456,11 @@ impl Vault {
                 if fresh.is_empty() {
                     continue;
                 }
-                // BCS of Vec<Record>: ULEB128 length, then the elements.
-                let plain_start = plain.len();
+                // BCS of Vec<Record>: ULEB128 length, then the elements, after room
+                // for the nonce (sealed in place).
+                let bytes: usize = fresh.iter().map(|&i| batch.record(item(i)).len()).sum();
+                let mut plain = Vec::with_capacity(NONCE_LEN + 10 + bytes + TAG_LEN);
+                plain.resize(NONCE_LEN, 0);
                 push_uleb128(&mut plain, fresh.len() as u64);
                 for &i in &fresh {
                     plain.extend_from_slice(batch.record(item(i)));
@@ -468,11 +474,12 @@ impl Vault {
                 };
                 // The summary written with this block: the one written with the
                 // previous block (if any) plus the fresh records.
-                let summary_start = plain.len();
+                let mut summary_plain = Vec::with_capacity(NONCE_LEN + 64 + 24 * fresh.len());
+                summary_plain.resize(NONCE_LEN, 0);
                 let previous = match row.next_block.checked_sub(1) {
                     None => None,
                     Some(version) => match summaries.get(no)? {
-                        Some(sealed) => Some((version, sealed.value().to_vec())),
+                        Some(sealed) => Some((version, sealed)),
                         None => {
                             return Err(VaultError::Storage(format!(
                                 "subject number {no} has blocks but no summary"
@@ -480,33 +487,42 @@ impl Vault {
                         }
                     },
                 };
+                let previous = previous.as_ref().map(|(v, sealed)| (*v, sealed.value()));
                 let records = fresh.iter().map(|&i| batch.record(item(i)));
-                self.next_summary(subject, &dek, previous, row.next_block, records, &mut plain)?;
-                jobs.push(SealJob {
-                    no,
+                self.next_summary(
+                    subject,
+                    &dek,
+                    previous,
+                    row.next_block,
+                    records,
+                    &mut summary_plain,
+                )?;
+                sealer.push(SealJob {
                     block: row.next_block,
                     subject,
-                    plain: plain_start..summary_start,
-                    summary: summary_start..plain.len(),
                     dek,
+                    plain,
+                    summary: summary_plain,
                 });
+                keys.push((no, row.next_block));
                 row.next_block += 1;
                 subjects.insert(no, row.encode().as_slice())?;
                 summary.inserted += fresh.len() as u64;
                 summary.blocks += 1;
             }
-            let sealed = seal_jobs(vault_id, &jobs, &plain)?;
+            let sealed = sealer.finish()?;
             // Keys in B-tree order: the pages are written front to back.
-            let mut by_key: Vec<usize> = (0..jobs.len()).collect();
-            by_key.sort_unstable_by_key(|&j| (jobs[j].no, jobs[j].block));
+            let mut by_key: Vec<usize> = (0..keys.len()).collect();
+            by_key.sort_unstable_by_key(|&j| keys[j]);
             for &j in &by_key {
-                blocks.insert((jobs[j].no, jobs[j].block), sealed[j].0.as_slice())?;
+                blocks.insert(keys[j], sealed[j].0.as_slice())?;
             }
             for &j in &by_key {
-                summaries.insert(jobs[j].no, sealed[j].1.as_slice())?;
+                summaries.insert(keys[j].0, sealed[j].1.as_slice())?;
             }
             meta.insert("next_subject_no", next_no.to_le_bytes().as_slice())?;
-        }
+            Ok(())
+        })?;
         Ok(summary)
     }
 
@@ -658,7 +674,7 @@ impl Vault {
         &self,
         subject: &str,
         dek: &DataKey,
-        previous: Option<(u64, Vec<u8>)>,
+        previous: Option<(u64, &[u8])>,
         block: u64,
         records: impl Iterator<Item = &'r [u8]>,
         plain: &mut Vec<u8>,
@@ -668,7 +684,7 @@ impl Vault {
             None => None,
             Some((version, sealed)) => {
                 let aad = crate::summary::summary_aad(vault_id, subject, version);
-                Some(crypto::open(&dek.cipher(), &aad, &sealed).map_err(|()| {
+                Some(crypto::open(&dek.cipher(), &aad, sealed).map_err(|()| {
                     VaultError::Tampered {
                         subject: subject.to_owned(),
                         block: version,
@@ -681,12 +697,7 @@ impl Vault {
             None => Summary::default(),
         };
         for bytes in records {
-            let rec: RecordRef<'_> = bcs::from_bytes(bytes).map_err(|e| VaultError::Corrupt {
-                subject: subject.to_owned(),
-                block,
-                reason: e.to_string(),
-            })?;
-            kept.absorb(&rec);
+            kept.absorb_encoded(subject, block, bytes)?;
         }
         kept.encode_into(plain)
     }
@@ -744,54 +755,110 @@ pub(crate) fn read_u64(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// One block to seal: a subject's fresh records of a batch, and its summary.
+/// One block to seal: a subject's fresh records of a batch, and its summary, each
+/// after `NONCE_LEN` bytes of room for the nonce (they are sealed in place).
 struct SealJob<'a> {
-    no: u64,
     block: u64,
     subject: &'a str,
     dek: DataKey,
-    plain: std::ops::Range<usize>,
-    summary: std::ops::Range<usize>,
+    plain: Vec<u8>,
+    summary: Vec<u8>,
 }
 
-/// Plaintext bytes of a batch above which its blocks are sealed on two threads.
+impl SealJob<'_> {
+    /// The sealed block and summary (`nonce ‖ ciphertext ‖ tag` each).
+    fn seal(self, vault: &str) -> Result<Sealed, VaultError> {
+        let cipher = self.dek.cipher();
+        let block = crypto::seal_in_place(
+            &cipher,
+            crypto::block_nonce(self.block),
+            &crypto::block_aad(vault, self.subject, self.block),
+            self.plain,
+        )?;
+        let summary = crypto::seal_in_place(
+            &cipher,
+            crate::summary::summary_nonce(self.block),
+            &crate::summary::summary_aad(vault, self.subject, self.block),
+            self.summary,
+        )?;
+        Ok((block, summary))
+    }
+}
+
+/// Plaintext bytes of a batch above which its blocks are sealed on a thread of
+/// their own, while the writer goes on with the next subjects.
 const PARALLEL_SEAL_BYTES: usize = 1 << 20;
 
 /// A sealed block and the sealed summary written with it.
 type Sealed = (Vec<u8>, Vec<u8>);
 
-/// Seals every job's block and summary (`nonce ‖ ciphertext ‖ tag`), in job order.
-fn seal_jobs(vault: &str, jobs: &[SealJob<'_>], plain: &[u8]) -> Result<Vec<Sealed>, VaultError> {
-    let seal_all = |jobs: &[SealJob<'_>]| -> Result<Vec<Sealed>, VaultError> {
-        jobs.iter()
-            .map(|job| {
-                let cipher = job.dek.cipher();
-                let block = crypto::seal(
-                    &cipher,
-                    crypto::block_nonce(job.block),
-                    &crypto::block_aad(vault, job.subject, job.block),
-                    &plain[job.plain.clone()],
-                )?;
-                let summary = crypto::seal(
-                    &cipher,
-                    crate::summary::summary_nonce(job.block),
-                    &crate::summary::summary_aad(vault, job.subject, job.block),
-                    &plain[job.summary.clone()],
-                )?;
-                Ok((block, summary))
-            })
-            .collect()
-    };
-    if plain.len() < PARALLEL_SEAL_BYTES || jobs.len() < 2 {
-        return seal_all(jobs);
+type SealedAll = Result<Vec<Sealed>, VaultError>;
+
+/// Jobs handed to the sealing thread at a time (one wake-up each).
+const SEAL_CHUNK: usize = 256;
+
+/// Seals a batch's jobs, in the order given: as they come (in chunks) on a thread
+/// of its own, or all at the end on the caller's.
+struct Sealer<'scope, 'a> {
+    vault: &'a str,
+    thread: Option<(
+        std::sync::mpsc::Sender<Vec<SealJob<'a>>>,
+        std::thread::ScopedJoinHandle<'scope, SealedAll>,
+    )>,
+    held: Vec<SealJob<'a>>,
+}
+
+impl<'scope, 'a: 'scope> Sealer<'scope, 'a> {
+    fn new(
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        vault: &'a str,
+        on_a_thread: bool,
+    ) -> Self {
+        let thread = on_a_thread.then(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<SealJob<'a>>>();
+            // Stops at the first failure; `finish` reports it.
+            let handle = scope.spawn(move || {
+                rx.into_iter()
+                    .flatten()
+                    .map(|job| job.seal(vault))
+                    .collect()
+            });
+            (tx, handle)
+        });
+        Sealer {
+            vault,
+            thread,
+            held: Vec::new(),
+        }
     }
-    let (first, second) = jobs.split_at(jobs.len() / 2);
-    let (a, b) = std::thread::scope(|scope| {
-        let other = scope.spawn(|| seal_all(second));
-        let a = seal_all(first);
-        (a, other.join())
-    });
-    let mut out = a?;
-    out.extend(b.map_err(|_| VaultError::Crypto("sealing thread panicked"))??);
-    Ok(out)
+
+    fn push(&mut self, job: SealJob<'a>) {
+        self.held.push(job);
+        if let Some((tx, _)) = &self.thread {
+            if self.held.len() >= SEAL_CHUNK {
+                let chunk = std::mem::replace(&mut self.held, Vec::with_capacity(SEAL_CHUNK));
+                // A send fails only once the thread stopped at a failure: `finish`
+                // says which.
+                drop(tx.send(chunk));
+            }
+        }
+    }
+
+    /// Every job's sealed block and summary, in job order.
+    fn finish(self) -> SealedAll {
+        match self.thread {
+            Some((tx, handle)) => {
+                drop(tx.send(self.held));
+                drop(tx);
+                handle
+                    .join()
+                    .map_err(|_| VaultError::Crypto("sealing thread panicked"))?
+            }
+            None => self
+                .held
+                .into_iter()
+                .map(|job| job.seal(self.vault))
+                .collect(),
+        }
+    }
 }

@@ -80,6 +80,28 @@ impl<'a> Summary<'a> {
         }
     }
 
+    /// [`Summary::absorb`] of a record given as its BCS bytes (as stored in a
+    /// block). A purchase, nearly every record, is read in place by
+    /// [`purchase_point`]; any other record is decoded whole.
+    pub(crate) fn absorb_encoded(
+        &mut self,
+        subject: &str,
+        block: u64,
+        bytes: &'a [u8],
+    ) -> Result<(), VaultError> {
+        if let Some((brand, ts_ms, amount_minor)) = purchase_point(bytes) {
+            self.add(brand, ts_ms, amount_minor);
+            return Ok(());
+        }
+        let record: RecordRef<'a> = bcs::from_bytes(bytes).map_err(|e| VaultError::Corrupt {
+            subject: subject.to_owned(),
+            block,
+            reason: e.to_string(),
+        })?;
+        self.absorb(&record);
+        Ok(())
+    }
+
     fn add(&mut self, brand: &'a str, ts_ms: u64, amount_minor: u64) {
         let at = match self.brands.binary_search_by(|b| b.brand.cmp(brand)) {
             Ok(at) => at,
@@ -100,10 +122,45 @@ impl<'a> Summary<'a> {
     }
 
     pub(crate) fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), VaultError> {
-        let bytes = bcs::to_bytes(self)?;
-        out.extend_from_slice(&bytes);
+        bcs::serialize_into(out, self)?;
         Ok(())
     }
+}
+
+/// Brand, time and amount of a purchase record read straight from its BCS bytes
+/// (`RecordRef::Purchase`: variant 2, then brand, category, amount, currency, time,
+/// store city, store country), accepted only as `bcs::from_bytes` would accept
+/// them: every string UTF-8, nothing after the last field. `None` for anything
+/// else (another kind, a string of 128 bytes or more, malformed bytes), which the
+/// caller decodes whole: what this reads, the full decoder reads the same.
+fn purchase_point(bytes: &[u8]) -> Option<(&str, u64, u64)> {
+    fn string<'b>(rest: &mut &'b [u8]) -> Option<&'b str> {
+        // A one-byte ULEB128 length (< 128): canonical as BCS requires.
+        let (&len, tail) = rest.split_first()?;
+        if len >= 0x80 {
+            return None;
+        }
+        let (s, tail) = tail.split_at_checked(usize::from(len))?;
+        *rest = tail;
+        std::str::from_utf8(s).ok()
+    }
+    fn number(rest: &mut &[u8]) -> Option<u64> {
+        let (n, tail) = rest.split_first_chunk::<8>()?;
+        *rest = tail;
+        Some(u64::from_le_bytes(*n))
+    }
+    let (&variant, mut rest) = bytes.split_first()?;
+    if variant != 2 {
+        return None;
+    }
+    let brand = string(&mut rest)?;
+    string(&mut rest)?; // category
+    let amount_minor = number(&mut rest)?;
+    string(&mut rest)?; // currency
+    let ts_ms = number(&mut rest)?;
+    string(&mut rest)?; // store city
+    string(&mut rest)?; // store country
+    rest.is_empty().then_some((brand, ts_ms, amount_minor))
 }
 
 /// One subject's summary, as [`Vault::for_each_summary_in`] hands it over.
@@ -402,6 +459,69 @@ mod tests {
             store_city: "Singapore",
             store_country: "SG",
         })
+    }
+
+    /// What `purchase_point` reads, the full decoder reads the same.
+    fn agrees(bytes: &[u8]) -> bool {
+        match purchase_point(bytes) {
+            Some((brand, ts_ms, amount_minor)) => matches!(
+                bcs::from_bytes::<RecordRef<'_>>(bytes),
+                Ok(RecordRef::Purchase(p))
+                    if (p.brand, p.ts_ms, p.amount_minor) == (brand, ts_ms, amount_minor)
+            ),
+            None => true,
+        }
+    }
+
+    #[test]
+    fn purchases_are_read_in_place_and_the_rest_decoded_whole() {
+        let p = bcs::to_bytes(&purchase("Luckin Coffee", 1_767_225_600_000, 590)).unwrap();
+        assert_eq!(
+            purchase_point(&p),
+            Some(("Luckin Coffee", 1_767_225_600_000, 590))
+        );
+        let long = "b".repeat(130);
+        let identity = RecordRef::Identity(IdentityRef {
+            contact_kind: ContactKind::Email,
+            contact: "a@b.c",
+        });
+        for other in [
+            bcs::to_bytes(&purchase(&long, 1, 2)).unwrap(),
+            bcs::to_bytes(&identity).unwrap(),
+            p[..p.len() - 1].to_vec(),
+            [p.as_slice(), &[0]].concat(),
+        ] {
+            assert_eq!(purchase_point(&other), None);
+        }
+        // Either way the summary is the same.
+        let mut fast = Summary::default();
+        let mut slow = Summary::default();
+        let identity = bcs::to_bytes(&identity).unwrap();
+        for bytes in [&p, &identity] {
+            fast.absorb_encoded("s", 0, bytes).unwrap();
+            slow.absorb(&bcs::from_bytes(bytes).unwrap());
+        }
+        assert_eq!(fast, slow);
+        assert!(fast.absorb_encoded("s", 0, &p[..3]).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn purchase_point_agrees_with_bcs_on_mutated_bytes(
+            edits in proptest::collection::vec((0usize..120, proptest::prelude::any::<u8>(), 0u8..3), 0..4),
+        ) {
+            let mut bytes = bcs::to_bytes(&purchase("Luckin Coffee", 1_767_225_600_000, 590)).unwrap();
+            for (at, byte, op) in edits {
+                let at = at % (bytes.len() + 1);
+                match op {
+                    0 if at < bytes.len() => bytes[at] = byte,
+                    1 => bytes.insert(at, byte),
+                    _ if at < bytes.len() => { bytes.remove(at); }
+                    _ => {}
+                }
+            }
+            proptest::prop_assert!(agrees(&bytes), "{bytes:?}");
+        }
     }
 
     #[test]

@@ -155,6 +155,27 @@ fn summaries_hold_what_the_records_hold_through_batches_erasure_and_reopen() {
 }
 
 #[test]
+fn large_batches_sealed_on_another_thread_summarize_what_they_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = create(&dir.path().join("v.redb"), "vault-a");
+    let mut rng = ChaCha8Rng::seed_from_u64(15);
+    for _ in 0..2 {
+        // Over a megabyte of records: the blocks are sealed as they are built.
+        let batch: Vec<_> = (0..20_000)
+            .map(|_| {
+                (
+                    sid(&format!("s{}", rng.gen_range(0..300))),
+                    random_record(&mut rng),
+                )
+            })
+            .collect();
+        let s = vault.insert_batch(&batch).unwrap();
+        assert_eq!(s.inserted + s.duplicates, 20_000);
+        assert_eq!(from_summaries(&vault, |_| true), from_records(&vault));
+    }
+}
+
+#[test]
 fn a_summary_is_sealed_like_the_records_and_a_wrong_key_reads_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("v.redb");

@@ -178,6 +178,13 @@ impl EnterpriseNode {
         }
     }
 
+    /// The node's Vault and enclave, e.g. to start a new node over them (what a
+    /// restarted enterprise process does: the Vault file and the platform stay, the
+    /// process's memory is gone).
+    pub fn into_parts(self) -> (Vault, SoftwareEnclave) {
+        (self.vault, self.enclave)
+    }
+
     /// The same node reading receipt images with `ocr`.
     pub fn with_ocr(mut self, ocr: std::sync::Arc<dyn crate::producer::ocr::Ocr>) -> Self {
         self.ocr = ocr;

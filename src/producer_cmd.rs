@@ -684,12 +684,12 @@ fn consent(
     let vault = open_personal_vault(&dir)?;
     let at = now_ms();
     if let Some(s) = &grant {
-        set_consent(&vault, &subject, scope(s, "--grant")?, true, at)?;
+        set_consent(&vault, subject, scope(s, "--grant")?, true, at)?;
     }
     if let Some(s) = &revoke {
-        set_consent(&vault, &subject, scope(s, "--revoke")?, false, at)?;
+        set_consent(&vault, subject, scope(s, "--revoke")?, false, at)?;
     }
-    let view = consent_view(&vault, &subject, at)?;
+    let view = consent_view(&vault, subject, at)?;
     if json {
         crate::output::print_json(&view)?;
     } else {
@@ -745,7 +745,7 @@ fn budget(dir: PathBuf, json: bool, subject: &SubjectId, producer: &ActorId) -> 
         return Ok(());
     }
     let vault = open_personal_vault(&dir)?;
-    let view = budget_view(&vault, &subject, &PolicyParams::default_v1())?;
+    let view = budget_view(&vault, subject, &PolicyParams::default_v1())?;
     if json {
         crate::output::print_json(&view)?;
     } else {
@@ -781,7 +781,7 @@ fn earnings_cmd(dir: PathBuf, json: bool, producer: &ActorId) -> Result<()> {
         &ledger,
         &symphony_node::producer::personal::ActorRegistry::default(),
         &PolicyParams::default_v1(),
-        &producer,
+        producer,
     )?;
     if json {
         crate::output::print_json(&e)?;
@@ -843,7 +843,7 @@ fn stake(dir: PathBuf, bond: bool, json: bool, producer: &ActorId) -> Result<()>
         &ledger,
         &symphony_node::producer::personal::ActorRegistry::default(),
         &PolicyParams::default_v1(),
-        &producer,
+        producer,
     )?;
     let v = serde_json::json!({
         "producer": producer.to_string(),

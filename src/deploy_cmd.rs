@@ -982,6 +982,11 @@ pub fn bench(cmd: BenchCmd, spec_text: &str) -> Result<()> {
                     "  requests in the replicated queue: {}",
                     f.requests_in_state
                 );
+                let c = &f.consensus;
+                println!(
+                    "  on the leader ({} writes): committed and applied p50 {:.1} ms, p99 {:.1} ms; then 2-of-3 certificate p50 {:.1} ms, p99 {:.1} ms",
+                    c.writes, c.commit_p50_ms, c.commit_p99_ms, c.certificate_p50_ms, c.certificate_p99_ms
+                );
             }
             Ok(())
         }

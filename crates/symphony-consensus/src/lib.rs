@@ -57,6 +57,7 @@
 pub mod certificate;
 mod config;
 mod error;
+pub mod latency;
 mod network;
 mod node;
 mod sm_store;
@@ -72,6 +73,7 @@ pub use certificate::{
 };
 pub use config::{ConsensusConfig, MemberConfig, Tuning};
 pub use error::{ConsensusError, StoreError};
+pub use latency::WriteLatency;
 pub use node::{bind_retrying, ConsensusNode, NodeMetrics};
 pub use state_machine::{ReplicatedStateMachine, RestoreError, StateRoot};
 pub use types::{BatchOutcome, CommandBatch, NodeId, TypeConfig};

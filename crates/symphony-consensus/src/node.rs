@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use crate::certificate::{CertificateCollector, CertificateError, CommitCertificate};
 use crate::config::{ConsensusConfig, MemberConfig};
 use crate::error::{ConsensusError, StoreError};
+use crate::latency::{WriteLatency, WriteTimes};
 use crate::network::{
     serve, CallError, ForwardRefusal, NetworkFactory, RpcClient, RpcHandler, RpcRequest,
     RpcResponse,
@@ -61,6 +62,8 @@ struct NodeInner<S> {
     max_command_bytes: usize,
     /// Idle connections for forwarding writes, by leader id.
     forward_pool: Mutex<BTreeMap<NodeId, Vec<RpcClient>>>,
+    /// How long this node's own proposals took to commit and to become final.
+    write_times: WriteTimes,
 }
 
 /// Handle to a running master replica.
@@ -153,6 +156,7 @@ impl<S: ReplicatedStateMachine> ConsensusNode<S> {
             write_timeout: Duration::from_millis(config.tuning.write_timeout_ms),
             max_command_bytes: config.tuning.max_command_bytes,
             forward_pool: Mutex::new(BTreeMap::new()),
+            write_times: WriteTimes::default(),
         });
 
         let mut tasks = Vec::new();
@@ -283,6 +287,18 @@ impl<S: ReplicatedStateMachine> ConsensusNode<S> {
                 leader: self.metrics().leader,
             }),
         }
+    }
+
+    /// Commit and certificate latency of the writes this node proposed (its own
+    /// clients' and those forwarded to it while it led) since start or the last
+    /// [`reset_write_latency`](Self::reset_write_latency).
+    pub fn write_latency(&self) -> WriteLatency {
+        self.inner.write_times.report()
+    }
+
+    /// Starts [`write_latency`](Self::write_latency) afresh.
+    pub fn reset_write_latency(&self) {
+        self.inner.write_times.reset();
     }
 
     /// Current Raft view of this node.
@@ -422,6 +438,7 @@ impl<S: ReplicatedStateMachine> NodeInner<S> {
         command: Vec<u8>,
         deadline: Instant,
     ) -> Result<(Vec<u8>, CommitCertificate), ForwardRefusal> {
+        let proposed = Instant::now();
         let (reply, reply_rx) = oneshot::channel();
         self.batch_tx
             .send(PendingWrite { command, reply })
@@ -437,12 +454,15 @@ impl<S: ReplicatedStateMachine> NodeInner<S> {
             }
             Err(_) => return Err(ForwardRefusal::Failed("node is shutting down".into())),
         };
-        let remaining = deadline.saturating_duration_since(Instant::now());
+        let applied = Instant::now();
+        self.write_times.commit.record(applied - proposed);
+        let remaining = deadline.saturating_duration_since(applied);
         let certificate = self
             .collector
             .await_final(log_index, remaining)
             .await
             .map_err(|e| ForwardRefusal::Failed(format!("committed at index {log_index}, {e}")))?;
+        self.write_times.certificate.record(applied.elapsed());
         Ok((response, certificate))
     }
 

@@ -36,8 +36,9 @@
 //!
 //! The callers now run on their own runtime (own threads), as separate client
 //! processes would, and the default is 64 connections (Little's law: 128 in flight
-//! at 5,000/s is a 25.6 ms mean). Where a request's time goes (probe build, 64
-//! connections, loaded machine): Raft `client_write` of its batch (leader and one
+//! at 5,000/s is a 25.6 ms mean). The figures now include where the leader's time
+//! went (`consensus`: [`symphony_consensus::WriteLatency`]). Where a request's time
+//! goes (64 connections, loaded machine): Raft `client_write` of its batch (leader and one
 //! follower fsync, apply) p50 8–13 ms, p99 27–41 ms; the wait for the 2-of-3
 //! certificate after the leader applied p50 2–3 ms; a log commit (redb, fsync) p50
 //! 0.2–0.5 ms but p90 3–4 ms and p99 9–10 ms when other work writes to the disk.
@@ -341,6 +342,9 @@ pub struct GatewayFigures {
     pub max_ms: f64,
     /// Requests in the replicated queue after the run (timed tasks + warm-up).
     pub requests_in_state: u64,
+    /// Where the timed writes' time went on the leader (which proposes them all):
+    /// batcher to committed and applied, then to the 2-of-3 certificate.
+    pub consensus: symphony_consensus::WriteLatency,
 }
 
 /// What a gateway run does.
@@ -519,6 +523,9 @@ pub async fn gateway(
     }
     barrier.wait().await;
     let started = Instant::now();
+    for n in &bed.nodes {
+        n.reset_write_latency();
+    }
     let mut latencies = Vec::with_capacity(run.tasks as usize);
     let mut failure = None;
     for h in handles {
@@ -530,12 +537,13 @@ pub async fn gateway(
     let elapsed = started.elapsed().as_secs_f64();
     drop(callers_rt);
     let leader = leader_of(&bed.nodes);
-    let requests_in_state = bed
+    let leader_node = bed
         .nodes
         .iter()
         .find(|n| Some(n.metrics().node_id) == leader)
-        .unwrap_or(&bed.nodes[0])
-        .with_state(|s| s.requests().count() as u64);
+        .unwrap_or(&bed.nodes[0]);
+    let requests_in_state = leader_node.with_state(|s| s.requests().count() as u64);
+    let consensus = leader_node.write_latency();
     bed.shutdown().await?;
     if let Some(e) = failure {
         return Err(e);
@@ -556,5 +564,6 @@ pub async fn gateway(
         p99_ms: pct(0.99),
         max_ms: latencies.last().copied().unwrap_or(0.0),
         requests_in_state,
+        consensus,
     })
 }

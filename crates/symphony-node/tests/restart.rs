@@ -9,48 +9,20 @@ use symphony_core::budget::Epsilon;
 use symphony_core::consent::UsageScope;
 use symphony_core::envelope::TaskClass;
 use symphony_core::ids::{ActorId, EpochId, SubjectId, TaskId, VaultId};
-use symphony_node::aggregation::SelectionPolicy;
 use symphony_node::bundle::{ComputeBody, SliceAssignment, SliceResultBundle};
 use symphony_node::classes::parse::{ParseAssignment, ParseBundle};
 use symphony_node::enterprise::{AdmissionReply, EnterpriseEndpoint, EnterpriseNode};
-use symphony_node::network::{
-    advertiser_key, CampaignOutcome, CampaignSpec, EmbeddedNetwork, NetworkParams, Quiet,
-    SignedRequest,
-};
+use symphony_node::network::{advertiser_key, CampaignOutcome, Quiet, SignedRequest};
 use symphony_node::NodeError;
 
-const NOW_MS: u64 = 1_795_219_200_000;
-const ADVERTISER: &str = "advertiser:luckin";
+mod common;
+
+use common::{luckin, network, ADVERTISER, NOW_MS};
+
 const SEED: u64 = 5;
 
-fn spec() -> CampaignSpec {
-    CampaignSpec {
-        advertiser: ADVERTISER.into(),
-        brand: "Luckin Coffee".into(),
-        country: "SG".into(),
-        city: None,
-        window_days: 30,
-        audience_cap: 10_000,
-        selection: SelectionPolicy::RandomSampling,
-        usage_scope: UsageScope::Marketing,
-        selection_seed: 7,
-        minimum_vault_quorum: None,
-    }
-}
-
-fn network(dir: &std::path::Path) -> EmbeddedNetwork {
-    let params = NetworkParams {
-        subjects: 600,
-        vaults: 3,
-        records: 6_000,
-        seed: SEED,
-        now_ms: NOW_MS,
-    };
-    EmbeddedNetwork::build(dir, &params, &[ADVERTISER], &mut Quiet).unwrap()
-}
-
 fn request() -> SignedRequest {
-    SignedRequest::sign(spec(), 1, &advertiser_key(SEED, ADVERTISER)).unwrap()
+    SignedRequest::sign(luckin(), 1, &advertiser_key(SEED, ADVERTISER)).unwrap()
 }
 
 /// Vault 1's enterprise node, replaced by a fresh process over the same Vault
@@ -146,12 +118,12 @@ fn a_node_restarted_between_admission_and_slice_evaluates_the_subjects_it_reserv
     // The same network twice: once untouched, once with vault 1's node restarted
     // before its slice.
     let plain_dir = tempfile::tempdir().unwrap();
-    let mut plain = network(plain_dir.path());
+    let mut plain = network(plain_dir.path(), SEED, 600, 3);
     let expected: CampaignOutcome = plain.run_campaign(&request(), &mut Quiet).unwrap();
     assert!(expected.eligible_count > 0, "{expected:?}");
 
     let dir = tempfile::tempdir().unwrap();
-    let mut net = network(dir.path());
+    let mut net = network(dir.path(), SEED, 600, 3);
     let first = net.enterprises.remove(0);
     let restarting = RestartsBeforeSlices {
         id: first.vault_id().clone(),

@@ -511,15 +511,7 @@ impl Vault {
                 summary.blocks += 1;
             }
             let sealed = sealer.finish()?;
-            // Keys in B-tree order: the pages are written front to back.
-            let mut by_key: Vec<usize> = (0..keys.len()).collect();
-            by_key.sort_unstable_by_key(|&j| keys[j]);
-            for &j in &by_key {
-                blocks.insert(keys[j], sealed[j].0.as_slice())?;
-            }
-            for &j in &by_key {
-                summaries.insert(keys[j].0, sealed[j].1.as_slice())?;
-            }
+            write_sealed(&mut blocks, &mut summaries, &keys, &sealed)?;
             meta.insert("next_subject_no", next_no.to_le_bytes().as_slice())?;
             Ok(())
         })?;
@@ -753,6 +745,26 @@ pub(crate) fn read_u64(bytes: &[u8]) -> u64 {
     let n = bytes.len().min(8);
     b[..n].copy_from_slice(&bytes[..n]);
     u64::from_le_bytes(b)
+}
+
+/// Writes each sealed block under its `(subject number, block)` key and the sealed
+/// summary under its subject number, in B-tree key order (the pages are written
+/// front to back).
+fn write_sealed(
+    blocks: &mut redb::Table<'_, (u64, u64), &'static [u8]>,
+    summaries: &mut redb::Table<'_, u64, &'static [u8]>,
+    keys: &[(u64, u64)],
+    sealed: &[Sealed],
+) -> Result<(), VaultError> {
+    let mut by_key: Vec<usize> = (0..keys.len()).collect();
+    by_key.sort_unstable_by_key(|&j| keys[j]);
+    for &j in &by_key {
+        blocks.insert(keys[j], sealed[j].0.as_slice())?;
+    }
+    for &j in &by_key {
+        summaries.insert(keys[j].0, sealed[j].1.as_slice())?;
+    }
+    Ok(())
 }
 
 /// One block to seal: a subject's fresh records of a batch, and its summary, each

@@ -351,174 +351,192 @@ pub fn devnet(cmd: DevnetCmd, now_ms: u64) -> Result<()> {
             if masters != 3 {
                 bail!("--masters: 2-of-3 finality needs exactly 3 masters, got {masters}");
             }
-            let mut layout = if dir.dir.join("devnet.json").exists() {
-                println!("restarting the devnet in {}", dir.dir.display());
-                DevnetLayout::load(&dir.dir)?
-            } else {
-                std::fs::create_dir_all(&dir.dir)?;
-                println!(
-                    "writing a devnet to {} ({enterprises} enterprise nodes, {subjects} people, {records} records, seed {seed})",
-                    dir.dir.display()
-                );
-                symphony_deploy::devnet::prepare(
-                    &dir.dir,
-                    &DevnetParams {
-                        enterprises,
-                        subjects,
-                        records,
-                        seed,
-                        now_ms,
-                        advertiser: "advertiser:luckin".into(),
-                        rate_limit_per_s: 100,
-                        epoch_length_ms,
-                        max_tasks_per_epoch,
-                        personal_vault: producer_vault,
-                    },
-                    &mut ConsentReport,
-                )?
+            let params = DevnetParams {
+                enterprises,
+                subjects,
+                records,
+                seed,
+                now_ms,
+                advertiser: "advertiser:luckin".into(),
+                rate_limit_per_s: 100,
+                epoch_length_ms,
+                max_tasks_per_epoch,
+                personal_vault: producer_vault,
             };
-            start_processes(&mut layout)?;
-            let client = client_for(&layout)?;
-            let rt = runtime()?;
-            let started = Instant::now();
-            let leader = rt.block_on(async {
-                loop {
-                    let views = cluster_views(&client, &layout.gateways()).await;
-                    if let Some(l) = views.iter().flatten().find_map(|v| v["leader"].as_u64()) {
-                        return Some(l);
-                    }
-                    if started.elapsed() > Duration::from_secs(60) {
-                        return None;
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            });
-            let Some(leader) = leader else {
-                bail!(
-                    "no leader after 60 s; see the logs in {}",
-                    layout.dir.display()
-                );
-            };
-            println!(
-                "devnet up in {:.1} s (leader: master-{leader})",
-                started.elapsed().as_secs_f64()
-            );
-            for m in &layout.masters {
-                println!(
-                    "  master-{}   gateway https://{}   raft {}",
-                    m.id, m.gateway, m.raft
-                );
-            }
-            for (i, e) in layout.enterprises.iter().enumerate() {
-                println!("  enterprise-{i} {} rpc {}", e.vault_id, e.addr);
-            }
-            // Every master's gateway serves the explorer; the leader's first.
-            let explorer = layout
-                .masters
-                .iter()
-                .find(|m| m.id == leader)
-                .or(layout.masters.first())
-                .map(|m| format!("https://{}/explorer", m.gateway));
-            if let Some(url) = explorer {
-                println!(
-                    "  explorer: {url}   (TLS from the devnet's CA {}; every master's gateway serves it)",
-                    layout.ca.display()
-                );
-            }
-            println!(
-                "  CA: {}   advertiser key: {}",
-                layout.ca.display(),
-                layout.advertiser_key.display()
-            );
-            for (caller, key) in &layout.callers {
-                println!("  caller {caller:<30} key {}", key.display());
-            }
-            println!("  pids and manifest: {}/devnet.json", layout.dir.display());
-            Ok(())
+            devnet_up(&dir.dir, &params)
         }
-        DevnetCmd::Status { dir, json } => {
-            let layout = DevnetLayout::load(&dir.dir)?;
-            let client = client_for(&layout)?;
-            let views = runtime()?.block_on(cluster_views(&client, &layout.gateways()));
-            let mut nodes = Vec::new();
-            for (m, v) in layout.masters.iter().zip(&views) {
-                let name = format!("master-{}", m.id);
-                let pid = layout.pids.get(&name).copied();
-                nodes.push(serde_json::json!({
-                    "name": name, "gateway": m.gateway.to_string(), "pid": pid,
-                    "running": pid.is_some_and(alive), "view": v,
-                }));
+        DevnetCmd::Status { dir, json } => devnet_status(&dir.dir, json),
+        DevnetCmd::Down { dir } => devnet_down(&dir.dir),
+    }
+}
+
+/// `devnet up`: writes the devnet in `dir` (or restarts the one there), starts its
+/// processes and waits for a leader.
+fn devnet_up(dir: &std::path::Path, params: &DevnetParams) -> Result<()> {
+    let mut layout = if dir.join("devnet.json").exists() {
+        println!("restarting the devnet in {}", dir.display());
+        DevnetLayout::load(dir)?
+    } else {
+        std::fs::create_dir_all(dir)?;
+        println!(
+            "writing a devnet to {} ({} enterprise nodes, {} people, {} records, seed {})",
+            dir.display(),
+            params.enterprises,
+            params.subjects,
+            params.records,
+            params.seed
+        );
+        symphony_deploy::devnet::prepare(dir, params, &mut ConsentReport)?
+    };
+    start_processes(&mut layout)?;
+    let client = client_for(&layout)?;
+    let rt = runtime()?;
+    let started = Instant::now();
+    let leader = rt.block_on(async {
+        loop {
+            let views = cluster_views(&client, &layout.gateways()).await;
+            if let Some(l) = views.iter().flatten().find_map(|v| v["leader"].as_u64()) {
+                return Some(l);
             }
-            for (i, e) in layout.enterprises.iter().enumerate() {
-                let name = format!("enterprise-{i}");
-                let pid = layout.pids.get(&name).copied();
-                nodes.push(serde_json::json!({
-                    "name": name, "vault_id": e.vault_id, "addr": e.addr.to_string(), "pid": pid,
-                    "running": pid.is_some_and(alive),
-                }));
+            if started.elapsed() > Duration::from_secs(60) {
+                return None;
             }
-            if json {
-                crate::output::print_json(&serde_json::json!({ "nodes": nodes }))?;
-                return Ok(());
-            }
-            for n in &nodes {
-                let up = if n["running"].as_bool() == Some(true) {
-                    "up  "
-                } else {
-                    "DOWN"
-                };
-                let v = &n["view"];
-                if v.is_object() {
-                    println!(
-                        "  {up} {:<14} leader {} term {} applied {} final {} root {}…",
-                        n["name"].as_str().unwrap_or(""),
-                        v["leader"],
-                        v["term"],
-                        v["last_applied_index"],
-                        v["final_index"],
-                        v["state_root"]
-                            .as_str()
-                            .unwrap_or("")
-                            .chars()
-                            .take(16)
-                            .collect::<String>()
-                    );
-                } else {
-                    println!(
-                        "  {up} {:<14} {}",
-                        n["name"].as_str().unwrap_or(""),
-                        n["addr"].as_str().or(n["gateway"].as_str()).unwrap_or("")
-                    );
-                }
-            }
-            Ok(())
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        DevnetCmd::Down { dir } => {
-            let mut layout = DevnetLayout::load(&dir.dir)?;
-            for (name, pid) in &layout.pids {
-                if !alive(*pid) {
-                    continue;
-                }
-                let _ = Command::new("kill")
-                    .args(["-TERM", &pid.to_string()])
-                    .status();
-                let t = Instant::now();
-                while alive(*pid) && t.elapsed() < Duration::from_secs(5) {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                if alive(*pid) {
-                    let _ = Command::new("kill")
-                        .args(["-KILL", &pid.to_string()])
-                        .status();
-                }
-                println!("  stopped {name} (pid {pid})");
-            }
-            layout.pids.clear();
-            layout.save()?;
-            println!("devnet down; files kept in {}", layout.dir.display());
-            Ok(())
+    });
+    let Some(leader) = leader else {
+        bail!(
+            "no leader after 60 s; see the logs in {}",
+            layout.dir.display()
+        );
+    };
+    println!(
+        "devnet up in {:.1} s (leader: master-{leader})",
+        started.elapsed().as_secs_f64()
+    );
+    print_devnet(&layout, leader);
+    Ok(())
+}
+
+/// The devnet's addresses, keys and files, for its operator.
+fn print_devnet(layout: &DevnetLayout, leader: u64) {
+    for m in &layout.masters {
+        println!(
+            "  master-{}   gateway https://{}   raft {}",
+            m.id, m.gateway, m.raft
+        );
+    }
+    for (i, e) in layout.enterprises.iter().enumerate() {
+        println!("  enterprise-{i} {} rpc {}", e.vault_id, e.addr);
+    }
+    // Every master's gateway serves the explorer; the leader's first.
+    let explorer = layout
+        .masters
+        .iter()
+        .find(|m| m.id == leader)
+        .or(layout.masters.first())
+        .map(|m| format!("https://{}/explorer", m.gateway));
+    if let Some(url) = explorer {
+        println!(
+            "  explorer: {url}   (TLS from the devnet's CA {}; every master's gateway serves it)",
+            layout.ca.display()
+        );
+    }
+    println!(
+        "  CA: {}   advertiser key: {}",
+        layout.ca.display(),
+        layout.advertiser_key.display()
+    );
+    for (caller, key) in &layout.callers {
+        println!("  caller {caller:<30} key {}", key.display());
+    }
+    println!("  pids and manifest: {}/devnet.json", layout.dir.display());
+}
+
+/// `devnet status`: each process, and each master's view of the cluster.
+fn devnet_status(dir: &std::path::Path, json: bool) -> Result<()> {
+    let layout = DevnetLayout::load(dir)?;
+    let client = client_for(&layout)?;
+    let views = runtime()?.block_on(cluster_views(&client, &layout.gateways()));
+    let mut nodes = Vec::new();
+    for (m, v) in layout.masters.iter().zip(&views) {
+        let name = format!("master-{}", m.id);
+        let pid = layout.pids.get(&name).copied();
+        nodes.push(serde_json::json!({
+            "name": name, "gateway": m.gateway.to_string(), "pid": pid,
+            "running": pid.is_some_and(alive), "view": v,
+        }));
+    }
+    for (i, e) in layout.enterprises.iter().enumerate() {
+        let name = format!("enterprise-{i}");
+        let pid = layout.pids.get(&name).copied();
+        nodes.push(serde_json::json!({
+            "name": name, "vault_id": e.vault_id, "addr": e.addr.to_string(), "pid": pid,
+            "running": pid.is_some_and(alive),
+        }));
+    }
+    if json {
+        crate::output::print_json(&serde_json::json!({ "nodes": nodes }))?;
+        return Ok(());
+    }
+    for n in &nodes {
+        let up = if n["running"].as_bool() == Some(true) {
+            "up  "
+        } else {
+            "DOWN"
+        };
+        let v = &n["view"];
+        if v.is_object() {
+            println!(
+                "  {up} {:<14} leader {} term {} applied {} final {} root {}…",
+                n["name"].as_str().unwrap_or(""),
+                v["leader"],
+                v["term"],
+                v["last_applied_index"],
+                v["final_index"],
+                v["state_root"]
+                    .as_str()
+                    .unwrap_or("")
+                    .chars()
+                    .take(16)
+                    .collect::<String>()
+            );
+        } else {
+            println!(
+                "  {up} {:<14} {}",
+                n["name"].as_str().unwrap_or(""),
+                n["addr"].as_str().or(n["gateway"].as_str()).unwrap_or("")
+            );
         }
     }
+    Ok(())
+}
+
+/// `devnet down`: stops the processes (TERM, then KILL after 5 s); files are kept.
+fn devnet_down(dir: &std::path::Path) -> Result<()> {
+    let mut layout = DevnetLayout::load(dir)?;
+    for (name, pid) in &layout.pids {
+        if !alive(*pid) {
+            continue;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let t = Instant::now();
+        while alive(*pid) && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if alive(*pid) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        println!("  stopped {name} (pid {pid})");
+    }
+    layout.pids.clear();
+    layout.save()?;
+    println!("devnet down; files kept in {}", layout.dir.display());
+    Ok(())
 }
 
 /// Prints the devnet's per-Vault consent counts while it is written.
@@ -559,227 +577,265 @@ pub fn task(cmd: TaskCmd) -> Result<()> {
             dir,
             json,
             dry_run,
-        } => {
-            let text = std::fs::read_to_string(&spec)
-                .with_context(|| format!("reading {}", spec.display()))?;
-            let spec = TaskSpec::from_toml(&text)
-                .with_context(|| format!("task spec {}", spec.display()))?;
-            let layout = DevnetLayout::load(&dir.dir)?;
-            if dry_run {
-                let vaults = u32::try_from(layout.enterprises.len()).unwrap_or(u32::MAX);
-                return crate::quote_cmd::print_dry_run(&spec, vaults, json);
-            }
-            let client = caller_client(&layout, spec.submitter())?;
-            let r = rt.block_on(client.submit(spec))?;
-            let v = print_reply(&r, json)?;
-            if !json {
-                println!(
-                    "acknowledged: {} (log index {}, {} certificate signatures)",
-                    v["request_id"].as_str().unwrap_or(""),
-                    v["log_index"],
-                    v["certificate_signatures"]
-                );
-                println!(
-                    "follow it with: symphony task watch {}",
-                    v["request_id"].as_str().unwrap_or("")
-                );
-            }
-            Ok(())
-        }
-        TaskCmd::List { dir, json } => {
-            let layout = DevnetLayout::load(&dir.dir)?;
-            let mut rows: Vec<Value> = Vec::new();
-            for caller in layout.caller_names() {
-                let client = caller_client(&layout, &caller)?;
-                let r = rt.block_on(client.signed("GET", "/v1/tasks", Vec::new()))?;
-                if r.status != 200 {
-                    bail!(
-                        "listing {caller}'s requests: gateway answered {}: {}",
-                        r.status,
-                        String::from_utf8_lossy(&r.body)
-                    );
-                }
-                let v = r.json();
-                for mut req in v["requests"].as_array().cloned().unwrap_or_default() {
-                    req["caller"] = Value::String(caller.clone());
-                    rows.push(req);
-                }
-            }
-            rows.sort_by_key(|r| std::cmp::Reverse(r["seq"].as_u64().unwrap_or(0)));
-            if json {
-                crate::output::print_json_line(&serde_json::json!({ "requests": rows }))?;
-                return Ok(());
-            }
-            if rows.is_empty() {
-                println!("no task requests yet (`symphony task submit examples/luckin.toml`)");
-                return Ok(());
-            }
-            println!(
-                "{:<28} {:<8} {:<10} {:<24} caller",
-                "request", "class", "status", "received (UTC)"
+        } => task_submit(&rt, &spec, &dir.dir, json, dry_run),
+        TaskCmd::List { dir, json } => task_list(&rt, &dir.dir, json),
+        TaskCmd::Status { id, dir, json } => task_status(&rt, &id, &dir.dir, json),
+        TaskCmd::Watch { id, dir, json } => task_watch(&rt, &id, &dir.dir, json),
+        TaskCmd::Result { id, dir, json, out } => task_result(&rt, &id, &dir.dir, json, &out),
+    }
+}
+
+/// `task submit`: signs and submits a task spec (or prices it with `--dry-run`).
+fn task_submit(
+    rt: &tokio::runtime::Runtime,
+    spec: &std::path::Path,
+    dir: &std::path::Path,
+    json: bool,
+    dry_run: bool,
+) -> Result<()> {
+    let text =
+        std::fs::read_to_string(spec).with_context(|| format!("reading {}", spec.display()))?;
+    let spec =
+        TaskSpec::from_toml(&text).with_context(|| format!("task spec {}", spec.display()))?;
+    let layout = DevnetLayout::load(dir)?;
+    if dry_run {
+        let vaults = u32::try_from(layout.enterprises.len()).unwrap_or(u32::MAX);
+        return crate::quote_cmd::print_dry_run(&spec, vaults, json);
+    }
+    let client = caller_client(&layout, spec.submitter())?;
+    let r = rt.block_on(client.submit(spec))?;
+    let v = print_reply(&r, json)?;
+    if !json {
+        println!(
+            "acknowledged: {} (log index {}, {} certificate signatures)",
+            v["request_id"].as_str().unwrap_or(""),
+            v["log_index"],
+            v["certificate_signatures"]
+        );
+        println!(
+            "follow it with: symphony task watch {}",
+            v["request_id"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// `task list`: every caller's requests, newest first.
+fn task_list(rt: &tokio::runtime::Runtime, dir: &std::path::Path, json: bool) -> Result<()> {
+    let layout = DevnetLayout::load(dir)?;
+    let mut rows: Vec<Value> = Vec::new();
+    for caller in layout.caller_names() {
+        let client = caller_client(&layout, &caller)?;
+        let r = rt.block_on(client.signed("GET", "/v1/tasks", Vec::new()))?;
+        if r.status != 200 {
+            bail!(
+                "listing {caller}'s requests: gateway answered {}: {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
             );
-            for r in &rows {
-                println!(
-                    "{:<28} {:<8} {:<10} {:<24} {}",
-                    r["request_id"].as_str().unwrap_or("?"),
-                    r["task_class"].as_str().unwrap_or("?"),
-                    r["status"].as_str().unwrap_or("?"),
-                    symphony_core::time::iso8601(r["received_at_ms"].as_u64().unwrap_or(0)),
-                    r["caller"].as_str().unwrap_or("?")
-                );
-            }
-            Ok(())
         }
-        TaskCmd::Status { id, dir, json } => {
-            let layout = DevnetLayout::load(&dir.dir)?;
-            let r = get_as_owner(
-                &rt,
-                &layout,
-                &format!("/v1/tasks/{}", symphony_deploy::client::encode_segment(&id)),
-            )?;
-            let v = print_reply(&r, json)?;
-            if !json {
-                println!(
-                    "{id}: {}  lifecycle: {}",
-                    v["status"].as_str().unwrap_or("?"),
-                    lifecycle(&v)
-                );
-                if let Some(reason) = v["reason"].as_str().or(v["error"].as_str()) {
-                    println!("  reason: {reason}");
-                }
-            }
-            Ok(())
-        }
-        TaskCmd::Watch { id, dir, json } => {
-            let layout = DevnetLayout::load(&dir.dir)?;
-            let started = Instant::now();
-            let mut shown = 0usize;
-            loop {
-                let r = get_as_owner(
-                    &rt,
-                    &layout,
-                    &format!("/v1/tasks/{}", symphony_deploy::client::encode_segment(&id)),
-                )?;
-                let v = print_reply(&r, false)?;
-                let states: Vec<String> = v["lifecycle"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|s| s.as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                if states.len() < shown {
-                    shown = 0; // a new attempt started after a leader change
-                    println!("  (new attempt {})", v["attempts"]);
-                }
-                for s in &states[shown..] {
-                    if json {
-                        crate::output::print_json_line(
-                            &serde_json::json!({"t_s": started.elapsed().as_secs_f64(), "state": s}),
-                        )?;
-                    } else {
-                        println!("  [{:6.2}s] {s}", started.elapsed().as_secs_f64());
-                    }
-                }
-                shown = states.len();
-                let status = v["status"].as_str().unwrap_or("");
-                if status == "completed" || status == "rejected" || status == "timed_out" {
-                    if !json {
-                        println!("{id}: {status}");
-                    }
-                    let reason = v["error"].as_str().or(v["reason"].as_str());
-                    return crate::ended(&id, &[status.to_owned()], reason);
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-        TaskCmd::Result { id, dir, json, out } => {
-            let layout = DevnetLayout::load(&dir.dir)?;
-            let r = get_as_owner(
-                &rt,
-                &layout,
-                &format!(
-                    "/v1/tasks/{}/result",
-                    symphony_deploy::client::encode_segment(&id)
-                ),
-            )?;
-            let v = print_reply(&r, json)?;
-            let o = &v["outcome"];
-            let status = v["status"].as_str().unwrap_or("?").to_owned();
-            let reason = o["reason"].as_str().or(v["error"].as_str());
-            let end = || crate::ended(&id, std::slice::from_ref(&status), reason);
-            let written = if v["task_class"] == "train" && !v["artifacts"].is_null() {
-                write_artifacts(&v, &out)?
-            } else {
-                Vec::new()
-            };
-            if json {
-                return end();
-            }
-            println!(
-                "{id}: {} ({})",
-                v["status"].as_str().unwrap_or("?"),
-                v["task_class"].as_str().unwrap_or("?")
-            );
-            if o.is_null() {
-                // Refused before the protocol flow produced an outcome.
-                if let Some(e) = v["error"].as_str() {
-                    println!("  reason: {e}");
-                }
-                return end();
-            }
-            println!(
-                "  task {}  lifecycle {}",
-                o["task_id"],
-                lifecycle(&serde_json::json!({"lifecycle": o["states"]}))
-            );
-            match v["task_class"].as_str() {
-                Some("compute") => print_groups(o),
-                Some("train") => {
-                    println!(
-                        "  rounds {} of max {} (stop {})  held-out AUC {}  accuracy {}  MIA advantage {}  ε {} of {}",
-                        o["rounds_run"],
-                        o["max_rounds"],
-                        o["stop_reason"],
-                        o["auc_holdout"],
-                        o["accuracy_holdout"],
-                        o["mia_advantage"],
-                        o["epsilon_spent"],
-                        o["epsilon_allocation"]
-                    );
-                    for p in &written {
-                        println!("  wrote {}", p.display());
-                    }
-                    if written.is_empty() {
-                        println!("  no model delivered (the run was not accepted)");
-                    }
-                }
-                _ => {
-                    println!(
-                        "  eligible {}  delivered {} / cap {}  vaults {} / quorum {}",
-                        o["eligible_count"],
-                        o["delivered_count"],
-                        o["audience_cap"],
-                        o["vaults_responded"],
-                        o["minimum_vault_quorum"]
-                    );
-                    print_audience(o, &out)?;
-                }
-            }
-            let sym = |k: &str| symphony_economics::format_sym(o[k].as_u64().unwrap_or(0));
-            println!(
-                "  fee {} (locked {}, refund {})",
-                sym("fee_total"),
-                sym("fee_locked"),
-                sym("refund")
-            );
-            if let Some(reason) = reason {
-                println!("  reason: {reason}");
-            }
-            end()
+        let v = r.json();
+        for mut req in v["requests"].as_array().cloned().unwrap_or_default() {
+            req["caller"] = Value::String(caller.clone());
+            rows.push(req);
         }
     }
+    rows.sort_by_key(|r| std::cmp::Reverse(r["seq"].as_u64().unwrap_or(0)));
+    if json {
+        crate::output::print_json_line(&serde_json::json!({ "requests": rows }))?;
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no task requests yet (`symphony task submit examples/luckin.toml`)");
+        return Ok(());
+    }
+    println!(
+        "{:<28} {:<8} {:<10} {:<24} caller",
+        "request", "class", "status", "received (UTC)"
+    );
+    for r in &rows {
+        println!(
+            "{:<28} {:<8} {:<10} {:<24} {}",
+            r["request_id"].as_str().unwrap_or("?"),
+            r["task_class"].as_str().unwrap_or("?"),
+            r["status"].as_str().unwrap_or("?"),
+            symphony_core::time::iso8601(r["received_at_ms"].as_u64().unwrap_or(0)),
+            r["caller"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+/// `task status`: a request's status and lifecycle.
+fn task_status(
+    rt: &tokio::runtime::Runtime,
+    id: &str,
+    dir: &std::path::Path,
+    json: bool,
+) -> Result<()> {
+    let layout = DevnetLayout::load(dir)?;
+    let r = get_as_owner(
+        rt,
+        &layout,
+        &format!("/v1/tasks/{}", symphony_deploy::client::encode_segment(id)),
+    )?;
+    let v = print_reply(&r, json)?;
+    if !json {
+        println!(
+            "{id}: {}  lifecycle: {}",
+            v["status"].as_str().unwrap_or("?"),
+            lifecycle(&v)
+        );
+        if let Some(reason) = v["reason"].as_str().or(v["error"].as_str()) {
+            println!("  reason: {reason}");
+        }
+    }
+    Ok(())
+}
+
+/// `task watch`: follows a request's lifecycle until it is final.
+fn task_watch(
+    rt: &tokio::runtime::Runtime,
+    id: &str,
+    dir: &std::path::Path,
+    json: bool,
+) -> Result<()> {
+    let layout = DevnetLayout::load(dir)?;
+    let started = Instant::now();
+    let mut shown = 0usize;
+    loop {
+        let r = get_as_owner(
+            rt,
+            &layout,
+            &format!("/v1/tasks/{}", symphony_deploy::client::encode_segment(id)),
+        )?;
+        let v = print_reply(&r, false)?;
+        let states: Vec<String> = v["lifecycle"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if states.len() < shown {
+            shown = 0; // a new attempt started after a leader change
+            println!("  (new attempt {})", v["attempts"]);
+        }
+        for s in &states[shown..] {
+            if json {
+                crate::output::print_json_line(
+                    &serde_json::json!({"t_s": started.elapsed().as_secs_f64(), "state": s}),
+                )?;
+            } else {
+                println!("  [{:6.2}s] {s}", started.elapsed().as_secs_f64());
+            }
+        }
+        shown = states.len();
+        let status = v["status"].as_str().unwrap_or("");
+        if status == "completed" || status == "rejected" || status == "timed_out" {
+            if !json {
+                println!("{id}: {status}");
+            }
+            let reason = v["error"].as_str().or(v["reason"].as_str());
+            return crate::ended(id, &[status.to_owned()], reason);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `task result`: a finished request's outcome (the audience or the model written
+/// to `out`).
+fn task_result(
+    rt: &tokio::runtime::Runtime,
+    id: &str,
+    dir: &std::path::Path,
+    json: bool,
+    out: &std::path::Path,
+) -> Result<()> {
+    let layout = DevnetLayout::load(dir)?;
+    let r = get_as_owner(
+        rt,
+        &layout,
+        &format!(
+            "/v1/tasks/{}/result",
+            symphony_deploy::client::encode_segment(id)
+        ),
+    )?;
+    let v = print_reply(&r, json)?;
+    let o = &v["outcome"];
+    let status = v["status"].as_str().unwrap_or("?").to_owned();
+    let reason = o["reason"].as_str().or(v["error"].as_str());
+    let end = || crate::ended(id, std::slice::from_ref(&status), reason);
+    let written = if v["task_class"] == "train" && !v["artifacts"].is_null() {
+        write_artifacts(&v, out)?
+    } else {
+        Vec::new()
+    };
+    if json {
+        return end();
+    }
+    println!(
+        "{id}: {} ({})",
+        v["status"].as_str().unwrap_or("?"),
+        v["task_class"].as_str().unwrap_or("?")
+    );
+    if o.is_null() {
+        // Refused before the protocol flow produced an outcome.
+        if let Some(e) = v["error"].as_str() {
+            println!("  reason: {e}");
+        }
+        return end();
+    }
+    println!(
+        "  task {}  lifecycle {}",
+        o["task_id"],
+        lifecycle(&serde_json::json!({"lifecycle": o["states"]}))
+    );
+    match v["task_class"].as_str() {
+        Some("compute") => print_groups(o),
+        Some("train") => {
+            println!(
+                "  rounds {} of max {} (stop {})  held-out AUC {}  accuracy {}  MIA advantage {}  ε {} of {}",
+                o["rounds_run"],
+                o["max_rounds"],
+                o["stop_reason"],
+                o["auc_holdout"],
+                o["accuracy_holdout"],
+                o["mia_advantage"],
+                o["epsilon_spent"],
+                o["epsilon_allocation"]
+            );
+            for p in &written {
+                println!("  wrote {}", p.display());
+            }
+            if written.is_empty() {
+                println!("  no model delivered (the run was not accepted)");
+            }
+        }
+        _ => {
+            println!(
+                "  eligible {}  delivered {} / cap {}  vaults {} / quorum {}",
+                o["eligible_count"],
+                o["delivered_count"],
+                o["audience_cap"],
+                o["vaults_responded"],
+                o["minimum_vault_quorum"]
+            );
+            print_audience(o, out)?;
+        }
+    }
+    let sym = |k: &str| symphony_economics::format_sym(o[k].as_u64().unwrap_or(0));
+    println!(
+        "  fee {} (locked {}, refund {})",
+        sym("fee_total"),
+        sym("fee_locked"),
+        sym("refund")
+    );
+    if let Some(reason) = reason {
+        println!("  reason: {reason}");
+    }
+    end()
 }
 
 /// The delivered audience of a query: the first handles, and the whole audience in

@@ -82,6 +82,8 @@ struct AppState {
     max_pending: usize,
     nonces: Mutex<NonceCache>,
     limiter: Mutex<RateLimiter>,
+    /// Request signatures of concurrent requests, verified in batches.
+    verifier: auth::SignatureBatcher,
     /// This gateway's names (`host:port`, lower case) that a signature may name:
     /// its configured address and the address it listens on.
     hosts: RwLock<Vec<String>>,
@@ -214,6 +216,10 @@ impl Gateway {
             body_limit,
             max_pending: settings.max_pending_requests,
             nonces: Mutex::new(NonceCache::default()),
+            verifier: auth::SignatureBatcher::start(&format!(
+                "gateway-{}-verify",
+                settings.node_id
+            )),
             limiter: Mutex::new(RateLimiter::cluster_share(
                 settings.rate_limit_per_s,
                 settings.rate_limit_burst,
@@ -337,7 +343,7 @@ impl AppState {
     /// Authentication, replay and rate checks of a registered caller; the error is
     /// the finished response. `uri` is the request target as sent: its path and
     /// query are verified as those bytes, never decoded.
-    fn authenticate(
+    async fn authenticate(
         &self,
         headers: &HeaderMap,
         method: &Method,
@@ -345,6 +351,7 @@ impl AppState {
         body: &[u8],
     ) -> Result<auth::Authenticated, Response> {
         self.authenticate_in(&self.callers, headers, method, uri, body)
+            .await
     }
 
     /// The host a request names, if it is one of this gateway's.
@@ -366,7 +373,7 @@ impl AppState {
     }
 
     /// [`AppState::authenticate`] against the keys of `keys` (callers, masters).
-    fn authenticate_in(
+    async fn authenticate_in(
         &self,
         keys: &BTreeMap<String, VerifyingKey>,
         headers: &HeaderMap,
@@ -402,7 +409,9 @@ impl AppState {
             host: &host,
             path,
         };
-        let a = auth::verify(keys, header, target, body, now, self.window_ms).map_err(refused)?;
+        let unverified = auth::check_headers(keys, header, target, body, now, self.window_ms)
+            .map_err(refused)?;
+        let a = self.verifier.verify(unverified).await.map_err(refused)?;
         let fresh = self
             .nonces
             .lock()
@@ -592,7 +601,10 @@ async fn submit(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let a = match state.authenticate(&headers, &Method::POST, &uri, &body) {
+    let a = match state
+        .authenticate(&headers, &Method::POST, &uri, &body)
+        .await
+    {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -736,7 +748,10 @@ fn status_view(state: &AppState, r: &RequestRecord, id: &str) -> StatusView {
 
 macro_rules! authed {
     ($state:expr, $headers:expr, $uri:expr) => {
-        match $state.authenticate(&$headers, &Method::GET, &$uri, b"") {
+        match $state
+            .authenticate(&$headers, &Method::GET, &$uri, b"")
+            .await
+        {
             Ok(a) => a,
             Err(r) => return r,
         }

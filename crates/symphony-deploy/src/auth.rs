@@ -226,40 +226,15 @@ pub struct Authenticated {
     pub ts_ms: u64,
 }
 
-/// A request whose headers are well formed, whose caller is registered and whose
-/// timestamp is inside the window: what is left is its signature.
-#[derive(Debug)]
-pub struct Unverified {
-    /// What the request claims.
-    pub claims: Authenticated,
-    /// The caller's registered key.
-    pub key: VerifyingKey,
-    /// [`signing_message`] of the request.
-    pub message: Vec<u8>,
-    /// The signature in the headers.
-    pub signature: Signature,
-}
-
-impl Unverified {
-    /// Checks the signature here (one ed25519 verification).
-    pub fn verify(self) -> Result<Authenticated, AuthError> {
-        self.key
-            .verify(&self.message, &self.signature)
-            .map_err(|_| AuthError::BadSignature(self.claims.caller.clone()))?;
-        Ok(self.claims)
-    }
-}
-
-/// Checks the headers of one request, everything but its signature (no host,
-/// replay or rate check): the caller is registered, the timestamp inside the window.
-pub fn check_headers(
+/// Verifies the headers of one request (no host, replay or rate check).
+pub fn verify(
     callers: &BTreeMap<String, VerifyingKey>,
     header: impl Fn(&'static str) -> Option<String>,
     target: RequestTarget<'_>,
     body: &[u8],
     now_ms: u64,
     window_ms: u64,
-) -> Result<Unverified, AuthError> {
+) -> Result<Authenticated, AuthError> {
     let caller = header(HEADER_CALLER).ok_or(AuthError::Header(HEADER_CALLER))?;
     let nonce: u64 = header(HEADER_NONCE)
         .and_then(|v| v.parse().ok())
@@ -271,7 +246,7 @@ pub fn check_headers(
         .and_then(|v| hex::decode(v).ok())
         .and_then(|b| b.try_into().ok())
         .ok_or(AuthError::Header(HEADER_SIGNATURE))?;
-    let key = *callers
+    let key = callers
         .get(&caller)
         .ok_or_else(|| AuthError::UnknownCaller(caller.clone()))?;
     if ts_ms.abs_diff(now_ms) > window_ms {
@@ -281,150 +256,16 @@ pub fn check_headers(
             window_ms,
         });
     }
-    Ok(Unverified {
-        message: signing_message(target.method, target.host, target.path, body, nonce, ts_ms),
-        claims: Authenticated {
-            caller,
-            nonce,
-            ts_ms,
-        },
-        key,
-        signature: Signature::from_bytes(&sig_bytes),
+    key.verify(
+        &signing_message(target.method, target.host, target.path, body, nonce, ts_ms),
+        &Signature::from_bytes(&sig_bytes),
+    )
+    .map_err(|_| AuthError::BadSignature(caller.clone()))?;
+    Ok(Authenticated {
+        caller,
+        nonce,
+        ts_ms,
     })
-}
-
-/// Verifies the headers of one request (no host, replay or rate check).
-pub fn verify(
-    callers: &BTreeMap<String, VerifyingKey>,
-    header: impl Fn(&'static str) -> Option<String>,
-    target: RequestTarget<'_>,
-    body: &[u8],
-    now_ms: u64,
-    window_ms: u64,
-) -> Result<Authenticated, AuthError> {
-    check_headers(callers, header, target, body, now_ms, window_ms)?.verify()
-}
-
-/// Most signatures one batch verification covers.
-pub const MAX_BATCH: usize = 64;
-
-/// One signature waiting in a [`SignatureBatcher`].
-struct Job {
-    key: VerifyingKey,
-    message: Vec<u8>,
-    signature: Signature,
-    reply: tokio::sync::oneshot::Sender<bool>,
-}
-
-/// Verifies the request signatures of concurrent requests together, on a thread of
-/// its own: it takes whatever has queued (up to [`MAX_BATCH`]) and checks it with
-/// one `ed25519_dalek::verify_batch`, which costs about half of one verification
-/// per signature at 16 and more. It never waits for a batch to fill: a request
-/// alone is verified alone, at once. If a batch fails, its signatures are verified
-/// one by one, so a bad signature refuses its own request only.
-///
-/// A batch accepts what the cofactored ed25519 equation accepts: a signature that
-/// passes only with a small-order component (which only the key's holder can make)
-/// may be accepted here where a single check refuses it. That changes no decision
-/// of the gateway: the caller is the key's holder either way, and replay is
-/// refused by `(caller, nonce)`, not by the signature's bytes.
-#[derive(Debug, Clone)]
-pub struct SignatureBatcher {
-    /// `None` if the thread could not be started: then each request is checked on
-    /// its own, where it is.
-    jobs: Option<std::sync::mpsc::Sender<Job>>,
-}
-
-impl SignatureBatcher {
-    /// Starts the verifying thread; it ends when the last clone is dropped. If the
-    /// operating system refuses a thread, signatures are verified one by one.
-    pub fn start(name: &str) -> Self {
-        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
-        let started = std::thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(move || {
-                let mut batch = Vec::with_capacity(MAX_BATCH);
-                while let Ok(first) = queue.recv() {
-                    batch.push(first);
-                    while batch.len() < MAX_BATCH {
-                        match queue.try_recv() {
-                            Ok(job) => batch.push(job),
-                            Err(_) => break,
-                        }
-                    }
-                    let verdicts = verify_all(
-                        batch
-                            .iter()
-                            .map(|j| (&j.key, j.message.as_slice(), &j.signature)),
-                    );
-                    for (job, ok) in batch.drain(..).zip(verdicts) {
-                        // The request may have gone (client closed): nothing to tell.
-                        let _ = job.reply.send(ok);
-                    }
-                }
-            });
-        match started {
-            Ok(_) => Self { jobs: Some(jobs) },
-            Err(e) => {
-                tracing::warn!(error = %e, "no signature batching thread; verifying one by one");
-                Self { jobs: None }
-            }
-        }
-    }
-
-    /// Verifies `request`'s signature with the others queued at the same time.
-    pub async fn verify(&self, request: Unverified) -> Result<Authenticated, AuthError> {
-        let (reply, verdict) = tokio::sync::oneshot::channel();
-        let Unverified {
-            claims,
-            key,
-            message,
-            signature,
-        } = request;
-        let job = Job {
-            key,
-            message,
-            signature,
-            reply,
-        };
-        let sent = match &self.jobs {
-            Some(jobs) => jobs.send(job).map_err(|e| e.0),
-            None => Err(job),
-        };
-        let ok = match sent {
-            Ok(()) => verdict.await.unwrap_or(false),
-            // No thread (or it is gone, which it cannot be while `self` lives).
-            Err(job) => job.key.verify(&job.message, &job.signature).is_ok(),
-        };
-        if ok {
-            Ok(claims)
-        } else {
-            Err(AuthError::BadSignature(claims.caller))
-        }
-    }
-}
-
-/// Each signature's verdict: one batch verification of all, and only if it fails,
-/// one verification each.
-pub fn verify_all<'a>(
-    items: impl ExactSizeIterator<Item = (&'a VerifyingKey, &'a [u8], &'a Signature)> + Clone,
-) -> Vec<bool> {
-    if items.len() > 1 {
-        let (mut keys, mut messages, mut signatures) = (
-            Vec::with_capacity(items.len()),
-            Vec::with_capacity(items.len()),
-            Vec::with_capacity(items.len()),
-        );
-        for (k, m, s) in items.clone() {
-            keys.push(*k);
-            messages.push(m);
-            signatures.push(*s);
-        }
-        if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
-            return vec![true; keys.len()];
-        }
-    }
-    items.map(|(k, m, s)| k.verify(m, s).is_ok()).collect()
 }
 
 #[cfg(test)]
@@ -501,81 +342,5 @@ mod tests {
         assert!(!share.allow("a", 0));
         assert!(!share.allow("a", 500));
         assert!(share.allow("a", 1_000));
-    }
-
-    /// `n` signed messages from three keys; those in `bad` are tampered (the
-    /// signature of another message, or of the same message by another key).
-    fn signed(n: usize, bad: &[usize]) -> Vec<(VerifyingKey, Vec<u8>, Signature)> {
-        let keys: Vec<SigningKey> = (1..=3u8)
-            .map(|i| SigningKey::from_bytes(&[i; 32]))
-            .collect();
-        (0..n)
-            .map(|i| {
-                let key = &keys[i % 3];
-                let message = format!("request {i}").into_bytes();
-                let signature = match (bad.contains(&i), i % 2) {
-                    (false, _) => key.sign(&message),
-                    (true, 0) => key.sign(b"another request"),
-                    (true, _) => keys[(i + 1) % 3].sign(&message),
-                };
-                (key.verifying_key(), message, signature)
-            })
-            .collect()
-    }
-
-    fn verdicts(items: &[(VerifyingKey, Vec<u8>, Signature)]) -> Vec<bool> {
-        verify_all(items.iter().map(|(k, m, s)| (k, m.as_slice(), s)))
-    }
-
-    #[test]
-    fn a_batch_names_exactly_its_bad_signatures() {
-        assert_eq!(verdicts(&signed(40, &[])), vec![true; 40]);
-        let bad = [0, 7, 39];
-        let got = verdicts(&signed(40, &bad));
-        let want: Vec<bool> = (0..40).map(|i| !bad.contains(&i)).collect();
-        assert_eq!(got, want);
-        assert_eq!(verdicts(&signed(1, &[0])), vec![false]);
-        assert_eq!(verdicts(&signed(1, &[])), vec![true]);
-        assert!(verdicts(&[]).is_empty());
-    }
-
-    /// Concurrent requests through the batching thread: each gets its own verdict
-    /// (a tampered one is refused by name, its neighbours in the batch accepted).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn batched_requests_get_their_own_verdicts() {
-        let batcher = SignatureBatcher::start("test-verify");
-        let bad = [3usize, 50, 51, 199];
-        let items = signed(200, &bad);
-        let tasks: Vec<_> = items
-            .into_iter()
-            .enumerate()
-            .map(|(i, (key, message, signature))| {
-                let b = batcher.clone();
-                tokio::spawn(async move {
-                    let request = Unverified {
-                        claims: Authenticated {
-                            caller: format!("caller-{i}"),
-                            nonce: i as u64,
-                            ts_ms: 0,
-                        },
-                        key,
-                        message,
-                        signature,
-                    };
-                    (i, b.verify(request).await)
-                })
-            })
-            .collect();
-        for t in tasks {
-            let (i, verdict) = t.await.unwrap();
-            if bad.contains(&i) {
-                assert_eq!(
-                    verdict.unwrap_err(),
-                    AuthError::BadSignature(format!("caller-{i}"))
-                );
-            } else {
-                assert_eq!(verdict.unwrap().nonce, i as u64);
-            }
-        }
     }
 }

@@ -82,8 +82,6 @@ struct AppState {
     max_pending: usize,
     nonces: Mutex<NonceCache>,
     limiter: Mutex<RateLimiter>,
-    /// Request signatures of concurrent requests, verified in batches.
-    verifier: auth::SignatureBatcher,
     /// This gateway's names (`host:port`, lower case) that a signature may name:
     /// its configured address and the address it listens on.
     hosts: RwLock<Vec<String>>,
@@ -216,10 +214,6 @@ impl Gateway {
             body_limit,
             max_pending: settings.max_pending_requests,
             nonces: Mutex::new(NonceCache::default()),
-            verifier: auth::SignatureBatcher::start(&format!(
-                "gateway-{}-verify",
-                settings.node_id
-            )),
             limiter: Mutex::new(RateLimiter::cluster_share(
                 settings.rate_limit_per_s,
                 settings.rate_limit_burst,
@@ -343,7 +337,7 @@ impl AppState {
     /// Authentication, replay and rate checks of a registered caller; the error is
     /// the finished response. `uri` is the request target as sent: its path and
     /// query are verified as those bytes, never decoded.
-    async fn authenticate(
+    fn authenticate(
         &self,
         headers: &HeaderMap,
         method: &Method,
@@ -351,7 +345,6 @@ impl AppState {
         body: &[u8],
     ) -> Result<auth::Authenticated, Response> {
         self.authenticate_in(&self.callers, headers, method, uri, body)
-            .await
     }
 
     /// The host a request names, if it is one of this gateway's.
@@ -373,7 +366,7 @@ impl AppState {
     }
 
     /// [`AppState::authenticate`] against the keys of `keys` (callers, masters).
-    async fn authenticate_in(
+    fn authenticate_in(
         &self,
         keys: &BTreeMap<String, VerifyingKey>,
         headers: &HeaderMap,
@@ -409,9 +402,7 @@ impl AppState {
             host: &host,
             path,
         };
-        let unverified = auth::check_headers(keys, header, target, body, now, self.window_ms)
-            .map_err(refused)?;
-        let a = self.verifier.verify(unverified).await.map_err(refused)?;
+        let a = auth::verify(keys, header, target, body, now, self.window_ms).map_err(refused)?;
         let fresh = self
             .nonces
             .lock()
@@ -601,10 +592,7 @@ async fn submit(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let a = match state
-        .authenticate(&headers, &Method::POST, &uri, &body)
-        .await
-    {
+    let a = match state.authenticate(&headers, &Method::POST, &uri, &body) {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -748,10 +736,7 @@ fn status_view(state: &AppState, r: &RequestRecord, id: &str) -> StatusView {
 
 macro_rules! authed {
     ($state:expr, $headers:expr, $uri:expr) => {
-        match $state
-            .authenticate(&$headers, &Method::GET, &$uri, b"")
-            .await
-        {
+        match $state.authenticate(&$headers, &Method::GET, &$uri, b"") {
             Ok(a) => a,
             Err(r) => return r,
         }

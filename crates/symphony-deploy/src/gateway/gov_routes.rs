@@ -34,10 +34,7 @@ pub(super) async fn epoch(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    match state
-        .authenticate_in(&state.readers, &headers, &Method::GET, &uri, b"")
-        .await
-    {
+    match state.authenticate_in(&state.readers, &headers, &Method::GET, &uri, b"") {
         Err(r) => r,
         Ok(_) => Json(state.cluster.with_state(|s| epoch_view(s, now_ms()))).into_response(),
     }
@@ -48,10 +45,7 @@ pub(super) async fn proposals(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    match state
-        .authenticate_in(&state.readers, &headers, &Method::GET, &uri, b"")
-        .await
-    {
+    match state.authenticate_in(&state.readers, &headers, &Method::GET, &uri, b"") {
         Err(r) => r,
         Ok(_) => Json(state.cluster.with_state(proposals_view)).into_response(),
     }
@@ -80,7 +74,7 @@ pub(super) async fn vote(
 }
 
 /// Authenticates a master's POST and parses its body.
-async fn master_body<T: serde::de::DeserializeOwned>(
+fn master_body<T: serde::de::DeserializeOwned>(
     state: &AppState,
     headers: &HeaderMap,
     uri: &Uri,
@@ -98,9 +92,7 @@ async fn master_body<T: serde::de::DeserializeOwned>(
             format!("{caller:?} is not a master: only masters (master-0, master-1, master-2) file proposals and votes"),
         ));
     }
-    let a = state
-        .authenticate_in(&state.masters, headers, &Method::POST, uri, &body)
-        .await?;
+    let a = state.authenticate_in(&state.masters, headers, &Method::POST, uri, &body)?;
     let parsed: T = serde_json::from_slice(&body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed JSON body: {e}")))?;
     let by = by(&parsed);
@@ -191,7 +183,7 @@ async fn propose_inner(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Response> {
     let p: ProposalSubmission =
-        master_body(state, headers, uri, body, |p: &ProposalSubmission| p.by).await?;
+        master_body(state, headers, uri, body, |p: &ProposalSubmission| p.by)?;
     let now = now_ms();
     if p.at_ms.abs_diff(now) > state.window_ms {
         return Err(error(
@@ -245,8 +237,7 @@ async fn vote_inner(
     uri: &Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Response> {
-    let v: VoteSubmission =
-        master_body(state, headers, uri, body, |v: &VoteSubmission| v.by).await?;
+    let v: VoteSubmission = master_body(state, headers, uri, body, |v: &VoteSubmission| v.by)?;
     let sig = signature(&v.signature)?;
     // The vote takes effect (an approved close_epoch closes the epoch) at this
     // master's clock, never before the current epoch opened.

@@ -213,14 +213,14 @@ fn policy() -> PolicyParams {
 }
 
 /// Authenticates a producer's request; its actor.
-async fn producer(
+fn producer(
     state: &AppState,
     headers: &HeaderMap,
     method: &Method,
     uri: &Uri,
     body: &[u8],
 ) -> Result<ActorId, Response> {
-    let a = state.authenticate(headers, method, uri, body).await?;
+    let a = state.authenticate(headers, method, uri, body)?;
     if !a.caller.starts_with("producer:") {
         return Err(error(
             StatusCode::FORBIDDEN,
@@ -265,11 +265,11 @@ pub(super) async fn get_earnings(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let run = async {
-        let actor = producer(&state, &headers, &Method::GET, &uri, b"").await?;
+    let run = || {
+        let actor = producer(&state, &headers, &Method::GET, &uri, b"")?;
         earnings_for(&state, &actor)
     };
-    match run.await {
+    match run() {
         Ok(v) => Json(v).into_response(),
         Err(r) => r,
     }
@@ -323,7 +323,7 @@ pub(super) async fn get_stake(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let actor = match producer(&state, &headers, &Method::GET, &uri, b"").await {
+    let actor = match producer(&state, &headers, &Method::GET, &uri, b"") {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -352,7 +352,7 @@ async fn bond(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Response> {
     let body = state.body(body)?;
-    let actor = producer(state, headers, &Method::POST, uri, &body).await?;
+    let actor = producer(state, headers, &Method::POST, uri, &body)?;
     let trimmed = String::from_utf8_lossy(&body);
     if !matches!(trimmed.trim(), "" | "{}") {
         return Err(error(
@@ -661,7 +661,7 @@ async fn consent(
     } else {
         Bytes::new()
     };
-    let actor = producer(state, headers, method, uri, &body).await?;
+    let actor = producer(state, headers, method, uri, &body)?;
     let change = if method == Method::POST {
         let req: ConsentChangeRequest = serde_json::from_slice(&body).map_err(|e| {
             error(
@@ -744,7 +744,7 @@ pub(super) async fn get_budget(
 }
 
 async fn budget(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Response, Response> {
-    let actor = producer(state, headers, &Method::GET, uri, b"").await?;
+    let actor = producer(state, headers, &Method::GET, uri, b"")?;
     Ok(Json(budget_for(state, &actor).await?).into_response())
 }
 
@@ -847,7 +847,7 @@ pub(super) async fn get_upload_key(
     headers: HeaderMap,
 ) -> Response {
     let run = async {
-        let actor = producer(&state, &headers, &Method::GET, &uri, b"").await?;
+        let actor = producer(&state, &headers, &Method::GET, &uri, b"")?;
         let (_, client) = personal_vault(&state, &actor)?;
         match client
             .request(&EnterpriseRequest::UploadKey)
@@ -891,7 +891,7 @@ async fn upload(
 ) -> Result<Response, Response> {
     use symphony_node::classes::parse::ParseRequest;
     let body = state.body(body)?;
-    let actor = producer(state, headers, &Method::POST, uri, &body).await?;
+    let actor = producer(state, headers, &Method::POST, uri, &body)?;
     let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
     let req: UploadRequest = serde_json::from_slice(&body).map_err(|e| {
         bad(format!(

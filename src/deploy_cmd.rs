@@ -319,6 +319,20 @@ fn get_as_owner(
     last.ok_or_else(|| anyhow::anyhow!("the devnet has no callers"))
 }
 
+/// `GET /v1/tasks/{id}{tail}` as the request's owner (`tail`: "" or "/result").
+fn get_task(
+    rt: &tokio::runtime::Runtime,
+    layout: &DevnetLayout,
+    id: &str,
+    tail: &str,
+) -> Result<symphony_deploy::client::HttpReply> {
+    let path = format!(
+        "/v1/tasks/{}{tail}",
+        symphony_deploy::client::encode_segment(id)
+    );
+    get_as_owner(rt, layout, &path)
+}
+
 async fn cluster_views(client: &GatewayClient, addrs: &[SocketAddr]) -> Vec<Option<Value>> {
     let mut out = Vec::new();
     for a in addrs {
@@ -674,11 +688,7 @@ fn task_status(
     json: bool,
 ) -> Result<()> {
     let layout = DevnetLayout::load(dir)?;
-    let r = get_as_owner(
-        rt,
-        &layout,
-        &format!("/v1/tasks/{}", symphony_deploy::client::encode_segment(id)),
-    )?;
+    let r = get_task(rt, &layout, id, "")?;
     let v = print_reply(&r, json)?;
     if !json {
         println!(
@@ -704,11 +714,7 @@ fn task_watch(
     let started = Instant::now();
     let mut shown = 0usize;
     loop {
-        let r = get_as_owner(
-            rt,
-            &layout,
-            &format!("/v1/tasks/{}", symphony_deploy::client::encode_segment(id)),
-        )?;
+        let r = get_task(rt, &layout, id, "")?;
         let v = print_reply(&r, false)?;
         let states: Vec<String> = v["lifecycle"]
             .as_array()
@@ -754,14 +760,7 @@ fn task_result(
     out: &std::path::Path,
 ) -> Result<()> {
     let layout = DevnetLayout::load(dir)?;
-    let r = get_as_owner(
-        rt,
-        &layout,
-        &format!(
-            "/v1/tasks/{}/result",
-            symphony_deploy::client::encode_segment(id)
-        ),
-    )?;
+    let r = get_task(rt, &layout, id, "/result")?;
     let v = print_reply(&r, json)?;
     let o = &v["outcome"];
     let status = v["status"].as_str().unwrap_or("?").to_owned();

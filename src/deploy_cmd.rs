@@ -196,9 +196,29 @@ pub enum BenchCmd {
         /// three; a follower forwards to the leader).
         #[arg(long)]
         leader_only: bool,
+        /// After the closed loop, an open loop on a fresh cluster: `--tasks` tasks
+        /// due at this many per second whether or not earlier ones were answered,
+        /// each task's latency counted from the time it was due (waiting for a free
+        /// connection included). The latency at a given load, which a closed loop
+        /// cannot show: there, latency is the connection count over the throughput.
+        /// 0 skips it.
+        #[arg(long, default_value_t = 5_000.0)]
+        rate: f64,
+        /// Connections of the open loop: enough that they are not what limits it.
+        #[arg(long, default_value_t = 128)]
+        rate_connections: usize,
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `bench gateway --json`: the closed loop's figures as before, and the open
+/// loop's under `at_rate`.
+#[derive(serde::Serialize)]
+struct GatewayReport {
+    #[serde(flatten)]
+    saturation: symphony_deploy::bench::GatewayFigures,
+    at_rate: Option<symphony_deploy::bench::GatewayFigures>,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -989,6 +1009,8 @@ pub fn bench(cmd: BenchCmd, spec_text: &str) -> Result<()> {
             concurrency,
             callers,
             leader_only,
+            rate,
+            rate_connections,
             json,
         } => {
             if tasks == 0 {
@@ -1000,49 +1022,88 @@ pub fn bench(cmd: BenchCmd, spec_text: &str) -> Result<()> {
             if callers == 0 {
                 bail!("--callers must be > 0");
             }
+            if !(rate.is_finite() && rate >= 0.0) {
+                bail!("--rate must be a number of tasks/s (0 skips the open loop), not {rate}");
+            }
+            if rate > 0.0 && rate_connections == 0 {
+                bail!("--rate-connections must be > 0");
+            }
             let spec: CampaignSpec = toml::from_str(spec_text)?;
             if std::env::var_os("SYMPHONY_BENCH_LOG").is_some() {
                 init_logs();
             }
+            let rt = runtime()?;
+            let run = symphony_deploy::bench::GatewayRun {
+                tasks,
+                concurrency,
+                callers,
+                leader_only,
+                rate: None,
+            };
             let dir = tempfile::tempdir()?;
-            let f = runtime()?.block_on(symphony_deploy::bench::gateway(
+            let saturation = rt.block_on(symphony_deploy::bench::gateway(
                 dir.path(),
-                spec,
-                symphony_deploy::bench::GatewayRun {
-                    tasks,
-                    concurrency,
-                    callers,
-                    leader_only,
-                },
+                spec.clone(),
+                run.clone(),
             ))?;
-            if json {
-                crate::output::print_bench_json("gateway", &f)?;
+            drop(dir);
+            let at_rate = if rate > 0.0 {
+                let dir = tempfile::tempdir()?;
+                let run = symphony_deploy::bench::GatewayRun {
+                    concurrency: rate_connections,
+                    rate: Some(rate),
+                    ..run
+                };
+                Some(rt.block_on(symphony_deploy::bench::gateway(dir.path(), spec, run))?)
             } else {
+                None
+            };
+            if json {
+                let report = GatewayReport {
+                    saturation,
+                    at_rate,
+                };
+                crate::output::print_bench_json("gateway", &report)?;
+                return Ok(());
+            }
+            println!(
+                "admission through the HTTPS gateway, 3 masters (loopback, mutual TLS, fsync on)"
+            );
+            let f = &saturation;
+            println!(
+                "  {} tasks per loop, {} callers, {} gateway(s), rate limit {}/s per caller (never the bottleneck)",
+                f.tasks, f.callers, f.gateways, f.rate_limit_per_s
+            );
+            println!(
+                "  {:<34} {:>10} {:>10} {:>10} {:>10}",
+                "", "tasks/s", "p50 ms", "p99 ms", "max ms"
+            );
+            let row = |label: String, f: &symphony_deploy::bench::GatewayFigures| {
                 println!(
-                    "admission through the HTTPS gateway, 3 masters (loopback, mutual TLS, fsync on)"
+                    "  {:<34} {:>10.0} {:>10.2} {:>10.2} {:>10.2}",
+                    label, f.tasks_per_s, f.p50_ms, f.p99_ms, f.max_ms
                 );
-                println!(
-                    "  {} tasks, {} connections in flight, {} callers, {} gateway(s), rate limit {}/s per caller (never the bottleneck)",
-                    f.tasks, f.concurrency, f.callers, f.gateways, f.rate_limit_per_s
-                );
-                println!(
-                    "  {:>10} {:>10} {:>10} {:>10}",
-                    "tasks/s", "p50 ms", "p99 ms", "max ms"
-                );
-                println!(
-                    "  {:>10.0} {:>10.2} {:>10.2} {:>10.2}",
-                    f.tasks_per_s, f.p50_ms, f.p99_ms, f.max_ms
-                );
-                println!(
-                    "  requests in the replicated queue: {}",
-                    f.requests_in_state
-                );
-                let c = &f.consensus;
-                println!(
-                    "  on the leader ({} writes): committed and applied p50 {:.1} ms, p99 {:.1} ms; then 2-of-3 certificate p50 {:.1} ms, p99 {:.1} ms",
-                    c.writes, c.commit_p50_ms, c.commit_p99_ms, c.certificate_p50_ms, c.certificate_p99_ms
+            };
+            row(format!("closed loop, {} connections", f.concurrency), f);
+            if let Some(r) = &at_rate {
+                row(
+                    format!(
+                        "open loop at {:.0}/s, {} conns",
+                        r.offered_per_s.unwrap_or(0.0),
+                        r.concurrency
+                    ),
+                    r,
                 );
             }
+            println!(
+                "  requests in the replicated queue: {}",
+                f.requests_in_state
+            );
+            let c = &f.consensus;
+            println!(
+                "  on the leader, closed loop ({} writes): committed and applied p50 {:.1} ms, p99 {:.1} ms; then 2-of-3 certificate p50 {:.1} ms, p99 {:.1} ms",
+                c.writes, c.commit_p50_ms, c.commit_p99_ms, c.certificate_p50_ms, c.certificate_p99_ms
+            );
             Ok(())
         }
     }

@@ -334,7 +334,10 @@ pub struct GatewayFigures {
     pub rate_limit_per_s: u32,
     /// Admitted tasks per second.
     pub tasks_per_s: f64,
-    /// Median latency: request sent (header signed) to `202` read.
+    /// The open loop's offered load (tasks/s), `None` for a closed loop.
+    pub offered_per_s: Option<f64>,
+    /// Median latency: request sent to `202` read; in an open loop, from the time
+    /// the task was due.
     pub p50_ms: f64,
     /// 99th percentile.
     pub p99_ms: f64,
@@ -359,6 +362,12 @@ pub struct GatewayRun {
     /// Send everything to the leader's gateway (otherwise round-robin over the three;
     /// a follower's gateway forwards the `Submit` to the leader).
     pub leader_only: bool,
+    /// Open loop: task `i` is due at `i / rate` seconds after the start, whether or
+    /// not earlier answers came back, and its latency counts from that due time (so
+    /// time spent waiting for a free connection counts too: no coordinated
+    /// omission). `None`: closed loop, each connection sends its next request as soon
+    /// as the previous one is answered (the saturation throughput).
+    pub rate: Option<f64>,
 }
 
 /// The signing key of bench caller `i`.
@@ -370,49 +379,57 @@ fn bench_caller(i: usize) -> (String, SigningKey) {
     )
 }
 
-/// A pre-signed submission body: `(caller index, nonce, JSON body)`.
-type Prepared = (usize, u64, Vec<u8>);
+/// A submission signed before the clock starts: its JSON body (with the 4 attempt
+/// signatures) and its request headers (the caller's signature over method, the
+/// gateway's `host:port`, path, body, nonce and time), for one gateway.
+struct Prepared {
+    body: Vec<u8>,
+    headers: Vec<(&'static str, String)>,
+}
 
 fn prepare_submission(
     spec: &CampaignSpec,
-    keys: &[(String, SigningKey)],
-    caller: usize,
+    (name, key): &(String, SigningKey),
     nonce: u64,
+    gateway: SocketAddr,
 ) -> Result<Prepared, DeployError> {
-    let (name, key) = &keys[caller];
     let mut spec = spec.clone();
     spec.advertiser = name.clone();
     let submission = sign_submission(TaskSpec::Query(spec), nonce, key)?;
     let body = serde_json::to_vec(&submission).map_err(|e| DeployError::Encoding(e.to_string()))?;
-    Ok((caller, nonce, body))
-}
-
-async fn send_prepared(
-    conn: &mut Connection,
-    keys: &[(String, SigningKey)],
-    prepared: &Prepared,
-) -> Result<Duration, DeployError> {
-    let (caller, nonce, body) = prepared;
-    let (name, key) = &keys[*caller];
-    let t = Instant::now();
-    let host = conn.host();
+    let host = gateway.to_string();
     let target = RequestTarget {
         method: "POST",
         host: &host,
         path: "/v1/tasks",
     };
-    let headers = sign_headers(key, name, target, body, *nonce, now_ms());
+    let headers = sign_headers(key, name, target, &body, nonce, now_ms());
+    Ok(Prepared { body, headers })
+}
+
+/// Sends one prepared submission; `Ok` only for a `202`.
+async fn send_prepared(conn: &mut Connection, prepared: &Prepared) -> Result<(), DeployError> {
     let reply = conn
-        .request("POST", "/v1/tasks", &headers, body.clone())
+        .request(
+            "POST",
+            "/v1/tasks",
+            &prepared.headers,
+            prepared.body.clone(),
+        )
         .await?;
     if reply.status != 202 {
+        let nonce = prepared
+            .headers
+            .iter()
+            .find(|(h, _)| *h == crate::auth::HEADER_NONCE);
         return Err(DeployError::Http(format!(
-            "submission of {name} nonce {nonce} answered {}: {}",
+            "submission (nonce {}) answered {}: {}",
+            nonce.map_or("?", |(_, n)| n.as_str()),
             reply.status,
             String::from_utf8_lossy(&reply.body)
         )));
     }
-    Ok(t.elapsed())
+    Ok(())
 }
 
 /// The callers' runtime; dropped without waiting (its tasks are done or failed), since
@@ -434,8 +451,11 @@ impl Drop for CallersRuntime {
 /// queue bound (unbounded: no worker drains the queue here) are set so that neither
 /// refuses anything; every request must be answered `202`, else the run fails.
 ///
-/// The submission bodies (with their 4 attempt signatures) are signed before the
-/// clock starts; the request header is signed per request inside the timed part.
+/// Every request — its body with the 4 attempt signatures and its header signature
+/// — is signed before the clock starts, as separate client machines would sign
+/// them: the bench's own callers do not take CPU from the gateways and masters
+/// they measure (on 2 shared cores, signing in the timed part cost ~10 % of it).
+/// The gateways verify every header signature in the timed part, as always.
 pub async fn gateway(
     dir: &Path,
     spec: CampaignSpec,
@@ -445,6 +465,11 @@ pub async fn gateway(
         return Err(DeployError::Config(
             "--tasks, --concurrency and --callers must be > 0".into(),
         ));
+    }
+    if let Some(rate) = run.rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
+        return Err(DeployError::Config(format!(
+            "--rate must be a positive number of tasks/s, not {rate}"
+        )));
     }
     const RATE: u32 = 1_000_000;
     let keys: Vec<(String, SigningKey)> = (0..run.callers).map(bench_caller).collect();
@@ -468,22 +493,30 @@ pub async fn gateway(
     };
     // Nonces: warm-up requests take 1..=concurrency of caller (w % callers), timed
     // tasks take nonces from 2^40 up, so no two requests share (caller, nonce).
+    // Connection `w` goes to gateway `w % targets`; task `i` to gateway `i % targets`,
+    // taken by the next free connection to that gateway (its header names it).
     let mut warmups = Vec::with_capacity(run.concurrency);
     for w in 0..run.concurrency {
-        warmups.push(prepare_submission(
-            &spec,
-            &keys,
-            w % run.callers,
-            w as u64 + 1,
-        )?);
+        let key = &keys[w % run.callers];
+        let gateway = targets[w % targets.len()];
+        warmups.push(prepare_submission(&spec, key, w as u64 + 1, gateway)?);
     }
-    let mut work = Vec::with_capacity(run.tasks as usize);
+    let mut queues: Vec<Vec<(u64, Prepared)>> = targets.iter().map(|_| Vec::new()).collect();
     for i in 0..run.tasks {
-        let caller = (i % run.callers as u64) as usize;
-        work.push(prepare_submission(&spec, &keys, caller, (1 << 40) + i)?);
+        let key = &keys[(i % run.callers as u64) as usize];
+        let t = (i % targets.len() as u64) as usize;
+        queues[t].push((
+            i,
+            prepare_submission(&spec, key, (1 << 40) + i, targets[t])?,
+        ));
     }
-    let work = Arc::new(work);
-    let keys = Arc::new(keys);
+    type Queue = (AtomicUsize, Vec<(u64, Prepared)>);
+    let queues: Arc<Vec<Queue>> = Arc::new(
+        queues
+            .into_iter()
+            .map(|q| (AtomicUsize::new(0), q))
+            .collect(),
+    );
     // The callers run on their own threads, as separate client processes would: on
     // one runtime with the gateways and masters, 128 client tasks queue ahead of Raft's
     // and the gateways' work and the figures measure the bench's scheduling, not the
@@ -495,32 +528,50 @@ pub async fn gateway(
         .build()?;
     let callers = rt.handle().clone();
     let callers_rt = CallersRuntime(Some(rt));
-    let next = Arc::new(AtomicUsize::new(0));
     let barrier = Arc::new(Barrier::new(run.concurrency + 1));
+    // The start of the timed part, set once every connection is warm.
+    let start = Arc::new(std::sync::OnceLock::<tokio::time::Instant>::new());
+    // (tokio's timer fires on whole milliseconds: a task may be sent up to 1 ms
+    // after it was due, and that delay counts in its latency.)
+    let interval = run.rate.map(|r| Duration::from_secs_f64(1.0 / r));
     let mut handles = Vec::with_capacity(run.concurrency);
     for (w, warmup) in warmups.into_iter().enumerate() {
-        let (work, keys, next, barrier) =
-            (work.clone(), keys.clone(), next.clone(), barrier.clone());
-        let addr = targets[w % targets.len()];
+        let (queues, barrier, start) = (queues.clone(), barrier.clone(), start.clone());
+        let t = w % targets.len();
+        let addr = targets[t];
         let tls = bed.client_tls.clone();
         handles.push(callers.spawn(async move {
             let ready = async {
                 let mut conn = Connection::open(addr, tls).await?;
-                send_prepared(&mut conn, &keys, &warmup).await?;
+                send_prepared(&mut conn, &warmup).await?;
                 Ok::<_, DeployError>(conn)
             }
             .await;
-            barrier.wait().await;
+            barrier.wait().await; // every connection warm
+            barrier.wait().await; // the start time is set
             let mut conn = ready?;
+            let start = *start.get().ok_or_else(|| {
+                DeployError::Config("the timed part started without a start time".into())
+            })?;
+            let (next, queue) = &queues[t];
             let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(prepared) = work.get(i) else { break };
-                latencies.push(send_prepared(&mut conn, &keys, prepared).await?);
+            while let Some((i, prepared)) = queue.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let from = match interval {
+                    None => tokio::time::Instant::now(),
+                    Some(interval) => {
+                        let due = start + interval.mul_f64(*i as f64);
+                        tokio::time::sleep_until(due).await;
+                        due
+                    }
+                };
+                send_prepared(&mut conn, prepared).await?;
+                latencies.push(from.elapsed());
             }
             Ok::<_, DeployError>(latencies)
         }));
     }
+    barrier.wait().await;
+    let _ = start.set(tokio::time::Instant::now());
     barrier.wait().await;
     let started = Instant::now();
     for n in &bed.nodes {
@@ -560,6 +611,7 @@ pub async fn gateway(
         gateways: targets.len(),
         rate_limit_per_s: RATE,
         tasks_per_s: latencies.len() as f64 / elapsed,
+        offered_per_s: run.rate,
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         max_ms: latencies.last().copied().unwrap_or(0.0),

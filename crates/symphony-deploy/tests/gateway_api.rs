@@ -792,3 +792,65 @@ async fn a_producer_reads_its_earnings_and_stakes_through_the_registry() {
     let e = conforms(&doc, "/v1/producer/earnings", "GET", &r);
     assert_eq!(e["staked"], true);
 }
+
+/// `symphony bench gateway`'s two loops on a small run: every task is answered
+/// `202` and lands in the replicated queue once (warm-ups included), the open loop
+/// reports the load it offered and cannot be faster than it (a task is not sent
+/// before it is due), and a rate that is not a positive number is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_bench_runs_a_closed_and_an_open_loop() {
+    use symphony_deploy::bench::{gateway, GatewayRun};
+    let run = GatewayRun {
+        tasks: 300,
+        concurrency: 6,
+        callers: 4,
+        leader_only: false,
+        rate: None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let closed = gateway(dir.path(), luckin(), run.clone()).await.unwrap();
+    assert_eq!(closed.tasks, 300);
+    assert_eq!(closed.requests_in_state, 300 + 6);
+    assert_eq!(closed.offered_per_s, None);
+    assert!(closed.p50_ms > 0.0 && closed.p50_ms <= closed.p99_ms);
+    assert!(closed.p99_ms <= closed.max_ms);
+
+    let dir = tempfile::tempdir().unwrap();
+    let rate = 200.0;
+    let open = gateway(
+        dir.path(),
+        luckin(),
+        GatewayRun {
+            rate: Some(rate),
+            concurrency: 12,
+            ..run.clone()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(open.tasks, 300);
+    assert_eq!(open.requests_in_state, 300 + 12);
+    assert_eq!(open.offered_per_s, Some(rate));
+    // 300 tasks due over 1.495 s: the run cannot beat the offered rate.
+    assert!(
+        open.tasks_per_s <= rate * 1.01,
+        "open loop at {rate}/s measured {} tasks/s",
+        open.tasks_per_s
+    );
+    assert!(open.p50_ms > 0.0 && open.p50_ms <= open.p99_ms);
+
+    for bad in [0.0, -5.0, f64::NAN] {
+        let dir = tempfile::tempdir().unwrap();
+        let err = gateway(
+            dir.path(),
+            luckin(),
+            GatewayRun {
+                rate: Some(bad),
+                ..run.clone()
+            },
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("--rate"), "{err}");
+    }
+}

@@ -80,6 +80,12 @@ impl PreparedBatch {
         order
     }
 
+    /// Reserves room for `arena` more arena bytes and `items` more records.
+    pub(crate) fn reserve(&mut self, arena: usize, items: usize) {
+        self.arena.reserve(arena);
+        self.items.reserve(items);
+    }
+
     /// Appends `other`'s item `i` (its subject, record bytes and digest).
     pub(crate) fn push_from(&mut self, other: &PreparedBatch, i: usize) {
         let item = &other.items[i];

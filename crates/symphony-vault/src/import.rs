@@ -385,8 +385,12 @@ fn fast_row(line: &[u8]) -> Option<RecordRow<'_>> {
     let mut at = 0usize;
     let expect =
         |at: &mut usize, b: u8| -> Option<()> { (line.get(*at) == Some(&b)).then(|| *at += 1) };
-    // A string without escapes: the bytes between the quotes.
-    let string = |at: &mut usize| -> Option<&[u8]> {
+    // Every byte outside the strings is ASCII (or the line is left to serde_json),
+    // so the line is UTF-8 exactly when its strings are: checked once for the
+    // whole line rather than string by string.
+    let text = std::str::from_utf8(line).ok()?;
+    // A string without escapes: the range of the bytes between the quotes.
+    let string = |at: &mut usize| -> Option<std::ops::Range<usize>> {
         if line.get(*at) != Some(&b'"') {
             return None;
         }
@@ -399,7 +403,7 @@ fn fast_row(line: &[u8]) -> Option<RecordRow<'_>> {
             return None;
         }
         *at = start + len + 1;
-        Some(&line[start..start + len])
+        Some(start..start + len)
     };
     expect(&mut at, b'{')?;
     if line.get(at) == Some(&b'}') {
@@ -407,7 +411,7 @@ fn fast_row(line: &[u8]) -> Option<RecordRow<'_>> {
         return (at == line.len()).then_some(row);
     }
     loop {
-        let key = string(&mut at)?;
+        let key = line.get(string(&mut at)?)?;
         expect(&mut at, b':')?;
         // The position in `RECORD_FIELDS`.
         let index: usize = match key {
@@ -433,7 +437,7 @@ fn fast_row(line: &[u8]) -> Option<RecordRow<'_>> {
         seen |= 1 << index;
         match ty {
             FieldType::Str => {
-                let value = Cow::Borrowed(std::str::from_utf8(string(&mut at)?).ok()?);
+                let value = Cow::Borrowed(text.get(string(&mut at)?)?);
                 let slot = match index {
                     0 => &mut row.kind,
                     1 => &mut row.subject,
@@ -855,10 +859,17 @@ impl Recut {
         } else {
             let order = batch.file_order();
             let n = order.len();
+            // A cut holds about as many bytes as a staged batch: reserving that
+            // up front spares growing (copying) its buffers record by record.
+            let room = (batch.arena.len() / n.max(1)).saturating_mul(self.size);
+            if self.pending.is_empty() {
+                self.pending.reserve(room + room / 8, self.size);
+            }
             for (k, i) in order.into_iter().enumerate() {
                 self.pending.push_from(&batch, i);
                 if self.pending.len() == self.size {
                     let mut full = std::mem::take(&mut self.pending);
+                    self.pending.reserve(room + room / 8, self.size);
                     full.sort_by_subject();
                     // A cut that ends with this batch covers its last line too.
                     emit(full, if k + 1 == n { last } else { self.done })?;

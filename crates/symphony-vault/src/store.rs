@@ -12,7 +12,7 @@ use sha2::{Digest as _, Sha256};
 use symphony_core::budget::Epsilon;
 use symphony_core::ids::{EpochId, SubjectId, VaultId};
 
-use crate::batch::{push_uleb128, BatchBuilder, PreparedBatch, PreparedRecord};
+use crate::batch::{push_uleb128, BatchBuilder, PreparedBatch};
 use crate::crypto::{self, DataKey, VaultKey, NONCE_LEN, TAG_LEN};
 use crate::error::VaultError;
 use crate::record::{Record, RecordRef};
@@ -358,7 +358,8 @@ impl Vault {
     /// as [`Vault::insert_batch`].
     ///
     /// Subjects are visited in id order (new subjects get increasing numbers in that
-    /// order); the blocks are sealed on two threads when the batch is large.
+    /// order); when the batch is large, the blocks and summaries are made and sealed
+    /// on a second thread while this one reads and numbers the subjects.
     pub fn insert_prepared(&self, batch: &PreparedBatch) -> Result<InsertSummary, VaultError> {
         let tx = self.db.begin_write()?;
         let summary = self.insert_prepared_in(&tx, batch)?;
@@ -386,19 +387,23 @@ impl Vault {
             });
             Some(order)
         };
-        let item = |i: usize| -> &PreparedRecord {
+        // The index in `batch.items` of the record visited `i`-th.
+        let index = |i: usize| -> usize {
             match &order {
-                Some(order) => &batch.items[order[i] as usize],
-                None => &batch.items[i],
+                Some(order) => order[i] as usize,
+                None => i,
             }
         };
         let n = batch.items.len();
         let mut summary = InsertSummary::default();
-        let vault_id = self.config.vault_id.as_str();
-        // Blocks and summaries are sealed while the subjects are read and written
-        // (on another thread when the batch is large).
+        // This thread reads the subjects' rows, deduplicates and numbers new
+        // subjects (what needs the transaction); each block's data key, plaintext,
+        // summary and sealing are made by `Preparer` (on another thread when the
+        // batch is large, while this one goes on with the next subjects). The rows,
+        // blocks and summaries are written at the end, in key order.
         std::thread::scope(|scope| -> Result<(), VaultError> {
-            let mut sealer = Sealer::new(scope, vault_id, batch.arena.len() >= PARALLEL_SEAL_BYTES);
+            let mut preparer =
+                Preparer::new(scope, self, batch, batch.arena.len() >= PARALLEL_SEAL_BYTES);
             let mut meta = tx.open_table(META)?;
             let mut nos = tx.open_table(SUBJECT_NOS)?;
             let mut subjects = tx.open_table(SUBJECTS)?;
@@ -408,114 +413,152 @@ impl Vault {
                 Some(v) => read_u64(v.value()),
                 None => 0,
             };
-            // The (subject number, block) of each job handed to the sealer, in order.
-            let mut keys: Vec<(u64, u64)> = Vec::new();
-            let mut fresh: Vec<usize> = Vec::new();
-            let mut at = 0;
-            while at < n {
-                let subject_bytes = batch.subject(item(at));
-                let mut group_end = at + 1;
-                while group_end < n && batch.subject(item(group_end)) == subject_bytes {
-                    group_end += 1;
-                }
-                let group = at..group_end;
-                at = group_end;
-                let subject = std::str::from_utf8(subject_bytes)
-                    .map_err(|_| VaultError::Storage("subject id is not UTF-8".to_owned()))?;
-                let existing = nos.get(subject)?.map(|v| v.value());
-                let (no, mut row) = match existing {
-                    Some(no) => match subjects.get(no)? {
-                        Some(v) => (no, SubjectRow::decode(v.value())?),
-                        None => (no, SubjectRow::new(subject)),
-                    },
-                    None => {
-                        // New subjects get increasing numbers: their rows append at
-                        // the right edge of the B-trees instead of rewriting random
-                        // leaves (subject ids are random-looking).
-                        let no = next_no;
-                        next_no += 1;
-                        nos.insert(subject, no)?;
-                        (no, SubjectRow::new(subject))
+            let mut visit = || -> Result<(), VaultError> {
+                let mut at = 0;
+                while at < n {
+                    let subject_bytes = batch.subject(&batch.items[index(at)]);
+                    let mut group_end = at + 1;
+                    while group_end < n
+                        && batch.subject(&batch.items[index(group_end)]) == subject_bytes
+                    {
+                        group_end += 1;
                     }
-                };
-                if row.erased_at_ms.is_some() {
-                    summary.skipped_erased += group.len() as u64;
-                    continue;
-                }
-                fresh.clear();
-                for i in group {
-                    let rec = item(i);
-                    match row.digests.binary_search(&rec.digest) {
-                        Ok(_) => summary.duplicates += 1,
-                        Err(at) => {
-                            row.digests.insert(at, rec.digest);
-                            fresh.push(i);
-                        }
-                    }
-                }
-                if fresh.is_empty() {
-                    continue;
-                }
-                // BCS of Vec<Record>: ULEB128 length, then the elements, after room
-                // for the nonce (sealed in place).
-                let bytes: usize = fresh.iter().map(|&i| batch.record(item(i)).len()).sum();
-                let mut plain = Vec::with_capacity(NONCE_LEN + 10 + bytes + TAG_LEN);
-                plain.resize(NONCE_LEN, 0);
-                push_uleb128(&mut plain, fresh.len() as u64);
-                for &i in &fresh {
-                    plain.extend_from_slice(batch.record(item(i)));
-                }
-                let dek = if row.wrapped_key.is_empty() {
-                    let (dek, wrapped) = self.new_dek(subject)?;
-                    row.wrapped_key = wrapped;
-                    dek
-                } else {
-                    self.unwrap_dek(subject, &row.wrapped_key)?
-                };
-                // The summary written with this block: the one written with the
-                // previous block (if any) plus the fresh records.
-                let mut summary_plain = Vec::with_capacity(NONCE_LEN + 64 + 24 * fresh.len());
-                summary_plain.resize(NONCE_LEN, 0);
-                let previous = match row.next_block.checked_sub(1) {
-                    None => None,
-                    Some(version) => match summaries.get(no)? {
-                        Some(sealed) => Some((version, sealed)),
+                    let group = at..group_end;
+                    at = group_end;
+                    let subject = std::str::from_utf8(subject_bytes)
+                        .map_err(|_| VaultError::Storage("subject id is not UTF-8".to_owned()))?;
+                    let existing = nos.get(subject)?.map(|v| v.value());
+                    let (no, mut row) = match existing {
+                        Some(no) => match subjects.get(no)? {
+                            Some(v) => (no, SubjectRow::decode(v.value())?),
+                            None => (no, SubjectRow::new(subject)),
+                        },
                         None => {
-                            return Err(VaultError::Storage(format!(
-                                "subject number {no} has blocks but no summary"
-                            )))
+                            // New subjects get increasing numbers: their rows append at
+                            // the right edge of the B-trees instead of rewriting random
+                            // leaves (subject ids are random-looking).
+                            let no = next_no;
+                            next_no += 1;
+                            nos.insert(subject, no)?;
+                            (no, SubjectRow::new(subject))
                         }
-                    },
-                };
-                let previous = previous.as_ref().map(|(v, sealed)| (*v, sealed.value()));
-                let records = fresh.iter().map(|&i| batch.record(item(i)));
-                self.next_summary(
-                    subject,
-                    &dek,
-                    previous,
-                    row.next_block,
-                    records,
-                    &mut summary_plain,
-                )?;
-                sealer.push(SealJob {
-                    block: row.next_block,
-                    subject,
-                    dek,
-                    plain,
-                    summary: summary_plain,
-                });
-                keys.push((no, row.next_block));
-                row.next_block += 1;
-                subjects.insert(no, row.encode().as_slice())?;
-                summary.inserted += fresh.len() as u64;
-                summary.blocks += 1;
-            }
-            let sealed = sealer.finish()?;
-            write_sealed(&mut blocks, &mut summaries, &keys, &sealed)?;
+                    };
+                    if row.erased_at_ms.is_some() {
+                        summary.skipped_erased += group.len() as u64;
+                        continue;
+                    }
+                    let mut fresh: Vec<usize> = Vec::with_capacity(group.len());
+                    row.digests.reserve(group.len());
+                    for i in group {
+                        let rec = &batch.items[index(i)];
+                        match row.digests.binary_search(&rec.digest) {
+                            Ok(_) => summary.duplicates += 1,
+                            Err(at) => {
+                                row.digests.insert(at, rec.digest);
+                                fresh.push(index(i));
+                            }
+                        }
+                    }
+                    if fresh.is_empty() {
+                        continue;
+                    }
+                    // The summary written with the previous block (if any), which the
+                    // new one extends.
+                    let previous = match row.next_block.checked_sub(1) {
+                        None => None,
+                        Some(version) => match summaries.get(no)? {
+                            Some(sealed) => Some((version, sealed.value().to_vec())),
+                            None => {
+                                return Err(VaultError::Storage(format!(
+                                    "subject number {no} has blocks but no summary"
+                                )))
+                            }
+                        },
+                    };
+                    summary.inserted += fresh.len() as u64;
+                    summary.blocks += 1;
+                    preparer.push(BlockJob {
+                        subject,
+                        no,
+                        row,
+                        fresh,
+                        previous,
+                    });
+                }
+                Ok(())
+            };
+            let visited = visit();
+            // A failure of the preparer is about a subject visited before the one
+            // this thread may have failed at: it is the one reported.
+            let mut prepared = preparer.finish()?;
+            visited?;
+            write_prepared(&mut subjects, &mut blocks, &mut summaries, &mut prepared)?;
             meta.insert("next_subject_no", next_no.to_le_bytes().as_slice())?;
             Ok(())
         })?;
         Ok(summary)
+    }
+
+    /// Makes one block of a [`BlockJob`]: the subject's data key (a fresh one, or
+    /// its wrapped key opened), the block's plaintext, the summary to write with it,
+    /// both sealed, and the subject's updated row.
+    fn prepare_block(
+        &self,
+        batch: &PreparedBatch,
+        job: BlockJob<'_>,
+    ) -> Result<PreparedBlock, VaultError> {
+        let BlockJob {
+            subject,
+            no,
+            mut row,
+            fresh,
+            previous,
+        } = job;
+        let record = |i: usize| batch.record(&batch.items[i]);
+        // BCS of Vec<Record>: ULEB128 length, then the elements, after room for the
+        // nonce (sealed in place).
+        let bytes: usize = fresh.iter().map(|&i| record(i).len()).sum();
+        let mut plain = Vec::with_capacity(NONCE_LEN + 10 + bytes + TAG_LEN);
+        plain.resize(NONCE_LEN, 0);
+        push_uleb128(&mut plain, fresh.len() as u64);
+        for &i in &fresh {
+            plain.extend_from_slice(record(i));
+        }
+        let dek = if row.wrapped_key.is_empty() {
+            let (dek, wrapped) = self.new_dek(subject)?;
+            row.wrapped_key = wrapped;
+            dek
+        } else {
+            self.unwrap_dek(subject, &row.wrapped_key)?
+        };
+        // The summary written with this block: the one written with the previous
+        // block (if any) plus the fresh records.
+        let mut summary_plain = Vec::with_capacity(NONCE_LEN + 64 + 24 * fresh.len() + TAG_LEN);
+        summary_plain.resize(NONCE_LEN, 0);
+        self.next_summary(
+            subject,
+            &dek,
+            previous.as_ref().map(|(v, sealed)| (*v, sealed.as_slice())),
+            row.next_block,
+            fresh.iter().map(|&i| record(i)),
+            &mut summary_plain,
+        )?;
+        let block = row.next_block;
+        let (sealed_block, sealed_summary) = SealJob {
+            block,
+            subject,
+            dek,
+            plain,
+            summary: summary_plain,
+        }
+        .seal(self.config.vault_id.as_str())?;
+        row.next_block += 1;
+        Ok(PreparedBlock {
+            key: (no, block),
+            row: row.encode(),
+            block: sealed_block,
+            summary: sealed_summary,
+        })
     }
 
     /// Erases a subject by deleting its wrapped data key (crypto-shredding): its
@@ -747,24 +790,49 @@ pub(crate) fn read_u64(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// Writes each sealed block under its `(subject number, block)` key and the sealed
-/// summary under its subject number, in B-tree key order (the pages are written
-/// front to back).
-fn write_sealed(
+/// Writes each subject's row, sealed block (under its `(subject number, block)`
+/// key) and sealed summary, in B-tree key order (the pages are written front to
+/// back).
+fn write_prepared(
+    subjects: &mut redb::Table<'_, u64, &'static [u8]>,
     blocks: &mut redb::Table<'_, (u64, u64), &'static [u8]>,
     summaries: &mut redb::Table<'_, u64, &'static [u8]>,
-    keys: &[(u64, u64)],
-    sealed: &[Sealed],
+    prepared: &mut [PreparedBlock],
 ) -> Result<(), VaultError> {
-    let mut by_key: Vec<usize> = (0..keys.len()).collect();
-    by_key.sort_unstable_by_key(|&j| keys[j]);
-    for &j in &by_key {
-        blocks.insert(keys[j], sealed[j].0.as_slice())?;
+    // One block per subject and batch: the keys are distinct.
+    prepared.sort_unstable_by_key(|p| p.key);
+    for p in prepared.iter() {
+        subjects.insert(p.key.0, p.row.as_slice())?;
     }
-    for &j in &by_key {
-        summaries.insert(keys[j].0, sealed[j].1.as_slice())?;
+    for p in prepared.iter() {
+        blocks.insert(p.key, p.block.as_slice())?;
+    }
+    for p in prepared.iter() {
+        summaries.insert(p.key.0, p.summary.as_slice())?;
     }
     Ok(())
+}
+
+/// One block to make: a subject's records of a batch that it does not hold yet
+/// (indices in the batch, import order), its row as read (digests already
+/// updated) and the sealed summary written with its previous block, if any
+/// (`(version, sealed bytes)`).
+struct BlockJob<'a> {
+    subject: &'a str,
+    no: u64,
+    row: SubjectRow,
+    fresh: Vec<usize>,
+    previous: Option<(u64, Vec<u8>)>,
+}
+
+/// A block ready to write: the subject's updated row, the sealed block and the
+/// sealed summary written with it (`nonce ‖ ciphertext ‖ tag` each).
+struct PreparedBlock {
+    /// (subject number, block number).
+    key: (u64, u64),
+    row: Vec<u8>,
+    block: Vec<u8>,
+    summary: Vec<u8>,
 }
 
 /// One block to seal: a subject's fresh records of a batch, and its summary, each
@@ -779,7 +847,7 @@ struct SealJob<'a> {
 
 impl SealJob<'_> {
     /// The sealed block and summary (`nonce ‖ ciphertext ‖ tag` each).
-    fn seal(self, vault: &str) -> Result<Sealed, VaultError> {
+    fn seal(self, vault: &str) -> Result<(Vec<u8>, Vec<u8>), VaultError> {
         let cipher = self.dek.cipher();
         let block = crypto::seal_in_place(
             &cipher,
@@ -797,54 +865,55 @@ impl SealJob<'_> {
     }
 }
 
-/// Plaintext bytes of a batch above which its blocks are sealed on a thread of
+/// Plaintext bytes of a batch above which its blocks are made on a thread of
 /// their own, while the writer goes on with the next subjects.
 const PARALLEL_SEAL_BYTES: usize = 1 << 20;
 
-/// A sealed block and the sealed summary written with it.
-type Sealed = (Vec<u8>, Vec<u8>);
+type PreparedAll = Result<Vec<PreparedBlock>, VaultError>;
 
-type SealedAll = Result<Vec<Sealed>, VaultError>;
-
-/// Jobs handed to the sealing thread at a time (one wake-up each).
+/// Jobs handed to the preparing thread at a time (one wake-up each).
 const SEAL_CHUNK: usize = 256;
 
-/// Seals a batch's jobs, in the order given: as they come (in chunks) on a thread
-/// of its own, or all at the end on the caller's.
-struct Sealer<'scope, 'a> {
-    vault: &'a str,
+/// Makes a batch's blocks ([`Vault::prepare_block`]), in the order the jobs are
+/// given (so fresh data keys are drawn in that order): as they come (in chunks)
+/// on a thread of its own, or all at the end on the caller's.
+struct Preparer<'scope, 'a> {
+    vault: &'a Vault,
+    batch: &'a PreparedBatch,
     thread: Option<(
-        std::sync::mpsc::Sender<Vec<SealJob<'a>>>,
-        std::thread::ScopedJoinHandle<'scope, SealedAll>,
+        std::sync::mpsc::Sender<Vec<BlockJob<'a>>>,
+        std::thread::ScopedJoinHandle<'scope, PreparedAll>,
     )>,
-    held: Vec<SealJob<'a>>,
+    held: Vec<BlockJob<'a>>,
 }
 
-impl<'scope, 'a: 'scope> Sealer<'scope, 'a> {
+impl<'scope, 'a: 'scope> Preparer<'scope, 'a> {
     fn new(
         scope: &'scope std::thread::Scope<'scope, '_>,
-        vault: &'a str,
+        vault: &'a Vault,
+        batch: &'a PreparedBatch,
         on_a_thread: bool,
     ) -> Self {
         let thread = on_a_thread.then(|| {
-            let (tx, rx) = std::sync::mpsc::channel::<Vec<SealJob<'a>>>();
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<BlockJob<'a>>>();
             // Stops at the first failure; `finish` reports it.
             let handle = scope.spawn(move || {
                 rx.into_iter()
                     .flatten()
-                    .map(|job| job.seal(vault))
+                    .map(|job| vault.prepare_block(batch, job))
                     .collect()
             });
             (tx, handle)
         });
-        Sealer {
+        Preparer {
             vault,
+            batch,
             thread,
             held: Vec::new(),
         }
     }
 
-    fn push(&mut self, job: SealJob<'a>) {
+    fn push(&mut self, job: BlockJob<'a>) {
         self.held.push(job);
         if let Some((tx, _)) = &self.thread {
             if self.held.len() >= SEAL_CHUNK {
@@ -856,8 +925,8 @@ impl<'scope, 'a: 'scope> Sealer<'scope, 'a> {
         }
     }
 
-    /// Every job's sealed block and summary, in job order.
-    fn finish(self) -> SealedAll {
+    /// Every job's block, in job order.
+    fn finish(self) -> PreparedAll {
         match self.thread {
             Some((tx, handle)) => {
                 drop(tx.send(self.held));
@@ -869,7 +938,7 @@ impl<'scope, 'a: 'scope> Sealer<'scope, 'a> {
             None => self
                 .held
                 .into_iter()
-                .map(|job| job.seal(self.vault))
+                .map(|job| self.vault.prepare_block(self.batch, job))
                 .collect(),
         }
     }

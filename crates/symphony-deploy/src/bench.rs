@@ -432,6 +432,67 @@ async fn send_prepared(conn: &mut Connection, prepared: &Prepared) -> Result<(),
     Ok(())
 }
 
+/// One prepared task per queue entry, with its index (its due time in an open loop).
+type Queue = (AtomicUsize, Vec<(u64, Prepared)>);
+
+/// Everything the gateway bench sends, signed before the clock starts: one warm-up
+/// per connection and, per gateway, the queue of timed tasks addressed to it.
+///
+/// Nonces: warm-up requests take 1..=concurrency of caller (w % callers), timed
+/// tasks take nonces from 2^40 up, so no two requests share (caller, nonce).
+/// Connection `w` goes to gateway `w % targets`; task `i` to gateway `i % targets`,
+/// taken by the next free connection to that gateway (its header names it).
+fn prepare_work(
+    spec: &CampaignSpec,
+    keys: &[(String, SigningKey)],
+    run: &GatewayRun,
+    targets: &[SocketAddr],
+) -> Result<(Vec<Prepared>, Arc<Vec<Queue>>), DeployError> {
+    let mut warmups = Vec::with_capacity(run.concurrency);
+    for w in 0..run.concurrency {
+        let key = &keys[w % run.callers];
+        let gateway = targets[w % targets.len()];
+        warmups.push(prepare_submission(spec, key, w as u64 + 1, gateway)?);
+    }
+    let mut queues: Vec<Vec<(u64, Prepared)>> = targets.iter().map(|_| Vec::new()).collect();
+    for i in 0..run.tasks {
+        let key = &keys[(i % run.callers as u64) as usize];
+        let t = (i % targets.len() as u64) as usize;
+        queues[t].push((i, prepare_submission(spec, key, (1 << 40) + i, targets[t])?));
+    }
+    let queues = queues
+        .into_iter()
+        .map(|q| (AtomicUsize::new(0), q))
+        .collect();
+    Ok((warmups, Arc::new(queues)))
+}
+
+/// One connection's timed part: takes the next task of its gateway's queue until
+/// none is left and returns each one's latency. Closed loop (`interval` `None`):
+/// sent at once, timed from the send. Open loop: sent when due (`start` plus its
+/// index times `interval`), timed from then.
+async fn send_queue(
+    mut conn: Connection,
+    (next, queue): &Queue,
+    start: tokio::time::Instant,
+    interval: Option<Duration>,
+) -> Result<Vec<Duration>, DeployError> {
+    let mut latencies = Vec::new();
+    while let Some((i, prepared)) = queue.get(next.fetch_add(1, Ordering::Relaxed)) {
+        let from = match interval {
+            None => tokio::time::Instant::now(),
+            Some(interval) => {
+                let due = start + interval.mul_f64(*i as f64);
+                tokio::time::sleep_until(due).await;
+                due
+            }
+        };
+        send_prepared(&mut conn, prepared).await?;
+        latencies.push(from.elapsed());
+    }
+    Ok(latencies)
+}
+
 /// The callers' runtime; dropped without waiting (its tasks are done or failed), since
 /// a runtime may not block while dropped inside another.
 struct CallersRuntime(Option<tokio::runtime::Runtime>);
@@ -491,32 +552,7 @@ pub async fn gateway(
     } else {
         bed.gateways.clone()
     };
-    // Nonces: warm-up requests take 1..=concurrency of caller (w % callers), timed
-    // tasks take nonces from 2^40 up, so no two requests share (caller, nonce).
-    // Connection `w` goes to gateway `w % targets`; task `i` to gateway `i % targets`,
-    // taken by the next free connection to that gateway (its header names it).
-    let mut warmups = Vec::with_capacity(run.concurrency);
-    for w in 0..run.concurrency {
-        let key = &keys[w % run.callers];
-        let gateway = targets[w % targets.len()];
-        warmups.push(prepare_submission(&spec, key, w as u64 + 1, gateway)?);
-    }
-    let mut queues: Vec<Vec<(u64, Prepared)>> = targets.iter().map(|_| Vec::new()).collect();
-    for i in 0..run.tasks {
-        let key = &keys[(i % run.callers as u64) as usize];
-        let t = (i % targets.len() as u64) as usize;
-        queues[t].push((
-            i,
-            prepare_submission(&spec, key, (1 << 40) + i, targets[t])?,
-        ));
-    }
-    type Queue = (AtomicUsize, Vec<(u64, Prepared)>);
-    let queues: Arc<Vec<Queue>> = Arc::new(
-        queues
-            .into_iter()
-            .map(|q| (AtomicUsize::new(0), q))
-            .collect(),
-    );
+    let (warmups, queues) = prepare_work(&spec, &keys, &run, &targets)?;
     // The callers run on their own threads, as separate client processes would: on
     // one runtime with the gateways and masters, 128 client tasks queue ahead of Raft's
     // and the gateways' work and the figures measure the bench's scheduling, not the
@@ -549,25 +585,10 @@ pub async fn gateway(
             .await;
             barrier.wait().await; // every connection warm
             barrier.wait().await; // the start time is set
-            let mut conn = ready?;
             let start = *start.get().ok_or_else(|| {
                 DeployError::Config("the timed part started without a start time".into())
             })?;
-            let (next, queue) = &queues[t];
-            let mut latencies = Vec::new();
-            while let Some((i, prepared)) = queue.get(next.fetch_add(1, Ordering::Relaxed)) {
-                let from = match interval {
-                    None => tokio::time::Instant::now(),
-                    Some(interval) => {
-                        let due = start + interval.mul_f64(*i as f64);
-                        tokio::time::sleep_until(due).await;
-                        due
-                    }
-                };
-                send_prepared(&mut conn, prepared).await?;
-                latencies.push(from.elapsed());
-            }
-            Ok::<_, DeployError>(latencies)
+            send_queue(ready?, &queues[t], start, interval).await
         }));
     }
     barrier.wait().await;

@@ -43,6 +43,18 @@ pub enum IdError {
     },
 }
 
+/// The bytes an id may hold: ASCII letters, digits and `.`, `_`, `:`, `/`, `-`.
+const ID_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'/' | b'-');
+        b += 1;
+    }
+    table
+};
+
 fn validate(kind: &'static str, value: &str) -> Result<(), IdError> {
     if value.is_empty() {
         return Err(IdError::Empty { kind });
@@ -52,6 +64,10 @@ fn validate(kind: &'static str, value: &str) -> Result<(), IdError> {
             kind,
             len: value.len(),
         });
+    }
+    // The common case, every id read back from a store: one table look-up per byte.
+    if value.bytes().all(|b| ID_BYTE[usize::from(b)]) {
+        return Ok(());
     }
     for (at, ch) in value.char_indices() {
         if !(ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | ':' | '/' | '-')) {

@@ -56,8 +56,13 @@ pub(crate) struct BulkReservation {
     opened_in: EpochId,
     /// Sorted, distinct.
     subjects: Vec<SubjectId>,
+    /// Subjects whose reservation ended before the task finished as a whole
+    /// ([`Vault::apply_bulk_groups`]), by the ε each group committed (zero:
+    /// released); the groups are disjoint, each sorted.
+    ended: Vec<(Epsilon, Vec<SubjectId>)>,
     /// Once the task finished here: the ε committed by each of the listed
-    /// subjects (sorted); every other subject of `subjects` was released.
+    /// subjects (sorted); every other subject of `subjects` not in `ended` was
+    /// released.
     finished: Option<(Epsilon, Vec<SubjectId>)>,
 }
 
@@ -66,6 +71,9 @@ impl BulkReservation {
     /// the outcome (`None`: still reserved; `Some(ε)`: finished committing ε).
     fn outcome_for(&self, subject: &SubjectId) -> Option<Option<Epsilon>> {
         self.subjects.binary_search(subject).ok()?;
+        if let Some(ended) = self.ended_with(subject) {
+            return Some(Some(ended));
+        }
         Some(self.finished.as_ref().map(|(actual, used)| {
             if used.binary_search(subject).is_ok() {
                 *actual
@@ -73,6 +81,35 @@ impl BulkReservation {
                 Epsilon::ZERO
             }
         }))
+    }
+
+    /// The ε `subject` committed if its reservation ended on its own.
+    fn ended_with(&self, subject: &SubjectId) -> Option<Epsilon> {
+        self.ended
+            .iter()
+            .find(|(_, group)| group.binary_search(subject).is_ok())
+            .map(|(actual, _)| *actual)
+    }
+
+    fn ended_count(&self) -> usize {
+        self.ended.iter().map(|(_, group)| group.len()).sum()
+    }
+
+    /// Every subject's reservation ended: the row only records outcomes.
+    fn is_done(&self) -> bool {
+        self.finished.is_some() || self.ended_count() == self.subjects.len()
+    }
+
+    /// The subjects still holding the reservation.
+    fn open_subjects(&self) -> Vec<SubjectId> {
+        if self.finished.is_some() {
+            return Vec::new();
+        }
+        self.subjects
+            .iter()
+            .filter(|s| self.ended_with(s).is_none())
+            .cloned()
+            .collect()
     }
 }
 
@@ -227,6 +264,7 @@ impl Vault {
                     amount,
                     opened_in: epoch,
                     subjects: Vec::new(),
+                    ended: Vec::new(),
                     finished: None,
                 },
             };
@@ -342,6 +380,17 @@ impl Vault {
                 let source = BudgetError::NoReservation(task.clone());
                 return Err(refuse(subject.to_string(), source));
             }
+            // A subject whose reservation already ended on its own keeps that
+            // outcome; committing another one is refused as the account would.
+            for subject in &used {
+                if let Some(done) = row.ended_with(subject).filter(|d| *d != actual) {
+                    let source = BudgetError::AlreadyFinished {
+                        task: task.clone(),
+                        committed: done,
+                    };
+                    return Err(refuse(subject.to_string(), source));
+                }
+            }
             if actual > row.amount {
                 let source = BudgetError::ExceedsReservation {
                     task: task.clone(),
@@ -358,16 +407,203 @@ impl Vault {
             row.finished = Some((actual, used));
             bulk.insert((s, task.as_str()), bcs::to_bytes(&row)?.as_slice())?;
         }
+        self.fold_if_piled_up(&tx, scope)?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Folds the finished rows of `scope` once more than [`FOLD_FINISHED_ABOVE`]
+    /// have piled up.
+    fn fold_if_piled_up(&self, tx: &WriteTransaction, scope: UsageScope) -> Result<(), VaultError> {
         let finished = Overlay::load(&tx.open_table(BULK)?, scope)?
             .rows
             .iter()
-            .filter(|(_, r)| r.finished.is_some())
+            .filter(|(_, r)| r.is_done())
             .count();
         if finished > FOLD_FINISHED_ABOVE {
-            self.fold_bulk_in(&tx, Some(scope))?;
+            self.fold_bulk_in(tx, Some(scope))?;
+        }
+        Ok(())
+    }
+
+    /// Reserves, for each subject, *every* `(task, amount)` of `tasks` or none of
+    /// them, as one bulk row per task, in one write transaction: the bulk form of
+    /// [`Vault::reserve_all_or_none`] (a training run's rounds reserve this way at
+    /// admission), with the same report and refusals. A subject is checked
+    /// against its account with every bulk row folded in, so bulk and
+    /// per-subject reservations together never overspend. A retry reports the
+    /// subjects already holding every task as such.
+    pub fn reserve_bulk_all_or_none(
+        &self,
+        scope: UsageScope,
+        subjects: &[SubjectId],
+        tasks: &[(TaskId, Epsilon)],
+    ) -> Result<ReserveReport, VaultError> {
+        let s = scope.as_str();
+        let mut report = ReserveReport::default();
+        let tx = self.db.begin_write()?;
+        {
+            let released = tx.open_table(RELEASED_TASKS)?;
+            for (task, _) in tasks {
+                if released.get(task.as_str())?.is_some() {
+                    return Err(VaultError::TaskReleased(task.to_string()));
+                }
+            }
+        }
+        {
+            let epoch =
+                crate::ledger::current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
+            let accounts = tx.open_table(BUDGET)?;
+            let mut bulk = tx.open_table(BULK)?;
+            let overlay = Overlay::load(&bulk, scope)?;
+            let mut rows: Vec<BulkReservation> = Vec::with_capacity(tasks.len());
+            let mut ops = Vec::with_capacity(tasks.len());
+            for (task, amount) in tasks {
+                let row = match overlay.rows.iter().find(|(t, _)| t == task) {
+                    Some((_, row)) => row.clone(),
+                    None => BulkReservation {
+                        amount: *amount,
+                        opened_in: epoch,
+                        subjects: Vec::new(),
+                        ended: Vec::new(),
+                        finished: None,
+                    },
+                };
+                rows.push(row);
+                ops.push(BudgetOp::Reserve {
+                    task: task.clone(),
+                    amount: *amount,
+                });
+            }
+            let budget = |subject: &SubjectId, source| VaultError::Budget {
+                subject: subject.to_string(),
+                scope,
+                source,
+            };
+            let mut added: Vec<Vec<SubjectId>> = vec![Vec::new(); tasks.len()];
+            let mut applied = Vec::with_capacity(tasks.len());
+            'subjects: for subject in subjects {
+                let opens = overlay.epoch_for(subject, epoch);
+                let stored = self.stored_account(&accounts, (s, subject.as_str()), opens)?;
+                let mut account = overlay.effective(subject, scope, &stored)?.into_owned();
+                applied.clear();
+                for (i, op) in ops.iter().enumerate() {
+                    match account.apply(op) {
+                        Ok(BudgetOutcome::Applied) => applied.push(i),
+                        Ok(BudgetOutcome::AlreadyApplied) => {}
+                        Err(BudgetError::Insufficient { .. }) => {
+                            report.excluded.push(subject.clone());
+                            continue 'subjects;
+                        }
+                        Err(source) => return Err(budget(subject, source)),
+                    }
+                }
+                for &i in &applied {
+                    // A row takes one amount: another one for a new subject
+                    // conflicts as a second reservation of the task would.
+                    if rows[i].amount != tasks[i].1 {
+                        let source = BudgetError::ConflictingReservation {
+                            task: tasks[i].0.clone(),
+                            existing: rows[i].amount,
+                            requested: tasks[i].1,
+                        };
+                        return Err(budget(subject, source));
+                    }
+                    added[i].push(subject.clone());
+                }
+                if applied.is_empty() && !ops.is_empty() {
+                    report.already_applied += 1;
+                }
+                report.reserved.push(subject.clone());
+            }
+            for ((row, added), (task, _)) in rows.iter_mut().zip(added).zip(tasks) {
+                if added.is_empty() {
+                    continue;
+                }
+                row.subjects.extend(added);
+                row.subjects.sort();
+                row.subjects.dedup();
+                bulk.insert((s, task.as_str()), bcs::to_bytes(row)?.as_slice())?;
+            }
         }
         tx.commit()?;
-        Ok(n)
+        Ok(report)
+    }
+
+    /// Applies groups of finishing operations — each `(subjects, op)` commits
+    /// (`Commit`, `CommitAtEstimate`) or releases (`Release`) `op`'s task for
+    /// every subject of its group — in one write transaction, all or nothing, as
+    /// [`Vault::apply_op_groups`] would, with the same outcomes and refusals. A
+    /// task held as a bulk row ends its subjects' reservations in the row, which
+    /// is rewritten once whatever the number of subjects; a task reserved per
+    /// subject goes through [`Vault::apply_op_groups`]'s path. A row whose
+    /// every reservation ended counts as finished. Returns the number of
+    /// operations applied (retries of applied ones are not counted).
+    pub fn apply_bulk_groups(
+        &self,
+        scope: UsageScope,
+        groups: &[(Vec<SubjectId>, BudgetOp)],
+    ) -> Result<u64, VaultError> {
+        let s = scope.as_str();
+        let tx = self.db.begin_write()?;
+        let mut applied = 0u64;
+        let mut per_subject: Vec<(Vec<SubjectId>, BudgetOp)> = Vec::new();
+        // Subjects of a bulk task the row no longer (or never) held.
+        let mut stored_ops: Vec<(Vec<SubjectId>, BudgetOp)> = Vec::new();
+        let mut now_done = false;
+        {
+            let mut bulk = tx.open_table(BULK)?;
+            // Only the rows named are read (not the scope's whole overlay).
+            let mut changed: Vec<(TaskId, BulkReservation)> = Vec::new();
+            for (subjects, op) in groups {
+                let Some(task) = op_task(op).filter(|_| !matches!(op, BudgetOp::Reserve { .. }))
+                else {
+                    per_subject.push((subjects.clone(), op.clone()));
+                    continue;
+                };
+                let at = match changed.iter().position(|(t, _)| t == task) {
+                    Some(at) => at,
+                    None => {
+                        let found: Option<BulkReservation> = match bulk.get((s, task.as_str()))? {
+                            Some(v) => Some(bcs::from_bytes(v.value())?),
+                            None => None,
+                        };
+                        match found {
+                            Some(row) => {
+                                changed.push((task.clone(), row));
+                                changed.len() - 1
+                            }
+                            None => {
+                                per_subject.push((subjects.clone(), op.clone()));
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let row = &mut changed[at].1;
+                let was_done = row.is_done();
+                let (n, outside) = end_in_row(row, task, scope, subjects, op)?;
+                applied += n;
+                now_done |= !was_done && row.is_done();
+                if !outside.is_empty() {
+                    stored_ops.push((outside, op.clone()));
+                }
+            }
+            for (task, row) in &changed {
+                bulk.insert((s, task.as_str()), bcs::to_bytes(row)?.as_slice())?;
+            }
+        }
+        if !per_subject.is_empty() {
+            applied += self.apply_op_groups_in(&tx, scope, &per_subject)?;
+        }
+        if !stored_ops.is_empty() {
+            applied += self.finish_in_stored(&tx, scope, &stored_ops)?;
+        }
+        if now_done {
+            self.fold_if_piled_up(&tx, scope)?;
+        }
+        tx.commit()?;
+        Ok(applied)
     }
 
     /// The subjects a bulk reservation of `task` holds in `scope` and has not yet
@@ -386,18 +622,15 @@ impl Vault {
         Ok(match table.get((scope.as_str(), task.as_str()))? {
             Some(v) => {
                 let row: BulkReservation = bcs::from_bytes(v.value())?;
-                if row.finished.is_some() {
-                    Vec::new()
-                } else {
-                    row.subjects
-                }
+                row.open_subjects()
             }
             None => Vec::new(),
         })
     }
 
-    /// Writes the finished bulk rows of `scope` (all scopes for `None`) into the
-    /// subjects' stored accounts and deletes them.
+    /// Writes every ended reservation of `scope`'s bulk rows (all scopes for
+    /// `None`) into the subjects' stored accounts: a finished row is deleted, a
+    /// row with some reservations still open keeps only those.
     pub(crate) fn fold_bulk_in(
         &self,
         tx: &WriteTransaction,
@@ -413,12 +646,32 @@ impl Vault {
         for scope in scopes {
             let s = scope.as_str();
             let all = Overlay::load(&bulk, scope)?;
-            let rows: Vec<(TaskId, BulkReservation)> = all
-                .rows
-                .iter()
-                .filter(|(_, r)| r.finished.is_some())
-                .cloned()
-                .collect();
+            // What is folded: finished rows whole, and the ended part of the others.
+            let mut rows: Vec<(TaskId, BulkReservation)> = Vec::new();
+            let mut kept: Vec<(TaskId, BulkReservation)> = Vec::new();
+            for (task, row) in &all.rows {
+                if row.is_done() {
+                    rows.push((task.clone(), row.clone()));
+                } else if !row.ended.is_empty() {
+                    let mut ended: Vec<SubjectId> = row
+                        .ended
+                        .iter()
+                        .flat_map(|(_, g)| g.iter().cloned())
+                        .collect();
+                    ended.sort();
+                    let part = BulkReservation {
+                        subjects: ended,
+                        ..row.clone()
+                    };
+                    let rest = BulkReservation {
+                        subjects: row.open_subjects(),
+                        ended: Vec::new(),
+                        ..row.clone()
+                    };
+                    rows.push((task.clone(), part));
+                    kept.push((task.clone(), rest));
+                }
+            }
             if rows.is_empty() {
                 continue;
             }
@@ -439,22 +692,129 @@ impl Vault {
                 accounts.insert(key, encoded.as_slice())?;
             }
             for (task, _) in &overlay.rows {
-                bulk.remove((s, task.as_str()))?;
+                match kept.iter().find(|(t, _)| t == task) {
+                    Some((_, rest)) => {
+                        bulk.insert((s, task.as_str()), bcs::to_bytes(rest)?.as_slice())?
+                    }
+                    None => bulk.remove((s, task.as_str()))?,
+                };
             }
         }
         Ok(())
     }
 }
 
+impl Vault {
+    /// Finishing operations of a bulk task for subjects its row does not hold:
+    /// a fold moved their outcome into their stored account (a retry is applied
+    /// again there), or they never held it. A finish checks no balance, so the
+    /// stored account alone decides, as the subject's own account would.
+    fn finish_in_stored(
+        &self,
+        tx: &WriteTransaction,
+        scope: UsageScope,
+        groups: &[(Vec<SubjectId>, BudgetOp)],
+    ) -> Result<u64, VaultError> {
+        let s = scope.as_str();
+        let epoch = crate::ledger::current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
+        let mut accounts = tx.open_table(BUDGET)?;
+        let mut applied = 0;
+        for (subjects, op) in groups {
+            for subject in subjects {
+                let key = (s, subject.as_str());
+                let mut account = self.stored_account(&accounts, key, epoch)?;
+                let outcome = account.apply(op).map_err(|source| VaultError::Budget {
+                    subject: subject.to_string(),
+                    scope,
+                    source,
+                })?;
+                if outcome == BudgetOutcome::Applied {
+                    applied += 1;
+                    accounts.insert(key, bcs::to_bytes(&account)?.as_slice())?;
+                }
+            }
+        }
+        Ok(applied)
+    }
+}
+
+/// Ends the reservations of `subjects` in `row` (a bulk row of `task`) as `op`
+/// (a commit or a release) would end each subject's own: an ended one is
+/// applied again only with the same outcome. Returns the number ended now and
+/// the subjects the row does not hold (their stored account decides).
+fn end_in_row(
+    row: &mut BulkReservation,
+    task: &TaskId,
+    scope: UsageScope,
+    subjects: &[SubjectId],
+    op: &BudgetOp,
+) -> Result<(u64, Vec<SubjectId>), VaultError> {
+    let (wanted, release) = match op {
+        BudgetOp::Commit { actual, .. } => (*actual, false),
+        BudgetOp::CommitAtEstimate { .. } => (row.amount, false),
+        _ => (Epsilon::ZERO, true),
+    };
+    let refuse = |subject: &SubjectId, source| VaultError::Budget {
+        subject: subject.to_string(),
+        scope,
+        source,
+    };
+    let mut now: Vec<SubjectId> = Vec::new();
+    let mut outside: Vec<SubjectId> = Vec::new();
+    for subject in subjects {
+        if row.subjects.binary_search(subject).is_err() {
+            outside.push(subject.clone());
+            continue;
+        }
+        if let Some(done) = row.outcome_for(subject).flatten() {
+            // A commit at the estimate of a finished task is a retry whatever
+            // it committed.
+            let estimate = matches!(op, BudgetOp::CommitAtEstimate { .. });
+            if done != wanted && !estimate {
+                let source = BudgetError::AlreadyFinished {
+                    task: task.clone(),
+                    committed: done,
+                };
+                return Err(refuse(subject, source));
+            }
+            continue;
+        }
+        if !release && wanted > row.amount {
+            let source = BudgetError::ExceedsReservation {
+                task: task.clone(),
+                actual: wanted,
+                reserved: row.amount,
+            };
+            return Err(refuse(subject, source));
+        }
+        now.push(subject.clone());
+    }
+    now.sort();
+    now.dedup();
+    let n = now.len() as u64;
+    if n == 0 {
+        return Ok((0, outside));
+    }
+    match row.ended.iter_mut().find(|(e, _)| *e == wanted) {
+        Some((_, group)) => {
+            group.extend(now);
+            group.sort();
+        }
+        None => row.ended.push((wanted, now)),
+    }
+    Ok((n, outside))
+}
+
 /// A bulk row finished released (nothing committed): its new bytes and how many
 /// subjects' reservations that ended (0 if it had already finished).
 pub(crate) fn release_row(bytes: &[u8]) -> Result<(Vec<u8>, u64), VaultError> {
     let mut row: BulkReservation = bcs::from_bytes(bytes)?;
-    if row.finished.is_some() {
+    if row.is_done() {
         return Ok((bytes.to_vec(), 0));
     }
+    let open = row.open_subjects().len() as u64;
     row.finished = Some((Epsilon::ZERO, Vec::new()));
-    Ok((bcs::to_bytes(&row)?, row.subjects.len() as u64))
+    Ok((bcs::to_bytes(&row)?, open))
 }
 
 impl Vault {

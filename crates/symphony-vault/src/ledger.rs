@@ -436,6 +436,19 @@ impl Vault {
         scope: UsageScope,
         groups: &[(Vec<SubjectId>, BudgetOp)],
     ) -> Result<u64, VaultError> {
+        let tx = self.db.begin_write()?;
+        let applied = self.apply_op_groups_in(&tx, scope, groups)?;
+        tx.commit()?;
+        Ok(applied)
+    }
+
+    /// [`Vault::apply_op_groups`] in `tx`.
+    pub(crate) fn apply_op_groups_in(
+        &self,
+        tx: &redb::WriteTransaction,
+        scope: UsageScope,
+        groups: &[(Vec<SubjectId>, BudgetOp)],
+    ) -> Result<u64, VaultError> {
         let mut per_subject: std::collections::BTreeMap<&SubjectId, Vec<&BudgetOp>> =
             std::collections::BTreeMap::new();
         for (subjects, op) in groups {
@@ -444,7 +457,6 @@ impl Vault {
             }
         }
         let mut applied = 0u64;
-        let tx = self.db.begin_write()?;
         {
             let epoch = current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
             let overlay = Overlay::load(&tx.open_table(BULK)?, scope)?;
@@ -466,7 +478,6 @@ impl Vault {
                 }
             }
         }
-        tx.commit()?;
         Ok(applied)
     }
 

@@ -47,6 +47,9 @@ fn bulk_reservations_leave_every_account_as_the_per_subject_ops_do() {
         let scopes = [UsageScope::Marketing, UsageScope::Analytics];
         // Open bulk tasks: (task, scope, subjects reserved).
         let mut open: Vec<(TaskId, UsageScope, Vec<SubjectId>)> = Vec::new();
+        // Training-like runs: (scope, each round's task and ε, subjects reserved).
+        type Run = (UsageScope, Vec<(TaskId, Epsilon)>, Vec<SubjectId>);
+        let mut runs: Vec<Run> = Vec::new();
         let mut epoch = 0u64;
         for step in 0..150 {
             let scope = scopes[rng.gen_range(0..2)];
@@ -55,7 +58,7 @@ fn bulk_reservations_leave_every_account_as_the_per_subject_ops_do() {
                 .filter(|_| rng.gen_bool(0.7))
                 .cloned()
                 .collect();
-            match rng.gen_range(0..10) {
+            match rng.gen_range(0..13) {
                 // A query-like task reserves on many subjects.
                 0..=2 => {
                     let t = task(format!("q-{seed}-{step}"));
@@ -163,6 +166,91 @@ fn bulk_reservations_leave_every_account_as_the_per_subject_ops_do() {
                         .replenish_scope(scope, EpochId(epoch), amount)
                         .unwrap();
                     assert_eq!(a, b, "seed {seed} step {step}: replenish");
+                }
+                // A training-like run reserves every round or none per subject,
+                // one bulk row per round on one side, per subject on the other.
+                9 => {
+                    let rounds: Vec<(TaskId, Epsilon)> = (0..rng.gen_range(1..4))
+                        .map(|r| {
+                            let eps = Epsilon::from_milli(rng.gen_range(1..3) * 50);
+                            (task(format!("run-{seed}-{step}/r{r}")), eps)
+                        })
+                        .collect();
+                    let a = strip(pair.bulk.reserve_bulk_all_or_none(scope, &some, &rounds));
+                    let b = strip(pair.each.reserve_all_or_none(scope, &some, &rounds));
+                    assert_eq!(a, b, "seed {seed} step {step}: run reserve");
+                    if let Ok((reserved, _, _)) = a {
+                        // A retry changes nothing and reports every subject again.
+                        let again =
+                            strip(pair.bulk.reserve_bulk_all_or_none(scope, &some, &rounds));
+                        let each = strip(pair.each.reserve_all_or_none(scope, &some, &rounds));
+                        assert_eq!(again, each, "seed {seed} step {step}: run reserve retry");
+                        runs.push((scope, rounds, reserved));
+                    }
+                }
+                // Its rounds end piecemeal: some subjects commit (at most the
+                // round's ε), some release, some are ended twice or differently.
+                10 | 12 if !runs.is_empty() => {
+                    let at = rng.gen_range(0..runs.len());
+                    let (scope, rounds, reserved) = runs[at].clone();
+                    let mut groups: Vec<(Vec<SubjectId>, BudgetOp)> = Vec::new();
+                    for _ in 0..rng.gen_range(1..4) {
+                        let (t, eps) = rounds[rng.gen_range(0..rounds.len())].clone();
+                        let who: Vec<SubjectId> = reserved
+                            .iter()
+                            .filter(|_| rng.gen_bool(0.4))
+                            .cloned()
+                            .collect();
+                        let op = match rng.gen_range(0..5) {
+                            0 | 1 => BudgetOp::Commit {
+                                task: t,
+                                actual: eps,
+                            },
+                            2 => BudgetOp::Commit {
+                                task: t,
+                                actual: Epsilon::from_micro(eps.micro + rng.gen_range(0..2) * 10),
+                            },
+                            3 => BudgetOp::Release { task: t },
+                            _ => BudgetOp::CommitAtEstimate { task: t },
+                        };
+                        groups.push((who, op));
+                    }
+                    // Now and then a subject the run never reserved.
+                    if rng.gen_bool(0.1) {
+                        if let Some(out) = subjects.iter().find(|s| !reserved.contains(s)) {
+                            groups[0].0.push(out.clone());
+                        }
+                    }
+                    let a = pair
+                        .bulk
+                        .apply_bulk_groups(scope, &groups)
+                        .map_err(|e| e.to_string());
+                    let b = pair
+                        .each
+                        .apply_op_groups(scope, &groups)
+                        .map_err(|e| e.to_string());
+                    assert_eq!(
+                        a.is_ok(),
+                        b.is_ok(),
+                        "seed {seed} step {step}: run end {a:?} {b:?} {groups:?}"
+                    );
+                    if a.is_ok() {
+                        assert_eq!(a, b, "seed {seed} step {step}: run end count");
+                    }
+                    if rng.gen_bool(0.2) {
+                        runs.remove(at);
+                    }
+                }
+                // A run's rounds aborted.
+                11 if !runs.is_empty() => {
+                    let (_, rounds, _) = runs.remove(rng.gen_range(0..runs.len()));
+                    for (t, _) in rounds {
+                        assert_eq!(
+                            pair.bulk.release_task(&t).unwrap(),
+                            pair.each.release_task(&t).unwrap(),
+                            "seed {seed} step {step}: run release"
+                        );
+                    }
                 }
                 _ => {}
             }

@@ -361,11 +361,14 @@ impl<'a> VaultTrainer<'a> {
             persons.entry(token).or_default().push(subject);
             ControlFlow::Continue(())
         })?;
+        // One snapshot of every account (the bulk rows decoded once, not per subject).
+        let accounts = vault.budget_accounts(persons.values().flatten(), UsageScope::Training)?;
+        let mut remaining = accounts.iter().map(|a| a.remaining());
         let mut out = Vec::with_capacity(persons.len());
         for (token, subjects) in &persons {
             let mut affordable = true;
-            for s in subjects {
-                affordable &= vault.budget_account(s, UsageScope::Training)?.remaining() >= total;
+            for _ in subjects {
+                affordable &= remaining.next().is_some_and(|r| r >= total);
             }
             out.push(PersonCandidate {
                 token: *token,
@@ -408,7 +411,9 @@ impl<'a> VaultTrainer<'a> {
             .enumerate()
             .map(|(r, eps)| Ok((round_task_id(task, r as u32)?, *eps)))
             .collect::<Result<Vec<_>, NodeError>>()?;
-        let report = vault.reserve_all_or_none(UsageScope::Training, &all, &rounds)?;
+        // One bulk row per round: the rounds' commits and releases then rewrite
+        // a row each instead of every subject's account.
+        let report = vault.reserve_bulk_all_or_none(UsageScope::Training, &all, &rounds)?;
         let full: BTreeSet<SubjectId> = report.reserved.into_iter().collect();
         self.st.participation = Participation::new(schedule.len() as u32, &full, &train, &charge);
         self.st.schedule = schedule.to_vec();
@@ -451,10 +456,10 @@ impl<'a> VaultTrainer<'a> {
                 ),
             });
         }
-        // One write transaction for all of them, one read and write per subject.
+        // One write transaction for all of them, one row rewritten per round.
         self.node
             .vault
-            .apply_op_groups(UsageScope::Training, &groups)?;
+            .apply_bulk_groups(UsageScope::Training, &groups)?;
         Ok(())
     }
 

@@ -3,7 +3,11 @@
 //!
 //! A `query` or `compute` task reserves the same ε on every consenting subject
 //! of a Vault and, when its slice ran, commits it on those evaluated and releases
-//! the rest. Written per subject, that was two B-tree writes per subject per task
+//! the rest. A training run reserves each round's ε on its subjects, all rounds
+//! or none ([`Vault::reserve_bulk_all_or_none`]), and its rounds end those
+//! reservations a group at a time: persons only charged here commit as the round
+//! opens, trainees when it trained, drop-outs release the rounds left
+//! ([`Vault::apply_bulk_groups`]; the row keeps each ended group with its ε). Written per subject, that was two B-tree writes per subject per task
 //! (most of a slice's cost at a million people). Here the task's reservation is
 //! one row — `(scope, task) → amount, the subjects, and once finished the ε
 //! committed and by whom` — and every read of an account folds the rows that
@@ -17,12 +21,15 @@
 //! - **Per-subject operations** on other tasks are checked against the folded
 //!   account and written to the stored one; an operation naming a bulk task is
 //!   refused ([`VaultError::BulkTask`]): a bulk task finishes with
-//!   [`Vault::commit_bulk`] or [`Vault::release_task`].
-//! - **Folding for good.** Epoch replenishment first writes every finished bulk
-//!   row into the subjects' stored accounts (replenishing does not commute with
-//!   commits; it does with open reservations, which stay bulk), and a commit
-//!   folds the finished rows of its scope once more than [`FOLD_FINISHED_ABOVE`]
-//!   have piled up, so a read folds a bounded number of rows.
+//!   [`Vault::commit_bulk`], [`Vault::apply_bulk_groups`] or
+//!   [`Vault::release_task`].
+//! - **Folding for good.** Epoch replenishment first writes every ended bulk
+//!   reservation into the subjects' stored accounts (replenishing does not
+//!   commute with commits; it does with open reservations, which stay bulk): a
+//!   finished row (or one whose every reservation ended) is deleted, a row still
+//!   partly open keeps only its open subjects. A commit folds the finished rows
+//!   of its scope once more than [`FOLD_FINISHED_ABOVE`] have piled up, so a
+//!   read folds a bounded number of rows.
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -66,7 +73,35 @@ pub(crate) struct BulkReservation {
     finished: Option<(Epsilon, Vec<SubjectId>)>,
 }
 
+/// A row as Vaults wrote it before reservations could end one by one (no
+/// `ended`). Its bytes never decode as a [`BulkReservation`]: after the
+/// subjects, its `finished` tag leaves nothing for the last field.
+#[derive(Deserialize)]
+struct BulkReservationV1 {
+    amount: Epsilon,
+    opened_in: EpochId,
+    subjects: Vec<SubjectId>,
+    finished: Option<(Epsilon, Vec<SubjectId>)>,
+}
+
 impl BulkReservation {
+    /// Decodes a stored row, in the current layout or the first one.
+    fn decode(bytes: &[u8]) -> Result<Self, VaultError> {
+        match bcs::from_bytes(bytes) {
+            Ok(row) => Ok(row),
+            Err(current) => match bcs::from_bytes::<BulkReservationV1>(bytes) {
+                Ok(v1) => Ok(BulkReservation {
+                    amount: v1.amount,
+                    opened_in: v1.opened_in,
+                    subjects: v1.subjects,
+                    ended: Vec::new(),
+                    finished: v1.finished,
+                }),
+                Err(_) => Err(current.into()),
+            },
+        }
+    }
+
     /// What the row means for one subject: `None` if it does not name it, else
     /// the outcome (`None`: still reserved; `Some(ε)`: finished committing ε).
     fn outcome_for(&self, subject: &SubjectId) -> Option<Option<Epsilon>> {
@@ -133,7 +168,7 @@ impl Overlay {
             if ks != s {
                 break;
             }
-            rows.push((TaskId::new(task)?, bcs::from_bytes(v.value())?));
+            rows.push((TaskId::new(task)?, BulkReservation::decode(v.value())?));
         }
         Ok(Overlay { rows })
     }
@@ -329,7 +364,7 @@ impl Vault {
         {
             let mut bulk = tx.open_table(BULK)?;
             let existing: Option<BulkReservation> = match bulk.get((s, task.as_str()))? {
-                Some(v) => Some(bcs::from_bytes(v.value())?),
+                Some(v) => Some(BulkReservation::decode(v.value())?),
                 None => None,
             };
             let mut row = match existing {
@@ -565,7 +600,7 @@ impl Vault {
                     Some(at) => at,
                     None => {
                         let found: Option<BulkReservation> = match bulk.get((s, task.as_str()))? {
-                            Some(v) => Some(bcs::from_bytes(v.value())?),
+                            Some(v) => Some(BulkReservation::decode(v.value())?),
                             None => None,
                         };
                         match found {
@@ -621,7 +656,7 @@ impl Vault {
         };
         Ok(match table.get((scope.as_str(), task.as_str()))? {
             Some(v) => {
-                let row: BulkReservation = bcs::from_bytes(v.value())?;
+                let row = BulkReservation::decode(v.value())?;
                 row.open_subjects()
             }
             None => Vec::new(),
@@ -808,7 +843,7 @@ fn end_in_row(
 /// A bulk row finished released (nothing committed): its new bytes and how many
 /// subjects' reservations that ended (0 if it had already finished).
 pub(crate) fn release_row(bytes: &[u8]) -> Result<(Vec<u8>, u64), VaultError> {
-    let mut row: BulkReservation = bcs::from_bytes(bytes)?;
+    let mut row = BulkReservation::decode(bytes)?;
     if row.is_done() {
         return Ok((bytes.to_vec(), 0));
     }
@@ -868,5 +903,51 @@ impl Vault {
             }
         }
         Ok((applied, again))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct V1<'a> {
+        amount: Epsilon,
+        opened_in: EpochId,
+        subjects: &'a [SubjectId],
+        finished: Option<(Epsilon, Vec<SubjectId>)>,
+    }
+
+    #[test]
+    fn rows_of_the_first_layout_still_decode_and_never_pass_for_the_current_one() {
+        let subjects: Vec<SubjectId> = ["a", "b", "c"]
+            .iter()
+            .map(|s| SubjectId::new(*s).unwrap())
+            .collect();
+        for finished in [None, Some((Epsilon::from_milli(2), subjects[..1].to_vec()))] {
+            let old = bcs::to_bytes(&V1 {
+                amount: Epsilon::from_milli(3),
+                opened_in: EpochId(4),
+                subjects: &subjects,
+                finished: finished.clone(),
+            })
+            .unwrap();
+            assert!(bcs::from_bytes::<BulkReservation>(&old).is_err());
+            let row = BulkReservation::decode(&old).unwrap();
+            let want = BulkReservation {
+                amount: Epsilon::from_milli(3),
+                opened_in: EpochId(4),
+                subjects: subjects.clone(),
+                ended: Vec::new(),
+                finished,
+            };
+            assert_eq!(row, want);
+            // The current layout round-trips, ended groups included.
+            let mut current = want;
+            current.ended = vec![(Epsilon::ZERO, subjects[1..2].to_vec())];
+            let bytes = bcs::to_bytes(&current).unwrap();
+            assert_eq!(BulkReservation::decode(&bytes).unwrap(), current);
+        }
     }
 }

@@ -26,7 +26,9 @@
 //!   [`Vault::apply_budget_ops`], [`Vault::replenish_scope`], [`Vault::budget_account`];
 //!   bulk reservations for tasks that reserve the same ε on many subjects,
 //!   [`Vault::reserve_bulk`] / [`Vault::commit_bulk`] (one row per task, folded
-//!   into every account read; see [`bulk`]).
+//!   into every account read; see [`bulk`]), and for a training run's rounds,
+//!   [`Vault::reserve_bulk_all_or_none`] / [`Vault::apply_bulk_groups`] (one row
+//!   per round, reservations ended in it group by group).
 //! - Data: [`generate()`], [`import_file`] / [`import_records`] / [`import_consent`]
 //!   (progress callback), [`validate_records`] (dry run).
 //!
@@ -60,7 +62,7 @@
 //! | `permits` | (actor, task class) → () |
 //! | `released_tasks` | task id → () (released here: refused by `reserve_for_task`) |
 //! | `summaries` | subject number → nonce ‖ AES-GCM(data key, BCS summary) ‖ tag, AD = `vault ‖ subject ‖ block ‖ "summary/v1"` (the block written with it: an older summary put back fails) |
-//! | `bulk_reservations` | (scope, task) → BCS amount, epoch, sorted subjects, outcome once finished |
+//! | `bulk_reservations` | (scope, task) → BCS amount, epoch, sorted subjects, groups ended early (ε, subjects), outcome once finished |
 //! | `task_usage` | task id → BCS (scope, [(subject, ε committed)]) |
 //!
 //! Reasons:

@@ -41,7 +41,7 @@ use symphony_core::consent::UsageScope;
 use symphony_core::ids::{EpochId, SubjectId, TaskId};
 
 use crate::error::VaultError;
-use crate::ledger::{ReserveReport, BUDGET, RELEASED_TASKS, TASK_USAGE};
+use crate::ledger::{ReserveReport, BUDGET, TASK_USAGE};
 use crate::store::{Vault, META};
 
 /// (scope, task) → BCS [`BulkReservation`].
@@ -116,6 +116,13 @@ impl BulkReservation {
                 Epsilon::ZERO
             }
         }))
+    }
+
+    /// Adds newly reserved subjects (kept sorted and distinct).
+    fn add_subjects(&mut self, added: Vec<SubjectId>) {
+        self.subjects.extend(added);
+        self.subjects.sort();
+        self.subjects.dedup();
     }
 
     /// The ε `subject` committed if its reservation ended on its own.
@@ -194,6 +201,20 @@ impl Overlay {
             .map(|(_, r)| r.opened_in)
             .min()
             .unwrap_or(current)
+    }
+
+    /// `task`'s row, or a new empty one reserving `amount`, opened in `epoch`.
+    fn row_or_new(&self, task: &TaskId, amount: Epsilon, epoch: EpochId) -> BulkReservation {
+        match self.rows.iter().find(|(t, _)| t == task) {
+            Some((_, row)) => row.clone(),
+            None => BulkReservation {
+                amount,
+                opened_in: epoch,
+                subjects: Vec::new(),
+                ended: Vec::new(),
+                finished: None,
+            },
+        }
     }
 
     fn holds(&self, task: &TaskId) -> bool {
@@ -284,25 +305,14 @@ impl Vault {
         let s = scope.as_str();
         let mut report = ReserveReport::default();
         let tx = self.db.begin_write()?;
-        if tx.open_table(RELEASED_TASKS)?.get(task.as_str())?.is_some() {
-            return Err(VaultError::TaskReleased(task.to_string()));
-        }
+        crate::ledger::refuse_released(&tx, [task])?;
         {
             let epoch =
                 crate::ledger::current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
             let accounts = tx.open_table(BUDGET)?;
             let mut bulk = tx.open_table(BULK)?;
             let overlay = Overlay::load(&bulk, scope)?;
-            let mut row = match overlay.rows.iter().find(|(t, _)| t == task) {
-                Some((_, row)) => row.clone(),
-                None => BulkReservation {
-                    amount,
-                    opened_in: epoch,
-                    subjects: Vec::new(),
-                    ended: Vec::new(),
-                    finished: None,
-                },
-            };
+            let mut row = overlay.row_or_new(task, amount, epoch);
             let op = BudgetOp::Reserve {
                 task: task.clone(),
                 amount,
@@ -332,9 +342,7 @@ impl Vault {
                 }
             }
             if !added.is_empty() {
-                row.subjects.extend(added);
-                row.subjects.sort();
-                row.subjects.dedup();
+                row.add_subjects(added);
                 bulk.insert((s, task.as_str()), bcs::to_bytes(&row)?.as_slice())?;
             }
         }
@@ -477,14 +485,7 @@ impl Vault {
         let s = scope.as_str();
         let mut report = ReserveReport::default();
         let tx = self.db.begin_write()?;
-        {
-            let released = tx.open_table(RELEASED_TASKS)?;
-            for (task, _) in tasks {
-                if released.get(task.as_str())?.is_some() {
-                    return Err(VaultError::TaskReleased(task.to_string()));
-                }
-            }
-        }
+        crate::ledger::refuse_released(&tx, tasks.iter().map(|(task, _)| task))?;
         {
             let epoch =
                 crate::ledger::current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
@@ -494,17 +495,7 @@ impl Vault {
             let mut rows: Vec<BulkReservation> = Vec::with_capacity(tasks.len());
             let mut ops = Vec::with_capacity(tasks.len());
             for (task, amount) in tasks {
-                let row = match overlay.rows.iter().find(|(t, _)| t == task) {
-                    Some((_, row)) => row.clone(),
-                    None => BulkReservation {
-                        amount: *amount,
-                        opened_in: epoch,
-                        subjects: Vec::new(),
-                        ended: Vec::new(),
-                        finished: None,
-                    },
-                };
-                rows.push(row);
+                rows.push(overlay.row_or_new(task, *amount, epoch));
                 ops.push(BudgetOp::Reserve {
                     task: task.clone(),
                     amount: *amount,
@@ -555,9 +546,7 @@ impl Vault {
                 if added.is_empty() {
                     continue;
                 }
-                row.subjects.extend(added);
-                row.subjects.sort();
-                row.subjects.dedup();
+                row.add_subjects(added);
                 bulk.insert((s, task.as_str()), bcs::to_bytes(row)?.as_slice())?;
             }
         }

@@ -324,9 +324,7 @@ impl Vault {
         };
         let mut report = ReserveReport::default();
         let tx = self.db.begin_write()?;
-        if tx.open_table(RELEASED_TASKS)?.get(task.as_str())?.is_some() {
-            return Err(VaultError::TaskReleased(task.to_string()));
-        }
+        refuse_released(&tx, [task])?;
         {
             let epoch = current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
             let overlay = Overlay::load(&tx.open_table(BULK)?, scope)?;
@@ -382,14 +380,7 @@ impl Vault {
             .collect();
         let mut report = ReserveReport::default();
         let tx = self.db.begin_write()?;
-        {
-            let released = tx.open_table(RELEASED_TASKS)?;
-            for (task, _) in tasks {
-                if released.get(task.as_str())?.is_some() {
-                    return Err(VaultError::TaskReleased(task.to_string()));
-                }
-            }
-        }
+        refuse_released(&tx, tasks.iter().map(|(task, _)| task))?;
         {
             let epoch = current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
             let overlay = Overlay::load(&tx.open_table(BULK)?, scope)?;
@@ -636,6 +627,21 @@ impl Vault {
             None => BudgetAccount::new(self.config.default_budget, epoch),
         })
     }
+}
+
+/// Refuses with [`VaultError::TaskReleased`] the first of `tasks` released here
+/// ([`Vault::release_task`]): such a task never reserves again.
+pub(crate) fn refuse_released<'t>(
+    tx: &redb::WriteTransaction,
+    tasks: impl IntoIterator<Item = &'t TaskId>,
+) -> Result<(), VaultError> {
+    let released = tx.open_table(RELEASED_TASKS)?;
+    for task in tasks {
+        if released.get(task.as_str())?.is_some() {
+            return Err(VaultError::TaskReleased(task.to_string()));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn current_epoch(

@@ -207,6 +207,11 @@ pub enum BenchCmd {
         /// Connections of the open loop: enough that they are not what limits it.
         #[arg(long, default_value_t = 128)]
         rate_connections: usize,
+        /// Write every timed task as a CSV line `loop,start_ms,latency_ms` (loop:
+        /// `closed` or `open`; start: when it was sent, or due in the open loop) to
+        /// this file, to see whether slow requests are spread out or come in stalls.
+        #[arg(long, value_name = "FILE")]
+        latency_log: Option<std::path::PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -1011,6 +1016,7 @@ pub fn bench(cmd: BenchCmd, spec_text: &str) -> Result<()> {
             leader_only,
             rate,
             rate_connections,
+            latency_log,
             json,
         } => {
             if tasks == 0 {
@@ -1028,6 +1034,14 @@ pub fn bench(cmd: BenchCmd, spec_text: &str) -> Result<()> {
             if rate > 0.0 && rate_connections == 0 {
                 bail!("--rate-connections must be > 0");
             }
+            // Opened before the runs, so a bad path is refused before minutes of work.
+            let mut log_file = latency_log
+                .as_ref()
+                .map(|p| {
+                    std::fs::File::create(p)
+                        .with_context(|| format!("--latency-log {}: cannot create", p.display()))
+                })
+                .transpose()?;
             let spec: CampaignSpec = toml::from_str(spec_text)?;
             if std::env::var_os("SYMPHONY_BENCH_LOG").is_some() {
                 init_logs();
@@ -1058,6 +1072,18 @@ pub fn bench(cmd: BenchCmd, spec_text: &str) -> Result<()> {
             } else {
                 None
             };
+            if let (Some(file), Some(path)) = (log_file.as_mut(), &latency_log) {
+                use std::io::Write as _;
+                let mut csv = String::from("loop,start_ms,latency_ms\n");
+                let runs = [("closed", Some(&saturation)), ("open", at_rate.as_ref())];
+                for (label, figures) in runs {
+                    for (at, latency) in figures.map(|f| f.samples.as_slice()).unwrap_or(&[]) {
+                        csv.push_str(&format!("{label},{at:.3},{latency:.3}\n"));
+                    }
+                }
+                file.write_all(csv.as_bytes())
+                    .with_context(|| format!("--latency-log {}: cannot write", path.display()))?;
+            }
             if json {
                 let report = GatewayReport {
                     saturation,

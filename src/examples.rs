@@ -60,7 +60,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("bench import", "symphony bench import --records 1000000 --json   atomic Vault import: rows/s, MB/s, prepare/write split\nsymphony bench import --records 200000 --subjects 50000"),
     ("bench admission", "symphony bench admission --tasks 50000 --concurrency 512 --json"),
     ("bench payouts", "symphony bench payouts --producers 1000000 --json\nsymphony bench payouts --producers 100000 --baseline-producers 100000"),
-    ("bench gateway", "symphony bench gateway --tasks 30000 --json           closed loop (64 connections), then an open loop at 5,000 tasks/s\nsymphony bench gateway --rate 6000 --rate-connections 192\nsymphony bench gateway --concurrency 128 --rate 0      closed loop only"),
+    ("bench gateway", "symphony bench gateway --tasks 30000 --json           closed loop (64 connections), then an open loop at 5,000 tasks/s\nsymphony bench gateway --rate 6000 --rate-connections 192\nsymphony bench gateway --concurrency 128 --rate 0      closed loop only\nsymphony bench gateway --latency-log lat.csv             every task's start and latency, as CSV"),
     ("attest", "symphony attest verify crates/symphony-attest/tests/data/sgx_quote --collateral crates/symphony-attest/tests/data/sgx_quote_collateral.json --at 2024-06-01T00:00:00Z"),
     ("attest verify", "symphony attest verify QUOTE --collateral COLLATERAL.json --policy production --json"),
 ];

@@ -348,6 +348,12 @@ pub struct GatewayFigures {
     /// Where the timed writes' time went on the leader (which proposes them all):
     /// batcher to committed and applied, then to the 2-of-3 certificate.
     pub consensus: symphony_consensus::WriteLatency,
+    /// Every timed task as (start, latency) in ms, by start: the start is when it
+    /// was sent (closed loop) or due (open loop), from the start of the timed
+    /// part. Shows whether slow requests are spread out or come in stalls
+    /// (`symphony bench gateway --latency-log FILE`).
+    #[serde(skip)]
+    pub samples: Vec<(f64, f64)>,
 }
 
 /// What a gateway run does.
@@ -476,7 +482,7 @@ async fn send_queue(
     (next, queue): &Queue,
     start: tokio::time::Instant,
     interval: Option<Duration>,
-) -> Result<Vec<Duration>, DeployError> {
+) -> Result<Vec<(Duration, Duration)>, DeployError> {
     let mut latencies = Vec::new();
     while let Some((i, prepared)) = queue.get(next.fetch_add(1, Ordering::Relaxed)) {
         let from = match interval {
@@ -488,7 +494,7 @@ async fn send_queue(
             }
         };
         send_prepared(&mut conn, prepared).await?;
-        latencies.push(from.elapsed());
+        latencies.push((from - start, from.elapsed()));
     }
     Ok(latencies)
 }
@@ -598,14 +604,17 @@ pub async fn gateway(
     for n in &bed.nodes {
         n.reset_write_latency();
     }
-    let mut latencies = Vec::with_capacity(run.tasks as usize);
+    let mut samples = Vec::with_capacity(run.tasks as usize);
     let mut failure = None;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     for h in handles {
         match h.await.map_err(|e| DeployError::Http(e.to_string()))? {
-            Ok(l) => latencies.extend(l.into_iter().map(|d| d.as_secs_f64() * 1000.0)),
+            Ok(l) => samples.extend(l.into_iter().map(|(at, d)| (ms(at), ms(d)))),
             Err(e) => failure = failure.or(Some(e)),
         }
     }
+    samples.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut latencies: Vec<f64> = samples.iter().map(|(_, l)| *l).collect();
     let elapsed = started.elapsed().as_secs_f64();
     drop(callers_rt);
     let leader = leader_of(&bed.nodes);
@@ -638,5 +647,6 @@ pub async fn gateway(
         max_ms: latencies.last().copied().unwrap_or(0.0),
         requests_in_state,
         consensus,
+        samples,
     })
 }

@@ -814,6 +814,11 @@ async fn the_gateway_bench_runs_a_closed_and_an_open_loop() {
     assert_eq!(closed.offered_per_s, None);
     assert!(closed.p50_ms > 0.0 && closed.p50_ms <= closed.p99_ms);
     assert!(closed.p99_ms <= closed.max_ms);
+    // One (start, latency) sample per timed task, by start; the slowest is max_ms.
+    assert_eq!(closed.samples.len(), 300);
+    assert!(closed.samples.windows(2).all(|w| w[0].0 <= w[1].0));
+    let slowest = closed.samples.iter().map(|s| s.1).fold(0.0, f64::max);
+    assert_eq!(slowest, closed.max_ms);
 
     let dir = tempfile::tempdir().unwrap();
     let rate = 200.0;
@@ -838,6 +843,16 @@ async fn the_gateway_bench_runs_a_closed_and_an_open_loop() {
         open.tasks_per_s
     );
     assert!(open.p50_ms > 0.0 && open.p50_ms <= open.p99_ms);
+    // In the open loop a task's start is when it was due: task i at i / rate.
+    assert_eq!(open.samples.len(), 300);
+    for (i, (at, latency)) in open.samples.iter().enumerate() {
+        let due = i as f64 * 1000.0 / rate;
+        assert!(
+            (at - due).abs() < 1e-3,
+            "task {i} starts at {at} ms, due {due}"
+        );
+        assert!(*latency > 0.0);
+    }
 
     for bad in [0.0, -5.0, f64::NAN] {
         let dir = tempfile::tempdir().unwrap();

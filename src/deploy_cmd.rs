@@ -179,42 +179,46 @@ pub enum BenchCmd {
     /// Admitted tasks/s and latency through the HTTPS API gateways of 3 masters
     /// (loopback, fsync on): signed requests, nonce and rate checks, JSON, then the
     /// consensus `Submit`, over kept-alive connections. No campaign runs.
-    Gateway {
-        /// Tasks to admit in the timed part.
-        #[arg(long, default_value_t = 20_000)]
-        tasks: u64,
-        /// Kept-alive connections, one request in flight on each. By Little's law,
-        /// 5,000 tasks/s with 128 in flight means a mean latency of 25.6 ms, so a
-        /// p99 under 20 ms needs fewer: the default is 64.
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        /// Registered callers the tasks are spread over (each has its own key,
-        /// nonces and rate bucket; the rate limit is set high enough never to refuse).
-        #[arg(long, default_value_t = 64)]
-        callers: usize,
-        /// Send every request to the leader's gateway (default: spread over the
-        /// three; a follower forwards to the leader).
-        #[arg(long)]
-        leader_only: bool,
-        /// After the closed loop, an open loop on a fresh cluster: `--tasks` tasks
-        /// due at this many per second whether or not earlier ones were answered,
-        /// each task's latency counted from the time it was due (waiting for a free
-        /// connection included). The latency at a given load, which a closed loop
-        /// cannot show: there, latency is the connection count over the throughput.
-        /// 0 skips it.
-        #[arg(long, default_value_t = 5_000.0)]
-        rate: f64,
-        /// Connections of the open loop: enough that they are not what limits it.
-        #[arg(long, default_value_t = 128)]
-        rate_connections: usize,
-        /// Write every timed task as a CSV line `loop,start_ms,latency_ms` (loop:
-        /// `closed` or `open`; start: when it was sent, or due in the open loop) to
-        /// this file, to see whether slow requests are spread out or come in stalls.
-        #[arg(long, value_name = "FILE")]
-        latency_log: Option<std::path::PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
+    Gateway(BenchGatewayArgs),
+}
+
+/// `symphony bench gateway`.
+#[derive(Args)]
+pub struct BenchGatewayArgs {
+    /// Tasks to admit in the timed part.
+    #[arg(long, default_value_t = 20_000)]
+    pub tasks: u64,
+    /// Kept-alive connections, one request in flight on each. By Little's law,
+    /// 5,000 tasks/s with 128 in flight means a mean latency of 25.6 ms, so a
+    /// p99 under 20 ms needs fewer: the default is 64.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Registered callers the tasks are spread over (each has its own key,
+    /// nonces and rate bucket; the rate limit is set high enough never to refuse).
+    #[arg(long, default_value_t = 64)]
+    pub callers: usize,
+    /// Send every request to the leader's gateway (default: spread over the
+    /// three; a follower forwards to the leader).
+    #[arg(long)]
+    pub leader_only: bool,
+    /// After the closed loop, an open loop on a fresh cluster: `--tasks` tasks
+    /// due at this many per second whether or not earlier ones were answered,
+    /// each task's latency counted from the time it was due (waiting for a free
+    /// connection included). The latency at a given load, which a closed loop
+    /// cannot show: there, latency is the connection count over the throughput.
+    /// 0 skips it.
+    #[arg(long, default_value_t = 5_000.0)]
+    pub rate: f64,
+    /// Connections of the open loop: enough that they are not what limits it.
+    #[arg(long, default_value_t = 128)]
+    pub rate_connections: usize,
+    /// Write every timed task as a CSV line `loop,start_ms,latency_ms` (loop:
+    /// `closed` or `open`; start: when it was sent, or due in the open loop) to
+    /// this file, to see whether slow requests are spread out or come in stalls.
+    #[arg(long, value_name = "FILE")]
+    pub latency_log: Option<std::path::PathBuf>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `bench gateway --json`: the closed loop's figures as before, and the open
@@ -1009,128 +1013,141 @@ pub fn bench(cmd: BenchCmd, spec_text: &str) -> Result<()> {
             }
             Ok(())
         }
-        BenchCmd::Gateway {
-            tasks,
-            concurrency,
-            callers,
-            leader_only,
-            rate,
-            rate_connections,
-            latency_log,
-            json,
-        } => {
-            if tasks == 0 {
-                bail!("--tasks must be > 0");
-            }
-            if concurrency == 0 {
-                bail!("--concurrency must be > 0");
-            }
-            if callers == 0 {
-                bail!("--callers must be > 0");
-            }
-            if !(rate.is_finite() && rate >= 0.0) {
-                bail!("--rate must be a number of tasks/s (0 skips the open loop), not {rate}");
-            }
-            if rate > 0.0 && rate_connections == 0 {
-                bail!("--rate-connections must be > 0");
-            }
-            // Opened before the runs, so a bad path is refused before minutes of work.
-            let mut log_file = latency_log
-                .as_ref()
-                .map(|p| {
-                    std::fs::File::create(p)
-                        .with_context(|| format!("--latency-log {}: cannot create", p.display()))
-                })
-                .transpose()?;
-            let spec: CampaignSpec = toml::from_str(spec_text)?;
-            if std::env::var_os("SYMPHONY_BENCH_LOG").is_some() {
-                init_logs();
-            }
-            let rt = runtime()?;
-            let run = symphony_deploy::bench::GatewayRun {
-                tasks,
-                concurrency,
-                callers,
-                leader_only,
-                rate: None,
-            };
-            let dir = tempfile::tempdir()?;
-            let saturation = rt.block_on(symphony_deploy::bench::gateway(
-                dir.path(),
-                spec.clone(),
-                run.clone(),
-            ))?;
-            drop(dir);
-            let at_rate = if rate > 0.0 {
-                let dir = tempfile::tempdir()?;
-                let run = symphony_deploy::bench::GatewayRun {
-                    concurrency: rate_connections,
-                    rate: Some(rate),
-                    ..run
-                };
-                Some(rt.block_on(symphony_deploy::bench::gateway(dir.path(), spec, run))?)
-            } else {
-                None
-            };
-            if let (Some(file), Some(path)) = (log_file.as_mut(), &latency_log) {
-                use std::io::Write as _;
-                let mut csv = String::from("loop,start_ms,latency_ms\n");
-                let runs = [("closed", Some(&saturation)), ("open", at_rate.as_ref())];
-                for (label, figures) in runs {
-                    for (at, latency) in figures.map(|f| f.samples.as_slice()).unwrap_or(&[]) {
-                        csv.push_str(&format!("{label},{at:.3},{latency:.3}\n"));
-                    }
-                }
-                file.write_all(csv.as_bytes())
-                    .with_context(|| format!("--latency-log {}: cannot write", path.display()))?;
-            }
-            if json {
-                let report = GatewayReport {
-                    saturation,
-                    at_rate,
-                };
-                crate::output::print_bench_json("gateway", &report)?;
-                return Ok(());
-            }
-            println!(
-                "admission through the HTTPS gateway, 3 masters (loopback, mutual TLS, fsync on)"
-            );
-            let f = &saturation;
-            println!(
-                "  {} tasks per loop, {} callers, {} gateway(s), rate limit {}/s per caller (never the bottleneck)",
-                f.tasks, f.callers, f.gateways, f.rate_limit_per_s
-            );
-            println!(
-                "  {:<34} {:>10} {:>10} {:>10} {:>10}",
-                "", "tasks/s", "p50 ms", "p99 ms", "max ms"
-            );
-            let row = |label: String, f: &symphony_deploy::bench::GatewayFigures| {
-                println!(
-                    "  {:<34} {:>10.0} {:>10.2} {:>10.2} {:>10.2}",
-                    label, f.tasks_per_s, f.p50_ms, f.p99_ms, f.max_ms
-                );
-            };
-            row(format!("closed loop, {} connections", f.concurrency), f);
-            if let Some(r) = &at_rate {
-                row(
-                    format!(
-                        "open loop at {:.0}/s, {} conns",
-                        r.offered_per_s.unwrap_or(0.0),
-                        r.concurrency
-                    ),
-                    r,
-                );
-            }
-            println!(
-                "  requests in the replicated queue: {}",
-                f.requests_in_state
-            );
-            let c = &f.consensus;
-            println!(
-                "  on the leader, closed loop ({} writes): committed and applied p50 {:.1} ms, p99 {:.1} ms; then 2-of-3 certificate p50 {:.1} ms, p99 {:.1} ms",
-                c.writes, c.commit_p50_ms, c.commit_p99_ms, c.certificate_p50_ms, c.certificate_p99_ms
-            );
-            Ok(())
+        BenchCmd::Gateway(args) => bench_gateway(args, spec_text),
+    }
+}
+
+/// `symphony bench gateway`: the closed loop, then the open loop at `--rate`, each
+/// on a fresh cluster.
+fn bench_gateway(args: BenchGatewayArgs, spec_text: &str) -> Result<()> {
+    check_gateway_args(&args)?;
+    // Opened before the runs, so a bad path is refused before minutes of work.
+    let mut log_file = args
+        .latency_log
+        .as_ref()
+        .map(|p| {
+            std::fs::File::create(p)
+                .with_context(|| format!("--latency-log {}: cannot create", p.display()))
+        })
+        .transpose()?;
+    let spec: CampaignSpec = toml::from_str(spec_text)?;
+    if std::env::var_os("SYMPHONY_BENCH_LOG").is_some() {
+        init_logs();
+    }
+    let rt = runtime()?;
+    let run = symphony_deploy::bench::GatewayRun {
+        tasks: args.tasks,
+        concurrency: args.concurrency,
+        callers: args.callers,
+        leader_only: args.leader_only,
+        rate: None,
+    };
+    let dir = tempfile::tempdir()?;
+    let saturation = rt.block_on(symphony_deploy::bench::gateway(
+        dir.path(),
+        spec.clone(),
+        run.clone(),
+    ))?;
+    drop(dir);
+    let at_rate = if args.rate > 0.0 {
+        let dir = tempfile::tempdir()?;
+        let run = symphony_deploy::bench::GatewayRun {
+            concurrency: args.rate_connections,
+            rate: Some(args.rate),
+            ..run
+        };
+        Some(rt.block_on(symphony_deploy::bench::gateway(dir.path(), spec, run))?)
+    } else {
+        None
+    };
+    if let (Some(file), Some(path)) = (log_file.as_mut(), &args.latency_log) {
+        write_latency_log(file, &saturation, at_rate.as_ref())
+            .with_context(|| format!("--latency-log {}: cannot write", path.display()))?;
+    }
+    if args.json {
+        let report = GatewayReport {
+            saturation,
+            at_rate,
+        };
+        return crate::output::print_bench_json("gateway", &report);
+    }
+    print_gateway(&saturation, at_rate.as_ref());
+    Ok(())
+}
+
+fn check_gateway_args(args: &BenchGatewayArgs) -> Result<()> {
+    if args.tasks == 0 {
+        bail!("--tasks must be > 0");
+    }
+    if args.concurrency == 0 {
+        bail!("--concurrency must be > 0");
+    }
+    if args.callers == 0 {
+        bail!("--callers must be > 0");
+    }
+    let rate = args.rate;
+    if !(rate.is_finite() && rate >= 0.0) {
+        bail!("--rate must be a number of tasks/s (0 skips the open loop), not {rate}");
+    }
+    if rate > 0.0 && args.rate_connections == 0 {
+        bail!("--rate-connections must be > 0");
+    }
+    Ok(())
+}
+
+/// `loop,start_ms,latency_ms` for every timed task of both loops.
+fn write_latency_log(
+    file: &mut std::fs::File,
+    saturation: &symphony_deploy::bench::GatewayFigures,
+    at_rate: Option<&symphony_deploy::bench::GatewayFigures>,
+) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut csv = String::from("loop,start_ms,latency_ms\n");
+    for (label, figures) in [("closed", Some(saturation)), ("open", at_rate)] {
+        for (at, latency) in figures.map(|f| f.samples.as_slice()).unwrap_or(&[]) {
+            csv.push_str(&format!("{label},{at:.3},{latency:.3}\n"));
         }
     }
+    file.write_all(csv.as_bytes())
+}
+
+fn print_gateway(
+    f: &symphony_deploy::bench::GatewayFigures,
+    at_rate: Option<&symphony_deploy::bench::GatewayFigures>,
+) {
+    println!("admission through the HTTPS gateway, 3 masters (loopback, mutual TLS, fsync on)");
+    println!(
+        "  {} tasks per loop, {} callers, {} gateway(s), rate limit {}/s per caller (never the bottleneck)",
+        f.tasks, f.callers, f.gateways, f.rate_limit_per_s
+    );
+    println!(
+        "  {:<34} {:>10} {:>10} {:>10} {:>10}",
+        "", "tasks/s", "p50 ms", "p99 ms", "max ms"
+    );
+    let row = |label: String, f: &symphony_deploy::bench::GatewayFigures| {
+        println!(
+            "  {:<34} {:>10.0} {:>10.2} {:>10.2} {:>10.2}",
+            label, f.tasks_per_s, f.p50_ms, f.p99_ms, f.max_ms
+        );
+    };
+    row(format!("closed loop, {} connections", f.concurrency), f);
+    if let Some(r) = at_rate {
+        row(
+            format!(
+                "open loop at {:.0}/s, {} conns",
+                r.offered_per_s.unwrap_or(0.0),
+                r.concurrency
+            ),
+            r,
+        );
+    }
+    println!(
+        "  requests in the replicated queue: {}",
+        f.requests_in_state
+    );
+    let c = &f.consensus;
+    println!(
+        "  on the leader, closed loop ({} writes): committed and applied p50 {:.1} ms, p99 {:.1} ms; then 2-of-3 certificate p50 {:.1} ms, p99 {:.1} ms",
+        c.writes, c.commit_p50_ms, c.commit_p99_ms, c.certificate_p50_ms, c.certificate_p99_ms
+    );
 }

@@ -7,8 +7,10 @@
 //! or none ([`Vault::reserve_bulk_all_or_none`]), and its rounds end those
 //! reservations a group at a time: persons only charged here commit as the round
 //! opens, trainees when it trained, drop-outs release the rounds left
-//! ([`Vault::apply_bulk_groups`]; the row keeps each ended group with its ε). Written per subject, that was two B-tree writes per subject per task
-//! (most of a slice's cost at a million people). Here the task's reservation is
+//! ([`Vault::apply_bulk_groups`]; the row keeps each ended group with its ε).
+//! Written per subject, that was two B-tree writes per subject per task (most
+//! of a slice's cost at a million people), and a read-modify-write of every
+//! trainee's account twice a round. Here the task's reservation is
 //! one row — `(scope, task) → amount, the subjects, and once finished the ε
 //! committed and by whom` — and every read of an account folds the rows that
 //! name the subject into it (the [`Overlay`]), so an account reads exactly as if
@@ -302,52 +304,8 @@ impl Vault {
         subjects: &[SubjectId],
         amount: Epsilon,
     ) -> Result<ReserveReport, VaultError> {
-        let s = scope.as_str();
-        let mut report = ReserveReport::default();
-        let tx = self.db.begin_write()?;
-        crate::ledger::refuse_released(&tx, [task])?;
-        {
-            let epoch =
-                crate::ledger::current_epoch(&tx.open_table(META)?, self.config.initial_epoch)?;
-            let accounts = tx.open_table(BUDGET)?;
-            let mut bulk = tx.open_table(BULK)?;
-            let overlay = Overlay::load(&bulk, scope)?;
-            let mut row = overlay.row_or_new(task, amount, epoch);
-            let op = BudgetOp::Reserve {
-                task: task.clone(),
-                amount,
-            };
-            let mut added: Vec<SubjectId> = Vec::new();
-            for subject in subjects {
-                let opens = overlay.epoch_for(subject, epoch);
-                let stored = self.stored_account(&accounts, (s, subject.as_str()), opens)?;
-                let mut account = overlay.effective(subject, scope, &stored)?.into_owned();
-                match account.apply(&op) {
-                    Ok(BudgetOutcome::Applied) => {
-                        added.push(subject.clone());
-                        report.reserved.push(subject.clone());
-                    }
-                    Ok(BudgetOutcome::AlreadyApplied) => {
-                        report.already_applied += 1;
-                        report.reserved.push(subject.clone());
-                    }
-                    Err(BudgetError::Insufficient { .. }) => report.excluded.push(subject.clone()),
-                    Err(source) => {
-                        return Err(VaultError::Budget {
-                            subject: subject.to_string(),
-                            scope,
-                            source,
-                        })
-                    }
-                }
-            }
-            if !added.is_empty() {
-                row.add_subjects(added);
-                bulk.insert((s, task.as_str()), bcs::to_bytes(&row)?.as_slice())?;
-            }
-        }
-        tx.commit()?;
-        Ok(report)
+        // One task reserved all or none is one task reserved where it fits.
+        self.reserve_bulk_all_or_none(scope, subjects, &[(task.clone(), amount)])
     }
 
     /// Finishes a bulk reservation: `used` (each holding the reservation) commit
